@@ -1,0 +1,53 @@
+"""The ``fh-screen`` command line (typer + rich).
+
+Each command group lives in its own module and imports heavy libraries inside the command
+function, so ``fh-screen --help`` stays fast. ``fh-screen Li-Fe-P-O`` is short for
+``fh-screen screen Li-Fe-P-O``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+__all__ = ["build_app", "main"]
+
+COMMAND_MODULES = ("predict", "train", "store", "screen")
+
+
+def build_app():
+    """The typer application with every command group registered."""
+    import importlib
+
+    import typer
+
+    app = typer.Typer(
+        name="fh-screen",
+        help="Predict formation enthalpies from composition and screen chemical systems for DFT.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+    for module_name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"fh_screen.cli.{module_name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"fh_screen.cli.{module_name}":
+                raise
+            continue
+        module.register(app)
+    return app
+
+
+def _command_names(app) -> set[str]:
+    names = {c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands}
+    names |= {g.name for g in app.registered_groups if g.name}
+    return names
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    app = build_app()
+    if argv and not argv[0].startswith("-") and argv[0] not in _command_names(app):
+        argv.insert(0, "screen")
+    app(args=argv, prog_name="fh-screen")

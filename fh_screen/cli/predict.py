@@ -1,0 +1,108 @@
+"""``fh-screen predict``: formulas on the command line or a CSV file in, ΔH_f out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from fh_screen.cli.common import console, fail, one_line_errors
+
+__all__ = ["register"]
+
+
+def predict_command(
+    formulas: list[str] = typer.Argument(None, help="Formulas such as LiFePO4 Fe2O3."),
+    input_csv: Optional[Path] = typer.Option(None, "--input", "-i", help="CSV file with a 'formula' column."),
+    output_csv: Optional[Path] = typer.Option(None, "--output", "-o", help="Write every input column plus predictions here."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Shipped model name or path to a .pt checkpoint."),
+) -> None:
+    """Predict formation enthalpies (eV/atom) from composition."""
+    from fh_screen.predict import Predictor
+
+    if not formulas and input_csv is None:
+        fail("give formulas (fh-screen predict LiFePO4) or --input FILE.csv")
+    if formulas and input_csv is not None:
+        fail("give formulas or --input, not both")
+    predictor = Predictor.from_name(model)
+    if input_csv is not None:
+        _predict_csv(predictor, input_csv, output_csv)
+        return
+    result = predictor.predict_formulas(formulas)
+    if output_csv is not None:
+        import pandas as pd
+
+        frame = _with_predictions(pd.DataFrame({"formula": formulas}), result, predictor)
+        _write_csv_atomically(frame, output_csv)
+        console().print(f"wrote {len(frame)} rows to {output_csv}")
+        return
+    _print_table(formulas, result, predictor)
+
+
+def _with_predictions(frame, result, predictor):
+    frame = frame.copy()
+    frame["dhf_pred_ev_per_atom"] = result.dhf_ev_per_atom
+    if result.dhf_std_ev_per_atom is not None:
+        frame["dhf_std_ev_per_atom"] = result.dhf_std_ev_per_atom
+    frame["out_of_domain"] = result.out_of_domain
+    frame["error"] = [e or "" for e in result.errors]
+    frame["model"] = f"{predictor.name}@{predictor.version}"
+    return frame
+
+
+def _write_csv_atomically(frame, path: Path) -> None:
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        fail(f"output folder does not exist: {path.parent}")
+    tmp = path.with_name(f".{path.name}.tmp")
+    frame.to_csv(tmp, index=False)
+    tmp.replace(path)
+
+
+def _predict_csv(predictor, input_csv: Path, output_csv: Optional[Path]) -> None:
+    import pandas as pd
+
+    if not input_csv.is_file():
+        fail(f"input file not found: {input_csv}")
+    try:
+        frame = pd.read_csv(input_csv, keep_default_na=False, na_values=[""], dtype={"formula": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        fail(f"cannot read {input_csv}: {str(exc).splitlines()[0]}")
+    if "formula" not in frame.columns:
+        fail(f"{input_csv} has no 'formula' column (columns: {', '.join(map(str, frame.columns))})")
+    formulas = frame["formula"].fillna("").astype(str).tolist()
+    result = predictor.predict_formulas(formulas)
+    out = _with_predictions(frame, result, predictor)
+    n_bad = sum(1 for e in result.errors if e)
+    if output_csv is None:
+        _print_table(formulas, result, predictor)
+    else:
+        _write_csv_atomically(out, output_csv)
+        console().print(f"wrote {len(out)} rows to {output_csv} ({n_bad} with an error)")
+
+
+def _print_table(formulas, result, predictor) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"Predicted formation enthalpy — model {predictor.name}@{predictor.version}")
+    table.add_column("formula")
+    table.add_column("ΔH_f pred (eV/atom)", justify="right")
+    if result.dhf_std_ev_per_atom is not None:
+        table.add_column("σ (eV/atom)", justify="right")
+    table.add_column("note")
+    for i, formula in enumerate(formulas):
+        error = result.errors[i]
+        value = "" if error else f"{result.dhf_ev_per_atom[i]:.3f}"
+        row = [formula, value]
+        if result.dhf_std_ev_per_atom is not None:
+            row.append("" if error else f"{result.dhf_std_ev_per_atom[i]:.3f}")
+        note = error or ("out of domain: element absent from training data" if result.out_of_domain[i] else "")
+        row.append(f"[red]{note}[/]" if error else note)
+        table.add_row(*row)
+    console().print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``predict`` to the application."""
+    app.command("predict")(one_line_errors(predict_command))

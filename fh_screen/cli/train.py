@@ -1,0 +1,67 @@
+"""``fh-screen train``: train a model on OQMD files and write it with its model card."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from fh_screen.cli.common import console, fail, one_line_errors
+
+__all__ = ["register"]
+
+
+def train_command(
+    train_path: Path = typer.Argument(..., help="Training data (shared CSV, OQMD dump table or OPTIMADE JSON)."),
+    output_dir: Path = typer.Option(..., "--output", "-o", help="Folder for model.pt, model_card.json and README.md."),
+    val_path: Optional[Path] = typer.Option(None, "--val", help="Validation file, used only for the final metrics."),
+    preset: str = typer.Option("paper", help="Architecture preset (paper, wide, fig2-32, …, overfit)."),
+    architecture: Optional[str] = typer.Option(None, help="Architecture label overriding the preset, e.g. 128x2+64x2+32x1+1x1."),
+    members: int = typer.Option(1, min=1, help="Ensemble members (>1 gives an uncertainty)."),
+    epochs: int = typer.Option(400, min=1),
+    batch_size: int = typer.Option(256, min=1),
+    learning_rate: float = typer.Option(1e-3, min=0.0),
+    patience: int = typer.Option(25, min=1, help="Early-stopping patience in epochs."),
+    max_minutes: Optional[float] = typer.Option(None, help="Stop each member after this many minutes."),
+    max_rows: Optional[int] = typer.Option(None, help="Train on a random subset of this many rows."),
+    seed: int = typer.Option(0),
+    threads: int = typer.Option(1, min=1, help="torch threads (keep at or below free cores)."),
+    name: Optional[str] = typer.Option(None, help="Model name written into the checkpoint."),
+) -> None:
+    """Train the formation-enthalpy network (RMSprop, MAE loss, early stopping)."""
+    from dataclasses import replace
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from fh_screen.model.network import PRESETS, parse_architecture
+    from fh_screen.model.train import TrainConfig
+    from fh_screen.training import train_model, write_model_card
+
+    if preset not in PRESETS:
+        fail(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
+    spec = PRESETS[preset]
+    if architecture:
+        parse_architecture(architecture)
+        spec = replace(spec, architecture=architecture)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                         early_stopping_patience=patience, seed=seed, threads=threads, max_minutes=max_minutes)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[status]}"), console=console()) as progress:
+        tasks = [progress.add_task(f"member {m + 1}/{members}", total=epochs, status="") for m in range(members)]
+
+        def on_epoch(member, record):
+            progress.update(tasks[member], completed=record.epoch,
+                            status=f"train {record.train_mae_ev_per_atom:.4f}  val {record.val_mae_ev_per_atom:.4f} eV/atom")
+
+        run = train_model(train_path, val_path, preset=preset, spec=spec, config=config, n_members=members,
+                          max_train_rows=max_rows, name=name, on_epoch=on_epoch)
+    write_model_card(run, output_dir)
+    summary = run.metrics.get("val_abs_dhf_lt_5") or run.metrics["early_stopping_split"]
+    console().print(f"saved {output_dir / 'model.pt'}: MAE {summary['mae_ev_per_atom']:.4f} eV/atom, "
+                    f"p80 {summary['p80_ae_ev_per_atom']:.4f}, p90 {summary['p90_ae_ev_per_atom']:.4f}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``train`` to the application."""
+    app.command("train")(one_line_errors(train_command))

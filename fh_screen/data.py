@@ -1,0 +1,267 @@
+"""OQMD formation-enthalpy data: loaders for three formats, cleaning and reproducible splits.
+
+Every loader ends in the same tidy table (:data:`TIDY_COLUMNS`): one row per reduced
+composition, the lowest ΔH_f of that composition, outliers outside (−20, 5) eV/atom dropped.
+
+Formats:
+
+* the shared CSV (``formula``, ``target``) prepared for the ElemNet/CrabNet benchmarks;
+* OQMD's own dataset dump exported as a table (``composition``/``name`` and ``delta_e``,
+  optionally ``entry_id``), CSV or whitespace/tab separated;
+* OPTIMADE JSON responses from OQMD (``data[].attributes`` with ``chemical_formula_reduced``
+  and ``_oqmd_delta_e``).
+"""
+
+from __future__ import annotations
+
+from fh_screen.errors import FhScreenError
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fh_screen.composition import ALL_ELEMENT_SYMBOLS, fraction_matrix
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "DataError",
+    "CleaningReport",
+    "OUTLIER_RANGE_EV_PER_ATOM",
+    "TIDY_COLUMNS",
+    "clean",
+    "file_sha256",
+    "kfold_indices",
+    "load_oqmd",
+    "load_oqmd_csv",
+    "load_oqmd_dump",
+    "load_optimade_json",
+    "shared_data_dir",
+    "split_frame",
+]
+
+#: ElemNet's preprocessing window: values outside it are unconverged DFT results.
+OUTLIER_RANGE_EV_PER_ATOM: tuple[float, float] = (-20.0, 5.0)
+
+#: Columns of the tidy table every loader returns.
+TIDY_COLUMNS = ["formula", "dhf_ev_per_atom", "source_id", "passed_outlier_filter"]
+
+
+class DataError(FhScreenError):
+    """A data file that is missing, unreadable or has the wrong columns; one-line message."""
+
+
+@dataclass
+class CleaningReport:
+    """What :func:`clean` did to a raw table."""
+
+    n_raw: int = 0
+    n_bad_formula: int = 0
+    n_missing_value: int = 0
+    n_duplicates_dropped: int = 0
+    n_outliers: int = 0
+    n_kept: int = 0
+    bad_formula_examples: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One line for logs and the CLI."""
+        return (
+            f"{self.n_kept} compositions kept of {self.n_raw} rows: "
+            f"{self.n_duplicates_dropped} higher-energy duplicates, {self.n_outliers} outliers "
+            f"outside {OUTLIER_RANGE_EV_PER_ATOM} eV/atom, {self.n_bad_formula} bad formulas, "
+            f"{self.n_missing_value} missing values dropped"
+        )
+
+
+def shared_data_dir() -> Path:
+    """``../shared/data/oqmd`` beside the checkout (or ``$FH_SCREEN_OQMD_DIR``)."""
+    import os
+
+    if env := os.environ.get("FH_SCREEN_OQMD_DIR"):
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "shared" / "data" / "oqmd"
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file (recorded in model cards)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_file(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"data file not found: {path}")
+    if not path.is_file():
+        raise DataError(f"not a file: {path}")
+    return path
+
+
+def _read_table(path: Path, **kwargs) -> pd.DataFrame:
+    # keep_default_na=False: the formula "NaN" (sodium nitride) must stay a formula.
+    try:
+        return pd.read_csv(path, keep_default_na=False, na_values=[""], **kwargs)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise DataError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
+
+
+def _require(frame: pd.DataFrame, columns: list[str], path: Path) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{path} lacks column(s) {', '.join(missing)} (has {', '.join(map(str, frame.columns))})"
+        )
+
+
+def load_oqmd_csv(path: str | Path, *, drop_outliers: bool = True) -> tuple[pd.DataFrame, CleaningReport]:
+    """Load the shared CSV format (``formula``, ``target`` in eV/atom) into the tidy table."""
+    path = _check_file(path)
+    raw = _read_table(path)
+    _require(raw, ["formula", "target"], path)
+    frame = pd.DataFrame({"formula": raw["formula"], "dhf_ev_per_atom": raw["target"]})
+    frame["source_id"] = None
+    return clean(frame, drop_outliers=drop_outliers)
+
+
+def load_oqmd_dump(path: str | Path, *, drop_outliers: bool = True) -> tuple[pd.DataFrame, CleaningReport]:
+    """Load an OQMD dataset dump exported as a table (``composition`` or ``name``, ``delta_e``).
+
+    OQMD's ``formationenergy`` table export has ``composition_id`` / ``name`` / ``delta_e`` /
+    ``entry_id`` columns; CSV, tab or whitespace separated files are accepted.
+    """
+    path = _check_file(path)
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        header = handle.readline()
+    sep = "," if "," in header else ("\t" if "\t" in header else r"\s+")
+    raw = _read_table(path, sep=sep, engine="python" if sep == r"\s+" else "c")
+    formula_column = next((c for c in ("composition", "composition_id", "name", "formula") if c in raw.columns), None)
+    if formula_column is None:
+        raise DataError(f"{path} has no composition column (composition, composition_id, name or formula)")
+    _require(raw, ["delta_e"], path)
+    frame = pd.DataFrame({
+        "formula": raw[formula_column].astype(str),
+        "dhf_ev_per_atom": pd.to_numeric(raw["delta_e"], errors="coerce"),
+    })
+    id_column = next((c for c in ("entry_id", "id", "calculation_id") if c in raw.columns), None)
+    frame["source_id"] = raw[id_column].astype(str) if id_column else None
+    return clean(frame, drop_outliers=drop_outliers)
+
+
+def load_optimade_json(paths: str | Path | list[str | Path], *, drop_outliers: bool = True) -> tuple[pd.DataFrame, CleaningReport]:
+    """Load one or more OPTIMADE ``/structures`` JSON responses from OQMD.
+
+    Uses ``attributes.chemical_formula_reduced`` and ``attributes._oqmd_delta_e`` (eV/atom);
+    the entry ``id`` becomes ``source_id``.
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    rows = []
+    for path in map(_check_file, paths):
+        try:
+            payload = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DataError(f"cannot read {path}: not valid JSON ({exc})") from None
+        data = payload.get("data") if isinstance(payload, dict) else None
+        if not isinstance(data, list):
+            raise DataError(f"{path} is not an OPTIMADE response (no 'data' list)")
+        for entry in data:
+            attributes = entry.get("attributes", {})
+            formula = attributes.get("chemical_formula_reduced") or attributes.get("chemical_formula_descriptive")
+            value = attributes.get("_oqmd_delta_e", attributes.get("_oqmd_formation_energy"))
+            rows.append({"formula": formula, "dhf_ev_per_atom": value, "source_id": entry.get("id")})
+    frame = pd.DataFrame(rows, columns=["formula", "dhf_ev_per_atom", "source_id"])
+    frame["dhf_ev_per_atom"] = pd.to_numeric(frame["dhf_ev_per_atom"], errors="coerce")
+    return clean(frame, drop_outliers=drop_outliers)
+
+
+def load_oqmd(path: str | Path, *, drop_outliers: bool = True) -> tuple[pd.DataFrame, CleaningReport]:
+    """Load any supported OQMD file, choosing the loader from its suffix and columns."""
+    path = _check_file(path)
+    if path.suffix.lower() == ".json":
+        return load_optimade_json(path, drop_outliers=drop_outliers)
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        header = handle.readline().strip()
+    columns = {c.strip() for c in header.replace("\t", ",").replace(" ", ",").split(",")}
+    if {"formula", "target"} <= columns:
+        return load_oqmd_csv(path, drop_outliers=drop_outliers)
+    if "delta_e" in columns:
+        return load_oqmd_dump(path, drop_outliers=drop_outliers)
+    raise DataError(
+        f"{path}: unrecognised format (expected formula,target or composition,delta_e columns, or OPTIMADE JSON)"
+    )
+
+
+def clean(frame: pd.DataFrame, *, drop_outliers: bool = True) -> tuple[pd.DataFrame, CleaningReport]:
+    """Reduce formulas, keep the lowest ΔH_f per composition, drop outliers; report counts.
+
+    ``frame`` has ``formula``, ``dhf_ev_per_atom`` and ``source_id``. With
+    ``drop_outliers=False`` outliers are kept and marked ``passed_outlier_filter=False``.
+    """
+    report = CleaningReport(n_raw=len(frame))
+    frame = frame.copy()
+    missing = frame["formula"].isna() | frame["dhf_ev_per_atom"].isna()
+    report.n_missing_value = int(missing.sum())
+    frame = frame[~missing]
+
+    features = fraction_matrix(frame["formula"].astype(str).tolist(), ALL_ELEMENT_SYMBOLS)
+    valid = features.valid
+    report.n_bad_formula = int((~valid).sum())
+    report.bad_formula_examples = [e for e in features.errors if e][:5]
+    frame = frame[valid].copy()
+    frame["formula"] = canonical_formulas(frame["formula"].astype(str))
+
+    frame = frame.sort_values("dhf_ev_per_atom", kind="stable")
+    before = len(frame)
+    frame = frame.drop_duplicates("formula", keep="first")
+    report.n_duplicates_dropped = before - len(frame)
+
+    low, high = OUTLIER_RANGE_EV_PER_ATOM
+    inside = (frame["dhf_ev_per_atom"] > low) & (frame["dhf_ev_per_atom"] < high)
+    report.n_outliers = int((~inside).sum())
+    frame["passed_outlier_filter"] = inside.to_numpy()
+    if drop_outliers:
+        frame = frame[inside]
+    frame = frame.sort_index()[TIDY_COLUMNS].reset_index(drop=True)
+    report.n_kept = len(frame)
+    logger.info(report.summary())
+    return frame, report
+
+
+def canonical_formulas(formulas) -> list[str]:
+    """pymatgen reduced formulas (``LiFePO4`` for ``Li1Fe1P1O4``), cached per distinct string."""
+    from pymatgen.core import Composition
+
+    cache: dict[str, str] = {}
+    out = []
+    for formula in formulas:
+        if formula not in cache:
+            cache[formula] = Composition(formula).reduced_formula
+        out.append(cache[formula])
+    return out
+
+
+def split_frame(frame: pd.DataFrame, fractions: tuple[float, ...], seed: int = 0) -> list[pd.DataFrame]:
+    """Random split of ``frame`` into parts of the given fractions (reproducible from ``seed``)."""
+    if not np.isclose(sum(fractions), 1.0):
+        raise ValueError(f"split fractions must sum to 1, got {fractions}")
+    order = np.random.default_rng(seed).permutation(len(frame))
+    bounds = np.round(np.cumsum((0.0, *fractions)) * len(frame)).astype(int)
+    return [frame.iloc[np.sort(order[a:b])].reset_index(drop=True) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def kfold_indices(n_rows: int, n_folds: int = 10, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train, test) index arrays of a shuffled k-fold split, reproducible from ``seed``."""
+    order = np.random.default_rng(seed).permutation(n_rows)
+    folds = np.array_split(order, n_folds)
+    return [
+        (np.sort(np.concatenate(folds[:k] + folds[k + 1:])), np.sort(folds[k]))
+        for k in range(n_folds)
+    ]

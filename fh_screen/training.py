@@ -1,0 +1,204 @@
+"""From OQMD files to a saved, documented model: split, featurise, train members, evaluate, save.
+
+This is what ``fh-screen train`` and ``scripts/train_shipped_model.py`` run; the shipped model's
+card records the exact command.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import platform
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fh_screen.composition import DEFAULT_ELEMENTS, fraction_matrix
+from fh_screen.data import OUTLIER_RANGE_EV_PER_ATOM, file_sha256, load_oqmd, split_frame
+from fh_screen.model.checkpoint import Checkpoint, save_checkpoint
+from fh_screen.model.network import PRESETS, NetworkSpec
+from fh_screen.model.train import EpochRecord, TrainConfig, TrainedNetwork, train_network
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["TrainingRun", "error_metrics", "train_model", "write_model_card"]
+
+
+def error_metrics(y_true_ev_per_atom: np.ndarray, y_pred_ev_per_atom: np.ndarray) -> dict[str, float]:
+    """MAE, RMSE, median and 80th/90th percentile absolute errors (eV/atom), and R²."""
+    y_true = np.asarray(y_true_ev_per_atom, dtype=float)
+    errors = np.abs(np.asarray(y_pred_ev_per_atom, dtype=float) - y_true)
+    residual = np.sum((y_true - np.asarray(y_pred_ev_per_atom, dtype=float)) ** 2)
+    total = np.sum((y_true - y_true.mean()) ** 2) or 1.0
+    return {
+        "n": int(len(errors)),
+        "mae_ev_per_atom": float(errors.mean()),
+        "rmse_ev_per_atom": float(np.sqrt(np.mean(errors**2))),
+        "median_ae_ev_per_atom": float(np.median(errors)),
+        "p80_ae_ev_per_atom": float(np.percentile(errors, 80)),
+        "p90_ae_ev_per_atom": float(np.percentile(errors, 90)),
+        "r2": float(1 - residual / total),
+    }
+
+
+@dataclass
+class TrainingRun:
+    """A trained model: its checkpoint, the member histories and the validation metrics."""
+
+    checkpoint: Checkpoint
+    members: list[TrainedNetwork]
+    metrics: dict
+
+
+def _features(frame: pd.DataFrame, elements) -> np.ndarray:
+    return fraction_matrix(frame["formula"].tolist(), elements).matrix
+
+
+def train_model(
+    train_path: str | Path,
+    val_path: str | Path | None = None,
+    *,
+    preset: str = "paper",
+    spec: NetworkSpec | None = None,
+    config: TrainConfig = TrainConfig(),
+    n_members: int = 1,
+    early_stopping_fraction: float = 0.05,
+    max_train_rows: int | None = None,
+    name: str | None = None,
+    on_epoch: Callable[[int, EpochRecord], None] | None = None,
+) -> TrainingRun:
+    """Train ``n_members`` networks of ``preset`` on ``train_path``; evaluate on ``val_path``.
+
+    A random ``early_stopping_fraction`` of the training file (seeded) drives the LR schedule and
+    early stopping, so ``val_path`` stays untouched until the final evaluation. Each ensemble
+    member uses its own seed (``config.seed + member``); with ``n_members > 1`` the model reports
+    the member spread as an uncertainty.
+    """
+    spec = spec or PRESETS[preset]
+    elements = DEFAULT_ELEMENTS
+    spec = replace(spec, n_inputs=len(elements))
+    train_frame, train_report = load_oqmd(train_path)
+    if max_train_rows is not None and max_train_rows < len(train_frame):
+        train_frame = train_frame.sample(n=max_train_rows, random_state=config.seed).reset_index(drop=True)
+    fit_frame, stop_frame = split_frame(train_frame, (1 - early_stopping_fraction, early_stopping_fraction), seed=config.seed)
+    x_fit, x_stop = _features(fit_frame, elements), _features(stop_frame, elements)
+    y_fit, y_stop = fit_frame["dhf_ev_per_atom"].to_numpy(), stop_frame["dhf_ev_per_atom"].to_numpy()
+
+    # One target normalisation for every member, so they can be averaged in output space.
+    members: list[TrainedNetwork] = []
+    for member in range(n_members):
+        member_config = replace(config, seed=config.seed + member)
+        callback = (lambda record, m=member: on_epoch(m, record)) if on_epoch else None
+        members.append(train_network(x_fit, y_fit, x_stop, y_stop, spec, member_config, callback))
+    mean, std = members[0].target_mean_ev_per_atom, members[0].target_std_ev_per_atom
+
+    present = (x_fit > 0).any(axis=0)
+    checkpoint = Checkpoint(
+        name=name or preset,
+        version="1",
+        spec=spec,
+        elements=list(elements),
+        elements_in_training=[s for s, seen in zip(elements, present) if seen],
+        target_mean_ev_per_atom=mean,
+        target_std_ev_per_atom=std,
+        member_state_dicts=[m.state_dict for m in members],
+    )
+    metrics: dict = {
+        "early_stopping_split": error_metrics(y_stop, _predict(checkpoint, x_stop)),
+        "members_best_epoch": [m.best_epoch for m in members],
+        "members_stopped": [m.stopped_reason for m in members],
+        "seconds_per_epoch_median": float(np.median([r.seconds for m in members for r in m.history])),
+    }
+    data = {
+        "train_file": str(Path(train_path).name),
+        "train_sha256": file_sha256(train_path),
+        "train_cleaning": train_report.summary(),
+        "n_fit": len(fit_frame),
+        "n_early_stopping": len(stop_frame),
+        "split_seed": config.seed,
+        "outlier_filter_ev_per_atom": list(OUTLIER_RANGE_EV_PER_ATOM),
+    }
+    if val_path is not None:
+        val_all, _ = load_oqmd(val_path, drop_outliers=False)
+        y_val = val_all["dhf_ev_per_atom"].to_numpy()
+        predicted = _predict(checkpoint, _features(val_all, elements))
+        inside = val_all["passed_outlier_filter"].to_numpy()
+        metrics["val_all_rows"] = error_metrics(y_val, predicted)
+        metrics["val_abs_dhf_lt_5"] = error_metrics(y_val[np.abs(y_val) < 5], predicted[np.abs(y_val) < 5])
+        metrics["val_outlier_filtered"] = error_metrics(y_val[inside], predicted[inside])
+        data.update(val_file=str(Path(val_path).name), val_sha256=file_sha256(val_path), n_val=len(val_all))
+    checkpoint.metadata = {
+        "data": data,
+        "metrics": metrics,
+        "training": {"config": config.as_dict(), "n_members": n_members, "preset": preset, "spec": spec.as_dict()},
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "machine": f"{platform.machine()} {platform.system()}, {_cpu_count()} cores, torch {_torch_version()}",
+    }
+    return TrainingRun(checkpoint=checkpoint, members=members, metrics=metrics)
+
+
+def _cpu_count() -> int:
+    import os
+
+    return os.cpu_count() or 1
+
+
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__
+
+
+def _predict(checkpoint: Checkpoint, matrix: np.ndarray) -> np.ndarray:
+    from fh_screen.predict import Predictor
+
+    return Predictor(checkpoint).predict_matrix(matrix)[0]
+
+
+def write_model_card(run: TrainingRun, directory: str | Path) -> Path:
+    """Save ``model.pt``, ``model_card.json`` and a human ``README.md`` into ``directory``."""
+    directory = Path(directory)
+    save_checkpoint(run.checkpoint, directory / "model.pt")
+    meta = run.checkpoint.metadata
+    card = {
+        "name": run.checkpoint.name,
+        "version": run.checkpoint.version,
+        "weights_sha256": file_sha256(directory / "model.pt"),
+        "architecture": run.checkpoint.spec.architecture,
+        "n_members": len(run.checkpoint.member_state_dicts),
+        "elements": f"{run.checkpoint.elements[0]}–{run.checkpoint.elements[-1]} ({len(run.checkpoint.elements)} slots)",
+        **meta,
+        "history": [[{"epoch": r.epoch, "train_mae": r.train_mae_ev_per_atom, "val_mae": r.val_mae_ev_per_atom} for r in m.history] for m in run.members],
+    }
+    (directory / "model_card.json").write_text(json.dumps(card, indent=1))
+    (directory / "README.md").write_text(_card_markdown(card))
+    return directory
+
+
+def _card_markdown(card: dict) -> str:
+    metrics = card["metrics"]
+    lines = [
+        f"# fh-screen model `{card['name']}` v{card['version']}",
+        "",
+        f"ElemNet-style fully connected network `{card['architecture']}` (ReLU, linear output) on element",
+        f"fractions ({card['elements']}), {card['n_members']} member(s); predicts OQMD formation enthalpy in eV/atom.",
+        "",
+        "## Data",
+        f"- train: `{card['data']['train_file']}` sha256 `{card['data']['train_sha256']}` ({card['data']['train_cleaning']})",
+        f"- {card['data']['n_fit']} rows fit, {card['data']['n_early_stopping']} rows (seeded split) for LR schedule and early stopping",
+    ]
+    if "val_all_rows" in metrics:
+        lines += [f"- val: `{card['data']['val_file']}` sha256 `{card['data']['val_sha256']}`, {card['data']['n_val']} rows, never used in training", "",
+                  "## Validation metrics (eV/atom)", "", "| rows | n | MAE | RMSE | p80 | p90 | R² |", "|---|---|---|---|---|---|---|"]
+        for key, label in (("val_all_rows", "all"), ("val_abs_dhf_lt_5", "abs(ΔH_f) < 5")):
+            m = metrics[key]
+            lines.append(f"| {label} | {m['n']} | {m['mae_ev_per_atom']:.4f} | {m['rmse_ev_per_atom']:.4f} | {m['p80_ae_ev_per_atom']:.4f} | {m['p90_ae_ev_per_atom']:.4f} | {m['r2']:.4f} |")
+    lines += ["", "## Provenance", f"- command: `{card['command']}`", f"- created: {card['created']}", f"- machine: {card['machine']}",
+              f"- training config: `{json.dumps(card['training']['config'])}`", f"- weights sha256: `{card['weights_sha256']}`", ""]
+    return "\n".join(lines)

@@ -156,10 +156,11 @@ def load_oqmd_dump(path: str | Path, *, drop_outliers: bool = True) -> tuple[pd.
 
 
 def load_optimade_json(paths: str | Path | list[str | Path], *, drop_outliers: bool = True) -> tuple[pd.DataFrame, CleaningReport]:
-    """Load one or more OPTIMADE ``/structures`` JSON responses from OQMD.
+    """Load one or more OPTIMADE ``/structures`` JSON responses from OQMD (or its REST API).
 
-    Uses ``attributes.chemical_formula_reduced`` and ``attributes._oqmd_delta_e`` (eV/atom);
-    the entry ``id`` becomes ``source_id``.
+    Uses ``attributes.chemical_formula_reduced`` and ``attributes._oqmd_delta_e`` (eV/atom), the
+    entry ``id`` becoming ``source_id``; OQMD's ``oqmdapi/formationenergy`` responses (flat
+    ``name``, ``delta_e``, ``entry_id``) are read too.
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
@@ -173,10 +174,13 @@ def load_optimade_json(paths: str | Path | list[str | Path], *, drop_outliers: b
         if not isinstance(data, list):
             raise DataError(f"{path} is not an OPTIMADE response (no 'data' list)")
         for entry in data:
-            attributes = entry.get("attributes", {})
-            formula = attributes.get("chemical_formula_reduced") or attributes.get("chemical_formula_descriptive")
-            value = attributes.get("_oqmd_delta_e", attributes.get("_oqmd_formation_energy"))
-            rows.append({"formula": formula, "dhf_ev_per_atom": value, "source_id": entry.get("id")})
+            # OPTIMADE puts fields under "attributes"; OQMD's own REST API (oqmdapi) returns them flat.
+            attributes = entry.get("attributes", entry) if isinstance(entry, dict) else {}
+            formula = (attributes.get("chemical_formula_reduced") or attributes.get("chemical_formula_descriptive")
+                       or attributes.get("name") or attributes.get("composition"))
+            value = attributes.get("_oqmd_delta_e", attributes.get("delta_e"))
+            source_id = entry.get("id", attributes.get("entry_id")) if isinstance(entry, dict) else None
+            rows.append({"formula": formula, "dhf_ev_per_atom": value, "source_id": None if source_id is None else str(source_id)})
     frame = pd.DataFrame(rows, columns=["formula", "dhf_ev_per_atom", "source_id"])
     frame["dhf_ev_per_atom"] = pd.to_numeric(frame["dhf_ev_per_atom"], errors="coerce")
     return clean(frame, drop_outliers=drop_outliers)

@@ -18,11 +18,12 @@ def train_command(
     val_path: Optional[Path] = typer.Option(None, "--val", help="Validation file, used only for the final metrics."),
     preset: str = typer.Option("paper", help="Architecture preset (paper, wide, fig2-32, …, overfit)."),
     architecture: Optional[str] = typer.Option(None, help="Architecture label overriding the preset, e.g. 128x2+64x2+32x1+1x1."),
+    dropout: Optional[float] = typer.Option(None, min=0.0, max=0.9, help="Dropout rate at the preset's dropout positions."),
     members: int = typer.Option(1, min=1, help="Ensemble members (>1 gives an uncertainty)."),
     epochs: int = typer.Option(400, min=1),
-    batch_size: int = typer.Option(256, min=1),
+    batch_size: int = typer.Option(512, min=1),
     learning_rate: float = typer.Option(1e-3, min=0.0),
-    patience: int = typer.Option(25, min=1, help="Early-stopping patience in epochs."),
+    patience: int = typer.Option(30, min=1, help="Early-stopping patience in epochs."),
     max_minutes: Optional[float] = typer.Option(None, help="Stop each member after this many minutes."),
     max_rows: Optional[int] = typer.Option(None, help="Train on a random subset of this many rows."),
     seed: int = typer.Option(0),
@@ -44,6 +45,8 @@ def train_command(
     if architecture:
         parse_architecture(architecture)
         spec = replace(spec, architecture=architecture)
+    if dropout is not None:
+        spec = replace(spec, dropout=dropout)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                          early_stopping_patience=patience, seed=seed, threads=threads, max_minutes=max_minutes)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

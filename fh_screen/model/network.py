@@ -52,7 +52,7 @@ class NetworkSpec:
     """
 
     architecture: str = "128x2+64x2+32x1+1x1"
-    dropout: float = 0.1
+    dropout: float = 0.0
     dropout_after: tuple[int, ...] = (2,)
     n_inputs: int = 94
 
@@ -79,13 +79,16 @@ class NetworkSpec:
 
 
 #: Named architectures. ``paper`` is the seed study's Table 1; the ``fig2-*`` labels are its
-#: architecture study (Fig. 2) and ``overfit`` its Fig. 3 network.
+#: architecture study (Fig. 2) and ``overfit`` its Fig. 3 network. Table 1 places a dropout layer
+#: after the first 128-unit block but gives no rate; on the shared OQMD split any rate hurt
+#: (validation MAE 0.080 eV/atom at 0.1, ~0.076 at 0.05, 0.069 at 0), so the presets keep the
+#: position and default the rate to 0 (``fh-screen train --dropout`` sets it).
 PRESETS: dict[str, NetworkSpec] = {
-    "paper": NetworkSpec("128x2+64x2+32x1+1x1", dropout=0.1, dropout_after=(2,)),
-    "fig2-32": NetworkSpec("32x2+16x2+8x1+1x1", dropout=0.1, dropout_after=(2,)),
-    "fig2-64": NetworkSpec("64x2+32x2+16x1+1x1", dropout=0.1, dropout_after=(2,)),
-    "fig2-96": NetworkSpec("96x2+48x2+24x1+1x1", dropout=0.1, dropout_after=(2,)),
-    "fig2-128": NetworkSpec("128x2+64x2+32x1+1x1", dropout=0.1, dropout_after=(2,)),
+    "paper": NetworkSpec("128x2+64x2+32x1+1x1", dropout=0.0, dropout_after=(2,)),
+    "fig2-32": NetworkSpec("32x2+16x2+8x1+1x1", dropout=0.0, dropout_after=(2,)),
+    "fig2-64": NetworkSpec("64x2+32x2+16x1+1x1", dropout=0.0, dropout_after=(2,)),
+    "fig2-96": NetworkSpec("96x2+48x2+24x1+1x1", dropout=0.0, dropout_after=(2,)),
+    "fig2-128": NetworkSpec("128x2+64x2+32x1+1x1", dropout=0.0, dropout_after=(2,)),
     "overfit": NetworkSpec("256x2+128x2+64x2+32x1+1x1", dropout=0.0, dropout_after=()),
     "wide": NetworkSpec("512x2+256x2+128x2+64x1+1x1", dropout=0.05, dropout_after=(2, 4)),
 }

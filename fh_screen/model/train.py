@@ -26,13 +26,13 @@ class TrainConfig:
     """
 
     epochs: int = 400
-    batch_size: int = 256
+    batch_size: int = 512
     learning_rate: float = 1e-3
     weight_decay: float = 0.0
     lr_factor: float = 0.5
     lr_patience: int = 8
     min_learning_rate: float = 1e-5
-    early_stopping_patience: int = 25
+    early_stopping_patience: int = 30
     schedule: str = "plateau"
     seed: int = 0
     threads: int = 1

@@ -1,0 +1,31 @@
+"""fh-screen: formation enthalpy from composition (ElemNet-style DNN on OQMD) and system screening.
+
+The public face::
+
+    from fh_screen import predict, Predictor, screen
+    predict(["LiFePO4", "Fe2O3"])          # numpy array, eV/atom
+    screen("Li-Fe-P-O").table              # ranked candidates (pandas DataFrame)
+
+Attributes load lazily so that importing the package (and ``fh-screen --help``) stays fast.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+__all__ = ["Predictor", "__version__", "predict", "screen"]
+
+_LAZY = {"predict": "fh_screen.predict", "Predictor": "fh_screen.predict", "screen": "fh_screen.screen"}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fh_screen.predict import Predictor, predict
+    from fh_screen.screen import screen
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'fh_screen' has no attribute {name!r}")

@@ -1,0 +1,239 @@
+"""``fh-screen screen Li-Fe-P-O`` (or just ``fh-screen Li-Fe-P-O``): rank a system's candidates.
+
+Known phases come from the store's OQMD reference entries; every screen is saved to the store
+with its run id unless ``--no-store``. Heavy libraries are imported inside the command.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from fh_screen.cli.common import console, error_console, fail, one_line_errors
+
+__all__ = ["register", "write_outputs"]
+
+_INGEST_HINT = (
+    "no OQMD reference entries in the store: the hull is built from the elements and the predictions alone; "
+    "run `fh-screen ingest PATH` (e.g. train.csv) to anchor it on DFT values"
+)
+
+
+def screen_command(
+    chemsys: str = typer.Argument(..., help="Chemical system, elements joined by '-', e.g. Li-Fe-P-O."),
+    top: int = typer.Option(20, "--top", "-n", help="Rows of the ranked table to print."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the full ranked list as JSON here."),
+    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write the full ranked list as CSV here."),
+    plot_path: Optional[Path] = typer.Option(None, "--plot", help="Draw the phase diagram (ternary/quaternary) to a .png."),
+    max_atoms: int = typer.Option(20, "--max-atoms", help="Largest formula unit (atoms) to enumerate."),
+    max_per_element: Optional[int] = typer.Option(None, "--max-per-element", help="Most atoms of one element (default max-atoms - 1)."),
+    charge_neutral: bool = typer.Option(False, "--charge-neutral", help="Keep only charge-balanced new compositions."),
+    exclude_known: bool = typer.Option(False, "--exclude-known", help="Leave known compositions out of the list (they still shape the hull)."),
+    force: bool = typer.Option(False, "--force", help="Run even when the enumeration is above --max-candidates."),
+    max_candidates: int = typer.Option(250_000, "--max-candidates", help="Refuse larger enumerations unless --force."),
+    tolerance: float = typer.Option(0.05, "--tolerance", help="E_hull window (eV/atom) for the probability of being stable."),
+    no_store: bool = typer.Option(False, "--no-store", help="Do not save this screen to the store."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Shipped model name or path to a .pt checkpoint."),
+) -> None:
+    """Rank the candidate compositions of a chemical system by predicted stability."""
+    from fh_screen.enumerate import parse_chemsys
+    from fh_screen.screen import ScreenOptions, check_size
+
+    started = time.perf_counter()
+    system = parse_chemsys(chemsys)
+    if top < 0:
+        fail(f"--top must be 0 or more, got {top}")
+    for path in (json_path, csv_path, plot_path):
+        if path is not None and not Path(path).expanduser().resolve().parent.is_dir():
+            fail(f"output folder does not exist: {Path(path).parent}")
+    if plot_path is not None:
+        if Path(plot_path).suffix.lower() != ".png":
+            fail(f"--plot needs a .png path, got {plot_path}")
+        if len(system) not in (3, 4):
+            fail(f"--plot draws ternary and quaternary systems only; {'-'.join(system)} has {len(system)} elements")
+    options = ScreenOptions(
+        max_atoms=max_atoms,
+        max_per_element=max_per_element,
+        charge_neutral=charge_neutral,
+        include_known=not exclude_known,
+        max_candidates=max_candidates,
+        force=force,
+        e_hull_tolerance_ev_per_atom=tolerance,
+    )
+    options.validate()
+    check_size(system, options)  # limits and size are checked before loading anything heavy
+
+    with _Stages() as stages:
+        stages("loading the model")
+        from fh_screen.predict import Predictor
+
+        predictor = Predictor.from_name(model)
+        stages("reading known phases from the store")
+        known, n_reference, store_note = _known_from_store(system, read_only=no_store)
+        from fh_screen.screen import screen
+
+        result = screen(system, predictor=predictor, known=known, options=options, progress=stages)
+        saved = ""
+        if not no_store:
+            stages(f"saving {result.n_candidates:,} predictions to the store")
+            saved = _save(result, predictor)
+        if plot_path is not None:
+            stages("drawing the phase diagram")
+            from fh_screen.screen import plot_screen
+
+            plot_screen(result, plot_path, top=min(max(top, 0), 30))
+    write_outputs(result, json_path=json_path, csv_path=csv_path)
+    _print(result, top, predictor, time.perf_counter() - started)
+    notes = []
+    if store_note:
+        notes.append(store_note)
+    elif n_reference == 0:
+        notes.append(_INGEST_HINT)
+    notes.extend(result.warnings)
+    out = console()
+    for note in notes:
+        out.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+    for label, path in (("JSON", json_path), ("CSV", csv_path), ("plot", plot_path)):
+        if path is not None:
+            out.print(f"wrote {label} to {path}", highlight=False, soft_wrap=True)
+    if saved:
+        out.print(saved, highlight=False, soft_wrap=True)
+
+
+class _Stages:
+    """A transient rich progress line on stderr naming the current stage, with elapsed time.
+
+    Shown only on a terminal, so that piped output and error lines stay clean.
+    """
+
+    def __enter__(self):
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        stderr = error_console()
+        self._progress = None
+        if stderr.is_terminal:
+            self._progress = Progress(
+                SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                console=stderr, transient=True,
+            )
+            self._progress.__enter__()
+            self._task = self._progress.add_task("starting", total=None)
+        return self
+
+    def __call__(self, label: str) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, description=label)
+
+    def __exit__(self, *exc):
+        if self._progress is not None:
+            return self._progress.__exit__(*exc)
+        return None
+
+
+def _known_from_store(system: tuple[str, ...], read_only: bool):
+    """(reference frame or None, number of reference entries, note or '').
+
+    With ``read_only`` (``--no-store``) a store file that does not exist yet is not created.
+    """
+    from fh_screen.settings import FhScreenSettings
+    from fh_screen.store import FhScreenStore
+
+    settings = FhScreenSettings()
+    if read_only and not settings.mongo_uri and not settings.store_path.exists():
+        return None, 0, ""
+    with FhScreenStore.from_settings(settings, read_only=read_only) as store:
+        n_reference = store.n_reference()
+        if n_reference == 0:
+            return None, 0, ""
+        return store.reference_frame(chemsys="-".join(system)), n_reference, ""
+
+
+def _save(result, predictor) -> str:
+    from fh_screen.store import FhScreenStore
+
+    frame = result.table
+    with FhScreenStore.from_settings() as store:
+        store.save_predictions(frame, predictor, result.run_id)
+    return f"saved {len(frame):,} predictions to the store (run {result.run_id})"
+
+
+def write_outputs(result, *, json_path: Optional[Path] = None, csv_path: Optional[Path] = None) -> None:
+    """Write the ranked list with exactly :data:`fh_screen.screen.RESULT_COLUMNS` (atomic writes)."""
+    import json
+
+    from fh_screen.screen import RESULT_COLUMNS
+
+    if json_path is not None:
+        records = [{key: row[key] for key in RESULT_COLUMNS} for row in result.records()]
+        _atomic_write(Path(json_path), lambda tmp: tmp.write_text(json.dumps(records, indent=1, allow_nan=False) + "\n"))
+    if csv_path is not None:
+        frame = result.table[RESULT_COLUMNS]
+        _atomic_write(Path(csv_path), lambda tmp: frame.to_csv(tmp, index=False, float_format="%.6g"))
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        write(tmp)
+        tmp.replace(path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _fmt(value, digits: int = 3) -> str:
+    import math
+
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return ""
+    return f"{value:.{digits}f}"
+
+
+def _print(result, top: int, predictor, seconds: float) -> None:
+    from rich.table import Table
+
+    table = Table(
+        title=f"{'-'.join(result.chemsys)}: top {min(top, len(result.table))} of {result.n_candidates:,} candidates "
+        f"— model {predictor.name}@{predictor.version}",
+        title_justify="left",
+    )
+    has_std = "dhf_std_ev_per_atom" in result.table.columns
+    table.add_column("rank", justify="right")
+    table.add_column("formula")
+    table.add_column("ΔH_f pred\n(eV/atom)", justify="right")
+    if has_std:
+        table.add_column("σ", justify="right")
+    table.add_column("E_hull pred\n(eV/atom)", justify="right")
+    if has_std:
+        table.add_column("P(stable)", justify="right")
+    table.add_column("ΔH_f DFT\n(eV/atom)", justify="right")
+    table.add_column("decomposition")
+    for row in result.table.head(max(top, 0)).itertuples(index=False):
+        cells = [str(row.rank), row.formula, _fmt(row.dhf_pred_ev_per_atom)]
+        if has_std:
+            cells.append(_fmt(row.dhf_std_ev_per_atom))
+        cells.append(_fmt(row.e_above_hull_pred_ev_per_atom))
+        if has_std:
+            cells.append(_fmt(row.p_stable, 2))
+        cells.append(_fmt(row.known_dhf_ev_per_atom))
+        cells.append("on hull" if row.e_above_hull_pred_ev_per_atom == 0 else row.decomposition)
+        table.add_row(*cells)
+    out = console()
+    if top > 0:
+        out.print(table)
+    n_known = int(result.table["is_known"].sum())
+    n_hull = int((result.table["e_above_hull_pred_ev_per_atom"] == 0).sum())
+    out.print(
+        f"{result.n_candidates:,} candidates ({n_known:,} known), {n_hull:,} on the predicted hull, "
+        f"{result.n_known:,} known phases in the hull; {seconds:.2f} s; run {result.run_id}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``screen`` to the application."""
+    app.command("screen")(one_line_errors(screen_command))

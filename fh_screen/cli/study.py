@@ -1,0 +1,162 @@
+"""``fh-screen evaluate``: reproduce the seed study (CV, data size, architectures, overfitting).
+
+Each study writes ``<output-dir>/study/<name>.json`` (metrics, exact command, caps, data hashes,
+seconds, machine) and ``<output-dir>/figures/<name>.png``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from fh_screen.cli.common import console, fail, one_line_errors
+
+__all__ = ["register"]
+
+STUDIES = ("cv", "size", "arch", "overfit")
+
+
+def _parse_sizes(text: str) -> list[int | None]:
+    sizes: list[int | None] = []
+    for part in text.split(","):
+        part = part.strip().lower()
+        if part == "all":
+            sizes.append(None)
+        elif part.isdigit() and int(part) > 0:
+            sizes.append(int(part))
+        else:
+            fail(f"bad training-set size {part!r} in --sizes (positive integers or 'all', comma separated)")
+    return sizes
+
+
+def evaluate_command(
+    study: str = typer.Option("cv", "--study", "-s", help="cv, size, arch, overfit or all (run in that order)."),
+    train_path: Optional[Path] = typer.Option(None, "--train", help="Training CSV (default: shared oqmd/train.csv)."),
+    val_path: Optional[Path] = typer.Option(None, "--val", help="Held-out CSV (default: shared oqmd/val.csv)."),
+    output_dir: Path = typer.Option(Path("docs"), "--output-dir", "-o", help="JSON goes to DIR/study, PNG to DIR/figures."),
+    folds: int = typer.Option(10, help="Cross-validation folds."),
+    seed: int = typer.Option(0, help="Seed of folds, subsets and training."),
+    preset: str = typer.Option("paper", help="Network of the CV and data-size studies."),
+    epochs: int = typer.Option(150, min=1, help="Epoch cap per run."),
+    max_minutes: Optional[float] = typer.Option(4.0, help="Wall-clock cap per run (minutes)."),
+    patience: Optional[int] = typer.Option(None, min=1, help="Early-stopping patience (default: TrainConfig's)."),
+    threads: int = typer.Option(1, min=1, help="torch threads (keep at or below free cores)."),
+    sizes: str = typer.Option("5000,10000,50000,all", help="Training-set sizes of the size study."),
+    presets: str = typer.Option("fig2-32,fig2-64,fig2-96,fig2-128", help="Presets of the architecture study."),
+    overfit_epochs: int = typer.Option(150, min=1, help="Epochs of the overfit run (no early stopping)."),
+    overfit_rows: Optional[int] = typer.Option(None, min=10, help="Train the overfit run on this many rows (default all)."),
+    max_rows: Optional[int] = typer.Option(None, min=20, help="Use a seeded subset of this many rows of each file (quick runs)."),
+) -> None:
+    """Reproduce the seed study's figures: 10-fold CV, data size, architecture and overfitting."""
+    import time
+    from dataclasses import fields, replace
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from fh_screen import study as st
+    from fh_screen.data import shared_data_dir
+    from fh_screen.model.network import PRESETS
+    from fh_screen.model.train import TrainConfig
+
+    chosen = list(STUDIES) if study == "all" else [study]
+    if any(s not in STUDIES for s in chosen):
+        fail(f"unknown study {study!r} (choose from {', '.join(STUDIES)} or all)")
+    if preset not in PRESETS:
+        fail(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
+    if folds < 2:
+        fail(f"--folds must be at least 2, got {folds}")
+    if max_minutes is not None and max_minutes <= 0:
+        fail(f"--max-minutes must be positive, got {max_minutes}")
+    size_list = _parse_sizes(sizes)
+    preset_list = [p.strip() for p in presets.split(",") if p.strip()]
+    if unknown := [p for p in preset_list if p not in PRESETS]:
+        fail(f"unknown preset(s) {', '.join(unknown)} in --presets (choose from {', '.join(PRESETS)})")
+    train_path = train_path or shared_data_dir() / "train.csv"
+    val_path = val_path or shared_data_dir() / "val.csv"
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    config = TrainConfig(epochs=epochs, seed=seed, threads=threads, max_minutes=max_minutes,
+                         early_stopping_patience=patience or defaults["early_stopping_patience"])
+    caps = {"epochs_per_run": epochs, "max_minutes_per_run": max_minutes, "early_stopping_patience": config.early_stopping_patience,
+            "max_rows_per_file": max_rows, "early_stopping_fraction": 0.05}
+    out = console()
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[status]}"), console=out) as progress:
+        tasks: dict[str, int] = {}
+
+        def on_epoch(label, record):
+            if label not in tasks:
+                total = overfit_epochs if label == "overfit" else epochs
+                tasks[label] = progress.add_task(label, total=total, status="")
+            progress.update(tasks[label], completed=record.epoch,
+                            status=f"train {record.train_mae_ev_per_atom:.4f}  val {record.val_mae_ev_per_atom:.4f}  "
+                                   f"lr {record.learning_rate:.1e}")
+
+        def on_run(label, result):
+            m = result.metrics
+            progress.console.print(f"{label}: MAE {m['mae_ev_per_atom']:.4f} eV/atom (p80 {m['p80_ae_ev_per_atom']:.4f}, "
+                                   f"p90 {m['p90_ae_ev_per_atom']:.4f}), best epoch {result.best_epoch}/{len(result.history)}, "
+                                   f"{result.stopped_reason}, {result.seconds:.0f} s", soft_wrap=True)
+
+        train = val = None
+        for name in chosen:
+            started = time.perf_counter()
+            if name == "cv":
+                data = st.load_study_data([train_path, val_path], max_rows=max_rows, seed=seed)
+                progress.console.print(f"cross-validation on {len(data)} compositions ({folds} folds)")
+                result = st.cross_validate(data, PRESETS[preset], config, n_folds=folds, seed=seed,
+                                           on_epoch=on_epoch, on_run=on_run)
+                summary = result.summary()
+                payload = {"study": "cross-validation (seed Fig. 5/6)", "preset": preset,
+                           "architecture": PRESETS[preset].architecture, "seed_study": st.SEED_STUDY, "cv_seed": seed,
+                           **summary, "folds": [f.summary() for f in result.folds],
+                           "provenance": st.provenance(config, data.sources, started, caps=caps)}
+                _write(st, payload, output_dir, "cv", lambda path: st.write_cv_figure(result, path), progress)
+                progress.console.print(f"CV MAE {summary['fold_mae_mean_ev_per_atom']:.4f} ± {summary['fold_mae_std_ev_per_atom']:.4f} "
+                                       f"eV/atom; pooled p80 {summary['pooled_out_of_fold']['p80_ae_ev_per_atom']:.4f}, "
+                                       f"p90 {summary['pooled_out_of_fold']['p90_ae_ev_per_atom']:.4f}", soft_wrap=True)
+                continue
+            if train is None:
+                train = st.load_study_data([train_path], max_rows=max_rows, seed=seed)
+                val = st.load_study_data([val_path], max_rows=max_rows, seed=seed)
+            sources = train.sources + val.sources
+            if name == "size":
+                runs = st.data_size_study(train, val, size_list, PRESETS[preset], config, seed=seed, on_epoch=on_epoch, on_run=on_run)
+                payload = {"study": "accuracy vs training-set size (seed Fig. 4)", "preset": preset, "test_set": str(val_path),
+                           "runs": [r.summary() for r in runs], "provenance": st.provenance(config, sources, started, caps=caps)}
+                _write(st, payload, output_dir, "data_size", lambda path: st.write_size_figure(runs, path), progress)
+            elif name == "arch":
+                runs = st.architecture_study(train, val, preset_list, config, on_epoch=on_epoch, on_run=on_run)
+                payload = {"study": "architecture (seed Fig. 2)", "test_set": str(val_path), "runs": [r.summary() for r in runs],
+                           "provenance": st.provenance(config, sources, started, caps=caps)}
+                _write(st, payload, output_dir, "architecture", lambda path: st.write_architecture_figure(runs, path), progress)
+            else:
+                subset = train
+                if overfit_rows is not None and overfit_rows < len(train):
+                    import numpy as np
+
+                    subset = train.subset(np.sort(np.random.default_rng(seed).permutation(len(train))[:overfit_rows]))
+                overfit_config = replace(config, epochs=overfit_epochs)
+                run = st.overfit_study(subset, val, PRESETS["overfit"], overfit_config, on_epoch=on_epoch)
+                on_run("overfit", run)
+                payload = {"study": "overfitting of 256x2+128x2+64x2+32x1+1x1 (seed Fig. 3), early stopping disabled",
+                           "test_set": str(val_path), "n_train_rows": len(subset), "run": run.summary(),
+                           "provenance": st.provenance(overfit_config, sources, started,
+                                                       caps={**caps, "epochs_per_run": overfit_epochs, "early_stopping": "disabled",
+                                                             "overfit_rows": overfit_rows})}
+                _write(st, payload, output_dir, "overfit",
+                       lambda path: st.write_loss_curves_figure(run, path, f"{run.spec.architecture}, no early stopping (Fig. 3)"),
+                       progress)
+
+
+def _write(st, payload: dict, output_dir: Path, name: str, draw, progress) -> None:
+    json_path = st.write_json(payload, output_dir / "study" / f"{name}.json")
+    png_path = draw(output_dir / "figures" / f"{name}.png")
+    progress.console.print(f"wrote {json_path} and {png_path}", soft_wrap=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``evaluate`` to the application."""
+    app.command("evaluate")(one_line_errors(evaluate_command))

@@ -1,0 +1,247 @@
+"""Hand the selected structures to DFT: jobflow's dynamic ``Response`` adds the DFT flows at run time.
+
+:class:`HandoffMaker` takes a :class:`~fh_screen.jobs.schemas.StructuresDocument` (usually the
+output reference of :class:`~fh_screen.jobs.structures.StructureMaker`) and, when it runs:
+
+1. optionally pre-relaxes every trial structure with a cheap force field (any atomate2
+   force-field maker, e.g. ``ForceFieldRelaxMaker(force_field_name="CHGNet")``) — the handoff job
+   is *replaced* (``Response(replace=...)``) by the relax jobs plus a chooser job that keeps the
+   lowest-energy structure of each composition; a relax that fails is reported and skipped
+   (the chooser runs with ``OnMissing.NONE``), the other compositions carry on;
+2. builds one DFT flow per composition with ``dft_maker.make(structure)`` (default: atomate2's
+   VASP ``DoubleRelaxMaker``; any maker whose ``make`` takes a structure works) and adds them to
+   the running workflow as an ``addition`` (default), a ``detour`` (children of the handoff wait
+   for DFT) or a ``replace`` (the handoff's output becomes the DFT outputs; the
+   :class:`~fh_screen.jobs.schemas.HandoffDocument` stays in the store at index 1).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from jobflow import Flow, Job, JobConfig, Maker, OnMissing, Response, job
+
+from fh_screen.jobs.schemas import HandoffDocument, HandoffEntry, Problem, StructureCandidate, StructuresDocument
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["HANDOFF_MODES", "HandoffMaker", "chgnet_prerelax_maker", "choose_lowest_energy", "default_dft_maker"]
+
+#: How the DFT flows join the running workflow (jobflow ``Response`` fields).
+HANDOFF_MODES = ("addition", "detour", "replace")
+
+
+def default_dft_maker() -> Maker:
+    """atomate2's VASP double relaxation (``DoubleRelaxMaker``)."""
+    from atomate2.vasp.flows.core import DoubleRelaxMaker
+
+    return DoubleRelaxMaker()
+
+
+def chgnet_prerelax_maker(steps: int = 500, fmax_ev_per_angstrom: float = 0.1, **kwargs) -> Maker:
+    """atomate2's force-field relax with CHGNet (ships its weights, runs offline)."""
+    from atomate2.forcefields.jobs import ForceFieldRelaxMaker
+
+    relax_kwargs = dict(kwargs.pop("relax_kwargs", {}) or {})
+    relax_kwargs.setdefault("fmax", fmax_ev_per_angstrom)
+    return ForceFieldRelaxMaker(
+        name="CHGNet pre-relax", force_field_name="CHGNet", steps=steps, relax_kwargs=relax_kwargs, **kwargs
+    )
+
+
+def _maker_label(maker: Any) -> str | None:
+    if maker is None:
+        return None
+    force_field = getattr(maker, "force_field_name", None)
+    label = type(maker).__name__
+    return f"{label}({force_field})" if force_field else label
+
+
+def _as_structures(doc: StructuresDocument | dict | Sequence) -> StructuresDocument:
+    if isinstance(doc, StructuresDocument):
+        return doc
+    if isinstance(doc, dict):
+        return StructuresDocument.model_validate({k: v for k, v in doc.items() if not k.startswith("@")})
+    return StructuresDocument(structures=[s if isinstance(s, StructureCandidate) else _from_structure(s) for s in doc])
+
+
+def _from_structure(structure) -> StructureCandidate:
+    """A bare pymatgen Structure as a handoff candidate."""
+    return StructureCandidate(
+        formula=structure.composition.reduced_formula, structure=structure, source="given", n_sites=len(structure)
+    )
+
+
+def _as_problems(problems: Sequence | None) -> list[Problem]:
+    out = []
+    for p in problems or []:
+        if isinstance(p, Problem):
+            out.append(p)
+        elif isinstance(p, dict):
+            out.append(Problem.model_validate({k: v for k, v in p.items() if not k.startswith("@")}))
+    return out
+
+
+def _job_uuids(flow_or_job: Flow | Job) -> list[str]:
+    if isinstance(flow_or_job, Job):
+        return [flow_or_job.uuid]
+    return list(flow_or_job.all_uuids)
+
+
+def _dft_response(doc: HandoffDocument, dft_maker: Maker | None, mode: str, name: str) -> Response:
+    """Response adding one DFT flow per entry of ``doc`` (or just the document when no maker)."""
+    if dft_maker is None or not doc.entries:
+        return Response(output=doc)
+    flows = []
+    for entry in doc.entries:
+        try:
+            made = dft_maker.make(entry.structure)
+        except Exception as exc:  # noqa: BLE001 - a maker that refuses one structure must not stop the rest
+            doc.problems.append(Problem(stage="handoff", formula=entry.formula, message=_one_line(exc)))
+            continue
+        made.name = f"{made.name} {entry.formula}"
+        entry.dft_job_uuids = _job_uuids(made)
+        entry.dft_flow_name = made.name
+        flows.append(made)
+    doc.entries = [e for e in doc.entries if e.dft_job_uuids]
+    if not flows:
+        return Response(output=doc)
+    if mode == "replace":
+        dft = Flow(flows, output={e.formula: f.output for e, f in zip(doc.entries, flows)}, name=name)
+        return Response(output=doc, replace=dft)
+    dft = Flow(flows, name=name)
+    return Response(output=doc, **{mode: dft})
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"
+
+
+@job(output_schema=HandoffDocument)
+def choose_lowest_energy(
+    trials: list[dict],
+    energies_ev: list[float | None],
+    relaxed: list[Any],
+    dft_maker: Maker | None = None,
+    mode: str = "addition",
+    prerelax_label: str | None = None,
+    problems: list | None = None,
+    name: str = "DFT",
+) -> Response:
+    """Keep the lowest force-field energy per atom of each composition, then hand off to DFT.
+
+    ``energies_ev``/``relaxed`` are the relax outputs, None where a relax failed (this job runs
+    with ``OnMissing.NONE``); failures are listed in ``problems``.
+    """
+    doc = HandoffDocument(mode=mode, dft_maker=_maker_label(dft_maker), prerelax_maker=prerelax_label,
+                          problems=_as_problems(problems))
+    best: dict[str, HandoffEntry] = {}
+    tried: dict[str, int] = {}
+    for trial, energy, structure in zip(trials, energies_ev, relaxed):
+        formula = trial["formula"]
+        tried[formula] = tried.get(formula, 0) + 1
+        if energy is None or structure is None or not math.isfinite(float(energy)):
+            doc.problems.append(Problem(
+                stage="prerelax", formula=formula,
+                message=f"pre-relax of trial structure {trial['index']} ({trial['source']}) failed; it was skipped",
+            ))
+            continue
+        if isinstance(structure, dict):
+            from pymatgen.core import Structure
+
+            structure = Structure.from_dict(structure)
+        per_atom = float(energy) / len(structure)
+        if formula not in best or per_atom < best[formula].energy_ev_per_atom:
+            best[formula] = HandoffEntry(
+                formula=formula, structure=structure, source=trial["source"], prototype=trial.get("prototype"),
+                prerelaxed=True, energy_ev_per_atom=per_atom,
+            )
+    for formula in tried:
+        if formula in best:
+            best[formula].n_trials = tried[formula]
+        else:
+            doc.problems.append(Problem(stage="prerelax", formula=formula,
+                                        message="every pre-relax failed; not handed to DFT"))
+    doc.entries = [best[f] for f in tried if f in best]
+    return _dft_response(doc, dft_maker, mode, name)
+
+
+@dataclass
+class HandoffMaker(Maker):
+    """Maker of the DFT handoff for a :class:`StructuresDocument` (see the module docstring).
+
+    Parameters
+    ----------
+    name
+        Job name.
+    dft_maker
+        Maker whose ``make(structure)`` returns the DFT job/flow (default atomate2
+        ``DoubleRelaxMaker``); None stops after the (pre-relax and) choice.
+    prerelax_maker
+        Force-field maker run on every trial structure first (e.g. :func:`chgnet_prerelax_maker`);
+        None hands the best-ranked trial structure of each composition to DFT directly.
+    structures_per_formula
+        Trial structures per composition compared by the pre-relax.
+    mode
+        ``addition`` (default), ``detour`` or ``replace``: how the DFT flows join the workflow.
+    """
+
+    name: str = "fh-screen DFT handoff"
+    dft_maker: Maker | None = field(default_factory=default_dft_maker)
+    prerelax_maker: Maker | None = None
+    structures_per_formula: int = 3
+    mode: str = "addition"
+
+    def __post_init__(self):
+        if self.mode not in HANDOFF_MODES:
+            from fh_screen.errors import FhScreenError
+
+            raise FhScreenError(f"handoff mode must be one of {', '.join(HANDOFF_MODES)}, got {self.mode!r}")
+
+    @job(output_schema=HandoffDocument)
+    def make(self, structures: StructuresDocument | dict | Sequence, problems: list | None = None) -> Response:
+        """Job handing ``structures`` to DFT; ``problems`` from earlier stages are carried into its output."""
+        doc_in = _as_structures(structures)
+        carried = _as_problems(problems) + list(doc_in.problems)
+        groups: dict[str, list[StructureCandidate]] = {}
+        for candidate in doc_in.structures:
+            group = groups.setdefault(candidate.formula, [])
+            if len(group) < self.structures_per_formula:
+                group.append(candidate)
+        if not groups:
+            carried.append(Problem(stage="handoff", message="no structure to hand off"))
+            return Response(output=HandoffDocument(mode=self.mode, dft_maker=_maker_label(self.dft_maker),
+                                                   prerelax_maker=_maker_label(self.prerelax_maker), problems=carried))
+        if self.prerelax_maker is None:
+            doc = HandoffDocument(
+                mode=self.mode, dft_maker=_maker_label(self.dft_maker), problems=carried,
+                entries=[HandoffEntry(formula=f, structure=c[0].structure, source=c[0].source,
+                                      prototype=c[0].prototype, n_trials=len(c)) for f, c in groups.items()],
+            )
+            return _dft_response(doc, self.dft_maker, self.mode, f"{self.name} DFT")
+        relax_jobs, trials = [], []
+        for formula, candidates in groups.items():
+            for i, candidate in enumerate(candidates):
+                relax = self.prerelax_maker.make(candidate.structure)
+                relax.name = f"{relax.name} {formula} #{i + 1}"
+                relax_jobs.append(relax)
+                trials.append({"formula": formula, "index": i + 1, "source": candidate.source,
+                               "prototype": candidate.prototype})
+        chooser = choose_lowest_energy(
+            trials,
+            [r.output.output.energy for r in relax_jobs],
+            [r.output.structure for r in relax_jobs],
+            dft_maker=self.dft_maker,
+            mode=self.mode,
+            prerelax_label=_maker_label(self.prerelax_maker),
+            problems=carried,
+            name=f"{self.name} DFT",
+        )
+        chooser.name = f"{self.name} choose lowest energy"
+        chooser.config = JobConfig(on_missing_references=OnMissing.NONE)
+        return Response(replace=Flow([*relax_jobs, chooser], output=chooser.output, name=f"{self.name} pre-relax"))

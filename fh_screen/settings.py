@@ -1,0 +1,70 @@
+"""Settings for fh-screen, in the atomate2 style.
+
+Defaults can be changed in ``~/.fh_screen.yaml`` (or the YAML file named by
+``FH_SCREEN_CONFIG_FILE``), and any field can be set with an ``FH_SCREEN_<FIELD>`` environment
+variable, which wins over the file::
+
+    # ~/.fh_screen.yaml
+    data_dir: /scratch/me/fh_screen
+    mongo_uri: mongodb://localhost:27017   # use MongoDB instead of the embedded store
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from fh_screen.errors import FhScreenError
+
+__all__ = ["DEFAULT_CONFIG_FILE", "ENV_PREFIX", "FhScreenSettings", "SettingsError"]
+
+DEFAULT_CONFIG_FILE = "~/.fh_screen.yaml"
+ENV_PREFIX = "FH_SCREEN_"
+
+
+class SettingsError(FhScreenError):
+    """An unreadable or invalid settings file; one-line message naming the file."""
+
+
+class FhScreenSettings(BaseSettings):
+    """Where fh-screen keeps its data and which store it uses."""
+
+    CONFIG_FILE: str = Field(DEFAULT_CONFIG_FILE, description="YAML file with defaults for these settings.")
+    data_dir: Path = Field(Path("~/.fh_screen"), description="Folder of the embedded store and other data.")
+    store_file: str = Field("fh_screen.sqlite", description="File name of the embedded store inside data_dir.")
+    mongo_uri: str | None = Field(None, description="MongoDB URI; when set, MongoStore replaces the embedded store.")
+    mongo_database: str = Field("fh_screen", description="MongoDB database name (when mongo_uri is set).")
+    reference_collection: str = Field("reference", description="Collection of OQMD reference entries.")
+    predictions_collection: str = Field("predictions", description="Collection of predictions.")
+    busy_timeout_s: float = Field(60.0, description="How long an embedded-store writer waits for another one.")
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def load_default_settings(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """Fill values not given explicitly or by environment variables from the YAML file."""
+        path_text = values.get("CONFIG_FILE") or os.environ.get(f"{ENV_PREFIX}CONFIG_FILE") or DEFAULT_CONFIG_FILE
+        path = Path(path_text).expanduser()
+        if not path.exists():
+            return values
+        from monty.serialization import loadfn
+
+        try:
+            loaded = loadfn(path) or {}
+        except Exception as exc:  # noqa: BLE001 - any YAML problem becomes one line
+            raise SettingsError(f"cannot read settings file {path}: {str(exc).splitlines()[0]}") from None
+        if not isinstance(loaded, dict):
+            raise SettingsError(f"settings file {path} must hold a mapping of setting: value")
+        merged = {str(k): v for k, v in loaded.items()}
+        merged.update(values)
+        return merged
+
+    @property
+    def store_path(self) -> Path:
+        """Absolute path of the embedded store file."""
+        return Path(self.data_dir).expanduser() / self.store_file

@@ -1,0 +1,198 @@
+"""Ingest OQMD files into the reference collection, idempotently, in atomic batches.
+
+Files are read with :func:`fh_screen.data.load_oqmd` (the shared CSV, OQMD dump tables and
+OPTIMADE JSON), which reduces formulas and keeps the lowest ΔH_f per composition. Each batch of
+entries is compared with what the store holds: new formulas are inserted, changed values replace
+the stored ones (and are reported), identical ones are left untouched. A batch is one store
+update, so an interrupted ingest leaves whole batches behind and a re-run completes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from maggma.core import Store
+
+from fh_screen.data import OUTLIER_RANGE_EV_PER_ATOM, DataError, load_oqmd
+from fh_screen.store.documents import ReferenceEntryDoc, utcnow
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["INGEST_SUFFIXES", "IngestReport", "ingest_file", "ingest_frame", "ingest_path", "ingestable_files"]
+
+#: Files picked up when ``ingest`` is given a folder.
+INGEST_SUFFIXES = (".csv", ".json", ".tsv", ".txt")
+
+#: Values closer than this (eV/atom) count as unchanged.
+TOLERANCE_EV_PER_ATOM = 1e-9
+
+_COMPARED = ("dhf_ev_per_atom", "source", "source_id", "source_version", "passed_outlier_filter")
+
+
+@dataclass
+class IngestReport:
+    """What an ingest did: counts, rejection reasons and a few of the replaced values."""
+
+    files: list[str] = field(default_factory=list)
+    n_rows: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    updated_examples: list[tuple[str, float, float]] = field(default_factory=list)
+
+    @property
+    def n_rejected(self) -> int:
+        """Rows not stored, all reasons together."""
+        return sum(self.rejected.values())
+
+    def summary(self) -> str:
+        """One line: inserted, updated, unchanged, rejected with reasons."""
+        reasons = ", ".join(f"{n} {reason}" for reason, n in self.rejected.items() if n)
+        return (
+            f"inserted {self.inserted}, updated {self.updated}, unchanged {self.unchanged}, "
+            f"rejected {self.n_rejected}" + (f" ({reasons})" if reasons else "")
+        )
+
+    def merge(self, other: IngestReport) -> IngestReport:
+        """Add another report's counts to this one (for a folder of files)."""
+        self.files += other.files
+        self.n_rows += other.n_rows
+        self.inserted += other.inserted
+        self.updated += other.updated
+        self.unchanged += other.unchanged
+        for reason, n in other.rejected.items():
+            self.rejected[reason] = self.rejected.get(reason, 0) + n
+        self.updated_examples += other.updated_examples[: max(0, 10 - len(self.updated_examples))]
+        return self
+
+
+def ingestable_files(path: str | Path) -> list[Path]:
+    """``path`` itself, or the data files of a folder (sorted); DataError if there are none."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"data file not found: {path}")
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in INGEST_SUFFIXES)
+        if not files:
+            raise DataError(f"no data files ({', '.join(INGEST_SUFFIXES)}) in folder {path}")
+        return files
+    return [path]
+
+
+def ingest_path(
+    store: Store, path: str | Path, progress: Callable[[int, int], None] | None = None, **kwargs
+) -> IngestReport:
+    """Ingest one file or every data file of a folder; see :func:`ingest_file`."""
+    report = IngestReport()
+    for file in ingestable_files(path):
+        report.merge(ingest_file(store, file, progress=progress, **kwargs))
+    return report
+
+
+def ingest_file(
+    store: Store,
+    path: str | Path,
+    *,
+    source: str = "oqmd",
+    source_version: str | None = None,
+    keep_outliers: bool = False,
+    batch_size: int = 5000,
+    progress: Callable[[int, int], None] | None = None,
+) -> IngestReport:
+    """Load an OQMD file and upsert its entries into the reference ``store`` (key ``formula``).
+
+    Outliers outside (−20, 5) eV/atom are rejected unless ``keep_outliers``, in which case they
+    are stored with ``passed_outlier_filter=False``. ``progress(n_done, n_total)`` is called
+    after each batch.
+    """
+    path = Path(path)
+    frame, cleaning = load_oqmd(path, drop_outliers=not keep_outliers)
+    report = IngestReport(files=[str(path)], n_rows=cleaning.n_raw)
+    low, high = OUTLIER_RANGE_EV_PER_ATOM
+    report.rejected = {
+        "bad formulas": cleaning.n_bad_formula,
+        "missing values": cleaning.n_missing_value,
+        "higher-energy duplicates": cleaning.n_duplicates_dropped,
+        f"outliers outside ({low:g}, {high:g}) eV/atom": 0 if keep_outliers else cleaning.n_outliers,
+    }
+    if cleaning.bad_formula_examples:
+        logger.warning("%s: bad formulas, e.g. %s", path, "; ".join(cleaning.bad_formula_examples[:3]))
+    ingest_frame(
+        store, frame, report, source=source, source_version=source_version, source_file=path.name,
+        batch_size=batch_size, progress=progress,
+    )
+    logger.info("%s: %s", path, report.summary())
+    return report
+
+
+def ingest_frame(
+    store: Store,
+    frame,
+    report: IngestReport | None = None,
+    *,
+    source: str = "oqmd",
+    source_version: str | None = None,
+    source_file: str | None = None,
+    batch_size: int = 5000,
+    progress: Callable[[int, int], None] | None = None,
+) -> IngestReport:
+    """Upsert a tidy table (:data:`fh_screen.data.TIDY_COLUMNS`) into the reference ``store``."""
+    report = report if report is not None else IngestReport(n_rows=len(frame))
+    formulas = frame["formula"].tolist()
+    values = frame["dhf_ev_per_atom"].astype(float).tolist()
+    source_ids = frame["source_id"].tolist() if "source_id" in frame.columns else [None] * len(frame)
+    passed = frame["passed_outlier_filter"].tolist() if "passed_outlier_filter" in frame.columns else [True] * len(frame)
+    n_total = len(formulas)
+    for start in range(0, n_total, batch_size):
+        stop = min(start + batch_size, n_total)
+        batch = formulas[start:stop]
+        existing = {
+            doc["formula"]: doc
+            for doc in store.query(criteria={"formula": {"$in": batch}}, properties=["formula", *_COMPARED])
+        }
+        now = utcnow()
+        writes = []
+        for i in range(start, stop):
+            doc = ReferenceEntryDoc.from_formula(
+                formulas[i], values[i], source=source, source_id=_text_or_none(source_ids[i]),
+                source_version=source_version, source_file=source_file,
+                passed_outlier_filter=bool(passed[i]), last_updated=now,
+            ).model_dump()
+            old = existing.get(formulas[i])
+            if old is None:
+                report.inserted += 1
+            elif _same(old, doc):
+                report.unchanged += 1
+                continue
+            else:
+                report.updated += 1
+                if len(report.updated_examples) < 10:
+                    report.updated_examples.append((formulas[i], old.get("dhf_ev_per_atom"), doc["dhf_ev_per_atom"]))
+            writes.append(doc)
+        if writes:
+            store.update(writes, key="formula")
+        if progress is not None:
+            progress(stop, n_total)
+    return report
+
+
+def _text_or_none(value) -> str | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return str(value)
+
+
+def _same(old: dict, new: dict) -> bool:
+    for name in _COMPARED:
+        a, b = old.get(name), new.get(name)
+        if name == "dhf_ev_per_atom":
+            if a is None or abs(float(a) - float(b)) > TOLERANCE_EV_PER_ATOM:
+                return False
+        elif a != b:
+            return False
+    return True

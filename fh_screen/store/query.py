@@ -1,0 +1,79 @@
+"""Mongo criteria for fh-screen's questions (formula, chemical system, size, ΔH_f range).
+
+The criteria are plain MongoDB filters, so they run unchanged on the embedded
+:class:`~fh_screen.store.backend.SQLiteStore`, on ``MongoStore`` and on any other maggma Store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fh_screen.errors import FhScreenError
+from fh_screen.store.documents import subsystems
+
+__all__ = ["MAX_CHEMSYS_ELEMENTS", "QueryError", "canonical_formula", "criteria_for"]
+
+#: A chemical-system query lists all 2^n - 1 sub-systems; more elements than this is refused.
+MAX_CHEMSYS_ELEMENTS = 15
+
+
+class QueryError(FhScreenError):
+    """A query that cannot be answered as asked; one-line message."""
+
+
+def canonical_formula(formula: str) -> str:
+    """pymatgen's reduced formula of ``formula``; :class:`~fh_screen.composition.FormulaError` if bad."""
+    from fh_screen.composition import ALL_ELEMENT_SYMBOLS, parse_formula
+
+    return parse_formula(formula, ALL_ELEMENT_SYMBOLS).reduced_formula
+
+
+def criteria_for(
+    formula: str | Sequence[str] | None = None,
+    chemsys: str | Sequence[str] | None = None,
+    nelements: int | Sequence[int] | None = None,
+    min_dhf_ev_per_atom: float | None = None,
+    max_dhf_ev_per_atom: float | None = None,
+    dhf_field: str = "dhf_ev_per_atom",
+) -> dict:
+    """A MongoDB filter for the given conditions (all must hold).
+
+    ``chemsys`` (elements in any order, ``Li-Fe-O`` or a list) selects every entry whose elements
+    are a subset of it, as a phase diagram needs; formulas are reduced first, so ``Fe4O6`` finds
+    ``Fe2O3``.
+    """
+    criteria: dict = {}
+    if formula is not None:
+        formulas = [formula] if isinstance(formula, str) else list(formula)
+        reduced = sorted({canonical_formula(f) for f in formulas})
+        criteria["formula"] = reduced[0] if len(reduced) == 1 else {"$in": reduced}
+    if chemsys is not None:
+        systems = _subsystems_checked(chemsys)
+        criteria["chemsys"] = {"$in": systems}
+    if nelements is not None:
+        counts = [nelements] if isinstance(nelements, int) else list(nelements)
+        if any(int(n) < 1 for n in counts):
+            raise QueryError(f"number of elements must be at least 1, got {nelements}")
+        criteria["nelements"] = int(counts[0]) if len(counts) == 1 else {"$in": [int(n) for n in counts]}
+    if min_dhf_ev_per_atom is not None or max_dhf_ev_per_atom is not None:
+        if (
+            min_dhf_ev_per_atom is not None
+            and max_dhf_ev_per_atom is not None
+            and min_dhf_ev_per_atom > max_dhf_ev_per_atom
+        ):
+            raise QueryError(f"empty ΔH_f range: min {min_dhf_ev_per_atom} > max {max_dhf_ev_per_atom} eV/atom")
+        bounds = {}
+        if min_dhf_ev_per_atom is not None:
+            bounds["$gte"] = float(min_dhf_ev_per_atom)
+        if max_dhf_ev_per_atom is not None:
+            bounds["$lte"] = float(max_dhf_ev_per_atom)
+        criteria[dhf_field] = bounds
+    return criteria
+
+
+def _subsystems_checked(chemsys: str | Sequence[str]) -> list[str]:
+    systems = subsystems(chemsys)
+    n_elements = len(systems[-1].split("-"))
+    if n_elements > MAX_CHEMSYS_ELEMENTS:
+        raise QueryError(f"chemical system {chemsys!r} has {n_elements} elements; at most {MAX_CHEMSYS_ELEMENTS} are supported")
+    return systems

@@ -1,0 +1,319 @@
+"""FhScreenStore: the reference (OQMD) and prediction collections, queried together.
+
+Both collections are maggma Stores: the embedded :class:`~fh_screen.store.backend.SQLiteStore`
+by default, ``MongoStore`` when a MongoDB URI is configured, or any Store passed in.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from maggma.core import Store
+
+from fh_screen.errors import FhScreenError
+from fh_screen.store.documents import PredictionDoc, elements_of, chemsys_of, prediction_id, utcnow
+from fh_screen.store.query import canonical_formula, criteria_for
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from fh_screen.settings import FhScreenSettings
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "COMPARE_COLUMNS",
+    "FhScreenStore",
+    "PREDICTION_COLUMNS",
+    "PREDICTION_INDEXES",
+    "REFERENCE_COLUMNS",
+    "REFERENCE_INDEXES",
+]
+
+REFERENCE_INDEXES = ("formula", "chemsys", "elements", "nelements", "dhf_ev_per_atom", "last_updated")
+PREDICTION_INDEXES = (
+    "prediction_id", "formula", "chemsys", "elements", "nelements", "dhf_pred_ev_per_atom",
+    "model_weights_sha256", "run_id", "last_updated",
+)
+REFERENCE_COLUMNS = [
+    "formula", "dhf_ev_per_atom", "elements", "chemsys", "nelements", "source", "source_id",
+    "source_version", "source_file", "passed_outlier_filter", "last_updated",
+]
+PREDICTION_COLUMNS = list(PredictionDoc.model_fields)
+COMPARE_COLUMNS = [
+    "formula", "elements", "chemsys", "nelements", "dhf_ev_per_atom", "dhf_pred_ev_per_atom",
+    "dhf_error_ev_per_atom", "dhf_std_ev_per_atom", "e_above_hull_pred_ev_per_atom", "model_name",
+    "model_version", "run_id",
+]
+_SAVE_BATCH = 10000
+
+
+class FhScreenStore:
+    """Reference entries and predictions in two maggma Stores.
+
+    >>> with FhScreenStore.from_settings() as store:
+    ...     frame = store.reference_frame(chemsys="Li-Fe-O")
+    """
+
+    def __init__(self, reference: Store, predictions: Store, ensure_indexes: bool = True):
+        self.reference = reference
+        self.predictions = predictions
+        self.ensure_indexes = ensure_indexes
+
+    # -- construction ----------------------------------------------------------------------
+
+    @classmethod
+    def embedded(
+        cls, path: str | Path, read_only: bool = False, busy_timeout_s: float = 60.0,
+        reference_collection: str = "reference", predictions_collection: str = "predictions",
+    ) -> FhScreenStore:
+        """Both collections in one SQLite file (created if needed unless ``read_only``)."""
+        from fh_screen.store.backend import SQLiteStore
+
+        common = {"read_only": read_only, "busy_timeout_s": busy_timeout_s}
+        return cls(
+            SQLiteStore(path, reference_collection, key="formula", **common),
+            SQLiteStore(path, predictions_collection, key="prediction_id", **common),
+            ensure_indexes=not read_only,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: FhScreenSettings | None = None, read_only: bool = False) -> FhScreenStore:
+        """The configured store: MongoDB when ``mongo_uri`` is set, else the embedded file.
+
+        Settings come from ``~/.fh_screen.yaml`` and ``FH_SCREEN_*`` variables
+        (:class:`~fh_screen.settings.FhScreenSettings`).
+        """
+        if settings is None:
+            from fh_screen.settings import FhScreenSettings
+
+            settings = FhScreenSettings()
+        if settings.mongo_uri:
+            from maggma.stores import MongoStore
+
+            def mongo(collection: str, key: str) -> Store:
+                return MongoStore.from_uri(
+                    settings.mongo_uri, collection_name=collection, database=settings.mongo_database, key=key
+                )
+
+            return cls(
+                mongo(settings.reference_collection, "formula"),
+                mongo(settings.predictions_collection, "prediction_id"),
+                ensure_indexes=not read_only,
+            )
+        return cls.embedded(
+            settings.store_path, read_only=read_only, busy_timeout_s=settings.busy_timeout_s,
+            reference_collection=settings.reference_collection,
+            predictions_collection=settings.predictions_collection,
+        )
+
+    @property
+    def name(self) -> str:
+        """Where the data lives (for messages)."""
+        return f"{self.reference.name} + {self.predictions.name}"
+
+    def connect(self, force_reset: bool = False) -> FhScreenStore:
+        """Connect both stores and make sure the query indexes exist."""
+        self.reference.connect(force_reset=force_reset)
+        self.predictions.connect(force_reset=force_reset)
+        if self.ensure_indexes:
+            for field in REFERENCE_INDEXES:
+                self.reference.ensure_index(field)
+            for field in PREDICTION_INDEXES:
+                self.predictions.ensure_index(field)
+        return self
+
+    def close(self) -> None:
+        """Close both stores."""
+        for store in (self.reference, self.predictions):
+            try:
+                store.close()
+            except Exception:  # noqa: BLE001 - closing an unconnected store is harmless
+                logger.debug("closing %s failed", store.name, exc_info=True)
+
+    def __enter__(self) -> FhScreenStore:
+        return self.connect()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- counts ----------------------------------------------------------------------------
+
+    def n_reference(self, **filters) -> int:
+        """Number of reference entries (optionally matching :func:`criteria_for` filters)."""
+        return self.reference.count(criteria_for(**filters) or None)
+
+    def n_predictions(self, **filters) -> int:
+        """Number of stored predictions (optionally matching filters on the predicted ΔH_f)."""
+        return self.predictions.count(_prediction_criteria(**filters) or None)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def reference_docs(
+        self,
+        formula=None, chemsys=None, nelements=None,
+        min_dhf_ev_per_atom: float | None = None, max_dhf_ev_per_atom: float | None = None,
+        include_outliers: bool = False, limit: int = 0,
+    ) -> list[dict]:
+        """Reference documents matching the filters (see :func:`~fh_screen.store.query.criteria_for`)."""
+        criteria = criteria_for(formula, chemsys, nelements, min_dhf_ev_per_atom, max_dhf_ev_per_atom)
+        if not include_outliers:
+            criteria["passed_outlier_filter"] = True
+        docs = self.reference.query(criteria=criteria, properties=REFERENCE_COLUMNS, limit=limit)
+        return [_strip_id(d) for d in docs]
+
+    def reference_frame(self, chemsys=None, **filters) -> pd.DataFrame:
+        """Reference entries as a DataFrame (columns :data:`REFERENCE_COLUMNS`; empty if none).
+
+        ``chemsys="Li-Fe-O"`` returns every entry whose elements are a subset of Li, Fe, O.
+        """
+        return _frame(self.reference_docs(chemsys=chemsys, **filters), REFERENCE_COLUMNS)
+
+    def prediction_docs(
+        self,
+        formula=None, chemsys=None, nelements=None,
+        min_dhf_ev_per_atom: float | None = None, max_dhf_ev_per_atom: float | None = None,
+        model_name: str | None = None, run_id: str | None = None, limit: int = 0,
+    ) -> list[dict]:
+        """Prediction documents matching the filters (the ΔH_f range applies to the prediction)."""
+        criteria = _prediction_criteria(
+            formula=formula, chemsys=chemsys, nelements=nelements,
+            min_dhf_ev_per_atom=min_dhf_ev_per_atom, max_dhf_ev_per_atom=max_dhf_ev_per_atom,
+        )
+        if model_name:
+            criteria["model_name"] = model_name
+        if run_id:
+            criteria["run_id"] = run_id
+        docs = self.predictions.query(criteria=criteria, properties=PREDICTION_COLUMNS, limit=limit)
+        return [_strip_id(d) for d in docs]
+
+    def predictions_frame(self, **filters) -> pd.DataFrame:
+        """Predictions as a DataFrame (columns :data:`PREDICTION_COLUMNS`; empty if none)."""
+        return _frame(self.prediction_docs(**filters), PREDICTION_COLUMNS)
+
+    def compare_frame(
+        self,
+        formula=None, chemsys=None, nelements=None,
+        min_dhf_ev_per_atom: float | None = None, max_dhf_ev_per_atom: float | None = None,
+        model_name: str | None = None, include_outliers: bool = False, limit: int = 0,
+    ) -> pd.DataFrame:
+        """DFT and predicted ΔH_f side by side, one row per formula (and model).
+
+        ``dhf_error_ev_per_atom`` is prediction − DFT where both exist; a row is kept when its DFT
+        or predicted value lies in the ΔH_f range.
+        """
+        import pandas as pd
+
+        where = {"formula": formula, "chemsys": chemsys, "nelements": nelements}
+        reference = self.reference_frame(include_outliers=include_outliers, **where)
+        predicted = self.predictions_frame(model_name=model_name, **where)
+        merged = pd.merge(
+            reference[["formula", "elements", "chemsys", "nelements", "dhf_ev_per_atom"]],
+            predicted[[c for c in PREDICTION_COLUMNS if c not in ("prediction_id", "last_updated", "out_of_domain")]],
+            on="formula", how="outer", suffixes=("", "_pred"),
+        )
+        for column in ("elements", "chemsys", "nelements"):
+            merged[column] = merged[column].where(merged[column].notna(), merged[f"{column}_pred"])
+        merged["dhf_error_ev_per_atom"] = merged["dhf_pred_ev_per_atom"] - merged["dhf_ev_per_atom"]
+        keep = pd.Series(True, index=merged.index)
+        if min_dhf_ev_per_atom is not None or max_dhf_ev_per_atom is not None:
+            low = -float("inf") if min_dhf_ev_per_atom is None else min_dhf_ev_per_atom
+            high = float("inf") if max_dhf_ev_per_atom is None else max_dhf_ev_per_atom
+            keep = merged["dhf_ev_per_atom"].between(low, high) | merged["dhf_pred_ev_per_atom"].between(low, high)
+        merged = merged[keep][COMPARE_COLUMNS]
+        merged = merged.sort_values(["nelements", "chemsys", "formula"], kind="stable").reset_index(drop=True)
+        return merged.head(limit) if limit else merged
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def save_predictions(self, frame: pd.DataFrame, predictor, run_id: str | None = None) -> str:
+        """Store predictions of ``predictor`` for the rows of ``frame``; returns the run id.
+
+        ``frame`` has ``formula`` and ``dhf_pred_ev_per_atom`` and optionally
+        ``dhf_std_ev_per_atom``, ``e_above_hull_pred_ev_per_atom`` and ``out_of_domain``.
+        Formulas are reduced; a prediction of the same formula by the same model replaces the
+        earlier one. Rows with a missing prediction are skipped (logged).
+        """
+        missing = [c for c in ("formula", "dhf_pred_ev_per_atom") if c not in frame.columns]
+        if missing:
+            raise FhScreenError(f"predictions frame lacks column(s) {', '.join(missing)}")
+        run_id = run_id or new_run_id()
+        docs = prediction_docs_from_frame(frame, predictor, run_id)
+        for start in range(0, len(docs), _SAVE_BATCH):
+            self.predictions.update(docs[start:start + _SAVE_BATCH], key="prediction_id")
+        logger.info("saved %d predictions of %s@%s as run %s", len(docs), predictor.name, predictor.version, run_id)
+        return run_id
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id: UTC time stamp and a random suffix."""
+    return f"{utcnow():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+
+
+def prediction_docs_from_frame(frame: pd.DataFrame, predictor, run_id: str) -> list[dict]:
+    """PredictionDoc dictionaries for the rows of a predictions frame (NaN predictions skipped)."""
+    import math
+
+    now = utcnow()
+    cache: dict[str, str] = {}
+    optional = {
+        name: frame[name].tolist() if name in frame.columns else [None] * len(frame)
+        for name in ("dhf_std_ev_per_atom", "e_above_hull_pred_ev_per_atom", "out_of_domain")
+    }
+    docs, n_skipped = [], 0
+    for i, (formula, value) in enumerate(zip(frame["formula"].tolist(), frame["dhf_pred_ev_per_atom"].tolist())):
+        if value is None or not math.isfinite(float(value)):
+            n_skipped += 1
+            continue
+        if formula not in cache:
+            cache[formula] = canonical_formula(str(formula))
+        reduced = cache[formula]
+        elements = elements_of(reduced)
+        std, e_hull, ood = (optional[name][i] for name in optional)
+        docs.append(PredictionDoc(
+            prediction_id=prediction_id(reduced, predictor.name, predictor.version, predictor.weights_sha256),
+            formula=reduced, elements=list(elements), chemsys=chemsys_of(elements), nelements=len(elements),
+            dhf_pred_ev_per_atom=float(value),
+            dhf_std_ev_per_atom=_finite_or_none(std),
+            e_above_hull_pred_ev_per_atom=_finite_or_none(e_hull),
+            out_of_domain=bool(ood) if ood is not None and ood == ood else False,
+            model_name=predictor.name, model_version=predictor.version,
+            model_weights_sha256=predictor.weights_sha256, run_id=run_id, last_updated=now,
+        ).model_dump())
+    if n_skipped:
+        logger.warning("skipped %d rows without a finite prediction", n_skipped)
+    return docs
+
+
+def _finite_or_none(value) -> float | None:
+    import math
+
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _prediction_criteria(min_dhf_ev_per_atom=None, max_dhf_ev_per_atom=None, **filters) -> dict:
+    return criteria_for(
+        **filters, min_dhf_ev_per_atom=min_dhf_ev_per_atom, max_dhf_ev_per_atom=max_dhf_ev_per_atom,
+        dhf_field="dhf_pred_ev_per_atom",
+    )
+
+
+def _strip_id(doc: dict) -> dict:
+    doc.pop("_id", None)
+    return doc
+
+
+def _frame(docs: list[dict], columns: list[str]) -> pd.DataFrame:
+    import pandas as pd
+
+    frame = pd.DataFrame(docs)
+    for column in columns:
+        if column not in frame.columns:
+            frame[column] = None
+    return frame[columns + [c for c in frame.columns if c not in columns]]

@@ -1,0 +1,34 @@
+"""Shared fixtures: real OQMD slices from ../shared/data (skip with a reason when absent)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fh_screen.data import shared_data_dir
+
+
+@pytest.fixture(scope="session")
+def oqmd_dir() -> Path:
+    """The shared OQMD folder; tests needing it skip when it is absent."""
+    directory = shared_data_dir()
+    if not (directory / "train.csv").is_file():
+        pytest.skip(f"shared OQMD data not found at {directory} (set FH_SCREEN_OQMD_DIR)")
+    return directory
+
+
+@pytest.fixture(scope="session")
+def oqmd_train_raw(oqmd_dir):
+    """The raw shared training CSV as read by pandas (formula, target)."""
+    import pandas as pd
+
+    return pd.read_csv(oqmd_dir / "train.csv", keep_default_na=False, na_values=[""])
+
+
+@pytest.fixture(scope="session")
+def oqmd_slice_csv(oqmd_train_raw, tmp_path_factory) -> Path:
+    """A 5,000-row real slice of train.csv written in the shared format."""
+    path = tmp_path_factory.mktemp("oqmd") / "slice.csv"
+    oqmd_train_raw.sample(n=5000, random_state=1).to_csv(path, index=False)
+    return path

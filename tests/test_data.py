@@ -1,0 +1,102 @@
+"""OQMD loaders on real rows: the shared CSV, OQMD's dump table and OPTIMADE/REST JSON."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fh_screen.data import DataError, clean, kfold_indices, load_oqmd, load_oqmd_csv, split_frame
+
+
+def test_shared_csv_drops_exactly_the_documented_outliers(oqmd_dir):
+    frame, report = load_oqmd_csv(oqmd_dir / "val.csv")
+    assert report.n_raw == 51255
+    assert report.n_outliers == 13  # the data README: 13 rows of val outside ±5 eV/atom
+    assert report.n_kept == len(frame) == 51255 - 13
+    assert frame["dhf_ev_per_atom"].between(-20, 5).all()
+
+
+def test_sodium_nitride_formula_is_not_read_as_missing(tmp_path):
+    path = tmp_path / "nan.csv"
+    path.write_text("formula,target\nNaN,-0.1\nNa3N1,-0.2\n")
+    frame, report = load_oqmd_csv(path)
+    assert report.n_missing_value == 0
+    assert frame["formula"].tolist() == ["NaN", "Na3N"]
+
+
+def test_outliers_kept_and_flagged_on_request(oqmd_dir):
+    frame, report = load_oqmd_csv(oqmd_dir / "val.csv", drop_outliers=False)
+    assert len(frame) == 51255
+    assert (~frame["passed_outlier_filter"]).sum() == report.n_outliers == 13
+
+
+def test_lowest_value_per_composition_is_kept(oqmd_slice_csv, tmp_path):
+    raw = pd.read_csv(oqmd_slice_csv, keep_default_na=False, na_values=[""]).head(50)
+    # The same compositions written differently (unreduced) and with a higher energy.
+    doubled = raw.assign(formula=raw["formula"].map(lambda f: f"({f})2"), target=raw["target"] + 0.5)
+    path = tmp_path / "dups.csv"
+    pd.concat([doubled, raw]).to_csv(path, index=False)
+    frame, report = load_oqmd_csv(path)
+    assert report.n_duplicates_dropped == 50
+    np.testing.assert_allclose(np.sort(frame["dhf_ev_per_atom"]), np.sort(raw["target"]))
+
+
+def test_oqmd_dump_table_and_json_give_the_same_tidy_table(oqmd_slice_csv, tmp_path):
+    raw = pd.read_csv(oqmd_slice_csv, keep_default_na=False, na_values=[""]).head(300)
+    reference, _ = load_oqmd_csv(oqmd_slice_csv)
+    reference = reference[reference["formula"].isin(set(clean(raw.rename(columns={"target": "dhf_ev_per_atom"}).assign(source_id=None))[0]["formula"]))]
+
+    dump = tmp_path / "formationenergy.txt"
+    pd.DataFrame({"entry_id": range(len(raw)), "composition": raw["formula"], "delta_e": raw["target"]}).to_csv(dump, sep="\t", index=False)
+    from_dump, _ = load_oqmd(dump)
+
+    optimade = tmp_path / "optimade.json"
+    optimade.write_text(json.dumps({"data": [
+        {"id": f"oqmd-{i}", "type": "structures", "attributes": {"chemical_formula_reduced": f, "_oqmd_delta_e": t}}
+        for i, (f, t) in enumerate(zip(raw["formula"], raw["target"]))
+    ], "meta": {"api_version": "1.1.0"}}))
+    from_optimade, _ = load_oqmd(optimade)
+
+    for frame in (from_dump, from_optimade):
+        merged = frame.merge(reference, on="formula", suffixes=("", "_ref"))
+        assert len(merged) == len(reference) == len(frame)
+        np.testing.assert_allclose(merged["dhf_ev_per_atom"], merged["dhf_ev_per_atom_ref"])
+    assert from_optimade["source_id"].str.startswith("oqmd-").all()
+
+
+@pytest.mark.parametrize(
+    ("content", "suffix", "fragment"),
+    [
+        ("a,b\n1,2\n", ".csv", "unrecognised format"),
+        ("{not json", ".json", "not valid JSON"),
+        ('{"errors": []}', ".json", "not an OPTIMADE response"),
+    ],
+)
+def test_bad_files_give_one_line_errors(tmp_path, content, suffix, fragment):
+    path = tmp_path / f"bad{suffix}"
+    path.write_text(content)
+    with pytest.raises(DataError, match=fragment) as excinfo:
+        load_oqmd(path)
+    assert "\n" not in str(excinfo.value)
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(DataError, match="not found: .*nothing.csv"):
+        load_oqmd(tmp_path / "nothing.csv")
+
+
+def test_splits_are_reproducible_and_partition(oqmd_slice_csv):
+    frame, _ = load_oqmd_csv(oqmd_slice_csv)
+    a = split_frame(frame, (0.8, 0.2), seed=3)
+    b = split_frame(frame, (0.8, 0.2), seed=3)
+    c = split_frame(frame, (0.8, 0.2), seed=4)
+    assert a[0]["formula"].tolist() == b[0]["formula"].tolist()
+    assert a[0]["formula"].tolist() != c[0]["formula"].tolist()
+    assert sorted(a[0]["formula"].tolist() + a[1]["formula"].tolist()) == sorted(frame["formula"])
+    folds = kfold_indices(len(frame), 5, seed=0)
+    tests = np.concatenate([t for _, t in folds])
+    assert sorted(tests) == list(range(len(frame)))
+    assert all(len(np.intersect1d(tr, te)) == 0 for tr, te in folds)

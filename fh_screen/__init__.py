@@ -18,10 +18,10 @@ __version__ = "0.1.0"
 
 __all__ = ["Predictor", "__version__", "predict", "screen"]
 
-_LAZY = {"predict": "fh_screen.predict", "Predictor": "fh_screen.predict", "screen": "fh_screen.screen"}
+_LAZY = {"predict": "fh_screen.predictor", "Predictor": "fh_screen.predictor", "screen": "fh_screen.screen"}
 
 if TYPE_CHECKING:  # pragma: no cover
-    from fh_screen.predict import Predictor, predict
+    from fh_screen.predictor import Predictor, predict
     from fh_screen.screen import screen
 
 

@@ -20,8 +20,9 @@ import math
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -40,7 +41,7 @@ from fh_screen.errors import FhScreenError
 from fh_screen.hull import build_hull, format_decomposition, probability_within, pymatgen_phase_diagram
 
 if TYPE_CHECKING:
-    from fh_screen.predict import Predictor
+    from fh_screen.predictor import Predictor
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ class ScreenResult:
 
     chemsys: tuple[str, ...]
     table: pd.DataFrame
-    phase_diagram: Any
+    phase_diagram_inputs: tuple = field(repr=False)
     n_candidates: int
     model_name: str
     model_version: str
@@ -120,6 +121,15 @@ class ScreenResult:
     run_id: str
     n_known: int = 0
     warnings: list[str] = field(default_factory=list)
+
+    @cached_property
+    def phase_diagram(self):
+        """pymatgen ``PhaseDiagram`` of the elements, the known phases and the predicted stable ones.
+
+        Built on first access (importing pymatgen's phase-diagram module costs about a second,
+        which a screen that only prints a table does not pay).
+        """
+        return pymatgen_phase_diagram(self.chemsys, *self.phase_diagram_inputs)
 
     def records(self) -> list[dict]:
         """The ranked table as JSON-ready dicts (NaN becomes None, numpy scalars plain Python)."""
@@ -236,7 +246,7 @@ def screen(
     Raises :class:`ChemsysError`/:class:`ScreenError` (one line) for bad input or an
     enumeration above ``options.max_candidates`` without ``options.force``.
     """
-    from fh_screen.predict import Predictor
+    from fh_screen.predictor import Predictor
 
     step = progress or (lambda label: None)
     options.validate()
@@ -300,19 +310,17 @@ def screen(
     table.insert(0, "rank", np.arange(1, len(table) + 1))
     table = table.reset_index(drop=True)
 
-    step("building the pymatgen phase diagram")
     n_known = len(known_rows)
     stable_candidates = [i - k - n_known for i in hull.vertices if i >= k + n_known]
-    phase_diagram = pymatgen_phase_diagram(
-        system,
+    phase_diagram_inputs = (
         known_formulas + [formulas[i] for i in stable_candidates],
-        np.concatenate([known_dhf, dhf_pred[stable_candidates]]),
+        np.concatenate([known_dhf, dhf_pred[stable_candidates]]).tolist(),
         ["known"] * n_known + ["predicted"] * len(stable_candidates),
     )
     return ScreenResult(
         chemsys=system,
         table=table,
-        phase_diagram=phase_diagram,
+        phase_diagram_inputs=phase_diagram_inputs,
         n_candidates=len(counts),
         model_name=predictor.name,
         model_version=predictor.version,

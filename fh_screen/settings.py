@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fh_screen.errors import FhScreenError
@@ -44,6 +44,16 @@ class FhScreenSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
+    def __init__(self, **values: Any):
+        """Read the settings; a bad file or value raises :class:`SettingsError` (one line)."""
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(p) for p in error.get("loc", ())) or "settings"
+            message = str(error.get("msg", exc)).removeprefix("Value error, ")
+            raise SettingsError(message if where == "settings" else f"setting {where}: {message}") from None
+
     @model_validator(mode="before")
     @classmethod
     def load_default_settings(cls, values: dict[str, Any]) -> dict[str, Any]:
@@ -57,9 +67,9 @@ class FhScreenSettings(BaseSettings):
         try:
             loaded = loadfn(path) or {}
         except Exception as exc:  # noqa: BLE001 - any YAML problem becomes one line
-            raise SettingsError(f"cannot read settings file {path}: {str(exc).splitlines()[0]}") from None
+            raise ValueError(f"cannot read settings file {path}: {str(exc).splitlines()[0]}") from None
         if not isinstance(loaded, dict):
-            raise SettingsError(f"settings file {path} must hold a mapping of setting: value")
+            raise ValueError(f"settings file {path} must hold a mapping of setting: value")
         merged = {str(k): v for k, v in loaded.items()}
         merged.update(values)
         return merged

@@ -385,16 +385,25 @@ def write_json(payload: dict, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=1, allow_nan=False, default=_json_default) + "\n")
+    tmp.write_text(json.dumps(_finite(payload), indent=1, allow_nan=False, default=_json_default) + "\n")
     tmp.replace(path)
     return path
+
+
+def _finite(value):
+    """``value`` with NaN/inf floats replaced by ``None`` (strict JSON)."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, (float, np.floating)) and not math.isfinite(float(value)):
+        return None
+    return value
 
 
 def _json_default(value):
     if isinstance(value, np.generic):
         return value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 

@@ -156,7 +156,7 @@ def _torch_version() -> str:
 
 
 def _predict(checkpoint: Checkpoint, matrix: np.ndarray) -> np.ndarray:
-    from fh_screen.predict import Predictor
+    from fh_screen.predictor import Predictor
 
     return Predictor(checkpoint).predict_matrix(matrix)[0]
 

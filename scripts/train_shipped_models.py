@@ -27,7 +27,7 @@ def _single_member(run: TrainingRun, val_path: Path) -> TrainingRun:
 
     from fh_screen.composition import fraction_matrix
     from fh_screen.data import load_oqmd
-    from fh_screen.predict import Predictor
+    from fh_screen.predictor import Predictor
 
     checkpoint = copy.deepcopy(run.checkpoint)
     checkpoint.name = "paper"

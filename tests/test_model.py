@@ -11,7 +11,7 @@ from fh_screen.data import load_oqmd_csv, split_frame
 from fh_screen.model.checkpoint import ModelError, load_checkpoint, save_checkpoint
 from fh_screen.model.network import PRESETS, ArchitectureError, build_network, format_architecture, parse_architecture
 from fh_screen.model.train import TrainConfig, train_network
-from fh_screen.predict import Predictor
+from fh_screen.predictor import Predictor
 from fh_screen.training import train_model, write_model_card
 
 
@@ -129,3 +129,13 @@ def test_unreadable_and_incompatible_model_files(tmp_path):
         Predictor.from_file(tmp_path / "missing.pt")
     with pytest.raises(ModelError, match="no shipped model named 'nope'"):
         Predictor.from_name("nope")
+
+
+def test_fast_stacked_path_equals_reference_members(small_run, oqmd_train_raw):
+    run, _ = small_run
+    predictor = Predictor(run.checkpoint)
+    matrix = fraction_matrix(oqmd_train_raw["formula"].head(2000)).matrix
+    fast_mean, fast_std = predictor.predict_matrix(matrix)
+    ref_mean, ref_std = predictor.predict_matrix_reference(matrix)
+    np.testing.assert_allclose(fast_mean, ref_mean, atol=1e-5)
+    np.testing.assert_allclose(fast_std, ref_std, atol=1e-5)

@@ -149,3 +149,11 @@ def test_cli_evaluate_bad_input_is_one_line_error(args, message, tmp_path):
     assert message in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "study").exists()
+
+
+def test_write_json_is_strict_and_atomic(tmp_path):
+    path = st.write_json({"mae": float("nan"), "values": [np.float32(1.5), np.int64(3)]}, tmp_path / "s" / "m.json")
+    assert json.loads(path.read_text()) == {"mae": None, "values": [1.5, 3]}
+    with pytest.raises(TypeError):
+        st.write_json({"bad": object()}, tmp_path / "s" / "bad.json")
+    assert not (tmp_path / "s" / "bad.json").exists()

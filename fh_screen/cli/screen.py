@@ -68,7 +68,7 @@ def screen_command(
 
     with _Stages() as stages:
         stages("loading the model")
-        from fh_screen.predict import Predictor
+        from fh_screen.predictor import Predictor
 
         predictor = Predictor.from_name(model)
         stages("reading known phases from the store")

@@ -17,7 +17,7 @@ Quick start::
 
 from __future__ import annotations
 
-from fh_screen.jobs.flows import PrescreenToDFTMaker, TemplateMaker, insert_prescreen, local_job_store
+from fh_screen.jobs.flows import PrescreenToDFTMaker, TemplateMaker, insert_prescreen, local_job_store, read_output
 from fh_screen.jobs.handoff import HandoffMaker, chgnet_prerelax_maker, default_dft_maker
 from fh_screen.jobs.prescreen import PrescreenMaker, select_candidates
 from fh_screen.jobs.schemas import (
@@ -49,6 +49,7 @@ __all__ = [
     "insert_prescreen",
     "local_job_store",
     "make_structures",
+    "read_output",
     "select_candidates",
     "structures_for_composition",
 ]

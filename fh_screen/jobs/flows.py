@@ -25,7 +25,7 @@ from fh_screen.jobs.handoff import HandoffMaker
 from fh_screen.jobs.prescreen import PrescreenMaker
 from fh_screen.jobs.structures import StructureMaker
 
-__all__ = ["PrescreenToDFTMaker", "TemplateMaker", "insert_prescreen", "local_job_store"]
+__all__ = ["PrescreenToDFTMaker", "TemplateMaker", "insert_prescreen", "local_job_store", "read_output"]
 
 
 @dataclass
@@ -180,3 +180,17 @@ def local_job_store(path: str | Path | None = None):
     docs = SQLiteStore(path, collection_name="jobs", key="uuid")
     data = SQLiteStore(path, collection_name="data", key="blob_uuid")
     return JobStore(docs, additional_stores={"data": data})
+
+
+def read_output(store, uuid: str, which: str = "last", load: bool = False) -> Any:
+    """A job's output from a JobStore, references resolved and documents rebuilt as objects.
+
+    ``store.get_output`` returns plain dicts for direct outputs; this returns the
+    :class:`PrescreenDocument` / :class:`HandoffDocument` / atomate2 task document itself.
+    """
+    from monty.json import MontyDecoder
+
+    output = store.get_output(uuid, which=which, load=load)
+    if isinstance(output, (dict, list)):
+        output = MontyDecoder().process_decoded(output)
+    return output

@@ -203,9 +203,14 @@ class HandoffMaker(Maker):
 
             raise FhScreenError(f"handoff mode must be one of {', '.join(HANDOFF_MODES)}, got {self.mode!r}")
 
-    @job(output_schema=HandoffDocument)
+    @job
     def make(self, structures: StructuresDocument | dict | Sequence, problems: list | None = None) -> Response:
-        """Job handing ``structures`` to DFT; ``problems`` from earlier stages are carried into its output."""
+        """Job handing ``structures`` to DFT; ``problems`` from earlier stages are carried into its output.
+
+        The output is a :class:`HandoffDocument` (with a pre-relax, the job is replaced and the
+        document comes from the chooser job: read it with ``store.get_output(uuid)``). No
+        ``output_schema`` here: jobflow cannot apply one to a job replaced by a flow.
+        """
         doc_in = _as_structures(structures)
         carried = _as_problems(problems) + list(doc_in.problems)
         groups: dict[str, list[StructureCandidate]] = {}

@@ -1,7 +1,7 @@
 """Prescreen jobs: a chemical system in, ranked candidates (a :class:`PrescreenDocument`) out.
 
 Thin jobflow wrappers over the core (:func:`fh_screen.screen.screen`, :mod:`fh_screen.enumerate`,
-:class:`fh_screen.predict.Predictor`, :mod:`fh_screen.hull`):
+:class:`fh_screen.predictor.Predictor`, :mod:`fh_screen.hull`):
 
 * :class:`PrescreenMaker` — one job: screen the system and select the candidates to hand on;
 * :func:`enumerate_job`, :func:`predict_job`, :func:`rank_job`, :func:`select_job` — the same
@@ -105,12 +105,15 @@ def load_reference(chemsys: str | Sequence[str], reference: str | None):
         return None, None
     if reference == "store":
         try:
-            from fh_screen.store import FhScreenStore  # noqa: PLC0415 - optional until the store lands
+            from fh_screen.store import FhScreenStore
 
-            store = FhScreenStore.from_settings()
-            frame = store.reference_frame(chemsys=chemsys)
+            label = chemsys if isinstance(chemsys, str) else "-".join(chemsys)
+            with FhScreenStore.from_settings(read_only=True) as store:
+                frame = store.reference_frame(chemsys=label)
         except Exception as exc:  # noqa: BLE001 - no store is not fatal: hull from predictions only
-            return None, f"no reference entries used ({_one_line(exc)})"
+            return None, f"no reference entries used: {_one_line(exc)}"
+        if frame is None or len(frame) == 0:
+            return None, "no reference entries used: the reference store has none for this system"
         return frame, None
     from fh_screen.data import load_oqmd
 
@@ -135,7 +138,7 @@ def run_prescreen(
     Screening errors (limits, bad options) are reported in ``problems`` with no candidates.
     ``keep_top`` caps how many ranked candidates the document stores (None: all).
     """
-    from fh_screen.predict import Predictor
+    from fh_screen.predictor import Predictor
     from fh_screen.screen import ScreenOptions, screen
 
     label = chemsys if isinstance(chemsys, str) else "-".join(chemsys)
@@ -199,7 +202,7 @@ def enumerate_job(chemsys: str | Sequence[str], max_atoms: int = 20, max_per_ele
 @job
 def predict_job(formulas: Sequence[str], model: str | None = None) -> dict:
     """Predicted ΔH_f of each formula: ``{"formula", "dhf_pred_ev_per_atom", ...}`` columns plus model identity."""
-    from fh_screen.predict import Predictor
+    from fh_screen.predictor import Predictor
 
     predictor = Predictor.from_name(model)
     formulas = list(formulas)

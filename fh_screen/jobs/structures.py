@@ -17,12 +17,16 @@ Failures are returned as :class:`~fh_screen.jobs.schemas.Problem` rows, never ra
 
 from __future__ import annotations
 
+import gzip
+import importlib.util
 import itertools
+import json
 import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 from jobflow import Maker, job
@@ -45,14 +49,23 @@ __all__ = [
 _COMMON_SPACE_GROUPS = (225, 221, 166, 194, 62, 14, 15, 12, 139, 129, 123, 164, 187, 191, 2, 1)
 
 
+def _prototype_library_path() -> Path:
+    """pymatgen's shipped ``aflow_prototypes.json.gz``, located without importing the package
+    (its import deserialises every entry as a StructureNL, parsing bibtex: ~5 s)."""
+    spec = importlib.util.find_spec("pymatgen.analysis.prototypes")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("pymatgen.analysis.prototypes is not installed")
+    return Path(list(spec.submodule_search_locations)[0]) / "aflow_prototypes.json.gz"
+
+
 @lru_cache(maxsize=1)
 def _prototype_library() -> tuple[tuple[Structure, dict, str], ...]:
     """(structure, tags, anonymized reduced formula) for every shipped AFLOW prototype."""
-    from pymatgen.analysis.prototypes._data import AFLOW_PROTOTYPE_LIBRARY
-
+    with gzip.open(_prototype_library_path(), "rt", encoding="utf-8") as handle:
+        entries = json.load(handle)
     rows = []
-    for entry in AFLOW_PROTOTYPE_LIBRARY:
-        structure = entry["snl"].structure
+    for entry in entries:
+        structure = Structure.from_dict(entry["snl"])
         rows.append((structure, dict(entry.get("tags", {})), structure.composition.reduced_composition.anonymized_formula))
     return tuple(rows)
 

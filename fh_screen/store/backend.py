@@ -188,7 +188,8 @@ class _Narrowing:
         return None
 
     def _field_clause(self, field: str, path: str, condition: Any) -> str | None:
-        value_sql = f"json_extract(doc, '{path}')"
+        is_key = field == self.store.key
+        value_sql = "key" if is_key else f"json_extract(doc, '{path}')"
         is_lu = field == self.store.last_updated_field
         if isinstance(condition, dict) and condition and all(k.startswith("$") for k in condition):
             operators = condition
@@ -207,14 +208,14 @@ class _Narrowing:
                 continue
             if sql_op:
                 scalar_types = self._scalar_types(value)
-                if scalar_types is None:
+                if scalar_types is None or (is_key and isinstance(value, bool)):
                     self.exact = False
                     continue
                 parts.append(f"{value_sql} {sql_op} ?")
                 self.params.append(value)
             elif op == "$in" and isinstance(value, (list, tuple)):
                 kinds = [self._scalar_types(v) for v in value]
-                if any(k is None for k in kinds):
+                if any(k is None for k in kinds) or (is_key and any(isinstance(v, bool) for v in value)):
                     self.exact = False
                     continue
                 scalar_types = frozenset().union(*kinds)
@@ -226,6 +227,8 @@ class _Narrowing:
             types = scalar_types if types is None else (types & scalar_types)
         if not parts:
             return None
+        if is_key:  # the key column holds the (scalar) key itself: SQL matches exactly
+            return f"({' AND '.join(parts)})"
         if types is not None:
             self.type_paths.append(path)
             self.type_checks.append(types)
@@ -356,7 +359,11 @@ class SQLiteStore(Store):
                 )
                 conn.execute(
                     f"CREATE TABLE IF NOT EXISTS {self._table} "
-                    "(id INTEGER PRIMARY KEY, key UNIQUE, lu TEXT, doc TEXT NOT NULL)"
+                    "(id INTEGER PRIMARY KEY, key, lu TEXT, doc TEXT NOT NULL)"
+                )
+                # Not UNIQUE: as in MongoDB, update(key=[...]) may store several documents per key.
+                conn.execute(
+                    f"CREATE INDEX IF NOT EXISTS {_quote('key_' + self.collection_name)} ON {self._table} (key)"
                 )
                 conn.execute(
                     f"CREATE INDEX IF NOT EXISTS {_quote('lu_' + self.collection_name)} ON {self._table} (lu)"
@@ -508,6 +515,10 @@ class SQLiteStore(Store):
     def distinct(self, field: str, criteria: dict | None = None, all_exist: bool = False) -> list:
         """Distinct values of ``field`` (array values are flattened, as in MongoDB)."""
         path = _json_path(field)
+        if not criteria and field == self.key:
+            return [r[0] for r in self._run(
+                lambda: self._collection.execute(f"SELECT key FROM {self._table} WHERE key IS NOT NULL").fetchall()
+            )]
         if not criteria and path is not None and "." not in field:
             rows = self._run(
                 lambda: self._collection.execute(
@@ -580,6 +591,8 @@ class SQLiteStore(Store):
 
     def ensure_index(self, key: str, unique: bool = False) -> bool:
         """Create an SQLite expression index on ``key`` (True when it exists or was created)."""
+        if key in (self.key, self.last_updated_field) and not (unique and key != self.key):
+            return True  # the key and lu columns have their own indexes
         path = _json_path(key)
         if path is None:
             return False
@@ -590,8 +603,10 @@ class SQLiteStore(Store):
                     f"CREATE {'UNIQUE ' if unique else ''}INDEX IF NOT EXISTS {_quote(name)} "
                     f"ON {self._table} (json_extract(doc, '{path}'))"
                 )
+                # Only array values need this one (they match element-wise): a partial index.
                 conn.execute(
-                    f"CREATE INDEX IF NOT EXISTS {_quote(name + '__type')} ON {self._table} (json_type(doc, '{path}'))"
+                    f"CREATE INDEX IF NOT EXISTS {_quote(name + '__arrays')} ON {self._table} "
+                    f"(json_type(doc, '{path}')) WHERE json_type(doc, '{path}') = 'array'"
                 )
         except sqlite3.IntegrityError:
             return False
@@ -609,7 +624,7 @@ class SQLiteStore(Store):
         return [r[0] for r in rows]
 
     def _lu_text(self, doc: dict) -> str | None:
-        value = get(doc, self.last_updated_field)
+        value = _get(doc, self.last_updated_field)
         if isinstance(value, datetime):
             return _datetime_text(value)
         if isinstance(value, str):
@@ -633,32 +648,55 @@ class SQLiteStore(Store):
                     self.logger.error(self.validator.validation_errors(doc))
                     continue
             search = {k: doc[k] for k in keys}  # KeyError for a document without its key, as MongoStore
-            doc = {k: v for k, v in doc.items() if k != "_id"}
-            key_text = _encode(get(doc, self.key)) if has(doc, self.key) else None
-            rows.append((search, key_text, self._lu_text(doc), _encode(doc)))
+            if "_id" in doc:
+                doc = {k: v for k, v in doc.items() if k != "_id"}
+            key_value = _get(doc, self.key)
+            if key_value is not None and (isinstance(key_value, bool) or not isinstance(key_value, (str, int, float))):
+                raise StoreError(f"{self.name}: key {self.key!r} must be a string or number, got {key_value!r}")
+            rows.append((search, key_value, self._lu_text(doc), _encode(doc)))
         if not rows:
             return
-        by_store_key = keys == [self.key]
-        upsert = (
-            f"INSERT INTO {self._table} (key, lu, doc) VALUES (?, ?, ?) "
-            "ON CONFLICT(key) DO UPDATE SET lu = excluded.lu, doc = excluded.doc"
-        )
         try:
             with self._write() as conn:
-                if by_store_key:
-                    conn.executemany(upsert, [r[1:] for r in rows])
+                if keys == [self.key]:
+                    self._upsert_on_store_key(conn, rows)
                     return
-                for search, key_text, lu, text in rows:
+                for search, key_value, lu, text in rows:
                     match = next(self._matching_rows(search), None)
                     if match is None:
-                        conn.execute(upsert, (key_text, lu, text))
+                        conn.execute(f"INSERT INTO {self._table} (key, lu, doc) VALUES (?, ?, ?)", (key_value, lu, text))
                     else:
                         conn.execute(
                             f"UPDATE {self._table} SET key = ?, lu = ?, doc = ? WHERE id = ?",
-                            (key_text, lu, text, match[0]),
+                            (key_value, lu, text, match[0]),
                         )
         except sqlite3.Error as exc:
             raise self._error(exc) from None
+
+    def _upsert_on_store_key(self, conn: sqlite3.Connection, rows: list[tuple]) -> None:
+        """Replace the document with the same key, or insert; a later duplicate in ``rows`` wins."""
+        latest: dict[Any, tuple] = {}
+        for _, key_value, lu, text in rows:
+            latest[key_value] = (lu, text)
+        keys = [k for k in latest if k is not None]
+        existing: dict[Any, int] = {}
+        for start in range(0, len(keys), 50000):
+            existing.update(conn.execute(
+                f"SELECT key, id FROM {self._table} WHERE key IN (SELECT value FROM json_each(?))",
+                (json.dumps(keys[start:start + 50000]),),
+            ).fetchall())
+        if None in latest:
+            row = conn.execute(f"SELECT id FROM {self._table} WHERE key IS NULL LIMIT 1").fetchone()
+            if row is not None:
+                existing[None] = row[0]
+        conn.executemany(
+            f"UPDATE {self._table} SET lu = ?, doc = ? WHERE id = ?",
+            [(lu, text, existing[k]) for k, (lu, text) in latest.items() if k in existing],
+        )
+        conn.executemany(
+            f"INSERT INTO {self._table} (key, lu, doc) VALUES (?, ?, ?)",
+            [(k, lu, text) for k, (lu, text) in latest.items() if k not in existing],
+        )
 
     def remove_docs(self, criteria: dict) -> None:
         """Delete every document matching ``criteria`` (one transaction)."""
@@ -684,6 +722,13 @@ class SQLiteStore(Store):
         return (str(self.path), self.collection_name, self.last_updated_field) == (
             str(other.path), other.collection_name, other.last_updated_field
         )
+
+
+def _get(doc: dict, field: str) -> Any:
+    """``doc[field]`` (dotted paths allowed), None when absent."""
+    if "." not in field:
+        return doc.get(field)
+    return get(doc, field)
 
 
 def _guarded(store: SQLiteStore, iterator: Iterator) -> Iterator:

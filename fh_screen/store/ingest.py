@@ -18,7 +18,7 @@ from pathlib import Path
 from maggma.core import Store
 
 from fh_screen.data import OUTLIER_RANGE_EV_PER_ATOM, DataError, load_oqmd
-from fh_screen.store.documents import ReferenceEntryDoc, utcnow
+from fh_screen.store.documents import ReferenceEntryDoc, chemsys_of, elements_of, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -158,22 +158,26 @@ def ingest_frame(
         now = utcnow()
         writes = []
         for i in range(start, stop):
-            doc = ReferenceEntryDoc.from_formula(
-                formulas[i], values[i], source=source, source_id=_text_or_none(source_ids[i]),
-                source_version=source_version, source_file=source_file,
-                passed_outlier_filter=bool(passed[i]), last_updated=now,
-            ).model_dump()
-            old = existing.get(formulas[i])
+            formula = formulas[i]
+            new = {
+                "dhf_ev_per_atom": values[i], "source": source, "source_id": _text_or_none(source_ids[i]),
+                "source_version": source_version, "passed_outlier_filter": bool(passed[i]),
+            }
+            old = existing.get(formula)
             if old is None:
                 report.inserted += 1
-            elif _same(old, doc):
+            elif _same(old, new):
                 report.unchanged += 1
                 continue
             else:
                 report.updated += 1
                 if len(report.updated_examples) < 10:
-                    report.updated_examples.append((formulas[i], old.get("dhf_ev_per_atom"), doc["dhf_ev_per_atom"]))
-            writes.append(doc)
+                    report.updated_examples.append((formula, old.get("dhf_ev_per_atom"), values[i]))
+            elements = elements_of(formula)
+            writes.append(ReferenceEntryDoc.model_validate({
+                "formula": formula, "elements": list(elements), "chemsys": chemsys_of(elements),
+                "nelements": len(elements), **new, "source_file": source_file, "last_updated": now,
+            }).model_dump())
         if writes:
             store.update(writes, key="formula")
         if progress is not None:

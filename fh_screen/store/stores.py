@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from maggma.core import Store
 
 from fh_screen.errors import FhScreenError
+from fh_screen.store.backend import SQLiteStore
 from fh_screen.store.documents import PredictionDoc, elements_of, chemsys_of, prediction_id, utcnow
 from fh_screen.store.query import canonical_formula, criteria_for
 
@@ -71,8 +72,6 @@ class FhScreenStore:
         reference_collection: str = "reference", predictions_collection: str = "predictions",
     ) -> FhScreenStore:
         """Both collections in one SQLite file (created if needed unless ``read_only``)."""
-        from fh_screen.store.backend import SQLiteStore
-
         common = {"read_only": read_only, "busy_timeout_s": busy_timeout_s}
         return cls(
             SQLiteStore(path, reference_collection, key="formula", **common),
@@ -120,10 +119,11 @@ class FhScreenStore:
         self.reference.connect(force_reset=force_reset)
         self.predictions.connect(force_reset=force_reset)
         if self.ensure_indexes:
-            for field in REFERENCE_INDEXES:
-                self.reference.ensure_index(field)
-            for field in PREDICTION_INDEXES:
-                self.predictions.ensure_index(field)
+            for store, fields in ((self.reference, REFERENCE_INDEXES), (self.predictions, PREDICTION_INDEXES)):
+                for field in fields:
+                    if field == "elements" and isinstance(store, SQLiteStore):
+                        continue  # array field: SQLite answers element questions through chemsys
+                    store.ensure_index(field)
         return self
 
     def close(self) -> None:
@@ -217,6 +217,7 @@ class FhScreenStore:
         )
         for column in ("elements", "chemsys", "nelements"):
             merged[column] = merged[column].where(merged[column].notna(), merged[f"{column}_pred"])
+        merged["nelements"] = [None if pd.isna(n) else int(n) for n in merged["nelements"]]
         merged["dhf_error_ev_per_atom"] = merged["dhf_pred_ev_per_atom"] - merged["dhf_ev_per_atom"]
         keep = pd.Series(True, index=merged.index)
         if min_dhf_ev_per_atom is not None or max_dhf_ev_per_atom is not None:

@@ -15,9 +15,10 @@ from fh_screen.composition import (
     ELEMENTS_ABSENT_FROM_OQMD,
     FormulaError,
     fraction_matrix,
-    scatter_counts,
+    fractions_from_counts,
 )
 from fh_screen.model.checkpoint import Checkpoint, ModelError, load_checkpoint
+from fh_screen.model.stacked import StackedEnsemble
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class Predictor:
         self.batch_size = batch_size
         self.threads = threads
         self._members = checkpoint.build_members()
+        self._stacked = StackedEnsemble(self._members)
         seen = set(checkpoint.elements_in_training) or (set(checkpoint.elements) - ELEMENTS_ABSENT_FROM_OQMD)
         self._unseen_columns = np.array([i for i, s in enumerate(checkpoint.elements) if s not in seen], dtype=int)
         self._weights_sha256 = hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else ""
@@ -112,23 +114,32 @@ class Predictor:
         return len(self._members) > 1
 
     def predict_matrix(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Mean (and std across ensemble members) ΔH_f in eV/atom for fraction rows."""
-        import torch
-
+        """Mean (and std across ensemble members) ΔH_f in eV/atom for fraction rows (fast path)."""
         if matrix.shape[1] != len(self.elements):
             raise ModelError(f"feature matrix has {matrix.shape[1]} columns, the model expects {len(self.elements)}")
-        if self.threads:
-            torch.set_num_threads(self.threads)
+        columns = np.flatnonzero(np.any(matrix != 0, axis=0))
+        return self._predict_columns(matrix[:, columns], columns)
+
+    def predict_matrix_reference(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The same as :meth:`predict_matrix` through each member's ``nn.Sequential`` (reference)."""
+        import torch
+
         x = torch.as_tensor(np.ascontiguousarray(matrix, dtype=np.float32))
-        outputs = np.empty((len(self._members), len(x)), dtype=np.float32)
         with torch.inference_mode():
-            for m, network in enumerate(self._members):
-                for start in range(0, len(x), self.batch_size):
-                    stop = start + self.batch_size
-                    outputs[m, start:stop] = network(x[start:stop]).squeeze(-1).numpy()
+            outputs = np.stack([network(x).squeeze(-1).numpy() for network in self._members])
+        return self._summarise(outputs)
+
+    def _predict_columns(self, x_columns: np.ndarray, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        if self.threads:
+            import torch
+
+            torch.set_num_threads(self.threads)
+        return self._summarise(self._stacked.predict(x_columns, columns, self.batch_size))
+
+    def _summarise(self, outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         outputs = outputs * self.checkpoint.target_std_ev_per_atom + self.checkpoint.target_mean_ev_per_atom
         mean = outputs.mean(axis=0)
-        std = outputs.std(axis=0, ddof=1) if len(self._members) > 1 else None
+        std = outputs.std(axis=0, ddof=1) if len(outputs) > 1 else None
         return mean, std
 
     def out_of_domain(self, matrix: np.ndarray) -> np.ndarray:
@@ -148,10 +159,20 @@ class Predictor:
         return Prediction(mean, std, self.out_of_domain(features.matrix), features.errors)
 
     def predict_counts(self, counts: np.ndarray, system_elements: Sequence[str]) -> Prediction:
-        """Predict integer count arrays over ``system_elements`` (the vectorised screen path)."""
-        matrix = scatter_counts(counts, system_elements, self.elements)
-        mean, std = self.predict_matrix(matrix)
-        return Prediction(mean, std, self.out_of_domain(matrix), [None] * len(matrix))
+        """Predict integer count arrays over ``system_elements`` (the vectorised screen path).
+
+        The first layer reads only the system's columns, so no 94-wide matrix is built.
+        """
+        index = {symbol: i for i, symbol in enumerate(self.elements)}
+        outside = [s for s in system_elements if s not in index]
+        if outside:
+            raise FormulaError(f"element {outside[0]!r} is outside the model's element set ({self.elements[0]}–{self.elements[-1]})")
+        columns = np.array([index[s] for s in system_elements], dtype=np.int64)
+        fractions = fractions_from_counts(counts)
+        mean, std = self._predict_columns(fractions, columns)
+        unseen = np.isin(columns, self._unseen_columns)
+        out_of_domain = (fractions[:, unseen] > 0).any(axis=1) if unseen.any() else np.zeros(len(fractions), dtype=bool)
+        return Prediction(mean, std, out_of_domain, [None] * len(fractions))
 
 
 def predict(formulas: Sequence[str] | str, model: str | Path | None = None) -> np.ndarray:

@@ -1,0 +1,42 @@
+"""Ingest a slice of OQMD, predict it with a maggma Builder, and compare DFT with predictions.
+
+    python examples/query_store.py            # uses a temporary store, touches nothing in ~/.fh_screen
+
+The same calls work on the configured store (``FhScreenStore.from_settings()``: the embedded
+file under ~/.fh_screen, or MongoDB when FH_SCREEN_MONGO_URI is set).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from maggma.cli.serial import serial
+
+from fh_screen.data import load_oqmd_csv, shared_data_dir
+from fh_screen.store import FhScreenStore
+from fh_screen.store.builders import PredictionBuilder
+from fh_screen.store.ingest import ingest_frame
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        store = FhScreenStore.embedded(Path(tmp) / "example.sqlite")
+        with store:
+            tidy, _ = load_oqmd_csv(shared_data_dir() / "val.csv")
+            report = ingest_frame(store.reference, tidy.head(20000))
+            print("ingest:", report.summary())
+            # every entry whose elements are a subset of Li, Fe, O (what a phase diagram needs)
+            print(store.reference_frame(chemsys="Li-Fe-O")[["formula", "dhf_ev_per_atom"]].head(10))
+
+        # bulk prediction with maggma's own runner; re-running predicts only new entries
+        serial(PredictionBuilder(store.reference, store.predictions), no_bars=True)
+
+        with store:
+            both = store.compare_frame(chemsys="Li-Fe-O")
+            print(both[["formula", "dhf_ev_per_atom", "dhf_pred_ev_per_atom", "dhf_error_ev_per_atom"]].head(10))
+            print("mean |error| (eV/atom):", both["dhf_error_ev_per_atom"].abs().mean().round(3))
+
+
+if __name__ == "__main__":
+    main()

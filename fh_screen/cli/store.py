@@ -1,0 +1,234 @@
+"""``fh-screen ingest`` / ``query`` / ``predict-store``: the maggma store of OQMD data and predictions."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from fh_screen.cli.common import console, fail, one_line_errors
+
+__all__ = ["register"]
+
+_STORE_HELP = "Embedded store file to use instead of the configured one (settings: ~/.fh_screen.yaml, FH_SCREEN_*)."
+
+
+class Kind(str, Enum):
+    """Which collection ``query`` reads."""
+
+    reference = "reference"
+    predicted = "predicted"
+    both = "both"
+
+
+def _open_store(store_file: Optional[Path], read_only: bool):
+    from fh_screen.settings import FhScreenSettings
+    from fh_screen.store import FhScreenStore
+
+    if store_file is not None:
+        if read_only and not store_file.exists():
+            fail(f"no store at {store_file}: run `fh-screen ingest FILE --store {store_file}` first")
+        return FhScreenStore.embedded(store_file, read_only=read_only)
+    settings = FhScreenSettings()
+    if read_only and not settings.mongo_uri and not settings.store_path.exists():
+        fail(f"no store at {settings.store_path}: run `fh-screen ingest FILE` first")
+    return FhScreenStore.from_settings(settings, read_only=read_only)
+
+
+def ingest_command(
+    path: Path = typer.Argument(..., help="OQMD file (shared CSV, dump table, OPTIMADE JSON) or a folder of them."),
+    source_version: Optional[str] = typer.Option(None, "--source-version", help="OQMD version to record, e.g. 1.6."),
+    keep_outliers: bool = typer.Option(
+        False, "--keep-outliers", help="Store values outside (-20, 5) eV/atom, flagged, instead of rejecting them."
+    ),
+    store_file: Optional[Path] = typer.Option(None, "--store", help=_STORE_HELP),
+) -> None:
+    """Load OQMD formation enthalpies into the store (idempotent; newer values replace older ones)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from fh_screen.store.ingest import IngestReport, ingest_file, ingestable_files
+
+    files = ingestable_files(path)
+    report = IngestReport()
+    out = console()
+    with _open_store(store_file, read_only=False) as store:
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=out, transient=True,
+        ) as progress:
+            for file in files:
+                task = progress.add_task(f"ingest {file.name}", total=None)
+
+                def advance(done: int, total: int, task=task) -> None:
+                    progress.update(task, completed=done, total=total)
+
+                part = ingest_file(
+                    store.reference, file, source_version=source_version, keep_outliers=keep_outliers,
+                    progress=advance,
+                )
+                if len(files) > 1:
+                    out.print(f"{file.name}: {part.summary()}", highlight=False, soft_wrap=True)
+                report.merge(part)
+        for formula, old, new in report.updated_examples:
+            out.print(f"updated {formula}: {old:.4f} → {new:.4f} eV/atom", highlight=False, soft_wrap=True)
+        if report.updated > len(report.updated_examples):
+            out.print(f"… and {report.updated - len(report.updated_examples)} more updated", highlight=False, soft_wrap=True)
+        out.print(f"{report.summary()}; store {store.reference.name} holds {store.n_reference():,} entries", highlight=False, soft_wrap=True)
+
+
+def query_command(
+    formula: Optional[list[str]] = typer.Option(None, "--formula", "-f", help="Formula (repeatable); reduced first."),
+    chemsys: Optional[str] = typer.Option(None, "--chemsys", "-c", help="Li-Fe-O: every entry whose elements are a subset."),
+    nelements: Optional[int] = typer.Option(None, "--nelements", "-n", help="Number of elements."),
+    min_dhf: Optional[float] = typer.Option(None, "--min-dhf", help="Lowest ΔH_f in eV/atom."),
+    max_dhf: Optional[float] = typer.Option(None, "--max-dhf", help="Highest ΔH_f in eV/atom."),
+    kind: Kind = typer.Option(Kind.both, "--kind", "-k", help="reference (DFT), predicted, or both side by side."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Only predictions of this model name."),
+    limit: int = typer.Option(50, "--limit", help="Rows in the table (0: all); --json/--csv get every row."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the full result as a JSON list of documents."),
+    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write the full result as CSV."),
+    include_outliers: bool = typer.Option(False, "--include-outliers", help="Include entries that failed the outlier filter."),
+    store_file: Optional[Path] = typer.Option(None, "--store", help=_STORE_HELP),
+) -> None:
+    """Query reference (DFT) entries and predictions by formula, chemical system, size and ΔH_f."""
+    from fh_screen.store.query import criteria_for
+
+    for target in (json_path, csv_path):
+        if target is not None and not target.parent.exists():
+            fail(f"output folder does not exist: {target.parent}")
+    criteria_for(formula, chemsys, nelements, min_dhf, max_dhf)  # validate before opening the store
+    filters = {
+        "formula": formula or None, "chemsys": chemsys, "nelements": nelements,
+        "min_dhf_ev_per_atom": min_dhf, "max_dhf_ev_per_atom": max_dhf,
+    }
+    table_limit = 0 if (json_path or csv_path) else limit
+    with _open_store(store_file, read_only=True) as store:
+        if kind is Kind.reference:
+            frame = store.reference_frame(include_outliers=include_outliers, limit=table_limit, **filters)
+        elif kind is Kind.predicted:
+            frame = store.predictions_frame(model_name=model, limit=table_limit, **filters)
+        else:
+            frame = store.compare_frame(model_name=model, include_outliers=include_outliers, limit=table_limit, **filters)
+    if json_path is not None:
+        _write_json(frame, json_path)
+        console().print(f"wrote {len(frame)} documents to {json_path}")
+    if csv_path is not None:
+        _write_csv(frame, csv_path)
+        console().print(f"wrote {len(frame)} rows to {csv_path}")
+    if json_path is None and csv_path is None:
+        _print_table(frame, kind, limit)
+
+
+def _records(frame) -> list[dict]:
+    import math
+
+    records = []
+    for row in frame.to_dict(orient="records"):
+        clean = {}
+        for key, value in row.items():
+            if hasattr(value, "isoformat"):
+                value = value.isoformat()
+            elif isinstance(value, float) and not math.isfinite(value):
+                value = None
+            elif hasattr(value, "item"):
+                value = value.item()
+            clean[key] = value
+        records.append(clean)
+    return records
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    tmp.replace(path)
+
+
+def _write_json(frame, path: Path) -> None:
+    import json
+
+    text = json.dumps(_records(frame), indent=1, allow_nan=False) + "\n"
+    _atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def _write_csv(frame, path: Path) -> None:
+    frame = frame.copy()
+    if "elements" in frame.columns:
+        frame["elements"] = [" ".join(e) if isinstance(e, (list, tuple)) else e for e in frame["elements"]]
+    _atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
+
+
+def _number(value, digits: int = 3) -> str:
+    import math
+
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{value:.{digits}f}"
+
+
+def _print_table(frame, kind: Kind, limit: int) -> None:
+    from rich.table import Table
+
+    out = console()
+    if frame.empty:
+        out.print("no matching entries")
+        return
+    columns = {
+        Kind.reference: [("formula", "formula"), ("chemsys", "chemsys"), ("dhf_ev_per_atom", "ΔH_f DFT (eV/atom)")],
+        Kind.predicted: [
+            ("formula", "formula"), ("chemsys", "chemsys"), ("dhf_pred_ev_per_atom", "ΔH_f pred (eV/atom)"),
+            ("dhf_std_ev_per_atom", "σ (eV/atom)"), ("e_above_hull_pred_ev_per_atom", "E_hull pred (eV/atom)"),
+            ("model_name", "model"), ("run_id", "run"),
+        ],
+        Kind.both: [
+            ("formula", "formula"), ("chemsys", "chemsys"), ("dhf_ev_per_atom", "ΔH_f DFT (eV/atom)"),
+            ("dhf_pred_ev_per_atom", "ΔH_f pred (eV/atom)"), ("dhf_error_ev_per_atom", "pred − DFT (eV/atom)"),
+            ("model_name", "model"),
+        ],
+    }[kind]
+    columns = [(name, title) for name, title in columns if name in frame.columns and frame[name].notna().any()
+               or name in ("formula", "dhf_ev_per_atom", "dhf_pred_ev_per_atom")]
+    shown = frame.head(limit) if limit else frame
+    table = Table(title=f"{kind.value}: {len(shown)} rows" + (f" (first {limit}; --limit 0 for all)" if limit and len(shown) == limit else ""))
+    for name, title in columns:
+        table.add_column(title, justify="right" if "ev_per_atom" in name else "left")
+    for row in shown.to_dict(orient="records"):
+        table.add_row(*[
+            _number(row.get(name)) if "ev_per_atom" in name else ("" if row.get(name) is None else str(row.get(name)))
+            for name, _ in columns
+        ])
+    out.print(table)
+
+
+def predict_store_command(
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Shipped model name or path to a .pt checkpoint."),
+    processes: int = typer.Option(1, "--processes", "-p", help="Worker processes (maggma's multiprocessing runner)."),
+    store_file: Optional[Path] = typer.Option(None, "--store", help=_STORE_HELP),
+) -> None:
+    """Predict every reference entry without a prediction from the model (a maggma Builder)."""
+    import asyncio
+
+    from maggma.cli.multiprocessing import multi
+    from maggma.cli.serial import serial
+
+    from fh_screen.store.builders import PredictionBuilder
+
+    store = _open_store(store_file, read_only=False)
+    before = store.connect().predictions.count()
+    store.close()
+    builder = PredictionBuilder(store.reference, store.predictions, model=model)
+    if processes > 1:
+        asyncio.run(multi(builder, num_processes=processes, no_bars=False))
+    else:
+        serial(builder, no_bars=False)
+    with store:
+        after = store.predictions.count()
+    console().print(f"{after - before:,} new predictions (run {builder.run_id}); the store holds {after:,}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``ingest``, ``query`` and ``predict-store`` to the application."""
+    app.command("ingest")(one_line_errors(ingest_command))
+    app.command("query")(one_line_errors(query_command))
+    app.command("predict-store")(one_line_errors(predict_store_command))

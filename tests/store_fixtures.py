@@ -1,0 +1,31 @@
+"""Fixtures for the store tests: a real OQMD slice, an isolated settings environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SLICE_ROWS = 2000
+
+
+@pytest.fixture
+def isolated_settings(tmp_path, monkeypatch) -> Path:
+    """FH_SCREEN_* pointing at a fresh tmp data dir and a config file that does not exist."""
+    data_dir = tmp_path / "data_dir"
+    monkeypatch.setenv("FH_SCREEN_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("FH_SCREEN_CONFIG_FILE", str(tmp_path / "no_such_config.yaml"))
+    monkeypatch.delenv("FH_SCREEN_MONGO_URI", raising=False)
+    return data_dir
+
+
+@pytest.fixture(scope="session")
+def train_slice_csv(oqmd_dir, tmp_path_factory) -> Path:
+    """The first 2,000 rows of the shared train.csv, in the shared format."""
+    path = tmp_path_factory.mktemp("store_slice") / "train_slice.csv"
+    with open(oqmd_dir / "train.csv") as source, open(path, "w") as target:
+        for i, line in enumerate(source):
+            if i > SLICE_ROWS:
+                break
+            target.write(line)
+    return path

@@ -1,0 +1,86 @@
+"""The vectorised hull equals pymatgen's PhaseDiagram on a real OQMD system."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from pymatgen.analysis.phase_diagram import PDEntry
+from pymatgen.core import Composition
+from scipy.stats import norm
+
+from fh_screen.data import shared_data_dir
+from fh_screen.enumerate import enumerate_counts, formulas_from_counts, parse_chemsys
+from fh_screen.hull import build_hull, probability_within, pymatgen_phase_diagram
+from fh_screen.predictor import Predictor
+from fh_screen.screen import known_counts
+
+
+@pytest.fixture(scope="module")
+def oqmd() -> pd.DataFrame:
+    path = shared_data_dir() / "train.csv"
+    if not path.is_file():
+        pytest.skip(f"OQMD training data not found at {path} (set up /work/shared/data/oqmd)")
+    return pd.read_csv(path).rename(columns={"target": "dhf_ev_per_atom"})
+
+
+def system_slice(frame: pd.DataFrame, chemsys: str) -> pd.DataFrame:
+    elements = set(chemsys.split("-"))
+    keep = [set(re.findall(r"[A-Z][a-z]?", f)) <= elements for f in frame["formula"]]
+    return frame[keep]
+
+
+@pytest.mark.parametrize("chemsys, max_atoms", [("Li-Fe-O", 10), ("Al-Ni-O", 10), ("Li-Fe-P-O", 6)])
+def test_vectorised_e_above_hull_and_decomposition_equal_pymatgen(oqmd, chemsys, max_atoms):
+    system = parse_chemsys(chemsys)
+    known_rows, known_dhf = known_counts(system_slice(oqmd, chemsys), system)
+    assert len(known_rows) > 5
+    counts = enumerate_counts(len(system), max_atoms)
+    energies = Predictor.from_name("paper").predict_counts(counts, system).dhf_ev_per_atom.astype(float)
+    fractions = counts / counts.sum(axis=1, keepdims=True)
+    known_fractions = known_rows / known_rows.sum(axis=1, keepdims=True)
+    hull = build_hull(system, np.concatenate([known_fractions, fractions]), np.concatenate([known_dhf, energies]))
+    e_hull, facet = hull.e_above_hull(fractions, energies)
+    decomposition = hull.decomposition(fractions, facet)
+
+    formulas = formulas_from_counts(counts, system)
+    known_formulas = formulas_from_counts(known_rows, system)
+    names = list(system) + known_formulas + formulas
+    reference = pymatgen_phase_diagram(system, known_formulas + formulas, np.concatenate([known_dhf, energies]))
+    for i, formula in enumerate(formulas):
+        composition = Composition(formula)
+        entry = PDEntry(composition, energies[i] * composition.num_atoms)
+        decomp, e_ref = reference.get_decomp_and_e_above_hull(entry, allow_negative=True)
+        assert e_hull[i] == pytest.approx(e_ref, abs=1e-6), formula
+        if e_ref > 1e-6:  # an unstable candidate: same phases, same amounts
+            ours = {Composition(names[j]).reduced_formula: w for j, w in decomposition[i]}
+            theirs = {e.composition.reduced_formula: w for e, w in decomp.items()}
+            assert ours.keys() == theirs.keys(), formula
+            for key in ours:
+                assert ours[key] == pytest.approx(theirs[key], abs=1e-6)
+    stable_ours = {names[j] for j in hull.vertices}
+    stable_ref = {e.composition.reduced_formula for e in reference.stable_entries}
+    assert {Composition(n).reduced_formula for n in stable_ours} == stable_ref
+
+
+def test_hull_of_elements_only_gives_energy_itself():
+    system = ("Fe", "O")
+    fractions = np.array([[0.5, 0.5], [0.25, 0.75]])
+    energies = np.array([0.3, 0.1])  # positive: nothing below the elements
+    hull = build_hull(system, fractions, energies)
+    e_hull, facet = hull.e_above_hull(fractions, energies)
+    assert e_hull.tolist() == pytest.approx([0.3, 0.1])
+    parts = hull.decomposition(fractions, facet)
+    assert sorted(j for j, _ in parts[1]) == [0, 1]  # Fe + O
+    assert sum(w for _, w in parts[1]) == pytest.approx(1.0)
+
+
+def test_probability_within_tolerance_is_the_normal_cdf():
+    e = np.array([0.0, 0.05, 0.2, 0.1])
+    std = np.array([0.1, 0.02, 0.05, 0.0])
+    p = probability_within(e, std, 0.05)
+    assert p[:3] == pytest.approx(norm.cdf((0.05 - e[:3]) / std[:3]))
+    assert p[3] == 0.0
+    assert probability_within(np.array([0.0]), np.array([0.0]), 0.05)[0] == 1.0

@@ -1,0 +1,173 @@
+"""DFT handoff: CHGNet pre-relax (failures reported), atomate2 VASP inputs, insertion into user flows."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from jobflow import Flow, JobStore, run_locally
+from maggma.stores import MemoryStore
+from pymatgen.core import Composition, Lattice, Structure
+from pymatgen.io.vasp import Incar, Poscar
+
+from fh_screen.errors import FhScreenError
+from fh_screen.jobs import (
+    HandoffDocument,
+    HandoffMaker,
+    PrescreenMaker,
+    PrescreenToDFTMaker,
+    Problem,
+    StructureCandidate,
+    StructureMaker,
+    StructuresDocument,
+    TemplateMaker,
+    chgnet_prerelax_maker,
+    default_dft_maker,
+    insert_prescreen,
+    read_output,
+)
+
+torch.set_num_threads(1)
+
+
+def _store() -> JobStore:
+    return JobStore(MemoryStore(), additional_stores={"data": MemoryStore()})
+
+
+def _connected() -> JobStore:
+    store = _store()
+    store.connect()
+    return store
+
+
+def _rocksalt(a: float, species=("Li", "F")) -> Structure:
+    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(a), list(species), [[0, 0, 0], [0.5, 0.5, 0.5]]).get_primitive_structure()
+
+
+def _candidate(structure: Structure, source: str = "prototype") -> StructureCandidate:
+    return StructureCandidate(formula=structure.composition.reduced_formula, structure=structure, source=source,
+                              n_sites=len(structure))
+
+
+@pytest.fixture(scope="module")
+def dft_maker():
+    return default_dft_maker()
+
+
+def test_chgnet_keeps_the_lowest_energy_structure_and_reports_a_failed_relax(tmp_path, monkeypatch):
+    pytest.importorskip("chgnet")
+    monkeypatch.chdir(tmp_path)  # ASE writes its files into the working directory
+    squeezed, relaxed = _rocksalt(3.6), _rocksalt(4.05)
+    # Am lies outside CHGNet's 94 elements: its relax fails inside CHGNet
+    broken = _rocksalt(4.6, ("Am", "F"))
+    structures = StructuresDocument(structures=[_candidate(squeezed), _candidate(relaxed), _candidate(broken)])
+    maker = HandoffMaker(dft_maker=None, prerelax_maker=chgnet_prerelax_maker(steps=2))
+    handoff = maker.make(structures)
+    store = _store()
+    run_locally(handoff, store=store, log=False)
+    doc = read_output(store, handoff.uuid)
+    assert isinstance(doc, HandoffDocument)
+    assert [e.formula for e in doc.entries] == ["LiF"]
+    entry = doc.entries[0]
+    assert entry.prerelaxed and entry.n_trials == 2
+    # two steps cannot bring the squeezed cell down to the relaxed one: the relaxed trial wins
+    assert entry.structure.volume == pytest.approx(relaxed.volume, rel=0.1)
+    relax_docs = list(store.query({"name": {"$regex": "^CHGNet pre-relax LiF"}}, properties=["output"]))
+    energies = [d["output"]["output"]["energy"] / len(d["output"]["structure"]["sites"]) for d in relax_docs]
+    assert entry.energy_ev_per_atom == pytest.approx(min(energies))
+    failures = [p for p in doc.problems if p.formula == "AmF"]
+    assert [p.stage for p in failures] == ["prerelax", "prerelax"]
+    assert "every pre-relax failed" in failures[-1].message
+
+
+def test_vasp_double_relax_inputs_for_each_candidate(tmp_path, dft_maker):
+    unmade = Problem(stage="structures", formula="Li2FeO3", message="no structure with at most 4 sites")
+    structures = StructuresDocument(structures=[_candidate(_rocksalt(4.05)), _candidate(_rocksalt(5.6, ("Na", "Cl")))],
+                                    problems=[unmade])
+    handoff = HandoffMaker(dft_maker=dft_maker).make(structures)
+    response = handoff.run(store=_connected())  # runs the handoff job only: the DFT flows are added, not run
+    doc = response.output
+    assert [e.formula for e in doc.entries] == ["LiF", "NaCl"] and doc.dft_maker == "DoubleRelaxMaker"
+    assert doc.problems == [unmade]  # the composition without a structure is reported, the others proceed
+    added = response.addition
+    assert isinstance(added, Flow) and len(added.jobs) == 2
+    for entry, flow in zip(doc.entries, added.jobs):
+        assert set(entry.dft_job_uuids) == set(flow.all_uuids)
+        assert [j.name for j in flow.jobs] == ["relax 1", "relax 2"]
+        first = flow.jobs[0]
+        assert first.function_args[0] == entry.structure
+        for job in flow.jobs:
+            folder = tmp_path / entry.formula / job.name.replace(" ", "_")
+            job.function.__self__.input_set_generator.get_input_set(entry.structure, potcar_spec=True).write_input(folder)
+            incar = Incar.from_file(folder / "INCAR")
+            assert incar["ISIF"] == 3 and incar["IBRION"] == 2 and incar["NSW"] > 0
+            assert incar["ENCUT"] >= 500
+            poscar = Poscar.from_file(folder / "POSCAR")
+            assert poscar.structure.composition.reduced_formula == entry.formula
+            potcar_symbols = (folder / "POTCAR.spec").read_text().split()
+            assert {Composition(s.split("_")[0]).elements[0].symbol for s in potcar_symbols} == set(
+                poscar.structure.composition.chemical_system.split("-"))
+
+
+def test_detour_and_replace_modes(dft_maker):
+    structures = StructuresDocument(structures=[_candidate(_rocksalt(4.05))])
+    detour = HandoffMaker(dft_maker=dft_maker, mode="detour").make(structures).run(store=_connected())
+    assert detour.detour is not None and detour.addition is None
+    replaced = HandoffMaker(dft_maker=dft_maker, mode="replace").make(structures).run(store=_connected())
+    assert replaced.replace is not None and replaced.output.entries[0].formula == "LiF"
+    with pytest.raises(FhScreenError):
+        HandoffMaker(mode="sideways")
+
+
+def test_nothing_to_hand_off_is_reported_through_the_whole_flow(tmp_path, monkeypatch, dft_maker):
+    monkeypatch.chdir(tmp_path)
+    maker = PrescreenToDFTMaker(
+        prescreen_maker=PrescreenMaker(reference=None, e_hull_max_ev_per_atom=-5.0,
+                                       screen_options={"max_atoms": 4, "charge_neutral": True}),
+        handoff_maker=HandoffMaker(dft_maker=dft_maker),
+    )
+    flow = maker.make("Li-O")
+    store = _store()
+    run_locally(flow, store=store, log=False, ensure_success=True)
+    doc = read_output(store, flow.output.uuid)
+    assert doc.entries == []
+    messages = [p.message for p in doc.problems]
+    assert any("no candidate passed" in m for m in messages) and "no structure to hand off" in messages
+
+
+def test_insert_prescreen_ahead_of_a_maker_and_of_a_built_flow(dft_maker):
+    with_maker = insert_prescreen(dft_maker, "Li-Fe-O")
+    assert [j.name.split(" ")[0] for j in with_maker.jobs] == ["fh-screen", "candidate", "fh-screen"]
+    assert with_maker.jobs[-1].function.__self__.dft_maker == dft_maker
+
+    template_structure = _rocksalt(4.2, ("Na", "Cl"))
+    built = dft_maker.make(template_structure)
+    flow = insert_prescreen(built, "Li-Fe-O")
+    template = flow.jobs[-1].function.__self__.dft_maker
+    assert isinstance(template, TemplateMaker)
+    copy = template.make(_rocksalt(4.05))
+    assert [j.name for j in copy.jobs] == [j.name for j in built.jobs]
+    assert not set(copy.all_uuids) & set(built.all_uuids)
+    assert copy.jobs[0].function_args[0].composition.reduced_formula == "LiF"
+    # the second relax still starts from the first relax of the copy
+    assert copy.jobs[1].function_args[0].uuid == copy.jobs[0].uuid
+    with pytest.raises(FhScreenError):
+        insert_prescreen("not a maker", "Li-O")
+
+
+def test_full_flow_converts_to_a_fireworks_workflow(dft_maker):
+    pytest.importorskip("fireworks")
+    from fh_screen.jobs.submit import to_workflow
+
+    flow = PrescreenToDFTMaker(
+        structure_maker=StructureMaker(n_structures=2),
+        handoff_maker=HandoffMaker(dft_maker=dft_maker, prerelax_maker=chgnet_prerelax_maker()),
+    ).make("Li-Fe-P-O")
+    workflow = to_workflow(flow, metadata={"project": "test"})
+    assert len(workflow.fws) == 3
+    names = sorted(fw.name for fw in workflow.fws)
+    assert names == sorted(j.name for j in flow.jobs)
+    assert workflow.metadata["project"] == "test"
+    # the handoff Firework waits for the structures one, which waits for the prescreen
+    links = {fw.name: [workflow.id_fw[c].name for c in workflow.links[fw.fw_id]] for fw in workflow.fws}
+    prescreen, structures, handoff = (j.name for j in flow.jobs)
+    assert structures in links[prescreen] and handoff in links[structures]

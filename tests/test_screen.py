@@ -1,0 +1,184 @@
+"""Screening a chemical system on a real OQMD slice: ranking, hull recovery, options, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fh_screen.data import shared_data_dir
+from fh_screen.enumerate import ChemsysError, count_candidates
+from fh_screen.errors import FhScreenError
+from fh_screen.hull import pymatgen_phase_diagram
+from fh_screen.predictor import Predictor
+from fh_screen.screen import RESULT_COLUMNS, ScreenError, ScreenOptions, screen
+
+TRAIN_POOL = frozenset({"Li", "Fe", "O", "Ni", "Al", "Co", "Mn", "Mg", "Na", "Ti", "Cr", "Cu", "Zn", "P"})
+
+
+@pytest.fixture(scope="session")
+def oqmd() -> pd.DataFrame:
+    path = shared_data_dir() / "train.csv"
+    if not path.is_file():
+        pytest.skip(f"OQMD training data not found at {path} (set up /work/shared/data/oqmd)")
+    frame = pd.read_csv(path).rename(columns={"target": "dhf_ev_per_atom"})
+    frame["elements"] = [frozenset(re.findall(r"[A-Z][a-z]?", f)) for f in frame["formula"]]
+    return frame
+
+
+def system_slice(frame: pd.DataFrame, chemsys: str) -> pd.DataFrame:
+    elements = frozenset(chemsys.split("-"))
+    return frame[[e <= elements for e in frame["elements"]]][["formula", "dhf_ev_per_atom"]]
+
+
+@pytest.fixture(scope="session")
+def slice_model(oqmd, tmp_path_factory) -> Predictor:
+    """A 2-member ensemble trained in seconds on the OQMD compounds of 14 elements (real data)."""
+    import torch
+
+    from fh_screen.composition import DEFAULT_ELEMENTS, fraction_matrix
+    from fh_screen.model.checkpoint import Checkpoint, save_checkpoint
+    from fh_screen.model.network import NetworkSpec
+    from fh_screen.model.train import TrainConfig, train_network
+
+    torch.set_num_threads(1)
+    rows = oqmd[np.array([e <= TRAIN_POOL for e in oqmd["elements"]]) & (oqmd["dhf_ev_per_atom"].abs() < 5).to_numpy()]
+    x = fraction_matrix(rows["formula"].tolist()).matrix
+    y = rows["dhf_ev_per_atom"].to_numpy()
+    spec = NetworkSpec("64x2+32x2+16x1+1x1", dropout=0.0, dropout_after=(), n_inputs=len(DEFAULT_ELEMENTS))
+    members = [
+        train_network(x, y, x, y, spec, TrainConfig(epochs=60, batch_size=256, learning_rate=3e-3, seed=seed, early_stopping_patience=100))
+        for seed in (0, 1)
+    ]
+    checkpoint = Checkpoint(
+        name="oqmd-slice", spec=spec, elements=list(DEFAULT_ELEMENTS),
+        target_mean_ev_per_atom=members[0].target_mean_ev_per_atom,
+        target_std_ev_per_atom=members[0].target_std_ev_per_atom,
+        member_state_dicts=[m.state_dict for m in members], elements_in_training=sorted(TRAIN_POOL),
+    )
+    return Predictor.from_file(save_checkpoint(checkpoint, tmp_path_factory.mktemp("model") / "slice.pt"))
+
+
+@pytest.fixture(scope="session")
+def li_fe_o(oqmd, slice_model):
+    known = system_slice(oqmd, "Li-Fe-O")
+    return known, screen("Li-Fe-O", predictor=slice_model, known=known)
+
+
+def test_ternary_screen_recovers_known_stable_compounds(li_fe_o):
+    known, result = li_fe_o
+    system = result.chemsys
+    compounds = known[[len(re.findall(r"[A-Z][a-z]?", f)) > 1 for f in known["formula"]]]
+    dft = pymatgen_phase_diagram(system, compounds["formula"].tolist(), compounds["dhf_ev_per_atom"].tolist())
+    stable = sorted({e.composition.reduced_formula for e in dft.stable_entries if len(e.composition) > 1})
+    assert {"Li2O", "Fe2O3", "Fe3O4", "LiFeO2"} <= set(stable)
+    table = result.table.set_index("formula")
+    e_hull = table.loc[stable, "e_above_hull_pred_ev_per_atom"]
+    # on or near the predicted hull: every DFT-stable compound within 0.25 eV/atom, most within 0.1
+    assert (e_hull <= 0.25).all(), e_hull.to_dict()
+    assert (e_hull <= 0.10).mean() >= 0.5, e_hull.to_dict()
+    # and far closer to the hull than a typical candidate
+    typical = result.table["e_above_hull_pred_ev_per_atom"].median()
+    assert e_hull.median() < 0.5 * typical, (e_hull.median(), typical)
+    # the DFT values stand beside the predictions
+    assert table.loc["Fe2O3", "known_dhf_ev_per_atom"] == pytest.approx(known.loc[known.formula == "Fe2O3", "dhf_ev_per_atom"].min())
+    assert bool(table.loc["Fe2O3", "is_known"]) and not bool(table.loc["Li9O5", "is_known"])
+
+
+def test_ranked_table_columns_order_and_uncertainty(li_fe_o):
+    _, result = li_fe_o
+    table = result.table
+    assert list(table.columns) == RESULT_COLUMNS + ["dhf_std_ev_per_atom", "p_stable", "is_known"]
+    assert table["rank"].tolist() == list(range(1, len(table) + 1))
+    keys = list(zip(table["e_above_hull_pred_ev_per_atom"], table["dhf_pred_ev_per_atom"]))
+    assert keys == sorted(keys)
+    assert (table["e_above_hull_pred_ev_per_atom"] >= 0).all()
+    on_hull = table[table["e_above_hull_pred_ev_per_atom"] == 0]
+    assert len(on_hull) > 3 and (on_hull["p_stable"] > 0.5).all()
+    assert ((table["p_stable"] >= 0) & (table["p_stable"] <= 1)).all()
+    assert table["known_dhf_ev_per_atom"].isna().sum() == (~table["is_known"]).sum()
+    assert result.n_candidates == len(table) >= count_candidates(3)
+    assert result.model_name == "oqmd-slice" and len(result.weights_sha256) == 64 and len(result.run_id) == 36
+    # the pymatgen phase diagram holds the known phases and the predicted stable ones
+    stable = {e.composition.reduced_formula for e in result.phase_diagram.stable_entries}
+    assert set(on_hull["formula"]) <= stable
+
+
+def test_decomposition_names_phases_on_the_hull(li_fe_o):
+    _, result = li_fe_o
+    row = result.table[result.table["e_above_hull_pred_ev_per_atom"] > 0.05].iloc[0]
+    parts = [p.split(" ", 1) for p in row["decomposition"].split(" + ")]
+    assert math.isclose(sum(float(w) for w, _ in parts), 1.0, abs_tol=2e-3)
+    stable = {e.composition.reduced_formula for e in result.phase_diagram.stable_entries}
+    assert {name for _, name in parts} <= stable
+
+
+def test_records_are_json_ready_with_null_for_unknown(li_fe_o):
+    _, result = li_fe_o
+    records = result.records()
+    text = json.dumps(records, allow_nan=False)
+    back = json.loads(text)
+    assert set(RESULT_COLUMNS) <= set(back[0])
+    assert any(r["known_dhf_ev_per_atom"] is None for r in back)
+    assert any(isinstance(r["known_dhf_ev_per_atom"], float) for r in back)
+
+
+def test_fresh_machine_without_known_entries_still_screens():
+    predictor = Predictor.from_name("paper")
+    result = screen("Fe-O", predictor=predictor, known=None, options=ScreenOptions(max_atoms=8))
+    assert result.n_known == 0 and result.n_candidates == count_candidates(2, 8)
+    assert result.table["known_dhf_ev_per_atom"].isna().all() and not result.table["is_known"].any()
+    assert (result.table["e_above_hull_pred_ev_per_atom"] >= 0).all()
+    assert len(result.phase_diagram.stable_entries) >= 2
+
+
+def test_exclude_known_and_charge_neutral(oqmd):
+    predictor = Predictor.from_name("paper")
+    known = system_slice(oqmd, "Li-Fe-O")
+    options = ScreenOptions(max_atoms=10, include_known=False, charge_neutral=True)
+    result = screen("Li-Fe-O", predictor=predictor, known=known, options=options)
+    formulas = set(result.table["formula"])
+    assert not result.table["is_known"].any()
+    assert "Fe2O3" not in formulas and "LiFeO2" not in formulas  # known, excluded
+    assert "LiO" not in formulas and "Li3O" not in formulas  # cannot balance
+    full = screen("Li-Fe-O", predictor=predictor, known=known, options=ScreenOptions(max_atoms=10))
+    assert {"Fe2O3", "LiFeO2", "Li5FeO4"} <= set(full.table["formula"])
+    # known compositions beyond max_atoms are still listed when included
+    assert full.table["is_known"].sum() == len(full.table[full.table["known_dhf_ev_per_atom"].notna()])
+
+
+def test_enumeration_above_the_limit_is_refused_unless_forced():
+    predictor = Predictor.from_name("paper")
+    with pytest.raises(ScreenError, match=r"--max-atoms \d+ or --force"):
+        screen("Li-Fe-O", predictor=predictor, options=ScreenOptions(max_atoms=20, max_candidates=500))
+    result = screen("Li-Fe-O", predictor=predictor, options=ScreenOptions(max_atoms=20, max_candidates=500, force=True))
+    assert result.n_candidates == count_candidates(3, 20)
+
+
+@pytest.mark.parametrize(
+    "chemsys, options, error",
+    [
+        ("Li-Xx-O", ScreenOptions(), ChemsysError),
+        ("Li", ScreenOptions(), ChemsysError),
+        ("Li-Li-O", ScreenOptions(), ChemsysError),
+        ("Li-Am-O", ScreenOptions(), ChemsysError),
+        ("Li,O", ScreenOptions(), ChemsysError),
+        ("Li-O", ScreenOptions(max_atoms=0), ChemsysError),
+        ("Li-O", ScreenOptions(max_atoms=10_000), ChemsysError),
+        ("Li-O", ScreenOptions(max_candidates=0), ScreenError),
+        ("Li-O", ScreenOptions(e_hull_tolerance_ev_per_atom=-1.0), ScreenError),
+    ],
+)
+def test_bad_input_raises_one_line_errors(chemsys, options, error):
+    with pytest.raises(error) as info:
+        screen(chemsys, predictor=Predictor.from_name("paper"), options=options)
+    assert isinstance(info.value, FhScreenError) and "\n" not in str(info.value)
+
+
+def test_known_frame_without_columns_is_refused():
+    with pytest.raises(ScreenError, match="dhf_ev_per_atom"):
+        screen("Li-O", predictor=Predictor.from_name("paper"), known=pd.DataFrame({"formula": ["Li2O"]}))

@@ -1,0 +1,251 @@
+"""Ingest of a real OQMD slice, queries against brute-force pandas, settings, kill-safety."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pandas as pd
+import pytest
+from maggma.stores import MemoryStore
+from store_fixtures import isolated_settings, train_slice_csv  # noqa: F401 - fixtures
+
+from fh_screen.data import load_oqmd_csv
+from fh_screen.settings import FhScreenSettings, SettingsError
+from fh_screen.store import FhScreenStore, SQLiteStore, StoreFileError, subsystems
+from fh_screen.store.ingest import ingest_file, ingest_path
+
+
+@pytest.fixture
+def ingested(tmp_path, train_slice_csv):  # noqa: F811
+    store = FhScreenStore.embedded(tmp_path / "store.sqlite").connect()
+    report = ingest_file(store.reference, train_slice_csv, batch_size=500)
+    yield store, report
+    store.close()
+
+
+def test_ingest_real_slice_and_idempotent(ingested, train_slice_csv):  # noqa: F811
+    store, report = ingested
+    tidy, cleaning = load_oqmd_csv(train_slice_csv)
+    assert report.inserted == len(tidy) == store.n_reference()
+    assert report.n_rejected == cleaning.n_raw - cleaning.n_kept
+    again = ingest_file(store.reference, train_slice_csv)
+    assert (again.inserted, again.updated, again.unchanged) == (0, 0, len(tidy))
+    assert "inserted 0, updated 0, unchanged" in again.summary()
+    stored = {d["formula"]: d["dhf_ev_per_atom"] for d in store.reference.query(properties=["formula", "dhf_ev_per_atom"])}
+    assert stored == dict(zip(tidy["formula"], tidy["dhf_ev_per_atom"]))
+
+
+def test_newer_value_replaces_and_is_reported(ingested, train_slice_csv, tmp_path):  # noqa: F811
+    store, _ = ingested
+    raw = pd.read_csv(train_slice_csv, keep_default_na=False)
+    changed = raw.head(3).copy()
+    changed["target"] = changed["target"] - 0.25
+    path = tmp_path / "newer.csv"
+    changed.to_csv(path, index=False)
+    report = ingest_file(store.reference, path, source_version="1.7")
+    assert (report.inserted, report.updated, report.unchanged) == (0, 3, 0)
+    formula, old, new = report.updated_examples[0]
+    assert new == pytest.approx(old - 0.25)
+    doc = store.reference.query_one({"formula": formula})
+    assert doc["dhf_ev_per_atom"] == pytest.approx(new) and doc["source_version"] == "1.7"
+    assert store.n_reference() == report.n_rows + store.n_reference() - 3  # nothing added
+
+
+def test_rejections_are_counted_with_reasons(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text("formula,target\nFe2O3,-1.7\nFe4O6,-1.5\nXq2,0.1\nNaCl,\nLiH,40.0\n")
+    with FhScreenStore.embedded(tmp_path / "s.sqlite") as store:
+        report = ingest_file(store.reference, path)
+        assert report.inserted == 1 and store.reference.query_one({"formula": "Fe2O3"})["dhf_ev_per_atom"] == -1.7
+        assert report.rejected["bad formulas"] == 1 and report.rejected["missing values"] == 1
+        assert report.rejected["higher-energy duplicates"] == 1 and report.n_rejected == 4
+        kept = ingest_file(store.reference, path, keep_outliers=True)
+        assert kept.inserted == 1 and store.reference.query_one({"formula": "LiH"})["passed_outlier_filter"] is False
+        assert "LiH" not in set(store.reference_frame(chemsys="Li-H")["formula"])
+        assert "LiH" in set(store.reference_frame(chemsys="Li-H", include_outliers=True)["formula"])
+
+
+def _brute_force_subset(tidy: pd.DataFrame, system: set[str]) -> set[str]:
+    from pymatgen.core import Composition
+
+    return {f for f in tidy["formula"] if {el.symbol for el in Composition(f).elements} <= system}
+
+
+@pytest.mark.parametrize("chemsys", ["O-Fe-Li", "Li-Fe-P-O", "Se-Cu", "Ta Te Zr", "Nd-Cd-Rh-O-Fe"])
+def test_chemsys_query_is_subset_semantics(ingested, train_slice_csv, chemsys):  # noqa: F811
+    store, _ = ingested
+    tidy, _ = load_oqmd_csv(train_slice_csv)
+    system = set(chemsys.replace(" ", "-").split("-"))
+    frame = store.reference_frame(chemsys=chemsys)
+    assert set(frame["formula"]) == _brute_force_subset(tidy, system)
+    assert list(frame.columns[:5]) == ["formula", "dhf_ev_per_atom", "elements", "chemsys", "nelements"]
+    for row in frame.itertuples():
+        assert row.chemsys == "-".join(row.elements) and row.nelements == len(row.elements)
+
+
+def test_elements_and_chemsys_agree_with_pymatgen(ingested):
+    from pymatgen.core import Composition
+
+    store, _ = ingested
+    for doc in store.reference.query(limit=300):
+        composition = Composition(doc["formula"])
+        assert doc["chemsys"] == composition.chemical_system
+        assert doc["elements"] == sorted(el.symbol for el in composition.elements)
+        assert doc["formula"] == composition.reduced_formula
+
+
+def test_other_filters_against_pandas(ingested, train_slice_csv):  # noqa: F811
+    store, _ = ingested
+    tidy, _ = load_oqmd_csv(train_slice_csv)
+    frame = store.reference_frame(nelements=2, min_dhf_ev_per_atom=-1.0, max_dhf_ev_per_atom=0.0)
+    n_el = tidy["formula"].map(lambda f: len(set(__import__("re").findall(r"[A-Z][a-z]?", f))))
+    expected = tidy[(n_el == 2) & tidy["dhf_ev_per_atom"].between(-1.0, 0.0)]
+    assert set(frame["formula"]) == set(expected["formula"]) and len(frame) > 0
+    some = tidy["formula"].iloc[7]
+    assert store.reference_frame(formula=some)["formula"].tolist() == [some]
+    assert store.reference_frame(chemsys="He-Ne").empty
+    assert list(store.reference_frame(chemsys="He-Ne").columns[:5]) == ["formula", "dhf_ev_per_atom", "elements", "chemsys", "nelements"]
+
+
+def test_subsystems():
+    assert subsystems("O-Li") == ["Li", "O", "Li-O"]
+    assert len(subsystems(["Li", "Fe", "P", "O"])) == 15
+
+
+def test_save_predictions_side_by_side_any_maggma_store(train_slice_csv):  # noqa: F811
+    from fh_screen.predictor import Predictor
+
+    predictor = Predictor.from_name(None, threads=1)
+    from fh_screen.store.ingest import ingest_frame
+
+    store = FhScreenStore(MemoryStore("ref", key="formula"), MemoryStore("pred", key="prediction_id")).connect()
+    ingest_frame(store.reference, load_oqmd_csv(train_slice_csv)[0].head(100))
+    formulas = ["ZrTa2Te", "Li4Fe4P4O16", "LiFeO2"]
+    result = predictor.predict_formulas(formulas)
+    frame = pd.DataFrame({"formula": formulas, "dhf_pred_ev_per_atom": result.dhf_ev_per_atom,
+                          "e_above_hull_pred_ev_per_atom": [0.0, 0.1, float("nan")]})
+    run_id = store.save_predictions(frame, predictor)
+    docs = {d["formula"]: d for d in store.prediction_docs()}
+    assert set(docs) == {"ZrTa2Te", "LiFePO4", "LiFeO2"}
+    assert docs["LiFePO4"]["run_id"] == run_id and docs["LiFePO4"]["model_weights_sha256"] == predictor.weights_sha256
+    assert docs["LiFeO2"]["e_above_hull_pred_ev_per_atom"] is None
+    store.save_predictions(frame, predictor, run_id="second")
+    assert store.n_predictions() == 3 and {d["run_id"] for d in store.prediction_docs()} == {"second"}
+    both = store.compare_frame(formula=["ZrTa2Te", "LiFePO4"])
+    row = both.set_index("formula").loc["ZrTa2Te"]
+    assert row["dhf_error_ev_per_atom"] == pytest.approx(row["dhf_pred_ev_per_atom"] - row["dhf_ev_per_atom"])
+    assert pd.isna(both.set_index("formula").loc["LiFePO4", "dhf_ev_per_atom"])
+
+
+def test_settings_file_env_and_from_settings(tmp_path, monkeypatch, isolated_settings):  # noqa: F811
+    settings = FhScreenSettings()
+    assert settings.data_dir == isolated_settings and settings.mongo_uri is None
+    config = tmp_path / "fh.yaml"
+    config.write_text(f"data_dir: {tmp_path / 'from_yaml'}\nstore_file: mine.sqlite\n")
+    monkeypatch.setenv("FH_SCREEN_CONFIG_FILE", str(config))
+    monkeypatch.delenv("FH_SCREEN_DATA_DIR")
+    settings = FhScreenSettings()
+    assert settings.store_path == tmp_path / "from_yaml" / "mine.sqlite"
+    monkeypatch.setenv("FH_SCREEN_DATA_DIR", str(tmp_path / "from_env"))
+    assert FhScreenSettings().store_path == tmp_path / "from_env" / "mine.sqlite"
+    with FhScreenStore.from_settings() as store:
+        assert isinstance(store.reference, SQLiteStore) and store.n_reference() == 0
+    assert (tmp_path / "from_env" / "mine.sqlite").is_file()
+    config.write_text("data_dir: [unclosed\n")
+    with pytest.raises(SettingsError, match=str(config)):
+        FhScreenSettings()
+
+
+def test_mongo_uri_selects_mongostore(tmp_path, monkeypatch, isolated_settings):  # noqa: F811
+    from maggma.stores import MongoStore
+
+    monkeypatch.setenv("FH_SCREEN_MONGO_URI", "mongodb://localhost:27017")
+    store = FhScreenStore.from_settings()
+    assert isinstance(store.reference, MongoStore) and store.reference.collection_name == "reference"
+    assert store.predictions.key == "prediction_id"
+
+
+def _mongo_available() -> str | None:
+    import shutil
+
+    if not shutil.which("mongod"):
+        return "no MongoDB server: `mongod` is not installed and none can be installed on this machine"
+    return None
+
+
+@pytest.mark.skipif(_mongo_available() is not None, reason=str(_mongo_available()))
+def test_mongostore_round_trip(tmp_path, train_slice_csv):  # noqa: F811  # pragma: no cover - needs a server
+    from maggma.stores import MongoStore
+
+    port = 27123
+    server = subprocess.Popen(["mongod", "--dbpath", str(tmp_path), "--port", str(port)], stdout=subprocess.DEVNULL)
+    try:
+        time.sleep(3)
+        uri = f"mongodb://localhost:{port}"
+        store = FhScreenStore(MongoStore.from_uri(uri, "ref", database="t", key="formula"),
+                              MongoStore.from_uri(uri, "pred", database="t", key="prediction_id")).connect()
+        report = ingest_file(store.reference, train_slice_csv)
+        assert store.n_reference() == report.inserted
+        assert len(store.reference_frame(chemsys="Ta-Te-Zr")) >= 1
+    finally:
+        server.terminate()
+
+
+KILLED_INGEST = textwrap.dedent(
+    """
+    import sys, time
+    from fh_screen.store import FhScreenStore
+    from fh_screen.store.ingest import ingest_file
+    def slow(done, total):
+        print(done, flush=True)
+        time.sleep(0.2)
+    with FhScreenStore.embedded(sys.argv[1]) as store:
+        ingest_file(store.reference, sys.argv[2], batch_size=100, progress=slow)
+    """
+)
+
+
+def test_killed_ingest_leaves_readable_store_and_rerun_completes(tmp_path, train_slice_csv):  # noqa: F811
+    path = tmp_path / "killed.sqlite"
+    script = tmp_path / "ingest.py"
+    script.write_text(KILLED_INGEST)
+    process = subprocess.Popen([sys.executable, str(script), str(path), str(train_slice_csv)], stdout=subprocess.PIPE, text=True)
+    for _ in range(5):  # wait until five batches are committed, then kill without warning
+        assert process.stdout.readline().strip()
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    tidy, _ = load_oqmd_csv(train_slice_csv)
+    with FhScreenStore.embedded(path) as store:
+        partial = store.n_reference()
+        assert 500 <= partial < len(tidy) and partial % 100 == 0  # whole batches only
+        assert store.reference.check() == "ok"
+        report = ingest_file(store.reference, train_slice_csv)
+        assert report.unchanged == partial and report.inserted == len(tidy) - partial
+        assert store.n_reference() == len(tidy)
+
+
+def test_corrupt_store_file_error_names_file(tmp_path):
+    path = tmp_path / "store.sqlite"
+    path.write_bytes(b"\x00garbage" * 1000)
+    with pytest.raises(StoreFileError, match=str(path)):
+        FhScreenStore.embedded(path).connect()
+
+
+def test_ingest_folder_and_missing_path(tmp_path, train_slice_csv):  # noqa: F811
+    folder = tmp_path / "data"
+    folder.mkdir()
+    pd.read_csv(train_slice_csv).head(50).to_csv(folder / "a.csv", index=False)
+    pd.read_csv(train_slice_csv).iloc[50:80].to_csv(folder / "b.csv", index=False)
+    (folder / "notes.md").write_text("ignored")
+    with FhScreenStore.embedded(tmp_path / "s.sqlite") as store:
+        report = ingest_path(store.reference, folder)
+        assert report.inserted == 80 and len(report.files) == 2
+        from fh_screen.data import DataError
+
+        with pytest.raises(DataError, match="not found"):
+            ingest_path(store.reference, tmp_path / "nope.csv")

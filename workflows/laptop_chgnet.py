@@ -1,0 +1,80 @@
+"""Recipe: screen a system → trial structures → CHGNet relax, all on a laptop (no DFT, no server).
+
+    python workflows/laptop_chgnet.py Li-Fe-O --top-n 3 --store ./fh_jobs.sqlite
+
+The flow runs with jobflow's ``run_locally`` on fh-screen's embedded SQLite JobStore; every
+output (prescreen ranking, structures, CHGNet task documents, the final choice) is kept there and
+can be read back with ``store.get_output(uuid)`` or queried by job name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from jobflow import Flow
+
+
+def build(
+    chemsys: str,
+    top_n: int = 3,
+    max_atoms: int = 8,
+    n_structures: int = 2,
+    max_sites: int = 12,
+    relax_steps: int = 200,
+    model: str | None = None,
+    reference: str | None = "store",
+) -> Flow:
+    """The laptop flow: prescreen → structures → CHGNet pre-relax (lowest energy per composition kept)."""
+    from fh_screen.jobs import HandoffMaker, PrescreenMaker, PrescreenToDFTMaker, StructureMaker, chgnet_prerelax_maker
+
+    maker = PrescreenToDFTMaker(
+        name="fh-screen laptop (CHGNet)",
+        prescreen_maker=PrescreenMaker(
+            model=model, top_n=top_n, reference=reference,
+            screen_options={"max_atoms": max_atoms, "charge_neutral": True},
+        ),
+        structure_maker=StructureMaker(n_structures=n_structures, max_sites=max_sites),
+        handoff_maker=HandoffMaker(dft_maker=None, prerelax_maker=chgnet_prerelax_maker(steps=relax_steps)),
+    )
+    return maker.make(chemsys)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("chemsys", help="chemical system, e.g. Li-Fe-O")
+    parser.add_argument("--top-n", type=int, default=3)
+    parser.add_argument("--max-atoms", type=int, default=8)
+    parser.add_argument("--max-sites", type=int, default=12)
+    parser.add_argument("--steps", type=int, default=200, help="CHGNet relax steps")
+    parser.add_argument("--store", default=None, help="SQLite JobStore file (default ~/.fh_screen/jobflow.sqlite)")
+    parser.add_argument("--workdir", default="fh_screen_runs", help="folder for the job directories (ASE writes files)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    import torch
+
+    from fh_screen.jobs import local_job_store
+    from jobflow import run_locally
+
+    torch.set_num_threads(1)
+    flow = build(args.chemsys, top_n=args.top_n, max_atoms=args.max_atoms, max_sites=args.max_sites,
+                 relax_steps=args.steps)
+    from pathlib import Path
+
+    from fh_screen.jobs import read_output
+
+    store = local_job_store(args.store)
+    Path(args.workdir).mkdir(parents=True, exist_ok=True)
+    run_locally(flow, store=store, log=False, create_folders=True, root_dir=args.workdir)
+    with store:
+        doc = read_output(store, flow.output.uuid)
+    print(f"{'formula':<12} {'E_CHGNet (eV/atom)':>18}  source")
+    for entry in doc.entries:
+        print(f"{entry.formula:<12} {entry.energy_ev_per_atom:>18.4f}  {entry.source} {entry.prototype or ''}")
+    for problem in doc.problems:
+        print(f"note [{problem.stage}] {problem.formula or ''}: {problem.message}")
+
+
+if __name__ == "__main__":
+    main()

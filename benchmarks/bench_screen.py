@@ -165,7 +165,7 @@ def profile_screen(chemsys: str = "Li-Fe-P-O", top: int = 12) -> list[tuple[str,
     import pstats
 
     from fh_screen.predictor import Predictor
-    from fh_screen.screen import screen
+    from fh_screen.screening import screen
 
     predictor = Predictor.from_name(None)
     screen(chemsys, predictor=predictor)

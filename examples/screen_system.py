@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from fh_screen.data import shared_data_dir
-from fh_screen.screen import ScreenOptions, plot_screen, screen
+from fh_screen.screening import ScreenOptions, plot_screen, screen
 
 path = Path(sys.argv[1]) if len(sys.argv) > 1 else shared_data_dir() / "train.csv"
 known = None

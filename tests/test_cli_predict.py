@@ -107,3 +107,11 @@ def test_console_script_runs():
     completed = subprocess.run([sys.executable, "-m", "fh_screen.cli", "predict", "NaCl"], capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr
     assert "NaCl" in completed.stdout
+
+
+def test_public_names_are_functions_even_after_submodule_imports():
+    import fh_screen.predictor  # noqa: F401 - importing submodules must not shadow the functions
+    import fh_screen.screening  # noqa: F401
+    from fh_screen import Predictor, predict, screen
+
+    assert callable(predict) and callable(screen) and isinstance(Predictor, type)

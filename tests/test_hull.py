@@ -15,7 +15,7 @@ from fh_screen.data import shared_data_dir
 from fh_screen.enumerate import enumerate_counts, formulas_from_counts, parse_chemsys
 from fh_screen.hull import build_hull, probability_within, pymatgen_phase_diagram
 from fh_screen.predictor import Predictor
-from fh_screen.screen import known_counts
+from fh_screen.screening import known_counts
 
 
 @pytest.fixture(scope="module")

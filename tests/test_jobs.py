@@ -11,7 +11,7 @@ from fh_screen.enumerate import ChemsysError
 from fh_screen.jobs import PrescreenDocument, PrescreenMaker, read_output, select_candidates
 from fh_screen.jobs.prescreen import enumerate_job, predict_job, rank_job, run_prescreen, select_job
 from fh_screen import Predictor
-from fh_screen.screen import ScreenOptions, screen
+from fh_screen.screening import ScreenOptions, screen
 
 torch.set_num_threads(1)
 

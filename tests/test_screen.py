@@ -15,7 +15,7 @@ from fh_screen.enumerate import ChemsysError, count_candidates
 from fh_screen.errors import FhScreenError
 from fh_screen.hull import pymatgen_phase_diagram
 from fh_screen.predictor import Predictor
-from fh_screen.screen import RESULT_COLUMNS, ScreenError, ScreenOptions, screen
+from fh_screen.screening import RESULT_COLUMNS, ScreenError, ScreenOptions, screen
 
 TRAIN_POOL = frozenset({"Li", "Fe", "O", "Ni", "Al", "Co", "Mn", "Mg", "Na", "Ti", "Cr", "Cu", "Zn", "P"})
 

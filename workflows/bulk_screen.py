@@ -19,7 +19,7 @@ from jobflow import Flow
 def build(systems: Sequence[str], top_n: int = 5, max_atoms: int = 12, structures: bool = False, dft: bool = False,
           model: str | None = None, reference: str | None = "store") -> Flow:
     """One flow holding a prescreen (and optionally structures / DFT handoff) per system."""
-    from fh_screen.jobs import HandoffMaker, PrescreenMaker, PrescreenToDFTMaker, StructureMaker
+    from fh_screen.jobs import PrescreenMaker, PrescreenToDFTMaker, StructureMaker
 
     prescreen = PrescreenMaker(model=model, top_n=top_n, reference=reference,
                                screen_options={"max_atoms": max_atoms, "charge_neutral": True})

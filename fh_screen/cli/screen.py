@@ -40,7 +40,7 @@ def screen_command(
 ) -> None:
     """Rank the candidate compositions of a chemical system by predicted stability."""
     from fh_screen.enumerate import parse_chemsys
-    from fh_screen.screen import ScreenOptions, check_size
+    from fh_screen.screening import ScreenOptions, check_size
 
     started = time.perf_counter()
     system = parse_chemsys(chemsys)
@@ -73,7 +73,7 @@ def screen_command(
         predictor = Predictor.from_name(model)
         stages("reading known phases from the store")
         known, n_reference, store_note = _known_from_store(system, read_only=no_store)
-        from fh_screen.screen import screen
+        from fh_screen.screening import screen
 
         result = screen(system, predictor=predictor, known=known, options=options, progress=stages)
         saved = ""
@@ -82,7 +82,7 @@ def screen_command(
             saved = _save(result, predictor)
         if plot_path is not None:
             stages("drawing the phase diagram")
-            from fh_screen.screen import plot_screen
+            from fh_screen.screening import plot_screen
 
             plot_screen(result, plot_path, top=min(max(top, 0), 30))
     write_outputs(result, json_path=json_path, csv_path=csv_path)
@@ -161,10 +161,10 @@ def _save(result, predictor) -> str:
 
 
 def write_outputs(result, *, json_path: Optional[Path] = None, csv_path: Optional[Path] = None) -> None:
-    """Write the ranked list with exactly :data:`fh_screen.screen.RESULT_COLUMNS` (atomic writes)."""
+    """Write the ranked list with exactly :data:`fh_screen.screening.RESULT_COLUMNS` (atomic writes)."""
     import json
 
-    from fh_screen.screen import RESULT_COLUMNS
+    from fh_screen.screening import RESULT_COLUMNS
 
     if json_path is not None:
         records = [{key: row[key] for key in RESULT_COLUMNS} for row in result.records()]

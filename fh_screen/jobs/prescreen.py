@@ -1,6 +1,6 @@
 """Prescreen jobs: a chemical system in, ranked candidates (a :class:`PrescreenDocument`) out.
 
-Thin jobflow wrappers over the core (:func:`fh_screen.screen.screen`, :mod:`fh_screen.enumerate`,
+Thin jobflow wrappers over the core (:func:`fh_screen.screening.screen`, :mod:`fh_screen.enumerate`,
 :class:`fh_screen.predictor.Predictor`, :mod:`fh_screen.hull`):
 
 * :class:`PrescreenMaker` — one job: screen the system and select the candidates to hand on;
@@ -139,7 +139,7 @@ def run_prescreen(
     ``keep_top`` caps how many ranked candidates the document stores (None: all).
     """
     from fh_screen.predictor import Predictor
-    from fh_screen.screen import ScreenOptions, screen
+    from fh_screen.screening import ScreenOptions, screen
 
     label = chemsys if isinstance(chemsys, str) else "-".join(chemsys)
     options = dict(screen_options or {})
@@ -276,7 +276,7 @@ class PrescreenMaker(Maker):
     model
         Shipped model name or checkpoint path (None: the default model).
     screen_options
-        Keyword arguments of :class:`fh_screen.screen.ScreenOptions` (max_atoms, charge_neutral, ...).
+        Keyword arguments of :class:`fh_screen.screening.ScreenOptions` (max_atoms, charge_neutral, ...).
     reference
         Known entries shaping the hull: ``"store"`` (the fh-screen reference store, skipped with a
         note when absent), a path to an OQMD-style data file, or None.

@@ -2,7 +2,7 @@
 
 One call does the product's main job::
 
-    from fh_screen.screen import screen
+    from fh_screen.screening import screen
     result = screen("Li-Fe-P-O", known=reference_frame)   # known: formula, dhf_ev_per_atom
     result.table.head()                                  # ranked pandas DataFrame
     result.records()                                     # JSON-ready dicts

@@ -156,7 +156,7 @@ def _save(result, predictor) -> str:
 
     frame = result.table
     with FhScreenStore.from_settings() as store:
-        store.save_predictions(frame, predictor, result.run_id)
+        store.save_predictions(frame, predictor, result.run_id, formulas_reduced=True)
     return f"saved {len(frame):,} predictions to the store (run {result.run_id})"
 
 

@@ -230,19 +230,21 @@ class FhScreenStore:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def save_predictions(self, frame: pd.DataFrame, predictor, run_id: str | None = None) -> str:
+    def save_predictions(self, frame: pd.DataFrame, predictor, run_id: str | None = None, *,
+                         formulas_reduced: bool = False) -> str:
         """Store predictions of ``predictor`` for the rows of ``frame``; returns the run id.
 
         ``frame`` has ``formula`` and ``dhf_pred_ev_per_atom`` and optionally
         ``dhf_std_ev_per_atom``, ``e_above_hull_pred_ev_per_atom`` and ``out_of_domain``.
-        Formulas are reduced; a prediction of the same formula by the same model replaces the
+        Formulas are reduced with pymatgen unless ``formulas_reduced`` says they already are (a
+        screen's table is); a prediction of the same formula by the same model replaces the
         earlier one. Rows with a missing prediction are skipped (logged).
         """
         missing = [c for c in ("formula", "dhf_pred_ev_per_atom") if c not in frame.columns]
         if missing:
             raise FhScreenError(f"predictions frame lacks column(s) {', '.join(missing)}")
         run_id = run_id or new_run_id()
-        docs = prediction_docs_from_frame(frame, predictor, run_id)
+        docs = prediction_docs_from_frame(frame, predictor, run_id, formulas_reduced=formulas_reduced)
         for start in range(0, len(docs), _SAVE_BATCH):
             self.predictions.update(docs[start:start + _SAVE_BATCH], key="prediction_id")
         logger.info("saved %d predictions of %s@%s as run %s", len(docs), predictor.name, predictor.version, run_id)
@@ -254,7 +256,7 @@ def new_run_id() -> str:
     return f"{utcnow():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
 
 
-def prediction_docs_from_frame(frame: pd.DataFrame, predictor, run_id: str) -> list[dict]:
+def prediction_docs_from_frame(frame: pd.DataFrame, predictor, run_id: str, *, formulas_reduced: bool = False) -> list[dict]:
     """PredictionDoc dictionaries for the rows of a predictions frame (NaN predictions skipped)."""
     import math
 
@@ -270,7 +272,7 @@ def prediction_docs_from_frame(frame: pd.DataFrame, predictor, run_id: str) -> l
             n_skipped += 1
             continue
         if formula not in cache:
-            cache[formula] = canonical_formula(str(formula))
+            cache[formula] = str(formula) if formulas_reduced else canonical_formula(str(formula))
         reduced = cache[formula]
         elements = elements_of(reduced)
         std, e_hull, ood = (optional[name][i] for name in optional)

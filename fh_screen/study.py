@@ -127,6 +127,7 @@ class RunResult:
     best_epoch: int
     stopped_reason: str
     seconds: float
+    config: TrainConfig = field(default_factory=TrainConfig)
     predictions_ev_per_atom: np.ndarray = field(repr=False, default_factory=lambda: np.empty(0))
 
     def summary(self) -> dict:
@@ -142,6 +143,7 @@ class RunResult:
             "epochs_run": len(self.history),
             "stopped_reason": self.stopped_reason,
             "seconds": round(self.seconds, 2),
+            "training_config": self.config.as_dict(),
             "seconds_per_epoch_median": float(np.median([r.seconds for r in self.history])) if self.history else None,
             "history": {
                 "train_mae_ev_per_atom": [round(r.train_mae_ev_per_atom, 5) for r in self.history],
@@ -206,6 +208,7 @@ def fit_and_evaluate(
         best_epoch=trained.best_epoch,
         stopped_reason=trained.stopped_reason,
         seconds=time.perf_counter() - started,
+        config=config,
         predictions_ev_per_atom=predicted,
     )
 
@@ -348,14 +351,19 @@ def overfit_study(
     config: TrainConfig = TrainConfig(epochs=150),
     *,
     early_stopping_fraction: float = 0.05,
+    constant_learning_rate: bool = True,
     on_epoch: EpochCallback | None = None,
 ) -> RunResult:
     """Train ``spec`` (Fig. 3's 256x2+128x2+64x2+32+1) with early stopping disabled.
 
-    The history holds training MAE and held-out (early-stopping split) MAE per epoch, so the
-    curves show the gap opening; the test metrics are those of the best epoch.
+    With ``constant_learning_rate`` the plateau schedule never lowers the LR either (it would
+    freeze the weights and hide the divergence). The history holds training MAE and held-out
+    (early-stopping split) MAE per epoch, so the curves show the gap opening; the test metrics
+    are those of the best epoch.
     """
     config = replace(config, early_stopping_patience=config.epochs + 1)
+    if constant_learning_rate:
+        config = replace(config, schedule="plateau", lr_patience=config.epochs + 1)
     return fit_and_evaluate("overfit", train.x, train.y_ev_per_atom, test.x, test.y_ev_per_atom, spec, config,
                             early_stopping_fraction=early_stopping_fraction, on_epoch=on_epoch)
 

@@ -112,6 +112,7 @@ def test_architecture_and_overfit_studies(slice_data, val_slice, tmp_path):
     # early stopping disabled: patience 1 would stop a noisy run early, the overfit study must not
     run = st.overfit_study(slice_data.subset(np.arange(500)), val_slice, config=TrainConfig(epochs=5, early_stopping_patience=1))
     assert len(run.history) == 5 and run.stopped_reason == "reached 5 epochs"
+    assert {r.learning_rate for r in run.history} == {TrainConfig().learning_rate}  # LR schedule off too
     assert run.spec.architecture == "256x2+128x2+64x2+32x1+1x1"
     assert st.write_architecture_figure(runs, tmp_path / "a.png").stat().st_size > 0
     assert st.write_loss_curves_figure(run, tmp_path / "o.png").read_bytes()[:8] == PNG_MAGIC

@@ -42,6 +42,7 @@ def evaluate_command(
     epochs: int = typer.Option(150, min=1, help="Epoch cap per run."),
     max_minutes: Optional[float] = typer.Option(4.0, help="Wall-clock cap per run (minutes)."),
     patience: Optional[int] = typer.Option(None, min=1, help="Early-stopping patience (default: TrainConfig's)."),
+    batch_size: Optional[int] = typer.Option(None, min=1, help="Mini-batch size (default: TrainConfig's)."),
     threads: int = typer.Option(1, min=1, help="torch threads (keep at or below free cores)."),
     sizes: str = typer.Option("5000,10000,50000,all", help="Training-set sizes of the size study."),
     presets: str = typer.Option("fig2-32,fig2-64,fig2-96,fig2-128", help="Presets of the architecture study."),
@@ -77,8 +78,9 @@ def evaluate_command(
     val_path = val_path or shared_data_dir() / "val.csv"
     defaults = {f.name: f.default for f in fields(TrainConfig)}
     config = TrainConfig(epochs=epochs, seed=seed, threads=threads, max_minutes=max_minutes,
-                         early_stopping_patience=patience or defaults["early_stopping_patience"])
-    caps = {"epochs_per_run": epochs, "max_minutes_per_run": max_minutes, "early_stopping_patience": config.early_stopping_patience,
+                         early_stopping_patience=patience or defaults["early_stopping_patience"],
+                         batch_size=batch_size or defaults["batch_size"])
+    caps = {"epochs_per_run": epochs, "max_minutes_per_run": max_minutes, "early_stopping_patience": config.early_stopping_patience, "batch_size": config.batch_size,
             "max_rows_per_file": max_rows, "early_stopping_fraction": 0.05}
     out = console()
 
@@ -141,13 +143,14 @@ def evaluate_command(
                 overfit_config = replace(config, epochs=overfit_epochs)
                 run = st.overfit_study(subset, val, PRESETS["overfit"], overfit_config, on_epoch=on_epoch)
                 on_run("overfit", run)
-                payload = {"study": "overfitting of 256x2+128x2+64x2+32x1+1x1 (seed Fig. 3), early stopping disabled",
+                payload = {"study": "overfitting of 256x2+128x2+64x2+32x1+1x1 (seed Fig. 3), early stopping and LR schedule disabled",
                            "test_set": str(val_path), "n_train_rows": len(subset), "run": run.summary(),
-                           "provenance": st.provenance(overfit_config, sources, started,
-                                                       caps={**caps, "epochs_per_run": overfit_epochs, "early_stopping": "disabled",
+                           "provenance": st.provenance(run.config, sources, started,
+                                                       caps={**caps, "epochs_per_run": overfit_epochs,
+                                                             "early_stopping": "disabled", "lr_schedule": "disabled (constant LR)",
                                                              "overfit_rows": overfit_rows})}
                 _write(st, payload, output_dir, "overfit",
-                       lambda path: st.write_loss_curves_figure(run, path, f"{run.spec.architecture}, no early stopping (Fig. 3)"),
+                       lambda path: st.write_loss_curves_figure(run, path, f"{run.spec.architecture}, constant LR, no early stopping (Fig. 3)"),
                        progress)
 
 

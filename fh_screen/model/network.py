@@ -90,7 +90,7 @@ PRESETS: dict[str, NetworkSpec] = {
     "fig2-96": NetworkSpec("96x2+48x2+24x1+1x1", dropout=0.0, dropout_after=(2,)),
     "fig2-128": NetworkSpec("128x2+64x2+32x1+1x1", dropout=0.0, dropout_after=(2,)),
     "overfit": NetworkSpec("256x2+128x2+64x2+32x1+1x1", dropout=0.0, dropout_after=()),
-    "wide": NetworkSpec("512x2+256x2+128x2+64x1+1x1", dropout=0.05, dropout_after=(2, 4)),
+    "wide": NetworkSpec("512x2+256x2+128x2+64x1+1x1", dropout=0.0, dropout_after=(2, 4)),
 }
 
 

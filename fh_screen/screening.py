@@ -331,11 +331,11 @@ def screen(
     )
 
 
-def plot_screen(result: ScreenResult, path, *, top: int = 20, show_unstable_ev_per_atom: float = 0.2):
+def plot_screen(result: ScreenResult, path, *, top: int = 10, show_unstable_ev_per_atom: float = 0.2):
     """Draw the screen's phase diagram to ``path`` with pymatgen's ``PDPlotter`` (matplotlib).
 
-    Ternary and quaternary systems only. Predicted phases on the hull and the ``top`` ranked
-    candidates are highlighted; known phases are drawn as pymatgen draws them. Returns ``path``.
+    Ternary and quaternary systems only. The known phases and the ``top`` ranked new candidates
+    (highlighted) are drawn as pymatgen draws a phase diagram. Returns ``path``.
     """
     from pathlib import Path
 
@@ -348,16 +348,17 @@ def plot_screen(result: ScreenResult, path, *, top: int = 20, show_unstable_ev_p
 
     if len(result.chemsys) not in (3, 4):
         raise ScreenError(f"phase diagrams are drawn for ternary and quaternary systems, not {'-'.join(result.chemsys)}")
+    # Known phases plus only the ``top`` ranked new candidates: a quaternary hull with every
+    # predicted phase on it would list hundreds of labels.
     base = result.phase_diagram
-    marked = [e for e in base.all_entries if e.attribute == "predicted"]
-    extra = []
+    known = [e for e in base.all_entries if e.attribute != "predicted"]
+    marked = []
     for row in result.table.head(max(top, 0)).itertuples(index=False):
-        if row.e_above_hull_pred_ev_per_atom > 0 and not row.is_known:
+        if not row.is_known:
             composition = Composition(row.formula)
-            extra.append(PDEntry(composition, row.dhf_pred_ev_per_atom * composition.num_atoms, name=row.formula, attribute="predicted"))
-    phase_diagram = PhaseDiagram(list(base.all_entries) + extra, elements=base.elements) if extra else base
-    marked = [e for e in phase_diagram.all_entries if e.attribute == "predicted"]
-    threshold = max([show_unstable_ev_per_atom] + [phase_diagram.get_e_above_hull(e) + 1e-6 for e in extra])
+            marked.append(PDEntry(composition, row.dhf_pred_ev_per_atom * composition.num_atoms, name=row.formula, attribute="predicted"))
+    phase_diagram = PhaseDiagram(known + marked, elements=base.elements)
+    threshold = max([show_unstable_ev_per_atom] + [phase_diagram.get_e_above_hull(e) + 1e-6 for e in marked])
     plotter = PDPlotter(phase_diagram, show_unstable=threshold, backend="matplotlib")
     ax = plotter.get_plot(label_unstable=False, highlight_entries=marked)
     figure = ax.get_figure()

@@ -13,10 +13,12 @@ __all__ = ["console", "error_console", "fail", "one_line_errors"]
 
 
 def console():
-    """A rich console on stdout."""
+    """A rich console on stdout (160 columns when piped, so tables are not cut to 80)."""
+    import sys
+
     from rich.console import Console
 
-    return Console()
+    return Console(width=None if sys.stdout.isatty() else 160)
 
 
 def error_console():

@@ -54,7 +54,7 @@ def main() -> None:
                 formula_s.append(time.perf_counter() - start)
             n_entries = store.n_reference()
             file_mb = path.stat().st_size / 1e6
-    print(json.dumps({
+    result = {
         "store": "embedded SQLiteStore",
         "n_entries": n_entries,
         "summary": report.summary(),
@@ -67,7 +67,25 @@ def main() -> None:
         "chemsys_query_n_entries": len(frame),
         "formula_query_median_s": round(statistics.median(formula_s), 4),
         "store_file_mb": round(file_mb, 1),
-    }, indent=1))
+    }
+    print(json.dumps(result, indent=1))
+    section = {  # picked up by benchmarks/run_all.py when it writes BENCHMARKS.md
+        "title": "Embedded store: ingest and query (all of ../shared/data/oqmd)",
+        "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "command": f"python benchmarks/bench_store.py --repeats {args.repeats} --queries {args.queries}",
+        "rows": [
+            {"what": f"full ingest, fresh store ({n_entries:,} entries; median of {args.repeats})", "value": result["ingest_full_median_s"], "unit": "s wall"},
+            {"what": "full ingest, CPU time", "value": result["ingest_full_cpu_median_s"], "unit": "s CPU"},
+            {"what": "re-ingest, nothing changes", "value": result["reingest_unchanged_s"], "unit": "s wall"},
+            {"what": f"chemsys query Li-Fe-P-O ({len(frame)} entries, subset semantics; median of {args.queries})", "value": result["chemsys_query_Li_Fe_P_O_median_s"], "unit": "s"},
+            {"what": "formula query LiFePO4", "value": result["formula_query_median_s"], "unit": "s"},
+            {"what": "store file", "value": result["store_file_mb"], "unit": "MB"},
+        ],
+        "notes": f"load average (1 min) at the end: {result['load_average_1min']}; targets: ingest well under a minute, chemsys query well under a second.",
+    }
+    results_dir = Path(__file__).resolve().parent / "results"
+    results_dir.mkdir(exist_ok=True)
+    (results_dir / "store.json").write_text(json.dumps(section, indent=1) + "\n")
 
 
 if __name__ == "__main__":

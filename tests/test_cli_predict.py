@@ -24,7 +24,7 @@ def invoke(runner, *args):
 
 
 def test_shipped_models_load_offline():
-    assert {"paper", "paper-ensemble"} <= set(available_models())
+    assert {"paper", "paper-ensemble", "wide"} <= set(available_models())
     predictor = Predictor.from_name()
     assert predictor.has_uncertainty
     assert Predictor.from_name("paper").checkpoint.spec.architecture == "128x2+64x2+32x1+1x1"

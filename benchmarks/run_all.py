@@ -117,7 +117,8 @@ def render(results: dict) -> str:
         "",
         "Enumeration (NumPy `repeat`/`gcd`) and featurisation (scatter of count fractions into the 94 slots) are far above "
         "the target; the bound is the network's forward pass (torch CPU matmuls; the ensemble stacks its members into one "
-        "batched matmul per layer, so it costs about n_members × a single network).",
+        "batched matmul per layer, so it costs about n_members × a single network or more). The ≥ 1,000,000/s target holds for a single network "
+        "(`--model paper`); the default 5-network ensemble trades about an order of magnitude of throughput for its σ and P(stable).",
         "",
         f"## Predictions from strings vs count arrays ({svc['n']:,} formulas, {svc['threads']} threads)",
         "",

@@ -23,9 +23,9 @@ class QueryError(FhScreenError):
 
 def canonical_formula(formula: str) -> str:
     """pymatgen's reduced formula of ``formula``; :class:`~fh_screen.composition.FormulaError` if bad."""
-    from fh_screen.composition import ALL_ELEMENT_SYMBOLS, parse_formula
+    from fh_screen.composition import reduced_formula
 
-    return parse_formula(formula, ALL_ELEMENT_SYMBOLS).reduced_formula
+    return reduced_formula(formula)
 
 
 def criteria_for(

@@ -89,6 +89,13 @@ def test_bad_input_is_one_line_and_exit_2(runner, args, fragment):
     assert "Traceback" not in result.output
 
 
+def test_bad_formula_on_the_command_line_is_shown_and_exits_2(runner):
+    result = invoke(runner, "predict", "LiFePO4", "Xx2O")
+    assert result.exit_code == 2
+    assert "LiFePO4" in result.output and "unknown element symbol 'Xx'" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_csv_without_formula_column(runner, tmp_path):
     source = tmp_path / "in.csv"
     source.write_text("composition\nLiFePO4\n")

@@ -38,6 +38,9 @@ def predict_command(
         console().print(f"wrote {len(frame)} rows to {output_csv}")
         return
     _print_table(formulas, result, predictor)
+    bad = [e for e in result.errors if e]
+    if bad:
+        fail(bad[0] if len(bad) == 1 else f"{len(bad)} of {len(formulas)} formulas could not be read (see the table)")
 
 
 def _with_predictions(frame, result, predictor):

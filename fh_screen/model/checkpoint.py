@@ -86,7 +86,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file becomes one line naming it
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"cannot read model file {path}: {first}") from None
+        raise ModelError(f"cannot read model file {path}: not a PyTorch checkpoint ({first})") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ModelError(f"incompatible model file {path}: not an fh-screen checkpoint")
     if payload.get("format_version") != CHECKPOINT_VERSION:

@@ -39,7 +39,7 @@ def pipeline_throughput(threads: int = 2, repeats: int = 3, model: str | None = 
     import torch
 
     from fh_screen.composition import scatter_counts
-    from fh_screen.enumerate import enumerate_counts, parse_chemsys
+    from fh_screen.candidates import enumerate_counts, parse_chemsys
     from fh_screen.predictor import Predictor
 
     torch.set_num_threads(threads)
@@ -69,7 +69,7 @@ def strings_vs_counts(n: int = 100_000, threads: int = 2, repeats: int = 3) -> d
     """Predictions/s from formula strings (``predict_formulas``) vs count arrays (``predict_counts``)."""
     import torch
 
-    from fh_screen.enumerate import enumerate_counts, formulas_from_counts, parse_chemsys
+    from fh_screen.candidates import enumerate_counts, formulas_from_counts, parse_chemsys
     from fh_screen.predictor import Predictor
 
     torch.set_num_threads(threads)
@@ -94,7 +94,7 @@ def featurise_vs_matminer(n_fast: int = 100_000, n_matminer: int = 3_000, repeat
     from pymatgen.core import Composition
 
     from fh_screen.composition import fraction_matrix
-    from fh_screen.enumerate import enumerate_counts, formulas_from_counts, parse_chemsys
+    from fh_screen.candidates import enumerate_counts, formulas_from_counts, parse_chemsys
 
     system = parse_chemsys("Li-Fe-P-O-Mn-Co")
     formulas = formulas_from_counts(enumerate_counts(len(system), 20)[:n_fast], system)

@@ -17,8 +17,8 @@ from fh_screen.composition import (
     fraction_matrix,
     fractions_from_counts,
 )
-from fh_screen.model.checkpoint import Checkpoint, ModelError, load_checkpoint
-from fh_screen.model.stacked import StackedEnsemble
+from fh_screen.network.checkpoint import Checkpoint, ModelError, load_checkpoint
+from fh_screen.network.stacked import StackedEnsemble
 
 logger = logging.getLogger(__name__)
 
@@ -30,14 +30,14 @@ DEFAULT_MODEL = "paper-ensemble"
 
 
 def available_models() -> list[str]:
-    """Names of the models shipped inside the package (``fh_screen/models/<name>/model.pt``)."""
-    root = resources.files("fh_screen") / "models"
+    """Names of the models shipped inside the package (``fh_screen/pretrained/<name>/model.pt``)."""
+    root = resources.files("fh_screen") / "pretrained"
     return sorted(p.name for p in root.iterdir() if p.is_dir() and (p / "model.pt").is_file())
 
 
 def shipped_model_path(name: str = DEFAULT_MODEL) -> Path:
     """Path of a shipped model's checkpoint; :class:`ModelError` if there is no such model."""
-    path = Path(str(resources.files("fh_screen") / "models" / name / "model.pt"))
+    path = Path(str(resources.files("fh_screen") / "pretrained" / name / "model.pt"))
     if not path.is_file():
         raise ModelError(f"no shipped model named {name!r} (available: {', '.join(available_models()) or 'none'})")
     return path
@@ -74,7 +74,7 @@ class Predictor:
 
     @classmethod
     def from_file(cls, path: str | Path, **kwargs) -> Predictor:
-        """Load a checkpoint file written by :func:`fh_screen.model.checkpoint.save_checkpoint`."""
+        """Load a checkpoint file written by :func:`fh_screen.network.checkpoint.save_checkpoint`."""
         path = Path(path)
         return cls(load_checkpoint(path), path=path, **kwargs)
 

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from fh_screen.composition import ELEMENTS_ABSENT_FROM_OQMD, FormulaError, _amounts_fast, _amounts_of, parse_formula
-from fh_screen.enumerate import (
+from fh_screen.candidates import (
     DEFAULT_MAX_ATOMS,
     charge_neutral_mask,
     count_candidates,
@@ -81,7 +81,7 @@ class ScreenError(FhScreenError):
 class ScreenOptions:
     """What to enumerate and how to judge stability.
 
-    ``max_atoms``: largest formula unit (default 20, see :data:`fh_screen.enumerate.DEFAULT_MAX_ATOMS`);
+    ``max_atoms``: largest formula unit (default 20, see :data:`fh_screen.candidates.DEFAULT_MAX_ATOMS`);
     ``max_per_element``: most atoms of one element (default ``max_atoms - 1``);
     ``charge_neutral``: keep only enumerated compositions that can be charge balanced
     (known compositions are always kept); ``include_known``: list known compositions too

@@ -1,6 +1,6 @@
 """Reproduction of the seed study: 10-fold CV (Fig. 5/6), data size (Fig. 4), architectures (Fig. 2, 3).
 
-Every study trains with :func:`fh_screen.model.train.train_network` (no second training loop):
+Every study trains with :func:`fh_screen.network.fit.train_network` (no second training loop):
 a seeded ``early_stopping_fraction`` of each training part drives the LR schedule and early
 stopping, and the metrics come from :func:`fh_screen.training.error_metrics` on data the network
 never saw. ``run_*`` functions add provenance and write the JSON and PNG files; the figure
@@ -27,8 +27,8 @@ import pandas as pd
 from fh_screen.composition import DEFAULT_ELEMENTS, fraction_matrix
 from fh_screen.data import OUTLIER_RANGE_EV_PER_ATOM, file_sha256, kfold_indices, load_oqmd
 from fh_screen.errors import FhScreenError
-from fh_screen.model.network import PRESETS, NetworkSpec, build_network
-from fh_screen.model.train import EpochRecord, TrainConfig, TrainedNetwork, train_network
+from fh_screen.network.mlp import PRESETS, NetworkSpec, build_network
+from fh_screen.network.fit import EpochRecord, TrainConfig, TrainedNetwork, train_network
 from fh_screen.training import error_metrics
 
 logger = logging.getLogger(__name__)

@@ -20,9 +20,9 @@ import pandas as pd
 
 from fh_screen.composition import DEFAULT_ELEMENTS, fraction_matrix
 from fh_screen.data import OUTLIER_RANGE_EV_PER_ATOM, file_sha256, load_oqmd, split_frame
-from fh_screen.model.checkpoint import Checkpoint, save_checkpoint
-from fh_screen.model.network import PRESETS, NetworkSpec
-from fh_screen.model.train import EpochRecord, TrainConfig, TrainedNetwork, train_network
+from fh_screen.network.checkpoint import Checkpoint, save_checkpoint
+from fh_screen.network.mlp import PRESETS, NetworkSpec
+from fh_screen.network.fit import EpochRecord, TrainConfig, TrainedNetwork, train_network
 
 logger = logging.getLogger(__name__)
 

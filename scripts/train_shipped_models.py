@@ -4,7 +4,7 @@ Run from the repository root with the shared data beside the checkout:
 
     python scripts/train_shipped_models.py [--members 5] [--max-minutes 12]
 
-Writes fh_screen/models/{paper,paper-ensemble}/ (model.pt, model_card.json, README.md).
+Writes fh_screen/pretrained/{paper,paper-ensemble}/ (model.pt, model_card.json, README.md).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import logging
 from pathlib import Path
 
 from fh_screen.data import shared_data_dir
-from fh_screen.model.train import TrainConfig
+from fh_screen.network.fit import TrainConfig
 from fh_screen.training import TrainingRun, error_metrics, train_model, write_model_card
 
-MODELS_DIR = Path(__file__).resolve().parents[1] / "fh_screen" / "models"
+MODELS_DIR = Path(__file__).resolve().parents[1] / "fh_screen" / "pretrained"
 
 
 def _single_member(run: TrainingRun, val_path: Path) -> TrainingRun:

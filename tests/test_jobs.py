@@ -7,7 +7,7 @@ import torch
 from jobflow import Flow, JobStore, run_locally
 from maggma.stores import MemoryStore
 
-from fh_screen.enumerate import ChemsysError
+from fh_screen.candidates import ChemsysError
 from fh_screen.jobs import PrescreenDocument, PrescreenMaker, read_output, select_candidates
 from fh_screen.jobs.prescreen import enumerate_job, predict_job, rank_job, run_prescreen, select_job
 from fh_screen import Predictor

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from fh_screen.data import shared_data_dir
-from fh_screen.enumerate import ChemsysError, count_candidates
+from fh_screen.candidates import ChemsysError, count_candidates
 from fh_screen.errors import FhScreenError
 from fh_screen.hull import pymatgen_phase_diagram
 from fh_screen.predictor import Predictor
@@ -41,9 +41,9 @@ def slice_model(oqmd, tmp_path_factory) -> Predictor:
     import torch
 
     from fh_screen.composition import DEFAULT_ELEMENTS, fraction_matrix
-    from fh_screen.model.checkpoint import Checkpoint, save_checkpoint
-    from fh_screen.model.network import NetworkSpec
-    from fh_screen.model.train import TrainConfig, train_network
+    from fh_screen.network.checkpoint import Checkpoint, save_checkpoint
+    from fh_screen.network.mlp import NetworkSpec
+    from fh_screen.network.fit import TrainConfig, train_network
 
     torch.set_num_threads(1)
     rows = oqmd[np.array([e <= TRAIN_POOL for e in oqmd["elements"]]) & (oqmd["dhf_ev_per_atom"].abs() < 5).to_numpy()]

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from fh_screen import study as st
-from fh_screen.model.network import PRESETS
-from fh_screen.model.train import TrainConfig
+from fh_screen.network.mlp import PRESETS
+from fh_screen.network.fit import TrainConfig
 from fh_screen.training import error_metrics
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

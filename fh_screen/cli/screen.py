@@ -39,7 +39,7 @@ def screen_command(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Shipped model name or path to a .pt checkpoint."),
 ) -> None:
     """Rank the candidate compositions of a chemical system by predicted stability."""
-    from fh_screen.enumerate import parse_chemsys
+    from fh_screen.candidates import parse_chemsys
     from fh_screen.screening import ScreenOptions, check_size
 
     started = time.perf_counter()

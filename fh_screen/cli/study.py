@@ -58,8 +58,8 @@ def evaluate_command(
 
     from fh_screen import study as st
     from fh_screen.data import shared_data_dir
-    from fh_screen.model.network import PRESETS
-    from fh_screen.model.train import TrainConfig
+    from fh_screen.network.mlp import PRESETS
+    from fh_screen.network.fit import TrainConfig
 
     chosen = list(STUDIES) if study == "all" else [study]
     if any(s not in STUDIES for s in chosen):

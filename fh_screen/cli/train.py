@@ -35,8 +35,8 @@ def train_command(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from fh_screen.model.network import PRESETS, parse_architecture
-    from fh_screen.model.train import TrainConfig
+    from fh_screen.network.mlp import PRESETS, parse_architecture
+    from fh_screen.network.fit import TrainConfig
     from fh_screen.training import train_model, write_model_card
 
     if preset not in PRESETS:

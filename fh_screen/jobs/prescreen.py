@@ -1,6 +1,6 @@
 """Prescreen jobs: a chemical system in, ranked candidates (a :class:`PrescreenDocument`) out.
 
-Thin jobflow wrappers over the core (:func:`fh_screen.screening.screen`, :mod:`fh_screen.enumerate`,
+Thin jobflow wrappers over the core (:func:`fh_screen.screening.screen`, :mod:`fh_screen.candidates`,
 :class:`fh_screen.predictor.Predictor`, :mod:`fh_screen.hull`):
 
 * :class:`PrescreenMaker` — one job: screen the system and select the candidates to hand on;
@@ -190,7 +190,7 @@ def select_job(doc: PrescreenDocument | dict, top_n: int | None = 5, e_hull_max_
 def enumerate_job(chemsys: str | Sequence[str], max_atoms: int = 20, max_per_element: int | None = None,
                   charge_neutral: bool = False) -> dict:
     """Candidate formulas of ``chemsys`` and its subsystems: ``{"chemsys": [...], "formulas": [...]}``."""
-    from fh_screen.enumerate import charge_neutral_mask, enumerate_counts, formulas_from_counts, parse_chemsys
+    from fh_screen.candidates import charge_neutral_mask, enumerate_counts, formulas_from_counts, parse_chemsys
 
     system = parse_chemsys(chemsys)
     counts = enumerate_counts(len(system), max_atoms, max_per_element)
@@ -232,7 +232,7 @@ def rank_job(predictions: dict, chemsys: str | Sequence[str], top_n: int | None 
     import numpy as np
     from pymatgen.core import Composition
 
-    from fh_screen.enumerate import parse_chemsys
+    from fh_screen.candidates import parse_chemsys
     from fh_screen.hull import build_hull, format_decomposition
 
     system = parse_chemsys(chemsys)
@@ -297,7 +297,7 @@ class PrescreenMaker(Maker):
 
     def make(self, chemsys: str | Sequence[str]):
         """Prescreen job for ``chemsys`` (e.g. ``"Li-Fe-P-O"``); a malformed system raises here, one line."""
-        from fh_screen.enumerate import parse_chemsys
+        from fh_screen.candidates import parse_chemsys
 
         if isinstance(chemsys, str) or (isinstance(chemsys, Sequence) and all(isinstance(e, str) for e in chemsys)):
             chemsys = "-".join(parse_chemsys(chemsys))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from pymatgen.core import Composition, Element
 
-from fh_screen.enumerate import (
+from fh_screen.candidates import (
     ChemsysError,
     charge_neutral_mask,
     count_candidates,

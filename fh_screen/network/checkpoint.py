@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fh_screen.model.network import NetworkSpec, build_network
+from fh_screen.network.mlp import NetworkSpec, build_network
 
 __all__ = ["CHECKPOINT_FORMAT", "Checkpoint", "ModelError", "load_checkpoint", "save_checkpoint"]
 

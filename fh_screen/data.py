@@ -78,13 +78,31 @@ class CleaningReport:
         )
 
 
-def shared_data_dir() -> Path:
-    """``../shared/data/oqmd`` beside the checkout (or ``$FH_SCREEN_OQMD_DIR``)."""
-    import os
+def shared_data_dir(path: str | Path | None = None) -> Path:
+    """The folder of the OQMD CSVs (``train.csv``, ``val.csv``).
 
-    if env := os.environ.get("FH_SCREEN_OQMD_DIR"):
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "shared" / "data" / "oqmd"
+    Parameters
+    ----------
+    path
+        The folder; when not given, the ``oqmd_dir`` setting (``FH_SCREEN_OQMD_DIR`` or
+        ``oqmd_dir:`` in ``~/.fh_screen.yaml``).
+
+    Raises
+    ------
+    DataError
+        When no folder is given or configured (the package assumes no checkout layout).
+    """
+    if path is not None:
+        return Path(path).expanduser()
+    from fh_screen.settings import FhScreenSettings
+
+    configured = FhScreenSettings().oqmd_dir
+    if configured is None:
+        raise DataError(
+            "no OQMD data folder: pass one, or set FH_SCREEN_OQMD_DIR (or oqmd_dir in ~/.fh_screen.yaml) "
+            "to the folder holding train.csv and val.csv"
+        )
+    return Path(configured).expanduser()
 
 
 def file_sha256(path: str | Path) -> str:

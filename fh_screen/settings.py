@@ -6,6 +6,7 @@ variable, which wins over the file::
 
     # ~/.fh_screen.yaml
     data_dir: /scratch/me/fh_screen
+    oqmd_dir: /data/oqmd                   # train.csv, val.csv for `fh-screen train` / `evaluate`
     mongo_uri: mongodb://localhost:27017   # use MongoDB instead of the embedded store
 """
 
@@ -41,6 +42,12 @@ class FhScreenSettings(BaseSettings):
     reference_collection: str = Field("reference", description="Collection of OQMD reference entries.")
     predictions_collection: str = Field("predictions", description="Collection of predictions.")
     busy_timeout_s: float = Field(60.0, description="How long an embedded-store writer waits for another one.")
+    reference_data: bool = Field(
+        True, description="Fill the embedded store with the OQMD reference table shipped with the package on first use."
+    )
+    oqmd_dir: Path | None = Field(
+        None, description="Folder of the OQMD CSVs (train.csv, val.csv) used for training and the seed study."
+    )
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# The tests know the checkout layout (the package does not): the shared OQMD data lies beside it.
+os.environ.setdefault("FH_SCREEN_OQMD_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data" / "oqmd"))
+# Tests start from empty stores; tests/test_bootstrap.py turns the first-use fill back on.
+os.environ.setdefault("FH_SCREEN_REFERENCE_DATA", "false")
 
 from fh_screen.data import shared_data_dir
 

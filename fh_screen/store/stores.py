@@ -103,6 +103,9 @@ class FhScreenStore:
                 mongo(settings.predictions_collection, "prediction_id"),
                 ensure_indexes=not read_only,
             )
+        from fh_screen.store.bootstrap import bootstrap_from_settings
+
+        bootstrap_from_settings(settings)  # first use: the OQMD reference table shipped with the package
         return cls.embedded(
             settings.store_path, read_only=read_only, busy_timeout_s=settings.busy_timeout_s,
             reference_collection=settings.reference_collection,

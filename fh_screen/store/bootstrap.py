@@ -1,0 +1,286 @@
+"""Fill the embedded store from the OQMD reference table shipped with fh-screen, once.
+
+The package carries ``fh_screen/reference_data/oqmd_reference.csv.gz``: the lowest OQMD
+formation enthalpy per reduced composition (built by ``scripts/build_reference_table.py``; OQMD,
+CC-BY 4.0, see ``ATTRIBUTION.md`` there). On first use of the embedded store its entries are
+written to the reference collection (one line on stderr), and a stamp (the table's sha256) is kept
+in the ``fh_screen_meta`` collection of the same file, so later runs do nothing and a newer package
+with a newer table updates the entries it wrote before. Entries written by ``fh-screen ingest``
+(any other ``source_file``) are never overwritten by the shipped table.
+
+The table anchors the convex hull of a screen on known DFT phases. It is not training data.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import sys
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fh_screen.errors import FhScreenError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from fh_screen.settings import FhScreenSettings
+
+__all__ = [
+    "BootstrapResult",
+    "METADATA_FILE",
+    "META_COLLECTION",
+    "TABLE_FILE",
+    "bootstrap_from_settings",
+    "ensure_reference_data",
+    "load_reference_table",
+    "packaged_reference_frame",
+    "reference_metadata",
+]
+
+#: The shipped table and its metadata, inside ``fh_screen/reference_data/``.
+TABLE_FILE = "oqmd_reference.csv.gz"
+METADATA_FILE = "oqmd_reference.json"
+
+#: Collection (SQLite table) of the embedded store file that holds the stamp.
+META_COLLECTION = "fh_screen_meta"
+_STAMP_KEY = "reference_data"
+_BATCH = 20000
+
+logger = logging.getLogger(__name__)
+
+
+def _progress_logger() -> logging.Logger:
+    """The logger of the one first-use line: goes to stderr even when logging is not configured."""
+    progress = logging.getLogger(f"{__name__}.progress")
+    if not progress.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("fh-screen: %(message)s"))
+        progress.addHandler(handler)
+        progress.setLevel(logging.INFO)
+        progress.propagate = False
+    return progress
+
+
+@dataclass(frozen=True)
+class BootstrapResult:
+    """What :func:`ensure_reference_data` did.
+
+    Attributes
+    ----------
+    action
+        ``"current"`` (the stamp matched, nothing written), ``"filled"`` (an empty store was
+        filled) or ``"updated"`` (entries of an older shipped table were brought up to date).
+    n_written
+        Reference entries written.
+    seconds
+        Wall time of the call.
+    """
+
+    action: str
+    n_written: int
+    seconds: float
+
+
+def _data_file(name: str) -> Path:
+    return Path(str(resources.files("fh_screen") / "reference_data" / name))
+
+
+@lru_cache(maxsize=1)
+def reference_metadata() -> dict[str, Any]:
+    """Metadata of the shipped table: counts, source sha256s and ``table_sha256`` (the stamp).
+
+    Returns
+    -------
+    dict
+        The contents of ``oqmd_reference.json``.
+    """
+    path = _data_file(METADATA_FILE)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise FhScreenError(f"shipped reference data is unreadable: {path}: {exc}") from None
+
+
+@lru_cache(maxsize=1)
+def _cached_table() -> pd.DataFrame:
+    import pandas as pd
+
+    from fh_screen.store.documents import chemsys_of, elements_of
+
+    path = _data_file(TABLE_FILE)
+    try:
+        table = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={"formula": str})
+    except (OSError, ValueError) as exc:
+        raise FhScreenError(f"shipped reference data is unreadable: {path}: {exc}") from None
+    elements = [elements_of(f) for f in table["formula"]]
+    table["chemsys"] = [chemsys_of(e) for e in elements]
+    table["nelements"] = [len(e) for e in elements]
+    return table
+
+
+def load_reference_table() -> pd.DataFrame:
+    """The shipped OQMD reference table.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``formula`` (pymatgen reduced), ``dhf_ev_per_atom``, ``chemsys``, ``nelements``; one row
+        per composition. A copy: changing it does not change later calls.
+    """
+    return _cached_table().copy()
+
+
+def packaged_reference_frame(chemsys: str) -> pd.DataFrame:
+    """Shipped entries of a chemical system and all its subsystems, without any store.
+
+    Parameters
+    ----------
+    chemsys
+        Elements joined by ``-`` in any order, e.g. ``Li-Fe-O``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The matching rows of :func:`load_reference_table` plus ``elements``, ``source`` and
+        ``passed_outlier_filter``, shaped like :meth:`FhScreenStore.reference_frame
+        <fh_screen.store.stores.FhScreenStore.reference_frame>`.
+    """
+    from fh_screen.store.documents import subsystems
+
+    table = _cached_table()
+    frame = table[table["chemsys"].isin(set(subsystems(chemsys)))].copy()
+    frame["elements"] = [c.split("-") for c in frame["chemsys"]]
+    frame["source"] = "oqmd"
+    frame["source_file"] = TABLE_FILE
+    frame["passed_outlier_filter"] = True
+    return frame.reset_index(drop=True)
+
+
+def _docs(table: pd.DataFrame, rows, now) -> list[dict]:
+    formulas, values, chemsys, nelements = (
+        table[c].tolist() for c in ("formula", "dhf_ev_per_atom", "chemsys", "nelements")
+    )
+    return [
+        {
+            "formula": formulas[i], "elements": chemsys[i].split("-"), "chemsys": chemsys[i],
+            "nelements": int(nelements[i]), "dhf_ev_per_atom": float(values[i]), "source": "oqmd",
+            "source_id": None, "source_version": None, "source_file": TABLE_FILE,
+            "passed_outlier_filter": True, "last_updated": now,
+        }
+        for i in rows
+    ]
+
+
+def ensure_reference_data(
+    path: str | Path,
+    *,
+    collection: str = "reference",
+    busy_timeout_s: float = 60.0,
+) -> BootstrapResult:
+    """Make sure the embedded store at ``path`` holds the shipped OQMD reference entries.
+
+    Parameters
+    ----------
+    path
+        The embedded store file (created if needed).
+    collection
+        Name of the reference collection in that file.
+    busy_timeout_s
+        How long to wait for another writer.
+
+    Returns
+    -------
+    BootstrapResult
+        What was done; ``"current"`` costs one small query.
+
+    Notes
+    -----
+    A store filled from an older table gets the entries that changed; entries that ``fh-screen
+    ingest`` wrote are kept as they are.
+    """
+    from fh_screen.store.backend import SQLiteStore
+    from fh_screen.store.documents import utcnow
+
+    started = time.perf_counter()
+    stamp = reference_metadata()["table_sha256"]
+    meta = SQLiteStore(path, META_COLLECTION, key="key", busy_timeout_s=busy_timeout_s)
+    meta.connect()
+    try:
+        stamp_key = f"{_STAMP_KEY}:{collection}"
+        found = next(iter(meta.query({"key": stamp_key}, properties=["table_sha256"])), None)
+        if found and found.get("table_sha256") == stamp:
+            return BootstrapResult("current", 0, time.perf_counter() - started)
+        reference = SQLiteStore(path, collection, key="formula", busy_timeout_s=busy_timeout_s)
+        reference.connect()
+        try:
+            table = _cached_table()
+            n_before = reference.count()
+            if n_before == 0:
+                rows = range(len(table))
+            else:
+                held = {
+                    d["formula"]: d for d in reference.query(properties=["formula", "source_file", "dhf_ev_per_atom"])
+                }
+                rows = [
+                    i for i, (formula, value) in enumerate(zip(table["formula"].tolist(), table["dhf_ev_per_atom"].tolist()))
+                    if formula not in held
+                    or (held[formula].get("source_file") == TABLE_FILE and held[formula].get("dhf_ev_per_atom") != value)
+                ]
+            _progress_logger().info(
+                "%s the store %s with %s OQMD reference entries shipped with the package (once)",
+                "first use: filling" if n_before == 0 else "updating", Path(path).expanduser(), f"{len(rows):,}",
+            )
+            now = utcnow()
+            rows = list(rows)
+            for start in range(0, len(rows), _BATCH):
+                reference.update(_docs(table, rows[start:start + _BATCH], now), key="formula")
+        finally:
+            reference.close()
+        meta.update({"key": stamp_key, "table_sha256": stamp, "n_compositions": int(len(table)), "written": now})
+        seconds = time.perf_counter() - started
+        logger.info("wrote %d reference entries to %s in %.1f s", len(rows), path, seconds)
+        return BootstrapResult("filled" if n_before == 0 else "updated", len(rows), seconds)
+    finally:
+        meta.close()
+
+
+def bootstrap_from_settings(settings: FhScreenSettings) -> BootstrapResult | None:
+    """Fill the configured embedded store from the shipped table if it needs it.
+
+    Parameters
+    ----------
+    settings
+        Where the store lives; nothing happens with MongoDB (``mongo_uri``) or with
+        ``reference_data: false`` (``FH_SCREEN_REFERENCE_DATA=false``).
+
+    Returns
+    -------
+    BootstrapResult or None
+        None when skipped, or when the store file cannot be written (logged; the store is
+        then used as it is).
+    """
+    if settings.mongo_uri or not settings.reference_data:
+        return None
+    try:
+        result = ensure_reference_data(
+            settings.store_path, collection=settings.reference_collection, busy_timeout_s=settings.busy_timeout_s,
+        )
+        if result.action != "current":
+            from fh_screen.store.stores import FhScreenStore
+
+            # Both collections and their query indexes, so that a read-only store opens and is fast.
+            FhScreenStore.embedded(
+                settings.store_path, busy_timeout_s=settings.busy_timeout_s,
+                reference_collection=settings.reference_collection,
+                predictions_collection=settings.predictions_collection,
+            ).connect().close()
+        return result
+    except (OSError, sqlite3.Error) as exc:
+        logger.warning("could not fill %s with the shipped reference data: %s", settings.store_path, exc)
+        return None

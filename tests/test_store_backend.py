@@ -126,6 +126,35 @@ def test_projection_sort_skip_limit(twin_stores):
     assert [d["task_id"] for d in sqlite_store.query(sort={"last_updated": -1}, limit=2)] == ["t0299", "t0298"]
 
 
+@pytest.mark.parametrize("properties", [
+    ["task_id", "sub.k"], ["items.a"], ["items.a", "items.b.c"], {"items.a": 0}, {"items": 0},
+    ["missing", "items.missing"],
+])
+def test_projection_matches_mongomock_on_nested_documents_and_arrays(tmp_path, properties):
+    docs = [
+        {"task_id": "a", "sub": {"k": 1, "name": "x"}, "items": [{"a": 1, "b": {"c": 2, "d": 3}}, {"b": 4}]},
+        {"task_id": "b", "sub": 7, "items": {"a": 1, "z": 2}},
+        {"task_id": "c", "items": []},
+    ]
+    sqlite_store = SQLiteStore(tmp_path / "p.sqlite", "docs", key="task_id")
+    memory = MemoryStore("p", key="task_id")
+    for store in (sqlite_store, memory):
+        store.connect()
+        store.update([dict(d) for d in docs])
+    expected = [{k: v for k, v in d.items() if k != "_id"} for d in memory.query(properties=properties, sort={"task_id": 1})]
+    assert list(sqlite_store.query(properties=properties, sort={"task_id": 1})) == expected
+
+
+def test_excluding_a_dotted_field_keeps_values_that_are_not_documents(tmp_path):
+    # As MongoDB does (mongomock drops them): excluding sub.name leaves a scalar sub alone.
+    store = SQLiteStore(tmp_path / "p.sqlite", "docs", key="task_id")
+    store.connect()
+    store.update([{"task_id": "b", "sub": 7, "items": [{"b": {"c": 1, "d": 2}}, {"b": 4}]}])
+    assert store.query_one(properties={"sub.name": 0, "items.b.c": 0}) == {
+        "task_id": "b", "sub": 7, "items": [{"b": {"d": 2}}, {"b": 4}],
+    }
+
+
 def test_distinct_groupby_last_updated(twin_stores):
     sqlite_store, memory = twin_stores
     assert sorted(sqlite_store.distinct("elements")) == sorted(memory.distinct("elements"))

@@ -7,9 +7,11 @@ one table per collection in an SQLite file (stdlib :mod:`sqlite3`):
 * each document is stored as JSON (datetimes round-trip as naive UTC, as MongoDB returns them);
 * :meth:`SQLiteStore.ensure_index` creates SQLite expression indexes on ``json_extract`` of a field,
   so equality, ``$in`` and range criteria on indexed fields are answered from the index;
-* Mongo-style criteria are evaluated **exactly** by mongomock's matcher (the one maggma's
-  ``MemoryStore`` uses) after SQL has narrowed the candidate rows; rows that SQL already matched
-  exactly (scalar values of the right type) skip the Python matcher;
+* Mongo-style criteria are evaluated **exactly** by mongomock-ng's matcher
+  (``mongomock_ng.filtering.filter_applies``, the one maggma's ``MemoryStore`` uses) after SQL has
+  narrowed the candidate rows; rows that SQL already matched exactly (scalar values of the right
+  type) skip the Python matcher. That function is public in name but not documented, so
+  ``pyproject.toml`` pins the mongomock-ng versions this is tested with;
 * every :meth:`~SQLiteStore.update` / :meth:`~SQLiteStore.remove_docs` call is one ``BEGIN
   IMMEDIATE`` transaction: a batch is written entirely or not at all, a killed process leaves the
   file readable (write-ahead log), and concurrent writers wait for each other (``busy_timeout``);
@@ -740,7 +742,11 @@ def _guarded(store: SQLiteStore, iterator: Iterator) -> Iterator:
 
 
 def _projection(properties: dict | list | None):
-    """A function applying a Mongo projection to a document (``_id`` does not exist here)."""
+    """A function applying a Mongo projection to a document (``_id`` does not exist here).
+
+    Dotted fields project into embedded documents and into each document of an array, as in
+    MongoDB (tested against mongomock's projection through maggma's ``MemoryStore``).
+    """
     if not properties:
         return lambda doc: doc
     if isinstance(properties, (list, tuple)):
@@ -751,8 +757,49 @@ def _projection(properties: dict | list | None):
     flags = {bool(v) for v in fields.values()}
     if len(flags) > 1:
         raise StoreError("cannot mix including and excluding fields in a projection")
-    include = flags.pop()
-    from mongomock_ng.collection import _combine_projection_spec, _project_by_spec
+    tree: dict = {}
+    for field in fields:
+        node = tree
+        *parents, leaf = field.split(".")
+        for part in parents:
+            child = node.setdefault(part, {})
+            if child is True:
+                break
+            node = child
+        else:
+            node[leaf] = True
+    if flags.pop():
+        return lambda doc: _project_include(doc, tree)
+    return lambda doc: _project_exclude(doc, tree)
 
-    spec = _combine_projection_spec(fields)
-    return lambda doc: _project_by_spec(doc, spec, is_include=include, container=dict)
+
+def _project_include(doc: dict, tree: dict) -> dict:
+    out = {}
+    for name, sub in tree.items():
+        if name not in doc:
+            continue
+        value = doc[name]
+        if sub is True:
+            out[name] = value
+        elif isinstance(value, dict):
+            out[name] = _project_include(value, sub)
+        elif isinstance(value, list):
+            out[name] = [_project_include(v, sub) for v in value if isinstance(v, dict)]
+    return out
+
+
+def _project_exclude(doc: dict, tree: dict) -> dict:
+    out = {}
+    for name, value in doc.items():
+        sub = tree.get(name)
+        if sub is True:
+            continue
+        if sub is None:
+            out[name] = value
+        elif isinstance(value, dict):
+            out[name] = _project_exclude(value, sub)
+        elif isinstance(value, list):
+            out[name] = [_project_exclude(v, sub) if isinstance(v, dict) else v for v in value]
+        else:
+            out[name] = value
+    return out

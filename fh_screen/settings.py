@@ -40,7 +40,8 @@ class FhScreenSettings(BaseSettings):
     mongo_uri: str | None = Field(None, description="MongoDB URI; when set, MongoStore replaces the embedded store.")
     mongo_database: str = Field("fh_screen", description="MongoDB database name (when mongo_uri is set).")
     reference_collection: str = Field("reference", description="Collection of OQMD reference entries.")
-    predictions_collection: str = Field("predictions", description="Collection of predictions.")
+    predictions_collection: str = Field("predictions", description="Collection of predictions ((formula, model) → ΔH_f, σ).")
+    screens_collection: str = Field("screens", description="Collection of screens (one document per run id).")
     busy_timeout_s: float = Field(60.0, description="How long an embedded-store writer waits for another one.")
     reference_data: bool = Field(
         True, description="Fill the embedded store with the OQMD reference table shipped with the package on first use."

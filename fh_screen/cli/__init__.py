@@ -11,7 +11,7 @@ import sys
 
 __all__ = ["build_app", "main"]
 
-COMMAND_MODULES = ("predict", "train", "study", "store", "screen")
+COMMAND_MODULES = ("predict", "train", "study", "store", "screen", "runs")
 
 
 def build_app():

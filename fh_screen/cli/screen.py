@@ -79,7 +79,7 @@ def screen_command(
         saved = ""
         if not no_store:
             stages(f"saving {result.n_candidates:,} predictions to the store")
-            saved = _save(result, predictor)
+            saved = _save(result, predictor, options)
         if plot_path is not None:
             stages("drawing the phase diagram")
             from fh_screen.screening import plot_screen
@@ -151,13 +151,20 @@ def _known_from_store(system: tuple[str, ...], read_only: bool):
         return store.reference_frame(chemsys="-".join(system)), n_reference, ""
 
 
-def _save(result, predictor) -> str:
-    from fh_screen.store import FhScreenStore
+def _save(result, predictor, options) -> str:
+    """Write the screen (``screens``, a new run id) and its predictions (``predictions``) to the store.
 
-    frame = result.table
+    The screens document is the one the prescreen job returns (:meth:`ScreenDoc.from_result`);
+    ``result.run_id`` becomes the stored run id, so the printed id is the one to query.
+    """
+    from fh_screen.store import FhScreenStore, ScreenDoc
+
+    doc = ScreenDoc.from_result(result, options, origin="cli")
     with FhScreenStore.from_settings() as store:
-        store.save_predictions(frame, predictor, result.run_id, formulas_reduced=True)
-    return f"saved {len(frame):,} predictions to the store (run {result.run_id})"
+        n_saved = store.save_predictions(result.table, predictor, formulas_reduced=True)
+        store.save_screen(doc)
+    result.run_id = doc.run_id
+    return f"saved run {doc.run_id} ({n_saved:,} predictions) to the store: fh-screen query --run {doc.run_id}"
 
 
 def write_outputs(result, *, json_path: Optional[Path] = None, csv_path: Optional[Path] = None) -> None:

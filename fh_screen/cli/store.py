@@ -91,9 +91,15 @@ def query_command(
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write the full result as CSV."),
     include_outliers: bool = typer.Option(False, "--include-outliers", help="Include entries that failed the outlier filter."),
     store_file: Optional[Path] = typer.Option(None, "--store", help=_STORE_HELP),
+    run: Optional[str] = typer.Option(None, "--run", help="Show the saved screen with this run id (list them: fh-screen runs)."),
 ) -> None:
     """Query reference (DFT) entries and predictions by formula, chemical system, size and ΔH_f."""
     from fh_screen.store.query import criteria_for
+
+    if run is not None:
+        from fh_screen.cli.runs import show_run
+
+        return show_run(run, store_file=store_file, limit=limit, json_path=json_path, csv_path=csv_path)
 
     for target in (json_path, csv_path):
         if target is not None and not target.parent.exists():

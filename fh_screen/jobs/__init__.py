@@ -1,55 +1,76 @@
 """jobflow jobs and makers: prescreen a chemical system, build trial structures, hand the best to DFT.
 
-Layout (one job per module)::
+Layout::
 
-    schemas.py     pydantic output documents (PrescreenDocument, StructuresDocument, HandoffDocument)
-    prescreen.py   PrescreenMaker + small reusable jobs (enumerate / predict / rank / select)
+    base.py        fh_screen_job: the one decorator of every maker's make (output schema, data routing, checks)
+    schemas.py     output documents (ScreenDoc alias PrescreenDocument, StructuresDocument, HandoffDocument)
+    prescreen.py   PrescreenMaker: screen() on the system, select, save to the store's `screens`
     structures.py  StructureMaker: AFLOW prototypes ranked by substitution probability, pyxtal fallback
     handoff.py     HandoffMaker: optional force-field pre-relax, then atomate2 DFT via Response
-    flows.py       PrescreenToDFTMaker, insert_prescreen, local_job_store
+    flows.py       PrescreenToDFTMaker, insert_prescreen, read_output
+    jobstore.py    local_job_store, job_store_spec / jobflow_yaml (JOB_STORE in ~/.jobflow.yaml)
+    submit.py      run_flow(flow, "local" | "fireworks" | "jobflow-remote")
 
-Quick start::
+Quick start (``docs/jobs.md``)::
 
     from jobflow import run_locally
-    from fh_screen.jobs import PrescreenToDFTMaker, local_job_store
+    from fh_screen.jobs import PrescreenToDFTMaker
     flow = PrescreenToDFTMaker().make("Li-Fe-P-O")
+    run_locally(flow)            # JOB_STORE from ~/.jobflow.yaml
 """
 
 from __future__ import annotations
 
-from fh_screen.jobs.flows import PrescreenToDFTMaker, TemplateMaker, insert_prescreen, local_job_store, read_output
+from fh_screen.jobs.base import DATA_KEYS, fh_screen_job
+from fh_screen.jobs.flows import PrescreenToDFTMaker, insert_prescreen, read_output
 from fh_screen.jobs.handoff import HandoffMaker, chgnet_prerelax_maker, default_dft_maker
-from fh_screen.jobs.prescreen import PrescreenMaker, select_candidates
+from fh_screen.jobs.jobstore import job_store, job_store_spec, jobflow_yaml, local_job_store
+from fh_screen.jobs.prescreen import (
+    PRESCREEN_SCREEN_DEFAULTS,
+    PrescreenError,
+    PrescreenMaker,
+    screen_options_from,
+    select_candidates,
+)
 from fh_screen.jobs.schemas import (
     Candidate,
     HandoffDocument,
     HandoffEntry,
     PrescreenDocument,
     Problem,
+    ScreenDoc,
     StructureCandidate,
     StructuresDocument,
 )
 from fh_screen.jobs.structures import StructureMaker, make_structures, structures_for_composition
 
 __all__ = [
+    "DATA_KEYS",
+    "PRESCREEN_SCREEN_DEFAULTS",
     "Candidate",
     "HandoffDocument",
     "HandoffEntry",
     "HandoffMaker",
     "PrescreenDocument",
+    "PrescreenError",
     "PrescreenMaker",
     "PrescreenToDFTMaker",
     "Problem",
+    "ScreenDoc",
     "StructureCandidate",
     "StructureMaker",
     "StructuresDocument",
-    "TemplateMaker",
     "chgnet_prerelax_maker",
     "default_dft_maker",
+    "fh_screen_job",
     "insert_prescreen",
+    "job_store",
+    "job_store_spec",
+    "jobflow_yaml",
     "local_job_store",
     "make_structures",
     "read_output",
+    "screen_options_from",
     "select_candidates",
     "structures_for_composition",
 ]

@@ -11,8 +11,11 @@ output reference of :class:`~fh_screen.jobs.structures.StructureMaker`) and, whe
 2. builds one DFT flow per composition with ``dft_maker.make(structure)`` (default: atomate2's
    VASP ``DoubleRelaxMaker``; any maker whose ``make`` takes a structure works) and adds them to
    the running workflow as an ``addition`` (default), a ``detour`` (children of the handoff wait
-   for DFT) or a ``replace`` (the handoff's output becomes the DFT outputs; the
-   :class:`~fh_screen.jobs.schemas.HandoffDocument` stays in the store at index 1).
+   for DFT) or a ``replace`` (the handoff is replaced by the DFT flows and a last job that waits
+   for them and fills each entry's ``dft_output``).
+
+The output is a :class:`~fh_screen.jobs.schemas.HandoffDocument` in every mode (the job's output
+schema; jobflow hands it on to the jobs that replace the handoff).
 """
 
 from __future__ import annotations
@@ -21,15 +24,24 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from jobflow import Flow, Job, JobConfig, Maker, OnMissing, Response, job
+from jobflow import Flow, Job, JobConfig, Maker, OnMissing, Response
 
+from fh_screen.errors import FhScreenError
+from fh_screen.jobs.base import fh_screen_job
 from fh_screen.jobs.schemas import HandoffDocument, HandoffEntry, Problem, StructureCandidate, StructuresDocument
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["HANDOFF_MODES", "HandoffMaker", "chgnet_prerelax_maker", "choose_lowest_energy", "default_dft_maker"]
+__all__ = [
+    "HANDOFF_MODES",
+    "HandoffMaker",
+    "chgnet_prerelax_maker",
+    "choose_lowest_energy",
+    "collect_dft_outputs",
+    "default_dft_maker",
+]
 
 #: How the DFT flows join the running workflow (jobflow ``Response`` fields).
 HANDOFF_MODES = ("addition", "detour", "replace")
@@ -111,10 +123,28 @@ def _dft_response(doc: HandoffDocument, dft_maker: Maker | None, mode: str, name
     if not flows:
         return Response(output=doc)
     if mode == "replace":
-        dft = Flow(flows, output={e.formula: f.output for e, f in zip(doc.entries, flows)}, name=name)
-        return Response(output=doc, replace=dft)
+        collect = collect_dft_outputs(doc, [f.output for f in flows])
+        collect.name = f"{name} collect"
+        collect.config = JobConfig(on_missing_references=OnMissing.NONE)
+        return Response(output=doc, replace=Flow([*flows, collect], output=collect.output, name=name))
     dft = Flow(flows, name=name)
     return Response(output=doc, **{mode: dft})
+
+
+@fh_screen_job(output_schema=HandoffDocument)
+def collect_dft_outputs(doc: HandoffDocument | dict, outputs: list[Any]) -> HandoffDocument:
+    """The handoff document once the DFT flows ran (``replace`` mode): each entry's ``dft_output``.
+
+    Runs with ``OnMissing.NONE``: a DFT flow that failed leaves ``dft_output`` None and a problem.
+    """
+    doc = doc if isinstance(doc, HandoffDocument) else HandoffDocument.model_validate(
+        {k: v for k, v in dict(doc).items() if not k.startswith("@")})
+    doc = doc.model_copy(deep=True)
+    for entry, output in zip(doc.entries, outputs):
+        if output is None:
+            doc.problems.append(Problem(stage="handoff", formula=entry.formula, message="the DFT flow did not finish"))
+        entry.dft_output = output
+    return doc
 
 
 def _one_line(exc: BaseException) -> str:
@@ -122,7 +152,7 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
-@job(output_schema=HandoffDocument)
+@fh_screen_job(output_schema=HandoffDocument)
 def choose_lowest_energy(
     trials: list[dict],
     energies_ev: list[float | None],
@@ -195,21 +225,33 @@ class HandoffMaker(Maker):
     dft_maker: Maker | None = field(default_factory=default_dft_maker)
     prerelax_maker: Maker | None = None
     structures_per_formula: int = 3
-    mode: str = "addition"
+    mode: Literal["addition", "detour", "replace"] = "addition"
 
     def __post_init__(self):
+        self._check()
+
+    def _check(self) -> None:
         if self.mode not in HANDOFF_MODES:
-            from fh_screen.errors import FhScreenError
-
             raise FhScreenError(f"handoff mode must be one of {', '.join(HANDOFF_MODES)}, got {self.mode!r}")
+        spf = self.structures_per_formula
+        if isinstance(spf, bool) or not isinstance(spf, int) or spf < 1:
+            raise FhScreenError(f"structures_per_formula must be a positive integer, got {spf!r}")
+        for name in ("dft_maker", "prerelax_maker"):
+            value = getattr(self, name)
+            if value is not None and not callable(getattr(value, "make", None)):
+                raise FhScreenError(f"{name} must be a Maker (or None), got {type(value).__name__}")
 
-    @job
+    def _prepare(self, structures, problems=None):
+        self._check()
+        return self, (structures,), {"problems": problems}
+
+    @fh_screen_job(output_schema=HandoffDocument)
     def make(self, structures: StructuresDocument | dict | Sequence, problems: list | None = None) -> Response:
         """Job handing ``structures`` to DFT; ``problems`` from earlier stages are carried into its output.
 
-        The output is a :class:`HandoffDocument` (with a pre-relax, the job is replaced and the
-        document comes from the chooser job: read it with ``store.get_output(uuid)``). No
-        ``output_schema`` here: jobflow cannot apply one to a job replaced by a flow.
+        The output is a :class:`HandoffDocument` in every mode; with a pre-relax (or in
+        ``replace`` mode) the job is replaced and jobflow stores the document of the replacing
+        flow under this job's uuid: ``read_output(store, handoff.uuid)`` returns it.
         """
         doc_in = _as_structures(structures)
         carried = _as_problems(problems) + list(doc_in.problems)

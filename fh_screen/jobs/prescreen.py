@@ -1,315 +1,254 @@
-"""Prescreen jobs: a chemical system in, ranked candidates (a :class:`PrescreenDocument`) out.
+"""The prescreen job: a chemical system in, its :class:`~fh_screen.store.documents.ScreenDoc` out.
 
-Thin jobflow wrappers over the core (:func:`fh_screen.screening.screen`, :mod:`fh_screen.candidates`,
-:class:`fh_screen.predictor.Predictor`, :mod:`fh_screen.hull`):
+The job runs the same stages as ``fh-screen SYSTEM`` and :func:`fh_screen.screening.screen`,
+through the same functions: the chemical-system parser, the reference entries of the store
+(:meth:`FhScreenStore.reference_frame`), :func:`~fh_screen.screening.screen`,
+:meth:`ScreenDoc.from_result` and :meth:`FhScreenStore.save_screen`. Then
+:meth:`ScreenDoc.select` picks the candidates handed on: unknown compositions (unless
+``select_known``) of at least two elements, energy above the hull ≤ ``e_hull_max_ev_per_atom``
+(when given), best ``top_n``.
 
-* :class:`PrescreenMaker` — one job: screen the system and select the candidates to hand on;
-* :func:`enumerate_job`, :func:`predict_job`, :func:`rank_job`, :func:`select_job` — the same
-  steps as separate small jobs, for users who want to swap one (e.g. their own predictor) or
-  re-select an existing screen with another cut-off without re-running it.
-
-Selection (:func:`select_candidates`): unknown compositions (unless ``include_known``) of at least
-two elements, with predicted energy above the hull ≤ ``e_hull_max_ev_per_atom`` (when given),
-best ``top_n`` by rank (when given).
+No silent degradation: reference entries that cannot be read, or none for the system, fail the
+job with one line (:class:`PrescreenError`) unless the maker says ``use_reference=False``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import logging
-from collections.abc import Sequence
+import math
+import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from jobflow import Maker, job
+from jobflow import Maker
+from maggma.core import Store
 
 from fh_screen.errors import FhScreenError
-from fh_screen.jobs.schemas import Candidate, PrescreenDocument, Problem
+from fh_screen.jobs.base import fh_screen_job
+from fh_screen.screening import ScreenOptions
+from fh_screen.store.documents import DEFAULT_KEEP_TOP, ScreenDoc
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "PRESCREEN_SCREEN_DEFAULTS",
+    "PrescreenError",
     "PrescreenMaker",
-    "enumerate_job",
-    "load_reference",
-    "predict_job",
-    "prescreen_job",
-    "rank_job",
-    "run_prescreen",
+    "read_reference",
+    "screen_options_from",
     "select_candidates",
-    "select_job",
 ]
+
+#: Where the prescreen's screen options differ from ``ScreenOptions()`` (= the CLI's defaults):
+#: its selection goes to DFT, so compositions are kept small (≤ 12 atoms per formula unit, which
+#: fits the structure stage's 24-site cells) and charge balanced.
+PRESCREEN_SCREEN_DEFAULTS: dict[str, Any] = {"max_atoms": 12, "charge_neutral": True}
+
+
+class PrescreenError(FhScreenError):
+    """A prescreen that cannot run as configured (options, reference data, store); one line."""
 
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def _as_document(doc: PrescreenDocument | dict) -> PrescreenDocument:
-    return doc if isinstance(doc, PrescreenDocument) else PrescreenDocument.model_validate(
-        {k: v for k, v in dict(doc).items() if not k.startswith("@")}
-    )
+def screen_options_from(value: ScreenOptions | Mapping[str, Any] | None) -> ScreenOptions:
+    """Validated :class:`~fh_screen.screening.ScreenOptions` from options or a mapping of them.
+
+    Unknown names (``max_atom``), values of the wrong type and absurd limits raise
+    :class:`PrescreenError` with one line naming the option.
+    """
+    from pydantic import TypeAdapter, ValidationError
+
+    if value is None:
+        return ScreenOptions(**PRESCREEN_SCREEN_DEFAULTS)
+    if isinstance(value, ScreenOptions):
+        data = dataclasses.asdict(value)
+    elif isinstance(value, Mapping):
+        data = {str(k): v for k, v in value.items() if not str(k).startswith("@")}
+    else:
+        raise PrescreenError(f"screen_options must be ScreenOptions or a dict, got {type(value).__name__}")
+    known = [f.name for f in dataclasses.fields(ScreenOptions)]
+    for name in data:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise PrescreenError(f"unknown screen option {name!r}{hint}; known: {', '.join(known)}")
+    hints = typing.get_type_hints(ScreenOptions)
+    for name, value in data.items():
+        try:
+            TypeAdapter(hints[name]).validate_python(value, strict=True)
+        except ValidationError as exc:
+            message = exc.errors()[0].get("msg", "bad value")
+            raise PrescreenError(f"screen option {name}: {message} (got {value!r})") from None
+    options = ScreenOptions(**data)
+    try:
+        options.validate()
+    except FhScreenError as exc:
+        raise PrescreenError(_one_line(exc)) from None
+    return options
 
 
 def select_candidates(
-    doc: PrescreenDocument | dict,
-    top_n: int | None = 5,
-    e_hull_max_ev_per_atom: float | None = None,
-    include_known: bool = False,
-) -> PrescreenDocument:
-    """A copy of ``doc`` whose ``selected`` holds the candidates to hand on (rank order).
+    doc: ScreenDoc | dict, top_n: int | None = 5, e_hull_max_ev_per_atom: float | None = None,
+    select_known: bool = False,
+) -> ScreenDoc:
+    """A copy of ``doc`` whose ``selected`` holds the candidates to hand on (see :meth:`ScreenDoc.select`)."""
+    if not isinstance(doc, ScreenDoc):
+        doc = ScreenDoc.model_validate({k: v for k, v in dict(doc).items() if not str(k).startswith("@")})
+    return doc.select(top_n, e_hull_max_ev_per_atom, select_known)
 
-    An empty selection is reported in ``problems``, not raised.
+
+def read_reference(system: Sequence[str], reference_store: Store | None = None):
+    """Known phases of ``system`` for the hull: ``(DataFrame, where they came from)``.
+
+    ``reference_store``: a maggma Store of reference documents (``formula``, ``chemsys``,
+    ``dhf_ev_per_atom``, ...); None reads the configured store (``~/.fh_screen.yaml``,
+    ``FH_SCREEN_*``) on the machine running the job. Raises :class:`PrescreenError` (one line)
+    when the entries cannot be read or the store has no compound of the system.
     """
-    doc = _as_document(doc).model_copy(deep=True)
-    if top_n is not None and top_n < 0:
-        raise FhScreenError(f"top_n must be 0 or more, got {top_n}")
-    chosen = []
-    for candidate in sorted(doc.candidates, key=lambda c: c.rank):
-        if candidate.is_known and not include_known:
-            continue
-        if _n_elements(candidate.formula) < 2:
-            continue
-        e_hull = candidate.e_above_hull_pred_ev_per_atom
-        if e_hull_max_ev_per_atom is not None and (e_hull is None or e_hull > e_hull_max_ev_per_atom):
-            continue
-        chosen.append(candidate)
-        if top_n is not None and len(chosen) >= top_n:
-            break
-    doc.selected = chosen
-    doc.selected_formulas = [c.formula for c in chosen]
-    doc.selection = {"top_n": top_n, "e_hull_max_ev_per_atom": e_hull_max_ev_per_atom, "include_known": include_known}
-    doc.problems = [p for p in doc.problems if p.message != _NOTHING_SELECTED]
-    if not chosen:
-        doc.problems.append(Problem(stage="prescreen", message=_NOTHING_SELECTED))
-    return doc
+    from fh_screen.store import FhScreenStore
 
-
-_NOTHING_SELECTED = "no candidate passed the selection (top_n / e_hull_max / include_known)"
-
-
-def _n_elements(formula: str) -> int:
-    from pymatgen.core import Composition
-
+    label = "-".join(system)
     try:
-        return len(Composition(formula).elements)
-    except Exception:  # noqa: BLE001
-        return 0
-
-
-def load_reference(chemsys: str | Sequence[str], reference: str | None):
-    """Known entries for the screen: ``"store"`` (fh-screen's reference store), a data file, or None.
-
-    Returns ``(DataFrame | None, problem message | None)``; a missing store is a note, not an error.
-    """
-    if reference is None:
-        return None, None
-    if reference == "store":
-        try:
-            from fh_screen.store import FhScreenStore
-
-            label = chemsys if isinstance(chemsys, str) else "-".join(chemsys)
-            with FhScreenStore.from_settings(read_only=True) as store:
-                frame = store.reference_frame(chemsys=label)
-        except Exception as exc:  # noqa: BLE001 - no store is not fatal: hull from predictions only
-            return None, f"no reference entries used: {_one_line(exc)}"
-        if frame is None or len(frame) == 0:
-            return None, "no reference entries used: the reference store has none for this system"
-        return frame, None
-    from fh_screen.data import load_oqmd
-
-    frame = load_oqmd(reference)
-    frame = frame[0] if isinstance(frame, tuple) else frame
-    return frame, None
-
-
-def run_prescreen(
-    chemsys: str | Sequence[str],
-    *,
-    model: str | None = None,
-    screen_options: dict[str, Any] | None = None,
-    reference: str | None = "store",
-    top_n: int | None = 5,
-    e_hull_max_ev_per_atom: float | None = None,
-    include_known: bool = False,
-    keep_top: int | None = 500,
-) -> PrescreenDocument:
-    """Screen ``chemsys`` and select the candidates to hand on (the body of :func:`prescreen_job`).
-
-    Screening errors (limits, bad options) are reported in ``problems`` with no candidates.
-    ``keep_top`` caps how many ranked candidates the document stores (None: all).
-    """
-    from fh_screen.predictor import Predictor
-    from fh_screen.screening import ScreenOptions, screen
-
-    label = chemsys if isinstance(chemsys, str) else "-".join(chemsys)
-    options = dict(screen_options or {})
-    problems: list[Problem] = []
-    try:
-        predictor = Predictor.from_name(model)
-        known, note = load_reference(chemsys, reference)
-        if note:
-            problems.append(Problem(stage="prescreen", message=note))
-        result = screen(chemsys, predictor=predictor, known=known, options=ScreenOptions(**options))
-    except (FhScreenError, TypeError) as exc:
-        problems.append(Problem(stage="prescreen", message=_one_line(exc)))
-        doc = PrescreenDocument(chemsys=label, run_id="", model_name=str(model or ""), model_version="",
-                                options=options, problems=problems)
-        return select_candidates(doc, top_n, e_hull_max_ev_per_atom, include_known)
-    records = result.records()
-    if keep_top is not None:
-        records = records[:keep_top]
-    problems.extend(Problem(stage="prescreen", message=w) for w in result.warnings)
-    doc = PrescreenDocument(
-        chemsys="-".join(result.chemsys),
-        run_id=result.run_id,
-        model_name=result.model_name,
-        model_version=result.model_version,
-        weights_sha256=result.weights_sha256,
-        options=options,
-        n_candidates=result.n_candidates,
-        candidates=[Candidate.from_record(r) for r in records],
-        problems=problems,
-    )
-    return select_candidates(doc, top_n, e_hull_max_ev_per_atom, include_known)
-
-
-@job(output_schema=PrescreenDocument)
-def prescreen_job(chemsys: str | Sequence[str], **kwargs) -> PrescreenDocument:
-    """Job form of :func:`run_prescreen`."""
-    return run_prescreen(chemsys, **kwargs)
-
-
-@job(output_schema=PrescreenDocument)
-def select_job(doc: PrescreenDocument | dict, top_n: int | None = 5, e_hull_max_ev_per_atom: float | None = None,
-               include_known: bool = False) -> PrescreenDocument:
-    """Re-select an existing prescreen (another top N / E_hull cut-off) without re-screening."""
-    return select_candidates(doc, top_n, e_hull_max_ev_per_atom, include_known)
-
-
-@job
-def enumerate_job(chemsys: str | Sequence[str], max_atoms: int = 20, max_per_element: int | None = None,
-                  charge_neutral: bool = False) -> dict:
-    """Candidate formulas of ``chemsys`` and its subsystems: ``{"chemsys": [...], "formulas": [...]}``."""
-    from fh_screen.candidates import charge_neutral_mask, enumerate_counts, formulas_from_counts, parse_chemsys
-
-    system = parse_chemsys(chemsys)
-    counts = enumerate_counts(len(system), max_atoms, max_per_element)
-    if charge_neutral:
-        counts = counts[charge_neutral_mask(counts, system)]
-    return {"chemsys": list(system), "formulas": formulas_from_counts(counts, system)}
-
-
-@job
-def predict_job(formulas: Sequence[str], model: str | None = None) -> dict:
-    """Predicted ΔH_f of each formula: ``{"formula", "dhf_pred_ev_per_atom", ...}`` columns plus model identity."""
-    from fh_screen.predictor import Predictor
-
-    predictor = Predictor.from_name(model)
-    formulas = list(formulas)
-    prediction = predictor.predict_formulas(formulas)
-    std = prediction.dhf_std_ev_per_atom
-    return {
-        "formula": formulas,
-        "dhf_pred_ev_per_atom": [None if v != v else float(v) for v in prediction.dhf_ev_per_atom],
-        "dhf_std_ev_per_atom": None if std is None else [None if v != v else float(v) for v in std],
-        "errors": list(prediction.errors),
-        "model_name": predictor.name,
-        "model_version": predictor.version,
-        "weights_sha256": predictor.weights_sha256,
-    }
-
-
-@job(output_schema=PrescreenDocument)
-def rank_job(predictions: dict, chemsys: str | Sequence[str], top_n: int | None = 5,
-             e_hull_max_ev_per_atom: float | None = None) -> PrescreenDocument:
-    """Rank predicted formulas by energy above the hull of the elements and the predictions.
-
-    Uses :func:`fh_screen.hull.build_hull` (the screen's hull); formulas that failed prediction are
-    reported in ``problems``.
-    """
-    import uuid
-
-    import numpy as np
-    from pymatgen.core import Composition
-
-    from fh_screen.candidates import parse_chemsys
-    from fh_screen.hull import build_hull, format_decomposition
-
-    system = parse_chemsys(chemsys)
-    problems, formulas, energies, rows = [], [], [], []
-    for formula, value, error in zip(predictions["formula"], predictions["dhf_pred_ev_per_atom"], predictions["errors"]):
-        if value is None:
-            problems.append(Problem(stage="prescreen", formula=formula, message=error or "no prediction"))
-            continue
-        amounts = Composition(formula).fractional_composition
-        rows.append([amounts[el] for el in system])
-        formulas.append(Composition(formula).reduced_formula)
-        energies.append(float(value))
-    fractions = np.array(rows, dtype=float).reshape(-1, len(system))
-    energies_arr = np.array(energies, dtype=float)
-    hull = build_hull(system, fractions, energies_arr)
-    e_hull, facet = hull.e_above_hull(fractions, energies_arr)
-    names = list(system) + formulas
-    decompositions = [format_decomposition(p, names) for p in hull.decomposition(fractions, facet)]
-    order = sorted(range(len(formulas)), key=lambda i: (e_hull[i], energies[i], formulas[i]))
-    candidates = [
-        Candidate(rank=r + 1, formula=formulas[i], dhf_pred_ev_per_atom=energies[i],
-                  e_above_hull_pred_ev_per_atom=float(e_hull[i]), decomposition=decompositions[i])
-        for r, i in enumerate(order)
-    ]
-    doc = PrescreenDocument(
-        chemsys="-".join(system), run_id=str(uuid.uuid4()), model_name=predictions.get("model_name", ""),
-        model_version=predictions.get("model_version", ""), weights_sha256=predictions.get("weights_sha256", ""),
-        n_candidates=len(candidates), candidates=candidates, problems=problems,
-    )
-    return select_candidates(doc, top_n, e_hull_max_ev_per_atom)
+        if reference_store is None:
+            store = FhScreenStore.from_settings()
+        else:
+            store = FhScreenStore(reference=reference_store, ensure_indexes=False)
+        where = store.reference.name
+        with store:
+            frame = store.reference_frame(chemsys=label)
+    except Exception as exc:  # noqa: BLE001 - any failure to read is fatal here, in one line
+        raise PrescreenError(f"cannot read reference entries for {label}: {_one_line(exc)}") from None
+    n_compounds = int((frame["nelements"].fillna(0).astype(int) >= 2).sum()) if len(frame) else 0
+    if n_compounds == 0:
+        raise PrescreenError(
+            f"no reference entries for {label} in {where}: ingest OQMD (fh-screen ingest PATH), give "
+            f"PrescreenMaker(reference_store=...), or set use_reference=False to build the hull from predictions alone"
+        )
+    return frame, f"{where} ({n_compounds} compounds)"
 
 
 @dataclass
 class PrescreenMaker(Maker):
-    """Maker of the prescreen job: a chemical system in, a :class:`PrescreenDocument` out.
+    """Maker of the prescreen job: a chemical system in, a :class:`ScreenDoc` out.
 
     Parameters
     ----------
     name
-        Job name.
+        Job name (the job is named ``"<name> <system>"``).
     model
-        Shipped model name or checkpoint path (None: the default model).
+        Shipped model name or checkpoint path (None: the default model, as the CLI).
     screen_options
-        Keyword arguments of :class:`fh_screen.screening.ScreenOptions` (max_atoms, charge_neutral, ...).
-    reference
-        Known entries shaping the hull: ``"store"`` (the fh-screen reference store, skipped with a
-        note when absent), a path to an OQMD-style data file, or None.
-    top_n, e_hull_max_ev_per_atom, include_known
-        Selection of the candidates handed on (see :func:`select_candidates`).
+        :class:`~fh_screen.screening.ScreenOptions` (a dict is converted and validated: a typo
+        fails at once). Defaults: ``ScreenOptions()`` with :data:`PRESCREEN_SCREEN_DEFAULTS`.
+    top_n, e_hull_max_ev_per_atom, select_known
+        Selection of the candidates handed on (:meth:`ScreenDoc.select`).
     keep_top
-        How many ranked candidates the output document keeps (None: all).
+        How many ranked candidates the document keeps (None: all), as the CLI's screens.
+    use_reference
+        False screens without known phases (hull of the elements and the predictions): it must
+        be said explicitly, otherwise missing reference entries fail the job.
+    reference_store
+        maggma Store of the reference entries; it is serialised with the job, so a worker opens
+        the same database (a MongoStore, an SQLiteStore on a shared file). None: the store
+        configured where the job runs.
+    save_screen
+        Write the document to the ``screens`` collection (as the CLI does unless ``--no-store``).
+    screens_store
+        maggma Store of the screens (key ``run_id``); None: the configured store's ``screens``.
     """
 
     name: str = "fh-screen prescreen"
     model: str | None = None
-    screen_options: dict = field(default_factory=lambda: {"max_atoms": 12, "charge_neutral": True})
-    reference: str | None = "store"
+    screen_options: ScreenOptions = field(default_factory=lambda: ScreenOptions(**PRESCREEN_SCREEN_DEFAULTS))
     top_n: int | None = 5
     e_hull_max_ev_per_atom: float | None = None
-    include_known: bool = False
-    keep_top: int | None = 500
+    select_known: bool = False
+    keep_top: int | None = DEFAULT_KEEP_TOP
+    use_reference: bool = True
+    reference_store: Store | None = None
+    save_screen: bool = True
+    screens_store: Store | None = None
 
-    def make(self, chemsys: str | Sequence[str]):
-        """Prescreen job for ``chemsys`` (e.g. ``"Li-Fe-P-O"``); a malformed system raises here, one line."""
+    def __post_init__(self) -> None:
+        self.screen_options = screen_options_from(self.screen_options)
+
+    def _check(self) -> None:
+        """Validate every field; one-line :class:`PrescreenError`."""
+        self.screen_options = screen_options_from(self.screen_options)
+        for name in ("top_n", "keep_top"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise PrescreenError(f"{name} must be a non-negative integer or None, got {value!r}")
+        cut = self.e_hull_max_ev_per_atom
+        if cut is not None and (isinstance(cut, bool) or not isinstance(cut, (int, float)) or not math.isfinite(cut)):
+            raise PrescreenError(f"e_hull_max_ev_per_atom must be a finite number or None, got {cut!r}")
+        for name in ("use_reference", "save_screen", "select_known"):
+            if not isinstance(getattr(self, name), bool):
+                raise PrescreenError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        for name in ("reference_store", "screens_store"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Store):
+                raise PrescreenError(f"{name} must be a maggma Store or None, got {type(value).__name__}")
+        if self.model is not None and not isinstance(self.model, str):
+            raise PrescreenError(f"model must be a model name or checkpoint path, got {self.model!r}")
+
+    def _prepare(self, chemsys: str | Sequence[str]):
+        """Checks run when the job is made: fields, the system, the enumeration size."""
         from fh_screen.candidates import parse_chemsys
+        from fh_screen.screening import check_size
 
-        if isinstance(chemsys, str) or (isinstance(chemsys, Sequence) and all(isinstance(e, str) for e in chemsys)):
-            chemsys = "-".join(parse_chemsys(chemsys))
-        made = prescreen_job(
-            chemsys,
-            model=self.model,
-            screen_options=dict(self.screen_options),
-            reference=self.reference,
-            top_n=self.top_n,
-            e_hull_max_ev_per_atom=self.e_hull_max_ev_per_atom,
-            include_known=self.include_known,
-            keep_top=self.keep_top,
-        )
-        made.name = f"{self.name} {chemsys}" if isinstance(chemsys, str) else self.name
-        return made
+        self._check()
+        system = parse_chemsys(chemsys)
+        try:
+            check_size(system, self.screen_options)
+        except FhScreenError as exc:
+            raise PrescreenError(_one_line(exc)) from None
+        label = "-".join(system)
+        maker = self if self.name.endswith(f" {label}") else dataclasses.replace(self, name=f"{self.name} {label}")
+        return maker, (label,), {}
+
+    @fh_screen_job(output_schema=ScreenDoc)
+    def make(self, chemsys: str) -> ScreenDoc:
+        """Prescreen job for ``chemsys`` (e.g. ``"Li-Fe-P-O"``).
+
+        Bad fields, a malformed system or an enumeration above ``max_candidates`` raise here,
+        in one line; the job's output is the :class:`ScreenDoc` it also saves to ``screens``.
+        """
+        return self.prescreen(chemsys)
+
+    def prescreen(self, chemsys: str | Sequence[str]) -> ScreenDoc:
+        """Run the prescreen now, without jobflow (the body of the job)."""
+        from fh_screen.candidates import parse_chemsys
+        from fh_screen.predictor import Predictor
+        from fh_screen.screening import screen
+
+        self._check()
+        system = parse_chemsys(chemsys)
+        known, source = (None, None)
+        if self.use_reference:
+            known, source = read_reference(system, self.reference_store)
+        predictor = Predictor.from_name(self.model)
+        result = screen(system, predictor=predictor, known=known, options=self.screen_options)
+        doc = ScreenDoc.from_result(result, self.screen_options, origin="job", keep_top=self.keep_top,
+                                    reference=source)
+        doc = doc.select(self.top_n, self.e_hull_max_ev_per_atom, self.select_known)
+        if self.save_screen:
+            self._save(doc)
+        return doc
+
+    def _save(self, doc: ScreenDoc) -> None:
+        from fh_screen.store import FhScreenStore
+
+        try:
+            store = FhScreenStore.from_settings() if self.screens_store is None else FhScreenStore(
+                screens=self.screens_store)
+            with store:
+                store.save_screen(doc)
+        except Exception as exc:  # noqa: BLE001 - a screen that cannot be saved fails the job, in one line
+            raise PrescreenError(f"cannot save screen {doc.run_id}: {_one_line(exc)}") from None

@@ -29,9 +29,11 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from jobflow import Maker, job
+from jobflow import Maker
 from pymatgen.core import Composition, Species, Structure
 
+from fh_screen.errors import FhScreenError
+from fh_screen.jobs.base import fh_screen_job
 from fh_screen.jobs.schemas import Problem, StructureCandidate, StructuresDocument
 
 logger = logging.getLogger(__name__)
@@ -305,10 +307,12 @@ def make_structures(
     use_random: bool = True, seed: int = 0,
 ) -> StructuresDocument:
     """Trial structures for every formula; a formula that yields none is reported, not raised."""
+    from fh_screen.composition import reduced_formula
+
     doc = StructuresDocument(formulas=[str(f) for f in formulas])
     for formula in doc.formulas:
         try:
-            reduced = Composition(formula).reduced_formula
+            reduced = reduced_formula(formula)
             made = structures_for_composition(
                 reduced, n_structures=n_structures, max_sites=max_sites, use_prototypes=use_prototypes,
                 use_random=use_random, seed=seed,
@@ -331,12 +335,6 @@ def make_structures(
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return f"{type(exc).__name__}: {text}"
-
-
-@job(output_schema=StructuresDocument)
-def structures_job(formulas: Sequence[str], **kwargs) -> StructuresDocument:
-    """Job form of :func:`make_structures`."""
-    return make_structures(list(formulas or []), **kwargs)
 
 
 @dataclass
@@ -364,15 +362,25 @@ class StructureMaker(Maker):
     use_random: bool = True
     seed: int = 0
 
-    def make(self, formulas: Sequence[str]):
+    def _prepare(self, formulas, **kwargs):
+        for name in ("n_structures", "max_sites"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise FhScreenError(f"StructureMaker.{name} must be a positive integer, got {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise FhScreenError(f"StructureMaker.seed must be an integer, got {self.seed!r}")
+        if isinstance(formulas, str):
+            formulas = [formulas]
+        return self, (formulas,), kwargs
+
+    @fh_screen_job(output_schema=StructuresDocument)
+    def make(self, formulas: Sequence[str]) -> StructuresDocument:
         """Job making structures for ``formulas`` (a list or a reference such as ``prescreen.output.selected_formulas``)."""
-        made = structures_job(
-            formulas,
+        return make_structures(
+            list(formulas or []),
             n_structures=self.n_structures,
             max_sites=self.max_sites,
             use_prototypes=self.use_prototypes,
             use_random=self.use_random,
             seed=self.seed,
         )
-        made.name = self.name
-        return made

@@ -1,7 +1,7 @@
 """Run or submit a flow: locally (embedded store), to FireWorks, or to jobflow-remote.
 
-* ``local`` — :func:`jobflow.run_locally` with :func:`~fh_screen.jobs.flows.local_job_store`
-  (no server);
+* ``local`` — :func:`jobflow.run_locally` with :func:`~fh_screen.jobs.jobstore.job_store`
+  (the given SQLite file, else jobflow's configured ``JOB_STORE``; no server);
 * ``fireworks`` — :func:`jobflow.managers.fireworks.flow_to_workflow` then ``LaunchPad.add_wf``
   (MongoDB behind the LaunchPad; workers need the JobStore in their ``jobflow.yaml``);
 * ``jobflow-remote`` — :func:`jobflow_remote.submit_flow` (MongoDB queue store, workers as set up
@@ -48,9 +48,9 @@ def run_flow(
     if backend == "local":
         from jobflow import run_locally
 
-        from fh_screen.jobs.flows import local_job_store
+        from fh_screen.jobs.jobstore import job_store
 
-        kwargs: dict[str, Any] = {"store": local_job_store(store_path), "log": False}
+        kwargs: dict[str, Any] = {"store": job_store(store_path), "log": False}
         if root_dir is not None:
             kwargs.update(create_folders=True, root_dir=str(root_dir))
         return run_locally(flow, **kwargs)

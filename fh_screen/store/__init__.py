@@ -1,4 +1,4 @@
-"""fh-screen's maggma stores: OQMD reference entries and predictions side by side.
+"""fh-screen's maggma stores: OQMD reference entries, predictions and screens (three collections).
 
 >>> from fh_screen.store import FhScreenStore
 >>> with FhScreenStore.from_settings() as store:
@@ -6,16 +6,31 @@
 """
 
 from fh_screen.store.backend import SQLiteStore, StoreFileError
-from fh_screen.store.documents import PredictionDoc, ReferenceEntryDoc, chemsys_of, elements_of, subsystems
+from fh_screen.store.documents import (
+    Candidate,
+    PredictionDoc,
+    Problem,
+    ReferenceEntryDoc,
+    ScreenDoc,
+    chemsys_of,
+    elements_of,
+    new_run_id,
+    subsystems,
+)
 from fh_screen.store.query import QueryError, criteria_for
-from fh_screen.store.stores import FhScreenStore, new_run_id
+from fh_screen.store.stores import FhScreenStore, ScreenExistsError, ScreenNotFoundError
 
 __all__ = [
+    "Candidate",
     "FhScreenStore",
     "PredictionDoc",
+    "Problem",
     "QueryError",
     "ReferenceEntryDoc",
     "SQLiteStore",
+    "ScreenDoc",
+    "ScreenExistsError",
+    "ScreenNotFoundError",
     "StoreFileError",
     "chemsys_of",
     "criteria_for",

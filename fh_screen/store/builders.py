@@ -37,7 +37,6 @@ class PredictionBuilder(Builder):
         query: dict | None = None,
         formula_field: str = "formula",
         batch_size: int = 1000,
-        run_id: str | None = None,
         chunk_size: int = 4,
         **kwargs,
     ):
@@ -49,10 +48,9 @@ class PredictionBuilder(Builder):
             query: Mongo criteria restricting the source documents.
             formula_field: source field holding the formula.
             batch_size: formulas per item; each item is predicted in one vectorised call.
-            run_id: recorded on every prediction (a new one when None).
             chunk_size: items per ``update_targets`` call.
         """
-        from fh_screen.store.stores import new_run_id
+        from fh_screen.store.documents import new_run_id
 
         self.source = source
         self.target = target
@@ -60,7 +58,8 @@ class PredictionBuilder(Builder):
         self.query = query or {}
         self.formula_field = formula_field
         self.batch_size = batch_size
-        self.run_id = run_id or f"builder-{new_run_id()}"
+        #: label of this run in the log (predictions carry no run id: they belong to (formula, model))
+        self.run_id = new_run_id()
         self.kwargs = kwargs
         super().__init__(sources=[source], targets=[target], chunk_size=chunk_size, **kwargs)
 
@@ -74,7 +73,7 @@ class PredictionBuilder(Builder):
 
     def get_items(self):
         """Batches of formulas without a prediction from the current model."""
-        from fh_screen.data import canonical_formulas
+        from fh_screen.composition import reduced_formula
 
         self.target.ensure_index("formula")
         self.target.ensure_index("model_weights_sha256")
@@ -86,7 +85,7 @@ class PredictionBuilder(Builder):
         seen = set(done)
         for formula in pending:  # source formulas need not be reduced; reduce only the new ones
             try:
-                formula = canonical_formulas([formula])[0]
+                formula = reduced_formula(formula)
             except Exception:  # noqa: BLE001 - a bad formula is reported by process_item
                 pass
             if formula not in seen:
@@ -119,7 +118,7 @@ class PredictionBuilder(Builder):
                 dhf_pred_ev_per_atom=float(result.dhf_ev_per_atom[i]), dhf_std_ev_per_atom=std,
                 out_of_domain=bool(result.out_of_domain[i]), model_name=predictor.name,
                 model_version=predictor.version, model_weights_sha256=predictor.weights_sha256,
-                run_id=self.run_id, last_updated=now,
+                last_updated=now,
             ).model_dump())
         return docs
 

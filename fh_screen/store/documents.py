@@ -1,18 +1,37 @@
-"""Store documents (emmet style): an OQMD reference entry and a prediction, units in field names."""
+"""Store documents (emmet style): units in field names, one pydantic model per collection.
+
+Three collections, one persistence model:
+
+* ``reference`` — :class:`ReferenceEntryDoc`: one DFT (OQMD) entry per reduced formula;
+* ``predictions`` — :class:`PredictionDoc`: (formula, model identity) → predicted ΔH_f and σ,
+  nothing screen-specific, so a later screen never changes an earlier one's numbers;
+* ``screens`` — :class:`ScreenDoc`: one document per run id (system, options, model identity,
+  ranked candidates, selection). It is the very document the prescreen job returns, and the
+  CLI writes the same one.
+"""
 
 from __future__ import annotations
 
+import math
 import re
+import uuid
 from datetime import datetime, timezone
 from functools import lru_cache
+from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "DEFAULT_KEEP_TOP",
+    "Candidate",
     "PredictionDoc",
+    "Problem",
     "ReferenceEntryDoc",
+    "RUN_ID_PATTERN",
+    "ScreenDoc",
     "chemsys_of",
     "elements_of",
+    "new_run_id",
     "prediction_id",
     "subsystems",
     "utcnow",
@@ -20,10 +39,22 @@ __all__ = [
 
 _SYMBOL = re.compile(r"[A-Z][a-z]?")
 
+#: How many ranked candidates a screens document keeps by default (CLI and jobs alike): enough
+#: for any hand-off, small enough for MongoDB's 16 MB document limit on a senary screen.
+DEFAULT_KEEP_TOP = 1000
+
+#: The one run-id format: UTC time stamp (sortable) and 8 hex digits.
+RUN_ID_PATTERN = re.compile(r"\d{8}T\d{6}-[0-9a-f]{8}")
+
 
 def utcnow() -> datetime:
     """Now, as a naive UTC datetime (what MongoDB hands back)."""
     return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id: ``20260126T021500-1a2b3c4d`` (UTC time stamp, random suffix)."""
+    return f"{utcnow():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
 
 
 @lru_cache(maxsize=1 << 18)
@@ -43,23 +74,16 @@ def chemsys_of(elements) -> str:
 def subsystems(chemsys: str | list[str] | tuple[str, ...]) -> list[str]:
     """Every non-empty sub-system of a chemical system (``Li-O`` → ``Li``, ``O``, ``Li-O``).
 
-    The elements may be given in any order and separated by ``-``, ``,`` or spaces.
+    The system is read by fh-screen's one chemical-system parser
+    (:func:`fh_screen.candidates.parse_chemsys`, any element symbol allowed), so the store and
+    the screen accept and refuse the same texts; bad input raises a one-line ``ChemsysError``.
     """
     from itertools import combinations
 
-    from fh_screen.composition import ALL_ELEMENT_SYMBOLS, FormulaError
+    from fh_screen.candidates import parse_chemsys
+    from fh_screen.composition import ALL_ELEMENT_SYMBOLS
 
-    if isinstance(chemsys, str):
-        symbols = [s for s in re.split(r"[-,\s]+", chemsys.strip()) if s]
-    else:
-        symbols = [str(s).strip() for s in chemsys]
-    unknown = [s for s in symbols if s not in ALL_ELEMENT_SYMBOLS]
-    if not symbols or unknown:
-        raise FormulaError(
-            f"bad chemical system {chemsys!r}: "
-            + (f"unknown element symbol(s) {', '.join(unknown)}" if unknown else "no elements")
-        )
-    unique = sorted(set(symbols))
+    unique = parse_chemsys(chemsys, ALL_ELEMENT_SYMBOLS)
     return ["-".join(c) for n in range(1, len(unique) + 1) for c in combinations(unique, n)]
 
 
@@ -98,7 +122,11 @@ class ReferenceEntryDoc(BaseModel):
 
 
 class PredictionDoc(BaseModel):
-    """A formation enthalpy predicted by an fh-screen model for one composition."""
+    """A formation enthalpy predicted by an fh-screen model for one composition.
+
+    Keyed by (formula, model identity) only: a screen's energies above the hull and run ids live
+    in the ``screens`` collection (:class:`ScreenDoc`), so saving one screen never rewrites another.
+    """
 
     prediction_id: str = Field(description="Store key: formula | model name@version | weights hash prefix.")
     formula: str = Field(description="pymatgen reduced formula.")
@@ -107,12 +135,164 @@ class PredictionDoc(BaseModel):
     nelements: int = Field(description="Number of elements.")
     dhf_pred_ev_per_atom: float = Field(description="Predicted formation enthalpy in eV/atom.")
     dhf_std_ev_per_atom: float | None = Field(None, description="Ensemble spread in eV/atom (ensembles only).")
-    e_above_hull_pred_ev_per_atom: float | None = Field(
-        None, description="Energy above the predicted hull in eV/atom, when a screen computed it."
-    )
     out_of_domain: bool = Field(False, description="True when an element never occurs in the training data.")
     model_name: str = Field(description="Name of the model that made the prediction.")
     model_version: str = Field(description="Version of that model.")
     model_weights_sha256: str = Field(description="sha256 of the model's checkpoint file.")
-    run_id: str = Field(description="Id of the run (screen, builder, save) that wrote this prediction.")
     last_updated: datetime = Field(default_factory=utcnow, description="When the prediction was made (UTC).")
+
+
+# -- screens -----------------------------------------------------------------------------------
+
+
+class Problem(BaseModel):
+    """Something that failed for one item of a stage; the flow carries on with the others."""
+
+    stage: str = Field(description="screen, prescreen, structures, prerelax or handoff")
+    formula: str | None = Field(None, description="composition concerned (None: the whole stage)")
+    message: str = Field(description="one-line reason")
+
+
+class Candidate(BaseModel):
+    """One ranked composition of a screened chemical system (a row of ``ScreenResult.table``).
+
+    The typed fields are the screen's core columns; any further column the screen adds is kept
+    as an extra field (JSON-ready), so the document follows the screen without a schema change.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    rank: int = Field(description="1 = most stable by predicted energy above the hull")
+    formula: str = Field(description="reduced formula")
+    dhf_pred_ev_per_atom: float | None = Field(None, description="predicted formation enthalpy")
+    e_above_hull_pred_ev_per_atom: float | None = Field(None, description="energy above the screen's hull")
+    dhf_std_ev_per_atom: float | None = Field(None, description="ensemble spread (None for one network)")
+    p_stable: float | None = Field(None, description="probability of lying within the tolerance of the hull")
+    known_dhf_ev_per_atom: float | None = Field(None, description="reference value when the phase is known")
+    is_known: bool = Field(False, description="the composition is in the reference data")
+    decomposition: str | None = Field(None, description="predicted decomposition products")
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Candidate:
+        """Build from one ``ScreenResult.records()`` row (NaN → None, numpy scalars → Python)."""
+        return cls(**{str(key): _plain(value) for key, value in record.items()})
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "item") and not isinstance(value, (list, dict, str)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+_NOTHING_SELECTED = "no candidate passed the selection (top_n / e_hull_max_ev_per_atom / select_known)"
+
+
+class ScreenDoc(BaseModel):
+    """One screen of a chemical system: the ``screens`` collection's document, keyed by ``run_id``.
+
+    The prescreen job returns exactly this document (and writes it to ``screens``); the CLI
+    writes the same for every ``fh-screen SYSTEM`` run unless ``--no-store``.
+    """
+
+    run_id: str = Field(default_factory=new_run_id, description="unique run id (store key), see new_run_id")
+    chemsys: str = Field(description="screened system, elements sorted, e.g. 'Fe-Li-O'")
+    origin: str = Field("python", description="who ran the screen: cli, job or python")
+    model_name: str = Field(description="model used for the predictions")
+    model_version: str = Field(description="model version")
+    weights_sha256: str = Field("", description="sha256 of the model weights file")
+    options: dict[str, Any] = Field(default_factory=dict, description="ScreenOptions used (every field)")
+    reference: str | None = Field(None, description="where the known phases came from (None: none used)")
+    n_reference: int = Field(0, description="known phases of the system that shaped the hull")
+    n_candidates: int = Field(0, description="number of candidate compositions screened")
+    keep_top: int | None = Field(DEFAULT_KEEP_TOP, description="candidates kept in this document (None: all)")
+    candidates: list[Candidate] = Field(default_factory=list, description="ranked candidates (best first)")
+    selection: dict[str, Any] = Field(default_factory=dict, description="top_n / e_hull_max_ev_per_atom / select_known")
+    selected: list[Candidate] = Field(default_factory=list, description="candidates handed to the next stage")
+    selected_formulas: list[str] = Field(default_factory=list, description="formulas of `selected`, in rank order")
+    problems: list[Problem] = Field(default_factory=list, description="what went wrong or needs a note")
+    created_at: datetime = Field(default_factory=utcnow, description="when the screen ran (UTC)")
+
+    @classmethod
+    def from_result(
+        cls,
+        result,
+        options,
+        *,
+        origin: str = "python",
+        keep_top: int | None = DEFAULT_KEEP_TOP,
+        reference: str | None = None,
+    ) -> ScreenDoc:
+        """The document of a :class:`~fh_screen.screening.ScreenResult` screened with ``options``.
+
+        The run id is the result's own when it already has the one run-id format, else a new one.
+        """
+        import dataclasses
+
+        records = result.records()
+        if keep_top is not None:
+            records = records[:keep_top]
+        run_id = result.run_id if RUN_ID_PATTERN.fullmatch(str(result.run_id)) else new_run_id()
+        opts = dataclasses.asdict(options) if dataclasses.is_dataclass(options) else dict(options or {})
+        return cls(
+            run_id=run_id,
+            chemsys="-".join(result.chemsys),
+            origin=origin,
+            model_name=result.model_name,
+            model_version=result.model_version,
+            weights_sha256=result.weights_sha256,
+            options=opts,
+            reference=reference,
+            n_reference=int(getattr(result, "n_known", 0)),
+            n_candidates=int(result.n_candidates),
+            keep_top=keep_top,
+            candidates=[Candidate.from_record(r) for r in records],
+            problems=[Problem(stage="screen", message=w) for w in getattr(result, "warnings", [])],
+        )
+
+    def select(
+        self, top_n: int | None = 5, e_hull_max_ev_per_atom: float | None = None, select_known: bool = False
+    ) -> ScreenDoc:
+        """A copy whose ``selected`` holds the candidates to hand on, in rank order.
+
+        Unknown compositions (unless ``select_known``) of at least two elements, with energy above
+        the hull ≤ ``e_hull_max_ev_per_atom`` (when given), best ``top_n`` (when given). An empty
+        selection is reported in ``problems``, not raised.
+        """
+        from fh_screen.errors import FhScreenError
+
+        if top_n is not None and top_n < 0:
+            raise FhScreenError(f"top_n must be 0 or more, got {top_n}")
+        doc = self.model_copy(deep=True)
+        chosen = []
+        for candidate in sorted(doc.candidates, key=lambda c: c.rank):
+            if top_n is not None and len(chosen) >= top_n:
+                break
+            if (candidate.is_known and not select_known) or len(elements_of(candidate.formula)) < 2:
+                continue
+            e_hull = candidate.e_above_hull_pred_ev_per_atom
+            if e_hull_max_ev_per_atom is not None and (e_hull is None or e_hull > e_hull_max_ev_per_atom):
+                continue
+            chosen.append(candidate)
+        doc.selected = chosen
+        doc.selected_formulas = [c.formula for c in chosen]
+        doc.selection = {"top_n": top_n, "e_hull_max_ev_per_atom": e_hull_max_ev_per_atom, "select_known": select_known}
+        doc.problems = [p for p in doc.problems if p.message != _NOTHING_SELECTED]
+        if not chosen:
+            doc.problems.append(Problem(stage="prescreen", message=_NOTHING_SELECTED))
+        return doc
+
+    def summary(self) -> dict[str, Any]:
+        """The listing row of ``fh-screen runs``: everything but the candidate lists."""
+        return {
+            "run_id": self.run_id,
+            "created_at": self.created_at,
+            "chemsys": self.chemsys,
+            "origin": self.origin,
+            "model": f"{self.model_name}@{self.model_version}",
+            "n_candidates": self.n_candidates,
+            "n_reference": self.n_reference,
+            "top": [c.formula for c in self.candidates[:3]],
+            "selected_formulas": self.selected_formulas,
+        }

@@ -11,21 +11,11 @@ from collections.abc import Sequence
 from fh_screen.errors import FhScreenError
 from fh_screen.store.documents import subsystems
 
-__all__ = ["MAX_CHEMSYS_ELEMENTS", "QueryError", "canonical_formula", "criteria_for"]
-
-#: A chemical-system query lists all 2^n - 1 sub-systems; more elements than this is refused.
-MAX_CHEMSYS_ELEMENTS = 15
+__all__ = ["QueryError", "criteria_for"]
 
 
 class QueryError(FhScreenError):
     """A query that cannot be answered as asked; one-line message."""
-
-
-def canonical_formula(formula: str) -> str:
-    """pymatgen's reduced formula of ``formula``; :class:`~fh_screen.composition.FormulaError` if bad."""
-    from fh_screen.composition import reduced_formula
-
-    return reduced_formula(formula)
 
 
 def criteria_for(
@@ -40,16 +30,18 @@ def criteria_for(
 
     ``chemsys`` (elements in any order, ``Li-Fe-O`` or a list) selects every entry whose elements
     are a subset of it, as a phase diagram needs; formulas are reduced first, so ``Fe4O6`` finds
-    ``Fe2O3``.
+    ``Fe2O3`` (fh-screen's one formula reducer, :func:`fh_screen.composition.reduced_formula`).
+    The system is read by the one chemical-system parser (:func:`fh_screen.candidates.parse_chemsys`).
     """
+    from fh_screen.composition import reduced_formula
+
     criteria: dict = {}
     if formula is not None:
         formulas = [formula] if isinstance(formula, str) else list(formula)
-        reduced = sorted({canonical_formula(f) for f in formulas})
+        reduced = sorted({reduced_formula(f) for f in formulas})
         criteria["formula"] = reduced[0] if len(reduced) == 1 else {"$in": reduced}
     if chemsys is not None:
-        systems = _subsystems_checked(chemsys)
-        criteria["chemsys"] = {"$in": systems}
+        criteria["chemsys"] = {"$in": subsystems(chemsys)}
     if nelements is not None:
         counts = [nelements] if isinstance(nelements, int) else list(nelements)
         if any(int(n) < 1 for n in counts):
@@ -70,10 +62,3 @@ def criteria_for(
         criteria[dhf_field] = bounds
     return criteria
 
-
-def _subsystems_checked(chemsys: str | Sequence[str]) -> list[str]:
-    systems = subsystems(chemsys)
-    n_elements = len(systems[-1].split("-"))
-    if n_elements > MAX_CHEMSYS_ELEMENTS:
-        raise QueryError(f"chemical system {chemsys!r} has {n_elements} elements; at most {MAX_CHEMSYS_ELEMENTS} are supported")
-    return systems

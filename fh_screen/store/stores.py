@@ -1,13 +1,17 @@
-"""FhScreenStore: the reference (OQMD) and prediction collections, queried together.
+"""FhScreenStore: fh-screen's three collections, queried together.
 
-Both collections are maggma Stores: the embedded :class:`~fh_screen.store.backend.SQLiteStore`
+* ``reference`` — OQMD (DFT) entries (:class:`~fh_screen.store.documents.ReferenceEntryDoc`);
+* ``predictions`` — (formula, model identity) → ΔH_f, σ (:class:`~fh_screen.store.documents.PredictionDoc`);
+* ``screens`` — one :class:`~fh_screen.store.documents.ScreenDoc` per run id, written by the CLI
+  and by the prescreen job alike; a run id is never written twice.
+
+Each collection is a maggma Store: the embedded :class:`~fh_screen.store.backend.SQLiteStore`
 by default, ``MongoStore`` when a MongoDB URI is configured, or any Store passed in.
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,8 +19,16 @@ from maggma.core import Store
 
 from fh_screen.errors import FhScreenError
 from fh_screen.store.backend import SQLiteStore
-from fh_screen.store.documents import PredictionDoc, elements_of, chemsys_of, prediction_id, utcnow
-from fh_screen.store.query import canonical_formula, criteria_for
+from fh_screen.store.documents import (
+    PredictionDoc,
+    ScreenDoc,
+    chemsys_of,
+    elements_of,
+    new_run_id,
+    prediction_id,
+    utcnow,
+)
+from fh_screen.store.query import criteria_for
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -32,13 +44,18 @@ __all__ = [
     "PREDICTION_INDEXES",
     "REFERENCE_COLUMNS",
     "REFERENCE_INDEXES",
+    "SCREEN_INDEXES",
+    "ScreenExistsError",
+    "ScreenNotFoundError",
+    "new_run_id",
 ]
 
 REFERENCE_INDEXES = ("formula", "chemsys", "elements", "nelements", "dhf_ev_per_atom", "last_updated")
 PREDICTION_INDEXES = (
     "prediction_id", "formula", "chemsys", "elements", "nelements", "dhf_pred_ev_per_atom",
-    "model_weights_sha256", "run_id", "last_updated",
+    "model_weights_sha256", "last_updated",
 )
+SCREEN_INDEXES = ("run_id", "chemsys", "model_name", "created_at")
 REFERENCE_COLUMNS = [
     "formula", "dhf_ev_per_atom", "elements", "chemsys", "nelements", "source", "source_id",
     "source_version", "source_file", "passed_outlier_filter", "last_updated",
@@ -46,23 +63,65 @@ REFERENCE_COLUMNS = [
 PREDICTION_COLUMNS = list(PredictionDoc.model_fields)
 COMPARE_COLUMNS = [
     "formula", "elements", "chemsys", "nelements", "dhf_ev_per_atom", "dhf_pred_ev_per_atom",
-    "dhf_error_ev_per_atom", "dhf_std_ev_per_atom", "e_above_hull_pred_ev_per_atom", "model_name",
-    "model_version", "run_id",
+    "dhf_error_ev_per_atom", "dhf_std_ev_per_atom", "model_name", "model_version",
 ]
+_SUMMARY_FIELDS = ["run_id", "created_at", "chemsys", "origin", "model_name", "model_version", "n_candidates",
+                   "n_reference", "selected_formulas", "reference"]
 _SAVE_BATCH = 10000
 
 
+class ScreenExistsError(FhScreenError):
+    """A screen with this run id is already stored (screens are never overwritten)."""
+
+
+class ScreenNotFoundError(FhScreenError):
+    """No screen with the asked run id."""
+
+
 class FhScreenStore:
-    """Reference entries and predictions in two maggma Stores.
+    """Reference entries, predictions and screens in three maggma Stores.
 
     >>> with FhScreenStore.from_settings() as store:
     ...     frame = store.reference_frame(chemsys="Li-Fe-O")
+    ...     runs = store.screen_summaries(chemsys="Li-Fe-O")
+
+    Any collection may be None for a store used for one job only (``FhScreenStore(reference=my_store)``
+    to read reference entries, ``FhScreenStore(screens=my_store)`` to write screens); using a
+    missing one raises one line.
     """
 
-    def __init__(self, reference: Store, predictions: Store, ensure_indexes: bool = True):
-        self.reference = reference
-        self.predictions = predictions
+    def __init__(self, reference: Store | None = None, predictions: Store | None = None,
+                 screens: Store | None = None, ensure_indexes: bool = True):
+        self._reference = reference
+        self._predictions = predictions
+        self._screens = screens
         self.ensure_indexes = ensure_indexes
+
+    @property
+    def reference(self) -> Store:
+        """The reference (DFT) collection."""
+        return self._collection("reference")
+
+    @property
+    def predictions(self) -> Store:
+        """The predictions collection."""
+        return self._collection("predictions")
+
+    @property
+    def screens(self) -> Store:
+        """The screens collection (one document per run id)."""
+        return self._collection("screens")
+
+    def _collection(self, which: str) -> Store:
+        store = getattr(self, f"_{which}")
+        if store is None:
+            raise FhScreenError(f"store {self.name} was opened without a {which} collection")
+        return store
+
+    def _stores(self) -> list[tuple[Store, tuple[str, ...]]]:
+        pairs = [(self._reference, REFERENCE_INDEXES), (self._predictions, PREDICTION_INDEXES),
+                 (self._screens, SCREEN_INDEXES)]
+        return [(store, fields) for store, fields in pairs if store is not None]
 
     # -- construction ----------------------------------------------------------------------
 
@@ -70,12 +129,14 @@ class FhScreenStore:
     def embedded(
         cls, path: str | Path, read_only: bool = False, busy_timeout_s: float = 60.0,
         reference_collection: str = "reference", predictions_collection: str = "predictions",
+        screens_collection: str = "screens",
     ) -> FhScreenStore:
-        """Both collections in one SQLite file (created if needed unless ``read_only``)."""
+        """The three collections in one SQLite file (created if needed unless ``read_only``)."""
         common = {"read_only": read_only, "busy_timeout_s": busy_timeout_s}
         return cls(
             SQLiteStore(path, reference_collection, key="formula", **common),
             SQLiteStore(path, predictions_collection, key="prediction_id", **common),
+            SQLiteStore(path, screens_collection, key="run_id", **common),
             ensure_indexes=not read_only,
         )
 
@@ -115,23 +176,23 @@ class FhScreenStore:
     @property
     def name(self) -> str:
         """Where the data lives (for messages)."""
-        return f"{self.reference.name} + {self.predictions.name}"
+        return " + ".join(store.name for store, _ in self._stores()) or "no collections"
 
     def connect(self, force_reset: bool = False) -> FhScreenStore:
-        """Connect both stores and make sure the query indexes exist."""
-        self.reference.connect(force_reset=force_reset)
-        self.predictions.connect(force_reset=force_reset)
-        if self.ensure_indexes:
-            for store, fields in ((self.reference, REFERENCE_INDEXES), (self.predictions, PREDICTION_INDEXES)):
-                for field in fields:
-                    if field == "elements" and isinstance(store, SQLiteStore):
-                        continue  # array field: SQLite answers element questions through chemsys
-                    store.ensure_index(field)
+        """Connect every collection and make sure the query indexes exist."""
+        for store, fields in self._stores():
+            store.connect(force_reset=force_reset)
+            if not self.ensure_indexes:
+                continue
+            for field in fields:
+                if field == "elements" and isinstance(store, SQLiteStore):
+                    continue  # array field: SQLite answers element questions through chemsys
+                store.ensure_index(field)
         return self
 
     def close(self) -> None:
-        """Close both stores."""
-        for store in (self.reference, self.predictions):
+        """Close every collection."""
+        for store, _ in self._stores():
             try:
                 store.close()
             except Exception:  # noqa: BLE001 - closing an unconnected store is harmless
@@ -179,7 +240,7 @@ class FhScreenStore:
         self,
         formula=None, chemsys=None, nelements=None,
         min_dhf_ev_per_atom: float | None = None, max_dhf_ev_per_atom: float | None = None,
-        model_name: str | None = None, run_id: str | None = None, limit: int = 0,
+        model_name: str | None = None, limit: int = 0,
     ) -> list[dict]:
         """Prediction documents matching the filters (the ΔH_f range applies to the prediction)."""
         criteria = _prediction_criteria(
@@ -188,8 +249,6 @@ class FhScreenStore:
         )
         if model_name:
             criteria["model_name"] = model_name
-        if run_id:
-            criteria["run_id"] = run_id
         docs = self.predictions.query(criteria=criteria, properties=PREDICTION_COLUMNS, limit=limit)
         return [_strip_id(d) for d in docs]
 
@@ -233,41 +292,81 @@ class FhScreenStore:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def save_predictions(self, frame: pd.DataFrame, predictor, run_id: str | None = None, *,
-                         formulas_reduced: bool = False) -> str:
-        """Store predictions of ``predictor`` for the rows of ``frame``; returns the run id.
+    def save_predictions(self, frame: pd.DataFrame, predictor, *, formulas_reduced: bool = False) -> int:
+        """Store predictions of ``predictor`` for the rows of ``frame``; returns how many were written.
 
         ``frame`` has ``formula`` and ``dhf_pred_ev_per_atom`` and optionally
-        ``dhf_std_ev_per_atom``, ``e_above_hull_pred_ev_per_atom`` and ``out_of_domain``.
-        Formulas are reduced with pymatgen unless ``formulas_reduced`` says they already are (a
-        screen's table is); a prediction of the same formula by the same model replaces the
-        earlier one. Rows with a missing prediction are skipped (logged).
+        ``dhf_std_ev_per_atom`` and ``out_of_domain``; any other column (a screen's energies above
+        the hull, ranks, ...) is ignored: those belong to the screen's document. Formulas are
+        reduced unless ``formulas_reduced`` says they already are (a screen's table is); a
+        prediction of the same formula by the same model replaces the earlier one (same value).
         """
         missing = [c for c in ("formula", "dhf_pred_ev_per_atom") if c not in frame.columns]
         if missing:
             raise FhScreenError(f"predictions frame lacks column(s) {', '.join(missing)}")
-        run_id = run_id or new_run_id()
-        docs = prediction_docs_from_frame(frame, predictor, run_id, formulas_reduced=formulas_reduced)
+        docs = prediction_docs_from_frame(frame, predictor, formulas_reduced=formulas_reduced)
         for start in range(0, len(docs), _SAVE_BATCH):
             self.predictions.update(docs[start:start + _SAVE_BATCH], key="prediction_id")
-        logger.info("saved %d predictions of %s@%s as run %s", len(docs), predictor.name, predictor.version, run_id)
-        return run_id
+        logger.info("saved %d predictions of %s@%s", len(docs), predictor.name, predictor.version)
+        return len(docs)
+
+    # -- screens ---------------------------------------------------------------------------
+
+    def save_screen(self, doc: ScreenDoc | dict) -> str:
+        """Write one screen to ``screens``; returns its run id.
+
+        Raises :class:`ScreenExistsError` when that run id is stored already: a screen is never
+        overwritten (every run gets a new id from :func:`~fh_screen.store.documents.new_run_id`).
+        """
+        doc = doc if isinstance(doc, ScreenDoc) else ScreenDoc.model_validate(_without_monty_keys(doc))
+        if self.screens.count({"run_id": doc.run_id}):
+            raise ScreenExistsError(f"screen {doc.run_id} is already in {self.screens.name}; screens are never overwritten")
+        self.screens.update([doc.model_dump(mode="python")], key="run_id")
+        logger.info("saved screen %s of %s (%d candidates) to %s", doc.run_id, doc.chemsys, len(doc.candidates),
+                    self.screens.name)
+        return doc.run_id
+
+    def screen_summaries(self, chemsys: str | None = None, model_name: str | None = None,
+                         limit: int = 0) -> list[dict]:
+        """Stored screens, newest first (run ids begin with their UTC time), without their candidate lists (``fh-screen runs``).
+
+        ``chemsys`` matches the screened system exactly (elements in any order).
+        """
+        criteria: dict = {}
+        if chemsys:
+            from fh_screen.candidates import parse_chemsys
+            from fh_screen.composition import ALL_ELEMENT_SYMBOLS
+
+            criteria["chemsys"] = "-".join(parse_chemsys(chemsys, ALL_ELEMENT_SYMBOLS))
+        if model_name:
+            criteria["model_name"] = model_name
+        docs = self.screens.query(criteria=criteria, properties=_SUMMARY_FIELDS,
+                                  sort={"run_id": -1}, limit=limit)
+        return [_strip_id(d) for d in docs]
+
+    def get_screen(self, run_id: str) -> ScreenDoc:
+        """The screen stored under ``run_id``; :class:`ScreenNotFoundError` (one line) if none."""
+        doc = self.screens.query_one({"run_id": run_id})
+        if doc is None:
+            raise ScreenNotFoundError(f"no screen with run id {run_id!r} in {self.screens.name} (list them: fh-screen runs)")
+        return ScreenDoc.model_validate(_without_monty_keys(_strip_id(doc)))
 
 
-def new_run_id() -> str:
-    """A sortable, unique run id: UTC time stamp and a random suffix."""
-    return f"{utcnow():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+def _without_monty_keys(doc: dict) -> dict:
+    return {k: v for k, v in dict(doc).items() if not str(k).startswith("@")}
 
 
-def prediction_docs_from_frame(frame: pd.DataFrame, predictor, run_id: str, *, formulas_reduced: bool = False) -> list[dict]:
+def prediction_docs_from_frame(frame: pd.DataFrame, predictor, *, formulas_reduced: bool = False) -> list[dict]:
     """PredictionDoc dictionaries for the rows of a predictions frame (NaN predictions skipped)."""
     import math
+
+    from fh_screen.composition import reduced_formula
 
     now = utcnow()
     cache: dict[str, str] = {}
     optional = {
         name: frame[name].tolist() if name in frame.columns else [None] * len(frame)
-        for name in ("dhf_std_ev_per_atom", "e_above_hull_pred_ev_per_atom", "out_of_domain")
+        for name in ("dhf_std_ev_per_atom", "out_of_domain")
     }
     docs, n_skipped = [], 0
     for i, (formula, value) in enumerate(zip(frame["formula"].tolist(), frame["dhf_pred_ev_per_atom"].tolist())):
@@ -275,19 +374,18 @@ def prediction_docs_from_frame(frame: pd.DataFrame, predictor, run_id: str, *, f
             n_skipped += 1
             continue
         if formula not in cache:
-            cache[formula] = str(formula) if formulas_reduced else canonical_formula(str(formula))
+            cache[formula] = str(formula) if formulas_reduced else reduced_formula(str(formula))
         reduced = cache[formula]
         elements = elements_of(reduced)
-        std, e_hull, ood = (optional[name][i] for name in optional)
+        std, ood = (optional[name][i] for name in optional)
         docs.append(PredictionDoc(
             prediction_id=prediction_id(reduced, predictor.name, predictor.version, predictor.weights_sha256),
             formula=reduced, elements=list(elements), chemsys=chemsys_of(elements), nelements=len(elements),
             dhf_pred_ev_per_atom=float(value),
             dhf_std_ev_per_atom=_finite_or_none(std),
-            e_above_hull_pred_ev_per_atom=_finite_or_none(e_hull),
             out_of_domain=bool(ood) if ood is not None and ood == ood else False,
             model_name=predictor.name, model_version=predictor.version,
-            model_weights_sha256=predictor.weights_sha256, run_id=run_id, last_updated=now,
+            model_weights_sha256=predictor.weights_sha256, last_updated=now,
         ).model_dump())
     if n_skipped:
         logger.warning("skipped %d rows without a finite prediction", n_skipped)

@@ -1,0 +1,166 @@
+"""``fh-screen runs`` (list the stored screens) and ``fh-screen query --run ID`` (show one).
+
+Every ``fh-screen SYSTEM`` run (unless ``--no-store``) and every prescreen job writes one document
+to the store's ``screens`` collection, under a new run id; nothing overwrites an earlier screen.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from fh_screen.cli.common import console, fail, one_line_errors
+
+__all__ = ["register", "runs_command", "show_run"]
+
+_STORE_HELP = "Embedded store file to use instead of the configured one (settings: ~/.fh_screen.yaml, FH_SCREEN_*)."
+
+
+def _open_store(store_file: Optional[Path]):
+    from fh_screen.settings import FhScreenSettings
+    from fh_screen.store import FhScreenStore
+
+    if store_file is not None:
+        if not store_file.exists():
+            fail(f"no store at {store_file}")
+        return FhScreenStore.embedded(store_file, read_only=True)
+    settings = FhScreenSettings()
+    if not settings.mongo_uri and not settings.store_path.exists():
+        fail(f"no store at {settings.store_path}: no screen has been saved yet (run `fh-screen SYSTEM`)")
+    return FhScreenStore.from_settings(settings, read_only=True)
+
+
+def _has_screens(store) -> bool:
+    """False for an embedded file written before the screens collection existed (nothing to list)."""
+    from fh_screen.store import SQLiteStore
+
+    screens = store.screens
+    if isinstance(screens, SQLiteStore) and screens.read_only:
+        import sqlite3
+        from contextlib import closing
+
+        with closing(sqlite3.connect(f"file:{screens.path}?mode=ro", uri=True)) as conn:
+            found = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?",
+                                 (screens.collection_name,)).fetchone()
+        return found is not None
+    return True
+
+
+def runs_command(
+    chemsys: Optional[str] = typer.Option(None, "--chemsys", "-c", help="Only screens of this system (elements in any order)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Only screens made with this model name."),
+    limit: int = typer.Option(20, "--limit", help="Newest N screens (0: all)."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the listing as JSON here."),
+    store_file: Optional[Path] = typer.Option(None, "--store", help=_STORE_HELP),
+) -> None:
+    """List the saved screens (CLI runs and prescreen jobs), newest first."""
+    if limit < 0:
+        fail(f"--limit must be 0 or more, got {limit}")
+    if json_path is not None and not json_path.expanduser().resolve().parent.is_dir():
+        fail(f"output folder does not exist: {json_path.parent}")
+    store = _open_store(store_file)
+    with store:
+        rows = store.screen_summaries(chemsys=chemsys, model_name=model, limit=limit) if _has_screens(store) else []
+    if json_path is not None:
+        _write_json(rows, json_path)
+        console().print(f"wrote {len(rows)} screens to {json_path}", highlight=False)
+        return
+    out = console()
+    if not rows:
+        out.print("no saved screens" + (f" of {chemsys}" if chemsys else ""))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{len(rows)} saved screens, newest first (fh-screen query --run ID shows one)", title_justify="left")
+    for title in ("run id", "created (UTC)", "system", "origin", "model", "candidates", "known", "selected"):
+        table.add_column(title, justify="right" if title in ("candidates", "known") else "left")
+    for row in rows:
+        created = row.get("created_at")
+        table.add_row(
+            row["run_id"], created.strftime("%Y-%m-%d %H:%M:%S") if hasattr(created, "strftime") else str(created or ""),
+            row.get("chemsys", ""), row.get("origin", ""), f"{row.get('model_name')}@{row.get('model_version')}",
+            f"{row.get('n_candidates', 0):,}", f"{row.get('n_reference', 0):,}",
+            ", ".join(row.get("selected_formulas") or []),
+        )
+    out.print(table)
+
+
+def show_run(run_id: str, *, store_file: Optional[Path] = None, limit: int = 50,
+             json_path: Optional[Path] = None, csv_path: Optional[Path] = None) -> None:
+    """Print (or write) the screen stored under ``run_id``: its ranked candidates and selection."""
+    for target in (json_path, csv_path):
+        if target is not None and not target.expanduser().resolve().parent.is_dir():
+            fail(f"output folder does not exist: {target.parent}")
+    store = _open_store(store_file)
+    with store:
+        if not _has_screens(store):
+            fail(f"no screen with run id {run_id!r}: no screen has been saved in {store.screens.name}")
+        doc = store.get_screen(run_id)
+    if json_path is not None:
+        import json
+
+        text = doc.model_dump_json(indent=1) + "\n"
+        _atomic_write(json_path, lambda tmp: tmp.write_text(text))
+        console().print(f"wrote screen {doc.run_id} to {json_path}", highlight=False)
+    if csv_path is not None:
+        import pandas as pd
+
+        frame = pd.DataFrame([c.model_dump() for c in doc.candidates])
+        _atomic_write(csv_path, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.6g"))
+        console().print(f"wrote {len(frame)} candidates to {csv_path}", highlight=False)
+    if json_path is None and csv_path is None:
+        _print_screen(doc, limit)
+
+
+def _print_screen(doc, limit: int) -> None:
+    from rich.table import Table
+
+    out = console()
+    shown = doc.candidates[:limit] if limit else doc.candidates
+    kept = f" (the first {len(doc.candidates):,} kept)" if len(doc.candidates) < doc.n_candidates else ""
+    table = Table(
+        title=f"run {doc.run_id}: {doc.chemsys}, {doc.n_candidates:,} candidates{kept} — model "
+        f"{doc.model_name}@{doc.model_version}, {doc.origin}, {doc.created_at:%Y-%m-%d %H:%M:%S} UTC",
+        title_justify="left",
+    )
+    for title in ("rank", "formula", "ΔH_f pred\n(eV/atom)", "E_hull pred\n(eV/atom)", "ΔH_f DFT\n(eV/atom)", "decomposition"):
+        table.add_column(title, justify="left" if title in ("formula", "decomposition") else "right")
+    for c in shown:
+        table.add_row(str(c.rank), c.formula, _number(c.dhf_pred_ev_per_atom), _number(c.e_above_hull_pred_ev_per_atom),
+                      _number(c.known_dhf_ev_per_atom), c.decomposition or "")
+    out.print(table)
+    options = ", ".join(f"{k}={v}" for k, v in doc.options.items())
+    out.print(f"options: {options}", highlight=False, soft_wrap=True)
+    out.print(f"reference: {doc.reference or 'none'} ({doc.n_reference:,} known phases in the hull)", highlight=False,
+              soft_wrap=True)
+    if doc.selection:
+        out.print(f"selected ({doc.selection}): {', '.join(doc.selected_formulas) or 'none'}", highlight=False,
+                  soft_wrap=True)
+    for problem in doc.problems:
+        out.print(f"[yellow]note:[/] [{problem.stage}] {problem.formula or ''} {problem.message}", highlight=False,
+                  soft_wrap=True)
+
+
+def _number(value, digits: int = 3) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    tmp.replace(path)
+
+
+def _write_json(rows: list[dict], path: Path) -> None:
+    import json
+
+    clean = [{k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()} for row in rows]
+    text = json.dumps(clean, indent=1) + "\n"
+    _atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``runs`` to the application (``query --run`` lives in :mod:`fh_screen.cli.store`)."""
+    app.command("runs")(one_line_errors(runs_command))

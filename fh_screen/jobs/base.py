@@ -1,0 +1,79 @@
+"""The one decorator of fh-screen's jobs (atomate2's ``forcefield_job`` / ``vasp_job`` pattern).
+
+Every fh-screen Maker decorates its ``make`` with :func:`fh_screen_job`, so that
+
+* the job *is* the maker's ``make`` (``job.maker`` is the maker): ``flow.update_maker_kwargs``
+  with ``name_filter``/``class_filter`` reaches it, nested makers included;
+* the output schema is fixed per maker (``job.output_schema``) and applied by jobflow;
+* large outputs are routed to the JobStore's ``data`` additional store (:data:`DATA_KEYS`), as
+  atomate2 routes trajectories and volumetric data: a JobStore used for fh-screen flows needs a
+  ``data`` store (``fh_screen.jobs.local_job_store`` and the ``~/.jobflow.yaml`` shown in
+  ``docs/jobs.md`` have one);
+* the maker is checked when the job is made: a maker may define ``_prepare(*args, **kwargs)``
+  returning ``(maker, args, kwargs)``; it validates its fields and arguments (a typo in the screen
+  options, a malformed chemical system, an enumeration above the limit fail at ``make()`` with
+  one line) and may return a renamed copy of itself (the prescreen job is named after its system).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from jobflow import Job, Maker, job
+from pydantic import BaseModel
+
+__all__ = ["DATA_KEYS", "fh_screen_job"]
+
+#: Output keys stored in the JobStore's ``data`` store: the full ranked candidate list of a
+#: prescreen and the DFT outputs gathered by a handoff in ``replace`` mode.
+DATA_KEYS: tuple[str, ...] = ("candidates", "dft_output")
+
+
+def fh_screen_job(
+    method: Callable | None = None, *, output_schema: type[BaseModel] | None = None
+) -> Callable[..., Job] | Callable[[Callable], Callable[..., Job]]:
+    """Decorate the ``make`` method of an fh-screen Maker (or a helper job function).
+
+    Parameters
+    ----------
+    method
+        A ``Maker.make`` method (or a plain function); implied by the decorator.
+    output_schema
+        Pydantic model of the job's output (jobflow validates the output against it).
+
+    Returns
+    -------
+    callable
+        The decorated ``make``: calling it returns a :class:`jobflow.Job` whose function is the
+        maker's bound ``make``.
+
+    Examples
+    --------
+    >>> @dataclass
+    ... class MyMaker(Maker):
+    ...     name: str = "mine"
+    ...
+    ...     @fh_screen_job(output_schema=MyDocument)
+    ...     def make(self, chemsys: str) -> MyDocument:
+    ...         ...
+    """
+
+    def decorator(func: Callable) -> Callable[..., Job]:
+        factory = job(func, output_schema=output_schema, data=list(DATA_KEYS))
+
+        @functools.wraps(func)
+        def make_job(*args: Any, **kwargs: Any) -> Job:
+            if args and isinstance(args[0], Maker) and hasattr(args[0], "_prepare"):
+                maker, rest, kwargs = args[0]._prepare(*args[1:], **kwargs)
+                args = (maker, *rest)
+            return factory(*args, **kwargs)
+
+        # jobflow recognises a maker's bound method, and runs the undecorated body, through this
+        make_job.original = func
+        return make_job
+
+    if method is None:
+        return decorator
+    return decorator(method)

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fh_screen.composition import ALL_ELEMENT_SYMBOLS, fraction_matrix
+from fh_screen.composition import ALL_ELEMENT_SYMBOLS, fraction_matrix, parse_amounts
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,8 @@ __all__ = [
     "load_oqmd_csv",
     "load_oqmd_dump",
     "load_optimade_json",
+    "read_csv_any",
+    "read_text",
     "shared_data_dir",
     "split_frame",
 ]
@@ -63,10 +65,12 @@ class CleaningReport:
     n_raw: int = 0
     n_bad_formula: int = 0
     n_missing_value: int = 0
+    n_bad_value: int = 0
     n_duplicates_dropped: int = 0
     n_outliers: int = 0
     n_kept: int = 0
     bad_formula_examples: list[str] = field(default_factory=list)
+    bad_value_examples: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         """One line for logs and the CLI."""
@@ -74,7 +78,7 @@ class CleaningReport:
             f"{self.n_kept} compositions kept of {self.n_raw} rows: "
             f"{self.n_duplicates_dropped} higher-energy duplicates, {self.n_outliers} outliers "
             f"outside {OUTLIER_RANGE_EV_PER_ATOM} eV/atom, {self.n_bad_formula} bad formulas, "
-            f"{self.n_missing_value} missing values dropped"
+            f"{self.n_bad_value} non-numeric or infinite values, {self.n_missing_value} missing values dropped"
         )
 
 
@@ -123,12 +127,78 @@ def _check_file(path: str | Path) -> Path:
     return path
 
 
+#: Encodings tried, in order, for a file without a byte-order mark (latin-1 decodes anything).
+TEXT_ENCODINGS: tuple[str, ...] = ("utf-8", "cp1252", "latin-1")
+
+_BOMS = (
+    (b"\xef\xbb\xbf", "utf-8-sig"),
+    (b"\xff\xfe\x00\x00", "utf-32"),
+    (b"\x00\x00\xfe\xff", "utf-32"),
+    (b"\xff\xfe", "utf-16"),
+    (b"\xfe\xff", "utf-16"),
+)
+
+
+def read_text(path: str | Path) -> str:
+    """The text of a data file in whatever encoding it is written.
+
+    A byte-order mark picks UTF-8/16/32; BOM-less UTF-16 is recognised by its NUL bytes;
+    otherwise UTF-8, then Windows-1252, then Latin-1 (which decodes any byte). Raises
+    :class:`DataError` for a file that cannot be read.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+    for bom, encoding in _BOMS:
+        if raw.startswith(bom):
+            return _decode(raw, (encoding,), path)
+    if len(raw) >= 2 and raw.count(b"\x00") * 3 > len(raw):  # UTF-16 without a BOM
+        return _decode(raw, ("utf-16-le" if raw[1:2] == b"\x00" else "utf-16-be",), path)
+    return _decode(raw, TEXT_ENCODINGS, path)
+
+
+def _decode(raw: bytes, encodings: tuple[str, ...], path: Path) -> str:
+    for encoding in encodings:
+        try:
+            return raw.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    raise DataError(f"cannot read {path}: not text in {', '.join(encodings)}")
+
+
+def read_csv_any(path: str | Path, **kwargs) -> pd.DataFrame:
+    """``pd.read_csv`` of any text encoding, with CR/LF and NUL bytes inside fields kept.
+
+    Empty cells are missing; the text ``NaN`` (sodium nitride) is kept. Files holding a CR or a
+    NUL are parsed by pandas' Python engine (its C tokenizer mis-reads them); a NUL then stays
+    in its field, where the formula grammar rejects it. Raises :class:`DataError` (one line).
+    """
+    import csv
+    import io
+
+    path = Path(path)
+    text = read_text(path)
+    options = {"keep_default_na": False, "na_values": [""], **kwargs}
+    if ("\r" in text or "\x00" in text) and options.get("engine") != "python":
+        options["engine"] = "python"
+    try:
+        return pd.read_csv(io.StringIO(text, newline=""), **options)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, csv.Error, ValueError) as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"cannot read {path}: {message}") from None
+
+
+def _first_line(text: str) -> str:
+    import re
+
+    return re.split(r"\r\n|\r|\n", text.lstrip("\ufeff"), maxsplit=1)[0]
+
+
 def _read_table(path: Path, **kwargs) -> pd.DataFrame:
     # keep_default_na=False: the formula "NaN" (sodium nitride) must stay a formula.
-    try:
-        return pd.read_csv(path, keep_default_na=False, na_values=[""], **kwargs)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise DataError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
+    return read_csv_any(path, **kwargs)
 
 
 def _require(frame: pd.DataFrame, columns: list[str], path: Path) -> None:
@@ -156,8 +226,7 @@ def load_oqmd_dump(path: str | Path, *, drop_outliers: bool = True) -> tuple[pd.
     ``entry_id`` columns; CSV, tab or whitespace separated files are accepted.
     """
     path = _check_file(path)
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        header = handle.readline()
+    header = _first_line(read_text(path))
     sep = "," if "," in header else ("\t" if "\t" in header else r"\s+")
     raw = _read_table(path, sep=sep, engine="python" if sep == r"\s+" else "c")
     formula_column = next((c for c in ("composition", "composition_id", "name", "formula") if c in raw.columns), None)
@@ -185,9 +254,9 @@ def load_optimade_json(paths: str | Path | list[str | Path], *, drop_outliers: b
     rows = []
     for path in map(_check_file, paths):
         try:
-            payload = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise DataError(f"cannot read {path}: not valid JSON ({exc})") from None
+            payload = json.loads(read_text(path))
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise DataError(f"cannot read {path}: not valid JSON ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
         data = payload.get("data") if isinstance(payload, dict) else None
         if not isinstance(data, list):
             raise DataError(f"{path} is not an OPTIMADE response (no 'data' list)")
@@ -209,8 +278,7 @@ def load_oqmd(path: str | Path, *, drop_outliers: bool = True) -> tuple[pd.DataF
     path = _check_file(path)
     if path.suffix.lower() == ".json":
         return load_optimade_json(path, drop_outliers=drop_outliers)
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        header = handle.readline().strip()
+    header = _first_line(read_text(path)).strip()
     columns = {c.strip() for c in header.replace("\t", ",").replace(" ", ",").split(",")}
     if {"formula", "target"} <= columns:
         return load_oqmd_csv(path, drop_outliers=drop_outliers)
@@ -233,7 +301,17 @@ def clean(frame: pd.DataFrame, *, drop_outliers: bool = True) -> tuple[pd.DataFr
     report.n_missing_value = int(missing.sum())
     frame = frame[~missing]
 
-    features = fraction_matrix(frame["formula"].astype(str).tolist(), ALL_ELEMENT_SYMBOLS)
+    values = pd.to_numeric(frame["dhf_ev_per_atom"], errors="coerce").astype(float)
+    bad_value = ~np.isfinite(values.to_numpy())
+    report.n_bad_value = int(bad_value.sum())
+    report.bad_value_examples = [
+        f"{formula!s:.40}: {value!r:.40}" for formula, value in
+        zip(frame["formula"][bad_value][:5], frame["dhf_ev_per_atom"][bad_value][:5])
+    ]
+    frame = frame[~bad_value].copy()
+    frame["dhf_ev_per_atom"] = values[~bad_value]
+
+    features = fraction_matrix([f if isinstance(f, str) else str(f) for f in frame["formula"]], ALL_ELEMENT_SYMBOLS)
     valid = features.valid
     report.n_bad_formula = int((~valid).sum())
     report.bad_formula_examples = [e for e in features.errors if e][:5]
@@ -258,14 +336,19 @@ def clean(frame: pd.DataFrame, *, drop_outliers: bool = True) -> tuple[pd.DataFr
 
 
 def canonical_formulas(formulas) -> list[str]:
-    """pymatgen reduced formulas (``LiFePO4`` for ``Li1Fe1P1O4``), cached per distinct string."""
+    """pymatgen reduced formulas (``LiFePO4`` for ``Li1Fe1P1O4``), cached per distinct string.
+
+    Amounts come from the formula grammar (:func:`fh_screen.composition.parse_amounts`), so
+    ``CuSO4·5H2O`` becomes ``CuH10SO9``; raises :class:`~fh_screen.composition.FormulaError`
+    for a formula the grammar rejects.
+    """
     from pymatgen.core import Composition
 
     cache: dict[str, str] = {}
     out = []
     for formula in formulas:
         if formula not in cache:
-            cache[formula] = Composition(formula).reduced_formula
+            cache[formula] = Composition(parse_amounts(formula)).reduced_formula
         out.append(cache[formula])
     return out
 

@@ -100,3 +100,59 @@ def test_splits_are_reproducible_and_partition(oqmd_slice_csv):
     tests = np.concatenate([t for _, t in folds])
     assert sorted(tests) == list(range(len(frame)))
     assert all(len(np.intersect1d(tr, te)) == 0 for tr, te in folds)
+
+
+@pytest.fixture
+def real_rows(oqmd_train_raw):
+    """300 real OQMD rows with a free-text column (for encodings and embedded line breaks)."""
+    rows = oqmd_train_raw.sample(n=300, random_state=7).reset_index(drop=True)
+    rows["note"] = ["température" if i % 3 else "ok" for i in range(len(rows))]
+    return rows
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-32", "cp1252", "latin-1"])
+def test_any_text_encoding_reads_the_same_table(real_rows, tmp_path, encoding):
+    reference, _ = load_oqmd(_written(real_rows, tmp_path / "utf8.csv", "utf-8"))
+    frame, report = load_oqmd(_written(real_rows, tmp_path / f"{encoding}.csv", encoding))
+    pd.testing.assert_frame_equal(frame, reference)
+    assert report.n_raw == len(real_rows)
+
+
+def _written(rows: pd.DataFrame, path, encoding: str, **kwargs):
+    path.write_bytes(rows.to_csv(index=False, **kwargs).encode(encoding))
+    return path
+
+
+@pytest.mark.parametrize("line_break", ["\r", "\r\n", "\r ", "\n\r"])
+def test_line_breaks_inside_quoted_fields_are_read(real_rows, tmp_path, line_break):
+    reference, _ = load_oqmd(_written(real_rows, tmp_path / "plain.csv", "utf-8"))
+    rows = real_rows.copy()
+    rows["note"] = [f"a{line_break}b" for _ in range(len(rows))]
+    for terminator in ("\n", "\r\n"):
+        frame, report = load_oqmd(_written(rows, tmp_path / "breaks.csv", "utf-8", lineterminator=terminator))
+        pd.testing.assert_frame_equal(frame, reference)
+
+
+def test_bad_values_and_nul_bytes_are_rejected_rows_not_errors(real_rows, tmp_path):
+    rows = real_rows[["formula", "target"]].astype({"target": object}).copy()
+    bad_targets = {0: "NaN", 1: "inf", 2: "-inf", 3: "abc", 4: "1e400"}
+    for i, value in bad_targets.items():
+        rows.loc[i, "target"] = value
+    rows.loc[5, "formula"] = rows.loc[5, "formula"] + "\x00Xx"
+    rows.loc[6, "formula"] = "Fe1e400O"
+    frame, report = load_oqmd(_written(rows, tmp_path / "bad.csv", "utf-8"))
+    assert report.n_bad_value == len(bad_targets) and report.n_bad_formula == 2
+    assert np.isfinite(frame["dhf_ev_per_atom"]).all()
+    assert not frame["formula"].str.contains("\x00").any()
+    assert report.n_kept + report.n_bad_value + report.n_bad_formula + report.n_outliers + report.n_duplicates_dropped == report.n_raw
+
+
+def test_hydrates_are_stored_under_their_full_composition(tmp_path):
+    from pymatgen.core import Composition
+
+    path = tmp_path / "hydrates.csv"
+    path.write_text("formula,target\nCuSO4.5H2O,-1.2\nNa2CO3·10H2O,-1.3\n", encoding="utf-8")
+    frame, _ = load_oqmd(path)
+    assert frame["formula"].tolist() == [
+        Composition("CuSO4(H2O)5").reduced_formula, Composition("Na2CO3(H2O)10").reduced_formula,
+    ]

@@ -1,15 +1,25 @@
-"""Shared CLI helpers: one-line errors with exit code 2, rich consoles."""
+"""Shared CLI helpers: one-line errors with exit code 2, rich consoles, safe output files."""
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
+import re
+import secrets
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
+
+from fh_screen.errors import FhScreenError
 
 F = TypeVar("F", bound=Callable)
 
-__all__ = ["console", "error_console", "fail", "one_line_errors"]
+__all__ = ["OutputError", "atomic_write", "check_output_path", "console", "error_console", "fail", "one_line_errors"]
+
+
+class OutputError(FhScreenError):
+    """An output file that cannot be written (missing or read-only folder, a folder, a full disk)."""
 
 
 def console():
@@ -28,27 +38,90 @@ def error_console():
     return Console(stderr=True)
 
 
+_UNSAFE_ADVICE = re.compile(r"[^.;:]*weights_only\s*=\s*False[^.;]*[.;]?", re.IGNORECASE)
+
+
+def _one_line(message: str) -> str:
+    """The first line of ``message``, without advice to load a file with ``weights_only=False``."""
+    line = (message.strip().splitlines() or [""])[0]
+    return _UNSAFE_ADVICE.sub("", line).strip() or "refused"
+
+
 def fail(message: str, code: int = 2):
     """Print ``error: message`` on one line to stderr and exit with ``code``."""
     import typer
+    from rich.markup import escape
 
-    error_console().print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    error_console().print(f"[bold red]error:[/] {escape(_one_line(message))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
+def check_output_path(path: str | Path) -> Path:
+    """``path`` if a file can be written there, else :class:`OutputError` with a one-line reason.
+
+    Checked up front, before any work: the folder exists, is a folder and is writable, and
+    ``path`` is not itself a folder.
+    """
+    path = Path(path)
+    folder = path.parent
+    if str(path) in ("", ".") or path.name in ("", ".", ".."):
+        raise OutputError(f"not a file name: {path}")
+    if path.is_dir():
+        raise OutputError(f"output is a folder, not a file: {path}")
+    if not folder.exists():
+        raise OutputError(f"output folder does not exist: {folder}")
+    if not folder.is_dir():
+        raise OutputError(f"not a folder: {folder}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"output folder is not writable: {folder}")
+    if path.exists() and not path.is_file():
+        raise OutputError(f"output exists and is not a regular file: {path}")
+    return path
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
+    """Write ``path`` through ``write(tmp)`` on a hidden temporary file renamed into place.
+
+    The temporary file sits beside ``path`` and is removed whatever happens (full disk, an
+    exception, Ctrl-C), so a failed write leaves neither a partial file nor ``.tmp`` debris.
+    Raises :class:`OutputError` (one line) for an unusable path or a failed write.
+    """
+    path = check_output_path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "x", encoding="utf-8"):  # created with the umask's permissions
+            pass
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
 def one_line_errors(function: F) -> F:
-    """Turn fh-screen's user-facing errors (and missing files) into one line and exit code 2."""
+    """Turn fh-screen's user-facing errors (and OS errors) into one line and exit code 2.
+
+    Library warnings (torch, pymatgen, pandas) are silenced for the command: the CLI reports
+    through its own messages and the ``fh_screen`` loggers.
+    """
 
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
-        from fh_screen.errors import FhScreenError
+        import warnings
 
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-        try:
-            return function(*args, **kwargs)
-        except FhScreenError as exc:
-            fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-        except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-            fail(f"{exc.strerror or exc}: {exc.filename}")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                return function(*args, **kwargs)
+            except FhScreenError as exc:
+                fail(str(exc) if str(exc) else type(exc).__name__)
+            except OSError as exc:
+                where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+                fail(f"{exc.strerror or exc}{where}")
 
     return wrapper  # type: ignore[return-value]

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from fh_screen.cli.common import console, fail, one_line_errors
+from fh_screen.cli.common import atomic_write, check_output_path, console, fail, one_line_errors
 
 __all__ = ["register"]
 
@@ -25,11 +25,13 @@ def predict_command(
         fail("give formulas (fh-screen predict LiFePO4) or --input FILE.csv")
     if formulas and input_csv is not None:
         fail("give formulas or --input, not both")
+    if output_csv is not None:
+        check_output_path(output_csv)
     predictor = Predictor.from_name(model)
     if input_csv is not None:
         _predict_csv(predictor, input_csv, output_csv)
         return
-    result = predictor.predict_formulas(formulas)
+    result = _checked(predictor.predict_formulas(formulas))
     if output_csv is not None:
         import pandas as pd
 
@@ -41,6 +43,19 @@ def predict_command(
     bad = [e for e in result.errors if e]
     if bad:
         fail(bad[0] if len(bad) == 1 else f"{len(bad)} of {len(formulas)} formulas could not be read (see the table)")
+
+
+def _checked(result):
+    """``result`` with an error on every row whose prediction is not finite (never a bare NaN)."""
+    import numpy as np
+
+    finite = np.isfinite(result.dhf_ev_per_atom)
+    if result.dhf_std_ev_per_atom is not None:
+        finite &= np.isfinite(result.dhf_std_ev_per_atom)
+    for row in np.flatnonzero(~finite).tolist():
+        if not result.errors[row]:
+            result.errors[row] = "the model returned a non-finite value for this composition"
+    return result
 
 
 def _with_predictions(frame, result, predictor):
@@ -55,27 +70,21 @@ def _with_predictions(frame, result, predictor):
 
 
 def _write_csv_atomically(frame, path: Path) -> None:
-    path = Path(path)
-    if path.parent and not path.parent.exists():
-        fail(f"output folder does not exist: {path.parent}")
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_csv(tmp, index=False)
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 
 def _predict_csv(predictor, input_csv: Path, output_csv: Optional[Path]) -> None:
-    import pandas as pd
+    from fh_screen.data import read_csv_any
 
-    if not input_csv.is_file():
+    if not input_csv.exists():
         fail(f"input file not found: {input_csv}")
-    try:
-        frame = pd.read_csv(input_csv, keep_default_na=False, na_values=[""], dtype={"formula": str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        fail(f"cannot read {input_csv}: {str(exc).splitlines()[0]}")
+    if not input_csv.is_file():
+        fail(f"input is not a file: {input_csv}")
+    frame = read_csv_any(input_csv, dtype={"formula": str})
     if "formula" not in frame.columns:
         fail(f"{input_csv} has no 'formula' column (columns: {', '.join(map(str, frame.columns))})")
     formulas = frame["formula"].fillna("").astype(str).tolist()
-    result = predictor.predict_formulas(formulas)
+    result = _checked(predictor.predict_formulas(formulas))
     out = _with_predictions(frame, result, predictor)
     n_bad = sum(1 for e in result.errors if e)
     if output_csv is None:
@@ -83,6 +92,13 @@ def _predict_csv(predictor, input_csv: Path, output_csv: Optional[Path]) -> None
     else:
         _write_csv_atomically(out, output_csv)
         console().print(f"wrote {len(out)} rows to {output_csv} ({n_bad} with an error)")
+
+
+def _shown(text: str) -> str:
+    """A cell for the rich table: markup escaped, control characters written as escapes."""
+    from rich.markup import escape
+
+    return escape(text if text.isprintable() else repr(text)[1:-1])
 
 
 def _print_table(formulas, result, predictor) -> None:
@@ -97,11 +113,11 @@ def _print_table(formulas, result, predictor) -> None:
     for i, formula in enumerate(formulas):
         error = result.errors[i]
         value = "" if error else f"{result.dhf_ev_per_atom[i]:.3f}"
-        row = [formula, value]
+        row = [_shown(formula), value]
         if result.dhf_std_ev_per_atom is not None:
             row.append("" if error else f"{result.dhf_std_ev_per_atom[i]:.3f}")
         note = error or ("out of domain: element absent from training data" if result.out_of_domain[i] else "")
-        row.append(f"[red]{note}[/]" if error else note)
+        row.append(f"[red]{_shown(note)}[/]" if error else _shown(note))
         table.add_row(*row)
     console().print(table)
 

@@ -182,13 +182,10 @@ def write_outputs(result, *, json_path: Optional[Path] = None, csv_path: Optiona
 
 
 def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        tmp.replace(path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    """Checked, atomic write with clean-up (see :func:`fh_screen.cli.common.atomic_write`)."""
+    from fh_screen.cli.common import atomic_write
+
+    atomic_write(path, write)
 
 
 def _fmt(value, digits: int = 3) -> str:

@@ -146,9 +146,10 @@ def _records(frame) -> list[dict]:
 
 
 def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    tmp.replace(path)
+    """Checked, atomic write with clean-up (see :func:`fh_screen.cli.common.atomic_write`)."""
+    from fh_screen.cli.common import atomic_write
+
+    atomic_write(path, write)
 
 
 def _write_json(frame, path: Path) -> None:

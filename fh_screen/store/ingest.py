@@ -72,7 +72,12 @@ class IngestReport:
 
 
 def ingestable_files(path: str | Path) -> list[Path]:
-    """``path`` itself, or the data files of a folder (sorted); DataError if there are none."""
+    """``path`` itself, or the data files of a folder (sorted), each read and validated.
+
+    Every file is loaded and checked here, before any store is opened or written: a file that
+    cannot be read, has the wrong columns or holds no usable row raises :class:`DataError`, so a
+    refused input never creates or touches a store. :func:`ingest_file` reuses these loads.
+    """
     path = Path(path)
     if not path.exists():
         raise DataError(f"data file not found: {path}")
@@ -80,14 +85,38 @@ def ingestable_files(path: str | Path) -> list[Path]:
         files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in INGEST_SUFFIXES)
         if not files:
             raise DataError(f"no data files ({', '.join(INGEST_SUFFIXES)}) in folder {path}")
-        return files
-    return [path]
+    else:
+        files = [path]
+    _VALIDATED.clear()
+    for file in files:
+        _VALIDATED[_file_key(file)] = _load_checked(file)
+    return files
+
+
+#: Loads done by :func:`ingestable_files`, keyed by file identity, consumed by :func:`ingest_file`.
+_VALIDATED: dict[tuple, tuple] = {}
+
+
+def _file_key(path: Path) -> tuple:
+    stat = path.stat()
+    return (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+def _load_checked(path: Path):
+    """The tidy table (outliers kept and flagged) and cleaning report; DataError if nothing is usable."""
+    frame, cleaning = load_oqmd(path, drop_outliers=False)
+    if frame.empty:
+        raise DataError(f"no usable rows in {path}: {cleaning.summary()}")
+    return frame, cleaning
 
 
 def ingest_path(
     store: Store, path: str | Path, progress: Callable[[int, int], None] | None = None, **kwargs
 ) -> IngestReport:
-    """Ingest one file or every data file of a folder; see :func:`ingest_file`."""
+    """Ingest one file or every data file of a folder; see :func:`ingest_file`.
+
+    Every file is validated before the first write (see :func:`ingestable_files`).
+    """
     report = IngestReport()
     for file in ingestable_files(path):
         report.merge(ingest_file(store, file, progress=progress, **kwargs))
@@ -106,22 +135,30 @@ def ingest_file(
 ) -> IngestReport:
     """Load an OQMD file and upsert its entries into the reference ``store`` (key ``formula``).
 
+    The whole file is read and validated before the store is queried or written. Rows with a
+    bad formula, a missing value or a non-numeric or infinite ΔH_f are rejected and counted.
     Outliers outside (−20, 5) eV/atom are rejected unless ``keep_outliers``, in which case they
     are stored with ``passed_outlier_filter=False``. ``progress(n_done, n_total)`` is called
-    after each batch.
+    after each batch. Raises :class:`DataError` for a file with no usable row.
     """
     path = Path(path)
-    frame, cleaning = load_oqmd(path, drop_outliers=not keep_outliers)
+    loaded = _VALIDATED.pop(_file_key(path), None) if path.is_file() else None
+    frame, cleaning = loaded if loaded is not None else _load_checked(path)
+    if not keep_outliers:
+        frame = frame[frame["passed_outlier_filter"]].reset_index(drop=True)
     report = IngestReport(files=[str(path)], n_rows=cleaning.n_raw)
     low, high = OUTLIER_RANGE_EV_PER_ATOM
     report.rejected = {
         "bad formulas": cleaning.n_bad_formula,
+        "non-numeric or infinite values": cleaning.n_bad_value,
         "missing values": cleaning.n_missing_value,
         "higher-energy duplicates": cleaning.n_duplicates_dropped,
         f"outliers outside ({low:g}, {high:g}) eV/atom": 0 if keep_outliers else cleaning.n_outliers,
     }
     if cleaning.bad_formula_examples:
         logger.warning("%s: bad formulas, e.g. %s", path, "; ".join(cleaning.bad_formula_examples[:3]))
+    if cleaning.bad_value_examples:
+        logger.warning("%s: non-numeric or infinite values, e.g. %s", path, "; ".join(cleaning.bad_value_examples[:3]))
     ingest_frame(
         store, frame, report, source=source, source_version=source_version, source_file=path.name,
         batch_size=batch_size, progress=progress,

@@ -1,7 +1,8 @@
 """``fh-screen screen Li-Fe-P-O`` (or just ``fh-screen Li-Fe-P-O``): rank a system's candidates.
 
-Known phases come from the store's OQMD reference entries; every screen is saved to the store
-with its run id unless ``--no-store``. Heavy libraries are imported inside the command.
+Known phases come from the store's OQMD reference entries (filled from the table shipped with
+the package on first use); every screen is saved to the store with its run id unless
+``--no-store``. Heavy libraries are imported inside the command.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def screen_command(
             saved = _save(result, predictor, options)
         if plot_path is not None:
             stages("drawing the phase diagram")
-            from fh_screen.screening import plot_screen
+            from fh_screen.plotting import plot_screen
 
             plot_screen(result, plot_path, top=min(max(top, 0), 30))
     write_outputs(result, json_path=json_path, csv_path=csv_path)
@@ -104,46 +105,64 @@ def screen_command(
 
 
 class _Stages:
-    """A transient rich progress line on stderr naming the current stage, with elapsed time.
+    """Progress on stderr: a transient line naming the current stage on a terminal; otherwise
+    (logs, pipes, batch jobs) one line per finished stage with its duration.
 
-    Shown only on a terminal, so that piped output and error lines stay clean.
+    A stage that fails prints nothing, so an error stays the only line.
     """
 
     def __enter__(self):
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-        stderr = error_console()
+        self._stderr = error_console()
         self._progress = None
-        if stderr.is_terminal:
+        self._current: tuple[str, float] | None = None
+        if self._stderr.is_terminal:
             self._progress = Progress(
                 SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                console=stderr, transient=True,
+                console=self._stderr, transient=True,
             )
             self._progress.__enter__()
             self._task = self._progress.add_task("starting", total=None)
         return self
 
+    def _finish_current(self) -> None:
+        if self._progress is None and self._current is not None:
+            label, started = self._current
+            self._stderr.print(f"fh-screen: {label}: {time.perf_counter() - started:.1f} s", highlight=False, soft_wrap=True)
+        self._current = None
+
     def __call__(self, label: str) -> None:
         if self._progress is not None:
             self._progress.update(self._task, description=label)
+            return
+        self._finish_current()
+        self._current = (label, time.perf_counter())
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, *exc):
         if self._progress is not None:
-            return self._progress.__exit__(*exc)
+            return self._progress.__exit__(exc_type, *exc)
+        if exc_type is None:
+            self._finish_current()
         return None
 
 
 def _known_from_store(system: tuple[str, ...], read_only: bool):
     """(reference frame or None, number of reference entries, note or '').
 
-    With ``read_only`` (``--no-store``) a store file that does not exist yet is not created.
+    With ``read_only`` (``--no-store``) a store file that does not exist yet is not created: the
+    OQMD table shipped with the package is read directly instead (unless ``reference_data`` is off).
     """
     from fh_screen.settings import FhScreenSettings
     from fh_screen.store import FhScreenStore
 
     settings = FhScreenSettings()
     if read_only and not settings.mongo_uri and not settings.store_path.exists():
-        return None, 0, ""
+        if not settings.reference_data:
+            return None, 0, ""
+        from fh_screen.store.bootstrap import packaged_reference_frame, reference_metadata
+
+        return packaged_reference_frame("-".join(system)), reference_metadata()["n_compositions"], ""
     with FhScreenStore.from_settings(settings, read_only=read_only) as store:
         n_reference = store.n_reference()
         if n_reference == 0:

@@ -8,9 +8,9 @@ from typing import Optional
 
 import typer
 
-from fh_screen.cli.common import console, fail, one_line_errors
+from fh_screen.cli.common import console, error_console, fail, one_line_errors
 
-__all__ = ["register"]
+__all__ = ["dft_first", "register"]
 
 _STORE_HELP = "Embedded store file to use instead of the configured one (settings: ~/.fh_screen.yaml, FH_SCREEN_*)."
 
@@ -32,9 +32,9 @@ def _open_store(store_file: Optional[Path], read_only: bool):
             fail(f"no store at {store_file}: run `fh-screen ingest FILE --store {store_file}` first")
         return FhScreenStore.embedded(store_file, read_only=read_only)
     settings = FhScreenSettings()
-    if read_only and not settings.mongo_uri and not settings.store_path.exists():
+    if read_only and not settings.mongo_uri and not settings.reference_data and not settings.store_path.exists():
         fail(f"no store at {settings.store_path}: run `fh-screen ingest FILE` first")
-    return FhScreenStore.from_settings(settings, read_only=read_only)
+    return FhScreenStore.from_settings(settings, read_only=read_only)  # first use: fills the shipped OQMD table
 
 
 def ingest_command(
@@ -59,6 +59,8 @@ def ingest_command(
             console=out, transient=True,
         ) as progress:
             for file in files:
+                if not out.is_terminal:  # logs and pipes get a line per file; a terminal gets the bar
+                    error_console().print(f"fh-screen: ingesting {file}", highlight=False, soft_wrap=True)
                 task = progress.add_task(f"ingest {file.name}", total=None)
 
                 def advance(done: int, total: int, task=task) -> None:
@@ -116,7 +118,8 @@ def query_command(
         elif kind is Kind.predicted:
             frame = store.predictions_frame(model_name=model, limit=table_limit, **filters)
         else:
-            frame = store.compare_frame(model_name=model, include_outliers=include_outliers, limit=table_limit, **filters)
+            frame = dft_first(store.compare_frame(model_name=model, include_outliers=include_outliers, **filters))
+            frame = frame.head(table_limit) if table_limit else frame
     if json_path is not None:
         _write_json(frame, json_path)
         console().print(f"wrote {len(frame)} documents to {json_path}")
@@ -125,6 +128,20 @@ def query_command(
         console().print(f"wrote {len(frame)} rows to {csv_path}")
     if json_path is None and csv_path is None:
         _print_table(frame, kind, limit)
+
+
+def dft_first(frame):
+    """Rows with a DFT value first (in their order), then predictions of compositions without one.
+
+    A screen stores thousands of predictions of enumerated compositions; the known entries of a
+    system must not be buried under them.
+    """
+    if frame.empty or "dhf_ev_per_atom" not in frame.columns:
+        return frame
+    import pandas as pd
+
+    known = frame["dhf_ev_per_atom"].notna()
+    return pd.concat([frame[known], frame[~known]]).reset_index(drop=True)
 
 
 def _records(frame) -> list[dict]:

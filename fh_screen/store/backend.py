@@ -259,14 +259,22 @@ class SQLiteStore(Store):
         read_only: bool = False,
         **kwargs,
     ):
-        """
-        Args:
-            database_path: SQLite file (created with its folder unless ``read_only``).
-            collection_name: table holding this collection; several collections share a file.
-            key: main key; documents are upserted on it (unique).
-            busy_timeout_s: how long a writer waits for another process's transaction.
-            read_only: open the file read-only (it must exist).
-            kwargs: passed to :class:`maggma.core.Store` (last_updated_field, validator, ...).
+        """Describe the store; nothing is opened until :meth:`connect`.
+
+        Parameters
+        ----------
+        database_path
+            SQLite file (created with its folder unless ``read_only``).
+        collection_name
+            Table holding this collection; several collections share a file.
+        key
+            Main key; documents are upserted on it (unique).
+        busy_timeout_s
+            How long a writer waits for another process's transaction.
+        read_only
+            Open the file read-only (it must exist).
+        **kwargs
+            Passed to :class:`maggma.core.Store` (``last_updated_field``, ``validator``, ...).
         """
         self.database_path = str(database_path)
         self.collection_name = collection_name

@@ -40,15 +40,26 @@ class PredictionBuilder(Builder):
         chunk_size: int = 4,
         **kwargs,
     ):
-        """
-        Args:
-            source: store with a ``formula_field`` (e.g. the reference collection).
-            target: prediction store (documents are upserted on ``prediction_id``).
-            model: shipped model name or checkpoint path (default model when None).
-            query: Mongo criteria restricting the source documents.
-            formula_field: source field holding the formula.
-            batch_size: formulas per item; each item is predicted in one vectorised call.
-            chunk_size: items per ``update_targets`` call.
+        """Describe the build; the model is loaded by the first worker that needs it.
+
+        Parameters
+        ----------
+        source
+            Store with a ``formula_field`` (e.g. the reference collection).
+        target
+            Prediction store (documents are upserted on ``prediction_id``).
+        model
+            Shipped model name or checkpoint path (default model when None).
+        query
+            Mongo criteria restricting the source documents.
+        formula_field
+            Source field holding the formula.
+        batch_size
+            Formulas per item; each item is predicted in one vectorised call.
+        chunk_size
+            Items per ``update_targets`` call.
+        **kwargs
+            Passed to :class:`maggma.core.Builder`.
         """
         from fh_screen.store.documents import new_run_id
 

@@ -22,7 +22,7 @@ from fh_screen.errors import FhScreenError
 if TYPE_CHECKING:
     from fh_screen.screening import ScreenResult
 
-__all__ = ["PlotError", "plot_screen", "projected_coordinates"]
+__all__ = ["PlotError", "draw_screen", "plot_screen", "projected_coordinates"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ UNSTABLE_STYLE = {"color": "#9a9a9a", "marker": ".", "s": 25}
 
 # Tetrahedron corners (x, y, z) and the view used to project quaternary compositions.
 _TETRAHEDRON = np.array([[1.0, 1.0, 1.0], [1.0, -1.0, -1.0], [-1.0, 1.0, -1.0], [-1.0, -1.0, 1.0]])
+_DPI = 110
 _TRIANGLE = np.array([[0.0, 0.0], [1.0, 0.0], [0.5, np.sqrt(3) / 2]])
 
 
@@ -228,6 +229,44 @@ def plot_screen(result: ScreenResult, path: str | Path, *, top: int = 10, show_u
     pathlib.Path
         ``path``.
     """
+    import matplotlib.pyplot as plt
+
+    figure = draw_screen(result, top=top, show_unstable_ev_per_atom=show_unstable_ev_per_atom)
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    try:
+        figure.savefig(tmp, dpi=_DPI)
+        tmp.replace(path)
+    finally:
+        plt.close(figure)
+        if tmp.exists():
+            tmp.unlink()
+    logger.info("wrote %s", path)
+    return path
+
+
+def draw_screen(result: ScreenResult, *, top: int = 10, show_unstable_ev_per_atom: float = 0.1):
+    """The figure :func:`plot_screen` saves (matplotlib, Agg backend).
+
+    Parameters
+    ----------
+    result
+        A screen of a ternary or quaternary system.
+    top
+        Number of the best-ranked new compositions to draw, labelled.
+    show_unstable_ev_per_atom
+        Known phases up to this far above the hull are drawn as small grey points.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure; close it with ``matplotlib.pyplot.close`` when done.
+
+    Raises
+    ------
+    PlotError
+        For a system that is not a ternary or a quaternary.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -240,7 +279,7 @@ def plot_screen(result: ScreenResult, path: str | Path, *, top: int = 10, show_u
         raise PlotError(f"phase diagrams are drawn for ternary and quaternary systems, not {system}")
     diagram, elements, points = _points(result, max(int(top), 0), show_unstable_ev_per_atom)
     quaternary = len(elements) == 4
-    figure, ax = plt.subplots(figsize=(10, 9) if quaternary else (9, 8))
+    figure, ax = plt.subplots(figsize=(10, 9) if quaternary else (9, 8), dpi=_DPI)
     figure.subplots_adjust(left=0.03, right=0.97, bottom=0.10, top=0.87)
     ax.set_aspect("equal")
     ax.axis("off")
@@ -303,15 +342,4 @@ def plot_screen(result: ScreenResult, path: str | Path, *, top: int = 10, show_u
         Line2D([], [], color="#b0b0b0", lw=1, label="hull tie-lines"),
     ]
     figure.legend(handles=handles, loc="lower center", ncol=3, frameon=False, fontsize=9.5, bbox_to_anchor=(0.5, 0.01))
-
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    try:
-        figure.savefig(tmp, dpi=110)
-        tmp.replace(path)
-    finally:
-        plt.close(figure)
-        if tmp.exists():
-            tmp.unlink()
-    logger.info("wrote %s", path)
-    return path
+    return figure

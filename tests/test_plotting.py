@@ -1,0 +1,70 @@
+"""``--plot``: readable ternary and quaternary figures (labels apart, known vs predicted, legend, title)."""
+
+from __future__ import annotations
+
+import itertools
+
+import matplotlib
+import numpy as np
+import pytest
+
+matplotlib.use("Agg")
+
+from fh_screen.plotting import PlotError, draw_screen, plot_screen, projected_coordinates  # noqa: E402
+from fh_screen.screening import screen  # noqa: E402
+from fh_screen.store.bootstrap import packaged_reference_frame  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    from fh_screen.predictor import Predictor
+
+    return Predictor.from_name("paper", threads=1)
+
+
+def _result(system, predictor, max_atoms):
+    from fh_screen.screening import ScreenOptions
+
+    return screen(system, predictor=predictor, known=packaged_reference_frame(system), options=ScreenOptions(max_atoms=max_atoms))
+
+
+def _boxes(figure, texts):
+    renderer = figure.canvas.get_renderer()
+    return [t.get_window_extent(renderer) for t in texts]
+
+
+@pytest.mark.parametrize("system, max_atoms, top", [("Li-Fe-O", 12, 20), ("Li-Fe-P-O", 8, 30)])
+def test_labels_do_not_overlap_and_known_and_predicted_are_told_apart(system, max_atoms, top, predictor, tmp_path):
+    import matplotlib.pyplot as plt
+
+    result = _result(system, predictor, max_atoms)
+    figure = draw_screen(result, top=top)
+    try:
+        figure.canvas.draw()
+        ax = figure.axes[0]
+        labels = [t for t in ax.texts if t.get_text() and t.get_text() not in {str(e) for e in result.chemsys}]
+        vertices = [t for t in ax.texts if t.get_text() in set(result.chemsys)]
+        assert len(vertices) == len(result.chemsys) and len(labels) > 5
+        boxes = _boxes(figure, labels)
+        for a, b in itertools.combinations(boxes, 2):
+            assert not a.overlaps(b) or min(a.x1, b.x1) - max(a.x0, b.x0) < 1 or min(a.y1, b.y1) - max(a.y0, b.y0) < 1
+        colours = {matplotlib.colors.to_hex(t.get_color()) for t in labels}
+        assert len(colours) == 2  # known and predicted labels differ in colour
+        legend_texts = [t.get_text() for legend in figure.legends for t in legend.get_texts()]
+        assert any("known" in t for t in legend_texts) and any("predicted" in t for t in legend_texts)
+        title = figure._suptitle.get_window_extent(figure.canvas.get_renderer())
+        assert not any(title.overlaps(b) for b in _boxes(figure, vertices))
+    finally:
+        plt.close(figure)
+    png = plot_screen(result, tmp_path / "pd.png", top=top)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_projection_keeps_vertices_apart_and_refuses_other_sizes():
+    corners = projected_coordinates(np.eye(4))
+    distances = [np.linalg.norm(a - b) for a, b in itertools.combinations(corners, 2)]
+    assert min(distances) > 0.5 * max(distances)
+    assert np.allclose(projected_coordinates(np.eye(3))[1], [1, 0])
+    with pytest.raises(PlotError, match="5 elements"):
+        projected_coordinates(np.eye(5))

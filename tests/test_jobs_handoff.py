@@ -1,10 +1,12 @@
-"""DFT handoff: CHGNet pre-relax (failures reported), atomate2 VASP inputs, insertion into user flows."""
+"""DFT handoff: one output shape in every mode, CHGNet pre-relax (failures reported), atomate2 VASP
+inputs, insertion ahead of a user's maker (issue 9 points 5 and 7)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 from jobflow import Flow, JobStore, run_locally
+from jobs_fixtures import fh_settings  # noqa: F401 - fixture
 from maggma.stores import MemoryStore
 from pymatgen.core import Composition, Lattice, Structure
 from pymatgen.io.vasp import Incar, Poscar
@@ -19,7 +21,6 @@ from fh_screen.jobs import (
     StructureCandidate,
     StructureMaker,
     StructuresDocument,
-    TemplateMaker,
     chgnet_prerelax_maker,
     default_dft_maker,
     insert_prescreen,
@@ -30,7 +31,7 @@ torch.set_num_threads(1)
 
 
 def _store() -> JobStore:
-    return JobStore(MemoryStore(), additional_stores={"data": MemoryStore()})
+    return JobStore(MemoryStore(), additional_stores={"data": MemoryStore()})  # fh-screen jobs route to `data`
 
 
 def _connected() -> JobStore:
@@ -108,20 +109,60 @@ def test_vasp_double_relax_inputs_for_each_candidate(tmp_path, dft_maker):
                 poscar.structure.composition.chemical_system.split("-"))
 
 
-def test_detour_and_replace_modes(dft_maker):
+def test_detour_and_replace_modes_build_the_dft_flows(dft_maker):
     structures = StructuresDocument(structures=[_candidate(_rocksalt(4.05))])
     detour = HandoffMaker(dft_maker=dft_maker, mode="detour").make(structures).run(store=_connected())
     assert detour.detour is not None and detour.addition is None
+    assert isinstance(detour.output, HandoffDocument)
     replaced = HandoffMaker(dft_maker=dft_maker, mode="replace").make(structures).run(store=_connected())
-    assert replaced.replace is not None and replaced.output.entries[0].formula == "LiF"
+    assert isinstance(replaced.output, HandoffDocument) and replaced.output.entries[0].formula == "LiF"
+    # the replacing flow ends with the job that gathers the DFT outputs into a HandoffDocument
+    assert replaced.replace.jobs[-1].output_schema is HandoffDocument
     with pytest.raises(FhScreenError):
         HandoffMaker(mode="sideways")
+    maker = HandoffMaker(dft_maker=None)
+    maker.mode = "sideways"  # changed after construction: caught when the job is made
+    with pytest.raises(FhScreenError, match="mode"):
+        maker.make(structures)
 
 
-def test_nothing_to_hand_off_is_reported_through_the_whole_flow(tmp_path, monkeypatch, dft_maker):
+def test_the_handoff_output_is_a_handoff_document_in_every_mode(tmp_path, monkeypatch):
+    """Real runs: a cheap CHGNet static stands in for DFT, with and without a pre-relax."""
+    pytest.importorskip("chgnet")
+    from atomate2.forcefields.jobs import ForceFieldStaticMaker
+
+    monkeypatch.chdir(tmp_path)
+    structures = StructuresDocument(structures=[_candidate(_rocksalt(4.05))])
+    static = ForceFieldStaticMaker(name="stand-in DFT", force_field_name="CHGNet")
+    handoffs = [HandoffMaker(dft_maker=static, mode=mode).make(structures) for mode in ("addition", "detour", "replace")]
+    handoffs.append(HandoffMaker(dft_maker=static, mode="replace",
+                                 prerelax_maker=chgnet_prerelax_maker(steps=2)).make(structures))
+    handoffs.append(HandoffMaker(dft_maker=None).make(structures))
+    for handoff in handoffs:
+        assert handoff.output_schema is HandoffDocument
+    store = _store()
+    run_locally(Flow(handoffs), store=store, log=False, ensure_success=True)
+    docs = [read_output(store, h.uuid) for h in handoffs]
+    assert all(isinstance(d, HandoffDocument) and d.formulas == ["LiF"] for d in docs)
+    assert [d.mode for d in docs] == ["addition", "detour", "replace", "replace", "addition"]
+    for doc in docs[:4]:
+        assert doc.dft_maker == "ForceFieldStaticMaker(CHGNet)" and len(doc.entries[0].dft_job_uuids) == 1
+        static_doc = store.query_one({"uuid": doc.entries[0].dft_job_uuids[0]}, load=True)
+        assert static_doc["output"]["output"]["energy"] < 0  # the stand-in DFT ran
+    # replace mode: the document waited for the DFT flow and carries its output (from the data store)
+    for doc in docs[2:4]:
+        energy = doc.entries[0].dft_output["output"]["energy"]  # the serialised task document
+        assert energy == pytest.approx(store.query_one({"uuid": doc.entries[0].dft_job_uuids[0]},
+                                                       load=True)["output"]["output"]["energy"])
+    assert docs[3].entries[0].prerelaxed and docs[4].entries[0].dft_job_uuids == []
+    raw = store.query_one({"uuid": handoffs[2].uuid}, properties=["output"], sort={"index": -1})
+    assert raw["output"]["entries"][0]["dft_output"]["store"] == "data"
+
+
+def test_nothing_to_hand_off_is_reported_through_the_whole_flow(tmp_path, monkeypatch, dft_maker, fh_settings):
     monkeypatch.chdir(tmp_path)
     maker = PrescreenToDFTMaker(
-        prescreen_maker=PrescreenMaker(reference=None, e_hull_max_ev_per_atom=-5.0,
+        prescreen_maker=PrescreenMaker(use_reference=False, save_screen=False, e_hull_max_ev_per_atom=-50.0,
                                        screen_options={"max_atoms": 4, "charge_neutral": True}),
         handoff_maker=HandoffMaker(dft_maker=dft_maker),
     )
@@ -134,22 +175,17 @@ def test_nothing_to_hand_off_is_reported_through_the_whole_flow(tmp_path, monkey
     assert any("no candidate passed" in m for m in messages) and "no structure to hand off" in messages
 
 
-def test_insert_prescreen_ahead_of_a_maker_and_of_a_built_flow(dft_maker):
-    with_maker = insert_prescreen(dft_maker, "Li-Fe-O")
-    assert [j.name.split(" ")[0] for j in with_maker.jobs] == ["fh-screen", "candidate", "fh-screen"]
-    assert with_maker.jobs[-1].function.__self__.dft_maker == dft_maker
-
-    template_structure = _rocksalt(4.2, ("Na", "Cl"))
-    built = dft_maker.make(template_structure)
-    flow = insert_prescreen(built, "Li-Fe-O")
-    template = flow.jobs[-1].function.__self__.dft_maker
-    assert isinstance(template, TemplateMaker)
-    copy = template.make(_rocksalt(4.05))
-    assert [j.name for j in copy.jobs] == [j.name for j in built.jobs]
-    assert not set(copy.all_uuids) & set(built.all_uuids)
-    assert copy.jobs[0].function_args[0].composition.reduced_formula == "LiF"
-    # the second relax still starts from the first relax of the copy
-    assert copy.jobs[1].function_args[0].uuid == copy.jobs[0].uuid
+def test_insert_prescreen_takes_a_maker(dft_maker):
+    flow = insert_prescreen(dft_maker, "Li-Fe-O", prescreen_maker=PrescreenMaker(top_n=2, use_reference=False))
+    assert [j.name for j in flow.jobs] == ["fh-screen prescreen Fe-Li-O", "candidate structures", "fh-screen DFT handoff"]
+    assert flow.jobs[-1].maker.dft_maker == dft_maker and flow.jobs[0].maker.top_n == 2
+    # the user's maker is nested in the handoff maker: powerups reach it
+    flow.update_maker_kwargs({"name": "my relax"}, class_filter=type(dft_maker))
+    assert flow.jobs[-1].maker.dft_maker.name == "my relax"
+    built = dft_maker.make(_rocksalt(4.2, ("Na", "Cl")))
+    with pytest.raises(FhScreenError) as info:
+        insert_prescreen(built, "Li-Fe-O")
+    assert "takes the Maker" in str(info.value) and "\n" not in str(info.value)
     with pytest.raises(FhScreenError):
         insert_prescreen("not a maker", "Li-O")
 
@@ -159,6 +195,7 @@ def test_full_flow_converts_to_a_fireworks_workflow(dft_maker):
     from fh_screen.jobs.submit import to_workflow
 
     flow = PrescreenToDFTMaker(
+        prescreen_maker=PrescreenMaker(use_reference=False),
         structure_maker=StructureMaker(n_structures=2),
         handoff_maker=HandoffMaker(dft_maker=dft_maker, prerelax_maker=chgnet_prerelax_maker()),
     ).make("Li-Fe-P-O")

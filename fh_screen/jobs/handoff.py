@@ -70,7 +70,10 @@ def _maker_label(maker: Any) -> str | None:
         return None
     force_field = getattr(maker, "force_field_name", None)
     label = type(maker).__name__
-    return f"{label}({force_field})" if force_field else label
+    if not force_field:
+        return label
+    text = str(getattr(force_field, "value", force_field))
+    return f"{label}({text.removeprefix('MLFF.')})"
 
 
 def _as_structures(doc: StructuresDocument | dict | Sequence) -> StructuresDocument:
@@ -126,7 +129,7 @@ def _dft_response(doc: HandoffDocument, dft_maker: Maker | None, mode: str, name
         collect = collect_dft_outputs(doc, [f.output for f in flows])
         collect.name = f"{name} collect"
         collect.config = JobConfig(on_missing_references=OnMissing.NONE)
-        return Response(output=doc, replace=Flow([*flows, collect], output=collect.output, name=name))
+        return Response(output=doc, replace=Flow([*flows, _taking_over(collect)], name=name))
     dft = Flow(flows, name=name)
     return Response(output=doc, **{mode: dft})
 
@@ -145,6 +148,26 @@ def collect_dft_outputs(doc: HandoffDocument | dict, outputs: list[Any]) -> Hand
             doc.problems.append(Problem(stage="handoff", formula=entry.formula, message="the DFT flow did not finish"))
         entry.dft_output = output
     return doc
+
+
+def _taking_over(last: Job) -> Job:
+    """Give ``last`` the running job's uuid and the next index: its output becomes that job's output.
+
+    This is what jobflow does for a single replacing job; doing it for the last job of a
+    replacing flow (instead of giving the flow an ``output``) keeps the output schema: jobflow's
+    own "store the flow's output" job cannot validate an unresolved reference against a schema.
+    Everything that refers to the running job (``handoff.output``, the flow's output) then gets
+    ``last``'s :class:`HandoffDocument`.
+    """
+    from jobflow import CURRENT_JOB
+
+    current = CURRENT_JOB.job
+    if current is None:  # made outside a running job: nothing to take over
+        return last
+    last.set_uuid(current.uuid)
+    last.index = current.index + 1
+    last.metadata = {**current.metadata, **last.metadata}
+    return last
 
 
 def _one_line(exc: BaseException) -> str:
@@ -291,4 +314,4 @@ class HandoffMaker(Maker):
         )
         chooser.name = f"{self.name} choose lowest energy"
         chooser.config = JobConfig(on_missing_references=OnMissing.NONE)
-        return Response(replace=Flow([*relax_jobs, chooser], output=chooser.output, name=f"{self.name} pre-relax"))
+        return Response(replace=Flow([*relax_jobs, _taking_over(chooser)], name=f"{self.name} pre-relax"))

@@ -178,6 +178,16 @@ class PrescreenMaker(Maker):
     def __post_init__(self) -> None:
         self.screen_options = screen_options_from(self.screen_options)
 
+    def as_dict(self) -> dict[str, Any]:
+        """Serialised maker; ``screen_options`` as a plain dict, re-validated when loaded.
+
+        So ``update_maker_kwargs`` (plain or ``dict_mod``) and a worker loading the job both go
+        through :func:`screen_options_from`: a typo fails there, in one line.
+        """
+        data = super().as_dict()
+        data["screen_options"] = dataclasses.asdict(screen_options_from(self.screen_options))
+        return data
+
     def _check(self) -> None:
         """Validate every field; one-line :class:`PrescreenError`."""
         self.screen_options = screen_options_from(self.screen_options)

@@ -15,7 +15,9 @@ from fh_screen.errors import FhScreenError
 
 F = TypeVar("F", bound=Callable)
 
-__all__ = ["OutputError", "atomic_write", "check_output_path", "console", "error_console", "fail", "one_line_errors"]
+__all__ = [
+    "OutputError", "atomic_write", "check_output_path", "console", "error_console", "fail", "one_line_errors", "write_csv",
+]
 
 
 class OutputError(FhScreenError):
@@ -64,6 +66,8 @@ def check_output_path(path: str | Path) -> Path:
     """
     path = Path(path)
     folder = path.parent
+    if "\x00" in str(path):
+        raise OutputError(f"output path contains a NUL byte: {str(path)!r}")
     if str(path) in ("", ".") or path.name in ("", ".", ".."):
         raise OutputError(f"not a file name: {path}")
     if path.is_dir():
@@ -100,6 +104,21 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
             os.unlink(tmp)
         except OSError:
             pass
+
+
+def write_csv(frame, path: str | Path, **to_csv_kwargs) -> None:
+    """``frame.to_csv`` through :func:`atomic_write`, quoting text cells when any holds a CR.
+
+    Python's csv writer quotes a field holding ``\n`` but not one holding a lone ``\r``, which
+    readers then take for a line break; such tables are written with every text cell quoted.
+    """
+    import csv
+
+    options = {"index": False, **to_csv_kwargs}
+    text_columns = frame.select_dtypes(include=["object", "string"]).columns
+    if any(frame[c].map(lambda v: isinstance(v, str) and "\r" in v).any() for c in text_columns):
+        options.setdefault("quoting", csv.QUOTE_NONNUMERIC)
+    atomic_write(path, lambda tmp: frame.to_csv(tmp, **options))
 
 
 def one_line_errors(function: F) -> F:

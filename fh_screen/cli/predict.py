@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from fh_screen.cli.common import atomic_write, check_output_path, console, fail, one_line_errors
+from fh_screen.cli.common import check_output_path, console, fail, one_line_errors, write_csv
 
 __all__ = ["register"]
 
@@ -70,7 +70,7 @@ def _with_predictions(frame, result, predictor):
 
 
 def _write_csv_atomically(frame, path: Path) -> None:
-    atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
+    write_csv(frame, path)
 
 
 def _predict_csv(predictor, input_csv: Path, output_csv: Optional[Path]) -> None:

@@ -180,7 +180,9 @@ def _write_csv(frame, path: Path) -> None:
     frame = frame.copy()
     if "elements" in frame.columns:
         frame["elements"] = [" ".join(e) if isinstance(e, (list, tuple)) else e for e in frame["elements"]]
-    _atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
+    from fh_screen.cli.common import write_csv
+
+    write_csv(frame, path)
 
 
 def _number(value, digits: int = 3) -> str:

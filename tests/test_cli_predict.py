@@ -122,3 +122,111 @@ def test_public_names_are_functions_even_after_submodule_imports():
     from fh_screen import Predictor, predict, screen
 
     assert callable(predict) and callable(screen) and isinstance(Predictor, type)
+
+
+@pytest.mark.parametrize(
+    ("formula", "fragment"),
+    [("Fe1e400", "exponent"), ("Fe1e400O", "exponent"), ("Fe" + "9" * 30 + "O", "above the 1,000,000 limit"),
+     ("Fe0O", "zero amount"), ("Fe0.0000001O", "below the 1e-06 resolution"), ("Fe.5O", "ambiguous '.'")],
+)
+def test_formerly_silent_formulas_are_error_rows_and_exit_2(runner, formula, fragment):
+    result = invoke(runner, "predict", "--model", "paper", formula)
+    assert result.exit_code == 2 and fragment in result.output and "nan" not in result.output.lower()
+
+
+def test_hydrate_is_predicted_as_its_full_composition(runner):
+    from fh_screen.predictor import Predictor
+
+    predictor = Predictor.from_name("paper")
+    dotted, explicit = predictor.predict_formulas(["CuSO4.5H2O", "CuSO4(H2O)5"]).dhf_ev_per_atom
+    assert dotted == explicit and np.isfinite(dotted)
+
+
+def test_nul_and_line_breaks_in_csv_fields(runner, tmp_path, oqmd_train_raw):
+    formulas = oqmd_train_raw["formula"].head(3).tolist()
+    source, target = tmp_path / "in.csv", tmp_path / "out.csv"
+    source.write_bytes(
+        b"formula,note\r\n" + f'{formulas[0]}\x00Xx,"a\rb"\r\n{formulas[1]},"c\r\nd"\r\n{formulas[2]},"e\r f"\r\n'.encode()
+    )
+    result = invoke(runner, "predict", "--model", "paper", "--input", str(source), "--output", str(target))
+    assert result.exit_code == 0, result.output
+    from fh_screen.data import read_csv_any
+
+    out = read_csv_any(target, dtype={"error": str})
+    assert len(out) == 3 and out["note"].tolist() == ["a\rb", "c\r\nd", "e\r f"]
+    assert "control character U+0000" in out["error"][0] and np.isnan(out["dhf_pred_ev_per_atom"][0])
+    assert out["error"][1:].isna().all() and np.isfinite(out["dhf_pred_ev_per_atom"][1:]).all()
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "cp1252"])
+def test_csv_in_other_encodings(runner, tmp_path, oqmd_train_raw, encoding):
+    sample = oqmd_train_raw.head(20).assign(note="émigré")
+    source = tmp_path / "in.csv"
+    source.write_bytes(sample.to_csv(index=False).encode(encoding))
+    result = invoke(runner, "predict", "--model", "paper", "--input", str(source), "--output", str(tmp_path / "o.csv"))
+    assert result.exit_code == 0, result.output
+    out = pd.read_csv(tmp_path / "o.csv")
+    assert out["note"].eq("émigré").all() and out["error"].isna().all()
+
+
+def _listing(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("make_target", "fragment"),
+    [
+        (lambda d: d / "missing" / "out.csv", "output folder does not exist"),
+        (lambda d: d, "output is a folder"),
+        (lambda d: d / "file.txt" / "out.csv", "not a folder"),
+    ],
+)
+def test_unwritable_outputs_are_refused_up_front(runner, tmp_path, make_target, fragment):
+    (tmp_path / "file.txt").write_text("x")
+    before = _listing(tmp_path)
+    result = invoke(runner, "predict", "--model", "paper", "LiFePO4", "--output", str(make_target(tmp_path)))
+    assert result.exit_code == 2 and fragment in result.output and "Traceback" not in result.output
+    assert result.output.count("\n") == 1
+    assert _listing(tmp_path) == before
+
+
+def test_read_only_folder_is_refused(runner, tmp_path):
+    import os
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        if os.access(folder, os.W_OK):
+            pytest.skip("running as a user who can write a read-only folder (root)")
+        result = invoke(runner, "predict", "--model", "paper", "LiFePO4", "--output", str(folder / "out.csv"))
+        assert result.exit_code == 2 and "not writable" in result.output
+        assert _listing(folder) == []
+    finally:
+        folder.chmod(0o755)
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), PermissionError(13, "Permission denied")])
+def test_failed_write_leaves_nothing_behind(runner, tmp_path, monkeypatch, error):
+    """A disk that fills (or a permission lost) mid-write: one line, exit 2, no partial file or .tmp."""
+    real_to_csv = pd.DataFrame.to_csv
+
+    def half_then_fail(self, path, *args, **kwargs):
+        real_to_csv(self.head(1), path, *args, **kwargs)
+        raise error
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", half_then_fail)
+    result = invoke(runner, "predict", "--model", "paper", "LiFePO4", "Fe2O3", "--output", str(tmp_path / "out.csv"))
+    assert result.exit_code == 2 and error.strerror in result.output and "Traceback" not in result.output
+    assert _listing(tmp_path) == []
+
+
+def test_library_warnings_do_not_reach_the_cli(runner, tmp_path):
+    import torch
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"payload": object()}, evil)
+    result = invoke(runner, "predict", "LiFePO4", "--model", str(evil))
+    assert result.exit_code == 2
+    assert "Warning" not in result.output and "weights_only=False" not in result.output
+    assert result.output.count("error:") == 1

@@ -9,6 +9,7 @@ import sys
 import textwrap
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 from maggma.stores import MemoryStore
@@ -250,3 +251,54 @@ def test_ingest_folder_and_missing_path(tmp_path, train_slice_csv):  # noqa: F81
 
         with pytest.raises(DataError, match="not found"):
             ingest_path(store.reference, tmp_path / "nope.csv")
+
+
+def test_bad_values_are_rejected_rows_with_counts(tmp_path, train_slice_csv):  # noqa: F811
+    rows = pd.read_csv(train_slice_csv, keep_default_na=False, na_values=[""]).head(50).astype({"target": object})
+    rows.loc[0, "target"], rows.loc[1, "target"], rows.loc[2, "target"], rows.loc[3, "target"] = "NaN", "inf", "abc", "1e400"
+    rows.loc[4, "formula"] = "Fe1e400O"
+    rows.loc[5, "formula"] = rows.loc[5, "formula"] + "\x00Xx"
+    path = tmp_path / "bad_values.csv"
+    rows.to_csv(path, index=False)
+    with FhScreenStore.embedded(tmp_path / "s.sqlite") as store:
+        report = ingest_file(store.reference, path)
+        assert report.rejected["non-numeric or infinite values"] == 4 and report.rejected["bad formulas"] == 2
+        assert report.inserted + report.n_rejected == len(rows)
+        stored = store.reference_frame()
+        assert np.isfinite(stored["dhf_ev_per_atom"]).all() and not stored["formula"].str.contains("\x00").any()
+
+
+def test_hydrate_is_stored_under_its_full_composition(tmp_path):
+    from pymatgen.core import Composition
+
+    path = tmp_path / "hydrate.csv"
+    path.write_text("formula,target\nCuSO4.5H2O,-1.2\n")
+    with FhScreenStore.embedded(tmp_path / "s.sqlite") as store:
+        ingest_file(store.reference, path)
+        (doc,) = list(store.reference.query({}))
+        assert doc["formula"] == Composition("CuSO4(H2O)5").reduced_formula
+
+
+@pytest.mark.parametrize(
+    ("files", "fragment"),
+    [
+        ({"a.csv": "formula,target\nXx,1\nFe0O,2\n"}, "no usable rows"),
+        ({"a.csv": "a,b\n1,2\n"}, "unrecognised format"),
+        ({"a.csv": "formula,target\nFeO,-1.5\n", "b.csv": "x\n"}, "unrecognised format"),
+        ({"a.json": "{not json"}, "not valid JSON"),
+    ],
+)
+def test_refused_input_never_creates_or_touches_a_store(tmp_path, files, fragment):
+    from typer.testing import CliRunner
+
+    from fh_screen.cli import build_app
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    store = tmp_path / "store.sqlite"
+    target = folder if len(files) > 1 else folder / next(iter(files))
+    result = CliRunner().invoke(build_app(), ["ingest", str(target), "--store", str(store)])
+    assert result.exit_code == 2 and fragment in result.output and "Traceback" not in result.output
+    assert not store.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["in"]

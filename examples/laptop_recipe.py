@@ -2,8 +2,10 @@
 
     python examples/laptop_recipe.py Li-Fe-O
 
-Everything lands in an embedded SQLite JobStore (``./fh_jobs.sqlite``); the script reads the
-outputs back from it: the ranked candidates, the structures tried and the CHGNet winners.
+Everything lands in an embedded SQLite JobStore (``./fh_jobs.sqlite``; with JOB_STORE configured
+in ``~/.jobflow.yaml`` — docs/jobs.md — drop ``store=``); the script reads the outputs back from
+it: the ranked candidates, the structures tried and the CHGNet winners. The screen is also saved
+to the fh-screen store (``fh-screen runs``).
 """
 
 from __future__ import annotations

@@ -1,21 +1,33 @@
-"""The ready-to-run recipes in workflows/: the laptop recipe runs for real through CHGNet."""
+"""The ready-to-run recipes in workflows/ and examples/, and the JobStore the jobflow way (issue 9 point 6).
+
+The laptop recipe runs for real through CHGNet; ``~/.jobflow.yaml`` pointing at fh-screen's
+embedded store is tested in a fresh interpreter with a temporary HOME.
+"""
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 from jobflow import run_locally
 from pymatgen.core import Composition
+from jobs_fixtures import fh_settings, reference_store  # noqa: F401 - fixtures
 from pymatgen.io.vasp import Incar, Poscar
 
 from fh_screen.jobs import HandoffDocument, PrescreenDocument, StructuresDocument, local_job_store, read_output
+from fh_screen.store import FhScreenStore
 
 torch.set_num_threads(1)
 
-WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOWS = ROOT / "workflows"
 
 
 def _recipe(name: str):
@@ -25,11 +37,12 @@ def _recipe(name: str):
     return module
 
 
-def test_laptop_recipe_runs_through_chgnet_and_outputs_are_read_back_from_the_store(tmp_path):
+def test_laptop_recipe_runs_through_chgnet_and_outputs_are_read_back_from_the_store(tmp_path, fh_settings):
     pytest.importorskip("chgnet")
     pytest.importorskip("pyxtal")
     laptop = _recipe("laptop_chgnet")
-    flow = laptop.build("Li-Fe-O", top_n=2, max_atoms=4, n_structures=2, max_sites=8, relax_steps=3, reference=None)
+    flow = laptop.build("Li-Fe-O", top_n=2, max_atoms=4, n_structures=2, max_sites=8, relax_steps=3,
+                        reference_store=reference_store(tmp_path / "ref.sqlite", "Li-Fe-O"))
     store_file = tmp_path / "jobs.sqlite"
     run_locally(flow, store=local_job_store(store_file), log=False, create_folders=True, root_dir=str(tmp_path))
 
@@ -53,11 +66,14 @@ def test_laptop_recipe_runs_through_chgnet_and_outputs_are_read_back_from_the_st
                     for r in relaxes if r["name"].startswith(f"CHGNet pre-relax {entry.formula} #")]
         assert entry.energy_ev_per_atom == pytest.approx(min(per_atom))
     assert not [p for p in handoff.problems if p.stage in ("structures", "prerelax")]
+    # the prescreen was saved to the (configured) fh-screen store like a CLI screen
+    with FhScreenStore.from_settings() as fh_store:
+        assert fh_store.get_screen(prescreen.run_id).selected_formulas == prescreen.selected_formulas
 
 
-def test_bulk_recipe_screens_several_systems(tmp_path):
+def test_bulk_recipe_screens_several_systems(tmp_path, fh_settings):
     bulk = _recipe("bulk_screen")
-    flow = bulk.build(["Li-O", "Na-Cl"], top_n=1, max_atoms=4, reference=None)
+    flow = bulk.build(["Li-O", "Na-Cl"], top_n=1, max_atoms=4, use_reference=False)
     store = local_job_store(tmp_path / "bulk.sqlite")
     run_locally(flow, store=store, log=False, ensure_success=True)
     with store:
@@ -68,6 +84,8 @@ def test_bulk_recipe_screens_several_systems(tmp_path):
     with store:
         names = [d["name"] for d in store.query({"name": {"$regex": "^fh-screen prescreen"}}, properties=["name"])]
     assert sorted(names) == ["fh-screen prescreen Cl-Na", "fh-screen prescreen Li-O"]
+    with FhScreenStore.from_settings() as fh_store:
+        assert {r["run_id"] for r in fh_store.screen_summaries()} == {d.run_id for d in docs}
 
 
 def test_vasp_recipe_writes_inputs_for_a_candidate(tmp_path):
@@ -83,3 +101,77 @@ def test_vasp_recipe_writes_inputs_for_a_candidate(tmp_path):
         assert Incar.from_file(folder / "INCAR")["ISIF"] == 3
         assert Poscar.from_file(folder / "POSCAR").structure.composition.reduced_composition == Composition("LiFeO2")
         assert (folder / "POTCAR.spec").is_file() and (folder / "KPOINTS").is_file()
+
+
+_JOBFLOW_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import torch
+    torch.set_num_threads(1)
+    from jobflow import SETTINGS, run_locally
+    from fh_screen.jobs import PrescreenMaker, StructureMaker, read_output
+    from fh_screen.store import SQLiteStore
+
+    reference = SQLiteStore(sys.argv[1], "reference", key="formula")
+    prescreen = PrescreenMaker(top_n=1, reference_store=reference, screen_options={"max_atoms": 4})
+    job = prescreen.make("Li-O")
+    structures = StructureMaker(n_structures=1, max_sites=6).make(job.output.selected_formulas)
+    from jobflow import Flow
+    run_locally(Flow([job, structures]), log=False, ensure_success=True)     # no store=: JOB_STORE
+    store = SETTINGS.JOB_STORE
+    with store:
+        doc = read_output(store, job.uuid)
+        made = read_output(store, structures.uuid)
+    print(json.dumps({"store": type(store.docs_store).__name__, "path": str(store.docs_store.path),
+                      "data": sorted(store.additional_stores), "run_id": doc.run_id,
+                      "selected": doc.selected_formulas, "structures": [s.formula for s in made.structures]}))
+""")
+
+
+def test_jobflow_yaml_job_store_on_the_embedded_store_needs_no_store_argument(tmp_path):
+    """~/.jobflow.yaml JOB_STORE = fh-screen's SQLite store: run_locally(flow) alone writes there."""
+    from fh_screen.jobs import jobflow_yaml
+    from fh_screen.store import SQLiteStore
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".jobflow.yaml").write_text(jobflow_yaml("~/jobs/jobflow.sqlite"))
+    reference_store(tmp_path / "ref.sqlite", "Li-O")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FH_SCREEN_", "JOBFLOW_"))}
+    env.update(HOME=str(home), FH_SCREEN_REFERENCE_DATA="false", OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, "-c", _JOBFLOW_SCRIPT, str(tmp_path / "ref.sqlite")], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    db = home / "jobs" / "jobflow.sqlite"
+    assert out["store"] == "SQLiteStore" and out["path"] == str(db) and out["data"] == ["data"]
+    assert len(out["selected"]) == 1 and out["structures"] == out["selected"]
+    # what run_locally wrote is on disk, in the file named by ~/.jobflow.yaml: a fresh store reads it
+    store = local_job_store(db)
+    with store:
+        docs = list(store.query({"name": {"$regex": "^fh-screen prescreen"}}, properties=["uuid"]))
+        doc = read_output(store, docs[0]["uuid"])
+    assert doc.run_id == out["run_id"] and doc.candidates  # the candidates came back from the data store
+    data = SQLiteStore(db, "data", key="blob_uuid")
+    with data:
+        assert data.count() >= 1
+    # and the screen went to the worker's configured fh-screen store (HOME/.fh_screen), as the CLI's do
+    with FhScreenStore.embedded(home / ".fh_screen" / "fh_screen.sqlite", read_only=True) as fh_store:
+        assert fh_store.get_screen(out["run_id"]).selected_formulas == out["selected"]
+
+
+def test_examples_run_on_the_new_api(tmp_path, fh_settings, monkeypatch):
+    """The short example scripts a new user copies (those without DFT or CHGNet)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["x"])
+    reference_store(fh_settings / "fh_screen.sqlite", "Li-O")  # the configured store knows Li-O's phases
+    spec = importlib.util.spec_from_file_location("example_predict", ROOT / "examples" / "predict_formulas.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    ranked, selected = module.main(["Li2O", "Li2O2", "LiO2"])
+    assert [c.formula for c in ranked] and set(selected) <= {"Li2O", "Li2O2", "LiO2"} and len(selected) == 2
+    spec = importlib.util.spec_from_file_location("example_insert", ROOT / "examples" / "insert_prescreen.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    flows = module.main("Li-Fe-O")
+    assert all(f.jobs[0].maker.top_n == 2 for f in flows)

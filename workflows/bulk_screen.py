@@ -3,7 +3,8 @@
     python workflows/bulk_screen.py Li-Fe-O Na-Mn-O Li-Co-O --top-n 5          # run here
     python workflows/bulk_screen.py $(cat systems.txt) --backend fireworks      # at scale
 
-Every job writes a PrescreenDocument to the JobStore; query them all afterwards with
+Every job returns a ScreenDoc (in the JobStore) and saves it to the fh-screen store's ``screens``
+collection (``fh-screen runs`` lists them); query the JobStore with
 ``store.query({"name": {"$regex": "^fh-screen prescreen"}})``. ``--structures`` adds the
 structure stage, ``--dft`` the full handoff to atomate2 VASP.
 """
@@ -17,11 +18,11 @@ from jobflow import Flow
 
 
 def build(systems: Sequence[str], top_n: int = 5, max_atoms: int = 12, structures: bool = False, dft: bool = False,
-          model: str | None = None, reference: str | None = "store") -> Flow:
+          model: str | None = None, use_reference: bool = True, reference_store=None) -> Flow:
     """One flow holding a prescreen (and optionally structures / DFT handoff) per system."""
     from fh_screen.jobs import PrescreenMaker, PrescreenToDFTMaker, StructureMaker
 
-    prescreen = PrescreenMaker(model=model, top_n=top_n, reference=reference,
+    prescreen = PrescreenMaker(model=model, top_n=top_n, use_reference=use_reference, reference_store=reference_store,
                                screen_options={"max_atoms": max_atoms, "charge_neutral": True})
     parts = []
     for system in systems:
@@ -43,7 +44,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--structures", action="store_true")
     parser.add_argument("--dft", action="store_true")
     parser.add_argument("--backend", choices=["local", "fireworks", "jobflow-remote"], default="local")
-    parser.add_argument("--store", default=None, help="SQLite JobStore file for --backend local")
+    parser.add_argument("--store", default=None,
+                        help="SQLite JobStore file for --backend local (default: JOB_STORE of ~/.jobflow.yaml)")
     parser.add_argument("--launchpad", default=None)
     parser.add_argument("--worker", default=None)
     args = parser.parse_args(argv)
@@ -53,12 +55,14 @@ def main(argv: list[str] | None = None) -> None:
     flow = build(args.systems, top_n=args.top_n, max_atoms=args.max_atoms, structures=args.structures, dft=args.dft)
     result = run_flow(flow, args.backend, store_path=args.store, launchpad_file=args.launchpad, worker=args.worker)
     if args.backend == "local":
-        from fh_screen.jobs import local_job_store
+        from fh_screen.jobs import job_store, read_output
 
-        with local_job_store(args.store) as store:
-            for doc in store.query({"name": {"$regex": "^fh-screen prescreen"}}, properties=["name", "output"]):
-                out = doc["output"]
-                print(f"{out['chemsys']:<16} {out['n_candidates']:>7} candidates  selected: {', '.join(out['selected_formulas'])}")
+        with job_store(args.store) as store:
+            for job in flow.jobs:
+                first = job if not isinstance(job, Flow) else job.jobs[0]
+                out = read_output(store, first.uuid)
+                print(f"{out.chemsys:<16} {out.n_candidates:>7} candidates  selected: {', '.join(out.selected_formulas)}"
+                      f"  (fh-screen query --run {out.run_id})")
     else:
         print(result)
 

@@ -2,9 +2,11 @@
 
     python workflows/laptop_chgnet.py Li-Fe-O --top-n 3 --store ./fh_jobs.sqlite
 
-The flow runs with jobflow's ``run_locally`` on fh-screen's embedded SQLite JobStore; every
-output (prescreen ranking, structures, CHGNet task documents, the final choice) is kept there and
-can be read back with ``store.get_output(uuid)`` or queried by job name.
+The flow runs with jobflow's ``run_locally`` on the JobStore configured in ``~/.jobflow.yaml``
+(``--store FILE`` for fh-screen's embedded SQLite JobStore instead; see docs/jobs.md); every output
+(prescreen ranking, structures, CHGNet task documents, the final choice) is kept there and can be
+read back with ``fh_screen.jobs.read_output(store, uuid)`` or queried by job name. The prescreen
+is also saved to the fh-screen store: ``fh-screen runs``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ def build(
     max_sites: int = 12,
     relax_steps: int = 200,
     model: str | None = None,
-    reference: str | None = "store",
+    use_reference: bool = True,
+    reference_store=None,
 ) -> Flow:
     """The laptop flow: prescreen → structures → CHGNet pre-relax (lowest energy per composition kept)."""
     from fh_screen.jobs import HandoffMaker, PrescreenMaker, PrescreenToDFTMaker, StructureMaker, chgnet_prerelax_maker
@@ -31,7 +34,7 @@ def build(
     maker = PrescreenToDFTMaker(
         name="fh-screen laptop (CHGNet)",
         prescreen_maker=PrescreenMaker(
-            model=model, top_n=top_n, reference=reference,
+            model=model, top_n=top_n, use_reference=use_reference, reference_store=reference_store,
             screen_options={"max_atoms": max_atoms, "charge_neutral": True},
         ),
         structure_maker=StructureMaker(n_structures=n_structures, max_sites=max_sites),
@@ -47,15 +50,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-atoms", type=int, default=8)
     parser.add_argument("--max-sites", type=int, default=12)
     parser.add_argument("--steps", type=int, default=200, help="CHGNet relax steps")
-    parser.add_argument("--store", default=None, help="SQLite JobStore file (default ~/.fh_screen/jobflow.sqlite)")
+    parser.add_argument("--store", default=None,
+                        help="SQLite JobStore file (default: JOB_STORE of ~/.jobflow.yaml, else ~/.fh_screen/jobflow.sqlite)")
     parser.add_argument("--workdir", default="fh_screen_runs", help="folder for the job directories (ASE writes files)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     import torch
 
-    from fh_screen.jobs import local_job_store
     from jobflow import run_locally
+
+    from fh_screen.jobs import job_store
 
     torch.set_num_threads(1)
     flow = build(args.chemsys, top_n=args.top_n, max_atoms=args.max_atoms, max_sites=args.max_sites,
@@ -64,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from fh_screen.jobs import read_output
 
-    store = local_job_store(args.store)
+    store = job_store(args.store)
     Path(args.workdir).mkdir(parents=True, exist_ok=True)
     run_locally(flow, store=store, log=False, create_folders=True, root_dir=args.workdir)
     with store:

@@ -19,7 +19,7 @@ from jobflow import Flow
 
 
 def build(chemsys: str, top_n: int = 5, max_atoms: int = 12, n_structures: int = 3, max_sites: int = 24,
-          relax_steps: int = 500, dft_maker=None, model: str | None = None) -> Flow:
+          relax_steps: int = 500, dft_maker=None, model: str | None = None, reference_store=None) -> Flow:
     """prescreen → structures → CHGNet → VASP (``dft_maker``, default atomate2 ``DoubleRelaxMaker``)."""
     from fh_screen.jobs import (
         HandoffMaker,
@@ -32,7 +32,7 @@ def build(chemsys: str, top_n: int = 5, max_atoms: int = 12, n_structures: int =
 
     maker = PrescreenToDFTMaker(
         name="fh-screen → CHGNet → VASP",
-        prescreen_maker=PrescreenMaker(model=model, top_n=top_n,
+        prescreen_maker=PrescreenMaker(model=model, top_n=top_n, reference_store=reference_store,
                                        screen_options={"max_atoms": max_atoms, "charge_neutral": True}),
         structure_maker=StructureMaker(n_structures=n_structures, max_sites=max_sites),
         handoff_maker=HandoffMaker(dft_maker=dft_maker or default_dft_maker(),
@@ -75,10 +75,10 @@ def main(argv: list[str] | None = None) -> None:
     flow = build(args.chemsys, top_n=args.top_n)
     print(flow.graph_to_mermaid() if hasattr(flow, "graph_to_mermaid") else flow)
     if args.write_inputs:
-        from fh_screen.jobs.prescreen import run_prescreen
+        from fh_screen.jobs import PrescreenMaker
         from fh_screen.jobs.structures import make_structures
 
-        selection = run_prescreen(args.chemsys, top_n=1)
+        selection = PrescreenMaker(top_n=1, save_screen=False).prescreen(args.chemsys)
         made = make_structures(selection.selected_formulas, n_structures=1)
         for candidate in made.structures:
             for path in write_vasp_inputs(candidate.structure, args.write_inputs):

@@ -387,3 +387,44 @@ def test_chemical_system_parser_returns_elements_or_one_line_error(text):
 )
 def test_screen_command_exits_0_or_2(system, max_atoms, top):
     invoke("screen", system, "--max-atoms", str(max_atoms), "--top", str(top), "--no-store", "--model", "paper")
+
+
+@pytest.fixture(scope="module")
+def small_store(oqmd_train_raw, tmp_path_factory):
+    """A store holding 300 real OQMD rows (for the query options)."""
+    from fh_screen.store import FhScreenStore
+    from fh_screen.store.ingest import ingest_file
+
+    folder = tmp_path_factory.mktemp("fuzz_store")
+    source = folder / "rows.csv"
+    oqmd_train_raw.sample(n=300, random_state=3).to_csv(source, index=False)
+    with FhScreenStore.embedded(folder / "store.sqlite") as store:
+        ingest_file(store.reference, source)
+    return folder / "store.sqlite"
+
+
+NUMBER_TEXT = st.one_of(st.floats().map(repr), st.integers(-10, 10).map(str), st.sampled_from(["nan", "inf", "-inf", "1e400", "x", ""]))
+
+
+@budget(40)
+@given(
+    st.one_of(st.none(), SYSTEM_TEXT), st.one_of(st.none(), st.integers(-3, 120).map(str), st.just("x")),
+    st.one_of(st.none(), NUMBER_TEXT), st.one_of(st.none(), NUMBER_TEXT),
+    st.sampled_from(["reference", "predicted", "both", "nope"]), st.integers(-5, 60),
+    st.one_of(st.none(), CLI_FORMULA), st.sampled_from([None, "out.json", "sub", "missing/o.json"]),
+)
+def test_query_options_exit_0_or_2_and_leave_no_debris(small_store, chemsys, nelements, low, high, kind, limit, formula, json_name):
+    args = ["query", "--store", str(small_store), "--kind", kind, "--limit", str(limit)]
+    for flag, value in (("--chemsys", chemsys), ("--nelements", nelements), ("--min-dhf", low), ("--max-dhf", high), ("--formula", formula)):
+        if value is not None:
+            args += [flag, value]
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        (folder / "sub").mkdir()
+        if json_name is not None:
+            args += ["--json", str(folder / json_name)]
+        result = invoke(*args)
+        names = {p.name for p in folder.rglob("*")}
+        assert not any(n.endswith(".tmp") for n in names)
+        if result.exit_code == 2:
+            assert names == {"sub"}, result.output

@@ -118,3 +118,27 @@ def test_switched_off_or_mongodb_leaves_the_store_alone(fresh_settings, monkeypa
 def test_metadata_is_json_with_the_build_command():
     text = bootstrap._data_file("oqmd_reference.json").read_text()
     assert json.loads(text)["command"].startswith("python scripts/build_reference_table.py")
+
+
+def test_query_lists_dft_entries_before_predictions_of_new_compositions(fresh_settings, monkeypatch, tmp_path):
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from fh_screen.cli import build_app
+    from fh_screen.predictor import Predictor
+
+    full = bootstrap._cached_table()
+    small = full[full["chemsys"].isin(["Fe-O", "Li-O", "Fe-Li", "Fe-Li-O"])].reset_index(drop=True)
+    monkeypatch.setattr(bootstrap, "_cached_table", lambda: small)
+    predictor = Predictor.from_name("paper", threads=1)
+    new = ["Li9Fe2O11", "LiFe9O2", "Li3Fe7O12", "AcLi"]  # sorted before the known ones by chemsys/formula
+    with FhScreenStore.from_settings() as store:
+        frame = pd.DataFrame({"formula": new, "dhf_pred_ev_per_atom": predictor.predict_formulas(new).dhf_ev_per_atom})
+        store.save_predictions(frame, predictor)
+    out = tmp_path / "q.csv"
+    result = CliRunner().invoke(build_app(), ["query", "--chemsys", "Li-Fe-O", "--csv", str(out)])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out)
+    known = table["dhf_ev_per_atom"].notna().to_numpy()
+    assert known[: len(small)].all() and not known[len(small):].any()
+    assert set(table["formula"][~known]) == {"Li9Fe2O11", "LiFe9O2", "Li3Fe7O12"}

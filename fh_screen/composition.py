@@ -92,6 +92,7 @@ _SOLVENT_AFTER_DOT = re.compile(
     r"[0-9]+(?:\.[0-9]+)? *(?:" + "|".join(rf"{s}|\({s}\)" for s in SOLVENT_FORMULAS) + r") *(?=$|[)\]}" + ADDUCT_SEPARATORS + "])"
 )
 _MAX_FAST_DIGITS = 15  # whole numbers up to 15 digits are exact in float64 sums
+_FAST_CHUNK = 1 << 19  # formulas tokenised together (bounds the temporary arrays to a few hundred MB)
 
 
 class FormulaError(FhScreenError):
@@ -480,15 +481,18 @@ def fraction_matrix(
     """
     elements = tuple(elements)
     index = _index_of(elements)
-    formulas = list(formulas)
+    formulas = [formulas] if isinstance(formulas, (str, bytes)) else list(formulas)  # one formula, not its characters
     matrix = np.zeros((len(formulas), len(elements)), dtype=dtype)
     errors: list[str | None] = [None] * len(formulas)
-    if not formulas:
-        return FeatureMatrix(matrix=matrix, errors=errors, elements=elements)
-    try:
-        plain = _fill_plain_rows(formulas, elements, matrix)
-    except TypeError:  # a non-string in the batch: the grammar names its type
-        plain = _fill_plain_rows([f if isinstance(f, str) else "\x00" for f in formulas], elements, matrix)
+    plain = np.zeros(len(formulas), dtype=bool)
+    for start in range(0, len(formulas), _FAST_CHUNK):
+        stop = min(start + _FAST_CHUNK, len(formulas))
+        chunk = formulas[start:stop]
+        try:
+            plain[start:stop] = _fill_plain_rows(chunk, elements, matrix[start:stop])
+        except TypeError:  # a non-string in the batch: the grammar names its type
+            chunk = [f if isinstance(f, str) else "\x00" for f in chunk]
+            plain[start:stop] = _fill_plain_rows(chunk, elements, matrix[start:stop])
     for row in np.flatnonzero(~plain).tolist():
         try:
             amounts = parse_amounts(formulas[row], elements)

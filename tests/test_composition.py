@@ -179,3 +179,19 @@ def test_counts_scatter_into_model_slots():
         fractions_from_counts(np.array([[0, 0]]))
     with pytest.raises(FormulaError, match="Og"):
         scatter_counts(counts[:, :2], ("Li", "Og"))
+
+
+def test_chunked_fast_path_equals_one_batch(oqmd_train_raw, monkeypatch):
+    import fh_screen.composition as composition
+
+    formulas = oqmd_train_raw["formula"].head(200).tolist() + ["Fe0O", "", b"x", "CuSO4.5H2O", "FeOFe", " Fe2O3"] * 3
+    whole = fraction_matrix(formulas, dtype=np.float64)
+    monkeypatch.setattr(composition, "_FAST_CHUNK", 7)
+    chunked = fraction_matrix(formulas, dtype=np.float64)
+    np.testing.assert_array_equal(whole.matrix, chunked.matrix)
+    assert whole.errors == chunked.errors
+
+
+def test_a_single_string_is_one_formula_not_its_characters():
+    features = fraction_matrix("Fe2O3")
+    assert features.matrix.shape == (1, len(DEFAULT_ELEMENTS)) and features.errors == [None]

@@ -108,20 +108,30 @@ def reference_metadata() -> dict[str, Any]:
 
 
 @lru_cache(maxsize=1)
-def _cached_table() -> pd.DataFrame:
+def _raw_table() -> pd.DataFrame:
+    """``formula``, ``dhf_ev_per_atom`` as shipped (read once per process)."""
     import pandas as pd
-
-    from fh_screen.store.documents import chemsys_of, elements_of
 
     path = _data_file(TABLE_FILE)
     try:
-        table = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={"formula": str})
+        return pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={"formula": str})
     except (OSError, ValueError) as exc:
         raise FhScreenError(f"shipped reference data is unreadable: {path}: {exc}") from None
+
+
+def _with_systems(table: pd.DataFrame) -> pd.DataFrame:
+    from fh_screen.store.documents import chemsys_of, elements_of
+
+    table = table.copy()
     elements = [elements_of(f) for f in table["formula"]]
     table["chemsys"] = [chemsys_of(e) for e in elements]
     table["nelements"] = [len(e) for e in elements]
     return table
+
+
+@lru_cache(maxsize=1)
+def _cached_table() -> pd.DataFrame:
+    return _with_systems(_raw_table())
 
 
 def load_reference_table() -> pd.DataFrame:
@@ -151,10 +161,15 @@ def packaged_reference_frame(chemsys: str) -> pd.DataFrame:
         ``passed_outlier_filter``, shaped like :meth:`FhScreenStore.reference_frame
         <fh_screen.store.stores.FhScreenStore.reference_frame>`.
     """
+
     from fh_screen.store.documents import subsystems
 
-    table = _cached_table()
-    frame = table[table["chemsys"].isin(set(subsystems(chemsys)))].copy()
+    systems = set(subsystems(chemsys))
+    symbols = "|".join(sorted(max(systems, key=len).split("-"), key=len, reverse=True))
+    raw = _raw_table()
+    # A cheap text filter first (formulas made of the system's symbols only), then the exact test.
+    candidates = _with_systems(raw[raw["formula"].str.fullmatch(rf"(?:(?:{symbols})\d*|\(|\)\d*)+")])
+    frame = candidates[candidates["chemsys"].isin(systems)].copy()
     frame["elements"] = [c.split("-") for c in frame["chemsys"]]
     frame["source"] = "oqmd"
     frame["source_file"] = TABLE_FILE

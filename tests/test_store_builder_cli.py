@@ -39,6 +39,8 @@ def _check_predictions(store, tidy):
     expected = predictor.predict_formulas(sample).dhf_ev_per_atom
     assert np.allclose([docs[f]["dhf_pred_ev_per_atom"] for f in sample], expected, atol=1e-5)
     assert {docs[f]["model_weights_sha256"] for f in sample} == {predictor.weights_sha256}
+    # (formula, model) -> ΔH_f, σ: no run id, no screen fields
+    assert not {"run_id", "e_above_hull_pred_ev_per_atom"} & set(docs[sample[0]])
 
 
 def test_builder_serial_is_incremental(store_500):
@@ -102,7 +104,9 @@ def test_cli_ingest_query_predict(tmp_path, train_slice_csv, isolated_settings):
     result = runner.invoke(app, ["query", "-c", "Zr-Te-Ta", "--limit", "3"])
     assert result.exit_code == 0 and "pred − DFT" in result.output
     result = runner.invoke(app, ["query", "--chemsys", "Li-Qq"])
-    assert result.exit_code == 2 and "unknown element symbol" in result.output
+    assert result.exit_code == 2 and "unknown element 'Qq'" in result.output  # the screen's chemsys parser
+    result = runner.invoke(app, ["query", "--chemsys", "Li,O"])
+    assert result.exit_code == 2 and "malformed chemical system" in result.output
     result = runner.invoke(app, ["query", "--min-dhf", "1", "--max-dhf", "0"])
     assert result.exit_code == 2 and "empty" in result.output
     result = runner.invoke(app, ["ingest", str(tmp_path / "missing.csv")])

@@ -43,8 +43,8 @@ _SYMBOL = re.compile(r"[A-Z][a-z]?")
 #: for any hand-off, small enough for MongoDB's 16 MB document limit on a senary screen.
 DEFAULT_KEEP_TOP = 1000
 
-#: The one run-id format: UTC time stamp (sortable) and 8 hex digits.
-RUN_ID_PATTERN = re.compile(r"\d{8}T\d{6}-[0-9a-f]{8}")
+#: The one run-id format: UTC time stamp to the millisecond (sortable) and 8 hex digits.
+RUN_ID_PATTERN = re.compile(r"\d{8}T\d{9}-[0-9a-f]{8}")
 
 
 def utcnow() -> datetime:
@@ -52,9 +52,13 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
+def _to_ms(moment: datetime) -> datetime:
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
 def new_run_id() -> str:
-    """A sortable, unique run id: ``20260126T021500-1a2b3c4d`` (UTC time stamp, random suffix)."""
-    return f"{utcnow():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    """A sortable, unique run id: ``20260126T021500123-1a2b3c4d`` (UTC time to the ms, random suffix)."""
+    return f"{utcnow():%Y%m%dT%H%M%S%f}"[:-3] + f"-{uuid.uuid4().hex[:8]}"
 
 
 @lru_cache(maxsize=1 << 18)
@@ -212,7 +216,8 @@ class ScreenDoc(BaseModel):
     selected: list[Candidate] = Field(default_factory=list, description="candidates handed to the next stage")
     selected_formulas: list[str] = Field(default_factory=list, description="formulas of `selected`, in rank order")
     problems: list[Problem] = Field(default_factory=list, description="what went wrong or needs a note")
-    created_at: datetime = Field(default_factory=utcnow, description="when the screen ran (UTC)")
+    created_at: datetime = Field(default_factory=lambda: _to_ms(utcnow()),
+                                 description="when the screen ran (UTC, to the millisecond as MongoDB keeps it)")
 
     @classmethod
     def from_result(

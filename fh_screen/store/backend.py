@@ -29,6 +29,7 @@ import sqlite3
 from collections.abc import Iterator
 from datetime import date, datetime, timezone
 from enum import Enum
+from functools import lru_cache
 from itertools import groupby
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,9 @@ def _utc_naive(value: datetime) -> datetime:
     return value
 
 
+@lru_cache(maxsize=256)
 def _datetime_text(value: datetime) -> str:
+    # Cached: a batch of documents usually shares one last_updated time stamp.
     return _utc_naive(value).isoformat(timespec="microseconds")
 
 

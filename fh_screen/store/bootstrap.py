@@ -161,7 +161,6 @@ def packaged_reference_frame(chemsys: str) -> pd.DataFrame:
         ``passed_outlier_filter``, shaped like :meth:`FhScreenStore.reference_frame
         <fh_screen.store.stores.FhScreenStore.reference_frame>`.
     """
-
     from fh_screen.store.documents import subsystems
 
     systems = set(subsystems(chemsys))

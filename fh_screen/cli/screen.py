@@ -19,8 +19,8 @@ __all__ = ["register", "write_outputs"]
 
 _INGEST_HINT = (
     "no OQMD reference entries in the store: the hull is built from the elements and the predictions alone; "
-    "run `fh-screen ingest PATH` (e.g. train.csv) to anchor it on DFT values, or leave reference_data on "
-    "(FH_SCREEN_REFERENCE_DATA) to use the OQMD table shipped with fh-screen"
+    "run `fh-screen ingest PATH` (e.g. train.csv) to anchor it on DFT values; an embedded store is filled from "
+    "the OQMD table shipped with fh-screen unless reference_data is off (FH_SCREEN_REFERENCE_DATA)"
 )
 
 

@@ -56,7 +56,7 @@ def ingest_command(
     with _open_store(store_file, read_only=False) as store:
         with Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=out, transient=True,
+            console=out, transient=True, disable=not out.is_terminal,
         ) as progress:
             for file in files:
                 if not out.is_terminal:  # logs and pipes get a line per file; a terminal gets the bar

@@ -246,12 +246,14 @@ def ensure_reference_data(
                     if formula not in held
                     or (held[formula].get("source_file") == TABLE_FILE and held[formula].get("dhf_ev_per_atom") != value)
                 ]
-            _progress_logger().info(
-                "%s the store %s with %s OQMD reference entries shipped with the package (once)",
-                "first use: filling" if n_before == 0 else "updating", Path(path).expanduser(), f"{len(rows):,}",
-            )
-            now = utcnow()
             rows = list(rows)
+            if rows:
+                _progress_logger().info(
+                    "%s the store %s with %s OQMD reference entries shipped with the package (%s)",
+                    "first use: filling" if n_before == 0 else "updating", Path(path).expanduser(), f"{len(rows):,}",
+                    "once" if n_before == 0 else "once for this package version",
+                )
+            now = utcnow()
             for start in range(0, len(rows), _BATCH):
                 reference.update(_docs(table, rows[start:start + _BATCH], now), key="formula")
         finally:

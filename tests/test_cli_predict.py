@@ -230,3 +230,22 @@ def test_library_warnings_do_not_reach_the_cli(runner, tmp_path):
     assert result.exit_code == 2
     assert "Warning" not in result.output and "weights_only=False" not in result.output
     assert result.output.count("error:") == 1
+
+
+def test_cli_silences_warnings_and_never_relays_weights_only_advice(runner, monkeypatch):
+    """Whatever a library warns or advises, the CLI prints one line without unsafe advice."""
+    import warnings
+
+    from fh_screen.errors import FhScreenError
+    from fh_screen.predictor import Predictor
+
+    def noisy(name=None):
+        warnings.warn("You are using `torch.load` with `weights_only=False`", UserWarning)
+        raise FhScreenError("cannot load model x.pt: Weights only load failed. Re-running `torch.load` with "
+                            "`weights_only` set to `False` will likely succeed; or use weights_only=False here.")
+
+    monkeypatch.setattr(Predictor, "from_name", staticmethod(noisy))
+    result = invoke(runner, "predict", "LiFePO4")
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert "UserWarning" not in result.output and "weights_only=False" not in result.output
+    assert "False" not in result.output and "cannot load model x.pt" in result.output

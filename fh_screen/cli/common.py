@@ -40,13 +40,15 @@ def error_console():
     return Console(stderr=True)
 
 
-_UNSAFE_ADVICE = re.compile(r"[^.;:]*weights_only\s*=\s*False[^.;]*[.;]?", re.IGNORECASE)
+_UNSAFE_ADVICE = re.compile(r"weights_only`?\s*(?:=|set to)\s*`?False", re.IGNORECASE)
 
 
 def _one_line(message: str) -> str:
-    """The first line of ``message``, without advice to load a file with ``weights_only=False``."""
+    """The first line of ``message``, without any sentence advising ``weights_only=False``."""
     line = (message.strip().splitlines() or [""])[0]
-    return _UNSAFE_ADVICE.sub("", line).strip() or "refused"
+    sentences = re.split(r"(?<=[.;])\s+", line)
+    kept = " ".join(s for s in sentences if not _UNSAFE_ADVICE.search(s)).strip()
+    return kept or "refused: the file is not a plain-tensor checkpoint"
 
 
 def fail(message: str, code: int = 2):

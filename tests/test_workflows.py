@@ -169,7 +169,8 @@ def test_examples_run_on_the_new_api(tmp_path, fh_settings, monkeypatch):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     ranked, selected = module.main(["Li2O", "Li2O2", "LiO2"])
-    assert [c.formula for c in ranked] and set(selected) <= {"Li2O", "Li2O2", "LiO2"} and len(selected) == 2
+    assert {c.formula for c in ranked} == {"Li2O", "Li2O2", "LiO2"}
+    assert [c.rank for c in ranked] == sorted(c.rank for c in ranked) and len(selected) == 2
     spec = importlib.util.spec_from_file_location("example_insert", ROOT / "examples" / "insert_prescreen.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

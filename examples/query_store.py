@@ -1,4 +1,4 @@
-"""Ingest a slice of OQMD, predict it with a maggma Builder, and compare DFT with predictions.
+"""Ingest a slice of OQMD, predict it with a maggma Builder, compare DFT with predictions, save a screen.
 
     python examples/query_store.py            # uses a temporary store, touches nothing in ~/.fh_screen
 
@@ -36,6 +36,18 @@ def main() -> None:
             both = store.compare_frame(chemsys="Li-Fe-O")
             print(both[["formula", "dhf_ev_per_atom", "dhf_pred_ev_per_atom", "dhf_error_ev_per_atom"]].head(10))
             print("mean |error| (eV/atom):", both["dhf_error_ev_per_atom"].abs().mean().round(3))
+
+        # the third collection: one document per screen, under a new run id (what `fh-screen runs` lists)
+        from fh_screen.screening import ScreenOptions, screen
+        from fh_screen.store import ScreenDoc
+
+        with store:
+            options = ScreenOptions(max_atoms=8)
+            result = screen("Li-Fe-O", known=store.reference_frame(chemsys="Li-Fe-O"), options=options)
+            run_id = store.save_screen(ScreenDoc.from_result(result, options))
+            for row in store.screen_summaries():
+                print(row["run_id"], row["chemsys"], row["n_candidates"], "candidates,", row["n_reference"], "known")
+            print("best:", [c.formula for c in store.get_screen(run_id).candidates[:5]])
 
 
 if __name__ == "__main__":

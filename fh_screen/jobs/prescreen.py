@@ -29,7 +29,7 @@ from maggma.core import Store
 from fh_screen.errors import FhScreenError
 from fh_screen.jobs.base import fh_screen_job
 from fh_screen.screening import ScreenOptions
-from fh_screen.store.documents import DEFAULT_KEEP_TOP, ScreenDoc
+from fh_screen.store.documents import DEFAULT_KEEP_TOP, ScreenDoc, elements_of
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def read_reference(system: Sequence[str], reference_store: Store | None = None):
             frame = store.reference_frame(chemsys=label)
     except Exception as exc:  # noqa: BLE001 - any failure to read is fatal here, in one line
         raise PrescreenError(f"cannot read reference entries for {label}: {_one_line(exc)}") from None
-    n_compounds = int((frame["nelements"].fillna(0).astype(int) >= 2).sum()) if len(frame) else 0
+    n_compounds = sum(len(elements_of(str(f))) >= 2 for f in frame["formula"]) if len(frame) else 0
     if n_compounds == 0:
         raise PrescreenError(
             f"no reference entries for {label} in {where}: ingest OQMD (fh-screen ingest PATH), give "
@@ -156,7 +156,9 @@ class PrescreenMaker(Maker):
     reference_store
         maggma Store of the reference entries; it is serialised with the job, so a worker opens
         the same database (a MongoStore, an SQLiteStore on a shared file). None: the store
-        configured where the job runs.
+        configured where the job runs. An OQMD-style file: ``fh-screen ingest FILE --store
+        ref.sqlite`` once, then ``SQLiteStore("ref.sqlite", "reference", key="formula")``. A
+        ``MemoryStore`` works in-process only (serialising it gives an empty one).
     save_screen
         Write the document to the ``screens`` collection (as the CLI does unless ``--no-store``).
     screens_store

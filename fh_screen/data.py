@@ -171,9 +171,9 @@ def _decode(raw: bytes, encodings: tuple[str, ...], path: Path) -> str:
 def read_csv_any(path: str | Path, **kwargs) -> pd.DataFrame:
     """``pd.read_csv`` of any text encoding, with CR/LF and NUL bytes inside fields kept.
 
-    Empty cells are missing; the text ``NaN`` (sodium nitride) is kept. Files holding a CR or a
-    NUL are parsed by pandas' Python engine (its C tokenizer mis-reads them); a NUL then stays
-    in its field, where the formula grammar rejects it. Raises :class:`DataError` (one line).
+    Empty cells are missing; the text ``NaN`` (sodium nitride) is kept. Files holding a CR that
+    is not part of a CRLF, or a NUL, are parsed by pandas' Python engine (its C tokenizer
+    mis-reads them); a NUL then stays in its field, where the formula grammar rejects it. Raises :class:`DataError` (one line).
     """
     import csv
     import io
@@ -181,7 +181,8 @@ def read_csv_any(path: str | Path, **kwargs) -> pd.DataFrame:
     path = Path(path)
     text = read_text(path)
     options = {"keep_default_na": False, "na_values": [""], **kwargs}
-    if ("\r" in text or "\x00" in text) and options.get("engine") != "python":
+    lone_cr = text.count("\r") != text.count("\r\n")  # CRLF line ends alone suit the C tokenizer
+    if (lone_cr or "\x00" in text) and options.get("engine") != "python":
         options["engine"] = "python"
     try:
         return pd.read_csv(io.StringIO(text, newline=""), **options)

@@ -190,6 +190,25 @@ def test_insert_prescreen_takes_a_maker(dft_maker):
         insert_prescreen("not a maker", "Li-O")
 
 
+def test_insert_prescreen_runs_the_users_maker_on_each_selected_candidate(tmp_path, fh_settings):
+    """A real run: a CHGNet static (standing in for the user's DFT maker) on the top candidate."""
+    pytest.importorskip("chgnet")
+    from atomate2.forcefields.jobs import ForceFieldStaticMaker
+
+    flow = insert_prescreen(
+        ForceFieldStaticMaker(name="my static", force_field_name="CHGNet"), "Li-F",
+        prescreen_maker=PrescreenMaker(top_n=1, use_reference=False, save_screen=False,
+                                       screen_options={"max_atoms": 2, "charge_neutral": True}),
+        structure_maker=StructureMaker(n_structures=1, max_sites=4),
+    )
+    store = _store()
+    run_locally(flow, store=store, log=False, ensure_success=True, create_folders=True, root_dir=str(tmp_path))
+    doc = read_output(store, flow.output.uuid)
+    assert isinstance(doc, HandoffDocument) and doc.formulas == ["LiF"]
+    static = store.query_one({"uuid": doc.entries[0].dft_job_uuids[0]})
+    assert static["name"].startswith("my static LiF") and static["output"]["output"]["energy"] < 0
+
+
 def test_full_flow_converts_to_a_fireworks_workflow(dft_maker):
     pytest.importorskip("fireworks")
     from fh_screen.jobs.submit import to_workflow

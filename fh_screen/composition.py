@@ -432,6 +432,7 @@ def _fill_plain_rows(texts: list[str], elements: tuple[str, ...], matrix: np.nda
     bad |= lower & ~_shift(upper, 1, False)  # lowercase only as the second letter of a symbol
     bad |= starts & ~upper & ~newline  # a formula starts with a capital
     ok = np.bincount(fid[bad], minlength=n) == 0
+    ok &= np.bincount(fid, minlength=n) <= MAX_FORMULA_LENGTH + 1  # + the newline before it
     ok[fid[starts & newline] - 1] = False  # an empty formula (a newline where one starts)
     ok[-1] &= not newline[-1]
 

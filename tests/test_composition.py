@@ -83,6 +83,7 @@ def test_nan_formula_is_sodium_nitride_not_missing():
         ("()2", "empty brackets"),
         ("2Fe", "a number must follow"),
         ("Fe" * 600, "longer than the 1,000 allowed"),
+        ("".join(f"{s}{'0' * 13}1" for s in DEFAULT_ELEMENTS[:70]), "longer than the 1,000 allowed"),
         ("D2O", "unknown element symbol 'D'"),
     ],
 )

@@ -19,7 +19,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Hull", "build_hull", "format_decomposition", "probability_within", "pymatgen_phase_diagram"]
+__all__ = [
+    "QHULL_MAX_ELEMENTS",
+    "Hull",
+    "HullEnergies",
+    "build_hull",
+    "format_decomposition",
+    "hull_energies",
+    "probability_within",
+    "pymatgen_phase_diagram",
+]
 
 #: Entries with ΔH_f above this cannot be on the hull (pymatgen's ``formation_energy_tol``).
 _FORMATION_TOL = 1e-11
@@ -27,6 +36,10 @@ _FORMATION_TOL = 1e-11
 _WEIGHT_TOL = 1e-8
 #: Rows per block in the candidates x facets product (bounds memory to ~64 MB of float64).
 _BLOCK_ELEMENTS = 8_000_000
+#: Largest (sub)system that :func:`hull_energies` hands to qhull. Beyond it the number of facets
+#: (and qhull's time) can explode, so each query point gets a linear programme (HiGHS) instead,
+#: whose cost is bounded by the number of points. Measured by ``benchmarks/bench_hull.py``.
+QHULL_MAX_ELEMENTS = 6
 
 
 @dataclass(frozen=True)
@@ -115,6 +128,93 @@ def build_hull(chemsys: Sequence[str], fractions: np.ndarray, energies_ev_per_at
     vertex_fractions = fractions[facets]  # (m, k vertices, k elements)
     vertex_inverse = np.linalg.inv(np.transpose(vertex_fractions, (0, 2, 1)))
     return Hull(chemsys, fractions, energies, facets, planes, vertex_inverse)
+
+
+@dataclass(frozen=True)
+class HullEnergies:
+    """ΔH_f of the lower hull at query compositions and the hull points each one lies on.
+
+    ``energy_ev_per_atom`` (n,) is the hull's ΔH_f at each query; ``parts`` gives, per query,
+    ``(point index, atom fraction)`` pairs, largest first, with indices into the points given to
+    :func:`hull_energies` after the ``k`` elements (``0..k-1`` are the elements).
+    """
+
+    energy_ev_per_atom: np.ndarray
+    parts: list[list[tuple[int, float]]]
+
+
+def hull_energies(
+    chemsys: Sequence[str],
+    fractions: np.ndarray,
+    energies_ev_per_atom: np.ndarray,
+    query_fractions: np.ndarray,
+    *,
+    qhull_max_elements: int = QHULL_MAX_ELEMENTS,
+) -> HullEnergies:
+    """Hull ΔH_f (eV/atom) at each query composition, with bounded cost in any dimension.
+
+    The hull is that of the elements (0 eV/atom) and the points ``(fractions, energies)``. A
+    query whose composition spans the elements ``S`` only sees points made of elements of ``S``
+    (weights are non-negative), so queries are grouped by the set of elements they contain and
+    each group gets the hull of its own subsystem: qhull (:func:`build_hull`, then a matrix
+    product) when ``|S| <= qhull_max_elements``, one linear programme per query otherwise
+    (minimise ``Σ λ_i E_i`` subject to ``Σ λ_i x_i = x``, ``λ >= 0``; HiGHS). A system with
+    at most ``qhull_max_elements`` elements is one qhull call, as before.
+    """
+    chemsys = tuple(chemsys)
+    k = len(chemsys)
+    fractions = np.asarray(fractions, dtype=np.float64).reshape(-1, k)
+    energies = np.asarray(energies_ev_per_atom, dtype=np.float64).reshape(-1)
+    query = np.asarray(query_fractions, dtype=np.float64).reshape(-1, k)
+    if k <= qhull_max_elements:
+        hull = build_hull(chemsys, fractions, energies)
+        energy, facet = hull.hull_energy(query)
+        return HullEnergies(energy, hull.decomposition(query, facet))
+
+    all_fractions = np.concatenate([np.eye(k), fractions])
+    all_energies = np.concatenate([np.zeros(k), energies])
+    useful = np.isfinite(all_energies) & (all_energies < -_FORMATION_TOL)
+    useful[:k] = True
+    weights = 1 << np.arange(k, dtype=np.int64)
+    point_mask = (all_fractions > 0) @ weights
+    query_mask = (query > 0) @ weights
+    energy = np.full(len(query), np.nan)
+    parts: list[list[tuple[int, float]]] = [[] for _ in range(len(query))]
+    for mask in np.unique(query_mask):
+        rows = np.flatnonzero(query_mask == mask)
+        columns = np.flatnonzero((int(mask) >> np.arange(k)) & 1)
+        inside = np.flatnonzero(useful & ((point_mask & ~mask) == 0))
+        sub_fractions = all_fractions[np.ix_(inside, columns)]
+        sub_energies = all_energies[inside]
+        sub_query = query[np.ix_(rows, columns)]
+        if len(columns) <= qhull_max_elements:
+            # the subsystem's elements are among ``inside``: pass the others as points
+            is_element = np.zeros(len(inside), dtype=bool)
+            is_element[: len(columns)] = True  # elements come first (indices < k, sorted)
+            sub = build_hull(tuple(chemsys[j] for j in columns), sub_fractions[~is_element], sub_energies[~is_element])
+            values, facet = sub.hull_energy(sub_query)
+            local = np.concatenate([inside[is_element], inside[~is_element]])
+            for row, row_parts in zip(rows, sub.decomposition(sub_query, facet)):
+                parts[row] = [(int(local[i]), w) for i, w in row_parts]
+            energy[rows] = values
+        else:
+            for row, x in zip(rows, sub_query):
+                value, row_parts = _hull_energy_lp(sub_fractions, sub_energies, x)
+                energy[row] = value
+                parts[row] = [(int(inside[i]), w) for i, w in row_parts]
+    return HullEnergies(energy, parts)
+
+
+def _hull_energy_lp(fractions: np.ndarray, energies_ev_per_atom: np.ndarray, x: np.ndarray) -> tuple[float, list[tuple[int, float]]]:
+    """Lowest ``Σ λ_i E_i`` with ``Σ λ_i x_i = x``, ``λ >= 0`` (HiGHS): hull ΔH_f and its phases."""
+    from scipy.optimize import linprog
+
+    result = linprog(energies_ev_per_atom, A_eq=fractions.T, b_eq=x, bounds=(0, None), method="highs")
+    if result.status != 0:  # cannot happen with the elements among the points; keep one line
+        raise RuntimeError(f"hull linear programme failed: {result.message}")
+    weights = result.x
+    parts = sorted(((i, float(w)) for i, w in enumerate(weights) if w > _WEIGHT_TOL), key=lambda p: -p[1])
+    return float(result.fun), parts
 
 
 def format_decomposition(parts: list[tuple[int, float]], names: Sequence[str]) -> str:

@@ -38,7 +38,9 @@ from fh_screen.candidates import (
     reduce_counts,
 )
 from fh_screen.errors import FhScreenError
-from fh_screen.hull import build_hull, format_decomposition, probability_within, pymatgen_phase_diagram
+from fh_screen.hull import QHULL_MAX_ELEMENTS, format_decomposition, hull_energies, probability_within, pymatgen_phase_diagram
+from fh_screen.plotting import plot_screen  # noqa: F401 - re-exported; the figure code lives in fh_screen.plotting
+from fh_screen.ranking import log_prior, stability_score
 
 if TYPE_CHECKING:
     from fh_screen.predictor import Predictor
@@ -51,10 +53,14 @@ __all__ = [
     "ScreenError",
     "ScreenOptions",
     "ScreenResult",
+    "MAX_HULL_PROGRAMMES",
+    "candidates_by_size",
     "check_size",
+    "hull_programmes",
     "known_counts",
     "plot_screen",
     "screen",
+    "selection_mask",
 ]
 
 #: Largest enumeration a screen runs without ``force``: a senary system at the default 20
@@ -97,6 +103,7 @@ class ScreenOptions:
     max_candidates: int = DEFAULT_MAX_CANDIDATES
     force: bool = False
     e_hull_tolerance_ev_per_atom: float = 0.05
+    select_e_hull_max_ev_per_atom: float = 0.1
 
     def validate(self) -> None:
         """Raise :class:`ScreenError` for absurd limits."""
@@ -206,10 +213,37 @@ def _match(rows: np.ndarray, table: np.ndarray) -> np.ndarray:
     return slot[inverse[: len(rows)]]
 
 
+#: Most hull linear programmes a screen runs without ``force``: one per candidate with more than
+#: :data:`fh_screen.hull.QHULL_MAX_ELEMENTS` elements, each about 2 ms (``benchmarks/bench_hull.py``),
+#: so the hull stage of any accepted screen stays under about a minute.
+MAX_HULL_PROGRAMMES = 25_000
+
+
+def candidates_by_size(k: int, max_atoms: int, max_per_element: int | None = None) -> list[int]:
+    """Candidates of a ``k``-element system with exactly ``j`` elements present, for ``j = 0..k``.
+
+    Inclusion–exclusion over :func:`count_candidates` (exact, no enumeration).
+    """
+    totals = [0, 1] + [count_candidates(i, max_atoms, max_per_element) + i for i in range(2, k + 1)]
+    exact = [sum((-1) ** (j - i) * math.comb(j, i) * totals[i] for i in range(j + 1)) for j in range(k + 1)]
+    exact[1] = 0
+    return [math.comb(k, j) * exact[j] for j in range(k + 1)]
+
+
+def hull_programmes(k: int, max_atoms: int, max_per_element: int | None = None) -> int:
+    """Linear programmes :func:`fh_screen.hull.hull_energies` runs for a full enumeration."""
+    return sum(candidates_by_size(k, max_atoms, max_per_element)[QHULL_MAX_ELEMENTS + 1 :])
+
+
+def _fits(k: int, max_atoms: int, options: ScreenOptions) -> bool:
+    return (count_candidates(k, max_atoms, options.max_per_element) <= options.max_candidates
+            and hull_programmes(k, max_atoms, options.max_per_element) <= MAX_HULL_PROGRAMMES)
+
+
 def _suggest_max_atoms(k: int, options: ScreenOptions) -> int:
     best = 2
     for n in range(2, options.max_atoms + 1):
-        if count_candidates(k, n, options.max_per_element) <= options.max_candidates:
+        if _fits(k, n, options):
             best = n
     return best
 
@@ -218,15 +252,29 @@ def check_size(system: Sequence[str], options: ScreenOptions = ScreenOptions()) 
     """Number of candidates the enumeration will give (exact, without enumerating).
 
     Raises :class:`ScreenError` with a hint (a ``max_atoms`` that fits, or ``--force``) when it
-    is above ``options.max_candidates`` and ``options.force`` is not set.
+    is above ``options.max_candidates``, or when the hull would need more than
+    :data:`MAX_HULL_PROGRAMMES` linear programmes (candidates with more than
+    :data:`fh_screen.hull.QHULL_MAX_ELEMENTS` elements), and ``options.force`` is not set.
+    Within both limits a screen's cost is bounded (see ``docs/evaluation.md``).
     """
     k = len(system)
     estimate = count_candidates(k, options.max_atoms, options.max_per_element)
-    if estimate > options.max_candidates and not options.force:
+    if options.force:
+        return estimate
+    name = "-".join(system)
+    if estimate > options.max_candidates:
         suggestion = _suggest_max_atoms(k, options)
         raise ScreenError(
-            f"{'-'.join(system)} at max_atoms={options.max_atoms} gives {estimate:,} candidates, above the limit of "
+            f"{name} at max_atoms={options.max_atoms} gives {estimate:,} candidates, above the limit of "
             f"{options.max_candidates:,}: use --max-atoms {suggestion} or --force"
+        )
+    programmes = hull_programmes(k, options.max_atoms, options.max_per_element)
+    if programmes > MAX_HULL_PROGRAMMES:
+        suggestion = _suggest_max_atoms(k, options)
+        raise ScreenError(
+            f"{name} at max_atoms={options.max_atoms} has {programmes:,} candidates with more than {QHULL_MAX_ELEMENTS} elements, "
+            f"each a linear programme on the hull (about {programmes * 0.002 / 60:.0f} min, above the limit of "
+            f"{MAX_HULL_PROGRAMMES:,}): use --max-atoms {suggestion} or --force"
         )
     return estimate
 
@@ -272,6 +320,7 @@ def screen(
         counts = counts[_match(counts, known_rows) < 0]
     known_index = _match(counts, known_rows)
     is_known = known_index >= 0
+    balanced = charge_neutral_mask(counts, system) if len(counts) else np.zeros(0, dtype=bool)
 
     step(f"predicting {len(counts):,} candidates with {predictor.name}@{predictor.version}")
     prediction = predictor.predict_counts(counts, system) if len(counts) else None
@@ -280,42 +329,53 @@ def screen(
     if prediction is not None and prediction.dhf_std_ev_per_atom is not None:
         std = prediction.dhf_std_ev_per_atom.astype(np.float64)
 
-    step("building the convex hull")
+    step("placing candidates against the hull of the known phases")
     cand_fractions = counts / counts.sum(axis=1, keepdims=True) if len(counts) else np.zeros((0, k))
     known_fractions = known_rows / known_rows.sum(axis=1, keepdims=True) if len(known_rows) else np.zeros((0, k))
-    hull = build_hull(system, np.concatenate([known_fractions, cand_fractions]), np.concatenate([known_dhf, dhf_pred]))
-    e_hull, facet = hull.e_above_hull(cand_fractions, dhf_pred)
+    known_value = np.where(is_known, known_dhf[np.maximum(known_index, 0)] if len(known_dhf) else np.nan, np.nan)
+    # a known composition stands at its DFT value, a new one at its prediction
+    dhf_used = np.where(is_known, known_value, dhf_pred)
+    below = hull_energies(system, known_fractions, known_dhf, cand_fractions)
+    e_known = dhf_used - below.energy_ev_per_atom
+    e_known[np.abs(e_known) < 1e-9] = 0.0
 
     step("naming phases and decompositions")
     formulas = formulas_from_counts(counts, system)
     known_formulas = formulas_from_counts(known_rows, system)
-    names = list(system) + known_formulas + formulas
-    decompositions = [format_decomposition(parts, names) for parts in hull.decomposition(cand_fractions, facet)]
+    names = list(system) + known_formulas
+    decompositions = [format_decomposition(parts, names) for parts in below.parts]
 
-    known_value = np.where(is_known, known_dhf[np.maximum(known_index, 0)] if len(known_dhf) else np.nan, np.nan)
     table = pd.DataFrame(
         {
             "formula": formulas,
             "dhf_pred_ev_per_atom": dhf_pred,
-            "e_above_hull_pred_ev_per_atom": e_hull,
+            "e_above_hull_pred_ev_per_atom": e_known,
             "known_dhf_ev_per_atom": known_value,
             "decomposition": decompositions,
         }
     )
     if std is not None:
         table["dhf_std_ev_per_atom"] = std
-        table["p_stable"] = probability_within(e_hull, std, options.e_hull_tolerance_ev_per_atom)
+        # a known value is DFT's: its own uncertainty is not the model's
+        p_stable = probability_within(e_known, np.where(is_known, 0.0, std), options.e_hull_tolerance_ev_per_atom)
+        table["p_stable"] = p_stable
     table["is_known"] = is_known
-    table = table.sort_values(["e_above_hull_pred_ev_per_atom", "dhf_pred_ev_per_atom", "formula"], kind="mergesort")
+    table["dhf_ev_per_atom"] = dhf_used
+    table["charge_balanced"] = balanced
+    spread = None if std is None else np.where(is_known, 0.0, std)
+    table["stability_score"] = stability_score(e_known, spread, log_prior(counts, balanced, system))
+    table["selected"] = selection_mask(table, options)
+    table = table.sort_values(["stability_score", "e_above_hull_pred_ev_per_atom", "formula"], ascending=[False, True, True],
+                              kind="mergesort")
     table.insert(0, "rank", np.arange(1, len(table) + 1))
     table = table.reset_index(drop=True)
 
     n_known = len(known_rows)
-    stable_candidates = [i - k - n_known for i in hull.vertices if i >= k + n_known]
+    new_below = np.flatnonzero(~is_known & (e_known < 0))
     phase_diagram_inputs = (
-        known_formulas + [formulas[i] for i in stable_candidates],
-        np.concatenate([known_dhf, dhf_pred[stable_candidates]]).tolist(),
-        ["known"] * n_known + ["predicted"] * len(stable_candidates),
+        known_formulas + [formulas[i] for i in new_below],
+        np.concatenate([known_dhf, dhf_pred[new_below]]).tolist(),
+        ["known"] * n_known + ["predicted"] * len(new_below),
     )
     return ScreenResult(
         chemsys=system,
@@ -331,43 +391,14 @@ def screen(
     )
 
 
-def plot_screen(result: ScreenResult, path, *, top: int = 10, show_unstable_ev_per_atom: float = 0.2):
-    """Draw the screen's phase diagram to ``path`` with pymatgen's ``PDPlotter`` (matplotlib).
+def selection_mask(table: pd.DataFrame, options: ScreenOptions = ScreenOptions()) -> np.ndarray:
+    """The "best new candidates": new compositions with ΔH_f < 0 not far above the known hull.
 
-    Ternary and quaternary systems only. The known phases and the ``top`` ranked new candidates
-    (highlighted) are drawn as pymatgen draws a phase diagram. Returns ``path``.
+    ``table`` needs ``is_known``, ``dhf_pred_ev_per_atom`` and ``e_above_hull_pred_ev_per_atom``;
+    the window is ``options.select_e_hull_max_ev_per_atom``.
     """
-    from pathlib import Path
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from pymatgen.analysis.phase_diagram import PDEntry, PDPlotter, PhaseDiagram
-    from pymatgen.core import Composition
-
-    if len(result.chemsys) not in (3, 4):
-        raise ScreenError(f"phase diagrams are drawn for ternary and quaternary systems, not {'-'.join(result.chemsys)}")
-    # Known phases plus only the ``top`` ranked new candidates: a quaternary hull with every
-    # predicted phase on it would list hundreds of labels.
-    base = result.phase_diagram
-    known = [e for e in base.all_entries if e.attribute != "predicted"]
-    marked = []
-    for row in result.table.head(max(top, 0)).itertuples(index=False):
-        if not row.is_known:
-            composition = Composition(row.formula)
-            marked.append(PDEntry(composition, row.dhf_pred_ev_per_atom * composition.num_atoms, name=row.formula, attribute="predicted"))
-    phase_diagram = PhaseDiagram(known + marked, elements=base.elements)
-    threshold = max([show_unstable_ev_per_atom] + [phase_diagram.get_e_above_hull(e) + 1e-6 for e in marked])
-    plotter = PDPlotter(phase_diagram, show_unstable=threshold, backend="matplotlib")
-    ax = plotter.get_plot(label_unstable=False, highlight_entries=marked)
-    figure = ax.get_figure()
-    if len(result.chemsys) == 4:
-        figure.set_size_inches(12, 10)
-    figure.suptitle(f"{'-'.join(result.chemsys)}: known (OQMD) and predicted phases; predicted ones highlighted")
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    figure.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(figure)
-    tmp.replace(path)
-    return path
+    return (
+        ~table["is_known"].to_numpy(bool)
+        & (table["dhf_pred_ev_per_atom"].to_numpy() < 0)
+        & (table["e_above_hull_pred_ev_per_atom"].to_numpy() <= options.select_e_hull_max_ev_per_atom)
+    )

@@ -13,7 +13,7 @@ from scipy.stats import norm
 
 from fh_screen.data import shared_data_dir
 from fh_screen.candidates import enumerate_counts, formulas_from_counts, parse_chemsys
-from fh_screen.hull import build_hull, probability_within, pymatgen_phase_diagram
+from fh_screen.hull import build_hull, hull_energies, probability_within, pymatgen_phase_diagram
 from fh_screen.predictor import Predictor
 from fh_screen.screening import known_counts
 
@@ -84,3 +84,26 @@ def test_probability_within_tolerance_is_the_normal_cdf():
     assert p[:3] == pytest.approx(norm.cdf((0.05 - e[:3]) / std[:3]))
     assert p[3] == 0.0
     assert probability_within(np.array([0.0]), np.array([0.0]), 0.05)[0] == 1.0
+
+
+@pytest.mark.parametrize("chemsys, max_atoms", [("Li-Fe-P-O", 8), ("Li-Mn-Fe-P-O", 6)])
+def test_bounded_hull_energies_equal_pymatgen_by_every_route(oqmd, chemsys, max_atoms):
+    """Grouping by subsystem, qhull per subsystem and one linear programme per query agree with pymatgen."""
+    system = parse_chemsys(chemsys)
+    known_rows, known_dhf = known_counts(system_slice(oqmd, chemsys), system)
+    known_fractions = known_rows / known_rows.sum(axis=1, keepdims=True)
+    counts = enumerate_counts(len(system), max_atoms)
+    fractions = counts / counts.sum(axis=1, keepdims=True)
+    known_formulas = formulas_from_counts(known_rows, system)
+    reference = pymatgen_phase_diagram(system, known_formulas, known_dhf)
+    expected = np.array([reference.get_hull_energy_per_atom(Composition(f)) for f in formulas_from_counts(counts, system)])
+    names = list(system) + known_formulas
+    for limit in (len(system), 3, 2):  # one qhull; qhull per subsystem + programmes; programmes only
+        result = hull_energies(system, known_fractions, known_dhf, fractions, qhull_max_elements=limit)
+        assert result.energy_ev_per_atom == pytest.approx(expected, abs=1e-7), limit
+        for x, parts, energy in zip(fractions, result.parts, result.energy_ev_per_atom):
+            assert sum(w for _, w in parts) == pytest.approx(1.0, abs=1e-6)
+            mix = sum(w * np.concatenate([np.eye(len(system)), known_fractions])[i] for i, w in parts)
+            assert mix == pytest.approx(x, abs=1e-6)
+            assert sum(w * np.concatenate([np.zeros(len(system)), known_dhf])[i] for i, w in parts) == pytest.approx(energy, abs=1e-7)
+        assert {names[i] for parts in result.parts for i, _ in parts} <= {e.name for e in reference.stable_entries}

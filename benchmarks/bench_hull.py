@@ -1,0 +1,110 @@
+"""Hull cost by dimension: the bound behind ``fh_screen.hull.hull_energies`` and ``check_size``.
+
+Standalone: ``python benchmarks/bench_hull.py [--repeats 3] [--json out.json]``. Prints medians of
+
+1. qhull (``build_hull``) on the known OQMD phases of real systems with 2–8 elements, and the
+   old way (known + every enumerated candidate) for the same systems where it finishes;
+2. one hull linear programme (HiGHS) per query, by number of elements and points;
+3. ``hull_energies`` on every candidate of large systems (the screen's hull stage), and the whole
+   ``screen()`` of ``H-Li-Be-B-C-N-O-F-Na-Mg`` at ``max_atoms=6`` (8,008 candidates).
+
+Reads ``train.csv`` from the shared OQMD folder (``$FH_SCREEN_OQMD_DIR``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import numpy as np
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(1)
+    import pandas as pd
+
+    from fh_screen.candidates import count_candidates, enumerate_counts, parse_chemsys
+    from fh_screen.data import shared_data_dir
+    from fh_screen.hull import QHULL_MAX_ELEMENTS, _hull_energy_lp, build_hull, hull_energies
+    from fh_screen.predictor import Predictor
+    from fh_screen.screening import ScreenOptions, known_counts, screen
+
+    train = pd.read_csv(shared_data_dir() / "train.csv", keep_default_na=False, na_values=[""])
+    train = train.rename(columns={"target": "dhf_ev_per_atom"})
+    predictor = Predictor.from_name("paper")
+    results: dict = {"qhull_max_elements": QHULL_MAX_ELEMENTS, "rows": []}
+
+    def known_of(system):
+        rows, dhf = known_counts(train, system)
+        return rows / rows.sum(axis=1, keepdims=True), dhf
+
+    print(f"{'system':34s} {'k':>2s} {'known':>6s} {'cands':>7s} {'qhull known':>12s} {'qhull all':>10s} {'hull_energies':>14s}")
+    systems = ["Li-O", "Li-Fe-O", "Li-Fe-P-O", "Li-Fe-Mn-P-O", "Li-Na-Fe-Mn-P-O", "Li-Na-K-Fe-Mn-P-O",
+               "Li-Na-K-Fe-Mn-Co-P-O"]
+    for text in systems:
+        system = parse_chemsys(text)
+        k = len(system)
+        max_atoms = {2: 20, 3: 20, 4: 20, 5: 12, 6: 8, 7: 7, 8: 6}[k]
+        fractions, dhf = known_of(system)
+        counts = enumerate_counts(k, max_atoms)
+        query = counts / counts.sum(axis=1, keepdims=True)
+        energies = predictor.predict_counts(counts, system).dhf_ev_per_atom.astype(float)
+        t_known = _median_seconds(lambda: build_hull(system, fractions, dhf), args.repeats)
+        t_all = float("nan")
+        if k <= 5:  # the old way: qhull over known + every candidate
+            t_all = _median_seconds(lambda: build_hull(system, np.concatenate([fractions, query]), np.concatenate([dhf, energies])), 1)
+        t_energies = _median_seconds(lambda: hull_energies(system, fractions, dhf, query), args.repeats)
+        row = {"system": text, "elements": k, "known": len(dhf), "max_atoms": max_atoms, "candidates": len(query),
+               "qhull_known_s": t_known, "qhull_known_plus_candidates_s": t_all, "hull_energies_s": t_energies}
+        results["rows"].append(row)
+        print(f"{text:34s} {k:2d} {len(dhf):6d} {len(query):7d} {t_known:12.4f} {t_all:10.3f} {t_energies:14.3f}")
+
+    print("\none hull linear programme (HiGHS) per query")
+    results["lp"] = []
+    for text in ["Li-Fe-P-O", "Li-Na-Fe-Mn-P-O", "Li-Na-K-Fe-Mn-Co-P-O", "H-Li-Be-B-C-N-O-F-Na-Mg"]:
+        system = parse_chemsys(text)
+        fractions, dhf = known_of(system)
+        k = len(system)
+        points = np.concatenate([np.eye(k), fractions])
+        point_energies = np.concatenate([np.zeros(k), dhf])
+        use = point_energies < 0
+        use[:k] = True
+        x = np.full(k, 1.0 / k)
+        seconds = _median_seconds(lambda: _hull_energy_lp(points[use], point_energies[use], x), max(5, args.repeats))
+        results["lp"].append({"system": text, "elements": k, "points": int(use.sum()), "seconds_per_query": seconds})
+        print(f"{text:34s} {k:2d} elements {int(use.sum()):6d} points: {1000 * seconds:.2f} ms per query")
+
+    print("\nwhole screens (paper model, known = train entries)")
+    results["screens"] = []
+    for text, max_atoms in [("H-Li-Be-B-C-N-O-F-Na-Mg", 6), ("Li-Na-K-Fe-Mn-Co-P-O", 7), ("Li-Fe-Mn-P-O", 20)]:
+        system = parse_chemsys(text)
+        options = ScreenOptions(max_atoms=max_atoms, force=True)
+        seconds = _median_seconds(lambda: screen(system, predictor=predictor, known=train, options=options), 1)
+        n = count_candidates(len(system), max_atoms)
+        results["screens"].append({"system": text, "max_atoms": max_atoms, "candidates": n, "seconds": seconds})
+        print(f"{text:34s} max_atoms={max_atoms:2d} {n:8,d} candidates: {seconds:.2f} s")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(results, handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""The screen's ranking rule: how likely a new composition is to be a stable compound.
+
+A candidate is scored by ``log P(below the known hull) + log prior``:
+
+* ``P(below the known hull) = Φ(-e / s)``: ``e`` is the predicted ΔH_f minus the hull of the
+  known (DFT) phases at the candidate's composition (negative: predicted below the known hull),
+  ``s = sqrt(σ² + σ_floor²)`` with σ the model's spread (0 for a single network) and
+  ``σ_floor`` (:data:`SIGMA_FLOOR_EV_PER_ATOM`) the error a spread does not see;
+* ``prior``: how often a composition of that shape is a stable compound, learned from the OQMD
+  training file alone (:func:`build_prior`): the number of compounds on their system's hull
+  with ``j`` elements, ``n`` atoms per formula unit and charge balance (yes/no), divided by the
+  number of enumerated candidates of that shape in the same systems. Real stable compounds have
+  small formula units and balanced charges far more often than the enumeration does, and the
+  prior says by how much.
+
+``docs/ranking-experiments.md`` holds the rediscovery measurements this rule was chosen by.
+The prior ships as ``fh_screen/reference_data/stability_prior.json``; rebuild it with
+``python -m fh_screen.ranking ../shared/data/oqmd/train.csv``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "PRIOR_PATH",
+    "SIGMA_FLOOR_EV_PER_ATOM",
+    "build_prior",
+    "log_prior",
+    "stability_score",
+]
+
+#: Error of a prediction that the ensemble spread does not cover (eV/atom).
+SIGMA_FLOOR_EV_PER_ATOM = 0.05
+#: The shipped prior (built from the OQMD training file only).
+PRIOR_PATH = Path(__file__).parent / "reference_data" / "stability_prior.json"
+#: Largest number of elements and of atoms the prior tells apart (larger ones use the last cell).
+PRIOR_MAX_ELEMENTS = 5
+PRIOR_MAX_ATOMS = 20
+#: Pseudo-candidates that shrink a stoichiometry pattern's rate towards its shape's rate.
+PATTERN_WEIGHT = 200.0
+
+
+@lru_cache(maxsize=256)
+def _electronegativity_order(chemsys: tuple[str, ...]) -> np.ndarray:
+    """Column order of ``chemsys`` by Pauling electronegativity, then atomic number (cations first)."""
+    from pymatgen.core import Element
+
+    def key(symbol: str):
+        x = Element(symbol).X
+        return (x if np.isfinite(x) else 0.0, Element(symbol).Z)
+
+    return np.array(sorted(range(len(chemsys)), key=lambda j: key(chemsys[j])), dtype=np.int64)
+
+
+def pattern_rows(counts: np.ndarray, chemsys: Sequence[str]) -> np.ndarray:
+    """Each row's counts in electronegativity order (``Li2O`` → ``[2, 1]``, ``LiO2`` → ``[1, 2]``).
+
+    Zeros stay in place; callers drop them from the key.
+    """
+    return np.asarray(counts, dtype=np.int64)[:, _electronegativity_order(tuple(chemsys))]
+
+
+def _key(row: Sequence[int], neutral: int) -> str:
+    return ",".join(str(c) for c in row if c > 0) + f"|{int(neutral)}"
+
+
+@lru_cache(maxsize=8)
+def _load_prior(path: str, pattern_weight: float) -> tuple[np.ndarray, dict[tuple[int, ...], float]]:
+    """(shape table (elements, atoms, neutral), {sorted counts + (neutral,): log rate})."""
+    data = json.loads(Path(path).read_text())
+    table = np.asarray(data["log_prior"], dtype=np.float64)
+    patterns = {}
+    for key, (n_stable, n_candidates) in data["patterns"].items():
+        counts_text, neutral = key.split("|")
+        counts = tuple(int(c) for c in counts_text.split(","))
+        base = math.exp(table[min(len(counts), table.shape[0] - 1), min(sum(counts), table.shape[1] - 1), int(neutral)])
+        rate = (n_stable + pattern_weight * base) / (n_candidates + pattern_weight)
+        patterns[counts + (int(neutral),)] = math.log(rate)
+    return table, patterns
+
+
+def log_prior(counts: np.ndarray, neutral: np.ndarray, chemsys: Sequence[str], path: str | Path = PRIOR_PATH,
+              pattern_weight: float = PATTERN_WEIGHT) -> np.ndarray:
+    """Natural log of the prior of each count row (``(n, k)`` ints over ``chemsys``) given its charge balance.
+
+    A row's stoichiometry pattern (its non-zero counts in electronegativity order, e.g. ``1,1,3``
+    for LiFeO3's ``ABX3``) and charge balance look up the pattern table, shrunk towards the
+    (elements, atoms, balance) table with ``pattern_weight`` pseudo-candidates; unseen patterns
+    use that table.
+    """
+    table, patterns = _load_prior(str(path), float(pattern_weight))
+    counts = np.asarray(counts, dtype=np.int64)
+    neutral = np.asarray(neutral, dtype=np.int64)
+    n_elements = np.minimum((counts > 0).sum(axis=1), table.shape[0] - 1)
+    n_atoms = np.minimum(counts.sum(axis=1), table.shape[1] - 1)
+    out = table[n_elements, n_atoms, neutral]
+    if len(counts) == 0:
+        return out
+    keys = np.concatenate([pattern_rows(counts, chemsys), neutral[:, None]], axis=1)
+    unique, inverse = np.unique(keys, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    for u, row in enumerate(unique.tolist()):
+        value = patterns.get(tuple(c for c in row[:-1] if c > 0) + (row[-1],))
+        if value is not None:
+            out[inverse == u] = value
+    return out
+
+
+def stability_score(e_above_known_hull_ev_per_atom: np.ndarray, std_ev_per_atom: np.ndarray | None,
+                    log_prior_values: np.ndarray, sigma_floor_ev_per_atom: float = SIGMA_FLOOR_EV_PER_ATOM) -> np.ndarray:
+    """``log Φ(-e/s) + log prior`` (higher is better), ``s = sqrt(σ² + σ_floor²)``."""
+    from scipy.special import log_ndtr
+
+    e = np.asarray(e_above_known_hull_ev_per_atom, dtype=np.float64)
+    std = np.zeros_like(e) if std_ev_per_atom is None else np.nan_to_num(np.asarray(std_ev_per_atom, dtype=np.float64))
+    scale = np.sqrt(std**2 + sigma_floor_ev_per_atom**2)
+    return log_ndtr(-e / scale) + np.asarray(log_prior_values, dtype=np.float64)
+
+
+def build_prior(train_path: str | Path, *, n_systems: int = 8000, seed: int = 0, max_atoms: int = PRIOR_MAX_ATOMS) -> dict:
+    """Prior table from the OQMD training file: stable compounds / enumerated candidates per shape.
+
+    ``n_systems`` element sets of training compounds (2..:data:`PRIOR_MAX_ELEMENTS` elements)
+    are drawn with ``seed``; in each, the compounds made of exactly those elements that lie on
+    the hull of the training entries (E_hull <= 1 meV/atom), and the enumerated candidates made
+    of exactly those elements, are counted by (elements, atoms, charge balance). Cells get one
+    pseudo-count (half a stable compound per 100 candidates of the cell's row) so that empty
+    cells are finite.
+    """
+    from fh_screen.candidates import charge_neutral_mask, enumerate_counts
+    from fh_screen.composition import DEFAULT_ELEMENTS
+    from fh_screen.evaluation import STABLE_TOLERANCE_EV_PER_ATOM, _e_above_hull, _in_range, _subsystem_rows, load_set
+
+    train = load_set(train_path)
+    ok = _in_range(train.dhf_ev_per_atom)
+    index = train.index()
+    systems = sorted(s for s in index if 2 <= len(s) <= PRIOR_MAX_ELEMENTS)
+    rng = np.random.default_rng(seed)
+    if len(systems) > n_systems:
+        systems = [systems[i] for i in np.sort(rng.choice(len(systems), n_systems, replace=False))]
+    stable = np.zeros((PRIOR_MAX_ELEMENTS + 1, max_atoms + 1, 2))
+    candidates = np.zeros_like(stable)
+    full = {j: enumerate_counts(j, max_atoms) for j in range(2, PRIOR_MAX_ELEMENTS + 1)}
+    full = {j: c[(c > 0).all(axis=1)] for j, c in full.items()}
+    patterns: dict[str, list[int]] = {}
+
+    def pattern_keys(counts: np.ndarray, neutral: np.ndarray, chemsys: tuple[str, ...]) -> list[str]:
+        return [_key(row, n) for row, n in zip(pattern_rows(counts, chemsys).tolist(), neutral.tolist())]
+    for system in systems:
+        j = len(system)
+        chemsys = tuple(DEFAULT_ELEMENTS[i] for i in system)
+        counts = full[j]
+        neutral = charge_neutral_mask(counts, chemsys).astype(np.int64)
+        np.add.at(candidates[j], (counts.sum(axis=1), neutral), 1)
+        keys, key_counts = np.unique(pattern_keys(counts, neutral, chemsys), return_counts=True)
+        for key, n in zip(keys.tolist(), key_counts.tolist()):
+            patterns.setdefault(key, [0, 0])[1] += n
+        own = index[system]
+        own = own[ok[own] & (train.n_atoms[own] <= max_atoms)]
+        if len(own) == 0:
+            continue
+        rows = _subsystem_rows(index, system)
+        rows = rows[ok[rows]]
+        e = _e_above_hull(system, train.fractions[rows], train.dhf_ev_per_atom[rows], train.fractions[own], train.dhf_ev_per_atom[own])
+        on_hull = own[e <= STABLE_TOLERANCE_EV_PER_ATOM]
+        if len(on_hull) == 0:
+            continue
+        hull_counts = np.rint(train.fractions[on_hull][:, list(system)] * train.n_atoms[on_hull, None]).astype(np.int64)
+        hull_neutral = charge_neutral_mask(hull_counts, chemsys).astype(np.int64)
+        np.add.at(stable[j], (hull_counts.sum(axis=1), hull_neutral), 1)
+        for key in pattern_keys(hull_counts, hull_neutral, chemsys):
+            patterns.setdefault(key, [0, 0])[0] += 1
+    rate = (stable + 0.5) / (candidates + 100.0)
+    log_rate = np.log(rate)
+    # rows with no data (0/1 elements, 0/1 atoms) never occur in a screen; keep them finite
+    log_rate[:2] = log_rate[2]
+    return {
+        "description": "log(stable compounds / enumerated candidates) per (elements, atoms per formula unit, charge balanced); "
+                       "OQMD training file only",
+        "train_path": str(train_path),
+        "n_systems": len(systems),
+        "seed": seed,
+        "stable_counts": stable.tolist(),
+        "candidate_counts": candidates.tolist(),
+        "log_prior": log_rate.tolist(),
+        "patterns": dict(sorted(patterns.items())),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m fh_screen.ranking TRAIN_CSV [-o PATH]``: rebuild the shipped prior."""
+    import argparse
+
+    from fh_screen.study import write_json
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("train", type=Path)
+    parser.add_argument("-o", "--output", type=Path, default=PRIOR_PATH)
+    parser.add_argument("--systems", type=int, default=8000)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    write_json(build_prior(args.train, n_systems=args.systems), args.output)
+    logger.info("wrote %s", args.output)
+
+
+if __name__ == "__main__":
+    main()

@@ -49,7 +49,8 @@ class PrescreenToDFTMaker(Maker):
         structures = self.structure_maker.make(prescreen.output.selected_formulas)
         handoff = self.handoff_maker.make(structures.output, problems=prescreen.output.problems)
         label = prescreen.function_args[0]
-        return Flow([prescreen, structures, handoff], output=handoff.output, name=f"{self.name} {label}")
+        name = f"{self.name} {label}" if isinstance(label, str) else self.name
+        return Flow([prescreen, structures, handoff], output=handoff.output, name=name)
 
 
 def insert_prescreen(

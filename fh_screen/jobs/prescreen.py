@@ -211,11 +211,18 @@ class PrescreenMaker(Maker):
             raise PrescreenError(f"model must be a model name or checkpoint path, got {self.model!r}")
 
     def _prepare(self, chemsys: str | Sequence[str]):
-        """Checks run when the job is made: fields, the system, the enumeration size."""
+        """Checks run when the job is made: fields, the system, the enumeration size.
+
+        A system that is another job's output (an ``OutputReference``) is checked when the job runs.
+        """
+        from jobflow import OutputReference
+
         from fh_screen.candidates import parse_chemsys
         from fh_screen.screening import check_size
 
         self._check()
+        if isinstance(chemsys, OutputReference):
+            return self, (chemsys,), {}
         system = parse_chemsys(chemsys)
         try:
             check_size(system, self.screen_options)

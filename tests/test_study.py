@@ -158,3 +158,37 @@ def test_write_json_is_strict_and_atomic(tmp_path):
     with pytest.raises(TypeError):
         st.write_json({"bad": object()}, tmp_path / "s" / "bad.json")
     assert not (tmp_path / "s" / "bad.json").exists()
+
+
+def test_cli_evaluate_stability_writes_json_and_png(oqmd_dir, tmp_path):
+    """The screen-like evaluation of a shipped model on a few real systems (quick run)."""
+    from typer.testing import CliRunner
+
+    from fh_screen.cli import build_app
+
+    result = CliRunner().invoke(build_app(), [
+        "evaluate", "--study", "stability", "--model", "paper", "--systems", "4", "--hull-systems", "40",
+        "--output-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    payload = json.loads((tmp_path / "evaluation" / "paper.json").read_text())
+    assert payload["model"] == "paper" and payload["command"].startswith("fh-screen evaluate --study stability")
+    assert 0 < payload["accuracy"]["mae_abs_lt_5_ev_per_atom"] <= payload["accuracy"]["p90_ae_ev_per_atom"]
+    assert payload["hull_classification"]["n_systems"] == 40 and payload["hull_classification"]["n"] >= 40
+    rediscovery = payload["rediscovery"]
+    assert rediscovery["n_systems"] == 4 and rediscovery["n_hidden"] >= 4
+    for rule in rediscovery["rules"].values():
+        assert 0 <= rule["recall_at_10"] <= rule["recall_at_50"] <= 1
+    assert payload["calibration"]["coverage_90"] is None  # a single network has no σ
+    assert (tmp_path / "evaluation" / "paper.png").read_bytes()[:8] == PNG_MAGIC
+    assert "recall@10" in result.output
+
+
+def test_cli_evaluate_stability_bad_model_is_one_line_error(tmp_path):
+    from typer.testing import CliRunner
+
+    from fh_screen.cli import build_app
+
+    result = CliRunner().invoke(build_app(), ["evaluate", "--study", "stability", "--model", "no-such-model",
+                                              "--output-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert not (tmp_path / "evaluation").exists()

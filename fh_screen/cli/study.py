@@ -1,7 +1,9 @@
-"""``fh-screen evaluate``: reproduce the seed study (CV, data size, architectures, overfitting).
+"""``fh-screen evaluate``: reproduce the seed study (CV, data size, architectures, overfitting), or
+evaluate a model the way the screen uses it (``--study stability --model NAME``).
 
-Each study writes ``<output-dir>/study/<name>.json`` (metrics, exact command, caps, data hashes,
-seconds, machine) and ``<output-dir>/figures/<name>.png``.
+Each seed study writes ``<output-dir>/study/<name>.json`` (metrics, exact command, caps, data
+hashes, seconds, machine) and ``<output-dir>/figures/<name>.png``; the stability study writes
+``<output-dir>/evaluation/<model>.json`` and ``.png`` (see :mod:`fh_screen.evaluation`).
 """
 
 from __future__ import annotations
@@ -32,7 +34,10 @@ def _parse_sizes(text: str) -> list[int | None]:
 
 
 def evaluate_command(
-    study: str = typer.Option("cv", "--study", "-s", help="cv, size, arch, overfit or all (run in that order)."),
+    study: str = typer.Option("cv", "--study", "-s", help="cv, size, arch, overfit or all (run in that order), or stability."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="stability: shipped model name or .pt path (default model)."),
+    systems: int = typer.Option(400, "--systems", min=1, help="stability: chemical systems of the rediscovery test."),
+    hull_systems: int = typer.Option(5000, "--hull-systems", min=1, help="stability: val systems of the hull classification."),
     train_path: Optional[Path] = typer.Option(None, "--train", help="Training CSV (default: shared oqmd/train.csv)."),
     val_path: Optional[Path] = typer.Option(None, "--val", help="Held-out CSV (default: shared oqmd/val.csv)."),
     output_dir: Path = typer.Option(Path("docs"), "--output-dir", "-o", help="JSON goes to DIR/study, PNG to DIR/figures."),
@@ -61,9 +66,12 @@ def evaluate_command(
     from fh_screen.network.mlp import PRESETS
     from fh_screen.network.fit import TrainConfig
 
+    if study == "stability":
+        _stability(model, train_path, val_path, output_dir, systems, hull_systems, seed, threads)
+        return
     chosen = list(STUDIES) if study == "all" else [study]
     if any(s not in STUDIES for s in chosen):
-        fail(f"unknown study {study!r} (choose from {', '.join(STUDIES)} or all)")
+        fail(f"unknown study {study!r} (choose from {', '.join(STUDIES)}, all or stability)")
     if preset not in PRESETS:
         fail(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
     if folds < 2:
@@ -152,6 +160,56 @@ def evaluate_command(
                 _write(st, payload, output_dir, "overfit",
                        lambda path: st.write_loss_curves_figure(run, path, f"{run.spec.architecture}, constant LR, no early stopping (Fig. 3)"),
                        progress)
+
+
+def _stability(model: Optional[str], train_path: Optional[Path], val_path: Optional[Path], output_dir: Path,
+               systems: int, hull_systems: int, seed: int, threads: int) -> None:
+    """Accuracy, hull classification, rediscovery and calibration of one model (fh_screen.evaluation)."""
+    import re
+    import time
+
+    import torch
+
+    from fh_screen import evaluation as ev
+    from fh_screen.data import file_sha256, shared_data_dir
+    from fh_screen.predictor import Predictor
+    from fh_screen.study import write_json
+
+    torch.set_num_threads(threads)
+    train_path = train_path or shared_data_dir() / "train.csv"
+    val_path = val_path or shared_data_dir() / "val.csv"
+    for path in (train_path, val_path):
+        if not Path(path).is_file():
+            fail(f"data file not found: {path}")
+    predictor = Predictor.from_name(model)
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", predictor.name) or "model"
+    out = console()
+    started = time.perf_counter()
+
+    def step(label: str) -> None:
+        out.print(f"[{time.perf_counter() - started:6.1f} s] {label}", highlight=False, soft_wrap=True)
+
+    payload, records = ev.evaluate_model(predictor, train_path, val_path, n_systems=systems, hull_systems=hull_systems,
+                                         seed=seed, progress=step)
+    png_path = ev.write_figure(payload, records, output_dir / "evaluation" / f"{name}.png")
+    payload.pop("_val_errors")
+    payload["command"] = (f"fh-screen evaluate --study stability --model {model or predictor.name} --systems {systems} "
+                          f"--hull-systems {hull_systems} --seed {seed} --threads {threads} --train {train_path} --val {val_path}"
+                          f" --output-dir {output_dir}")
+    payload["data"] = [{"path": str(p), "sha256": file_sha256(p)} for p in (train_path, val_path)]
+    payload["threads"] = threads
+    json_path = write_json(payload, output_dir / "evaluation" / f"{name}.json")
+    acc, hull, red, cal = payload["accuracy"], payload["hull_classification"], payload["rediscovery"], payload["calibration"]
+    rule = red["rules"].get("screen", {})
+    out.print(f"{predictor.name}: MAE {acc['mae_abs_lt_5_ev_per_atom']:.4f} (all {acc['mae_all_ev_per_atom']:.4f}), "
+              f"p80 {acc['p80_ae_ev_per_atom']:.3f}, p90 {acc['p90_ae_ev_per_atom']:.3f} eV/atom; hull P {hull['precision']:.2f} "
+              f"R {hull['recall']:.2f} F1 {hull['f1']:.2f}; rediscovery ({red['n_systems']} systems, {red['n_hidden']} hidden) "
+              f"recall@10 {rule.get('recall_at_10', float('nan')):.3f}, @50 {rule.get('recall_at_50', float('nan')):.3f}, "
+              f"@1% {rule.get('recall_at_1pct', float('nan')):.3f}, median rank {rule.get('median_rank_pct', float('nan')):.2f} % "
+              f"(random recall@10 {red['random']['recall_at_10']:.3f}); coverage of ±1.645σ "
+              + (f"{cal['coverage_90']:.3f}" if cal.get("coverage_90") is not None else "n/a (single network)"),
+              highlight=False, soft_wrap=True)
+    out.print(f"wrote {json_path} and {png_path}", highlight=False, soft_wrap=True)
 
 
 def _write(st, payload: dict, output_dir: Path, name: str, draw, progress) -> None:

@@ -230,7 +230,7 @@ def _print(result, top: int, predictor, seconds: float) -> None:
     table.add_column("ΔH_f pred\n(eV/atom)", justify="right")
     if has_std:
         table.add_column("σ", justify="right")
-    table.add_column("E_hull pred\n(eV/atom)", justify="right")
+    table.add_column("E_hull\n(eV/atom)", justify="right")
     if has_std:
         table.add_column("P(stable)", justify="right")
     table.add_column("ΔH_f DFT\n(eV/atom)", justify="right")
@@ -243,16 +243,28 @@ def _print(result, top: int, predictor, seconds: float) -> None:
         if has_std:
             cells.append(_fmt(row.p_stable, 2))
         cells.append(_fmt(row.known_dhf_ev_per_atom))
-        cells.append("on hull" if row.e_above_hull_pred_ev_per_atom == 0 else row.decomposition)
+        if row.is_known and row.e_above_hull_pred_ev_per_atom == 0:
+            cells.append("on hull (DFT)")
+        elif row.e_above_hull_pred_ev_per_atom < 0:
+            cells.append(f"below {row.decomposition}")
+        else:
+            cells.append(row.decomposition)
         table.add_row(*cells)
     out = console()
     if top > 0:
         out.print(table)
     n_known = int(result.table["is_known"].sum())
-    n_hull = int((result.table["e_above_hull_pred_ev_per_atom"] == 0).sum())
+    new = ~result.table["is_known"]
+    n_below = int((new & (result.table["e_above_hull_pred_ev_per_atom"] < 0)).sum())
+    n_selected = int(result.table["selected"].sum()) if "selected" in result.table else 0
+    if top > 0:
+        out.print("E_hull: above the hull of the known (DFT) phases, a known composition at its DFT value, a new one at "
+                  "its prediction (negative: predicted below it). Ranked by log P(below the known hull) + log prior "
+                  "(docs/evaluation.md).", highlight=False, soft_wrap=True)
     out.print(
-        f"{result.n_candidates:,} candidates ({n_known:,} known), {n_hull:,} on the predicted hull, "
-        f"{result.n_known:,} known phases in the hull; {seconds:.2f} s; run {result.run_id}",
+        f"{result.n_candidates:,} candidates ({n_known:,} known), {n_below:,} new ones predicted below the known hull, "
+        f"{n_selected:,} selected as new candidates; {result.n_known:,} known phases in the hull; {seconds:.2f} s; "
+        f"run {result.run_id}",
         highlight=False,
         soft_wrap=True,
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from importlib import resources
@@ -24,9 +23,11 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_MODEL", "Prediction", "Predictor", "available_models", "predict", "shipped_model_path"]
 
-#: Name of the shipped model used when none is given: five Table-1 networks (seeds 0-4) whose
-#: mean is the prediction and whose spread is the uncertainty. ``paper`` is its first member alone.
-DEFAULT_MODEL = "paper-ensemble"
+#: Name of the shipped model used when none is given: an ensemble of five attention networks over
+#: the elements present (four ``attention`` and one ``attention-large``), trained on train.csv only,
+#: with a calibrated σ. ``paper-ensemble`` (the seed study's network, five seeds) and ``paper`` are
+#: the fast presets.
+DEFAULT_MODEL = "attention-ensemble"
 
 
 def available_models() -> list[str]:
@@ -67,10 +68,10 @@ class Predictor:
         self.batch_size = batch_size
         self.threads = threads
         self._members = checkpoint.build_members()
-        self._stacked = StackedEnsemble(self._members)
+        self._stacked = None if checkpoint.is_attention else StackedEnsemble(self._members)
         seen = set(checkpoint.elements_in_training) or (set(checkpoint.elements) - ELEMENTS_ABSENT_FROM_OQMD)
         self._unseen_columns = np.array([i for i, s in enumerate(checkpoint.elements) if s not in seen], dtype=int)
-        self._weights_sha256 = hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else ""
+        self._identity = checkpoint.identity()
 
     @classmethod
     def from_file(cls, path: str | Path, **kwargs) -> Predictor:
@@ -105,29 +106,90 @@ class Predictor:
 
     @property
     def weights_sha256(self) -> str:
-        """sha256 of the checkpoint file (empty when built in memory)."""
-        return self._weights_sha256
+        """The model identity: sha256 over spec and tensors (see :meth:`Checkpoint.identity`).
+
+        It does not depend on the file's timestamps or name, so the store recognises a model
+        trained again bit for bit.
+        """
+        return self._identity
 
     @property
     def has_uncertainty(self) -> bool:
-        """True for an ensemble, whose member spread is reported as a standard deviation."""
-        return len(self._members) > 1
+        """True when σ is reported: an ensemble (member spread) or a model with a σ head."""
+        return len(self._members) > 1 or self.checkpoint.is_attention
 
     def predict_matrix(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Mean (and std across ensemble members) ΔH_f in eV/atom for fraction rows (fast path)."""
+        """Mean and σ of ΔH_f in eV/atom for fraction rows (fast path; σ is None for one MLP).
+
+        Rows with a single element are pure elements: ΔH_f is 0 by definition, with σ 0.
+        """
         if matrix.shape[1] != len(self.elements):
             raise ModelError(f"feature matrix has {matrix.shape[1]} columns, the model expects {len(self.elements)}")
+        if self.checkpoint.is_attention:
+            from fh_screen.network.attention import set_tensors
+
+            return self.predict_sets(*set_tensors(matrix))
         columns = np.flatnonzero(np.any(matrix != 0, axis=0))
-        return self._predict_columns(matrix[:, columns], columns)
+        mean, std = self._predict_columns(matrix[:, columns], columns)
+        return self._pure_elements_zero((matrix > 0).sum(axis=1), mean, std)
 
     def predict_matrix_reference(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """The same as :meth:`predict_matrix` through each member's ``nn.Sequential`` (reference)."""
+        """The same as :meth:`predict_matrix` through each member's module one by one (reference)."""
         import torch
 
-        x = torch.as_tensor(np.ascontiguousarray(matrix, dtype=np.float32))
-        with torch.inference_mode():
-            outputs = np.stack([network(x).squeeze(-1).numpy() for network in self._members])
-        return self._summarise(outputs)
+        if self.checkpoint.is_attention:
+            from fh_screen.network.attention import set_tensors
+
+            indices, fractions = (torch.as_tensor(a) for a in set_tensors(matrix))
+            with torch.inference_mode():
+                outputs = [network(indices, fractions) for network in self._members]
+            means = np.stack([m.numpy() for m, _ in outputs])
+            logs = np.stack([b.numpy() for _, b in outputs])
+            mean, std = self._combine_attention(means, logs)
+        else:
+            x = torch.as_tensor(np.ascontiguousarray(matrix, dtype=np.float32))
+            with torch.inference_mode():
+                outputs = np.stack([network(x).squeeze(-1).numpy() for network in self._members])
+            mean, std = self._summarise(outputs)
+        return self._pure_elements_zero((np.asarray(matrix) > 0).sum(axis=1), mean, std)
+
+    def predict_sets(self, indices: np.ndarray, fractions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and calibrated σ (eV/atom) of an attention model for set tensors.
+
+        ``indices`` are 1-based element columns (0 = padding) and ``fractions`` the amounts; rows
+        are processed grouped by their number of elements, so little padding is computed.
+        """
+        from fh_screen.network.fit_attention import predict_attention
+
+        if self.threads:
+            import torch
+
+            torch.set_num_threads(self.threads)
+        lengths = (fractions > 0).sum(axis=1)
+        order = np.argsort(lengths, kind="stable")
+        idx_sorted, frac_sorted = indices[order], fractions[order]
+        outputs = [predict_attention(network, idx_sorted, frac_sorted, self.batch_size) for network in self._members]
+        mean_sorted, std_sorted = self._combine_attention(np.stack([m for m, _ in outputs]), np.stack([b for _, b in outputs]))
+        mean, std = np.empty_like(mean_sorted), np.empty_like(std_sorted)
+        mean[order], std[order] = mean_sorted, std_sorted
+        return self._pure_elements_zero(lengths, mean, std)
+
+    def _combine_attention(self, means: np.ndarray, log_scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Ensemble mean, and σ from the Laplace scales (aleatoric) plus the member spread."""
+        scale = self.checkpoint.target_std_ev_per_atom
+        member_means = means.astype(np.float64) * scale + self.checkpoint.target_mean_ev_per_atom
+        aleatoric = 2.0 * (np.exp(log_scales.astype(np.float64)) * scale) ** 2  # Laplace variance 2b²
+        variance = aleatoric.mean(axis=0) + (member_means.var(axis=0) if len(means) > 1 else 0.0)
+        return member_means.mean(axis=0), np.sqrt(variance) * self.checkpoint.sigma_scale
+
+    @staticmethod
+    def _pure_elements_zero(lengths: np.ndarray, mean: np.ndarray, std: np.ndarray | None):
+        single = np.asarray(lengths) == 1
+        if single.any():
+            mean = np.where(single, 0.0, mean)
+            if std is not None:
+                std = np.where(single, 0.0, std)
+        return mean, std
 
     def _predict_columns(self, x_columns: np.ndarray, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         if self.threads:
@@ -139,7 +201,7 @@ class Predictor:
     def _summarise(self, outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         outputs = outputs * self.checkpoint.target_std_ev_per_atom + self.checkpoint.target_mean_ev_per_atom
         mean = outputs.mean(axis=0)
-        std = outputs.std(axis=0, ddof=1) if len(outputs) > 1 else None
+        std = outputs.std(axis=0, ddof=1) * self.checkpoint.sigma_scale if len(outputs) > 1 else None
         return mean, std
 
     def out_of_domain(self, matrix: np.ndarray) -> np.ndarray:
@@ -169,7 +231,15 @@ class Predictor:
             raise FormulaError(f"element {outside[0]!r} is outside the model's element set ({self.elements[0]}–{self.elements[-1]})")
         columns = np.array([index[s] for s in system_elements], dtype=np.int64)
         fractions = fractions_from_counts(counts)
-        mean, std = self._predict_columns(fractions, columns)
+        if self.checkpoint.is_attention:
+            present = fractions > 0
+            order = np.argsort(~present, axis=1, kind="stable")
+            compact = np.take_along_axis(fractions, order, axis=1).astype(np.float32)
+            indices = np.where(compact > 0, columns[order] + 1, 0).astype(np.int64)
+            mean, std = self.predict_sets(indices, compact)
+        else:
+            mean, std = self._predict_columns(fractions, columns)
+            mean, std = self._pure_elements_zero((fractions > 0).sum(axis=1), mean, std)
         unseen = np.isin(columns, self._unseen_columns)
         out_of_domain = (fractions[:, unseen] > 0).any(axis=1) if unseen.any() else np.zeros(len(fractions), dtype=bool)
         return Prediction(mean, std, out_of_domain, [None] * len(fractions))

@@ -169,7 +169,7 @@ def write_model_card(run: TrainingRun, directory: str | Path) -> Path:
     card = {
         "name": run.checkpoint.name,
         "version": run.checkpoint.version,
-        "weights_sha256": file_sha256(directory / "model.pt"),
+        "identity_sha256": run.checkpoint.identity(),
         "architecture": run.checkpoint.spec.architecture,
         "n_members": len(run.checkpoint.member_state_dicts),
         "elements": f"{run.checkpoint.elements[0]}–{run.checkpoint.elements[-1]} ({len(run.checkpoint.elements)} slots)",
@@ -200,5 +200,59 @@ def _card_markdown(card: dict) -> str:
             m = metrics[key]
             lines.append(f"| {label} | {m['n']} | {m['mae_ev_per_atom']:.4f} | {m['rmse_ev_per_atom']:.4f} | {m['p80_ae_ev_per_atom']:.4f} | {m['p90_ae_ev_per_atom']:.4f} | {m['r2']:.4f} |")
     lines += ["", "## Provenance", f"- command: `{card['command']}`", f"- created: {card['created']}", f"- machine: {card['machine']}",
-              f"- training config: `{json.dumps(card['training']['config'])}`", f"- weights sha256: `{card['weights_sha256']}`", ""]
+              f"- training config: `{json.dumps(card['training']['config'])}`", f"- identity sha256 (spec + tensors): `{card['identity_sha256']}`", ""]
     return "\n".join(lines)
+
+
+def write_attention_card(checkpoint: Checkpoint, directory: str | Path) -> Path:
+    """Write ``model_card.json`` and ``README.md`` for an attention model saved as ``model.pt``."""
+    directory = Path(directory)
+    meta = checkpoint.metadata
+    metrics = meta["metrics"]
+    card = {
+        "name": checkpoint.name,
+        "version": checkpoint.version,
+        "identity_sha256": checkpoint.identity(),
+        "architecture": _ensemble_label(checkpoint),
+        "n_members": len(checkpoint.member_state_dicts),
+        "elements": f"{checkpoint.elements[0]}–{checkpoint.elements[-1]} ({len(checkpoint.elements)} slots)",
+        **{k: v for k, v in meta.items() if k != "histories"},
+        "history": meta.get("histories", []),
+    }
+    (directory / "model_card.json").write_text(json.dumps(card, indent=1))
+    lines = [
+        f"# fh-screen model `{checkpoint.name}` v{checkpoint.version}",
+        "",
+        f"An ensemble of {card['n_members']} attention networks ({card['architecture']}) over the elements present, each with a",
+        "mean and a σ (Laplace scale) head; the prediction is the ensemble mean and σ combines the heads with the",
+        f"member spread, scaled by {meta['sigma_scale']:.3f} so that 90% of held-out errors lie within ±1.645σ.",
+        "Element vectors: matminer `MatscholarElementData` (mat2vec), stored in the checkpoint.",
+        "",
+        "## Data",
+        f"- train: `{meta['data']['train_file']}` sha256 `{meta['data']['train_sha256']}` ({meta['data']['train_cleaning']})",
+        f"- {meta['data']['n_fit']} rows fit; {meta['data']['n_holdout']} rows (seeded {meta['data']['holdout_fraction']:.0%} carve of train) calibrate σ",
+        "- val.csv is never used in training or calibration; it gives the figures below",
+        "",
+        "## Metrics (eV/atom)",
+        "",
+        "| rows | n | MAE | p80 | p90 | R² |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, label in (("holdout", "train holdout"), ("val_all_rows", "val, all rows"), ("val_abs_dhf_lt_5", "val, abs(ΔH_f) < 5")):
+        if key in metrics:
+            m = metrics[key]
+            lines.append(f"| {label} | {m['n']} | {m['mae_ev_per_atom']:.4f} | {m['p80_ae_ev_per_atom']:.4f} | {m['p90_ae_ev_per_atom']:.4f} | {m['r2']:.4f} |")
+    if "val_coverage_1.645_sigma" in metrics:
+        lines.append(f"\nCoverage of ±1.645σ on val (abs(ΔH_f) < 5): {metrics['val_coverage_1.645_sigma']:.3f}")
+    lines += ["", "## Provenance", f"- command: `{meta['command']}`", f"- machine: {meta['machine']}",
+              f"- training config: `{json.dumps(meta['training']['config'])}`", f"- identity sha256: `{card['identity_sha256']}`", ""]
+    (directory / "README.md").write_text("\n".join(lines))
+    return directory
+
+
+def _ensemble_label(checkpoint: Checkpoint) -> str:
+    """``4 × attention d128 L3 h4 ff256 + 1 × attention d256 …`` for the members of a checkpoint."""
+    from collections import Counter
+
+    labels = [checkpoint.spec_of(i).label for i in range(len(checkpoint.member_state_dicts))]
+    return " + ".join(f"{n} × {label}" for label, n in Counter(labels).items())

@@ -52,7 +52,7 @@ def _single_member(run: TrainingRun, val_path: Path) -> TrainingRun:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--members", type=int, default=5)
-    parser.add_argument("--max-minutes", type=float, default=12.0, help="cap per member")
+    parser.add_argument("--max-minutes", type=float, default=None, help="wall-clock cap per member (experiments only: a capped run is not reproducible, shipped models never use it)")
     parser.add_argument("--epochs", type=int, default=400)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")

@@ -9,16 +9,28 @@ from __future__ import annotations
 
 from fh_screen.errors import FhScreenError
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fh_screen.network.attention import AttentionSpec, build_attention_network
 from fh_screen.network.mlp import NetworkSpec, build_network
 
-__all__ = ["CHECKPOINT_FORMAT", "Checkpoint", "ModelError", "load_checkpoint", "save_checkpoint"]
+__all__ = ["CHECKPOINT_FORMAT", "Checkpoint", "ModelError", "load_checkpoint", "save_checkpoint", "spec_from_dict"]
 
 CHECKPOINT_FORMAT = "fh-screen-checkpoint"
-CHECKPOINT_VERSION = 1
+#: Version 2 adds the attention architecture (``spec["kind"] == "attention"``); version 1 files
+#: (fully connected networks) still load.
+CHECKPOINT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+
+
+def spec_from_dict(data: dict) -> NetworkSpec | AttentionSpec:
+    """The spec of a checkpoint: an attention spec when ``kind`` says so, else a fully connected one."""
+    if data.get("kind") == "attention":
+        return AttentionSpec.from_dict(data)
+    return NetworkSpec.from_dict(data)
 
 
 class ModelError(FhScreenError):
@@ -30,7 +42,7 @@ class Checkpoint:
     """Everything needed to rebuild and describe a trained model (or an ensemble of them)."""
 
     name: str
-    spec: NetworkSpec
+    spec: NetworkSpec | AttentionSpec
     elements: list[str]
     target_mean_ev_per_atom: float
     target_std_ev_per_atom: float
@@ -38,16 +50,65 @@ class Checkpoint:
     elements_in_training: list[str] = field(default_factory=list)
     version: str = "1"
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: One spec per member when the ensemble mixes attention architectures (else ``spec`` for all).
+    member_specs: list[AttentionSpec] | None = None
+
+    def spec_of(self, member: int) -> NetworkSpec | AttentionSpec:
+        """The architecture of ensemble member ``member``."""
+        return self.member_specs[member] if self.member_specs else self.spec
+
+    @property
+    def is_attention(self) -> bool:
+        """True for the attention architecture (set inputs, a σ head per member)."""
+        return isinstance(self.spec, AttentionSpec)
+
+    @property
+    def sigma_scale(self) -> float:
+        """Calibration factor applied to the raw σ (fitted on a carve of the training data)."""
+        return float(self.metadata.get("sigma_scale", 1.0))
 
     def build_members(self) -> list:
         """The ensemble members as torch modules in eval mode (CPU)."""
+        import numpy as np
+
         members = []
-        for state in self.member_state_dicts:
-            network = build_network(self.spec)
+        for number, state in enumerate(self.member_state_dicts):
+            if self.is_attention:
+                table = np.zeros(tuple(state["element_vectors"].shape), dtype=np.float32)
+                network = build_attention_network(self.spec_of(number), table)
+            else:
+                network = build_network(self.spec)
             network.load_state_dict(state)
             network.eval()
             members.append(network)
         return members
+
+    def identity(self) -> str:
+        """sha256 over the spec, elements, normalisation, σ scale and every tensor (no timestamps).
+
+        Two bit-identical trainings get the same identity, whatever their dates or file names.
+        """
+        import hashlib
+        import json
+
+        digest = hashlib.sha256()
+        header = {
+            "spec": self.spec.as_dict(),
+            "elements": list(self.elements),
+            "mean": float(self.target_mean_ev_per_atom),
+            "std": float(self.target_std_ev_per_atom),
+            "sigma_scale": self.sigma_scale,
+        }
+        if self.member_specs:
+            header["member_specs"] = [m.as_dict() for m in self.member_specs]
+        digest.update(json.dumps(header, sort_keys=True).encode())
+        for state in self.member_state_dicts:
+            for key in sorted(state):
+                tensor = state[key].detach().cpu().contiguous()
+                digest.update(key.encode())
+                digest.update(str(tuple(tensor.shape)).encode())
+                digest.update(tensor.numpy().tobytes())
+        return digest.hexdigest()
 
 
 def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> Path:
@@ -67,6 +128,7 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> Path:
         "target_mean_ev_per_atom": float(checkpoint.target_mean_ev_per_atom),
         "target_std_ev_per_atom": float(checkpoint.target_std_ev_per_atom),
         "members": [{k: v.detach().cpu().clone() for k, v in s.items()} for s in checkpoint.member_state_dicts],
+        "member_specs": [m.as_dict() for m in checkpoint.member_specs] if checkpoint.member_specs else None,
         "metadata": checkpoint.metadata,
     }
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -83,22 +145,29 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's hints must not reach the user (they advise unsafe loading)
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file becomes one line naming it
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"cannot read model file {path}: not a PyTorch checkpoint ({first})") from None
+        text = str(exc).strip()
+        if "weights only" in text.lower() or "weights_only" in text:
+            reason = "it holds Python objects, which fh-screen never unpickles"
+        else:
+            reason = text.splitlines()[0] if text else type(exc).__name__
+        raise ModelError(f"cannot read model file {path}: not an fh-screen checkpoint ({reason})") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ModelError(f"incompatible model file {path}: not an fh-screen checkpoint")
-    if payload.get("format_version") != CHECKPOINT_VERSION:
+    if payload.get("format_version") not in READABLE_VERSIONS:
         raise ModelError(
             f"incompatible model file {path}: checkpoint format {payload.get('format_version')}, "
-            f"this fh-screen reads {CHECKPOINT_VERSION}"
+            f"this fh-screen reads {', '.join(map(str, READABLE_VERSIONS))}"
         )
     try:
-        spec = NetworkSpec.from_dict(payload["spec"])
+        spec = spec_from_dict(payload["spec"])
         elements = list(payload["elements"])
-        if spec.n_inputs != len(elements):
-            raise ModelError(f"incompatible model file {path}: {spec.n_inputs} inputs but {len(elements)} elements")
+        n_inputs = spec.n_elements if isinstance(spec, AttentionSpec) else spec.n_inputs
+        if n_inputs != len(elements):
+            raise ModelError(f"incompatible model file {path}: {n_inputs} inputs but {len(elements)} elements")
         checkpoint = Checkpoint(
             name=str(payload["name"]),
             version=str(payload["version"]),
@@ -108,9 +177,10 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             target_mean_ev_per_atom=float(payload["target_mean_ev_per_atom"]),
             target_std_ev_per_atom=float(payload["target_std_ev_per_atom"]),
             member_state_dicts=list(payload["members"]),
+            member_specs=[spec_from_dict(m) for m in payload["member_specs"]] if payload.get("member_specs") else None,
             metadata=dict(payload.get("metadata", {})),
         )
         checkpoint.build_members()  # fail here, not at first prediction, on mismatched weights
-    except (KeyError, TypeError, RuntimeError) as exc:
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise ModelError(f"incompatible model file {path}: {str(exc).splitlines()[0]}") from None
     return checkpoint

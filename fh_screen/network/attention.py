@@ -1,0 +1,195 @@
+"""Attention over the elements present (CrabNet/Roost style) with a mean and a σ head.
+
+A composition is a set of (element, fraction) pairs. Each element starts from a fixed
+mat2vec-style vector (matminer's ``MatscholarElementData``, 200-d) projected to ``d_model`` plus a
+learned per-element correction; its fraction enters through a smooth encoding (sines of the
+fraction and of its logarithm) added to that vector. A few pre-norm transformer layers let every
+element see the others; a fraction-weighted mean of the element states feeds a small MLP that
+returns the ΔH_f mean and a log-scale (σ) of a Laplace distribution, both in standardised units.
+
+The element table is a buffer of the module, so a checkpoint is self-contained: loading needs
+neither matminer nor the internet.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+__all__ = [
+    "AttentionSpec",
+    "ATTENTION_PRESETS",
+    "build_attention_network",
+    "element_table",
+    "set_tensors",
+]
+
+
+@dataclass(frozen=True)
+class AttentionSpec:
+    """Hyper-parameters of :class:`ElementAttentionNet` (``kind`` tells checkpoints apart)."""
+
+    d_model: int = 128
+    n_layers: int = 3
+    n_heads: int = 4
+    d_ff: int = 256
+    d_head_hidden: int = 256
+    n_elements: int = 94
+    element_features: str = "mat2vec"
+    n_frequencies: int = 16
+    kind: str = "attention"
+
+    def as_dict(self) -> dict:
+        """Plain-type dictionary for checkpoints and model cards."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> AttentionSpec:
+        """Inverse of :meth:`as_dict` (unknown keys are an error)."""
+        return cls(**{k: (str(v) if isinstance(v, str) else int(v)) for k, v in data.items()})
+
+    @property
+    def label(self) -> str:
+        """Short human label, e.g. ``attention d128 L3 h4``."""
+        return f"attention d{self.d_model} L{self.n_layers} h{self.n_heads} ff{self.d_ff}"
+
+
+#: Named attention architectures. ``attention`` is the shipped default's member.
+ATTENTION_PRESETS: dict[str, AttentionSpec] = {
+    "attention": AttentionSpec(),
+    "attention-small": AttentionSpec(d_model=64, n_layers=2, n_heads=4, d_ff=128, d_head_hidden=128),
+    "attention-large": AttentionSpec(d_model=256, n_layers=3, n_heads=8, d_ff=512, d_head_hidden=512),
+}
+
+
+def element_table(elements: tuple[str, ...] | list[str], source: str = "mat2vec") -> np.ndarray:
+    """Fixed element vectors, one row per element (row 0 is padding), standardised per column.
+
+    ``source`` is ``mat2vec`` (matminer ``MatscholarElementData``, 200-d) or ``none`` (a zero
+    column: the learned embedding alone).
+    """
+    if source == "none":
+        return np.zeros((len(elements) + 1, 1), dtype=np.float32)
+    if source != "mat2vec":
+        raise ValueError(f"unknown element features {source!r} (mat2vec or none)")
+    from matminer.utils.data import MatscholarElementData
+
+    source_data = MatscholarElementData()
+    names = list(source_data.prop_names)
+    table = source_data.all_element_data
+    rows = np.array([[table[s][n] for n in names] if s in table else np.zeros(len(names)) for s in elements], dtype=np.float64)
+    rows = (rows - rows.mean(axis=0)) / (rows.std(axis=0) + 1e-8)
+    return np.vstack([np.zeros((1, rows.shape[1])), rows]).astype(np.float32)
+
+
+def build_attention_network(spec: AttentionSpec, table: np.ndarray | None = None):
+    """The torch module for ``spec``; ``table`` overrides the element vectors (tests, loading)."""
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    class FractionEncoding(nn.Module):
+        """Sines/cosines of the fraction and of log10(fraction), then a linear map."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("frequencies", torch.pi * 2.0 ** torch.arange(spec.n_frequencies // 2, dtype=torch.float32) / 2, persistent=False)
+            self.linear = nn.Linear(2 * spec.n_frequencies + 2, spec.d_model)
+
+        def forward(self, fractions):
+            with torch.autocast(fractions.device.type, enabled=False):  # sines of large angles need fp32
+                return self._encode(fractions.float())
+
+        def _encode(self, fractions):
+            f = fractions.unsqueeze(-1)
+            logf = torch.log10(fractions.clamp_min(1e-6)).unsqueeze(-1) / 6.0 + 1.0
+            angles = torch.cat([f * self.frequencies, logf * self.frequencies], dim=-1)
+            return self.linear(torch.cat([angles.sin(), angles.cos(), f, logf], dim=-1))
+
+    class Block(nn.Module):
+        """Pre-norm self-attention + feed-forward block with a key-padding mask."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.norm1 = nn.LayerNorm(spec.d_model)
+            self.qkv = nn.Linear(spec.d_model, 3 * spec.d_model)
+            self.out = nn.Linear(spec.d_model, spec.d_model)
+            self.norm2 = nn.LayerNorm(spec.d_model)
+            self.ff1 = nn.Linear(spec.d_model, spec.d_ff)
+            self.ff2 = nn.Linear(spec.d_ff, spec.d_model)
+
+        def forward(self, x, attn_mask):
+            n, length, d = x.shape
+            q, k, v = self.qkv(self.norm1(x)).view(n, length, 3, spec.n_heads, d // spec.n_heads).permute(2, 0, 3, 1, 4)
+            attended = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+            x = x + self.out(attended.transpose(1, 2).reshape(n, length, d))
+            return x + self.ff2(F.gelu(self.ff1(self.norm2(x))))
+
+    class ElementAttentionNet(nn.Module):
+        """(element indices, fractions) → (mean, log-scale) in standardised target units."""
+
+        def __init__(self, element_vectors: np.ndarray) -> None:
+            super().__init__()
+            self.register_buffer("element_vectors", torch.as_tensor(element_vectors, dtype=torch.float32))
+            self.project = nn.Linear(self.element_vectors.shape[1], spec.d_model)
+            self.embedding = nn.Embedding(spec.n_elements + 1, spec.d_model, padding_idx=0)
+            nn.init.normal_(self.embedding.weight, std=0.02)
+            with torch.no_grad():
+                self.embedding.weight[0].zero_()
+            self.fraction = FractionEncoding()
+            self.blocks = nn.ModuleList(Block() for _ in range(spec.n_layers))
+            self.norm = nn.LayerNorm(spec.d_model)
+            self.head = nn.Sequential(
+                nn.Linear(spec.d_model, spec.d_head_hidden), nn.GELU(),
+                nn.Linear(spec.d_head_hidden, spec.d_head_hidden // 2), nn.GELU(),
+                nn.Linear(spec.d_head_hidden // 2, 2),
+            )
+
+        def forward(self, indices, fractions):
+            """``indices`` (n, L) int64 (0 = padding), ``fractions`` (n, L) summing to 1 per row."""
+            present = fractions > 0
+            x = self.project(self.element_vectors[indices]) + self.embedding(indices) + self.fraction(fractions)
+            # additive mask: padded keys get -inf; a row attends at least to its own present elements
+            attn_mask = torch.zeros(present.shape, dtype=x.dtype, device=x.device).masked_fill(~present, float("-inf"))
+            attn_mask = attn_mask[:, None, None, :]
+            for block in self.blocks:
+                x = block(x, attn_mask)
+            weights = (fractions * present).unsqueeze(-1)
+            pooled = (self.norm(x) * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1e-12)
+            out = self.head(pooled)
+            return out[:, 0], out[:, 1]
+
+    if table is None:
+        from fh_screen.composition import DEFAULT_ELEMENTS
+
+        table = element_table(DEFAULT_ELEMENTS[: spec.n_elements], spec.element_features)
+    return ElementAttentionNet(table)
+
+
+def set_tensors(matrix: np.ndarray, max_length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Fraction matrix ``(n, n_elements)`` → ``(indices, fractions)`` of the non-zero columns.
+
+    Indices are 1-based column numbers (0 is padding), ordered by column (atomic number); the
+    length is the largest number of elements in any row (or ``max_length``).
+    """
+    matrix = np.asarray(matrix, dtype=np.float32)
+    present = matrix > 0
+    length = max(1, int(present.sum(axis=1).max(initial=0))) if max_length is None else max_length
+    order = np.argsort(~present, axis=1, kind="stable")[:, :length]
+    fractions = np.take_along_axis(matrix, order, axis=1)
+    indices = np.where(fractions > 0, order + 1, 0).astype(np.int64)
+    return indices, np.where(fractions > 0, fractions, 0).astype(np.float32)
+
+
+def laplace_nll(y, mean, log_scale):
+    """Negative log-likelihood of a Laplace distribution (up to a constant), per row."""
+    import torch
+
+    return (y - mean).abs() * torch.exp(-log_scale) + log_scale
+
+
+def gaussian_sigma_from_laplace(log_scale_std_units, target_std_ev_per_atom: float):
+    """σ (eV/atom) of a Laplace with log-scale ``b``: sqrt(2)·b, in target units."""
+    return math.sqrt(2.0) * np.exp(log_scale_std_units) * target_std_ev_per_atom

@@ -145,3 +145,21 @@ def test_a_checkpoint_with_mismatched_member_weights_is_incompatible(trained, tm
     path = save_checkpoint(broken, tmp_path / "broken.pt")
     with pytest.raises(ModelError, match="incompatible model file"):
         load_checkpoint(path)
+
+
+def test_cli_trains_an_attention_recipe_and_resumes_it(oqmd_slice_csv, tmp_path):
+    from typer.testing import CliRunner
+
+    from fh_screen.cli import build_app
+
+    app, runner = build_app(), CliRunner()
+    args = ["train", str(oqmd_slice_csv), "--output", str(tmp_path), "--recipe", "attention-small", "--epochs", "1", "--max-rows", "500"]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert "attention-small-0 epoch 1/1" in first.output and (tmp_path / "model.pt").is_file()
+    identity = load_checkpoint(tmp_path / "model.pt").identity()
+    again = runner.invoke(app, args)  # finished members are not trained again; the same model results
+    assert again.exit_code == 0 and "epoch 1/1" not in again.output
+    assert load_checkpoint(tmp_path / "model.pt").identity() == identity
+    bad = runner.invoke(app, ["train", str(oqmd_slice_csv), "--output", str(tmp_path / "x"), "--recipe", "mlp*2"])
+    assert bad.exit_code == 2 and "unknown attention preset" in bad.output

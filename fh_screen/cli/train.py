@@ -16,7 +16,9 @@ def train_command(
     train_path: Path = typer.Argument(..., help="Training data (shared CSV, OQMD dump table or OPTIMADE JSON)."),
     output_dir: Path = typer.Option(..., "--output", "-o", help="Folder for model.pt, model_card.json and README.md."),
     val_path: Optional[Path] = typer.Option(None, "--val", help="Validation file, used only for the final metrics."),
-    preset: str = typer.Option("paper", help="Architecture preset (paper, wide, fig2-32, …, overfit)."),
+    preset: str = typer.Option("paper", help="Fully connected preset (paper, wide, fig2-32, …, overfit); see --recipe for attention."),
+    recipe: Optional[str] = typer.Option(None, help="Attention ensemble recipe, e.g. 'attention*4+attention-large*1' (the default model); resumable."),
+    device: str = typer.Option("auto", help="Attention training device: cpu, cuda or auto (cuda when present)."),
     architecture: Optional[str] = typer.Option(None, help="Architecture label overriding the preset, e.g. 128x2+64x2+32x1+1x1."),
     dropout: Optional[float] = typer.Option(None, min=0.0, max=0.9, help="Dropout rate at the preset's dropout positions."),
     members: int = typer.Option(1, min=1, help="Ensemble members (>1 gives an uncertainty)."),
@@ -30,8 +32,14 @@ def train_command(
     threads: int = typer.Option(1, min=1, help="torch threads (keep at or below free cores)."),
     name: Optional[str] = typer.Option(None, help="Model name written into the checkpoint."),
 ) -> None:
-    """Train the formation-enthalpy network (RMSprop, MAE loss, early stopping)."""
+    """Train a formation-enthalpy model: the seed study's network (RMSprop, MAE, early stopping) or,
+    with ``--recipe``, an attention ensemble (AdamW, cosine schedule, σ head; re-run to resume)."""
     from dataclasses import replace
+
+    if recipe is not None:
+        _train_attention(train_path, output_dir, val_path, recipe, device, epochs if epochs != 400 else None,
+                         max_rows, seed, threads, name)
+        return
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -63,6 +71,37 @@ def train_command(
     summary = run.metrics.get("val_abs_dhf_lt_5") or run.metrics["early_stopping_split"]
     console().print(f"saved {output_dir / 'model.pt'}: MAE {summary['mae_ev_per_atom']:.4f} eV/atom, "
                     f"p80 {summary['p80_ae_ev_per_atom']:.4f}, p90 {summary['p90_ae_ev_per_atom']:.4f}")
+
+
+def _train_attention(train_path: Path, output_dir: Path, val_path: Optional[Path], recipe: str, device: str,
+                     epochs: Optional[int], max_rows: Optional[int], seed: int, threads: int, name: Optional[str]) -> None:
+    import sys
+
+    from fh_screen.attention_training import parse_recipe, run_attention_training
+    from fh_screen.network.fit_attention import AttentionTrainConfig
+
+    try:
+        parse_recipe(recipe)
+    except ValueError as exc:
+        fail(str(exc))
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    config = AttentionTrainConfig(seed=seed, threads=threads, device=device,
+                                  **({"epochs": epochs} if epochs else {}))
+
+    def on_epoch(member, record):
+        console().print(f"{member.label} epoch {record.epoch}/{config.epochs}: train {record.train_mae_ev_per_atom:.4f}, "
+                        f"holdout {record.holdout_mae_ev_per_atom:.4f} eV/atom ({record.seconds:.0f} s)")
+
+    checkpoint = run_attention_training(train_path, output_dir, recipe=recipe, config=config, val_path=val_path,
+                                        max_rows=max_rows, name=name or "attention-ensemble", on_epoch=on_epoch,
+                                        command=" ".join(["fh-screen", *sys.argv[1:]]))
+    metrics = checkpoint.metadata["metrics"]
+    summary = metrics.get("val_abs_dhf_lt_5") or metrics["holdout"]
+    console().print(f"saved {output_dir / 'model.pt'}: MAE {summary['mae_ev_per_atom']:.4f} eV/atom, "
+                    f"p90 {summary['p90_ae_ev_per_atom']:.4f}, σ scale {checkpoint.sigma_scale:.3f}")
 
 
 def register(app: typer.Typer) -> None:

@@ -27,7 +27,6 @@ takes about a minute).
 from __future__ import annotations
 
 import logging
-import math
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -332,13 +331,15 @@ _TOKEN = re.compile(r"([A-Z][a-z]?)(\d*)")
 
 
 def _counts_of_formulas(formulas: Sequence[str], chemsys: Sequence[str]) -> np.ndarray:
-    """Integer counts of plain reduced formulas (``Li2FeO3``, as the screen writes them)."""
+    """Reduced integer counts of plain formulas as the screen writes them (``Li2O2`` is ``[1, 1]``)."""
+    from fh_screen.candidates import reduce_counts
+
     index = {s: j for j, s in enumerate(chemsys)}
     counts = np.zeros((len(formulas), len(chemsys)), dtype=np.int64)
     for row, formula in enumerate(formulas):
         for symbol, amount in _TOKEN.findall(formula):
             counts[row, index[symbol]] += int(amount) if amount else 1
-    return counts
+    return reduce_counts(counts)
 
 
 def rediscovery(train: OqmdSet, val: OqmdSet, predictor: Predictor, *, n_systems: int = 400, seed: int = 0,
@@ -353,7 +354,7 @@ def rediscovery(train: OqmdSet, val: OqmdSet, predictor: Predictor, *, n_systems
     from fh_screen.candidates import charge_neutral_mask
     from fh_screen.hull import build_hull
     from fh_screen.ranking import log_prior
-    from fh_screen.screening import ScreenOptions, screen
+    from fh_screen.screening import ScreenOptions, known_counts, screen
 
     options = options or ScreenOptions()
     train_ok = _in_range(train.dhf_ev_per_atom)
@@ -391,10 +392,7 @@ def rediscovery(train: OqmdSet, val: OqmdSet, predictor: Predictor, *, n_systems
         counts = _counts_of_formulas(sub["formula"].tolist(), result.chemsys)
         fractions = counts / counts.sum(axis=1, keepdims=True)
         dhf = sub["dhf_pred_ev_per_atom"].to_numpy(np.float64)
-        # today's rule: the hull of the known phases (DFT) and every unknown candidate (predicted)
-        known_rows = table[~unknown]
-        from fh_screen.screening import known_counts
-
+        # the earlier rule: the hull of the known phases (DFT) and every unknown candidate (predicted)
         k_counts, k_dhf = known_counts(known, result.chemsys)
         k_fractions = k_counts / k_counts.sum(axis=1, keepdims=True) if len(k_counts) else np.zeros((0, len(chemsys)))
         hull_all = build_hull(result.chemsys, np.concatenate([k_fractions, fractions]), np.concatenate([k_dhf, dhf]))
@@ -417,7 +415,6 @@ def rediscovery(train: OqmdSet, val: OqmdSet, predictor: Predictor, *, n_systems
         scores = {name: rule(ctx) for name, (_, rule) in RANKING_RULES.items()}
         scores = {name: s for name, s in scores.items() if s is not None}
         position_of = {f: i for i, f in enumerate(sub["formula"])}
-        del known_rows
         for row, is_own in zip(hidden, own_system):
             formula = _reduced_formula(val.formulas[row])
             target = position_of.get(formula)

@@ -130,7 +130,10 @@ def test_ranked_table_columns_order_and_rule(li_fe_o):
     assert table["known_dhf_ev_per_atom"].isna().sum() == (~table["is_known"]).sum()
     selected = table[table["selected"]]
     assert len(selected) > 10 and not selected["is_known"].any()
-    assert (selected["dhf_pred_ev_per_atom"] < 0).all() and (selected["e_above_hull_pred_ev_per_atom"] <= 0.1).all()
+    window = ScreenOptions().select_e_hull_max_ev_per_atom
+    assert (selected["dhf_pred_ev_per_atom"] < 0).all() and (selected["e_above_hull_pred_ev_per_atom"] <= window).all()
+    left_out = table[~table["selected"] & ~table["is_known"]]
+    assert ((left_out["dhf_pred_ev_per_atom"] >= 0) | (left_out["e_above_hull_pred_ev_per_atom"] > window)).all()
     assert result.n_candidates == len(table) >= count_candidates(3)
     assert result.model_name == "oqmd-slice" and len(result.weights_sha256) == 64 and len(result.run_id) == 36
     # the pymatgen phase diagram holds the known phases and the new ones predicted below their hull
@@ -234,3 +237,26 @@ def test_bad_input_raises_one_line_errors(chemsys, options, error):
 def test_known_frame_without_columns_is_refused():
     with pytest.raises(ScreenError, match="dhf_ev_per_atom"):
         screen("Li-O", predictor=Predictor.from_name("paper"), known=pd.DataFrame({"formula": ["Li2O"]}))
+
+
+def test_charge_balance_is_bounded_and_equal_to_the_direct_test():
+    """Ten elements with 518,400 oxidation-state combinations: grouped by the elements present, same answer."""
+    import time
+
+    from fh_screen.candidates import _oxidation_table, charge_neutral_mask, enumerate_counts
+    from fh_screen.screening import MAX_STATE_COMBINATIONS, charge_balanced
+
+    small = ("Fe", "Li", "O", "P")
+    counts = enumerate_counts(4, 10)
+    assert (charge_balanced(counts, small) == charge_neutral_mask(counts, small)).all()
+    many = ("Cl", "Br", "I", "S", "Se", "Te", "N", "P", "As", "Mn")
+    assert math.prod(len(states) for states in _oxidation_table(many)) > MAX_STATE_COMBINATIONS
+    counts = enumerate_counts(10, 4)
+    started = time.perf_counter()
+    grouped = charge_balanced(counts, many)
+    assert time.perf_counter() - started < 30
+    sample = counts[(counts > 0).sum(axis=1) <= 3][::7]
+    for row in sample[:40]:
+        present = [j for j in range(10) if row[j]]
+        sub = tuple(many[j] for j in present)
+        assert grouped[np.flatnonzero((counts == row).all(axis=1))[0]] == charge_neutral_mask(row[present][None, :], sub)[0]

@@ -43,10 +43,12 @@ def main() -> None:
     print("| run | members | epochs | params/member | val MAE (abs<5) | p90 | val MAE all | predictions/s (1 member, this machine) |")
     print("|---|---|---|---|---|---|---|---|")
     for run in args.runs:
-        states = [torch.load(p, map_location="cpu", weights_only=True) for p in sorted((run / "state").glob("member-*.pt"))]
-        spec = spec_from_dict(states[0]["spec"])
+        paths = sorted((run / "state").glob("*.pt"))
+        states = [torch.load(p, map_location="cpu", weights_only=True) for p in paths]
+        spec = None
         outputs = []
         for number, state in enumerate(states):
+            spec = spec_from_dict(state["spec"])
             checkpoint = Checkpoint(name=run.name, spec=spec, elements=list(DEFAULT_ELEMENTS[: spec.n_elements]),
                                     target_mean_ev_per_atom=mean, target_std_ev_per_atom=std, member_state_dicts=[state["ema"]])
             predictor = Predictor(checkpoint)
@@ -56,7 +58,7 @@ def main() -> None:
             outputs.append(predicted)
             params = sum(v.numel() for k, v in state["ema"].items() if k != "element_vectors")
             m = error_metrics(y[inside], predicted[inside])
-            print(f"| {run.name} member {number} | 1 | {state['epoch']} | {params:,} | {m['mae_ev_per_atom']:.4f} | {m['p90_ae_ev_per_atom']:.4f} | "
+            print(f"| {run.name} {paths[number].stem} | 1 | {state['epoch']} | {params:,} | {m['mae_ev_per_atom']:.4f} | {m['p90_ae_ev_per_atom']:.4f} | "
                   f"{error_metrics(y, predicted)['mae_ev_per_atom']:.4f} | {rate:,.0f} |")
         if len(outputs) > 1:
             predicted = np.mean(outputs, axis=0)

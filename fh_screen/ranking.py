@@ -107,13 +107,13 @@ def log_prior(counts: np.ndarray, neutral: np.ndarray, chemsys: Sequence[str], p
     if len(counts) == 0:
         return out
     keys = np.concatenate([pattern_rows(counts, chemsys), neutral[:, None]], axis=1)
-    unique, inverse = np.unique(keys, axis=0, return_inverse=True)
-    inverse = inverse.reshape(-1)
+    unique, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    values = out[first].copy()
     for u, row in enumerate(unique.tolist()):
         value = patterns.get(tuple(c for c in row[:-1] if c > 0) + (row[-1],))
         if value is not None:
-            out[inverse == u] = value
-    return out
+            values[u] = value
+    return values[inverse.reshape(-1)]
 
 
 def stability_score(e_above_known_hull_ev_per_atom: np.ndarray, std_ev_per_atom: np.ndarray | None,

@@ -270,9 +270,11 @@ def _match(rows: np.ndarray, table: np.ndarray) -> np.ndarray:
 
 
 #: Most hull linear programmes a screen runs without ``force``: one per candidate with more than
-#: :data:`fh_screen.hull.QHULL_MAX_ELEMENTS` elements, each about 2 ms (``benchmarks/bench_hull.py``),
-#: so the hull stage of any accepted screen stays under about a minute.
-MAX_HULL_PROGRAMMES = 25_000
+#: :data:`fh_screen.hull.QHULL_MAX_ELEMENTS` elements, each 10–15 ms on 2 shared cores
+#: (``benchmarks/bench_hull.py``), so the programmes of any accepted screen take about a minute at most.
+MAX_HULL_PROGRAMMES = 5_000
+#: Seconds per hull linear programme used in the refusal message (measured, see above).
+SECONDS_PER_HULL_PROGRAMME = 0.012
 
 
 def candidates_by_size(k: int, max_atoms: int, max_per_element: int | None = None) -> list[int]:
@@ -329,7 +331,7 @@ def check_size(system: Sequence[str], options: ScreenOptions = ScreenOptions()) 
         suggestion = _suggest_max_atoms(k, options)
         raise ScreenError(
             f"{name} at max_atoms={options.max_atoms} has {programmes:,} candidates with more than {QHULL_MAX_ELEMENTS} elements, "
-            f"each a linear programme on the hull (about {programmes * 0.002 / 60:.0f} min, above the limit of "
+            f"each a linear programme on the hull (about {programmes * SECONDS_PER_HULL_PROGRAMME / 60:.0f} min; the limit is "
             f"{MAX_HULL_PROGRAMMES:,}): use --max-atoms {suggestion} or --force"
         )
     return estimate

@@ -334,12 +334,18 @@ _TOKEN = re.compile(r"([A-Z][a-z]?)(\d*)")
 
 
 def _counts_of_formulas(formulas: Sequence[str], chemsys: Sequence[str]) -> np.ndarray:
-    """Reduced integer counts of plain formulas as the screen writes them (``Li2O2`` is ``[1, 1]``)."""
+    """Reduced integer counts of formulas as the screen writes them (``Li2O2`` is ``[1, 1]``, ``Zr(AlNi)2`` ``[2, 2, 1]``)."""
     from fh_screen.candidates import reduce_counts
 
     index = {s: j for j, s in enumerate(chemsys)}
     counts = np.zeros((len(formulas), len(chemsys)), dtype=np.int64)
     for row, formula in enumerate(formulas):
+        if "(" in formula:  # pymatgen groups polyanions: Zr(AlNi)2
+            from pymatgen.core import Composition
+
+            for symbol, amount in Composition(formula).get_el_amt_dict().items():
+                counts[row, index[symbol]] = int(round(amount))
+            continue
         for symbol, amount in _TOKEN.findall(formula):
             counts[row, index[symbol]] += int(amount) if amount else 1
     return reduce_counts(counts)

@@ -151,8 +151,6 @@ def test_grammar_fast_path_and_pymatgen_agree_on_every_oqmd_formula(oqmd_dir):
 
 def test_fast_path_meets_its_speed_floor(oqmd_dir):
     """Coarse floor only (shared CI machines): the benchmark measures the real figure."""
-    import time
-
     formulas = _oqmd_formulas(oqmd_dir)[:100_000]
     best = min(_timed(fraction_matrix, formulas) for _ in range(3))
     assert len(formulas) / best > 100_000, f"{len(formulas) / best:,.0f} formulas/s"

@@ -60,14 +60,22 @@ def model_throughput(models: list[str], repeats: int = 3, threads: int = 2) -> l
 
 
 def main() -> None:
-    import os
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--models", default="paper,paper-ensemble,wide,attention-ensemble")
+    parser.add_argument("--models", default=",".join(MODELS))
     args = parser.parse_args()
+    main_with(args.repeats, args.models.split(","))
+
+
+MODELS = ("paper", "paper-ensemble", "wide", "attention-ensemble")
+
+
+def main_with(repeats: int = 3, models: list[str] | tuple[str, ...] = MODELS) -> None:
+    """Measure ``models`` and write ``results/models.json`` (also called by ``run_all.py``)."""
+    import os
+
     load_before = "/".join(f"{x:.2f}" for x in os.getloadavg())
-    rows = model_throughput(args.models.split(","), repeats=args.repeats)
+    rows = model_throughput(list(models), repeats=repeats)
     load_after = "/".join(f"{x:.2f}" for x in os.getloadavg())
     lines = [
         {"what": f"{r['model']} ({r['n_members']} members, val MAE {r['val_mae_ev_per_atom']:.4f} eV/atom): "

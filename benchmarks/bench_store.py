@@ -16,6 +16,9 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+import os
+
+os.environ.setdefault("FH_SCREEN_OQMD_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data" / "oqmd"))  # checkout layout: scripts may assume it, the package does not
 
 
 def main() -> None:

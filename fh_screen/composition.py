@@ -535,11 +535,3 @@ def scatter_counts(
     matrix = np.zeros((len(counts), len(elements)), dtype=dtype)
     matrix[:, [index[s] for s in system_elements]] = fractions_from_counts(counts, dtype)
     return matrix
-
-
-def out_of_domain_mask(matrix: np.ndarray, elements: Sequence[str]) -> np.ndarray:
-    """True for rows containing an element never seen in OQMD training data."""
-    columns = [i for i, s in enumerate(elements) if s in ELEMENTS_ABSENT_FROM_OQMD]
-    if not columns:
-        return np.zeros(len(matrix), dtype=bool)
-    return (matrix[:, columns] > 0).any(axis=1)

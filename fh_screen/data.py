@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fh_screen.composition import ALL_ELEMENT_SYMBOLS, fraction_matrix, parse_amounts
+from fh_screen.composition import ALL_ELEMENT_SYMBOLS, fraction_matrix
 
 logger = logging.getLogger(__name__)
 
@@ -343,13 +343,13 @@ def canonical_formulas(formulas) -> list[str]:
     ``CuSO4·5H2O`` becomes ``CuH10SO9``; raises :class:`~fh_screen.composition.FormulaError`
     for a formula the grammar rejects.
     """
-    from pymatgen.core import Composition
+    from fh_screen.composition import reduced_formula
 
     cache: dict[str, str] = {}
     out = []
     for formula in formulas:
         if formula not in cache:
-            cache[formula] = Composition(parse_amounts(formula)).reduced_formula
+            cache[formula] = reduced_formula(formula)
         out.append(cache[formula])
     return out
 

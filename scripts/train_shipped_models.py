@@ -13,6 +13,9 @@ import argparse
 import copy
 import logging
 from pathlib import Path
+import os
+
+os.environ.setdefault("FH_SCREEN_OQMD_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data" / "oqmd"))  # checkout layout: scripts may assume it, the package does not
 
 from fh_screen.data import shared_data_dir
 from fh_screen.network.fit import TrainConfig

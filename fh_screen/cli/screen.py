@@ -13,7 +13,7 @@ from typing import Optional
 
 import typer
 
-from fh_screen.cli.common import console, error_console, fail, one_line_errors
+from fh_screen.cli.common import check_output_path, console, error_console, fail, one_line_errors
 
 __all__ = ["register", "write_outputs"]
 
@@ -49,8 +49,8 @@ def screen_command(
     if top < 0:
         fail(f"--top must be 0 or more, got {top}")
     for path in (json_path, csv_path, plot_path):
-        if path is not None and not Path(path).expanduser().resolve().parent.is_dir():
-            fail(f"output folder does not exist: {Path(path).parent}")
+        if path is not None:
+            check_output_path(Path(path).expanduser())  # before any work: folder exists, writable, not a folder
     if plot_path is not None:
         if Path(plot_path).suffix.lower() != ".png":
             fail(f"--plot needs a .png path, got {plot_path}")

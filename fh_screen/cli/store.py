@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from fh_screen.cli.common import console, error_console, fail, one_line_errors
+from fh_screen.cli.common import check_output_path, console, error_console, fail, one_line_errors
 
 __all__ = ["dft_first", "register"]
 
@@ -104,8 +104,8 @@ def query_command(
         return show_run(run, store_file=store_file, limit=limit, json_path=json_path, csv_path=csv_path)
 
     for target in (json_path, csv_path):
-        if target is not None and not target.parent.exists():
-            fail(f"output folder does not exist: {target.parent}")
+        if target is not None:
+            check_output_path(target)  # before any work: folder exists, writable, not a folder
     criteria_for(formula, chemsys, nelements, min_dhf, max_dhf)  # validate before opening the store
     filters = {
         "formula": formula or None, "chemsys": chemsys, "nelements": nelements,

@@ -115,8 +115,8 @@ class EnsembleMember:
         return f"{self.preset}-{self.number}"
 
 
-#: The shipped default: four ``attention`` members and one ``attention-large`` member.
-DEFAULT_RECIPE = "attention*4+attention-large*1"
+#: The shipped default: six ``attention`` members (seeds 0-5); see docs/model-experiments.md.
+DEFAULT_RECIPE = "attention*6"
 
 
 def parse_recipe(recipe: str, element_features: str | None = None) -> list[EnsembleMember]:

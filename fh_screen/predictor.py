@@ -23,9 +23,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_MODEL", "Prediction", "Predictor", "available_models", "predict", "shipped_model_path"]
 
-#: Name of the shipped model used when none is given: an ensemble of five attention networks over
-#: the elements present (four ``attention`` and one ``attention-large``), trained on train.csv only,
-#: with a calibrated σ. ``paper-ensemble`` (the seed study's network, five seeds) and ``paper`` are
+#: Name of the shipped model used when none is given: an ensemble of six attention networks over
+#: the elements present (preset ``attention``, seeds 0-5), trained on train.csv only, with a
+#: calibrated σ. ``paper-ensemble`` (the seed study's network, five seeds) and ``paper`` are
 #: the fast presets.
 DEFAULT_MODEL = "attention-ensemble"
 

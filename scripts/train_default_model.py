@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("FH_SCREEN_OQMD_DIR", ROOT.parent / "shared" / "data" / "oqmd")))
     parser.add_argument("--output", type=Path, default=ROOT / "runs" / "attention-ensemble")
     parser.add_argument("--name", default="attention-ensemble")
-    parser.add_argument("--recipe", default=DEFAULT_RECIPE, help="ensemble members by preset, e.g. attention*4+attention-large*1")
+    parser.add_argument("--recipe", default=DEFAULT_RECIPE, help="ensemble members by preset, e.g. attention*6 or attention*4+attention-large*1")
     parser.add_argument("--element-features", choices=["mat2vec", "none"], default=None)
     parser.add_argument("--member-ids", default=None, help="comma-separated positions in the recipe to train in this process (default: all)")
     parser.add_argument("--epochs", type=int, default=AttentionTrainConfig.epochs)

@@ -139,3 +139,17 @@ def test_fast_stacked_path_equals_reference_members(small_run, oqmd_train_raw):
     ref_mean, ref_std = predictor.predict_matrix_reference(matrix)
     np.testing.assert_allclose(fast_mean, ref_mean, atol=1e-5)
     np.testing.assert_allclose(fast_std, ref_std, atol=1e-5)
+
+
+def test_two_trainings_of_a_slice_have_the_same_identity(oqmd_slice_csv, tmp_path):
+    """Reproducible models: the identity covers spec and tensors, never dates or file names."""
+    config = TrainConfig(epochs=3, batch_size=256, seed=3)
+    runs = [train_model(oqmd_slice_csv, preset="paper", config=config, max_train_rows=1500, name=f"run{i}") for i in range(2)]
+    for i, run in enumerate(runs):
+        run.checkpoint.metadata["created"] = f"2026-01-0{i + 1}T00:00:00+00:00"
+        write_model_card(run, tmp_path / f"m{i}")
+    first, second = (Predictor.from_file(tmp_path / f"m{i}" / "model.pt") for i in range(2))
+    assert first.weights_sha256 == second.weights_sha256 == runs[0].checkpoint.identity()
+    assert (tmp_path / "m0" / "model.pt").read_bytes() != (tmp_path / "m1" / "model.pt").read_bytes()  # files differ
+    other = train_model(oqmd_slice_csv, preset="paper", config=TrainConfig(epochs=3, batch_size=256, seed=4), max_train_rows=1500)
+    assert other.checkpoint.identity() != runs[0].checkpoint.identity()

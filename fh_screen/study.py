@@ -305,14 +305,22 @@ def data_size_study(
     The subsets are prefixes of one seeded permutation, so every smaller set is inside the larger.
     """
     order = np.random.default_rng(seed).permutation(len(train))
-    results = []
+    runs = []
     for size in sizes:
         if size is not None and not 10 <= size:
             raise StudyError(f"training-set size must be at least 10 rows, got {size}")
         n = len(train) if size is None or size >= len(train) else int(size)
         rows = np.sort(order[:n])
-        label = f"{n} rows"
-        result = fit_and_evaluate(label, train.x[rows], train.y_ev_per_atom[rows], test.x, test.y_ev_per_atom, spec, config,
+        runs.append((f"{n} rows", train.x[rows], train.y_ev_per_atom[rows], spec))
+    return _fit_each(runs, test, config, early_stopping_fraction, on_epoch, on_run)
+
+
+def _fit_each(runs, test: StudyData, config: TrainConfig, early_stopping_fraction: float,
+              on_epoch: EpochCallback | None, on_run: RunCallback | None) -> list[RunResult]:
+    """Train and test each ``(label, x, y_ev_per_atom, spec)`` in turn, reporting each run."""
+    results = []
+    for label, x, y, spec in runs:
+        result = fit_and_evaluate(label, x, y, test.x, test.y_ev_per_atom, spec, config,
                                   early_stopping_fraction=early_stopping_fraction, on_epoch=on_epoch)
         results.append(result)
         if on_run is not None:
@@ -334,14 +342,8 @@ def architecture_study(
     unknown = [p for p in presets if p not in PRESETS]
     if unknown:
         raise StudyError(f"unknown preset(s) {', '.join(unknown)} (choose from {', '.join(PRESETS)})")
-    results = []
-    for preset in presets:
-        result = fit_and_evaluate(preset, train.x, train.y_ev_per_atom, test.x, test.y_ev_per_atom, PRESETS[preset], config,
-                                  early_stopping_fraction=early_stopping_fraction, on_epoch=on_epoch)
-        results.append(result)
-        if on_run is not None:
-            on_run(preset, result)
-    return results
+    runs = [(preset, train.x, train.y_ev_per_atom, PRESETS[preset]) for preset in presets]
+    return _fit_each(runs, test, config, early_stopping_fraction, on_epoch, on_run)
 
 
 def overfit_study(
@@ -472,40 +474,36 @@ def write_cv_figure(result: CrossValidationResult, path: str | Path) -> Path:
     return out
 
 
-def write_size_figure(results: Sequence[RunResult], path: str | Path) -> Path:
-    """Fig. 4: test MAE against training-set size."""
+def _mae_figure(x: Sequence[float], maes: Sequence[float], path: str | Path, figsize: tuple[float, float], **axes) -> Path:
+    """A line of val MAEs with each value written beside its point; ``axes`` go to ``ax.set``."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    sizes = [r.n_fit + r.n_early_stopping for r in results]
-    maes = [r.metrics["mae_ev_per_atom"] for r in results]
-    ax.plot(sizes, maes, "o-")
-    for n, mae in zip(sizes, maes):
-        ax.annotate(f"{mae:.3f}", (n, mae), textcoords="offset points", xytext=(4, 6), fontsize=8)
-    ax.set(xscale="log", xlabel="training-set size (compositions)", ylabel="MAE on val.csv (eV/atom)",
-           title="accuracy vs data size (Fig. 4)", ylim=(0, None))
+    fig, ax = plt.subplots(figsize=figsize)
+    ax.plot(x, maes, "o-")
+    for position, mae in zip(x, maes):
+        ax.annotate(f"{mae:.3f}", (position, mae), textcoords="offset points", xytext=(4, 6), fontsize=8)
+    ticks = axes.pop("xticklabels", None)
+    if ticks is not None:
+        ax.set_xticks(list(x), ticks, fontsize=7)
+    ax.set(ylabel="MAE on val.csv (eV/atom)", ylim=(0, None), **axes)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     out = _save(fig, path)
     plt.close(fig)
     return out
+
+
+def write_size_figure(results: Sequence[RunResult], path: str | Path) -> Path:
+    """Fig. 4: test MAE against training-set size."""
+    sizes = [r.n_fit + r.n_early_stopping for r in results]
+    return _mae_figure(sizes, [r.metrics["mae_ev_per_atom"] for r in results], path, (5.5, 4), xscale="log",
+                       xlabel="training-set size (compositions)", title="accuracy vs data size (Fig. 4)")
 
 
 def write_architecture_figure(results: Sequence[RunResult], path: str | Path) -> Path:
     """Fig. 2: test MAE per architecture label."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4))
     labels = [f"{r.spec.architecture}\n({count_parameters(r.spec):,} params)" for r in results]
-    maes = [r.metrics["mae_ev_per_atom"] for r in results]
-    ax.plot(range(len(results)), maes, "o-")
-    for i, mae in enumerate(maes):
-        ax.annotate(f"{mae:.3f}", (i, mae), textcoords="offset points", xytext=(4, 6), fontsize=8)
-    ax.set_xticks(range(len(results)), labels, fontsize=7)
-    ax.set(ylabel="MAE on val.csv (eV/atom)", title="architecture study (Fig. 2)", ylim=(0, None))
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    out = _save(fig, path)
-    plt.close(fig)
-    return out
+    return _mae_figure(range(len(results)), [r.metrics["mae_ev_per_atom"] for r in results], path, (6.5, 4),
+                       xticklabels=labels, title="architecture study (Fig. 2)")
 
 
 def write_loss_curves_figure(result: RunResult, path: str | Path, title: str | None = None) -> Path:

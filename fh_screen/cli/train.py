@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from fh_screen.cli.common import console, fail, one_line_errors
+from fh_screen.cli.common import console, error_console, fail, one_line_errors
 
 __all__ = ["register"]
 
@@ -41,8 +41,6 @@ def train_command(
                          max_rows, seed, threads, name)
         return
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from fh_screen.network.mlp import PRESETS, parse_architecture
     from fh_screen.network.fit import TrainConfig
     from fh_screen.training import train_model, write_model_card
@@ -57,20 +55,37 @@ def train_command(
         spec = replace(spec, dropout=dropout)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                          early_stopping_patience=patience, seed=seed, threads=threads, max_minutes=max_minutes)
+    if not error_console().is_terminal:  # a log, not a live bar: one line per member every 10 epochs on stderr
+        def on_epoch(member, record):
+            if record.epoch == 1 or record.epoch % 10 == 0:
+                error_console().print(f"member {member + 1}/{members} epoch {record.epoch}: train {record.train_mae_ev_per_atom:.4f}, "
+                                      f"val {record.val_mae_ev_per_atom:.4f} eV/atom")
+
+        run = train_model(train_path, val_path, preset=preset, spec=spec, config=config, n_members=members,
+                          max_train_rows=max_rows, name=name, on_epoch=on_epoch)
+    else:
+        run = _train_with_bars(train_path, val_path, preset, spec, config, members, max_rows, name, epochs)
+    write_model_card(run, output_dir)
+    summary = run.metrics.get("val_abs_dhf_lt_5") or run.metrics["early_stopping_split"]
+    console().print(f"saved {output_dir / 'model.pt'}: MAE {summary['mae_ev_per_atom']:.4f} eV/atom, "
+                    f"p80 {summary['p80_ae_ev_per_atom']:.4f}, p90 {summary['p90_ae_ev_per_atom']:.4f}")
+
+
+def _train_with_bars(train_path, val_path, preset, spec, config, members, max_rows, name, epochs):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from fh_screen.training import train_model
+
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.fields[status]}"), console=console()) as progress:
+                  TextColumn("{task.fields[status]}"), console=error_console()) as progress:
         tasks = [progress.add_task(f"member {m + 1}/{members}", total=epochs, status="") for m in range(members)]
 
         def on_epoch(member, record):
             progress.update(tasks[member], completed=record.epoch,
                             status=f"train {record.train_mae_ev_per_atom:.4f}  val {record.val_mae_ev_per_atom:.4f} eV/atom")
 
-        run = train_model(train_path, val_path, preset=preset, spec=spec, config=config, n_members=members,
-                          max_train_rows=max_rows, name=name, on_epoch=on_epoch)
-    write_model_card(run, output_dir)
-    summary = run.metrics.get("val_abs_dhf_lt_5") or run.metrics["early_stopping_split"]
-    console().print(f"saved {output_dir / 'model.pt'}: MAE {summary['mae_ev_per_atom']:.4f} eV/atom, "
-                    f"p80 {summary['p80_ae_ev_per_atom']:.4f}, p90 {summary['p90_ae_ev_per_atom']:.4f}")
+        return train_model(train_path, val_path, preset=preset, spec=spec, config=config, n_members=members,
+                           max_train_rows=max_rows, name=name, on_epoch=on_epoch)
 
 
 def _train_attention(train_path: Path, output_dir: Path, val_path: Optional[Path], recipe: str, device: str,
@@ -92,7 +107,7 @@ def _train_attention(train_path: Path, output_dir: Path, val_path: Optional[Path
                                   **({"epochs": epochs} if epochs else {}))
 
     def on_epoch(member, record):
-        console().print(f"{member.label} epoch {record.epoch}/{config.epochs}: train {record.train_mae_ev_per_atom:.4f}, "
+        error_console().print(f"{member.label} epoch {record.epoch}/{config.epochs}: train {record.train_mae_ev_per_atom:.4f}, "
                         f"holdout {record.holdout_mae_ev_per_atom:.4f} eV/atom ({record.seconds:.0f} s)")
 
     checkpoint = run_attention_training(train_path, output_dir, recipe=recipe, config=config, val_path=val_path,

@@ -6,7 +6,9 @@ Standalone: ``python benchmarks/bench_hull.py [--repeats 3] [--json out.json]``.
    old way (known + every enumerated candidate) for the same systems where it finishes;
 2. one hull linear programme (HiGHS) per query, by number of elements and points;
 3. ``hull_energies`` on every candidate of large systems (the screen's hull stage), and whole
-   ``screen()`` calls (default model) of the largest systems ``check_size`` accepts, e.g.
+   ``screen()`` calls of the largest systems ``check_size`` accepts, with the fast ``paper``
+   network so that enumeration, hull and naming dominate (a slower model adds its own
+   prediction time: candidates / its rate), e.g.
    ``H-Li-Be-B-C-N-O-F-Na-Mg`` at ``max_atoms=6`` and 8.
 
 Reads ``train.csv`` from ``--train`` or the shared OQMD folder (``$FH_SCREEN_OQMD_DIR``).
@@ -36,6 +38,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--sections", default="qhull,lp,screens", help="comma-separated subset of qhull, lp, screens")
     parser.add_argument("--train", default=None, help="OQMD train.csv (default: $FH_SCREEN_OQMD_DIR/train.csv or "
                                                       "../shared/data/oqmd/train.csv)")
     args = parser.parse_args()
@@ -63,9 +66,12 @@ def main() -> None:
         rows, dhf = known_counts(train, system)
         return rows / rows.sum(axis=1, keepdims=True), dhf
 
-    print(f"{'system':34s} {'k':>2s} {'known':>6s} {'cands':>7s} {'qhull known':>12s} {'qhull all':>10s} {'hull_energies':>14s}")
-    systems = ["Li-O", "Li-Fe-O", "Li-Fe-P-O", "Li-Fe-Mn-P-O", "Li-Na-Fe-Mn-P-O", "Li-Na-K-Fe-Mn-P-O",
-               "Li-Na-K-Fe-Mn-Co-P-O"]
+    sections = set(args.sections.split(","))
+    systems = ["Li-O", "Li-Fe-O", "Li-Fe-P-O", "Li-Fe-Mn-P-O", "Li-Na-Fe-Mn-P-O", "Li-Na-K-Fe-Mn-P-O", "Li-Na-K-Fe-Mn-Co-P-O"]
+    if "qhull" not in sections:
+        systems = []
+    else:
+        print(f"{'system':34s} {'k':>2s} {'known':>6s} {'cands':>7s} {'qhull known':>12s} {'qhull all':>10s} {'hull_energies':>14s}")
     for text in systems:
         system = parse_chemsys(text)
         k = len(system)
@@ -84,9 +90,11 @@ def main() -> None:
         results["rows"].append(row)
         print(f"{text:34s} {k:2d} {len(dhf):6d} {len(query):7d} {t_known:12.4f} {t_all:10.3f} {t_energies:14.3f}")
 
-    print("\none hull linear programme (HiGHS) per query")
     results["lp"] = []
-    for text in ["Li-Fe-P-O", "Li-Na-Fe-Mn-P-O", "Li-Na-K-Fe-Mn-Co-P-O", "H-Li-Be-B-C-N-O-F-Na-Mg"]:
+    lp_systems = ["Li-Fe-P-O", "Li-Na-Fe-Mn-P-O", "Li-Na-K-Fe-Mn-Co-P-O", "H-Li-Be-B-C-N-O-F-Na-Mg"] if "lp" in sections else []
+    if lp_systems:
+        print("\none hull linear programme (HiGHS) per query")
+    for text in lp_systems:
         system = parse_chemsys(text)
         fractions, dhf = known_of(system)
         k = len(system)
@@ -99,19 +107,20 @@ def main() -> None:
         results["lp"].append({"system": text, "elements": k, "points": int(use.sum()), "seconds_per_query": seconds})
         print(f"{text:34s} {k:2d} elements {int(use.sum()):6d} points: {1000 * seconds:.2f} ms per query")
 
-    print("\nwhole screens (paper model, known = train entries)")
     results["screens"] = []
-    print("(the largest accepted screens: each is within check_size's limits; known = the system's train rows, as the store gives)")
+    screens = [("Li-Fe-P-O", 20), ("Li-Na-Fe-Mn-P-O", 20), ("Li-Na-K-Fe-Mn-P-O", 14),
+               ("H-Li-Be-B-C-N-O-F-Na-Mg", 6), ("H-Li-Be-B-C-N-O-F-Na-Mg", 8)] if "screens" in sections else []
+    if screens:
+        print("\nwhole screens, paper model; the largest systems check_size accepts; known = the system's train rows")
     from fh_screen.screening import check_size, hull_programmes
 
     elements_of = train["formula"].map(lambda f: frozenset(re.findall(r"[A-Z][a-z]?", f)))
-    for text, max_atoms in [("Li-Fe-P-O", 20), ("Li-Na-Fe-Mn-P-O", 20), ("Li-Na-K-Fe-Mn-P-O", 14),
-                            ("H-Li-Be-B-C-N-O-F-Na-Mg", 6), ("H-Li-Be-B-C-N-O-F-Na-Mg", 8)]:
+    for text, max_atoms in screens:
         system = parse_chemsys(text)
         options = ScreenOptions(max_atoms=max_atoms)
         n = check_size(system, options)  # raises if refused
         known = train[[e <= frozenset(system) for e in elements_of]]
-        seconds = _median_seconds(lambda: screen(system, predictor=Predictor.from_name(None), known=known, options=options), 1)
+        seconds = _median_seconds(lambda: screen(system, predictor=predictor, known=known, options=options), 1)
         programmes = hull_programmes(len(system), max_atoms)
         results["screens"].append({"system": text, "max_atoms": max_atoms, "candidates": n, "hull_programmes": programmes,
                                    "known_rows": len(known), "seconds": seconds})

@@ -119,7 +119,8 @@ def test_ranked_table_columns_order_and_rule(li_fe_o):
     _, result = li_fe_o
     table = result.table
     assert list(table.columns) == RESULT_COLUMNS + ["dhf_std_ev_per_atom", "p_stable", "is_known", "dhf_ev_per_atom",
-                                                    "charge_balanced", "stability_score", "selected"]
+                                                    "charge_balanced", "stability_score", "selected", "refined"]
+    assert table["refined"].all() and result.prefilter is None  # a fully connected model predicts every row
     assert table["rank"].tolist() == list(range(1, len(table) + 1))
     score = table["stability_score"].to_numpy()
     assert (np.diff(score) <= 0).all()  # ranked by the stability score, best first
@@ -135,7 +136,8 @@ def test_ranked_table_columns_order_and_rule(li_fe_o):
     left_out = table[~table["selected"] & ~table["is_known"]]
     assert ((left_out["dhf_pred_ev_per_atom"] >= 0) | (left_out["e_above_hull_pred_ev_per_atom"] > window)).all()
     assert result.n_candidates == len(table) >= count_candidates(3)
-    assert result.model_name == "oqmd-slice" and len(result.weights_sha256) == 64 and len(result.run_id) == 36
+    assert result.model_name == "oqmd-slice" and len(result.weights_sha256) == 64
+    assert re.fullmatch(r"\d{8}T\d{9}-[0-9a-f]{8}", result.run_id)  # the one run-id format of CLI, jobs and store
     # the pymatgen phase diagram holds the known phases and the new ones predicted below their hull
     stable = {e.name for e in result.phase_diagram.stable_entries}
     known_ground_states = table[table["is_known"] & (table["e_above_hull_pred_ev_per_atom"] == 0)]["formula"]
@@ -260,3 +262,25 @@ def test_charge_balance_is_bounded_and_equal_to_the_direct_test():
         present = [j for j in range(10) if row[j]]
         sub = tuple(many[j] for j in present)
         assert grouped[np.flatnonzero((counts == row).all(axis=1))[0]] == charge_neutral_mask(row[present][None, :], sub)[0]
+
+
+def test_a_slow_model_refines_the_prefilter_s_best_and_heads_the_table(oqmd):
+    """The attention default predicts the known phases and the fast prefilter's best; the top is the same."""
+    li_fe_o_known = system_slice(oqmd, "Li-Fe-O")
+    model = Predictor.from_name("attention-ensemble")
+    options = ScreenOptions(max_atoms=12, refine_top=150)
+    cascade = screen("Li-Fe-O", predictor=model, known=li_fe_o_known, options=options)
+    full = screen("Li-Fe-O", predictor=model, known=li_fe_o_known, options=ScreenOptions(max_atoms=12, refine_top=None))
+    table = cascade.table
+    n_known = int(table["is_known"].sum())
+    assert cascade.prefilter.startswith("paper-ensemble@") and full.prefilter is None
+    assert table["refined"].sum() == n_known + 150 and table["is_known"][table["refined"]].sum() == n_known
+    assert table["refined"].iloc[: n_known + 150].all() and not table["refined"].iloc[n_known + 150:].any()
+    # refined rows carry the model's own predictions, exactly as a full screen gives them
+    both = table[table["refined"]].merge(full.table, on="formula", suffixes=("", "_full"))
+    np.testing.assert_allclose(both["dhf_pred_ev_per_atom"], both["dhf_pred_ev_per_atom_full"], atol=1e-9)
+    # and in the full screen's order (the rows the prefilter left out can only move down)
+    chosen = set(table["formula"][table["refined"]])
+    assert table["formula"][table["refined"]].tolist() == [f for f in full.table["formula"] if f in chosen]
+    with pytest.raises(ScreenError, match="refine_top"):
+        screen("Li-O", predictor=model, options=ScreenOptions(refine_top=0))

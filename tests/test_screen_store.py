@@ -115,3 +115,22 @@ def test_a_screens_document_is_never_overwritten_and_a_missing_one_is_one_line(t
         with pytest.raises(ScreenNotFoundError) as info:
             store.get_screen("nope")
     assert "\n" not in str(info.value)
+
+
+def test_a_cascaded_screen_stores_only_the_model_s_own_predictions(tmp_path, oqmd_dir):
+    """Rows the fast prefilter predicted are never saved under the slow model's identity."""
+    from fh_screen.predictor import Predictor
+    from fh_screen.screening import ScreenOptions, screen
+    from fh_screen.store import FhScreenStore
+
+    model = Predictor.from_name("attention-ensemble")
+    result = screen("Li-Fe-O", predictor=model, options=ScreenOptions(max_atoms=10, refine_top=40))
+    refined = result.table[result.table["refined"]]
+    assert result.prefilter and 0 < len(refined) < len(result.table)
+    with FhScreenStore.embedded(tmp_path / "s.sqlite") as store:
+        n_saved = store.save_predictions(result.table, model, formulas_reduced=True)
+        stored = store.predictions_frame()
+    assert n_saved == len(refined) == len(stored)
+    assert set(stored["formula"]) == set(refined["formula"])
+    by_formula = dict(zip(refined["formula"], refined["dhf_pred_ev_per_atom"]))
+    assert all(abs(by_formula[f] - v) < 1e-6 for f, v in zip(stored["formula"], stored["dhf_pred_ev_per_atom"]))

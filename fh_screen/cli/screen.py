@@ -39,6 +39,9 @@ def screen_command(
     tolerance: float = typer.Option(0.05, "--tolerance", help="E_hull window (eV/atom) for the probability of being stable."),
     no_store: bool = typer.Option(False, "--no-store", help="Do not save this screen to the store."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Shipped model name or path to a .pt checkpoint."),
+    refine_top: int = typer.Option(2000, "--refine-top", min=0,
+                                   help="With the (slow) attention model: predict only the best N new candidates of the fast "
+                                        "paper-ensemble prefilter with it; 0 predicts every candidate with it."),
 ) -> None:
     """Rank the candidate compositions of a chemical system by predicted stability."""
     from fh_screen.candidates import parse_chemsys
@@ -64,6 +67,7 @@ def screen_command(
         max_candidates=max_candidates,
         force=force,
         e_hull_tolerance_ev_per_atom=tolerance,
+        refine_top=refine_top or None,
     )
     options.validate()
     check_size(system, options)  # limits and size are checked before loading anything heavy
@@ -261,6 +265,10 @@ def _print(result, top: int, predictor, seconds: float) -> None:
         out.print("E_hull: above the hull of the known (DFT) phases, a known composition at its DFT value, a new one at "
                   "its prediction (negative: predicted below it). Ranked by log P(below the known hull) + log prior "
                   "(docs/evaluation.md).", highlight=False, soft_wrap=True)
+    if result.prefilter and "refined" in result.table:
+        out.print(f"{result.prefilter} ranked every candidate; {result.model_name} predicted the best "
+                  f"{int(result.table['refined'].sum()):,} (known ones included), which head the list (--refine-top 0: all).",
+                  highlight=False, soft_wrap=True)
     out.print(
         f"{result.n_candidates:,} candidates ({n_known:,} known), {n_below:,} new ones predicted below the known hull, "
         f"{n_selected:,} selected as new candidates; {result.n_known:,} known phases in the hull; {seconds:.2f} s; "

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import math
 import re
-import uuid
 from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from fh_screen.run_ids import new_run_id  # noqa: F401 - part of this module's API
 
 __all__ = [
     "DEFAULT_KEEP_TOP",
@@ -54,11 +55,6 @@ def utcnow() -> datetime:
 
 def _to_ms(moment: datetime) -> datetime:
     return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
-
-
-def new_run_id() -> str:
-    """A sortable, unique run id: ``20260126T021500123-1a2b3c4d`` (UTC time to the ms, random suffix)."""
-    return f"{utcnow():%Y%m%dT%H%M%S%f}"[:-3] + f"-{uuid.uuid4().hex[:8]}"
 
 
 @lru_cache(maxsize=1 << 18)

@@ -357,11 +357,17 @@ def _without_monty_keys(doc: dict) -> dict:
 
 
 def prediction_docs_from_frame(frame: pd.DataFrame, predictor, *, formulas_reduced: bool = False) -> list[dict]:
-    """PredictionDoc dictionaries for the rows of a predictions frame (NaN predictions skipped)."""
+    """PredictionDoc dictionaries for the rows of a predictions frame (NaN predictions skipped).
+
+    A screen's rows that ``predictor`` did not predict itself (``refined`` False: the fast
+    prefilter's values) are left out, so no value is ever stored under another model's identity.
+    """
     import math
 
     from fh_screen.composition import reduced_formula
 
+    if "refined" in frame.columns:
+        frame = frame[frame["refined"].to_numpy(bool)]
     now = utcnow()
     cache: dict[str, str] = {}
     optional = {

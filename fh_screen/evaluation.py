@@ -529,8 +529,13 @@ def calibration_metrics(true_ev_per_atom: np.ndarray, pred_ev_per_atom: np.ndarr
 
 # ---------------------------------------------------------------------------- driver
 def evaluate_model(predictor: Predictor, train_path: str | Path, val_path: str | Path, *, n_systems: int = 400,
-                   hull_systems: int = 5000, seed: int = 0, progress: Callable[[str], None] | None = None) -> tuple[dict, list]:
-    """Run (a)–(d) for ``predictor``; returns the JSON-ready payload and the rediscovery records."""
+                   hull_systems: int = 5000, seed: int = 0, progress: Callable[[str], None] | None = None,
+                   options=None) -> tuple[dict, list]:
+    """Run (a)–(d) for ``predictor``; returns the JSON-ready payload and the rediscovery records.
+
+    ``options`` are the :class:`~fh_screen.screening.ScreenOptions` of the rediscovery screens
+    (default: the screen's defaults).
+    """
     step = progress or (lambda label: None)
     started = time.perf_counter()
     step("reading the OQMD split")
@@ -549,7 +554,7 @@ def evaluate_model(predictor: Predictor, train_path: str | Path, val_path: str |
     timings["hull_classification_s"] = round(time.perf_counter() - t, 1)
     t = time.perf_counter()
     step(f"rediscovery on {n_systems} systems")
-    records = rediscovery(train, val, predictor, n_systems=n_systems, seed=seed,
+    records = rediscovery(train, val, predictor, n_systems=n_systems, seed=seed, options=options,
                           progress=lambda i, n: step(f"rediscovery: {i}/{n} systems") if i % 25 == 0 else None)
     timings["rediscovery_s"] = round(time.perf_counter() - t, 1)
     summary = rediscovery_summary(records)

@@ -38,6 +38,7 @@ def evaluate_command(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="stability: shipped model name or .pt path (default model)."),
     systems: int = typer.Option(400, "--systems", min=1, help="stability: chemical systems of the rediscovery test."),
     hull_systems: int = typer.Option(5000, "--hull-systems", min=1, help="stability: val systems of the hull classification."),
+    refine_top: int = typer.Option(2000, "--refine-top", min=0, help="stability: the screens' --refine-top (0: the model predicts every candidate)."),
     train_path: Optional[Path] = typer.Option(None, "--train", help="Training CSV (default: shared oqmd/train.csv)."),
     val_path: Optional[Path] = typer.Option(None, "--val", help="Held-out CSV (default: shared oqmd/val.csv)."),
     output_dir: Path = typer.Option(Path("docs"), "--output-dir", "-o", help="JSON goes to DIR/study, PNG to DIR/figures."),
@@ -67,7 +68,7 @@ def evaluate_command(
     from fh_screen.network.fit import TrainConfig
 
     if study == "stability":
-        _stability(model, train_path, val_path, output_dir, systems, hull_systems, seed, threads)
+        _stability(model, train_path, val_path, output_dir, systems, hull_systems, seed, threads, refine_top)
         return
     chosen = list(STUDIES) if study == "all" else [study]
     if any(s not in STUDIES for s in chosen):
@@ -163,7 +164,7 @@ def evaluate_command(
 
 
 def _stability(model: Optional[str], train_path: Optional[Path], val_path: Optional[Path], output_dir: Path,
-               systems: int, hull_systems: int, seed: int, threads: int) -> None:
+               systems: int, hull_systems: int, seed: int, threads: int, refine_top: int = 2000) -> None:
     """Accuracy, hull classification, rediscovery and calibration of one model (fh_screen.evaluation)."""
     import re
     import time
@@ -189,12 +190,15 @@ def _stability(model: Optional[str], train_path: Optional[Path], val_path: Optio
     def step(label: str) -> None:
         out.print(f"[{time.perf_counter() - started:6.1f} s] {label}", highlight=False, soft_wrap=True)
 
+    from fh_screen.screening import ScreenOptions
+
     payload, records = ev.evaluate_model(predictor, train_path, val_path, n_systems=systems, hull_systems=hull_systems,
-                                         seed=seed, progress=step)
+                                         seed=seed, progress=step, options=ScreenOptions(refine_top=refine_top or None))
     png_path = ev.write_figure(payload, records, output_dir / "evaluation" / f"{name}.png")
     payload.pop("_val_errors")
     payload["command"] = (f"fh-screen evaluate --study stability --model {model or predictor.name} --systems {systems} "
-                          f"--hull-systems {hull_systems} --seed {seed} --threads {threads} --train {train_path} --val {val_path}"
+                          f"--hull-systems {hull_systems} --refine-top {refine_top} --seed {seed} --threads {threads} "
+                          f"--train {train_path} --val {val_path}"
                           f" --output-dir {output_dir}")
     payload["data"] = [{"path": str(p), "sha256": file_sha256(p)} for p in (train_path, val_path)]
     payload["threads"] = threads

@@ -162,12 +162,12 @@ class Candidate(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    rank: int = Field(description="1 = most stable by predicted energy above the hull")
+    rank: int = Field(description="1 = best by the screen's stability score (log P(below the known hull) + log prior)")
     formula: str = Field(description="reduced formula")
     dhf_pred_ev_per_atom: float | None = Field(None, description="predicted formation enthalpy")
-    e_above_hull_pred_ev_per_atom: float | None = Field(None, description="energy above the screen's hull")
+    e_above_hull_pred_ev_per_atom: float | None = Field(None, description="energy above the hull of the known (DFT) phases; negative: predicted below it")
     dhf_std_ev_per_atom: float | None = Field(None, description="ensemble spread (None for one network)")
-    p_stable: float | None = Field(None, description="probability of lying within the tolerance of the hull")
+    p_stable: float | None = Field(None, description="probability of lying within the tolerance of the known hull, given σ")
     known_dhf_ev_per_atom: float | None = Field(None, description="reference value when the phase is known")
     is_known: bool = Field(False, description="the composition is in the reference data")
     decomposition: str | None = Field(None, description="predicted decomposition products")

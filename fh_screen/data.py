@@ -60,16 +60,25 @@ class DataError(FhScreenError):
 
 @dataclass
 class CleaningReport:
-    """What :func:`clean` did to a raw table."""
+    """What :func:`clean` did to a raw table (row counts)."""
 
+    #: rows read
     n_raw: int = 0
+    #: rows whose formula the grammar rejects
     n_bad_formula: int = 0
+    #: rows without a formula or a value
     n_missing_value: int = 0
+    #: rows whose ΔH_f is not a finite number
     n_bad_value: int = 0
+    #: higher-energy rows of a composition that appears more than once
     n_duplicates_dropped: int = 0
+    #: rows outside :data:`OUTLIER_RANGE_EV_PER_ATOM`
     n_outliers: int = 0
+    #: rows kept
     n_kept: int = 0
+    #: the first few rejected formulas, with the reason
     bad_formula_examples: list[str] = field(default_factory=list)
+    #: the first few rejected values
     bad_value_examples: list[str] = field(default_factory=list)
 
     def summary(self) -> str:

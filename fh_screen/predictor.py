@@ -114,6 +114,11 @@ class Predictor:
         return self._identity
 
     @property
+    def is_attention(self) -> bool:
+        """True for the attention architecture: accurate, but ~50× slower than a fully connected one."""
+        return self.checkpoint.is_attention
+
+    @property
     def has_uncertainty(self) -> bool:
         """True when σ is reported: an ensemble (member spread) or a model with a σ head."""
         return len(self._members) > 1 or self.checkpoint.is_attention

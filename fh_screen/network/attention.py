@@ -31,14 +31,23 @@ __all__ = [
 class AttentionSpec:
     """Hyper-parameters of :class:`ElementAttentionNet` (``kind`` tells checkpoints apart)."""
 
+    #: width of every element token
     d_model: int = 128
+    #: pre-norm transformer blocks
     n_layers: int = 3
+    #: attention heads per block (``d_model`` must divide by it)
     n_heads: int = 4
+    #: hidden width of each block's feed-forward layer
     d_ff: int = 256
+    #: hidden width of the readout MLP (its second layer has half of it)
     d_head_hidden: int = 256
+    #: element slots, H onwards by atomic number (94: H–Pu)
     n_elements: int = 94
+    #: fixed element vectors: ``mat2vec`` (matminer MatscholarElementData) or ``none``
     element_features: str = "mat2vec"
+    #: sine/cosine frequencies of the fraction encoding
     n_frequencies: int = 16
+    #: tells attention checkpoints from fully connected ones
     kind: str = "attention"
 
     def as_dict(self) -> dict:

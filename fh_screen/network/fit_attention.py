@@ -31,17 +31,29 @@ __all__ = ["AttentionTrainConfig", "AttentionEpoch", "TrainedAttention", "train_
 class AttentionTrainConfig:
     """Optimiser, schedule and run settings (defaults are the shipped model's)."""
 
+    #: passes over the fit rows; training always runs all of them (no wall-clock or early stop)
     epochs: int = 60
+    #: rows per step, grouped by number of elements
     batch_size: int = 512
+    #: peak AdamW learning rate, reached after the warm-up
     learning_rate: float = 1.5e-3
+    #: AdamW weight decay of the weight matrices (not biases, norms or embeddings)
     weight_decay: float = 1e-4
+    #: fraction of all steps spent warming the learning rate up linearly
     warmup_fraction: float = 0.05
+    #: the cosine schedule ends at this fraction of ``learning_rate``
     final_lr_fraction: float = 0.01
+    #: decay of the exponential moving average of the weights (the saved model)
     ema_decay: float = 0.999
+    #: weight of the σ head's Laplace NLL beside the L1 loss of the mean
     nll_weight: float = 0.1
+    #: gradient-norm clip (0: none)
     grad_clip: float = 1.0
+    #: seed of initialisation and batch order (a member adds its number)
     seed: int = 0
+    #: torch CPU threads
     threads: int = 1
+    #: ``cpu`` or ``cuda``
     device: str = "cpu"
 
     def as_dict(self) -> dict:

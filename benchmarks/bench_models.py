@@ -117,9 +117,9 @@ def main_with(repeats: int = 3, models: list[str] | tuple[str, ...] = MODELS) ->
         for r in screens
     ]
     fastest = max(r["per_cpu_s"] for r in rows)
-    notes = (f"Load average before {load_before}, after {load_after}. Ratio of CPU cost, attention-ensemble vs paper-ensemble: "
+    notes = (f"Load average before {load_before}, after {load_after}. CPU cost relative to the cheapest model: "
              + ", ".join(f"{r['model']} {fastest / r['per_cpu_s']:.0f}× the fastest" for r in rows)
-             + ". The attention ensemble spends about 26 MFLOP per composition (4 × d128 + 1 × d256, 3 layers); "
+             + ". The attention ensemble spends about 21 MFLOP per quaternary composition (6 members, d128, 3 layers); "
                "on 2 CPU cores that bounds it to a few thousand candidates/s, far below the 50,000/s target of the issue. "
                "In a screen the default therefore runs as a cascade: paper-ensemble ranks every candidate and the attention "
                "ensemble predicts the known compositions and the best 2,000 new ones (same rediscovery figures, docs/evaluation.md).")

@@ -65,15 +65,19 @@ def pipeline_throughput(threads: int = 2, repeats: int = 3, model: str | None = 
     return out
 
 
-def strings_vs_counts(n: int = 100_000, threads: int = 2, repeats: int = 3) -> dict:
-    """Predictions/s from formula strings (``predict_formulas``) vs count arrays (``predict_counts``)."""
+def strings_vs_counts(n: int = 100_000, threads: int = 2, repeats: int = 3, model: str = "paper-ensemble") -> dict:
+    """Predictions/s from formula strings (``predict_formulas``) vs count arrays (``predict_counts``).
+
+    Measured with a fast model (``paper-ensemble``), where the string handling is visible; with
+    the attention default the network dominates both paths (``bench_models.py``).
+    """
     import torch
 
     from fh_screen.candidates import enumerate_counts, formulas_from_counts, parse_chemsys
     from fh_screen.predictor import Predictor
 
     torch.set_num_threads(threads)
-    predictor = Predictor.from_name(None)
+    predictor = Predictor.from_name(model)
     system = parse_chemsys("Li-Fe-P-O-Mn-Co")
     counts = enumerate_counts(len(system), 20)[:n]
     formulas = formulas_from_counts(counts, system)

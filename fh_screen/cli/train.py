@@ -17,7 +17,7 @@ def train_command(
     output_dir: Path = typer.Option(..., "--output", "-o", help="Folder for model.pt, model_card.json and README.md."),
     val_path: Optional[Path] = typer.Option(None, "--val", help="Validation file, used only for the final metrics."),
     preset: str = typer.Option("paper", help="Fully connected preset (paper, wide, fig2-32, …, overfit); see --recipe for attention."),
-    recipe: Optional[str] = typer.Option(None, help="Attention ensemble recipe, e.g. 'attention*4+attention-large*1' (the default model); resumable."),
+    recipe: Optional[str] = typer.Option(None, help="Attention ensemble recipe, e.g. 'attention*6' (the default model); resumable."),
     device: str = typer.Option("auto", help="Attention training device: cpu, cuda or auto (cuda when present)."),
     architecture: Optional[str] = typer.Option(None, help="Architecture label overriding the preset, e.g. 128x2+64x2+32x1+1x1."),
     dropout: Optional[float] = typer.Option(None, min=0.0, max=0.9, help="Dropout rate at the preset's dropout positions."),

@@ -227,7 +227,8 @@ def train_attention_network(
             optimiser.step()
             with torch.no_grad():
                 warm = min(ema_decay, (1 + step) / (10 + step))
-                torch._foreach_lerp_(ema_parameters, train_parameters, 1 - warm)
+                for averaged, trained in zip(ema_parameters, train_parameters):
+                    averaged.lerp_(trained, 1 - warm)
             total += float(l1.detach().sum())
             count += len(batch)
         ema.eval()

@@ -205,7 +205,10 @@ def test_a_new_prescreen_never_overwrites_an_earlier_one(tmp_path):
 
 def test_selection_by_count_and_e_hull_cutoff():
     doc = _no_save(use_reference=False, screen_options=SMALL, top_n=None).prescreen("Li-Fe-O")
-    assert len(doc.selected) == sum(len(Composition(c.formula).elements) >= 2 for c in doc.candidates)
+    # the screen's own rule (as the CLI's "selected"): new, predicted ΔH_f < 0, not far above the hull
+    assert len(doc.selected) == sum(c.selected and len(Composition(c.formula).elements) >= 2 for c in doc.candidates)
+    assert doc.selected and all(c.dhf_pred_ev_per_atom < 0 for c in doc.selected)
+    assert any(c.dhf_pred_ev_per_atom >= 0 for c in doc.candidates if not c.is_known)  # there were some to leave out
     cut = select_candidates(doc, top_n=None, e_hull_max_ev_per_atom=0.1)
     assert cut.selected and all(c.e_above_hull_pred_ev_per_atom <= 0.1 for c in cut.selected)
     both = select_candidates(doc.model_dump(), top_n=2, e_hull_max_ev_per_atom=0.1)

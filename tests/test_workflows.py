@@ -41,7 +41,7 @@ def test_laptop_recipe_runs_through_chgnet_and_outputs_are_read_back_from_the_st
     pytest.importorskip("chgnet")
     pytest.importorskip("pyxtal")
     laptop = _recipe("laptop_chgnet")
-    flow = laptop.build("Li-Fe-O", top_n=2, max_atoms=4, n_structures=2, max_sites=8, relax_steps=3,
+    flow = laptop.build("Li-Fe-O", top_n=2, max_atoms=6, n_structures=2, max_sites=8, relax_steps=3,
                         reference_store=reference_store(tmp_path / "ref.sqlite", "Li-Fe-O"))
     store_file = tmp_path / "jobs.sqlite"
     run_locally(flow, store=local_job_store(store_file), log=False, create_folders=True, root_dir=str(tmp_path))
@@ -55,7 +55,8 @@ def test_laptop_recipe_runs_through_chgnet_and_outputs_are_read_back_from_the_st
         relaxes = list(store.query({"name": {"$regex": "^CHGNet pre-relax"}}, properties=["name", "output"]))
     assert isinstance(prescreen, PrescreenDocument) and isinstance(structures, StructuresDocument)
     assert isinstance(handoff, HandoffDocument)
-    assert len(prescreen.selected_formulas) == 2
+    assert 1 <= len(prescreen.selected_formulas) <= 2  # top_n=2 of the screen's best new candidates
+    assert all(c.dhf_pred_ev_per_atom < 0 and not c.is_known for c in prescreen.selected)
     assert {s.formula for s in structures.structures} == set(prescreen.selected_formulas)
     assert len(relaxes) == len(structures.structures)
     assert [e.formula for e in handoff.entries] == prescreen.selected_formulas

@@ -171,6 +171,9 @@ class Candidate(BaseModel):
     known_dhf_ev_per_atom: float | None = Field(None, description="reference value when the phase is known")
     is_known: bool = Field(False, description="the composition is in the reference data")
     decomposition: str | None = Field(None, description="predicted decomposition products")
+    selected: bool = Field(False, description="one of the screen's best new candidates: new, predicted ΔH_f < 0, "
+                                              "E_hull within ScreenOptions.select_e_hull_max_ev_per_atom")
+    refined: bool = Field(True, description="predicted by the screen's model itself (False: by the fast prefilter only)")
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Candidate:
@@ -257,9 +260,11 @@ class ScreenDoc(BaseModel):
     ) -> ScreenDoc:
         """A copy whose ``selected`` holds the candidates to hand on, in rank order.
 
-        Unknown compositions (unless ``select_known``) of at least two elements, with energy above
-        the hull ≤ ``e_hull_max_ev_per_atom`` (when given), best ``top_n`` (when given). An empty
-        selection is reported in ``problems``, not raised.
+        The screen's best new candidates (``Candidate.selected``: the rule of
+        :func:`fh_screen.screening.selection_mask`, the same as the CLI's; so never a predicted
+        ΔH_f >= 0), plus known compositions when ``select_known``; of at least two elements, with
+        energy above the hull ≤ ``e_hull_max_ev_per_atom`` (when given), best ``top_n`` (when
+        given). An empty selection is reported in ``problems``, not raised.
         """
         from fh_screen.errors import FhScreenError
 
@@ -271,6 +276,8 @@ class ScreenDoc(BaseModel):
             if top_n is not None and len(chosen) >= top_n:
                 break
             if (candidate.is_known and not select_known) or len(elements_of(candidate.formula)) < 2:
+                continue
+            if not candidate.is_known and not candidate.selected:
                 continue
             e_hull = candidate.e_above_hull_pred_ev_per_atom
             if e_hull_max_ev_per_atom is not None and (e_hull is None or e_hull > e_hull_max_ev_per_atom):

@@ -25,7 +25,7 @@ def build_app():
         help=(
             "Predict formation enthalpies from composition and screen chemical systems for DFT.\n\n"
             "Shorthand: [bold]fh-screen Li-Fe-P-O[/bold] is [bold]fh-screen screen Li-Fe-P-O[/bold]: every candidate "
-            "composition of the system ranked by predicted energy above the hull of the known OQMD phases."
+            "composition of the system ranked by predicted stability against the known OQMD phases."
         ),
         rich_markup_mode="rich",
         no_args_is_help=True,

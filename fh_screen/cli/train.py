@@ -32,8 +32,7 @@ def train_command(
     threads: int = typer.Option(1, min=1, help="torch threads (keep at or below free cores)."),
     name: Optional[str] = typer.Option(None, help="Model name written into the checkpoint."),
 ) -> None:
-    """Train a formation-enthalpy model: the seed study's network (RMSprop, MAE, early stopping) or,
-    with ``--recipe``, an attention ensemble (AdamW, cosine schedule, σ head; re-run to resume)."""
+    """Train a model: the seed study's network, or with --recipe an attention ensemble (resumable)."""
     from dataclasses import replace
 
     if recipe is not None:

@@ -19,19 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import statistics
 import time
 
 import numpy as np
 
+from timing import median_seconds  # noqa: E402 - benchmarks/ is on sys.path
 
-def _median_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+
 
 
 def main() -> None:
@@ -80,11 +74,11 @@ def main() -> None:
         counts = enumerate_counts(k, max_atoms)
         query = counts / counts.sum(axis=1, keepdims=True)
         energies = predictor.predict_counts(counts, system).dhf_ev_per_atom.astype(float)
-        t_known = _median_seconds(lambda: build_hull(system, fractions, dhf), args.repeats)
+        t_known = median_seconds(lambda: build_hull(system, fractions, dhf), args.repeats)
         t_all = float("nan")
         if k <= 5:  # the old way: qhull over known + every candidate
-            t_all = _median_seconds(lambda: build_hull(system, np.concatenate([fractions, query]), np.concatenate([dhf, energies])), 1)
-        t_energies = _median_seconds(lambda: hull_energies(system, fractions, dhf, query), args.repeats)
+            t_all = median_seconds(lambda: build_hull(system, np.concatenate([fractions, query]), np.concatenate([dhf, energies])), 1)
+        t_energies = median_seconds(lambda: hull_energies(system, fractions, dhf, query), args.repeats)
         row = {"system": text, "elements": k, "known": len(dhf), "max_atoms": max_atoms, "candidates": len(query),
                "qhull_known_s": t_known, "qhull_known_plus_candidates_s": t_all, "hull_energies_s": t_energies}
         results["rows"].append(row)
@@ -103,7 +97,7 @@ def main() -> None:
         use = point_energies < 0
         use[:k] = True
         x = np.full(k, 1.0 / k)
-        seconds = _median_seconds(lambda: _hull_energy_lp(points[use], point_energies[use], x), max(5, args.repeats))
+        seconds = median_seconds(lambda: _hull_energy_lp(points[use], point_energies[use], x), max(5, args.repeats))
         results["lp"].append({"system": text, "elements": k, "points": int(use.sum()), "seconds_per_query": seconds})
         print(f"{text:34s} {k:2d} elements {int(use.sum()):6d} points: {1000 * seconds:.2f} ms per query")
 
@@ -120,7 +114,7 @@ def main() -> None:
         options = ScreenOptions(max_atoms=max_atoms)
         n = check_size(system, options)  # raises if refused
         known = train[[e <= frozenset(system) for e in elements_of]]
-        seconds = _median_seconds(lambda: screen(system, predictor=predictor, known=known, options=options), 1)
+        seconds = median_seconds(lambda: screen(system, predictor=predictor, known=known, options=options), 1)
         programmes = hull_programmes(len(system), max_atoms)
         results["screens"].append({"system": text, "max_atoms": max_atoms, "candidates": n, "hull_programmes": programmes,
                                    "known_rows": len(known), "seconds": seconds})

@@ -23,17 +23,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import time
 
+from timing import median_seconds  # noqa: E402 - benchmarks/ is on sys.path
 
-def _median_time(function, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+
 
 
 def benchmark_formulas() -> tuple[list[str], str]:
@@ -71,16 +65,16 @@ def parse_throughput(threads: int = 2, repeats: int = 5, model: str = "paper", n
     formulas, source = benchmark_formulas()
     n = len(formulas)
     fraction_matrix(formulas[:1000])  # warm caches (symbol table)
-    t_fast = _median_time(lambda: fraction_matrix(formulas), repeats)
+    t_fast = median_seconds(lambda: fraction_matrix(formulas), repeats)
     subset = formulas[:n_reference]
-    t_grammar = _median_time(lambda: [parse_amounts(f) for f in subset], max(1, repeats // 2))
-    t_reference = _median_time(lambda: [fraction_vector(parse_formula(f)) for f in subset], 1)
+    t_grammar = median_seconds(lambda: [parse_amounts(f) for f in subset], max(1, repeats // 2))
+    t_reference = median_seconds(lambda: [fraction_vector(parse_formula(f)) for f in subset], 1)
 
     predictor = Predictor.from_name(model)
     matrix = fraction_matrix(formulas).matrix
     predictor.predict_matrix(matrix[:1000])
-    t_network = _median_time(lambda: predictor.predict_matrix(matrix), repeats)
-    t_end_to_end = _median_time(lambda: predictor.predict_formulas(formulas), repeats)
+    t_network = median_seconds(lambda: predictor.predict_matrix(matrix), repeats)
+    t_end_to_end = median_seconds(lambda: predictor.predict_formulas(formulas), repeats)
     return {
         "formulas": source, "n_formulas": n, "n_reference": len(subset), "threads": threads, "model": model,
         "cpu_count": os.cpu_count(), "repeats": repeats,

@@ -18,16 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from timing import median_seconds  # noqa: E402 - benchmarks/ is on sys.path
+
 SYSTEMS = {"ternary": "Li-Fe-O", "quaternary": "Li-Fe-P-O", "quinary": "Li-Fe-P-O-Mn"}
 
 
-def _median_time(function, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def pipeline_throughput(threads: int = 2, repeats: int = 3, model: str | None = None) -> dict:
@@ -50,10 +45,10 @@ def pipeline_throughput(threads: int = 2, repeats: int = 3, model: str | None = 
         counts = enumerate_counts(len(system), 20)
         matrix = scatter_counts(counts, system, predictor.elements)
         predictor.predict_matrix(matrix[:1000])  # warm up
-        t_enum = _median_time(lambda: enumerate_counts(len(system), 20), repeats)
-        t_feat = _median_time(lambda: scatter_counts(counts, system, predictor.elements), repeats)
-        t_pred = _median_time(lambda: predictor.predict_matrix(matrix), repeats)
-        t_counts = _median_time(lambda: predictor.predict_counts(counts, system), repeats)
+        t_enum = median_seconds(lambda: enumerate_counts(len(system), 20), repeats)
+        t_feat = median_seconds(lambda: scatter_counts(counts, system, predictor.elements), repeats)
+        t_pred = median_seconds(lambda: predictor.predict_matrix(matrix), repeats)
+        t_counts = median_seconds(lambda: predictor.predict_counts(counts, system), repeats)
         n = len(counts)
         out["systems"][label] = {
             "chemsys": chemsys, "n_candidates": n,
@@ -82,8 +77,8 @@ def strings_vs_counts(n: int = 100_000, threads: int = 2, repeats: int = 3, mode
     counts = enumerate_counts(len(system), 20)[:n]
     formulas = formulas_from_counts(counts, system)
     predictor.predict_counts(counts[:1000], system)
-    t_strings = _median_time(lambda: predictor.predict_formulas(formulas), repeats)
-    t_counts = _median_time(lambda: predictor.predict_counts(counts, system), repeats)
+    t_strings = median_seconds(lambda: predictor.predict_formulas(formulas), repeats)
+    t_counts = median_seconds(lambda: predictor.predict_counts(counts, system), repeats)
     return {
         "n": len(counts), "threads": threads,
         "predict_formulas_per_s": len(counts) / t_strings,
@@ -102,7 +97,7 @@ def featurise_vs_matminer(n_fast: int = 100_000, n_matminer: int = 3_000, repeat
 
     system = parse_chemsys("Li-Fe-P-O-Mn-Co")
     formulas = formulas_from_counts(enumerate_counts(len(system), 20)[:n_fast], system)
-    t_fast = _median_time(lambda: fraction_matrix(formulas), repeats)
+    t_fast = median_seconds(lambda: fraction_matrix(formulas), repeats)
     featurizer = ElementFraction()
     featurizer.set_n_jobs(1)
     subset = formulas[:n_matminer]
@@ -111,7 +106,7 @@ def featurise_vs_matminer(n_fast: int = 100_000, n_matminer: int = 3_000, repeat
         compositions = [Composition(f) for f in subset]
         return featurizer.featurize_many(compositions, pbar=False)
 
-    t_mm = _median_time(matminer_run, max(1, repeats - 1))
+    t_mm = median_seconds(matminer_run, max(1, repeats - 1))
     fast_rate, mm_rate = len(formulas) / t_fast, len(subset) / t_mm
     return {
         "n_fast": len(formulas), "n_matminer": len(subset),
@@ -163,8 +158,8 @@ def cli_wall_times(repeats: int = 3, known_csv: str | None = None) -> dict:
                 if result.exit_code != 0:
                     raise RuntimeError(result.output)
 
-            warm = _median_time(warm_run, repeats)
-            saving = _median_time(lambda: runner.invoke(app, ["screen", chemsys, "--top", "0"]), 1)
+            warm = median_seconds(warm_run, repeats)
+            saving = median_seconds(lambda: runner.invoke(app, ["screen", chemsys, "--top", "0"]), 1)
             out[label] = {"chemsys": chemsys, "cold_s": cold, "warm_s": warm, "warm_with_store_save_s": saving}
     return out
 

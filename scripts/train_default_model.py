@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=AttentionTrainConfig.epochs)
     parser.add_argument("--batch-size", type=int, default=AttentionTrainConfig.batch_size)
     parser.add_argument("--learning-rate", type=float, default=AttentionTrainConfig.learning_rate)
+    parser.add_argument("--weight-decay", type=float, default=AttentionTrainConfig.weight_decay)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when present)")
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s [{args.name} {args.member_ids or 'all'}] %(message)s")
 
     config = AttentionTrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                                  weight_decay=args.weight_decay,
                                   seed=args.seed, threads=args.threads, device=_device(args.device))
     vectors = None
     if args.element_vectors:

@@ -14,7 +14,7 @@ neither matminer nor the internet.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
@@ -49,20 +49,34 @@ class AttentionSpec:
     n_frequencies: int = 16
     #: tells attention checkpoints from fully connected ones
     kind: str = "attention"
+    #: dropout on each block's residual branches while training (inference never drops)
+    dropout: float = 0.0
 
     def as_dict(self) -> dict:
-        """Plain-type dictionary for checkpoints and model cards."""
-        return asdict(self)
+        """Plain-type dictionary for checkpoints and model cards.
+
+        ``dropout`` is left out at 0, so specs written before it existed keep their identity.
+        """
+        data = asdict(self)
+        if not data["dropout"]:
+            del data["dropout"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> AttentionSpec:
         """Inverse of :meth:`as_dict` (unknown keys are an error)."""
-        return cls(**{k: (str(v) if isinstance(v, str) else int(v)) for k, v in data.items()})
+        casts = {"int": int, "str": str, "float": float}
+        types = {f.name: casts[str(f.type)] for f in fields(cls)}
+        unknown = set(data) - set(types)
+        if unknown:
+            raise TypeError(f"unknown attention spec keys: {', '.join(sorted(unknown))}")
+        return cls(**{k: types[k](v) for k, v in data.items()})
 
     @property
     def label(self) -> str:
-        """Short human label, e.g. ``attention d128 L3 h4``."""
-        return f"attention d{self.d_model} L{self.n_layers} h{self.n_heads} ff{self.d_ff}"
+        """Short human label, e.g. ``attention d128 L3 h4 ff256``."""
+        label = f"attention d{self.d_model} L{self.n_layers} h{self.n_heads} ff{self.d_ff}"
+        return f"{label} dropout {self.dropout:g}" if self.dropout else label
 
 
 #: Named attention architectures. ``attention`` is the shipped default's member.
@@ -70,6 +84,8 @@ ATTENTION_PRESETS: dict[str, AttentionSpec] = {
     "attention": AttentionSpec(),
     "attention-small": AttentionSpec(d_model=64, n_layers=2, n_heads=4, d_ff=128, d_head_hidden=128),
     "attention-large": AttentionSpec(d_model=256, n_layers=3, n_heads=8, d_ff=512, d_head_hidden=512),
+    "attention-dropout": AttentionSpec(dropout=0.1),
+    "attention-large-dropout": AttentionSpec(d_model=256, n_layers=3, n_heads=8, d_ff=512, d_head_hidden=512, dropout=0.1),
 }
 
 
@@ -128,13 +144,14 @@ def build_attention_network(spec: AttentionSpec, table: np.ndarray | None = None
             self.norm2 = nn.LayerNorm(spec.d_model)
             self.ff1 = nn.Linear(spec.d_model, spec.d_ff)
             self.ff2 = nn.Linear(spec.d_ff, spec.d_model)
+            self.drop = nn.Dropout(spec.dropout)
 
         def forward(self, x, attn_mask):
             n, length, d = x.shape
             q, k, v = self.qkv(self.norm1(x)).view(n, length, 3, spec.n_heads, d // spec.n_heads).permute(2, 0, 3, 1, 4)
             attended = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-            x = x + self.out(attended.transpose(1, 2).reshape(n, length, d))
-            return x + self.ff2(F.gelu(self.ff1(self.norm2(x))))
+            x = x + self.drop(self.out(attended.transpose(1, 2).reshape(n, length, d)))
+            return x + self.drop(self.ff2(F.gelu(self.ff1(self.norm2(x)))))
 
     class ElementAttentionNet(nn.Module):
         """(element indices, fractions) → (mean, log-scale) in standardised target units."""

@@ -209,7 +209,7 @@ def train_attention_network(
         tick = time.perf_counter()
         network.train()
         rng = np.random.default_rng([config.seed, epoch])
-        total, count = 0.0, 0
+        total, count = torch.zeros((), device=device), 0  # summed on the device: no sync per step
         for number, batch in enumerate(_batches(lengths, config.batch_size, rng)):
             step = (epoch - 1) * steps_per_epoch + number
             for group in optimiser.param_groups:
@@ -227,14 +227,13 @@ def train_attention_network(
             optimiser.step()
             with torch.no_grad():
                 warm = min(ema_decay, (1 + step) / (10 + step))
-                for averaged, trained in zip(ema_parameters, train_parameters):
-                    averaged.lerp_(trained, 1 - warm)
-            total += float(l1.detach().sum())
+                torch._foreach_lerp_(ema_parameters, train_parameters, 1 - warm)
+            total += l1.detach().sum()
             count += len(batch)
         ema.eval()
         held_mean, _ = predict_attention(ema, holdout_indices, holdout_fractions, device=str(device))
         holdout_mae = float(np.mean(np.abs(held_mean * std + mean - holdout_y_ev_per_atom)))
-        record = AttentionEpoch(epoch, total / max(count, 1) * std, holdout_mae, optimiser.param_groups[0]["lr"], time.perf_counter() - tick)
+        record = AttentionEpoch(epoch, float(total) / max(count, 1) * std, holdout_mae, optimiser.param_groups[0]["lr"], time.perf_counter() - tick)
         result.history.append(record)
         epochs_run += 1
         if on_epoch is not None:

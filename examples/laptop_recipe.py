@@ -1,5 +1,7 @@
 """Run the laptop recipe end to end: screen → trial structures → CHGNet relax, no DFT, no server.
 
+The flow is the one of ``workflows/laptop_chgnet.py`` with its defaults.
+
     python examples/laptop_recipe.py Li-Fe-O
 
 Everything lands in an embedded SQLite JobStore (``./fh_jobs.sqlite``; with JOB_STORE configured
@@ -16,24 +18,16 @@ from pathlib import Path
 import torch
 from jobflow import run_locally
 
-from fh_screen.jobs import (
-    HandoffMaker,
-    PrescreenMaker,
-    PrescreenToDFTMaker,
-    StructureMaker,
-    chgnet_prerelax_maker,
-    local_job_store,
-    read_output,
-)
+from fh_screen.jobs import local_job_store, read_output
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, for workflows/
+from workflows.laptop_chgnet import build, handoff_lines  # noqa: E402
 
 
 def main(chemsys: str = "Li-Fe-O", store_file: str = "fh_jobs.sqlite") -> None:
     torch.set_num_threads(1)
-    flow = PrescreenToDFTMaker(
-        prescreen_maker=PrescreenMaker(top_n=3, screen_options={"max_atoms": 8, "charge_neutral": True}),
-        structure_maker=StructureMaker(n_structures=2, max_sites=12),
-        handoff_maker=HandoffMaker(dft_maker=None, prerelax_maker=chgnet_prerelax_maker(steps=200)),
-    ).make(chemsys)
+    # the recipe's defaults: top 3 of a charge-neutral screen up to 8 atoms, 2 structures each, 200 CHGNet steps
+    flow = build(chemsys)
     Path("fh_runs").mkdir(exist_ok=True)
     run_locally(flow, store=local_job_store(store_file), log=False, create_folders=True, root_dir="fh_runs")
 
@@ -46,10 +40,8 @@ def main(chemsys: str = "Li-Fe-O", store_file: str = "fh_jobs.sqlite") -> None:
     for c in prescreen.selected:
         print(f"  #{c.rank:<3} {c.formula:<10} ΔH_f {c.dhf_pred_ev_per_atom:7.3f}  E_hull {c.e_above_hull_pred_ev_per_atom:6.3f} eV/atom")
     print(f"{len(structures.structures)} trial structures; CHGNet winners:")
-    for e in handoff.entries:
-        print(f"  {e.formula:<10} {e.energy_ev_per_atom:8.4f} eV/atom  ({e.source} {e.prototype or ''}, {e.n_trials} tried)")
-    for p in handoff.problems:
-        print(f"  note [{p.stage}] {p.formula or ''} {p.message}")
+    for line in handoff_lines(handoff):
+        print(f"  {line}")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ __all__ = [
     "DataError",
     "CleaningReport",
     "OUTLIER_RANGE_EV_PER_ATOM",
+    "REJECTION_REASONS",
     "TIDY_COLUMNS",
     "clean",
     "file_sha256",
@@ -58,37 +59,71 @@ class DataError(FhScreenError):
     """A data file that is missing, unreadable or has the wrong columns; one-line message."""
 
 
+#: Why :func:`clean` sets a row aside (key), with the words its summary uses, in summary order.
+REJECTION_REASONS: dict[str, str] = {
+    "duplicate": "higher-energy duplicates",
+    "outlier": "outliers outside ({:g}, {:g}) eV/atom".format(*OUTLIER_RANGE_EV_PER_ATOM),
+    "bad_formula": "bad formulas",
+    "bad_value": "non-numeric or infinite values",
+    "missing_value": "missing values",
+}
+
+#: How many rejected rows :class:`CleaningReport` quotes per reason.
+N_EXAMPLES = 5
+
+
 @dataclass
 class CleaningReport:
-    """What :func:`clean` did to a raw table (row counts)."""
+    """What :func:`clean` did to a raw table: rows read, rows kept and rows set aside per reason.
 
-    #: rows read
+    Attributes
+    ----------
+    n_raw
+        Rows read.
+    n_kept
+        Rows kept.
+    rejected
+        Rows failing each check, keyed by every reason of :data:`REJECTION_REASONS` (in its
+        order). Outliers are counted even when ``clean(drop_outliers=False)`` keeps them flagged.
+    examples
+        The first few rejected rows (formula, or formula and value) of the reasons that quote
+        them, ``bad_formula`` and ``bad_value``.
+    """
+
     n_raw: int = 0
-    #: rows whose formula the grammar rejects
-    n_bad_formula: int = 0
-    #: rows without a formula or a value
-    n_missing_value: int = 0
-    #: rows whose ΔH_f is not a finite number
-    n_bad_value: int = 0
-    #: higher-energy rows of a composition that appears more than once
-    n_duplicates_dropped: int = 0
-    #: rows outside :data:`OUTLIER_RANGE_EV_PER_ATOM`
-    n_outliers: int = 0
-    #: rows kept
     n_kept: int = 0
-    #: the first few rejected formulas, with the reason
-    bad_formula_examples: list[str] = field(default_factory=list)
-    #: the first few rejected values
-    bad_value_examples: list[str] = field(default_factory=list)
+    rejected: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = (set(self.rejected) | set(self.examples)) - set(REJECTION_REASONS)
+        if unknown:
+            raise ValueError(f"unknown rejection reason(s) {sorted(unknown)}; known: {list(REJECTION_REASONS)}")
+        self.rejected = {reason: int(self.rejected.get(reason, 0)) for reason in REJECTION_REASONS}
+
+    def reject(self, reason: str, count: int, examples: list[str] | None = None) -> None:
+        """Count ``count`` rows set aside for ``reason`` and keep up to :data:`N_EXAMPLES` of them.
+
+        Parameters
+        ----------
+        reason
+            A key of :data:`REJECTION_REASONS`.
+        count
+            Rows set aside.
+        examples
+            Those rows, quoted (only the first few are kept).
+        """
+        if reason not in REJECTION_REASONS:
+            raise ValueError(f"unknown rejection reason {reason!r}; known: {list(REJECTION_REASONS)}")
+        self.rejected[reason] += int(count)
+        if examples:
+            quoted = self.examples.setdefault(reason, [])
+            quoted += examples[: max(0, N_EXAMPLES - len(quoted))]
 
     def summary(self) -> str:
         """One line for logs and the CLI."""
-        return (
-            f"{self.n_kept} compositions kept of {self.n_raw} rows: "
-            f"{self.n_duplicates_dropped} higher-energy duplicates, {self.n_outliers} outliers "
-            f"outside {OUTLIER_RANGE_EV_PER_ATOM} eV/atom, {self.n_bad_formula} bad formulas, "
-            f"{self.n_bad_value} non-numeric or infinite values, {self.n_missing_value} missing values dropped"
-        )
+        reasons = ", ".join(f"{n} {REJECTION_REASONS[reason]}" for reason, n in self.rejected.items())
+        return f"{self.n_kept} compositions kept of {self.n_raw} rows: {reasons} dropped"
 
 
 def shared_data_dir(path: str | Path | None = None) -> Path:
@@ -308,34 +343,32 @@ def clean(frame: pd.DataFrame, *, drop_outliers: bool = True) -> tuple[pd.DataFr
     report = CleaningReport(n_raw=len(frame))
     frame = frame.copy()
     missing = frame["formula"].isna() | frame["dhf_ev_per_atom"].isna()
-    report.n_missing_value = int(missing.sum())
+    report.reject("missing_value", missing.sum())
     frame = frame[~missing]
 
     values = pd.to_numeric(frame["dhf_ev_per_atom"], errors="coerce").astype(float)
     bad_value = ~np.isfinite(values.to_numpy())
-    report.n_bad_value = int(bad_value.sum())
-    report.bad_value_examples = [
+    report.reject("bad_value", bad_value.sum(), [
         f"{formula!s:.40}: {value!r:.40}" for formula, value in
-        zip(frame["formula"][bad_value][:5], frame["dhf_ev_per_atom"][bad_value][:5])
-    ]
+        zip(frame["formula"][bad_value][:N_EXAMPLES], frame["dhf_ev_per_atom"][bad_value][:N_EXAMPLES])
+    ])
     frame = frame[~bad_value].copy()
     frame["dhf_ev_per_atom"] = values[~bad_value]
 
     features = fraction_matrix([f if isinstance(f, str) else str(f) for f in frame["formula"]], ALL_ELEMENT_SYMBOLS)
     valid = features.valid
-    report.n_bad_formula = int((~valid).sum())
-    report.bad_formula_examples = [e for e in features.errors if e][:5]
+    report.reject("bad_formula", (~valid).sum(), [e for e in features.errors if e][:N_EXAMPLES])
     frame = frame[valid].copy()
     frame["formula"] = canonical_formulas(frame["formula"].astype(str))
 
     frame = frame.sort_values("dhf_ev_per_atom", kind="stable")
     before = len(frame)
     frame = frame.drop_duplicates("formula", keep="first")
-    report.n_duplicates_dropped = before - len(frame)
+    report.reject("duplicate", before - len(frame))
 
     low, high = OUTLIER_RANGE_EV_PER_ATOM
     inside = (frame["dhf_ev_per_atom"] > low) & (frame["dhf_ev_per_atom"] < high)
-    report.n_outliers = int((~inside).sum())
+    report.reject("outlier", (~inside).sum())
     frame["passed_outlier_filter"] = inside.to_numpy()
     if drop_outliers:
         frame = frame[inside]

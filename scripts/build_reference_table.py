@@ -41,7 +41,7 @@ def build(data_dir: Path, out_dir: Path) -> dict:
         frame, report = load_oqmd(path)
         frames.append(frame[["formula", "dhf_ev_per_atom"]])
         sources.append({"file": name, "sha256": file_sha256(path), "rows": report.n_raw, "kept": report.n_kept,
-                        "outliers_dropped": report.n_outliers})
+                        "outliers_dropped": report.rejected["outlier"]})
         logging.info("%s: %s", name, report.summary())
     table = pd.concat(frames, ignore_index=True).sort_values(["dhf_ev_per_atom"], kind="stable")
     table = table.drop_duplicates("formula", keep="first").sort_values("formula").reset_index(drop=True)

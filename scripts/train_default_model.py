@@ -24,7 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fh_screen.attention_training import DEFAULT_RECIPE, run_attention_training  # noqa: E402
-from fh_screen.network.fit_attention import AttentionTrainConfig  # noqa: E402
+from fh_screen.network.fit_attention import AttentionTrainConfig, add_config_arguments, config_from_args  # noqa: E402
+
+#: Training settings given as flags (``--batch-size``, ...), with the config's defaults and help.
+CONFIG_FLAGS = ("epochs", "batch_size", "learning_rate", "weight_decay", "seed", "threads")
 
 
 def _device(name: str) -> str:
@@ -43,12 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--recipe", default=DEFAULT_RECIPE, help="ensemble members by preset, e.g. attention*6 or attention*4+attention-large*1")
     parser.add_argument("--element-features", choices=["mat2vec", "none"], default=None)
     parser.add_argument("--member-ids", default=None, help="comma-separated positions in the recipe to train in this process (default: all)")
-    parser.add_argument("--epochs", type=int, default=AttentionTrainConfig.epochs)
-    parser.add_argument("--batch-size", type=int, default=AttentionTrainConfig.batch_size)
-    parser.add_argument("--learning-rate", type=float, default=AttentionTrainConfig.learning_rate)
-    parser.add_argument("--weight-decay", type=float, default=AttentionTrainConfig.weight_decay)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
+    add_config_arguments(parser, AttentionTrainConfig, CONFIG_FLAGS)
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when present)")
     parser.add_argument("--cache", type=Path, default=None, help="featurised train carve (.npz), made if missing")
     parser.add_argument("--element-vectors", type=Path, default=None, help="element table (.npy) for machines without matminer")
@@ -58,9 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s [{args.name} {args.member_ids or 'all'}] %(message)s")
 
-    config = AttentionTrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                                  weight_decay=args.weight_decay,
-                                  seed=args.seed, threads=args.threads, device=_device(args.device))
+    config = config_from_args(args, AttentionTrainConfig, CONFIG_FLAGS, device=_device(args.device))
     vectors = None
     if args.element_vectors:
         import numpy as np

@@ -9,22 +9,14 @@ import numpy as np
 import pytest
 from pymatgen.core import Composition, Element
 
-from fh_screen.candidates import (
-    ChemsysError,
-    charge_neutral_mask,
-    count_candidates,
-    enumerate_counts,
-    formulas_from_counts,
-    parse_chemsys,
-    reduce_counts,
-)
+from fh_screen import candidates
 from fh_screen.errors import FhScreenError
 
 
 def test_parse_chemsys_is_order_free_and_canonical():
-    assert parse_chemsys("Li-Fe-P-O") == ("Fe", "Li", "O", "P")
-    assert parse_chemsys("O-P-Fe-Li") == parse_chemsys(" Li-Fe-P-O ")
-    assert parse_chemsys(["O", "Li"]) == ("Li", "O")
+    assert candidates.parse_chemsys("Li-Fe-P-O") == ("Fe", "Li", "O", "P")
+    assert candidates.parse_chemsys("O-P-Fe-Li") == candidates.parse_chemsys(" Li-Fe-P-O ")
+    assert candidates.parse_chemsys(["O", "Li"]) == ("Li", "O")
 
 
 @pytest.mark.parametrize(
@@ -45,8 +37,8 @@ def test_parse_chemsys_is_order_free_and_canonical():
     ],
 )
 def test_parse_chemsys_rejects_bad_systems_with_one_line(text, fragment):
-    with pytest.raises(ChemsysError) as info:
-        parse_chemsys(text)
+    with pytest.raises(candidates.ChemsysError) as info:
+        candidates.parse_chemsys(text)
     assert fragment in str(info.value)
     assert "\n" not in str(info.value)
     assert isinstance(info.value, FhScreenError)
@@ -64,44 +56,44 @@ def _brute_force(k: int, max_atoms: int, per: int) -> set[tuple[int, ...]]:
 
 @pytest.mark.parametrize("k, max_atoms, per", [(2, 20, None), (3, 12, None), (3, 12, 4), (4, 9, None), (4, 10, 3), (5, 6, None)])
 def test_enumeration_equals_brute_force_and_count(k, max_atoms, per):
-    counts = enumerate_counts(k, max_atoms, per)
+    counts = candidates.enumerate_counts(k, max_atoms, per)
     rows = {tuple(r) for r in counts.tolist()}
     assert len(rows) == len(counts), "duplicates in the enumeration"
     assert rows == _brute_force(k, max_atoms, per if per is not None else max_atoms - 1)
-    assert count_candidates(k, max_atoms, per) == len(counts)
+    assert candidates.count_candidates(k, max_atoms, per) == len(counts)
     assert (np.gcd.reduce(counts, axis=1) == 1).all()
     assert (counts.sum(axis=1) <= max_atoms).all()
 
 
 def test_count_is_exact_for_larger_systems_without_enumerating():
-    assert count_candidates(5, 20) == len(enumerate_counts(5, 20))
-    assert count_candidates(7, 20) > 800_000  # the reason for the --force limit
+    assert candidates.count_candidates(5, 20) == len(candidates.enumerate_counts(5, 20))
+    assert candidates.count_candidates(7, 20) > 800_000  # the reason for the --force limit
 
 
 @pytest.mark.parametrize("bad", [0, 1, 201, 2.5, True])
 def test_absurd_limits_are_refused(bad):
-    with pytest.raises(ChemsysError):
-        count_candidates(3, bad)
-    with pytest.raises(ChemsysError):
-        enumerate_counts(3, bad)
+    with pytest.raises(candidates.ChemsysError):
+        candidates.count_candidates(3, bad)
+    with pytest.raises(candidates.ChemsysError):
+        candidates.enumerate_counts(3, bad)
 
 
 def test_bad_max_per_element_is_refused():
-    with pytest.raises(ChemsysError, match="max_per_element"):
-        enumerate_counts(3, 10, 0)
+    with pytest.raises(candidates.ChemsysError, match="max_per_element"):
+        candidates.enumerate_counts(3, 10, 0)
 
 
 def test_formulas_equal_pymatgen_reduced_formula():
-    chemsys = parse_chemsys("Li-Fe-P-O")
-    counts = enumerate_counts(4, 20)
-    ours = formulas_from_counts(counts, chemsys)
+    chemsys = candidates.parse_chemsys("Li-Fe-P-O")
+    counts = candidates.enumerate_counts(4, 20)
+    ours = candidates.formulas_from_counts(counts, chemsys)
     theirs = [Composition(dict(zip(chemsys, row))).reduced_formula for row in counts.tolist()]
     assert ours == theirs
     assert "LiFePO4" in ours and "Li3Fe2(PO4)3" in ours and "Li2O2" in ours
 
 
 def test_reduce_counts_divides_by_gcd():
-    assert reduce_counts(np.array([[4, 6, 0], [2, 0, 0], [0, 0, 0]])).tolist() == [[2, 3, 0], [1, 0, 0], [0, 0, 0]]
+    assert candidates.reduce_counts(np.array([[4, 6, 0], [2, 0, 0], [0, 0, 0]])).tolist() == [[2, 3, 0], [1, 0, 0], [0, 0, 0]]
 
 
 def _neutral_by_brute_force(row, chemsys) -> bool:
@@ -113,12 +105,12 @@ def _neutral_by_brute_force(row, chemsys) -> bool:
 
 
 def test_charge_neutral_mask_equals_per_row_reference():
-    chemsys = parse_chemsys("Li-Fe-P-O")
-    counts = enumerate_counts(4, 10)
-    mask = charge_neutral_mask(counts, chemsys)
+    chemsys = candidates.parse_chemsys("Li-Fe-P-O")
+    counts = candidates.enumerate_counts(4, 10)
+    mask = candidates.charge_neutral_mask(counts, chemsys)
     expected = [_neutral_by_brute_force(row, chemsys) for row in counts.tolist()]
     assert mask.tolist() == expected
-    named = dict(zip(formulas_from_counts(counts, chemsys), mask))
+    named = dict(zip(candidates.formulas_from_counts(counts, chemsys), mask))
     assert named["LiFePO4"] and named["Fe2O3"] and named["Li2O"] and named["FeO"]
     assert named["LiFe"]  # an alloy
     assert not named["Li2O2"]  # LiO: Li+ and O2- cannot balance one to one

@@ -8,13 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fh_screen.data import DataError, clean, kfold_indices, load_oqmd, load_oqmd_csv, split_frame
+from fh_screen.data import (
+    REJECTION_REASONS, CleaningReport, DataError, clean, kfold_indices, load_oqmd, load_oqmd_csv, split_frame,
+)
 
 
 def test_shared_csv_drops_exactly_the_documented_outliers(oqmd_dir):
     frame, report = load_oqmd_csv(oqmd_dir / "val.csv")
     assert report.n_raw == 51255
-    assert report.n_outliers == 13  # the data README: 13 rows of val outside ±5 eV/atom
+    assert report.rejected["outlier"] == 13  # the data README: 13 rows of val outside ±5 eV/atom
     assert report.n_kept == len(frame) == 51255 - 13
     assert frame["dhf_ev_per_atom"].between(-20, 5).all()
 
@@ -23,14 +25,14 @@ def test_sodium_nitride_formula_is_not_read_as_missing(tmp_path):
     path = tmp_path / "nan.csv"
     path.write_text("formula,target\nNaN,-0.1\nNa3N1,-0.2\n")
     frame, report = load_oqmd_csv(path)
-    assert report.n_missing_value == 0
+    assert report.rejected["missing_value"] == 0
     assert frame["formula"].tolist() == ["NaN", "Na3N"]
 
 
 def test_outliers_kept_and_flagged_on_request(oqmd_dir):
     frame, report = load_oqmd_csv(oqmd_dir / "val.csv", drop_outliers=False)
     assert len(frame) == 51255
-    assert (~frame["passed_outlier_filter"]).sum() == report.n_outliers == 13
+    assert (~frame["passed_outlier_filter"]).sum() == report.rejected["outlier"] == 13
 
 
 def test_lowest_value_per_composition_is_kept(oqmd_slice_csv, tmp_path):
@@ -40,7 +42,7 @@ def test_lowest_value_per_composition_is_kept(oqmd_slice_csv, tmp_path):
     path = tmp_path / "dups.csv"
     pd.concat([doubled, raw]).to_csv(path, index=False)
     frame, report = load_oqmd_csv(path)
-    assert report.n_duplicates_dropped == 50
+    assert report.rejected["duplicate"] == 50
     np.testing.assert_allclose(np.sort(frame["dhf_ev_per_atom"]), np.sort(raw["target"]))
 
 
@@ -141,10 +143,23 @@ def test_bad_values_and_nul_bytes_are_rejected_rows_not_errors(real_rows, tmp_pa
     rows.loc[5, "formula"] = rows.loc[5, "formula"] + "\x00Xx"
     rows.loc[6, "formula"] = "Fe1e400O"
     frame, report = load_oqmd(_written(rows, tmp_path / "bad.csv", "utf-8"))
-    assert report.n_bad_value == len(bad_targets) and report.n_bad_formula == 2
+    assert report.rejected["bad_value"] == len(bad_targets) and report.rejected["bad_formula"] == 2
     assert np.isfinite(frame["dhf_ev_per_atom"]).all()
     assert not frame["formula"].str.contains("\x00").any()
-    assert report.n_kept + report.n_bad_value + report.n_bad_formula + report.n_outliers + report.n_duplicates_dropped == report.n_raw
+    assert report.n_kept + sum(report.rejected.values()) == report.n_raw
+    assert set(report.examples) == {"bad_value", "bad_formula"} and len(report.examples["bad_value"]) == 5
+    assert "5 non-numeric or infinite values" in report.summary() and "2 bad formulas" in report.summary()
+
+
+def test_cleaning_report_counts_every_known_reason_and_only_those():
+    report = CleaningReport(n_raw=3, rejected={"outlier": 1})
+    assert list(report.rejected) == list(REJECTION_REASONS) and report.rejected["duplicate"] == 0
+    report.reject("bad_formula", 2, [f"X{i}: bad" for i in range(9)])
+    assert report.rejected["bad_formula"] == 2 and len(report.examples["bad_formula"]) == 5
+    with pytest.raises(ValueError, match="unknown rejection reason"):
+        report.reject("typo", 1)
+    with pytest.raises(ValueError, match="unknown rejection reason"):
+        CleaningReport(rejected={"n_outliers": 1})
 
 
 def test_hydrates_are_stored_under_their_full_composition(tmp_path):

@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import TYPE_CHECKING
 
 from jobflow import Flow
+
+if TYPE_CHECKING:
+    from fh_screen.jobs import HandoffDocument
 
 
 def build(
@@ -41,6 +45,21 @@ def build(
         handoff_maker=HandoffMaker(dft_maker=None, prerelax_maker=chgnet_prerelax_maker(steps=relax_steps)),
     )
     return maker.make(chemsys)
+
+
+def handoff_lines(doc: HandoffDocument) -> list[str]:
+    """The flow's result as text: one line per CHGNet winner, then one per problem noted on the way.
+
+    Parameters
+    ----------
+    doc
+        The flow's output, read back from the JobStore.
+    """
+    lines = [
+        f"{e.formula:<10} {e.energy_ev_per_atom:8.4f} eV/atom  ({e.source} {e.prototype or ''}, {e.n_trials} tried)"
+        for e in doc.entries
+    ]
+    return lines + [f"note [{p.stage}] {p.formula or ''}: {p.message}" for p in doc.problems]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -74,11 +93,9 @@ def main(argv: list[str] | None = None) -> None:
     run_locally(flow, store=store, log=False, create_folders=True, root_dir=args.workdir)
     with store:
         doc = read_output(store, flow.output.uuid)
-    print(f"{'formula':<12} {'E_CHGNet (eV/atom)':>18}  source")
-    for entry in doc.entries:
-        print(f"{entry.formula:<12} {entry.energy_ev_per_atom:>18.4f}  {entry.source} {entry.prototype or ''}")
-    for problem in doc.problems:
-        print(f"note [{problem.stage}] {problem.formula or ''}: {problem.message}")
+    print("CHGNet winners:")
+    for line in handoff_lines(doc):
+        print(f"  {line}")
 
 
 if __name__ == "__main__":

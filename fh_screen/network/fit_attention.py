@@ -10,11 +10,13 @@ the same result as an uninterrupted run (each epoch's batch order depends only o
 
 from __future__ import annotations
 
+import argparse
 import copy
+import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,37 +26,40 @@ from fh_screen.network.attention import AttentionSpec, build_attention_network, 
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AttentionTrainConfig", "AttentionEpoch", "TrainedAttention", "train_attention_network"]
+__all__ = [
+    "AttentionTrainConfig", "AttentionEpoch", "TrainedAttention", "add_config_arguments", "config_from_args",
+    "train_attention_network",
+]
 
 
 @dataclass(frozen=True)
 class AttentionTrainConfig:
-    """Optimiser, schedule and run settings (defaults are the shipped model's)."""
+    """Optimiser, schedule and run settings (defaults are the shipped model's).
 
-    #: passes over the fit rows; training always runs all of them (no wall-clock or early stop)
-    epochs: int = 60
-    #: rows per step, grouped by number of elements
-    batch_size: int = 512
-    #: peak AdamW learning rate, reached after the warm-up
-    learning_rate: float = 1.5e-3
-    #: AdamW weight decay of the weight matrices (not biases, norms or embeddings)
-    weight_decay: float = 1e-4
-    #: fraction of all steps spent warming the learning rate up linearly
-    warmup_fraction: float = 0.05
-    #: the cosine schedule ends at this fraction of ``learning_rate``
-    final_lr_fraction: float = 0.01
-    #: decay of the exponential moving average of the weights (the saved model)
-    ema_decay: float = 0.999
-    #: weight of the σ head's Laplace NLL beside the L1 loss of the mean
-    nll_weight: float = 0.1
-    #: gradient-norm clip (0: none)
-    grad_clip: float = 1.0
-    #: seed of initialisation and batch order (a member adds its number)
-    seed: int = 0
-    #: torch CPU threads
-    threads: int = 1
-    #: ``cpu`` or ``cuda``
-    device: str = "cpu"
+    Each field's ``metadata["help"]`` documents it; :func:`add_config_arguments` turns the same
+    text into the training scripts' ``--help``.
+    """
+
+    epochs: int = field(default=60, metadata={
+        "help": "passes over the fit rows; training always runs all of them (no wall-clock or early stop)"})
+    batch_size: int = field(default=512, metadata={"help": "rows per step, grouped by number of elements"})
+    learning_rate: float = field(default=1.5e-3, metadata={
+        "help": "peak AdamW learning rate, reached after the warm-up"})
+    weight_decay: float = field(default=1e-4, metadata={
+        "help": "AdamW weight decay of the weight matrices (not biases, norms or embeddings)"})
+    warmup_fraction: float = field(default=0.05, metadata={
+        "help": "fraction of all steps spent warming the learning rate up linearly"})
+    final_lr_fraction: float = field(default=0.01, metadata={
+        "help": "the cosine schedule ends at this fraction of the learning rate"})
+    ema_decay: float = field(default=0.999, metadata={
+        "help": "decay of the exponential moving average of the weights (the saved model)"})
+    nll_weight: float = field(default=0.1, metadata={
+        "help": "weight of the sigma head's Laplace NLL beside the L1 loss of the mean"})
+    grad_clip: float = field(default=1.0, metadata={"help": "gradient-norm clip (0: none)"})
+    seed: int = field(default=0, metadata={
+        "help": "seed of initialisation and batch order (a member adds its number)"})
+    threads: int = field(default=1, metadata={"help": "torch CPU threads"})
+    device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
 
     def as_dict(self) -> dict:
         """Plain-type dictionary for model cards."""
@@ -66,6 +71,49 @@ class AttentionTrainConfig:
         data.pop("threads")
         data.pop("device")
         return data
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, config_class: type, names: Sequence[str]) -> None:
+    """Add a ``--flag-name`` option per named field of a settings dataclass.
+
+    Each option takes the field's default, the default's type (``int``, ``float`` or ``str``) and
+    the field's ``metadata["help"]``; read the values back with :func:`config_from_args`.
+
+    Parameters
+    ----------
+    parser
+        The parser to extend.
+    config_class
+        A dataclass whose named fields have plain defaults, e.g. :class:`AttentionTrainConfig`.
+    names
+        The fields to expose, in ``--help`` order (``batch_size`` becomes ``--batch-size``).
+    """
+    fields = {f.name: f for f in dataclasses.fields(config_class)}
+    for name in names:
+        default = fields[name].default
+        if type(default) not in (int, float, str):
+            raise TypeError(f"{config_class.__name__}.{name}: no command-line type for a {type(default).__name__} default")
+        parser.add_argument(
+            "--" + name.replace("_", "-"), type=type(default), default=default,
+            help=fields[name].metadata.get("help", "") + " (default: %(default)s)",
+        )
+
+
+def config_from_args(args: argparse.Namespace, config_class: type, names: Sequence[str], **overrides):
+    """The ``config_class`` instance of the options :func:`add_config_arguments` added, plus ``overrides``.
+
+    Parameters
+    ----------
+    args
+        Parsed arguments.
+    config_class
+        The dataclass the options came from.
+    names
+        The fields given to :func:`add_config_arguments`.
+    **overrides
+        Further fields, e.g. ones the caller parses itself.
+    """
+    return config_class(**{name: getattr(args, name) for name in names}, **overrides)
 
 
 @dataclass

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from maggma.core import Store
 
-from fh_screen.data import OUTLIER_RANGE_EV_PER_ATOM, DataError, load_oqmd
+from fh_screen.data import REJECTION_REASONS, DataError, load_oqmd
 from fh_screen.store.documents import ReferenceEntryDoc, chemsys_of, elements_of, utcnow
 
 logger = logging.getLogger(__name__)
@@ -147,18 +147,13 @@ def ingest_file(
     if not keep_outliers:
         frame = frame[frame["passed_outlier_filter"]].reset_index(drop=True)
     report = IngestReport(files=[str(path)], n_rows=cleaning.n_raw)
-    low, high = OUTLIER_RANGE_EV_PER_ATOM
+    # kept outliers are stored (flagged), not rejected
     report.rejected = {
-        "bad formulas": cleaning.n_bad_formula,
-        "non-numeric or infinite values": cleaning.n_bad_value,
-        "missing values": cleaning.n_missing_value,
-        "higher-energy duplicates": cleaning.n_duplicates_dropped,
-        f"outliers outside ({low:g}, {high:g}) eV/atom": 0 if keep_outliers else cleaning.n_outliers,
+        REJECTION_REASONS[reason]: 0 if keep_outliers and reason == "outlier" else n
+        for reason, n in cleaning.rejected.items()
     }
-    if cleaning.bad_formula_examples:
-        logger.warning("%s: bad formulas, e.g. %s", path, "; ".join(cleaning.bad_formula_examples[:3]))
-    if cleaning.bad_value_examples:
-        logger.warning("%s: non-numeric or infinite values, e.g. %s", path, "; ".join(cleaning.bad_value_examples[:3]))
+    for reason, examples in cleaning.examples.items():
+        logger.warning("%s: %s, e.g. %s", path, REJECTION_REASONS[reason], "; ".join(examples[:3]))
     ingest_frame(
         store, frame, report, source=source, source_version=source_version, source_file=path.name,
         batch_size=batch_size, progress=progress,

@@ -244,35 +244,61 @@ def _formula_plan(chemsys: tuple[str, ...]) -> tuple[tuple[int, ...], tuple[floa
 
 
 def formulas_from_counts(counts: np.ndarray, chemsys: Sequence[str]) -> list[str]:
-    """pymatgen's ``Composition.reduced_formula`` of each row of a reduced count array.
+    """pymatgen's ``Composition.reduced_formula`` of each row of a count array.
 
     Follows pymatgen's rules (electronegativity order, a trailing polyanion such as ``(PO4)3``
     when the last two elements differ by less than 1.65 in X and share a factor, special
-    formulas such as ``Li2O2``) without building a Composition per row; tested equal to it.
+    formulas such as ``Li2O2``) without building a Composition per row; tested equal to it and
+    to :func:`formula_from_count_row`, the row-by-row reference. Rows are grouped by the
+    elements they contain, so each group fills one string template.
     """
     chemsys = tuple(chemsys)
     order, x, special = _formula_plan(chemsys)
-    counts = np.asarray(counts, dtype=np.int64)[:, list(order)]
+    counts = np.asarray(counts, dtype=np.int64).reshape(-1, len(chemsys))[:, list(order)]
+    if len(counts) == 0:
+        return []
     symbols = [chemsys[j] for j in order]
     xs = [x[j] for j in order]
-    out: list[str] = []
-    for row in counts.tolist():
-        present = [i for i, c in enumerate(row) if c]
-        factor = math.gcd(*(row[i] for i in present))
-        parts = []
-        poly = ""
-        if len(present) >= 3 and xs[present[-1]] - xs[present[-2]] < 1.65:
-            a, b = row[present[-2]] // factor, row[present[-1]] // factor
-            poly_factor = math.gcd(a, b)
-            if poly_factor != 1:
-                inner = f"{symbols[present[-2]]}{_amount(a // poly_factor)}{symbols[present[-1]]}{_amount(b // poly_factor)}"
-                poly = f"({inner}){poly_factor}"
-                present = present[:-2]
-        for i in present:
-            parts.append(f"{symbols[i]}{_amount(row[i] // factor)}")
-        formula = "".join(parts) + poly
-        out.append(special.get(formula, formula))
-    return out
+    factor = np.gcd.reduce(counts, axis=1)
+    reduced = counts // np.maximum(factor, 1)[:, None]
+    present = reduced > 0
+    masks = present @ (1 << np.arange(len(symbols), dtype=np.int64))
+    amounts = [_amount(n) for n in range(int(reduced.max(initial=0)) + 1)]
+    out: list[str] = [""] * len(counts)
+    for mask in np.unique(masks):
+        rows = np.flatnonzero(masks == mask)
+        columns = np.flatnonzero(present[rows[0]])
+        block = reduced[np.ix_(rows, columns)]
+        poly = np.zeros(len(rows), dtype=bool)
+        if len(columns) >= 3 and xs[columns[-1]] - xs[columns[-2]] < 1.65:
+            poly = np.gcd(block[:, -2], block[:, -1]) != 1
+        plain = "".join(symbols[c] + "{}" for c in columns)
+        for row, values in zip(rows[~poly].tolist(), block[~poly].tolist()):
+            out[row] = plain.format(*[amounts[v] for v in values])
+        if poly.any():  # a trailing polyanion: (AxBy)n with n the common factor of the last two
+            head = "".join(symbols[c] + "{}" for c in columns[:-2])
+            grouped = f"{head}({symbols[columns[-2]]}{{}}{symbols[columns[-1]]}{{}}){{}}"
+            inner = block[poly]
+            n = np.gcd(inner[:, -2], inner[:, -1])
+            inner = np.concatenate([inner[:, :-2], inner[:, -2:] // n[:, None], n[:, None]], axis=1)
+            for row, values in zip(rows[poly].tolist(), inner.tolist()):
+                out[row] = grouped.format(*[amounts[v] for v in values[:-1]], values[-1])
+    return [special.get(formula, formula) for formula in out]
+
+
+def formula_from_count_row(row: Sequence[int], symbols: Sequence[str], electronegativities: Sequence[float]) -> str:
+    """One reduced formula (before special names) from counts in electronegativity order."""
+    present = [i for i, c in enumerate(row) if c]
+    factor = math.gcd(*(row[i] for i in present))
+    poly = ""
+    if len(present) >= 3 and electronegativities[present[-1]] - electronegativities[present[-2]] < 1.65:
+        a, b = row[present[-2]] // factor, row[present[-1]] // factor
+        poly_factor = math.gcd(a, b)
+        if poly_factor != 1:
+            inner = f"{symbols[present[-2]]}{_amount(a // poly_factor)}{symbols[present[-1]]}{_amount(b // poly_factor)}"
+            poly = f"({inner}){poly_factor}"
+            present = present[:-2]
+    return "".join(f"{symbols[i]}{_amount(row[i] // factor)}" for i in present) + poly
 
 
 def _amount(n: int) -> str:

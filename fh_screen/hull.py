@@ -25,6 +25,7 @@ __all__ = [
     "HullEnergies",
     "build_hull",
     "format_decomposition",
+    "format_decompositions",
     "hull_energies",
     "probability_within",
     "pymatgen_phase_diagram",
@@ -85,7 +86,10 @@ class Hull:
         return e, facet
 
     def decomposition(self, fractions: np.ndarray, facet: np.ndarray) -> list[list[tuple[int, float]]]:
-        """Hull points (indices) and atom fractions each row decomposes into, largest first."""
+        """Hull points (indices) and atom fractions each row decomposes into, largest first.
+
+        The reference for :meth:`decomposition_arrays`, which the screen uses.
+        """
         fractions = np.asarray(fractions, dtype=np.float64)
         weights = np.einsum("nij,nj->ni", self.vertex_inverse[facet], fractions)
         vertices = self.facets[facet]
@@ -94,6 +98,20 @@ class Hull:
             parts = sorted(((v, w) for v, w in zip(v_row, w_row) if w > _WEIGHT_TOL), key=lambda p: -p[1])
             out.append(parts)
         return out
+
+    def decomposition_arrays(self, fractions: np.ndarray, facet: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`decomposition` as two (n, k) arrays: point indices (-1 pads) and atom fractions.
+
+        Each row is ordered largest fraction first; vectorised (no Python loop over rows).
+        """
+        fractions = np.asarray(fractions, dtype=np.float64)
+        weights = np.einsum("nij,nj->ni", self.vertex_inverse[facet], fractions)
+        vertices = self.facets[facet]
+        keep = weights > _WEIGHT_TOL
+        order = np.argsort(np.where(keep, -weights, np.inf), axis=1, kind="stable")
+        weights = np.take_along_axis(np.where(keep, weights, 0.0), order, axis=1)
+        indices = np.take_along_axis(np.where(keep, vertices, -1), order, axis=1)
+        return indices, weights
 
 
 def build_hull(chemsys: Sequence[str], fractions: np.ndarray, energies_ev_per_atom: np.ndarray) -> Hull:
@@ -134,13 +152,25 @@ def build_hull(chemsys: Sequence[str], fractions: np.ndarray, energies_ev_per_at
 class HullEnergies:
     """ΔH_f of the lower hull at query compositions and the hull points each one lies on.
 
-    ``energy_ev_per_atom`` (n,) is the hull's ΔH_f at each query; ``parts`` gives, per query,
-    ``(point index, atom fraction)`` pairs, largest first, with indices into the points given to
-    :func:`hull_energies` after the ``k`` elements (``0..k-1`` are the elements).
+    ``energy_ev_per_atom`` (n,) is the hull's ΔH_f at each query. ``part_indices`` and
+    ``part_fractions`` (n, m) give each query's ``(point index, atom fraction)`` pairs, largest
+    first (index -1 pads), with indices into the points given to :func:`hull_energies` after the
+    ``k`` elements (``0..k-1`` are the elements); :attr:`parts` lists them per query.
     """
 
     energy_ev_per_atom: np.ndarray
-    parts: list[list[tuple[int, float]]]
+    part_indices: np.ndarray
+    part_fractions: np.ndarray
+
+    @property
+    def parts(self) -> list[list[tuple[int, float]]]:
+        """``(point index, atom fraction)`` pairs of each query, largest first."""
+        return [[(i, w) for i, w in zip(row_i, row_w) if i >= 0]
+                for row_i, row_w in zip(self.part_indices.tolist(), self.part_fractions.tolist())]
+
+    def formatted(self, names: Sequence[str]) -> list[str]:
+        """``0.500 Li2O + 0.500 FePO4`` for each query; ``names`` has one entry per point index."""
+        return format_decompositions(self.part_indices, self.part_fractions, names)
 
 
 def hull_energies(
@@ -169,7 +199,7 @@ def hull_energies(
     if k <= qhull_max_elements:
         hull = build_hull(chemsys, fractions, energies)
         energy, facet = hull.hull_energy(query)
-        return HullEnergies(energy, hull.decomposition(query, facet))
+        return HullEnergies(energy, *hull.decomposition_arrays(query, facet))
 
     all_fractions = np.concatenate([np.eye(k), fractions])
     all_energies = np.concatenate([np.zeros(k), energies])
@@ -202,7 +232,13 @@ def hull_energies(
                 value, row_parts = _hull_energy_lp(sub_fractions, sub_energies, x)
                 energy[row] = value
                 parts[row] = [(int(inside[i]), w) for i, w in row_parts]
-    return HullEnergies(energy, parts)
+    width = max((len(p) for p in parts), default=0)
+    indices = np.full((len(query), width), -1, dtype=np.int64)
+    weights = np.zeros((len(query), width))
+    for row, row_parts in enumerate(parts):
+        for j, (i, w) in enumerate(row_parts):
+            indices[row, j], weights[row, j] = i, w
+    return HullEnergies(energy, indices, weights)
 
 
 def _hull_energy_lp(fractions: np.ndarray, energies_ev_per_atom: np.ndarray, x: np.ndarray) -> tuple[float, list[tuple[int, float]]]:
@@ -220,6 +256,13 @@ def _hull_energy_lp(fractions: np.ndarray, energies_ev_per_atom: np.ndarray, x: 
 def format_decomposition(parts: list[tuple[int, float]], names: Sequence[str]) -> str:
     """``0.500 Li2O + 0.500 FePO4`` (atom fractions) from :meth:`Hull.decomposition` output."""
     return " + ".join(f"{w:.3f} {names[i]}" for i, w in parts)
+
+
+def format_decompositions(indices: np.ndarray, fractions: np.ndarray, names: Sequence[str]) -> list[str]:
+    """:func:`format_decomposition` of every row of :meth:`Hull.decomposition_arrays` output."""
+    names = list(names)
+    return [" + ".join(f"{w:.3f} {names[i]}" for i, w in zip(row_i, row_w) if i >= 0)
+            for row_i, row_w in zip(np.asarray(indices).tolist(), np.asarray(fractions).tolist())]
 
 
 def probability_within(e_above_hull_ev_per_atom: np.ndarray, std_ev_per_atom: np.ndarray, tolerance_ev_per_atom: float) -> np.ndarray:

@@ -48,7 +48,7 @@ from fh_screen.candidates import (
     reduce_counts,
 )
 from fh_screen.errors import FhScreenError
-from fh_screen.hull import QHULL_MAX_ELEMENTS, format_decomposition, hull_energies, probability_within, pymatgen_phase_diagram
+from fh_screen.hull import QHULL_MAX_ELEMENTS, hull_energies, probability_within, pymatgen_phase_diagram
 from fh_screen.plotting import plot_screen  # noqa: F401 - re-exported; the figure code lives in fh_screen.plotting
 from fh_screen.ranking import log_prior, stability_score
 from fh_screen.run_ids import new_run_id
@@ -276,17 +276,45 @@ def charge_balanced(counts: np.ndarray, system: Sequence[str]) -> np.ndarray:
     return out
 
 
+def _row_keys(*arrays: np.ndarray) -> list[np.ndarray] | None:
+    """One int64 per row of non-negative count arrays, ordered as the rows sort lexicographically.
+
+    None when the counts are too large to pack into 62 bits (callers then compare whole rows).
+    """
+    width = max(arrays[0].shape[1], 1)
+    base = int(max(int(np.max(a, initial=0)) for a in arrays)) + 1
+    if width * np.log2(base) >= 62 or any(np.min(a, initial=0) < 0 for a in arrays):
+        return None
+    weights = base ** np.arange(width - 1, -1, -1, dtype=np.int64)
+    return [np.asarray(a, dtype=np.int64).reshape(-1, width) @ weights for a in arrays]
+
+
+def _unique_rows(rows: np.ndarray) -> np.ndarray:
+    """``np.unique(rows, axis=0)`` (sorted unique rows), through packed row keys when they fit."""
+    keys = _row_keys(rows)
+    if keys is None:
+        return np.unique(rows, axis=0)
+    _, first = np.unique(keys[0], return_index=True)
+    return rows[first]
+
+
 def _match(rows: np.ndarray, table: np.ndarray) -> np.ndarray:
     """Index in ``table`` of each row of ``rows`` (-1 where absent); rows of both are unique."""
     if len(table) == 0 or len(rows) == 0:
         return np.full(len(rows), -1, dtype=np.int64)
     width = max(rows.shape[1], 1)
-    both = np.concatenate([np.asarray(rows, dtype=np.int64), np.asarray(table, dtype=np.int64)]).reshape(-1, width)
-    _, inverse = np.unique(both, axis=0, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    slot = np.full(inverse.max() + 1, -1, dtype=np.int64)
-    slot[inverse[len(rows) :]] = np.arange(len(table))
-    return slot[inverse[: len(rows)]]
+    rows = np.asarray(rows, dtype=np.int64).reshape(-1, width)
+    table = np.asarray(table, dtype=np.int64).reshape(-1, width)
+    keys = _row_keys(rows, table)
+    if keys is None:
+        both = np.concatenate([rows, table])
+        _, inverse = np.unique(both, axis=0, return_inverse=True)
+        keys = [inverse.reshape(-1)[: len(rows)], inverse.reshape(-1)[len(rows) :]]
+    row_keys, table_keys = keys
+    order = np.argsort(table_keys, kind="stable")
+    position = np.clip(np.searchsorted(table_keys[order], row_keys), 0, len(table) - 1)
+    found = table_keys[order][position] == row_keys
+    return np.where(found, order[position], -1)
 
 
 #: Most hull linear programmes a screen runs without ``force``: one per candidate with more than
@@ -393,7 +421,7 @@ def screen(
         counts = counts[charge_balanced(counts, system)]
     known_rows, known_dhf = known_counts(known, system)
     if options.include_known and len(known_rows):
-        counts = np.unique(np.concatenate([counts, known_rows]), axis=0)
+        counts = _unique_rows(np.concatenate([counts, known_rows]))
     elif len(known_rows):
         counts = counts[_match(counts, known_rows) < 0]
     known_index = _match(counts, known_rows)
@@ -418,7 +446,7 @@ def screen(
     formulas = formulas_from_counts(counts, system)
     known_formulas = formulas_from_counts(known_rows, system)
     names = list(system) + known_formulas
-    decompositions = [format_decomposition(parts, names) for parts in below.parts]
+    decompositions = below.formatted(names)
 
     table = pd.DataFrame(
         {

@@ -13,7 +13,7 @@ from scipy.stats import norm
 
 from fh_screen.data import shared_data_dir
 from fh_screen.candidates import enumerate_counts, formulas_from_counts, parse_chemsys
-from fh_screen.hull import build_hull, hull_energies, probability_within, pymatgen_phase_diagram
+from fh_screen.hull import build_hull, format_decomposition, hull_energies, probability_within, pymatgen_phase_diagram
 from fh_screen.predictor import Predictor
 from fh_screen.screening import known_counts
 
@@ -107,3 +107,22 @@ def test_bounded_hull_energies_equal_pymatgen_by_every_route(oqmd, chemsys, max_
             assert mix == pytest.approx(x, abs=1e-6)
             assert sum(w * np.concatenate([np.zeros(len(system)), known_dhf])[i] for i, w in parts) == pytest.approx(energy, abs=1e-7)
         assert {names[i] for parts in result.parts for i, _ in parts} <= {e.name for e in reference.stable_entries}
+
+
+@pytest.mark.parametrize("chemsys, max_atoms", [("Li-Fe-O", 12), ("Li-Fe-P-O", 8)])
+def test_vectorised_decomposition_equals_the_per_row_reference(oqmd, chemsys, max_atoms):
+    """The screen's array decomposition and its strings equal Hull.decomposition row by row."""
+    system = parse_chemsys(chemsys)
+    known_rows, known_dhf = known_counts(system_slice(oqmd, chemsys), system)
+    counts = enumerate_counts(len(system), max_atoms)
+    fractions = counts / counts.sum(axis=1, keepdims=True)
+    hull = build_hull(system, known_rows / known_rows.sum(axis=1, keepdims=True), known_dhf)
+    _, facet = hull.hull_energy(fractions)
+    reference = hull.decomposition(fractions, facet)
+    indices, weights = hull.decomposition_arrays(fractions, facet)
+    assert [[(i, w) for i, w in zip(r_i, r_w) if i >= 0] for r_i, r_w in zip(indices.tolist(), weights.tolist())] == reference
+    names = list(system) + formulas_from_counts(known_rows, system)
+    result = hull_energies(system, known_rows / known_rows.sum(axis=1, keepdims=True), known_dhf, fractions)
+    assert result.parts == reference
+    assert result.formatted(names) == [format_decomposition(parts, names) for parts in reference]
+    assert sum(" + " in text for text in result.formatted(names)) > len(counts) // 2  # real mixtures, not a trivial pass

@@ -284,3 +284,21 @@ def test_a_slow_model_refines_the_prefilter_s_best_and_heads_the_table(oqmd):
     assert table["formula"][table["refined"]].tolist() == [f for f in full.table["formula"] if f in chosen]
     with pytest.raises(ScreenError, match="refine_top"):
         screen("Li-O", predictor=model, options=ScreenOptions(refine_top=0))
+
+
+@pytest.mark.parametrize("max_count", [20, 10**9])  # packed keys, and rows too large to pack
+def test_row_matching_equals_numpy_whole_row_unique(max_count):
+    """_unique_rows/_match (packed int64 keys) agree with np.unique over whole rows."""
+    from fh_screen.screening import _match, _unique_rows
+
+    rng = np.random.default_rng(7)
+    rows = rng.integers(0, max_count + 1, size=(3000, 4))
+    rows[:500] = rows[500:1000]  # duplicates
+    assert np.array_equal(_unique_rows(rows), np.unique(rows, axis=0))
+    table = np.unique(rows[::3], axis=0)
+    queries = np.unique(np.concatenate([rows[1::3], rng.integers(0, max_count + 1, size=(200, 4))]), axis=0)
+    found = _match(queries, table)
+    for query, index in zip(queries, found):
+        hits = np.flatnonzero((table == query).all(axis=1))
+        assert index == (hits[0] if len(hits) else -1)
+    assert (found >= 0).any() and (found < 0).any()

@@ -106,14 +106,51 @@ def log_prior(counts: np.ndarray, neutral: np.ndarray, chemsys: Sequence[str], p
     out = table[n_elements, n_atoms, neutral]
     if len(counts) == 0:
         return out
-    keys = np.concatenate([pattern_rows(counts, chemsys), neutral[:, None]], axis=1)
-    unique, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
-    values = out[first].copy()
-    for u, row in enumerate(unique.tolist()):
-        value = patterns.get(tuple(c for c in row[:-1] if c > 0) + (row[-1],))
-        if value is not None:
-            values[u] = value
-    return values[inverse.reshape(-1)]
+    ordered = pattern_rows(counts, chemsys)
+    width = ordered.shape[1]
+    if width > _PACKED_WIDTH:  # too many elements to pack a key: one lookup per row
+        for i, row in enumerate(ordered.tolist()):
+            value = patterns.get(tuple(c for c in row if c > 0) + (int(neutral[i]),))
+            if value is not None:
+                out[i] = value
+        return out
+    pattern_keys, pattern_values = _packed_patterns(str(path), float(pattern_weight))
+    # the non-zero counts moved to the front keep their order: the pattern, zero-padded
+    compact = np.take_along_axis(ordered, np.argsort(ordered == 0, axis=1, kind="stable"), axis=1)
+    compact = np.pad(compact, ((0, 0), (0, _PACKED_WIDTH - width)))
+    packable = (compact < 2**_PATTERN_BITS).all(axis=1)
+    keys = _pack(np.where(packable[:, None], compact, 0), neutral)
+    position = np.clip(np.searchsorted(pattern_keys, keys), 0, max(len(pattern_keys) - 1, 0))
+    hit = packable & (pattern_keys[position] == keys) if len(pattern_keys) else np.zeros(len(keys), dtype=bool)
+    return np.where(hit, pattern_values[position] if len(pattern_values) else 0.0, out)
+
+
+#: Bits per count in a packed pattern key (counts up to 127; larger ones fall back to the shape table).
+_PATTERN_BITS = 7
+#: Counts per packed key: 8 x 7 bits + the charge-balance bit fit an int64.
+_PACKED_WIDTH = 8
+
+
+def _pack(compact: np.ndarray, neutral: np.ndarray) -> np.ndarray:
+    """One int64 per (zero-padded pattern, charge balance) row."""
+    weights = (1 << (_PATTERN_BITS * np.arange(compact.shape[1] - 1, -1, -1, dtype=np.int64))) << 1
+    return compact.astype(np.int64) @ weights + np.asarray(neutral, dtype=np.int64)
+
+
+@lru_cache(maxsize=8)
+def _packed_patterns(path: str, pattern_weight: float) -> tuple[np.ndarray, np.ndarray]:
+    """The pattern table as sorted packed keys and their log rates."""
+    width = _PACKED_WIDTH
+    _, patterns = _load_prior(path, pattern_weight)
+    rows = [(key[:-1], key[-1], value) for key, value in patterns.items()
+            if len(key) - 1 <= width and max(key[:-1]) < 2**_PATTERN_BITS]
+    compact = np.zeros((len(rows), width), dtype=np.int64)
+    for i, (counts, _, _) in enumerate(rows):
+        compact[i, : len(counts)] = counts
+    keys = _pack(compact, np.array([n for _, n, _ in rows], dtype=np.int64))
+    values = np.array([v for _, _, v in rows], dtype=np.float64)
+    order = np.argsort(keys, kind="stable")
+    return keys[order], values[order]
 
 
 def stability_score(e_above_known_hull_ev_per_atom: np.ndarray, std_ev_per_atom: np.ndarray | None,

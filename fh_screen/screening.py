@@ -50,7 +50,7 @@ from fh_screen.candidates import (
 from fh_screen.errors import FhScreenError
 from fh_screen.hull import QHULL_MAX_ELEMENTS, hull_energies, probability_within, pymatgen_phase_diagram
 from fh_screen.plotting import plot_screen  # noqa: F401 - re-exported; the figure code lives in fh_screen.plotting
-from fh_screen.ranking import log_prior, stability_score
+from fh_screen.ranking import DEFAULT_REFINE_TOP, log_prior, stability_score
 from fh_screen.run_ids import new_run_id
 
 if TYPE_CHECKING:
@@ -80,10 +80,6 @@ __all__ = [
 #: smaller ``max_atoms``. Enumeration + prediction + hull of 250k candidates take seconds.
 DEFAULT_MAX_CANDIDATES = 250_000
 
-#: New candidates the default (attention) model predicts after the fast prefilter has ranked all
-#: of them: a quaternary screen then costs well under a second of model time instead of ~3 s, and
-#: the rediscovery test (``docs/evaluation.md``) is unchanged within its noise.
-DEFAULT_REFINE_TOP = 2000
 
 #: The fast model that ranks every candidate before a slow model refines the best of them.
 DEFAULT_PREFILTER_MODEL = "paper-ensemble"

@@ -1,17 +1,21 @@
-"""Val metrics of trained attention runs (members alone, and their ensemble) for docs/model-experiments.md.
+"""Val metrics of trained attention members, alone and as ensembles, for docs/model-experiments.md.
 
-    python scripts/model_experiments.py runs/attention-ensemble runs/exp-large runs/exp-nomat ...
+    python scripts/model_experiments.py runs/attention-ensemble runs/large30 \\
+        --ensemble "6 d128=runs/attention-ensemble/state/attention-?.pt" \\
+        --ensemble "6 d128 + 7 d256/30=runs/attention-ensemble/state/attention-?.pt,runs/large30/state/*.pt"
 
-Each run folder holds ``state/member-N.pt`` files written by ``scripts/train_default_model.py``
-(finished or not: the epoch reached is reported). Rows are printed as a markdown table.
+Each run folder holds ``state/<preset>-N.pt`` files written by ``scripts/train_default_model.py``
+(finished or not: the epoch reached is reported); a single ``.pt`` state file may be given too.
+Each member's val predictions are cached beside it (``<state>.val.npy``) so ensembles of many
+members are cheap to compare. Rows are printed as a markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +24,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+def _member_files(target: Path) -> list[Path]:
+    return [target] if target.suffix == ".pt" else sorted((target / "state").glob("*.pt"))
+
+
 def main() -> None:
     import torch
 
+    from fh_screen.attention_training import AttentionData
     from fh_screen.composition import DEFAULT_ELEMENTS, fraction_matrix
     from fh_screen.data import load_oqmd
     from fh_screen.network.attention import set_tensors
@@ -30,42 +39,57 @@ def main() -> None:
     from fh_screen.predictor import Predictor
     from fh_screen.training import error_metrics
 
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("runs", nargs="+", type=Path)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="*", type=Path, help="run folders or member state files")
+    parser.add_argument("--ensemble", action="append", default=[], metavar="LABEL=GLOB[,GLOB]",
+                        help="also report the mean of these members (repeatable)")
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("FH_SCREEN_OQMD_DIR", ROOT.parent / "shared" / "data" / "oqmd")))
+    parser.add_argument("--cache", type=Path, default=ROOT / "runs" / "attention-ensemble" / "train_carve.npz",
+                        help="the train carve the members trained on (their target standardisation)")
     args = parser.parse_args()
+
     val, _ = load_oqmd(args.data / "val.csv", drop_outliers=False)
     y = val["dhf_ev_per_atom"].to_numpy()
     inside = np.abs(y) < 5
-    indices, fractions = set_tensors(fraction_matrix(val["formula"].tolist(), DEFAULT_ELEMENTS).matrix)
-    train, _ = load_oqmd(args.data / "train.csv")
-    mean, std = float(train["dhf_ev_per_atom"].mean()), float(train["dhf_ev_per_atom"].std(ddof=0))
-    print("| run | members | epochs | params/member | val MAE (abs<5) | p90 | val MAE all | predictions/s (1 member, this machine) |")
+    fit_y = AttentionData.load(args.cache).fit_y_ev_per_atom
+    mean, std = float(np.mean(fit_y)), float(np.std(fit_y))
+    sets: tuple[np.ndarray, np.ndarray] | None = None
+
+    def predictions(path: Path) -> tuple[np.ndarray, dict]:
+        nonlocal sets
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        cached = path.with_suffix(".val.npy")
+        if cached.is_file() and cached.stat().st_mtime >= path.stat().st_mtime:
+            return np.load(cached), state
+        if sets is None:
+            sets = set_tensors(fraction_matrix(val["formula"].tolist(), DEFAULT_ELEMENTS).matrix)
+        spec = spec_from_dict(state["spec"])
+        checkpoint = Checkpoint(name=path.stem, spec=spec, elements=list(DEFAULT_ELEMENTS[: spec.n_elements]),
+                                target_mean_ev_per_atom=mean, target_std_ev_per_atom=std, member_state_dicts=[state["ema"]])
+        predicted, _ = Predictor(checkpoint).predict_sets(*sets)
+        np.save(cached, predicted)
+        return predicted, state
+
+    def row(label: str, n: int, epochs: str, params: str, predicted: np.ndarray) -> str:
+        m = error_metrics(y[inside], predicted[inside])
+        return (f"| {label} | {n} | {epochs} | {params} | {m['mae_ev_per_atom']:.4f} | {m['p80_ae_ev_per_atom']:.4f} | "
+                f"{m['p90_ae_ev_per_atom']:.4f} | {error_metrics(y, predicted)['mae_ev_per_atom']:.4f} |")
+
+    print("| members | n | epochs | params/member | val MAE (abs<5) | p80 | p90 | val MAE all |")
     print("|---|---|---|---|---|---|---|---|")
-    for run in args.runs:
-        paths = sorted((run / "state").glob("*.pt"))
-        states = [torch.load(p, map_location="cpu", weights_only=True) for p in paths]
-        spec = None
-        outputs = []
-        for number, state in enumerate(states):
-            spec = spec_from_dict(state["spec"])
-            checkpoint = Checkpoint(name=run.name, spec=spec, elements=list(DEFAULT_ELEMENTS[: spec.n_elements]),
-                                    target_mean_ev_per_atom=mean, target_std_ev_per_atom=std, member_state_dicts=[state["ema"]])
-            predictor = Predictor(checkpoint)
-            tick = time.perf_counter()
-            predicted, _ = predictor.predict_sets(indices, fractions)
-            rate = len(y) / (time.perf_counter() - tick)
-            outputs.append(predicted)
+    for target in args.runs:
+        for path in _member_files(target):
+            predicted, state = predictions(path)
             params = sum(v.numel() for k, v in state["ema"].items() if k != "element_vectors")
-            m = error_metrics(y[inside], predicted[inside])
-            print(f"| {run.name} {paths[number].stem} | 1 | {state['epoch']} | {params:,} | {m['mae_ev_per_atom']:.4f} | {m['p90_ae_ev_per_atom']:.4f} | "
-                  f"{error_metrics(y, predicted)['mae_ev_per_atom']:.4f} | {rate:,.0f} |")
-        if len(outputs) > 1:
-            predicted = np.mean(outputs, axis=0)
-            m = error_metrics(y[inside], predicted[inside])
-            print(f"| {run.name} ensemble | {len(outputs)} | | | {m['mae_ev_per_atom']:.4f} | {m['p90_ae_ev_per_atom']:.4f} | "
-                  f"{error_metrics(y, predicted)['mae_ev_per_atom']:.4f} | |")
-        np.save(f"/tmp/val_pred_{run.name}.npy", np.array(outputs))
+            print(row(f"{path.parent.parent.name if path.parent.name == 'state' else path.parent.name}/{path.stem}",
+                      1, str(state["epoch"]), f"{params:,}", predicted))
+    for spec in args.ensemble:
+        label, _, patterns = spec.partition("=")
+        paths = [Path(p) for pattern in patterns.split(",") for p in sorted(glob.glob(pattern))]
+        if not paths:
+            parser.error(f"--ensemble {label!r}: no state file matches {patterns!r}")
+        outputs = [predictions(p)[0] for p in paths]
+        print(row(f"ensemble: {label}", len(paths), "", "", np.mean(outputs, axis=0)))
 
 
 if __name__ == "__main__":

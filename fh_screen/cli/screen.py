@@ -14,6 +14,7 @@ from typing import Optional
 import typer
 
 from fh_screen.cli.common import check_output_path, console, error_console, fail, one_line_errors
+from fh_screen.ranking import DEFAULT_REFINE_TOP
 
 __all__ = ["register", "write_outputs"]
 
@@ -39,7 +40,7 @@ def screen_command(
     tolerance: float = typer.Option(0.05, "--tolerance", help="E_hull window (eV/atom) for the probability of being stable."),
     no_store: bool = typer.Option(False, "--no-store", help="Do not save this screen to the store."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Shipped model name or path to a .pt checkpoint."),
-    refine_top: int = typer.Option(2000, "--refine-top", min=0,
+    refine_top: int = typer.Option(DEFAULT_REFINE_TOP, "--refine-top", min=0,
                                    help="With the (slow) attention model: predict only the best N new candidates of the fast "
                                         "paper-ensemble prefilter with it; 0 predicts every candidate with it."),
 ) -> None:

@@ -14,6 +14,7 @@ from typing import Optional
 import typer
 
 from fh_screen.cli.common import console, fail, one_line_errors
+from fh_screen.ranking import DEFAULT_REFINE_TOP
 
 __all__ = ["register"]
 
@@ -38,7 +39,7 @@ def evaluate_command(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="stability: shipped model name or .pt path (default model)."),
     systems: int = typer.Option(400, "--systems", min=1, help="stability: chemical systems of the rediscovery test."),
     hull_systems: int = typer.Option(5000, "--hull-systems", min=1, help="stability: val systems of the hull classification."),
-    refine_top: int = typer.Option(2000, "--refine-top", min=0, help="stability: the screens' --refine-top (0: the model predicts every candidate)."),
+    refine_top: int = typer.Option(DEFAULT_REFINE_TOP, "--refine-top", min=0, help="stability: the screens' --refine-top (0: the model predicts every candidate)."),
     train_path: Optional[Path] = typer.Option(None, "--train", help="Training CSV (default: shared oqmd/train.csv)."),
     val_path: Optional[Path] = typer.Option(None, "--val", help="Held-out CSV (default: shared oqmd/val.csv)."),
     output_dir: Path = typer.Option(Path("docs"), "--output-dir", "-o", help="JSON goes to DIR/study, PNG to DIR/figures."),
@@ -164,7 +165,7 @@ def evaluate_command(
 
 
 def _stability(model: Optional[str], train_path: Optional[Path], val_path: Optional[Path], output_dir: Path,
-               systems: int, hull_systems: int, seed: int, threads: int, refine_top: int = 2000) -> None:
+               systems: int, hull_systems: int, seed: int, threads: int, refine_top: int = DEFAULT_REFINE_TOP) -> None:
     """Accuracy, hull classification, rediscovery and calibration of one model (fh_screen.evaluation)."""
     import re
     import time

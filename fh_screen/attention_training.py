@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fh_screen.calibration import TARGET_COVERAGE, calibrate_sigma_scale  # re-exported: they lived here first
 from fh_screen.network.attention import AttentionSpec, set_tensors
 from fh_screen.network.fit_attention import AttentionTrainConfig, predict_attention, train_attention_network
 
@@ -33,9 +34,6 @@ __all__ = [
     "prepare_attention_data",
     "train_attention_members",
 ]
-
-#: Coverage the σ scale is calibrated to: the fraction of holdout errors inside ±1.645σ.
-TARGET_COVERAGE = 0.90
 
 
 @dataclass
@@ -166,16 +164,6 @@ def train_attention_members(
             member.spec, member_config, element_vectors=element_vectors,
             state_path=_member_state(output_dir, member), on_epoch=callback,
         )
-
-
-def calibrate_sigma_scale(errors_ev_per_atom: np.ndarray, sigma_ev_per_atom: np.ndarray, coverage: float = TARGET_COVERAGE) -> float:
-    """The factor ``s`` for which a fraction ``coverage`` of ``|error| <= 1.645·s·σ``.
-
-    The ``coverage`` quantile of ``|error| / (1.645 σ)``, so that on the calibration rows the
-    stated ±1.645σ interval holds exactly ``coverage`` of the errors.
-    """
-    ratio = np.abs(errors_ev_per_atom) / (1.645 * np.maximum(sigma_ev_per_atom, 1e-9))
-    return float(np.quantile(ratio, coverage))
 
 
 def assemble_attention_model(

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fh_screen.calibration import TARGET_COVERAGE, calibrate_sigma_scale, interval_coverage
 from fh_screen.composition import DEFAULT_ELEMENTS, fraction_matrix
 from fh_screen.data import OUTLIER_RANGE_EV_PER_ATOM, file_sha256, load_oqmd, split_frame
 from fh_screen.network.checkpoint import Checkpoint, save_checkpoint
@@ -26,7 +27,8 @@ from fh_screen.network.fit import EpochRecord, TrainConfig, TrainedNetwork, trai
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrainingRun", "error_metrics", "train_model", "write_model_card"]
+__all__ = ["TrainingRun", "calibrate_on_early_stopping_split", "error_metrics", "train_model", "val_metrics",
+           "write_card_files", "write_model_card"]
 
 
 def error_metrics(y_true_ev_per_atom: np.ndarray, y_pred_ev_per_atom: np.ndarray) -> dict[str, float]:
@@ -77,7 +79,9 @@ def train_model(
     A random ``early_stopping_fraction`` of the training file (seeded) drives the LR schedule and
     early stopping, so ``val_path`` stays untouched until the final evaluation. Each ensemble
     member uses its own seed (``config.seed + member``); with ``n_members > 1`` the model reports
-    the member spread as an uncertainty.
+    the member spread as σ, scaled by a factor fitted on the early-stopping rows so that ±1.645σ
+    holds :data:`~fh_screen.calibration.TARGET_COVERAGE` of their errors
+    (``metadata["sigma_scale"]``; see :func:`calibrate_on_early_stopping_split`).
     """
     spec = spec or PRESETS[preset]
     elements = DEFAULT_ELEMENTS
@@ -109,11 +113,14 @@ def train_model(
         member_state_dicts=[m.state_dict for m in members],
     )
     metrics: dict = {
-        "early_stopping_split": error_metrics(y_stop, _predict(checkpoint, x_stop)),
         "members_best_epoch": [m.best_epoch for m in members],
         "members_stopped": [m.stopped_reason for m in members],
         "seconds_per_epoch_median": float(np.median([r.seconds for m in members for r in m.history])),
     }
+    if n_members > 1:
+        metrics.update(calibrate_on_early_stopping_split(checkpoint, x_stop, y_stop))
+    else:
+        metrics["early_stopping_split"] = error_metrics(y_stop, _predict(checkpoint, x_stop))
     data = {
         "train_file": str(Path(train_path).name),
         "train_sha256": file_sha256(train_path),
@@ -125,14 +132,10 @@ def train_model(
     }
     if val_path is not None:
         val_all, _ = load_oqmd(val_path, drop_outliers=False)
-        y_val = val_all["dhf_ev_per_atom"].to_numpy()
-        predicted = _predict(checkpoint, _features(val_all, elements))
-        inside = val_all["passed_outlier_filter"].to_numpy()
-        metrics["val_all_rows"] = error_metrics(y_val, predicted)
-        metrics["val_abs_dhf_lt_5"] = error_metrics(y_val[np.abs(y_val) < 5], predicted[np.abs(y_val) < 5])
-        metrics["val_outlier_filtered"] = error_metrics(y_val[inside], predicted[inside])
+        metrics.update(val_metrics(checkpoint, val_all))
         data.update(val_file=str(Path(val_path).name), val_sha256=file_sha256(val_path), n_val=len(val_all))
     checkpoint.metadata = {
+        **({"sigma_scale": checkpoint.sigma_scale} if n_members > 1 else {}),
         "data": data,
         "metrics": metrics,
         "training": {"config": config.as_dict(), "n_members": n_members, "preset": preset, "spec": spec.as_dict()},
@@ -141,6 +144,79 @@ def train_model(
         "machine": f"{platform.machine()} {platform.system()}, {_cpu_count()} cores, torch {_torch_version()}",
     }
     return TrainingRun(checkpoint=checkpoint, members=members, metrics=metrics)
+
+
+def calibrate_on_early_stopping_split(checkpoint: Checkpoint, x_stop: np.ndarray, y_stop_ev_per_atom: np.ndarray) -> dict:
+    """Fit the σ scale of an MLP ensemble on its early-stopping rows; set it on ``checkpoint``.
+
+    The raw σ (the members' spread, scale 1) is measured on the rows, the factor is
+    :func:`~fh_screen.calibration.calibrate_sigma_scale` of their errors and is stored as
+    ``checkpoint.metadata["sigma_scale"]``. The rows also chose each member's best epoch, so
+    their errors are slightly optimistic; the coverage on val is the independent check.
+
+    Parameters
+    ----------
+    checkpoint
+        An MLP ensemble (two or more members); its ``sigma_scale`` is replaced.
+    x_stop
+        Fraction matrix of the early-stopping rows.
+    y_stop_ev_per_atom
+        Their ΔH_f (eV/atom).
+
+    Returns
+    -------
+    dict
+        ``early_stopping_split`` (error metrics), ``sigma_scale`` and the split's coverage of
+        ±1.645σ before (``early_stopping_coverage_1.645_sigma_raw``) and after
+        (``early_stopping_coverage_1.645_sigma``) scaling.
+    """
+    from fh_screen.predictor import Predictor
+
+    if checkpoint.is_attention or len(checkpoint.member_state_dicts) < 2:
+        raise ValueError("σ calibration needs a fully connected ensemble of two or more members")
+    checkpoint.metadata["sigma_scale"] = 1.0
+    mean, raw_sigma = Predictor(checkpoint).predict_matrix(x_stop)
+    errors = mean - np.asarray(y_stop_ev_per_atom, dtype=np.float64)
+    scale = calibrate_sigma_scale(errors, raw_sigma, TARGET_COVERAGE)
+    checkpoint.metadata["sigma_scale"] = scale
+    return {
+        "early_stopping_split": error_metrics(y_stop_ev_per_atom, mean),
+        "sigma_scale": scale,
+        "early_stopping_coverage_1.645_sigma_raw": interval_coverage(errors, raw_sigma),
+        "early_stopping_coverage_1.645_sigma": interval_coverage(errors, raw_sigma * scale),
+    }
+
+
+def val_metrics(checkpoint: Checkpoint, val_all: pd.DataFrame) -> dict:
+    """Error metrics of ``checkpoint`` on a loaded val frame (outliers kept and marked), and σ coverage.
+
+    Parameters
+    ----------
+    checkpoint
+        The model, with its σ scale as it will ship.
+    val_all
+        ``load_oqmd(val_path, drop_outliers=False)[0]``.
+
+    Returns
+    -------
+    dict
+        ``val_all_rows``, ``val_abs_dhf_lt_5``, ``val_outlier_filtered`` and, for ensembles,
+        ``val_coverage_1.645_sigma`` on the abs(ΔH_f) < 5 rows (as for the attention models).
+    """
+    from fh_screen.predictor import Predictor
+
+    y_val = val_all["dhf_ev_per_atom"].to_numpy()
+    predicted, sigma = Predictor(checkpoint).predict_matrix(_features(val_all, checkpoint.elements))
+    inside = val_all["passed_outlier_filter"].to_numpy()
+    small = np.abs(y_val) < 5
+    metrics = {
+        "val_all_rows": error_metrics(y_val, predicted),
+        "val_abs_dhf_lt_5": error_metrics(y_val[small], predicted[small]),
+        "val_outlier_filtered": error_metrics(y_val[inside], predicted[inside]),
+    }
+    if sigma is not None:
+        metrics["val_coverage_1.645_sigma"] = interval_coverage(predicted[small] - y_val[small], sigma[small])
+    return metrics
 
 
 def _cpu_count() -> int:
@@ -165,20 +241,43 @@ def write_model_card(run: TrainingRun, directory: str | Path) -> Path:
     """Save ``model.pt``, ``model_card.json`` and a human ``README.md`` into ``directory``."""
     directory = Path(directory)
     save_checkpoint(run.checkpoint, directory / "model.pt")
-    meta = run.checkpoint.metadata
+    history = [[{"epoch": r.epoch, "train_mae": r.train_mae_ev_per_atom, "val_mae": r.val_mae_ev_per_atom} for r in m.history] for m in run.members]
+    return write_card_files(run.checkpoint, directory, history)
+
+
+def write_card_files(checkpoint: Checkpoint, directory: str | Path, history: list) -> Path:
+    """Write ``model_card.json`` and ``README.md`` of a fully connected model (each atomically).
+
+    Parameters
+    ----------
+    checkpoint
+        The model as saved in ``directory / "model.pt"``; its metadata fills the card.
+    directory
+        The model folder.
+    history
+        Per member, the per-epoch records (``epoch``, ``train_mae``, ``val_mae``).
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
     card = {
-        "name": run.checkpoint.name,
-        "version": run.checkpoint.version,
-        "identity_sha256": run.checkpoint.identity(),
-        "architecture": run.checkpoint.spec.architecture,
-        "n_members": len(run.checkpoint.member_state_dicts),
-        "elements": f"{run.checkpoint.elements[0]}–{run.checkpoint.elements[-1]} ({len(run.checkpoint.elements)} slots)",
-        **meta,
-        "history": [[{"epoch": r.epoch, "train_mae": r.train_mae_ev_per_atom, "val_mae": r.val_mae_ev_per_atom} for r in m.history] for m in run.members],
+        "name": checkpoint.name,
+        "version": checkpoint.version,
+        "identity_sha256": checkpoint.identity(),
+        "architecture": checkpoint.spec.architecture,
+        "n_members": len(checkpoint.member_state_dicts),
+        "elements": f"{checkpoint.elements[0]}–{checkpoint.elements[-1]} ({len(checkpoint.elements)} slots)",
+        **checkpoint.metadata,
+        "history": history,
     }
-    (directory / "model_card.json").write_text(json.dumps(card, indent=1))
-    (directory / "README.md").write_text(_card_markdown(card))
+    _write_text_atomic(directory / "model_card.json", json.dumps(card, indent=1))
+    _write_text_atomic(directory / "README.md", _card_markdown(card))
     return directory
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def _card_markdown(card: dict) -> str:
@@ -194,14 +293,43 @@ def _card_markdown(card: dict) -> str:
         f"- {card['data']['n_fit']} rows fit, {card['data']['n_early_stopping']} rows (seeded split) for LR schedule and early stopping",
     ]
     if "val_all_rows" in metrics:
-        lines += [f"- val: `{card['data']['val_file']}` sha256 `{card['data']['val_sha256']}`, {card['data']['n_val']} rows, never used in training", "",
-                  "## Validation metrics (eV/atom)", "", "| rows | n | MAE | RMSE | p80 | p90 | R² |", "|---|---|---|---|---|---|---|"]
+        lines.append(f"- val: `{card['data']['val_file']}` sha256 `{card['data']['val_sha256']}`, {card['data']['n_val']} rows, never used in training")
+    lines += ["", "## Uncertainty (σ)", *_sigma_lines(card)]
+    if "val_all_rows" in metrics:
+        lines += ["", "## Validation metrics (eV/atom)", "", "| rows | n | MAE | RMSE | p80 | p90 | R² |", "|---|---|---|---|---|---|---|"]
         for key, label in (("val_all_rows", "all"), ("val_abs_dhf_lt_5", "abs(ΔH_f) < 5")):
             m = metrics[key]
             lines.append(f"| {label} | {m['n']} | {m['mae_ev_per_atom']:.4f} | {m['rmse_ev_per_atom']:.4f} | {m['p80_ae_ev_per_atom']:.4f} | {m['p90_ae_ev_per_atom']:.4f} | {m['r2']:.4f} |")
     lines += ["", "## Provenance", f"- command: `{card['command']}`", f"- created: {card['created']}", f"- machine: {card['machine']}",
-              f"- training config: `{json.dumps(card['training']['config'])}`", f"- identity sha256 (spec + tensors): `{card['identity_sha256']}`", ""]
+              f"- training config: `{json.dumps(card['training']['config'])}`"]
+    if "recalibration" in card:
+        recal = card["recalibration"]
+        lines.append(f"- σ recalibrated after training (weights unchanged, v{recal['previous_version']} → v{card['version']}): "
+                     f"`{recal['command']}` on {recal['date']}")
+    lines += [f"- identity sha256 (spec, σ scale + tensors): `{card['identity_sha256']}`", ""]
     return "\n".join(lines)
+
+
+def _sigma_lines(card: dict) -> list[str]:
+    """How the card's σ is made and scaled (README lines)."""
+    metrics = card["metrics"]
+    if card["n_members"] < 2:
+        return ["- single network: no σ"]
+    spread = f"σ is the standard deviation (ddof=1) of the {card['n_members']} members' predictions"
+    if "sigma_scale" not in card:
+        return [f"- {spread}, not calibrated (raw spread)"]
+    n_stop = metrics["early_stopping_split"]["n"]
+    lines = [
+        f"- {spread}, multiplied by {card['sigma_scale']:.3f}: the factor that puts {TARGET_COVERAGE:.0%} of the errors of the",
+        f"  {n_stop} early-stopping rows (the seeded carve of train.csv above; val.csv is never used) within ±1.645σ",
+        f"  (coverage there {metrics['early_stopping_coverage_1.645_sigma_raw']:.3f} raw → {metrics['early_stopping_coverage_1.645_sigma']:.3f} scaled)",
+        "- the same rows chose each member's best epoch, so their errors are slightly optimistic; val coverage is the independent check",
+    ]
+    if "val_coverage_1.645_sigma" in metrics:
+        raw = card.get("recalibration", {}).get("val_coverage_1.645_sigma_before")
+        lines.append(f"- coverage of ±1.645σ on val (abs(ΔH_f) < 5): {metrics['val_coverage_1.645_sigma']:.3f}"
+                     + (f" (raw spread before recalibration: {raw:.3f})" if raw is not None else ""))
+    return lines
 
 
 def write_attention_card(checkpoint: Checkpoint, directory: str | Path) -> Path:

@@ -44,9 +44,11 @@ def _single_member(run: TrainingRun, val_path: Path) -> TrainingRun:
     inside = val["passed_outlier_filter"].to_numpy()
     metrics["val_outlier_filtered"] = error_metrics(y[inside], predicted[inside])
     metrics.pop("early_stopping_split", None)
+    for key in [k for k in metrics if "coverage" in k or k == "sigma_scale"]:  # one network has no σ
+        metrics.pop(key)
     metrics["members_best_epoch"] = metrics["members_best_epoch"][:1]
     metrics["members_stopped"] = metrics["members_stopped"][:1]
-    checkpoint.metadata = {**checkpoint.metadata, "metrics": metrics,
+    checkpoint.metadata = {**{k: v for k, v in checkpoint.metadata.items() if k != "sigma_scale"}, "metrics": metrics,
                            "training": {**checkpoint.metadata["training"], "n_members": 1,
                                         "note": "member 0 (seed 0) of the paper-ensemble run"}}
     return TrainingRun(checkpoint=checkpoint, members=run.members[:1], metrics=metrics)

@@ -30,6 +30,7 @@ sys.path.insert(0, str(HERE))
 import bench_models  # noqa: E402
 import bench_parse  # noqa: E402
 import bench_screen  # noqa: E402
+import bench_screen_stages  # noqa: E402
 
 
 def machine() -> str:
@@ -211,6 +212,7 @@ def main() -> None:
         results["cli"] = bench_screen.cli_wall_times(repeats=repeats, known_csv=known_csv(Path(tmp)))
     results["profile"] = bench_screen.profile_screen()
     bench_models.main_with(repeats=repeats)
+    bench_screen_stages.main_with(repeats=max(repeats, 3))
     write_parse_section(bench_parse.parse_throughput(repeats=max(repeats, 3)))
     results["load_after"] = load()
     RESULTS.mkdir(exist_ok=True)

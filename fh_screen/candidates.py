@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
+from numpy.dtypes import StringDType
 
 from fh_screen.composition import ALL_ELEMENT_SYMBOLS, DEFAULT_ELEMENTS
 from fh_screen.errors import FhScreenError
@@ -250,7 +251,7 @@ def formulas_from_counts(counts: np.ndarray, chemsys: Sequence[str]) -> list[str
     when the last two elements differ by less than 1.65 in X and share a factor, special
     formulas such as ``Li2O2``) without building a Composition per row; tested equal to it and
     to :func:`formula_from_count_row`, the row-by-row reference. Rows are grouped by the
-    elements they contain, so each group fills one string template.
+    elements they contain and each group is spelled with NumPy string operations.
     """
     chemsys = tuple(chemsys)
     order, x, special = _formula_plan(chemsys)
@@ -263,8 +264,16 @@ def formulas_from_counts(counts: np.ndarray, chemsys: Sequence[str]) -> list[str
     reduced = counts // np.maximum(factor, 1)[:, None]
     present = reduced > 0
     masks = present @ (1 << np.arange(len(symbols), dtype=np.int64))
-    amounts = [_amount(n) for n in range(int(reduced.max(initial=0)) + 1)]
-    out: list[str] = [""] * len(counts)
+    amounts = np.array([_amount(n) for n in range(int(reduced.max(initial=0)) + 1)], dtype=StringDType())
+    numbers = np.array([str(n) for n in range(len(amounts))], dtype=StringDType())
+    out = np.empty(len(counts), dtype=StringDType())
+
+    def spelled(block: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        text = np.full(len(block), "", dtype=StringDType())
+        for j, c in enumerate(columns):
+            text = np.strings.add(np.strings.add(text, symbols[c]), amounts[block[:, j]])
+        return text
+
     for mask in np.unique(masks):
         rows = np.flatnonzero(masks == mask)
         columns = np.flatnonzero(present[rows[0]])
@@ -272,18 +281,14 @@ def formulas_from_counts(counts: np.ndarray, chemsys: Sequence[str]) -> list[str
         poly = np.zeros(len(rows), dtype=bool)
         if len(columns) >= 3 and xs[columns[-1]] - xs[columns[-2]] < 1.65:
             poly = np.gcd(block[:, -2], block[:, -1]) != 1
-        plain = "".join(symbols[c] + "{}" for c in columns)
-        for row, values in zip(rows[~poly].tolist(), block[~poly].tolist()):
-            out[row] = plain.format(*[amounts[v] for v in values])
+        out[rows[~poly]] = spelled(block[~poly], columns)
         if poly.any():  # a trailing polyanion: (AxBy)n with n the common factor of the last two
-            head = "".join(symbols[c] + "{}" for c in columns[:-2])
-            grouped = f"{head}({symbols[columns[-2]]}{{}}{symbols[columns[-1]]}{{}}){{}}"
             inner = block[poly]
             n = np.gcd(inner[:, -2], inner[:, -1])
-            inner = np.concatenate([inner[:, :-2], inner[:, -2:] // n[:, None], n[:, None]], axis=1)
-            for row, values in zip(rows[poly].tolist(), inner.tolist()):
-                out[row] = grouped.format(*[amounts[v] for v in values[:-1]], values[-1])
-    return [special.get(formula, formula) for formula in out]
+            anion = spelled(inner[:, -2:] // n[:, None], columns[-2:])
+            text = np.strings.add(np.strings.add(spelled(inner[:, :-2], columns[:-2]), "("), anion)
+            out[rows[poly]] = np.strings.add(np.strings.add(text, ")"), numbers[n])
+    return [special.get(formula, formula) for formula in out.tolist()]
 
 
 def formula_from_count_row(row: Sequence[int], symbols: Sequence[str], electronegativities: Sequence[float]) -> str:

@@ -259,10 +259,37 @@ def format_decomposition(parts: list[tuple[int, float]], names: Sequence[str]) -
 
 
 def format_decompositions(indices: np.ndarray, fractions: np.ndarray, names: Sequence[str]) -> list[str]:
-    """:func:`format_decomposition` of every row of :meth:`Hull.decomposition_arrays` output."""
-    names = list(names)
-    return [" + ".join(f"{w:.3f} {names[i]}" for i, w in zip(row_i, row_w) if i >= 0)
-            for row_i, row_w in zip(np.asarray(indices).tolist(), np.asarray(fractions).tolist())]
+    """:func:`format_decomposition` of every row of :meth:`Hull.decomposition_arrays` output.
+
+    Built with NumPy string operations, one column of parts at a time: each fraction is rounded
+    to thousandths by ``rint`` and looked up in a table of the 1,001 possible texts; a fraction
+    within 1e-9 of a rounding tie is formatted by Python instead, so the text is always
+    ``f"{w:.3f}"``'s.
+    """
+    from numpy.dtypes import StringDType
+
+    indices = np.asarray(indices, dtype=np.int64)
+    fractions = np.asarray(fractions, dtype=np.float64)
+    if indices.size == 0:
+        return [""] * len(indices)
+    texts = np.array([f"{q / 1000:.3f}" for q in range(1001)], dtype=StringDType())
+    labels = np.array(list(names) + [""], dtype=StringDType())  # index -1 reads the empty label
+    scaled = fractions * 1000.0
+    thousandths = np.rint(scaled).astype(np.int64)
+    exact = (np.abs(scaled - np.floor(scaled) - 0.5) > 1e-9) & (thousandths >= 0) & (thousandths <= 1000)
+    out = None
+    for j in range(indices.shape[1]):
+        present = indices[:, j] >= 0
+        amount = texts[np.clip(thousandths[:, j], 0, 1000)]
+        ties = np.flatnonzero(present & ~exact[:, j])
+        if len(ties):
+            amount[ties] = [f"{w:.3f}" for w in fractions[ties, j].tolist()]
+        part = np.strings.add(np.strings.add(amount, " "), labels[indices[:, j]])
+        if out is None:
+            out = np.where(present, part, "").astype(StringDType())
+        else:
+            out = np.where(present, np.strings.add(np.strings.add(out, " + "), part), out)
+    return out.tolist()
 
 
 def probability_within(e_above_hull_ev_per_atom: np.ndarray, std_ev_per_atom: np.ndarray, tolerance_ev_per_atom: float) -> np.ndarray:

@@ -50,7 +50,7 @@ from fh_screen.candidates import (
 from fh_screen.errors import FhScreenError
 from fh_screen.hull import QHULL_MAX_ELEMENTS, hull_energies, probability_within, pymatgen_phase_diagram
 from fh_screen.plotting import plot_screen  # noqa: F401 - re-exported; the figure code lives in fh_screen.plotting
-from fh_screen.ranking import DEFAULT_REFINE_TOP, log_prior, stability_score
+from fh_screen.ranking import DEFAULT_PREFILTER_MODEL, DEFAULT_REFINE_TOP, log_prior, stability_score
 from fh_screen.run_ids import new_run_id
 
 if TYPE_CHECKING:
@@ -81,8 +81,6 @@ __all__ = [
 DEFAULT_MAX_CANDIDATES = 250_000
 
 
-#: The fast model that ranks every candidate before a slow model refines the best of them.
-DEFAULT_PREFILTER_MODEL = "paper-ensemble"
 
 #: The ranked table's core columns (``--json``/``--csv`` write exactly these). After them come
 #: ``dhf_std_ev_per_atom`` and ``p_stable`` (ensembles), ``is_known``, ``dhf_ev_per_atom`` (the
@@ -465,8 +463,7 @@ def screen(
     table["stability_score"] = stability_score(e_known, spread, prior)
     table["selected"] = selection_mask(table, options)
     table["refined"] = refined
-    table = table.sort_values(["refined", "stability_score", "e_above_hull_pred_ev_per_atom", "formula"],
-                              ascending=[False, False, True, True], kind="mergesort")
+    table = table.iloc[table_order(table)]
     table.insert(0, "rank", np.arange(1, len(table) + 1))
     table = table.reset_index(drop=True)
 
@@ -490,6 +487,23 @@ def screen(
         warnings=warnings,
         prefilter=prefilter,
     )
+
+
+def table_order(table: pd.DataFrame) -> np.ndarray:
+    """Row order of a screen table: refined rows first, then by stability score (high first),
+    energy above the known hull (low first) and formula; NaNs last.
+
+    The same order as ``table.sort_values(["refined", "stability_score",
+    "e_above_hull_pred_ev_per_atom", "formula"], ascending=[False, False, True, True])``, by one
+    ``np.lexsort`` (formulas compared as NumPy strings).
+    """
+    from numpy.dtypes import StringDType
+
+    score = table["stability_score"].to_numpy(np.float64)
+    e_hull = table["e_above_hull_pred_ev_per_atom"].to_numpy(np.float64)
+    formulas = np.asarray(table["formula"].tolist(), dtype=StringDType())
+    return np.lexsort((formulas, np.nan_to_num(e_hull, nan=np.inf), np.isnan(e_hull),
+                       -np.nan_to_num(score, nan=-np.inf), np.isnan(score), ~table["refined"].to_numpy(bool)))
 
 
 def _predict_stage(predictor: Predictor, counts: np.ndarray, system: tuple[str, ...], is_known: np.ndarray,

@@ -13,7 +13,7 @@ from scipy.stats import norm
 
 from fh_screen.data import shared_data_dir
 from fh_screen.candidates import enumerate_counts, formulas_from_counts, parse_chemsys
-from fh_screen.hull import build_hull, format_decomposition, hull_energies, probability_within, pymatgen_phase_diagram
+from fh_screen.hull import build_hull, format_decomposition, format_decompositions, hull_energies, probability_within, pymatgen_phase_diagram
 from fh_screen.predictor import Predictor
 from fh_screen.screening import known_counts
 
@@ -126,3 +126,14 @@ def test_vectorised_decomposition_equals_the_per_row_reference(oqmd, chemsys, ma
     assert result.parts == reference
     assert result.formatted(names) == [format_decomposition(parts, names) for parts in reference]
     assert sum(" + " in text for text in result.formatted(names)) > len(counts) // 2  # real mixtures, not a trivial pass
+
+
+def test_formatted_fractions_match_python_formatting_at_rounding_ties():
+    """Fractions on (or within float error of) a thousandths tie print as f'{w:.3f}' does."""
+    names = ["Li", "O", "Li2O"]
+    ties = [0.0005, 0.0015, 0.1235, 0.2225, 0.4995, 0.9995, 0.3335, 1 / 3, 2 / 3, 0.5, 1.0, 1e-7]
+    fractions = np.array([[w, 1 - w] for w in ties])
+    indices = np.tile(np.array([[2, 0]]), (len(ties), 1))
+    expected = [f"{w:.3f} Li2O + {1 - w:.3f} Li" for w in ties]
+    assert format_decompositions(indices, fractions, names) == expected
+    assert format_decompositions(np.array([[1, -1]]), np.array([[1.0, 0.0]]), names) == ["1.000 O"]

@@ -17,6 +17,7 @@ from fh_screen.candidates import ChemsysError, count_candidates
 from fh_screen.errors import FhScreenError
 from fh_screen.hull import pymatgen_phase_diagram
 from fh_screen.predictor import Predictor
+from fh_screen.ranking import DEFAULT_PREFILTER_MODEL
 from fh_screen.screening import (
     MAX_HULL_PROGRAMMES,
     RESULT_COLUMNS,
@@ -273,7 +274,7 @@ def test_a_slow_model_refines_the_prefilter_s_best_and_heads_the_table(oqmd):
     full = screen("Li-Fe-O", predictor=model, known=li_fe_o_known, options=ScreenOptions(max_atoms=12, refine_top=None))
     table = cascade.table
     n_known = int(table["is_known"].sum())
-    assert cascade.prefilter.startswith("paper-ensemble@") and full.prefilter is None
+    assert cascade.prefilter.startswith(f"{DEFAULT_PREFILTER_MODEL}@") and full.prefilter is None
     assert table["refined"].sum() == n_known + 150 and table["is_known"][table["refined"]].sum() == n_known
     assert table["refined"].iloc[: n_known + 150].all() and not table["refined"].iloc[n_known + 150:].any()
     # refined rows carry the model's own predictions, exactly as a full screen gives them
@@ -302,3 +303,25 @@ def test_row_matching_equals_numpy_whole_row_unique(max_count):
         hits = np.flatnonzero((table == query).all(axis=1))
         assert index == (hits[0] if len(hits) else -1)
     assert (found >= 0).any() and (found < 0).any()
+
+
+def test_table_order_equals_pandas_multi_key_sort(oqmd_slice_known_for_order):
+    """The screen's lexsort order is pandas' four-key sort, ties and NaNs included."""
+    from fh_screen.screening import table_order
+
+    table = oqmd_slice_known_for_order
+    expected = table.sort_values(["refined", "stability_score", "e_above_hull_pred_ev_per_atom", "formula"],
+                                 ascending=[False, False, True, True], kind="mergesort").index.to_numpy()
+    np.testing.assert_array_equal(table.index.to_numpy()[table_order(table)], expected)
+
+
+@pytest.fixture
+def oqmd_slice_known_for_order():
+    """A real Li-Fe-O screen table, shuffled, with ties in score and NaNs planted."""
+    result = screen("Li-Fe-O", predictor=Predictor.from_name("paper-ensemble"), options=ScreenOptions(max_atoms=10))
+    table = result.table.sample(frac=1.0, random_state=3).reset_index(drop=True)
+    table.loc[:40, "stability_score"] = table.loc[0, "stability_score"]  # a block of exact ties: e_hull then formula decide
+    table.loc[41:45, "stability_score"] = np.nan
+    table.loc[46:48, "e_above_hull_pred_ev_per_atom"] = np.nan
+    table.loc[::7, "refined"] = False
+    return table

@@ -42,7 +42,7 @@ def screen_command(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Shipped model name or path to a .pt checkpoint."),
     refine_top: int = typer.Option(DEFAULT_REFINE_TOP, "--refine-top", min=0,
                                    help="With the (slow) attention model: predict only the best N new candidates of the fast "
-                                        "paper-ensemble prefilter with it; 0 predicts every candidate with it."),
+                                        "paper prefilter (a fast single network) with it; 0 predicts every candidate with it."),
 ) -> None:
     """Rank the candidate compositions of a chemical system by predicted stability."""
     from fh_screen.candidates import parse_chemsys

@@ -14,7 +14,7 @@ from typing import Optional
 import typer
 
 from fh_screen.cli.common import console, fail, one_line_errors
-from fh_screen.ranking import DEFAULT_REFINE_TOP
+from fh_screen.ranking import DEFAULT_PREFILTER_MODEL, DEFAULT_REFINE_TOP
 
 __all__ = ["register"]
 
@@ -40,6 +40,7 @@ def evaluate_command(
     systems: int = typer.Option(400, "--systems", min=1, help="stability: chemical systems of the rediscovery test."),
     hull_systems: int = typer.Option(5000, "--hull-systems", min=1, help="stability: val systems of the hull classification."),
     refine_top: int = typer.Option(DEFAULT_REFINE_TOP, "--refine-top", min=0, help="stability: the screens' --refine-top (0: the model predicts every candidate)."),
+    prefilter: str = typer.Option(DEFAULT_PREFILTER_MODEL, "--prefilter", help="stability: the fast model that ranks every candidate before the refine."),
     train_path: Optional[Path] = typer.Option(None, "--train", help="Training CSV (default: shared oqmd/train.csv)."),
     val_path: Optional[Path] = typer.Option(None, "--val", help="Held-out CSV (default: shared oqmd/val.csv)."),
     output_dir: Path = typer.Option(Path("docs"), "--output-dir", "-o", help="JSON goes to DIR/study, PNG to DIR/figures."),
@@ -69,7 +70,7 @@ def evaluate_command(
     from fh_screen.network.fit import TrainConfig
 
     if study == "stability":
-        _stability(model, train_path, val_path, output_dir, systems, hull_systems, seed, threads, refine_top)
+        _stability(model, train_path, val_path, output_dir, systems, hull_systems, seed, threads, refine_top, prefilter)
         return
     chosen = list(STUDIES) if study == "all" else [study]
     if any(s not in STUDIES for s in chosen):
@@ -165,7 +166,8 @@ def evaluate_command(
 
 
 def _stability(model: Optional[str], train_path: Optional[Path], val_path: Optional[Path], output_dir: Path,
-               systems: int, hull_systems: int, seed: int, threads: int, refine_top: int = DEFAULT_REFINE_TOP) -> None:
+               systems: int, hull_systems: int, seed: int, threads: int, refine_top: int = DEFAULT_REFINE_TOP,
+               prefilter: str = DEFAULT_PREFILTER_MODEL) -> None:
     """Accuracy, hull classification, rediscovery and calibration of one model (fh_screen.evaluation)."""
     import re
     import time
@@ -194,11 +196,11 @@ def _stability(model: Optional[str], train_path: Optional[Path], val_path: Optio
     from fh_screen.screening import ScreenOptions
 
     payload, records = ev.evaluate_model(predictor, train_path, val_path, n_systems=systems, hull_systems=hull_systems,
-                                         seed=seed, progress=step, options=ScreenOptions(refine_top=refine_top or None))
+                                         seed=seed, progress=step, options=ScreenOptions(refine_top=refine_top or None, prefilter_model=prefilter))
     png_path = ev.write_figure(payload, records, output_dir / "evaluation" / f"{name}.png")
     payload.pop("_val_errors")
     payload["command"] = (f"fh-screen evaluate --study stability --model {model or predictor.name} --systems {systems} "
-                          f"--hull-systems {hull_systems} --refine-top {refine_top} --seed {seed} --threads {threads} "
+                          f"--hull-systems {hull_systems} --refine-top {refine_top} --prefilter {prefilter} --seed {seed} --threads {threads} "
                           f"--train {train_path} --val {val_path}"
                           f" --output-dir {output_dir}")
     payload["data"] = [{"path": str(p), "sha256": file_sha256(p)} for p in (train_path, val_path)]

@@ -1,0 +1,131 @@
+"""The screen's table-building stages: row-by-row reference paths beside the vectorised ones.
+
+    python benchmarks/bench_screen_stages.py      # writes results/screen_stages.json, prints it
+
+Each pair runs side by side in one process on the same inputs (the quinary Li-Fe-P-O-Mn, every
+candidate up to 20 atoms, against the shipped OQMD reference phases) and the outputs are checked
+equal before timing. Then the whole warm ``screen()`` with the default model (the cascade).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from timing import median_seconds  # noqa: E402
+
+CHEMSYS = "Li-Fe-P-O-Mn"
+
+
+def stage_pairs(repeats: int = 5, threads: int = 2) -> list[dict]:
+    """Median seconds of each reference/vectorised pair and their ratio."""
+    import torch
+
+    from fh_screen import ranking
+    from fh_screen.candidates import _formula_plan, charge_neutral_mask, enumerate_counts, formula_from_count_row, formulas_from_counts, parse_chemsys
+    from fh_screen.hull import build_hull, format_decomposition, format_decompositions
+    from fh_screen.screening import _unique_rows, known_counts
+    from fh_screen.store.bootstrap import packaged_reference_frame
+
+    torch.set_num_threads(threads)
+    system = parse_chemsys(CHEMSYS)
+    known_rows, known_dhf = known_counts(packaged_reference_frame(CHEMSYS), system)
+    counts = enumerate_counts(len(system), 20).astype(np.int64)
+    fractions = counts / counts.sum(axis=1, keepdims=True)
+    hull = build_hull(system, known_rows / known_rows.sum(axis=1, keepdims=True), known_dhf)
+    _, facet = hull.hull_energy(fractions)
+    names = list(system) + formulas_from_counts(known_rows, system)
+
+    def decomposition_reference():
+        return [format_decomposition(parts, names) for parts in hull.decomposition(fractions, facet)]
+
+    def decomposition_fast():
+        return format_decompositions(*hull.decomposition_arrays(fractions, facet), names)
+
+    order, x, special = _formula_plan(system)
+    symbols, xs = [system[j] for j in order], [x[j] for j in order]
+
+    def formulas_reference():
+        formulas = (formula_from_count_row(row, symbols, xs) for row in counts[:, list(order)].tolist())
+        return [special.get(f, f) for f in formulas]
+
+    neutral = charge_neutral_mask(counts, system)
+    table, patterns = ranking._load_prior(str(ranking.PRIOR_PATH), float(ranking.PATTERN_WEIGHT))
+    shape = table[np.minimum((counts > 0).sum(axis=1), table.shape[0] - 1), np.minimum(counts.sum(axis=1), table.shape[1] - 1), neutral.astype(int)]
+
+    def prior_reference():
+        return ranking._pattern_lookup_by_row(ranking.pattern_rows(counts, system), neutral, shape, patterns)
+
+    both = np.concatenate([counts, known_rows])
+    pairs = [
+        ("hull decomposition + its text, every candidate", decomposition_reference, decomposition_fast),
+        ("reduced formulas (pymatgen's rules)", formulas_reference, lambda: formulas_from_counts(counts, system)),
+        ("stability prior lookup", prior_reference, lambda: ranking.log_prior(counts, neutral, system)),
+        ("unique candidate rows (+ known phases)", lambda: np.unique(both, axis=0), lambda: _unique_rows(both)),
+    ]
+    rows = []
+    for label, reference, fast in pairs:
+        a, b = reference(), fast()
+        same = np.array_equal(a, b) if isinstance(a, np.ndarray) else a == list(b)
+        if not same:
+            raise AssertionError(f"{label}: the vectorised path differs from the reference")
+        t_ref, t_fast = median_seconds(reference, repeats), median_seconds(fast, repeats)
+        rows.append({"stage": label, "n": len(counts), "reference_s": t_ref, "vectorised_s": t_fast, "ratio": t_ref / t_fast})
+    return rows
+
+
+def warm_screens(repeats: int = 5, threads: int = 2) -> list[dict]:
+    """Warm ``screen()`` wall time and candidates/s with the shipped default (the cascade)."""
+    import torch
+
+    from fh_screen.predictor import Predictor
+    from fh_screen.screening import screen
+    from fh_screen.store.bootstrap import packaged_reference_frame
+
+    torch.set_num_threads(threads)
+    predictor = Predictor.from_name()
+    out = []
+    for chemsys in ("Li-Fe-P-O", "Li-Fe-P-O-Mn", "Li-Fe-P-O-Mn-Co"):
+        known = packaged_reference_frame(chemsys)
+        result = screen(chemsys, predictor=predictor, known=known)  # warm up (and the candidate count)
+        seconds = median_seconds(lambda: screen(chemsys, predictor=predictor, known=known), repeats)
+        out.append({"chemsys": chemsys, "n_candidates": result.n_candidates, "seconds": seconds,
+                    "per_s": result.n_candidates / seconds, "model": f"{predictor.name}@{predictor.version}"})
+    return out
+
+
+def main_with(repeats: int = 5) -> dict:
+    """Measure, write ``results/screen_stages.json`` and return it (also called by ``run_all.py``)."""
+    load_before = "/".join(f"{v:.2f}" for v in os.getloadavg())
+    pairs = stage_pairs(repeats)
+    screens = warm_screens(repeats)
+    rows = [{"what": f"{p['stage']} ({p['n']:,} rows): reference {p['reference_s']:.3f} s, vectorised {p['vectorised_s']:.3f} s",
+             "value": round(p["ratio"], 1), "unit": "× faster (median)"} for p in pairs]
+    rows += [{"what": f"warm `screen()` {s['chemsys']} ({s['n_candidates']:,} candidates, {s['model']}, cascade): {s['seconds']:.2f} s",
+              "value": round(s["per_s"]), "unit": "candidates/s (median)"} for s in screens]
+    payload = {
+        "title": f"Screen stages: reference beside vectorised paths ({CHEMSYS}), and warm screens with the default",
+        "command": "python benchmarks/bench_screen_stages.py",
+        "measured": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "rows": rows,
+        "notes": ("Each pair ran side by side in one process on the same inputs, and the outputs were checked equal before timing "
+                  "(the tests check the same equalities). Warm screens use the shipped reference phases and the default cascade: "
+                  "paper-ensemble ranks every candidate, the attention ensemble predicts the known phases and the best 1,000 new ones. "
+                  f"Load average before: {load_before}, after: " + "/".join(f"{v:.2f}" for v in os.getloadavg()) + "."),
+        "pairs": pairs, "screens": screens,
+    }
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / "screen_stages.json").write_text(json.dumps(payload, indent=1) + "\n")
+    return payload
+
+
+if __name__ == "__main__":
+    print(json.dumps(main_with(), indent=1))

@@ -104,6 +104,8 @@ def warm_screens(repeats: int = 5, threads: int = 2) -> list[dict]:
 
 def main_with(repeats: int = 5) -> dict:
     """Measure, write ``results/screen_stages.json`` and return it (also called by ``run_all.py``)."""
+    from fh_screen.ranking import DEFAULT_PREFILTER_MODEL, DEFAULT_REFINE_TOP
+
     load_before = "/".join(f"{v:.2f}" for v in os.getloadavg())
     pairs = stage_pairs(repeats)
     screens = warm_screens(repeats)
@@ -118,7 +120,8 @@ def main_with(repeats: int = 5) -> dict:
         "rows": rows,
         "notes": ("Each pair ran side by side in one process on the same inputs, and the outputs were checked equal before timing "
                   "(the tests check the same equalities). Warm screens use the shipped reference phases and the default cascade: "
-                  "paper-ensemble ranks every candidate, the attention ensemble predicts the known phases and the best 1,000 new ones. "
+                  f"{DEFAULT_PREFILTER_MODEL} ranks every candidate, the attention ensemble predicts the known phases and the best "
+                  f"{DEFAULT_REFINE_TOP:,} new ones. "
                   f"Load average before: {load_before}, after: " + "/".join(f"{v:.2f}" for v in os.getloadavg()) + "."),
         "pairs": pairs, "screens": screens,
     }

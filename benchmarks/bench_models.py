@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
@@ -57,6 +59,37 @@ def model_throughput(models: list[str], repeats: int = 3, threads: int = 2) -> l
             "val_mae_ev_per_atom": val.get("mae_ev_per_atom"),
         })
     return rows
+
+
+def bf16_autocast(repeats: int = 3, threads: int = 2) -> dict:
+    """The default ensemble under CPU bf16 autocast (AMX where present) beside fp32, same inputs."""
+    import torch
+
+    from fh_screen.candidates import enumerate_counts, parse_chemsys
+    from fh_screen.predictor import Predictor
+
+    torch.set_num_threads(threads)
+    system = parse_chemsys("Li-Fe-P-O")
+    counts = enumerate_counts(len(system), 20)
+    predictor = Predictor.from_name()
+
+    def run(bf16: bool):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            return predictor.predict_counts(counts, system).dhf_ev_per_atom
+
+    fp32, bf16 = run(False), run(True)
+    t32 = statistics.median([_timed(lambda: run(False)) for _ in range(repeats)])
+    t16 = statistics.median([_timed(lambda: run(True)) for _ in range(repeats)])
+    difference = np.abs(np.asarray(fp32) - np.asarray(bf16))
+    return {"n_candidates": len(counts), "fp32_per_s": len(counts) / t32, "bf16_per_s": len(counts) / t16,
+            "speedup": t32 / t16, "max_abs_difference_ev_per_atom": float(difference.max()),
+            "mean_abs_difference_ev_per_atom": float(difference.mean())}
+
+
+def _timed(function) -> float:
+    started = time.perf_counter()
+    function()
+    return time.perf_counter() - started
 
 
 def screen_times(repeats: int = 3, threads: int = 2) -> list[dict]:
@@ -108,6 +141,7 @@ def main_with(repeats: int = 3, models: list[str] | tuple[str, ...] = MODELS) ->
     load_before = "/".join(f"{x:.2f}" for x in os.getloadavg())
     rows = model_throughput(list(models), repeats=repeats)
     screens = screen_times(repeats=repeats)
+    bf16 = bf16_autocast(repeats=repeats)
     load_after = "/".join(f"{x:.2f}" for x in os.getloadavg())
     lines = [
         {"what": f"{r['model']} ({r['n_members']} members, val MAE {r['val_mae_ev_per_atom']:.4f} eV/atom): "
@@ -119,6 +153,11 @@ def main_with(repeats: int = 3, models: list[str] | tuple[str, ...] = MODELS) ->
         {"what": f"screen() warm, {r['system']} ({r['n_candidates']:,} candidates), attention-ensemble, {r['mode']}",
          "value": round(r["seconds"], 2), "unit": f"s ({r['per_s']:,.0f} candidates/s)"}
         for r in screens
+    ] + [
+        {"what": f"attention-ensemble under bf16 autocast vs fp32 ({bf16['n_candidates']:,} Li-Fe-P-O candidates): "
+                 f"{bf16['bf16_per_s']:,.0f} vs {bf16['fp32_per_s']:,.0f} candidates/s; predictions differ by up to "
+                 f"{bf16['max_abs_difference_ev_per_atom'] * 1000:.1f} meV/atom (mean {bf16['mean_abs_difference_ev_per_atom'] * 1000:.2f})",
+         "value": round(bf16["speedup"], 2), "unit": "× (not adopted)"},
     ]
     fastest = max(r["per_cpu_s"] for r in rows)
     notes = (f"Load average before {load_before}, after {load_after}. CPU cost relative to the cheapest model: "

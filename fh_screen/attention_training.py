@@ -106,34 +106,54 @@ class EnsembleMember:
     preset: str
     number: int
     spec: AttentionSpec
+    #: this member's schedule length when the recipe sets one (``attention-large*4@30``), else the config's
+    epochs: int | None = None
 
     @property
     def label(self) -> str:
         """``attention-2``: the state file's stem."""
         return f"{self.preset}-{self.number}"
 
+    def config(self, base: AttentionTrainConfig) -> AttentionTrainConfig:
+        """``base`` with this member's seed (``base.seed + number``) and its epochs, if the recipe sets them."""
+        from dataclasses import replace
 
-#: The shipped default: six ``attention`` members (seeds 0-5); see docs/model-experiments.md.
-DEFAULT_RECIPE = "attention*6"
+        return replace(base, seed=base.seed + self.number, epochs=self.epochs or base.epochs)
+
+
+#: The shipped default: six ``attention`` members (seeds 0-5, 60 epochs) and four
+#: ``attention-large`` members (seeds 0-3, 30 epochs); see docs/model-experiments.md.
+DEFAULT_RECIPE = "attention*6+attention-large*4@30"
+
+#: Version written into assembled attention checkpoints (3: mixed widths, inverse-variance weighting).
+MODEL_VERSION = "3"
 
 
 def parse_recipe(recipe: str, element_features: str | None = None) -> list[EnsembleMember]:
-    """Members of a recipe such as ``attention*4+attention-large*1`` (presets of ATTENTION_PRESETS)."""
+    """Members of a recipe such as ``attention*6+attention-large*4@30`` (presets of ATTENTION_PRESETS).
+
+    ``PRESET*N`` adds N members (numbers 0..N-1, seeds ``config.seed + number``); ``@E`` gives
+    them a schedule of E epochs instead of the config's.
+    """
     from dataclasses import replace
 
     from fh_screen.network.attention import ATTENTION_PRESETS
 
     members: list[EnsembleMember] = []
     for part in recipe.replace(" ", "").split("+"):
-        preset, _, count = part.partition("*")
+        head, _, epochs = part.partition("@")
+        preset, _, count = head.partition("*")
         if preset not in ATTENTION_PRESETS:
             raise ValueError(f"unknown attention preset {preset!r} in recipe {recipe!r} (choose from {', '.join(ATTENTION_PRESETS)})")
-        if count and not count.isdigit():
-            raise ValueError(f"malformed recipe part {part!r} (use e.g. attention*4)")
+        if (count and not count.isdigit()) or (epochs and not epochs.isdigit()) or (part.count("@") and not epochs):
+            raise ValueError(f"malformed recipe part {part!r} (use e.g. attention*4 or attention-large*4@30)")
         spec = ATTENTION_PRESETS[preset]
         if element_features:
             spec = replace(spec, element_features=element_features)
-        members += [EnsembleMember(preset, k, spec) for k in range(int(count or 1))]
+        members += [EnsembleMember(preset, k, spec, int(epochs) if epochs else None) for k in range(int(count or 1))]
+    labels = [m.label for m in members]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"recipe {recipe!r} names a preset twice: give each preset one part")
     return members
 
 
@@ -150,13 +170,11 @@ def train_attention_members(
     element_vectors: np.ndarray | None = None,
     on_epoch=None,
 ) -> None:
-    """Train (or resume) ``members``; a member's seed is ``config.seed + member.number``."""
-    from dataclasses import replace
-
+    """Train (or resume) ``members`` with :meth:`EnsembleMember.config` (seed and epochs per member)."""
     output_dir = Path(output_dir)
     (output_dir / "state").mkdir(parents=True, exist_ok=True)
     for member in members:
-        member_config = replace(config, seed=config.seed + member.number)
+        member_config = member.config(config)
         callback = (lambda record, m=member: on_epoch(m, record)) if on_epoch else None
         train_attention_network(
             data.fit_indices, data.fit_fractions, data.fit_y_ev_per_atom,
@@ -175,8 +193,13 @@ def assemble_attention_model(
     name: str,
     val_path: str | Path | None = None,
     command: str | None = None,
+    member_weighting: str = "inverse_variance",
 ):
-    """Join finished members into one checkpoint, calibrate σ on the holdout, evaluate on val."""
+    """Join finished members into one checkpoint, calibrate σ on the holdout, evaluate on val.
+
+    ``member_weighting`` is how the predictor combines the members (``inverse_variance``: each
+    member weighted by 1/b² of its own Laplace scale for that input; ``mean``: equal weights).
+    """
     import torch
 
     from fh_screen.network.checkpoint import Checkpoint
@@ -190,17 +213,20 @@ def assemble_attention_model(
         if not path.is_file():
             raise FileNotFoundError(f"member {member.label} has no training state at {path}: train it first")
         state = torch.load(path, map_location="cpu", weights_only=True)
-        if state["epoch"] < config.epochs:
-            raise ValueError(f"member {member.label} stopped at epoch {state['epoch']} of {config.epochs}: re-run to resume it")
+        member_config = member.config(config)
+        if state.get("config") != member_config.identity():
+            raise ValueError(f"training state {path} belongs to another run (settings differ from the recipe's): re-train {member.label}")
+        if state["epoch"] < member_config.epochs:
+            raise ValueError(f"member {member.label} stopped at epoch {state['epoch']} of {member_config.epochs}: re-run to resume it")
         states.append(state["ema"])
         histories.append(state["history"])
     y = data.fit_y_ev_per_atom
     specs = [m.spec for m in members]
     checkpoint = Checkpoint(
-        name=name, version="2", spec=specs[0], elements=list(_elements(specs[0])),
+        name=name, version=MODEL_VERSION, spec=specs[0], elements=list(_elements(specs[0])),
         elements_in_training=data.elements_in_training,
         target_mean_ev_per_atom=float(np.mean(y)), target_std_ev_per_atom=float(np.std(y)),
-        member_state_dicts=states, metadata={"sigma_scale": 1.0},
+        member_state_dicts=states, metadata={"sigma_scale": 1.0, "member_weighting": member_weighting},
         member_specs=specs if len(set(specs)) > 1 else None,
     )
     predictor = Predictor(checkpoint)
@@ -215,7 +241,8 @@ def assemble_attention_model(
         "data": data.provenance | ({"val_file": Path(val_path).name} if val_path else {}),
         "metrics": metrics,
         "training": {"config": config.as_dict(), "n_members": len(members), "kind": "attention",
-                     "members": [{"label": m.label, "spec": m.spec.as_dict(), "seed": config.seed + m.number} for m in members]},
+                     "members": [{"label": m.label, "spec": m.spec.as_dict(), "seed": m.config(config).seed,
+                                  "epochs": m.config(config).epochs} for m in members]},
         "histories": histories,
         "command": command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "machine": f"{platform.machine()} {platform.system()}, torch {torch.__version__}, device {config.device}",

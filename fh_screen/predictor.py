@@ -180,12 +180,25 @@ class Predictor:
         return self._pure_elements_zero(lengths, mean, std)
 
     def _combine_attention(self, means: np.ndarray, log_scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Ensemble mean, and σ from the Laplace scales (aleatoric) plus the member spread."""
+        """Ensemble mean and σ (eV/atom) from the members' means and Laplace log-scales.
+
+        The members are mixed with weights ``w`` (equal, or with ``member_weighting ==
+        "inverse_variance"`` in the checkpoint's metadata, ∝ 1/b² of each member's own Laplace
+        scale b for that input, so a member unsure of a composition counts less). σ² is the
+        mixture's variance, ``Σ w (2b² + (m - mean)²)``, times ``sigma_scale``².
+        """
         scale = self.checkpoint.target_std_ev_per_atom
         member_means = means.astype(np.float64) * scale + self.checkpoint.target_mean_ev_per_atom
-        aleatoric = 2.0 * (np.exp(log_scales.astype(np.float64)) * scale) ** 2  # Laplace variance 2b²
-        variance = aleatoric.mean(axis=0) + (member_means.var(axis=0) if len(means) > 1 else 0.0)
-        return member_means.mean(axis=0), np.sqrt(variance) * self.checkpoint.sigma_scale
+        log_b = log_scales.astype(np.float64)
+        if self.checkpoint.metadata.get("member_weighting", "mean") == "inverse_variance":
+            weights = np.exp(-2.0 * (log_b - log_b.min(axis=0)))  # 1/b², scaled to avoid overflow
+            weights /= weights.sum(axis=0)
+        else:
+            weights = np.full_like(log_b, 1.0 / len(log_b))
+        mean = (weights * member_means).sum(axis=0)
+        aleatoric = 2.0 * (np.exp(log_b) * scale) ** 2  # Laplace variance 2b²
+        variance = (weights * (aleatoric + (member_means - mean) ** 2)).sum(axis=0)
+        return mean, np.sqrt(variance) * self.checkpoint.sigma_scale
 
     @staticmethod
     def _pure_elements_zero(lengths: np.ndarray, mean: np.ndarray, std: np.ndarray | None):

@@ -352,8 +352,11 @@ def write_attention_card(checkpoint: Checkpoint, directory: str | Path) -> Path:
         f"# fh-screen model `{checkpoint.name}` v{checkpoint.version}",
         "",
         f"An ensemble of {card['n_members']} attention networks ({card['architecture']}) over the elements present, each with a",
-        "mean and a σ (Laplace scale) head; the prediction is the ensemble mean and σ combines the heads with the",
-        f"member spread, scaled by {meta['sigma_scale']:.3f} so that 90% of held-out errors lie within ±1.645σ.",
+        "mean and a σ (Laplace scale b) head; the prediction is the "
+        + ("mean of the members weighted by 1/b² of each member's own scale for that input"
+           if meta.get("member_weighting") == "inverse_variance" else "ensemble mean")
+        + ", and σ is the mixture's spread (the heads' scales and the members' disagreement),",
+        f"scaled by {meta['sigma_scale']:.3f} so that 90% of held-out errors lie within ±1.645σ.",
         "Element vectors: matminer `MatscholarElementData` (mat2vec), stored in the checkpoint.",
         "",
         "## Data",

@@ -6,8 +6,9 @@
 
 Each run folder holds ``state/<preset>-N.pt`` files written by ``scripts/train_default_model.py``
 (finished or not: the epoch reached is reported); a single ``.pt`` state file may be given too.
-Each member's val predictions are cached beside it (``<state>.val.npy``) so ensembles of many
-members are cheap to compare. Rows are printed as a markdown table.
+Each member's val predictions (mean and its own σ) are cached beside it (``<state>.val2.npy``)
+so ensembles of many members are cheap to compare; every ensemble is reported as a plain mean and
+with the shipped inverse-variance weighting (each member weighted by 1/σ² of its own head). Rows are printed as a markdown table.
 """
 
 from __future__ import annotations
@@ -56,9 +57,10 @@ def main() -> None:
     sets: tuple[np.ndarray, np.ndarray] | None = None
 
     def predictions(path: Path) -> tuple[np.ndarray, dict]:
+        """(2, n) array: the member's val mean and its own σ (√2·b of its Laplace head), eV/atom."""
         nonlocal sets
         state = torch.load(path, map_location="cpu", weights_only=True)
-        cached = path.with_suffix(".val.npy")
+        cached = path.with_suffix(".val2.npy")
         if cached.is_file() and cached.stat().st_mtime >= path.stat().st_mtime:
             return np.load(cached), state
         if sets is None:
@@ -66,7 +68,7 @@ def main() -> None:
         spec = spec_from_dict(state["spec"])
         checkpoint = Checkpoint(name=path.stem, spec=spec, elements=list(DEFAULT_ELEMENTS[: spec.n_elements]),
                                 target_mean_ev_per_atom=mean, target_std_ev_per_atom=std, member_state_dicts=[state["ema"]])
-        predicted, _ = Predictor(checkpoint).predict_sets(*sets)
+        predicted = np.stack(Predictor(checkpoint).predict_sets(*sets))
         np.save(cached, predicted)
         return predicted, state
 
@@ -80,6 +82,7 @@ def main() -> None:
     for target in args.runs:
         for path in _member_files(target):
             predicted, state = predictions(path)
+            predicted = predicted[0]
             params = sum(v.numel() for k, v in state["ema"].items() if k != "element_vectors")
             print(row(f"{path.parent.parent.name if path.parent.name == 'state' else path.parent.name}/{path.stem}",
                       1, str(state["epoch"]), f"{params:,}", predicted))
@@ -88,8 +91,11 @@ def main() -> None:
         paths = [Path(p) for pattern in patterns.split(",") for p in sorted(glob.glob(pattern))]
         if not paths:
             parser.error(f"--ensemble {label!r}: no state file matches {patterns!r}")
-        outputs = [predictions(p)[0] for p in paths]
-        print(row(f"ensemble: {label}", len(paths), "", "", np.mean(outputs, axis=0)))
+        outputs = np.stack([predictions(p)[0] for p in paths])  # (members, 2, n)
+        means, sigmas = outputs[:, 0], outputs[:, 1]
+        print(row(f"ensemble: {label}", len(paths), "", "", means.mean(axis=0)))
+        weights = sigmas ** -2.0 / (sigmas ** -2.0).sum(axis=0)  # the shipped rule: 1/b² of each member's head
+        print(row(f"ensemble: {label}, inverse-variance", len(paths), "", "", (weights * means).sum(axis=0)))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
         import numpy as np
 
         vectors = np.load(args.element_vectors)
-    command = "python scripts/train_default_model.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python scripts/train_default_model.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     checkpoint = run_attention_training(
         args.data / "train.csv", args.output, recipe=args.recipe, config=config, val_path=args.data / "val.csv",
         member_ids=[int(m) for m in args.member_ids.split(",")] if args.member_ids else None,

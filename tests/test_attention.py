@@ -128,6 +128,43 @@ def test_recipes_are_validated():
         parse_recipe("transformer*2")
     with pytest.raises(ValueError, match="malformed"):
         parse_recipe("attention*x")
+    with pytest.raises(ValueError, match="malformed"):
+        parse_recipe("attention*2@")
+    with pytest.raises(ValueError, match="twice"):
+        parse_recipe("attention*2+attention*1")
+
+
+def test_a_recipe_sets_each_member_s_seed_and_schedule():
+    members = parse_recipe("attention*2+attention-large*2@30")
+    configs = [m.config(AttentionTrainConfig(epochs=60, seed=5)) for m in members]
+    assert [(m.label, c.seed, c.epochs) for m, c in zip(members, configs)] == [
+        ("attention-0", 5, 60), ("attention-1", 6, 60), ("attention-large-0", 5, 30), ("attention-large-1", 6, 30)]
+
+
+def test_inverse_variance_weighting_mixes_members_by_their_own_scales(trained):
+    """Two members at 1.0 and 2.0 eV/atom with Laplace scales 0.1 and 0.2: weights 0.8 / 0.2."""
+    checkpoint = load_checkpoint(trained[1] / "model.pt")
+    checkpoint.target_mean_ev_per_atom, checkpoint.target_std_ev_per_atom = 0.0, 1.0
+    checkpoint.metadata["sigma_scale"] = 1.0
+    means = np.array([[1.0], [2.0]])
+    log_scales = np.log(np.array([[0.1], [0.2]]))
+    checkpoint.metadata["member_weighting"] = "inverse_variance"
+    mean, sigma = Predictor(checkpoint)._combine_attention(means, log_scales)
+    assert mean[0] == pytest.approx(1.2)
+    assert sigma[0] ** 2 == pytest.approx(0.8 * (2 * 0.01 + 0.2**2) + 0.2 * (2 * 0.04 + 0.8**2))
+    weighted_identity = checkpoint.identity()
+    checkpoint.metadata["member_weighting"] = "mean"  # what a checkpoint without the key does
+    mean, sigma = Predictor(checkpoint)._combine_attention(means, log_scales)
+    assert mean[0] == pytest.approx(1.5)
+    assert sigma[0] ** 2 == pytest.approx(0.5 * (0.02 + 0.08) + 0.25)
+    assert checkpoint.identity() != weighted_identity  # the rule is part of what the model is
+
+
+def test_shipped_default_mixes_two_widths_by_inverse_variance():
+    default = Predictor.from_name()
+    assert default.checkpoint.metadata["member_weighting"] == "inverse_variance"
+    specs = [default.checkpoint.spec_of(i).d_model for i in range(len(default.checkpoint.member_state_dicts))]
+    assert specs.count(128) == 6 and specs.count(256) == 4
 
 
 def test_shipped_default_is_the_attention_ensemble_and_old_checkpoints_load():

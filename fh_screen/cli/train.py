@@ -17,7 +17,7 @@ def train_command(
     output_dir: Path = typer.Option(..., "--output", "-o", help="Folder for model.pt, model_card.json and README.md."),
     val_path: Optional[Path] = typer.Option(None, "--val", help="Validation file, used only for the final metrics."),
     preset: str = typer.Option("paper", help="Fully connected preset (paper, wide, fig2-32, …, overfit); see --recipe for attention."),
-    recipe: Optional[str] = typer.Option(None, help="Attention ensemble recipe, e.g. 'attention*6' (the default model); resumable."),
+    recipe: Optional[str] = typer.Option(None, help="Attention ensemble recipe, e.g. 'attention*6+attention-large*4@30' (the default model; @N: N epochs for those members); resumable."),
     device: str = typer.Option("auto", help="Attention training device: cpu, cuda or auto (cuda when present)."),
     architecture: Optional[str] = typer.Option(None, help="Architecture label overriding the preset, e.g. 128x2+64x2+32x1+1x1."),
     dropout: Optional[float] = typer.Option(None, min=0.0, max=0.9, help="Dropout rate at the preset's dropout positions."),
@@ -106,7 +106,7 @@ def _train_attention(train_path: Path, output_dir: Path, val_path: Optional[Path
                                   **({"epochs": epochs} if epochs else {}))
 
     def on_epoch(member, record):
-        error_console().print(f"{member.label} epoch {record.epoch}/{config.epochs}: train {record.train_mae_ev_per_atom:.4f}, "
+        error_console().print(f"{member.label} epoch {record.epoch}/{member.config(config).epochs}: train {record.train_mae_ev_per_atom:.4f}, "
                         f"holdout {record.holdout_mae_ev_per_atom:.4f} eV/atom ({record.seconds:.0f} s)")
 
     checkpoint = run_attention_training(train_path, output_dir, recipe=recipe, config=config, val_path=val_path,

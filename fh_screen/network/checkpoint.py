@@ -84,7 +84,7 @@ class Checkpoint:
         return members
 
     def identity(self) -> str:
-        """sha256 over the spec, elements, normalisation, σ scale and every tensor (no timestamps).
+        """sha256 over the spec, elements, normalisation, σ scale, member weighting and every tensor (no timestamps).
 
         Two bit-identical trainings get the same identity, whatever their dates or file names.
         """
@@ -101,6 +101,8 @@ class Checkpoint:
         }
         if self.member_specs:
             header["member_specs"] = [m.as_dict() for m in self.member_specs]
+        if self.metadata.get("member_weighting", "mean") != "mean":  # it changes the predictions
+            header["member_weighting"] = self.metadata["member_weighting"]
         digest.update(json.dumps(header, sort_keys=True).encode())
         for state in self.member_state_dicts:
             for key in sorted(state):

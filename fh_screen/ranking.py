@@ -65,10 +65,10 @@ def _electronegativity_order(chemsys: tuple[str, ...]) -> np.ndarray:
 
 
 #: New candidates the default (attention) model predicts after the fast prefilter has ranked all
-#: of them: a quaternary screen then costs a quarter second of model time instead of ~3 s, and the
-#: rediscovery test (``docs/evaluation.md``) is unchanged within its noise (measured at 1,000,
-#: 2,000 and every candidate).
-DEFAULT_REFINE_TOP = 1000
+#: of them: a quaternary screen then spends about 0.3 s in the default model instead of ~7 s, and
+#: the rediscovery test (``docs/evaluation.md``) is unchanged within its noise (measured at 500,
+#: 1,000, 2,000 and every candidate).
+DEFAULT_REFINE_TOP = 500
 
 #: The fast model that ranks every candidate before a slow model refines the best of them. The
 #: single ``paper`` network (about 1.3 million candidates/s) finds the hidden stable compounds as

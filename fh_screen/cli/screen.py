@@ -85,7 +85,8 @@ def screen_command(
         result = screen(system, predictor=predictor, known=known, options=options, progress=stages)
         saved = ""
         if not no_store:
-            stages(f"saving {result.n_candidates:,} predictions to the store")
+            n_own = int(result.table["refined"].sum()) if "refined" in result.table else result.n_candidates
+            stages(f"saving {n_own:,} predictions of {predictor.name} to the store")
             saved = _save(result, predictor, options)
         if plot_path is not None:
             stages("drawing the phase diagram")

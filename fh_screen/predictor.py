@@ -23,10 +23,10 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_MODEL", "Prediction", "Predictor", "available_models", "predict", "shipped_model_path"]
 
-#: Name of the shipped model used when none is given: an ensemble of six attention networks over
-#: the elements present (preset ``attention``, seeds 0-5), trained on train.csv only, with a
-#: calibrated σ. ``paper-ensemble`` (the seed study's network, five seeds) and ``paper`` are
-#: the fast presets.
+#: Name of the shipped model used when none is given: an ensemble of ten attention networks over
+#: the elements present (six ``attention`` and four ``attention-large`` members, weighted by the
+#: inverse variance of their own σ heads), trained on train.csv only, with a calibrated σ.
+#: ``paper-ensemble`` (the seed study's network, five seeds) and ``paper`` are the fast presets.
 DEFAULT_MODEL = "attention-ensemble"
 
 

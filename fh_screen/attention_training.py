@@ -13,7 +13,7 @@ import json
 import logging
 import platform
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -116,8 +116,6 @@ class EnsembleMember:
 
     def config(self, base: AttentionTrainConfig) -> AttentionTrainConfig:
         """``base`` with this member's seed (``base.seed + number``) and its epochs, if the recipe sets them."""
-        from dataclasses import replace
-
         return replace(base, seed=base.seed + self.number, epochs=self.epochs or base.epochs)
 
 
@@ -135,8 +133,6 @@ def parse_recipe(recipe: str, element_features: str | None = None) -> list[Ensem
     ``PRESET*N`` adds N members (numbers 0..N-1, seeds ``config.seed + number``); ``@E`` gives
     them a schedule of E epochs instead of the config's.
     """
-    from dataclasses import replace
-
     from fh_screen.network.attention import ATTENTION_PRESETS
 
     members: list[EnsembleMember] = []

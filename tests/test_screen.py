@@ -305,18 +305,18 @@ def test_row_matching_equals_numpy_whole_row_unique(max_count):
     assert (found >= 0).any() and (found < 0).any()
 
 
-def test_table_order_equals_pandas_multi_key_sort(oqmd_slice_known_for_order):
+def test_table_order_equals_pandas_multi_key_sort(shuffled_screen_table):
     """The screen's lexsort order is pandas' four-key sort, ties and NaNs included."""
     from fh_screen.screening import table_order
 
-    table = oqmd_slice_known_for_order
+    table = shuffled_screen_table
     expected = table.sort_values(["refined", "stability_score", "e_above_hull_pred_ev_per_atom", "formula"],
                                  ascending=[False, False, True, True], kind="mergesort").index.to_numpy()
     np.testing.assert_array_equal(table.index.to_numpy()[table_order(table)], expected)
 
 
 @pytest.fixture
-def oqmd_slice_known_for_order():
+def shuffled_screen_table():
     """A real Li-Fe-O screen table, shuffled, with ties in score and NaNs planted."""
     result = screen("Li-Fe-O", predictor=Predictor.from_name("paper-ensemble"), options=ScreenOptions(max_atoms=10))
     table = result.table.sample(frac=1.0, random_state=3).reset_index(drop=True)

@@ -16,6 +16,7 @@ from fh_screen.composition import (
     fraction_matrix,
     fractions_from_counts,
 )
+from fh_screen.network.attention_inference import StackedAttentionEnsemble
 from fh_screen.network.checkpoint import Checkpoint, ModelError, load_checkpoint
 from fh_screen.network.stacked import StackedEnsemble
 
@@ -68,7 +69,11 @@ class Predictor:
         self.batch_size = batch_size
         self.threads = threads
         self._members = checkpoint.build_members()
-        self._stacked = None if checkpoint.is_attention else StackedEnsemble(self._members)
+        if checkpoint.is_attention:
+            specs = [checkpoint.spec_of(number) for number in range(len(self._members))]
+            self._stacked = StackedAttentionEnsemble(self._members, specs)
+        else:
+            self._stacked = StackedEnsemble(self._members)
         seen = set(checkpoint.elements_in_training) or (set(checkpoint.elements) - ELEMENTS_ABSENT_FROM_OQMD)
         self._unseen_columns = np.array([i for i, s in enumerate(checkpoint.elements) if s not in seen], dtype=int)
         self._identity = checkpoint.identity()
@@ -161,23 +166,18 @@ class Predictor:
     def predict_sets(self, indices: np.ndarray, fractions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Mean and calibrated σ (eV/atom) of an attention model for set tensors.
 
-        ``indices`` are 1-based element columns (0 = padding) and ``fractions`` the amounts; rows
-        are processed grouped by their number of elements, so little padding is computed.
+        ``indices`` are 1-based element columns (0 = padding) and ``fractions`` the amounts. The
+        members run stacked (:class:`~fh_screen.network.attention_inference.StackedAttentionEnsemble`),
+        rows grouped by their number of elements; :meth:`predict_matrix_reference` runs the same
+        modules one by one.
         """
-        from fh_screen.network.fit_attention import predict_attention
-
         if self.threads:
             import torch
 
             torch.set_num_threads(self.threads)
-        lengths = (fractions > 0).sum(axis=1)
-        order = np.argsort(lengths, kind="stable")
-        idx_sorted, frac_sorted = indices[order], fractions[order]
-        outputs = [predict_attention(network, idx_sorted, frac_sorted, self.batch_size) for network in self._members]
-        mean_sorted, std_sorted = self._combine_attention(np.stack([m for m, _ in outputs]), np.stack([b for _, b in outputs]))
-        mean, std = np.empty_like(mean_sorted), np.empty_like(std_sorted)
-        mean[order], std[order] = mean_sorted, std_sorted
-        return self._pure_elements_zero(lengths, mean, std)
+        means, log_scales = self._stacked.predict(indices, fractions)
+        mean, std = self._combine_attention(means, log_scales)
+        return self._pure_elements_zero((np.asarray(fractions) > 0).sum(axis=1), mean, std)
 
     def _combine_attention(self, means: np.ndarray, log_scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Ensemble mean and σ (eV/atom) from the members' means and Laplace log-scales.

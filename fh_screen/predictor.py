@@ -77,6 +77,7 @@ class Predictor:
         seen = set(checkpoint.elements_in_training) or (set(checkpoint.elements) - ELEMENTS_ABSENT_FROM_OQMD)
         self._unseen_columns = np.array([i for i, s in enumerate(checkpoint.elements) if s not in seen], dtype=int)
         self._identity = checkpoint.identity()
+        self._companions: dict[str, Predictor] = {}
 
     @classmethod
     def from_file(cls, path: str | Path, **kwargs) -> Predictor:
@@ -93,6 +94,13 @@ class Predictor:
         if candidate.suffix == ".pt" or candidate.exists():
             return cls.from_file(candidate, **kwargs)
         return cls.from_file(shipped_model_path(str(name_or_path)), **kwargs)
+
+    def companion(self, name_or_path: str | Path) -> Predictor:
+        """Another model (e.g. a screen's prefilter), loaded once per predictor and then reused."""
+        key = str(name_or_path)
+        if key not in self._companions:
+            self._companions[key] = Predictor.from_name(name_or_path, threads=self.threads)
+        return self._companions[key]
 
     @property
     def elements(self) -> tuple[str, ...]:

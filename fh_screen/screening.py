@@ -530,7 +530,8 @@ def _predict_stage(predictor: Predictor, counts: np.ndarray, system: tuple[str, 
         prediction = predictor.predict_counts(counts, system)
         std = None if prediction.dhf_std_ev_per_atom is None else prediction.dhf_std_ev_per_atom.astype(np.float64)
         return prediction.dhf_ev_per_atom.astype(np.float64), std, refined, None
-    fast = Predictor.from_name(options.prefilter_model)
+    companion = getattr(predictor, "companion", None)  # a Predictor keeps its prefilter loaded
+    fast = companion(options.prefilter_model) if companion else Predictor.from_name(options.prefilter_model)
     step(f"ranking {n:,} candidates with {fast.name}@{fast.version}")
     first = fast.predict_counts(counts, system)
     dhf = first.dhf_ev_per_atom.astype(np.float64)

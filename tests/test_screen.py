@@ -275,6 +275,8 @@ def test_a_slow_model_refines_the_prefilter_s_best_and_heads_the_table(oqmd):
     table = cascade.table
     n_known = int(table["is_known"].sum())
     assert cascade.prefilter.startswith(f"{DEFAULT_PREFILTER_MODEL}@") and full.prefilter is None
+    prefilter = model.companion(DEFAULT_PREFILTER_MODEL)  # loaded by the first screen, kept for the next
+    assert model.companion(DEFAULT_PREFILTER_MODEL) is prefilter and cascade.prefilter == f"{prefilter.name}@{prefilter.version}"
     assert table["refined"].sum() == n_known + 150 and table["is_known"][table["refined"]].sum() == n_known
     assert table["refined"].iloc[: n_known + 150].all() and not table["refined"].iloc[n_known + 150:].any()
     # refined rows carry the model's own predictions, exactly as a full screen gives them

@@ -113,7 +113,8 @@ class StackedAttentionEnsemble:
         means = np.empty((self.n_members, n), dtype=np.float32)
         logs = np.empty((self.n_members, n), dtype=np.float32)
         lengths = (fractions > 0).sum(axis=1)
-        with torch.inference_mode():
+        # float32 throughout: an enclosing autocast region would not change the predictions
+        with torch.inference_mode(), torch.autocast("cpu", enabled=False):
             for length in np.unique(lengths):
                 rows = np.flatnonzero(lengths == length)
                 # set_tensors puts the present elements first, so the first `length` columns hold them

@@ -23,6 +23,9 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from timing import median_seconds  # noqa: E402
 
 
 def _cpu_seconds() -> float:
@@ -84,9 +87,9 @@ def stacked_vs_reference(repeats: int = 3, threads: int = 2) -> dict:
         return predictor.predict_counts(counts, system).dhf_ev_per_atom
 
     fp32, bf16, fast = reference(), reference(True), stacked()
-    t_ref = statistics.median([_timed(reference) for _ in range(repeats)])
-    t_bf16 = statistics.median([_timed(lambda: reference(True)) for _ in range(repeats)])
-    t_fast = statistics.median([_timed(stacked) for _ in range(repeats)])
+    t_ref = median_seconds(reference, repeats)
+    t_bf16 = median_seconds(lambda: reference(True), repeats)
+    t_fast = median_seconds(stacked, repeats)
     bf16_difference = np.abs(np.asarray(fp32) - np.asarray(bf16))
     return {"n_candidates": len(counts), "reference_per_s": len(counts) / t_ref, "stacked_per_s": len(counts) / t_fast,
             "stacked_speedup": t_ref / t_fast, "stacked_max_abs_difference_ev_per_atom": float(np.abs(fast - fp32).max()),
@@ -115,41 +118,19 @@ def multiply_adds_per_composition(n_elements: int = 4) -> int:
     return total
 
 
-def _timed(function) -> float:
-    started = time.perf_counter()
-    function()
-    return time.perf_counter() - started
-
-
 def screen_times(repeats: int = 3, threads: int = 2) -> list[dict]:
     """Warm ``screen()`` wall time with the default model: the cascade (default) vs the model on every candidate."""
-    import torch
+    from bench_screen_stages import SYSTEMS, warm_screens
 
-    from fh_screen.predictor import Predictor
-    from fh_screen.ranking import DEFAULT_PREFILTER_MODEL, DEFAULT_REFINE_TOP
-    from fh_screen.screening import ScreenOptions, screen
-    from fh_screen.store.bootstrap import packaged_reference_frame
+    from fh_screen.ranking import DEFAULT_REFINE_TOP
+    from fh_screen.screening import ScreenOptions
 
-    torch.set_num_threads(threads)
-    predictor = Predictor.from_name()
-    rows = []
-    for chemsys in ("Li-Fe-P-O", "Li-Fe-P-O-Mn", "Li-Fe-P-O-Mn-Co"):
-        known = packaged_reference_frame(chemsys)
-        modes = [(f"cascade (--refine-top {DEFAULT_REFINE_TOP}, default)", DEFAULT_REFINE_TOP)]
-        if chemsys.count("-") < 5:  # the model on all 221,000 senary candidates would take minutes
-            modes.append(("every candidate (--refine-top 0)", None))
-        for label, top in modes:
-            options = ScreenOptions(refine_top=top)
-            screen("Li-O", predictor=predictor, known=known, options=options)  # warm up
-            times = []
-            for _ in range(repeats):
-                wall = time.perf_counter()
-                result = screen(chemsys, predictor=predictor, known=known, options=options)
-                times.append(time.perf_counter() - wall)
-            median = statistics.median(times)
-            rows.append({"system": chemsys, "mode": label, "n_candidates": result.n_candidates, "seconds": median,
-                         "per_s": result.n_candidates / median})
-    return rows
+    modes = [(f"cascade (--refine-top {DEFAULT_REFINE_TOP}, default)", DEFAULT_REFINE_TOP, SYSTEMS),
+             # the model on all 221,000 senary candidates would take minutes
+             ("every candidate (--refine-top 0)", None, SYSTEMS[:2])]
+    return [{"system": r["chemsys"], "mode": label, "n_candidates": r["n_candidates"], "seconds": r["seconds"], "per_s": r["per_s"]}
+            for label, top, systems in modes
+            for r in warm_screens(repeats, threads, systems, ScreenOptions(refine_top=top))]
 
 
 def main() -> None:

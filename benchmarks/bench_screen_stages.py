@@ -82,21 +82,25 @@ def stage_pairs(repeats: int = 5, threads: int = 2) -> list[dict]:
     return rows
 
 
-def warm_screens(repeats: int = 5, threads: int = 2) -> list[dict]:
-    """Warm ``screen()`` wall time and candidates/s with the shipped default (the cascade)."""
+SYSTEMS = ("Li-Fe-P-O", "Li-Fe-P-O-Mn", "Li-Fe-P-O-Mn-Co")
+
+
+def warm_screens(repeats: int = 5, threads: int = 2, systems: tuple[str, ...] = SYSTEMS, options=None) -> list[dict]:
+    """Warm ``screen()`` wall time and candidates/s with the shipped default (by default the cascade)."""
     import torch
 
     from fh_screen.predictor import Predictor
-    from fh_screen.screening import screen
+    from fh_screen.screening import ScreenOptions, screen
     from fh_screen.store.bootstrap import packaged_reference_frame
 
     torch.set_num_threads(threads)
+    options = options or ScreenOptions()
     predictor = Predictor.from_name()
     out = []
-    for chemsys in ("Li-Fe-P-O", "Li-Fe-P-O-Mn", "Li-Fe-P-O-Mn-Co"):
+    for chemsys in systems:
         known = packaged_reference_frame(chemsys)
-        result = screen(chemsys, predictor=predictor, known=known)  # warm up (and the candidate count)
-        seconds = median_seconds(lambda: screen(chemsys, predictor=predictor, known=known), repeats)
+        result = screen(chemsys, predictor=predictor, known=known, options=options)  # warm up (and the candidate count)
+        seconds = median_seconds(lambda: screen(chemsys, predictor=predictor, known=known, options=options), repeats)
         out.append({"chemsys": chemsys, "n_candidates": result.n_candidates, "seconds": seconds,
                     "per_s": result.n_candidates / seconds, "model": f"{predictor.name}@{predictor.version}"})
     return out

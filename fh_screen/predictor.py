@@ -161,8 +161,8 @@ class Predictor:
             indices, fractions = (torch.as_tensor(a) for a in set_tensors(matrix))
             with torch.inference_mode():
                 outputs = [network(indices, fractions) for network in self._members]
-            means = np.stack([m.numpy() for m, _ in outputs])
-            logs = np.stack([b.numpy() for _, b in outputs])
+            means = np.stack([m.float().numpy() for m, _ in outputs])
+            logs = np.stack([b.float().numpy() for _, b in outputs])
             mean, std = self._combine_attention(means, logs)
         else:
             x = torch.as_tensor(np.ascontiguousarray(matrix, dtype=np.float32))

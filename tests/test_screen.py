@@ -327,3 +327,18 @@ def shuffled_screen_table():
     table.loc[46:48, "e_above_hull_pred_ev_per_atom"] = np.nan
     table.loc[::7, "refined"] = False
     return table
+
+
+def test_numpy_blas_runs_on_one_thread_during_a_screen_and_is_restored_after(oqmd):
+    """OpenBLAS threads that spin after numpy's products would take torch's cores mid-screen."""
+    from threadpoolctl import threadpool_info
+
+    def blas_threads() -> list[int]:
+        return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+    before = blas_threads()
+    seen = []
+    screen("Li-Fe-O", predictor=Predictor.from_name("paper"), known=system_slice(oqmd, "Li-Fe-O"),
+           options=ScreenOptions(max_atoms=8), progress=lambda label: seen.append(blas_threads()))
+    assert seen and all(threads and set(threads) == {1} for threads in seen)
+    assert blas_threads() == before

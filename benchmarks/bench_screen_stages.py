@@ -85,6 +85,45 @@ def stage_pairs(repeats: int = 5, threads: int = 2) -> list[dict]:
 SYSTEMS = ("Li-Fe-P-O", "Li-Fe-P-O-Mn", "Li-Fe-P-O-Mn-Co")
 
 
+def blas_threads_pair(repeats: int = 7, threads: int = 2, chemsys: str = "Li-Fe-P-O") -> dict:
+    """Warm ``screen()`` (numpy's BLAS on one thread) beside its body with numpy's default BLAS
+    threads, alternating, same inputs; the two tables are checked equal first."""
+    import statistics
+    import time
+
+    import torch
+    from threadpoolctl import threadpool_info
+
+    from fh_screen.predictor import Predictor
+    from fh_screen.screening import ScreenOptions, _screen, screen
+    from fh_screen.store.bootstrap import packaged_reference_frame
+
+    torch.set_num_threads(threads)
+    predictor = Predictor.from_name()
+    known = packaged_reference_frame(chemsys)
+    options = ScreenOptions()
+
+    def limited():
+        return screen(chemsys, predictor=predictor, known=known, options=options)
+
+    def default_blas():
+        return _screen(chemsys, predictor=predictor, known=known, options=options, progress=None)
+
+    a, b = limited().table, default_blas().table
+    if not (a["formula"].equals(b["formula"]) and np.allclose(a["dhf_ev_per_atom"], b["dhf_ev_per_atom"], atol=1e-9)):
+        raise AssertionError("the BLAS thread limit changed the screen's table")
+    times: dict = {"limited": [], "default": []}
+    for _ in range(repeats):
+        for label, function in (("default", default_blas), ("limited", limited)):
+            started = time.perf_counter()
+            function()
+            times[label].append(time.perf_counter() - started)
+    blas = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+    t_default, t_limited = statistics.median(times["default"]), statistics.median(times["limited"])
+    return {"chemsys": chemsys, "numpy_blas_threads": blas, "default_s": t_default, "limited_s": t_limited,
+            "ratio": t_default / t_limited}
+
+
 def warm_screens(repeats: int = 5, threads: int = 2, systems: tuple[str, ...] = SYSTEMS, options=None) -> list[dict]:
     """Warm ``screen()`` wall time and candidates/s with the shipped default (by default the cascade)."""
     import torch
@@ -113,8 +152,12 @@ def main_with(repeats: int = 5) -> dict:
     load_before = "/".join(f"{v:.2f}" for v in os.getloadavg())
     pairs = stage_pairs(repeats)
     screens = warm_screens(repeats)
+    blas = blas_threads_pair(max(repeats, 7))
     rows = [{"what": f"{p['stage']} ({p['n']:,} rows): reference {p['reference_s']:.3f} s, vectorised {p['vectorised_s']:.3f} s",
              "value": round(p["ratio"], 1), "unit": "× faster (median)"} for p in pairs]
+    rows.append({"what": f"warm `screen()` {blas['chemsys']}: numpy's BLAS at its default "
+                         f"{max(blas['numpy_blas_threads'] or [1])} threads {blas['default_s']:.3f} s, on one thread (shipped) "
+                         f"{blas['limited_s']:.3f} s", "value": round(blas["ratio"], 2), "unit": "× faster (median)"})
     rows += [{"what": f"warm `screen()` {s['chemsys']} ({s['n_candidates']:,} candidates, {s['model']}, cascade): {s['seconds']:.2f} s",
               "value": round(s["per_s"]), "unit": "candidates/s (median)"} for s in screens]
     payload = {
@@ -127,7 +170,7 @@ def main_with(repeats: int = 5) -> dict:
                   f"{DEFAULT_PREFILTER_MODEL} ranks every candidate, the attention ensemble predicts the known phases and the best "
                   f"{DEFAULT_REFINE_TOP:,} new ones. "
                   f"Load average before: {load_before}, after: " + "/".join(f"{v:.2f}" for v in os.getloadavg()) + "."),
-        "pairs": pairs, "screens": screens,
+        "pairs": pairs, "screens": screens, "blas_threads": blas,
     }
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "screen_stages.json").write_text(json.dumps(payload, indent=1) + "\n")

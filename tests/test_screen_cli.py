@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from fh_screen.cli import build_app
 from fh_screen.data import shared_data_dir
+from fh_screen.ranking import DEFAULT_REFINE_TOP
 from fh_screen.screening import RESULT_COLUMNS
 
 runner = CliRunner()
@@ -63,8 +64,11 @@ def test_screen_with_store_writes_exact_json_and_csv_and_saves(data_dir, li_fe_o
     assert any(r["known_dhf_ev_per_atom"] is None for r in records)
     csv = pd.read_csv(csv_path)
     assert list(csv.columns) == RESULT_COLUMNS and len(csv) == len(records)
+    n_known = sum(r["known_dhf_ev_per_atom"] is not None for r in records)
+    assert len(records) - n_known > DEFAULT_REFINE_TOP  # so the default runs as a cascade here
     with FhScreenStore.from_settings() as store:
-        assert store.n_predictions() == len(records)
+        # only the default's own predictions (known phases + the prefilter's best) are stored as its
+        assert store.n_predictions() == n_known + DEFAULT_REFINE_TOP
 
 
 def test_fresh_machine_prints_ingest_hint_and_no_store_writes_nothing(data_dir):

@@ -397,7 +397,7 @@ def screen(
     from threadpoolctl import threadpool_limits
 
     # numpy's BLAS threads (OpenBLAS) busy-wait after each call and would take the cores that the
-    # model's torch threads need next (a warm quaternary screen 1.5× faster: bench_screen_stages.py); the
+    # model's torch threads need next (a warm quaternary screen 1.4× faster: bench_screen_stages.py); the
     # screen's own matrix products are small, so they run on one thread
     with threadpool_limits(limits=1, user_api="blas"):
         return _screen(chemsys, predictor=predictor, known=known, options=options, progress=progress)

@@ -2,7 +2,7 @@
 
 The modules of :mod:`fh_screen.network.attention` are the reference: this path computes the same
 function with the same float32 arithmetic up to the order of additions (predictions agree to
-about 1e-6 eV/atom; ``tests/test_attention_inference.py`` holds it to that). It is faster because
+about 1e-6 eV/atom; ``tests/test_attention_inference.py`` holds them within 1e-5). It is faster because
 
 - members of one architecture run together: every linear layer is one ``torch.baddbmm`` over a
   stack of their weights, instead of one small matmul per member;
@@ -11,19 +11,16 @@ about 1e-6 eV/atom; ``tests/test_attention_inference.py`` holds it to that). It 
 - what does not depend on the input is computed once, when the ensemble is built: the element
   tokens (projected element vector + learned embedding) become a lookup table, and each
   LayerNorm's scale and shift are folded into the linear layer that follows it;
-- the sine features of the fractions are shared by all members.
+- the sine features of the fractions are computed once for all members of a width.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import numpy as np
 
 __all__ = ["StackedAttentionEnsemble"]
-
-logger = logging.getLogger(__name__)
 
 #: compositions per forward chunk: bounds memory at about members × rows × elements × d_ff floats
 DEFAULT_CHUNK_ROWS = 2048
@@ -63,11 +60,12 @@ def _stack_linear(linears, scale=None, shift=None):
 class StackedAttentionEnsemble:
     """The members of an attention ensemble as stacked tensors, for fast float32 inference on CPU.
 
-    ``networks`` are :func:`~fh_screen.network.attention.build_attention_network` modules (with
-    their ``spec`` attribute set by the checkpoint loader or passed in ``specs``).
+    ``networks`` are :func:`~fh_screen.network.attention.build_attention_network` modules and
+    ``specs`` their :class:`~fh_screen.network.attention.AttentionSpec` (members of equal specs are
+    stacked together).
     """
 
-    def __init__(self, networks, specs) -> None:
+    def __init__(self, networks: list, specs: list) -> None:
         import torch
 
         self.n_members = len(networks)

@@ -1,4 +1,4 @@
-"""Hull cost by dimension: the bound behind ``fh_screen.hull.hull_energies`` and ``check_size``.
+"""Hull cost by dimension: the bound behind ``fh_screen.chem.hull.hull_energies`` and ``check_size``.
 
 Standalone: ``python benchmarks/bench_hull.py [--repeats 3] [--json out.json]``. Prints medians of
 
@@ -42,9 +42,9 @@ def main() -> None:
     torch.set_num_threads(1)
     import pandas as pd
 
-    from fh_screen.candidates import count_candidates, enumerate_counts, parse_chemsys
-    from fh_screen.hull import QHULL_MAX_ELEMENTS, _hull_energy_lp, build_hull, hull_energies
-    from fh_screen.predictor import Predictor
+    from fh_screen.chem.candidates import count_candidates, enumerate_counts, parse_chemsys
+    from fh_screen.chem.hull import QHULL_MAX_ELEMENTS, _hull_energy_lp, build_hull, hull_energies
+    from fh_screen.models.predictor import Predictor
     from fh_screen.screening import ScreenOptions, known_counts, screen
 
     import os

@@ -37,8 +37,8 @@ def model_throughput(models: list[str], repeats: int = 3, threads: int = 2) -> l
     """Candidates/s (wall and per CPU-second) of each model on the quaternary Li-Fe-P-O screen path."""
     import torch
 
-    from fh_screen.candidates import enumerate_counts, parse_chemsys
-    from fh_screen.predictor import Predictor
+    from fh_screen.chem.candidates import enumerate_counts, parse_chemsys
+    from fh_screen.models.predictor import Predictor
 
     torch.set_num_threads(threads)
     system = parse_chemsys("Li-Fe-P-O")
@@ -69,8 +69,8 @@ def stacked_vs_reference(repeats: int = 3, threads: int = 2) -> dict:
     under CPU bf16 autocast (AMX where present), on the same Li-Fe-P-O candidates."""
     import torch
 
-    from fh_screen.candidates import enumerate_counts, parse_chemsys
-    from fh_screen.predictor import Predictor
+    from fh_screen.chem.candidates import enumerate_counts, parse_chemsys
+    from fh_screen.models.predictor import Predictor
 
     torch.set_num_threads(threads)
     system = parse_chemsys("Li-Fe-P-O")
@@ -105,7 +105,7 @@ def multiply_adds_per_composition(n_elements: int = 4) -> int:
     feed-forward maps plus attention over the ``n_elements`` tokens; per composition the readout MLP.
     (The element tokens themselves are a table lookup.)
     """
-    from fh_screen.predictor import Predictor
+    from fh_screen.models.predictor import Predictor
 
     checkpoint = Predictor.from_name().checkpoint
     total = 0
@@ -122,7 +122,7 @@ def screen_times(repeats: int = 3, threads: int = 2) -> list[dict]:
     """Warm ``screen()`` wall time with the default model: the cascade (default) vs the model on every candidate."""
     from bench_screen_stages import SYSTEMS, warm_screens
 
-    from fh_screen.ranking import DEFAULT_REFINE_TOP
+    from fh_screen.screening.probability import DEFAULT_REFINE_TOP
     from fh_screen.screening import ScreenOptions
 
     modes = [(f"cascade (--refine-top {DEFAULT_REFINE_TOP}, default)", DEFAULT_REFINE_TOP, SYSTEMS),
@@ -148,7 +148,7 @@ def main_with(repeats: int = 3, models: list[str] | tuple[str, ...] = MODELS) ->
     """Measure ``models`` and write ``results/models.json`` (also called by ``run_all.py``)."""
     import os
 
-    from fh_screen.ranking import DEFAULT_PREFILTER_MODEL, DEFAULT_REFINE_TOP
+    from fh_screen.screening.probability import DEFAULT_PREFILTER_MODEL, DEFAULT_REFINE_TOP
 
     load_before = "/".join(f"{x:.2f}" for x in os.getloadavg())
     rows = model_throughput(list(models), repeats=repeats)

@@ -4,9 +4,9 @@ Figures are formulas per second on every OQMD formula in ``train.csv`` + ``val.c
 strings; generated formulas when the shared data is absent), median of ``repeats`` runs, torch
 limited to ``threads`` threads:
 
-* ``fraction_matrix_per_s``: :func:`fh_screen.composition.fraction_matrix` (strings → 94-wide
+* ``fraction_matrix_per_s``: :func:`fh_screen.chem.formula.fraction_matrix` (strings → 94-wide
   fraction matrix), the path ``Predictor.predict_formulas`` takes;
-* ``grammar_per_s``: :func:`~fh_screen.composition.parse_amounts` one string at a time (the path
+* ``grammar_per_s``: :func:`~fh_screen.chem.formula.parse_amounts` one string at a time (the path
   every non-plain formula takes);
 * ``pymatgen_reference_per_s``: ``fraction_vector(parse_formula(f))``, the pymatgen reference
   path, on a 20,000-formula subset;
@@ -48,7 +48,7 @@ def benchmark_formulas() -> tuple[list[str], str]:
     if all(p.is_file() for p in paths):
         frames = [pd.read_csv(p, keep_default_na=False, na_values=[""]) for p in paths]
         return pd.concat(frames)["formula"].astype(str).tolist(), "OQMD train.csv + val.csv"
-    from fh_screen.candidates import enumerate_counts, formulas_from_counts, parse_chemsys
+    from fh_screen.chem.candidates import enumerate_counts, formulas_from_counts, parse_chemsys
 
     system = parse_chemsys("Li-Fe-P-O-Mn-Co")
     return formulas_from_counts(enumerate_counts(len(system), 20)[:290_000], system), "generated Li-Fe-P-O-Mn-Co"
@@ -58,8 +58,8 @@ def parse_throughput(threads: int = 2, repeats: int = 5, model: str = "paper", n
     """Formulas/s of the string paths and of the network alone (see the module docstring)."""
     import torch
 
-    from fh_screen.composition import fraction_matrix, fraction_vector, parse_amounts, parse_formula
-    from fh_screen.predictor import Predictor
+    from fh_screen.chem.formula import fraction_matrix, fraction_vector, parse_amounts, parse_formula
+    from fh_screen.models.predictor import Predictor
 
     torch.set_num_threads(threads)
     formulas, source = benchmark_formulas()

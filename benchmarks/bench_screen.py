@@ -33,9 +33,9 @@ def pipeline_throughput(threads: int = 2, repeats: int = 3, model: str | None = 
     """
     import torch
 
-    from fh_screen.composition import scatter_counts
-    from fh_screen.candidates import enumerate_counts, parse_chemsys
-    from fh_screen.predictor import Predictor
+    from fh_screen.chem.formula import scatter_counts
+    from fh_screen.chem.candidates import enumerate_counts, parse_chemsys
+    from fh_screen.models.predictor import Predictor
 
     torch.set_num_threads(threads)
     predictor = Predictor.from_name(model)
@@ -68,8 +68,8 @@ def strings_vs_counts(n: int = 100_000, threads: int = 2, repeats: int = 3, mode
     """
     import torch
 
-    from fh_screen.candidates import enumerate_counts, formulas_from_counts, parse_chemsys
-    from fh_screen.predictor import Predictor
+    from fh_screen.chem.candidates import enumerate_counts, formulas_from_counts, parse_chemsys
+    from fh_screen.models.predictor import Predictor
 
     torch.set_num_threads(threads)
     predictor = Predictor.from_name(model)
@@ -92,8 +92,8 @@ def featurise_vs_matminer(n_fast: int = 100_000, n_matminer: int = 3_000, repeat
     from matminer.featurizers.composition import ElementFraction
     from pymatgen.core import Composition
 
-    from fh_screen.composition import fraction_matrix
-    from fh_screen.candidates import enumerate_counts, formulas_from_counts, parse_chemsys
+    from fh_screen.chem.formula import fraction_matrix
+    from fh_screen.chem.candidates import enumerate_counts, formulas_from_counts, parse_chemsys
 
     system = parse_chemsys("Li-Fe-P-O-Mn-Co")
     formulas = formulas_from_counts(enumerate_counts(len(system), 20)[:n_fast], system)
@@ -169,7 +169,7 @@ def profile_screen(chemsys: str = "Li-Fe-P-O", top: int = 12) -> list[tuple[str,
     import cProfile
     import pstats
 
-    from fh_screen.predictor import Predictor
+    from fh_screen.models.predictor import Predictor
     from fh_screen.screening import screen
 
     predictor = Predictor.from_name(None)

@@ -29,10 +29,12 @@ def stage_pairs(repeats: int = 5, threads: int = 2) -> list[dict]:
     """Median seconds of each reference/vectorised pair and their ratio."""
     import torch
 
-    from fh_screen import ranking
-    from fh_screen.candidates import _formula_plan, charge_neutral_mask, enumerate_counts, formula_from_count_row, formulas_from_counts, parse_chemsys
-    from fh_screen.hull import build_hull, format_decomposition, format_decompositions
-    from fh_screen.screening import _unique_rows, known_counts
+    from fh_screen.screening import probability as ranking
+    from fh_screen.chem.candidates import _formula_plan, enumerate_counts, formula_from_count_row, formulas_from_counts, parse_chemsys
+    from fh_screen.chem.oxidation import charge_neutral_mask
+    from fh_screen.chem.hull import build_hull, format_decomposition, format_decompositions
+    from fh_screen.screening.core import _unique_rows
+    from fh_screen.screening import known_counts
     from fh_screen.store.bootstrap import packaged_reference_frame
 
     torch.set_num_threads(threads)
@@ -94,8 +96,9 @@ def blas_threads_pair(repeats: int = 7, threads: int = 2, chemsys: str = "Li-Fe-
     import torch
     from threadpoolctl import threadpool_info
 
-    from fh_screen.predictor import Predictor
-    from fh_screen.screening import ScreenOptions, _screen, screen
+    from fh_screen.models.predictor import Predictor
+    from fh_screen.screening import ScreenOptions, screen
+    from fh_screen.screening.core import _screen
     from fh_screen.store.bootstrap import packaged_reference_frame
 
     torch.set_num_threads(threads)
@@ -128,7 +131,7 @@ def warm_screens(repeats: int = 5, threads: int = 2, systems: tuple[str, ...] = 
     """Warm ``screen()`` wall time and candidates/s with the shipped default (by default the cascade)."""
     import torch
 
-    from fh_screen.predictor import Predictor
+    from fh_screen.models.predictor import Predictor
     from fh_screen.screening import ScreenOptions, screen
     from fh_screen.store.bootstrap import packaged_reference_frame
 
@@ -147,7 +150,7 @@ def warm_screens(repeats: int = 5, threads: int = 2, systems: tuple[str, ...] = 
 
 def main_with(repeats: int = 5) -> dict:
     """Measure, write ``results/screen_stages.json`` and return it (also called by ``run_all.py``)."""
-    from fh_screen.ranking import DEFAULT_PREFILTER_MODEL, DEFAULT_REFINE_TOP
+    from fh_screen.screening.probability import DEFAULT_PREFILTER_MODEL, DEFAULT_REFINE_TOP
 
     load_before = "/".join(f"{v:.2f}" for v in os.getloadavg())
     pairs = stage_pairs(repeats)

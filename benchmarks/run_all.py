@@ -158,7 +158,7 @@ def render(results: dict) -> str:
         "",
         "| path | formulas | formulas /s |",
         "| --- | ---: | ---: |",
-        f"| `fh_screen.composition.fraction_matrix` | {feat['n_fast']:,} | {_f(feat['fraction_matrix_per_s'])} |",
+        f"| `fh_screen.chem.formula.fraction_matrix` | {feat['n_fast']:,} | {_f(feat['fraction_matrix_per_s'])} |",
         f"| matminer `ElementFraction` (+ pymatgen `Composition`) | {feat['n_matminer']:,} | {_f(feat['matminer_element_fraction_per_s'])} |",
         f"| ratio | | {feat['ratio']:.1f}× |",
         "",

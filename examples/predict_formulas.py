@@ -17,7 +17,7 @@ from jobflow import JobStore, run_locally
 from maggma.stores import MemoryStore
 from pymatgen.core import Composition
 
-from fh_screen.composition import reduced_formula
+from fh_screen.chem.formula import reduced_formula
 from fh_screen.jobs import PrescreenMaker, read_output
 from fh_screen.store import elements_of
 

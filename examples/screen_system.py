@@ -10,7 +10,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from fh_screen.screening import ScreenOptions, plot_screen, screen
+from fh_screen.screening import ScreenOptions, screen
+from fh_screen.plotting import plot_screen
 from fh_screen.store.bootstrap import packaged_reference_frame
 
 output = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp(prefix="fh_screen_example_"))

@@ -18,10 +18,10 @@ __version__ = "0.1.0"
 
 __all__ = ["Predictor", "__version__", "predict", "screen"]
 
-_LAZY = {"predict": "fh_screen.predictor", "Predictor": "fh_screen.predictor", "screen": "fh_screen.screening"}
+_LAZY = {"predict": "fh_screen.models.predictor", "Predictor": "fh_screen.models.predictor", "screen": "fh_screen.screening"}
 
 if TYPE_CHECKING:  # pragma: no cover
-    from fh_screen.predictor import Predictor, predict
+    from fh_screen.models.predictor import Predictor, predict
     from fh_screen.screening import screen
 
 

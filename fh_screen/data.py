@@ -19,18 +19,25 @@ from fh_screen.errors import FhScreenError
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import combinations
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from fh_screen.composition import ALL_ELEMENT_SYMBOLS, fraction_matrix
+from fh_screen.chem.formula import ALL_ELEMENT_SYMBOLS, DEFAULT_ELEMENTS, fraction_matrix
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "DataError",
+    "OqmdSet",
+    "in_range",
+    "load_set",
+    "make_set",
+    "subsystem_rows",
     "CleaningReport",
     "OUTLIER_RANGE_EV_PER_ATOM",
     "REJECTION_REASONS",
@@ -381,11 +388,11 @@ def clean(frame: pd.DataFrame, *, drop_outliers: bool = True) -> tuple[pd.DataFr
 def canonical_formulas(formulas) -> list[str]:
     """pymatgen reduced formulas (``LiFePO4`` for ``Li1Fe1P1O4``), cached per distinct string.
 
-    Amounts come from the formula grammar (:func:`fh_screen.composition.parse_amounts`), so
-    ``CuSO4·5H2O`` becomes ``CuH10SO9``; raises :class:`~fh_screen.composition.FormulaError`
+    Amounts come from the formula grammar (:func:`fh_screen.chem.formula.parse_amounts`), so
+    ``CuSO4·5H2O`` becomes ``CuH10SO9``; raises :class:`~fh_screen.chem.formula.FormulaError`
     for a formula the grammar rejects.
     """
-    from fh_screen.composition import reduced_formula
+    from fh_screen.chem.formula import reduced_formula
 
     cache: dict[str, str] = {}
     out = []
@@ -413,3 +420,69 @@ def kfold_indices(n_rows: int, n_folds: int = 10, seed: int = 0) -> list[tuple[n
         (np.sort(np.concatenate(folds[:k] + folds[k + 1:])), np.sort(folds[k]))
         for k in range(n_folds)
     ]
+
+
+# --- OQMD files as arrays (evaluation, the prior, the claims) -------------------------------------
+
+@dataclass
+class OqmdSet:
+    """One OQMD file as arrays: formulas, ΔH_f (eV/atom), fractions over DEFAULT_ELEMENTS, element sets."""
+
+    formulas: list[str]
+    dhf_ev_per_atom: np.ndarray
+    fractions: np.ndarray
+    systems: list[tuple[int, ...]]
+    n_atoms: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.formulas)
+
+    def index(self) -> dict[tuple[int, ...], np.ndarray]:
+        """Rows of each element set (sorted element indices), for subsystem lookups."""
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for row, system in enumerate(self.systems):
+            groups.setdefault(system, []).append(row)
+        return {key: np.array(rows, dtype=np.int64) for key, rows in groups.items()}
+
+
+def load_set(path: str | Path) -> OqmdSet:
+    """Read a shared OQMD CSV (``formula,target``); unparsable rows are dropped with a log line."""
+    frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    frame = frame[frame["formula"].notna() & frame["target"].notna()]
+    return make_set(frame["formula"].astype(str).tolist(), frame["target"].to_numpy(np.float64), label=str(path))
+
+
+def make_set(formulas: Sequence[str], dhf_ev_per_atom: Sequence[float], label: str = "entries") -> OqmdSet:
+    """:class:`OqmdSet` of formulas and ΔH_f values (eV/atom); unparsable formulas are dropped."""
+    formulas = list(formulas)
+    values = np.asarray(dhf_ev_per_atom, dtype=np.float64)
+    features = fraction_matrix(formulas, DEFAULT_ELEMENTS, dtype=np.float64)
+    valid = np.array([e is None for e in features.errors], dtype=bool)
+    if not valid.all():
+        logger.info("%s: %d unparsable rows dropped", label, int((~valid).sum()))
+    fractions = features.matrix[valid]
+    formulas = [f for f, ok in zip(formulas, valid) if ok]
+    nonzero = fractions > 0
+    rows, columns = np.nonzero(nonzero)
+    splits = np.cumsum(nonzero.sum(axis=1))[:-1]
+    systems = [tuple(c.tolist()) for c in np.split(columns, splits)]
+    # atoms per reduced formula unit: smallest integer multiple of the fractions (<= 200 atoms)
+    entries = fractions[rows, columns]
+    starts = np.concatenate([[0], splits]).astype(np.int64)
+    n_atoms = np.full(len(fractions), np.inf)
+    for scale in range(1, 201):
+        scaled = entries * scale
+        whole = np.logical_and.reduceat(np.abs(scaled - np.round(scaled)) < 1e-6, starts) & ~np.isfinite(n_atoms)
+        n_atoms[whole] = scale
+    return OqmdSet(formulas, values[valid], fractions, systems, n_atoms)
+
+
+def subsystem_rows(index: dict[tuple[int, ...], np.ndarray], system: tuple[int, ...]) -> np.ndarray:
+    """Rows whose element set is a subset of ``system`` (two or more elements)."""
+    parts = [index[sub] for size in range(1, len(system) + 1) for sub in combinations(system, size) if sub in index]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def in_range(values: np.ndarray) -> np.ndarray:
+    low, high = OUTLIER_RANGE_EV_PER_ATOM
+    return np.isfinite(values) & (values > low) & (values < high)

@@ -30,11 +30,11 @@ def _system_keys(indices: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
-    from fh_screen.attention_training import AttentionData
-    from fh_screen.composition import fraction_matrix
+    from fh_screen.models.attention_training import AttentionData
+    from fh_screen.chem.formula import fraction_matrix
     from fh_screen.data import load_oqmd
-    from fh_screen.network.attention import set_tensors
-    from fh_screen.predictor import Predictor
+    from fh_screen.models.attention import set_tensors
+    from fh_screen.models.predictor import Predictor
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="attention-ensemble")

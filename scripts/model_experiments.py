@@ -32,13 +32,13 @@ def _member_files(target: Path) -> list[Path]:
 def main() -> None:
     import torch
 
-    from fh_screen.attention_training import AttentionData
-    from fh_screen.composition import DEFAULT_ELEMENTS, fraction_matrix
+    from fh_screen.models.attention_training import AttentionData
+    from fh_screen.chem.formula import DEFAULT_ELEMENTS, fraction_matrix
     from fh_screen.data import load_oqmd
-    from fh_screen.network.attention import set_tensors
-    from fh_screen.network.checkpoint import Checkpoint, spec_from_dict
-    from fh_screen.predictor import Predictor
-    from fh_screen.training import error_metrics
+    from fh_screen.models.attention import set_tensors
+    from fh_screen.models.checkpoint import Checkpoint, spec_from_dict
+    from fh_screen.models.predictor import Predictor
+    from fh_screen.models.training import error_metrics
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="*", type=Path, help="run folders or member state files")

@@ -24,8 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fh_screen.attention_training import DEFAULT_RECIPE, run_attention_training  # noqa: E402
-from fh_screen.network.fit_attention import AttentionTrainConfig, add_config_arguments, config_from_args  # noqa: E402
+from fh_screen.models.attention_training import DEFAULT_RECIPE, run_attention_training  # noqa: E402
+from fh_screen.models.fit_attention import AttentionTrainConfig, add_config_arguments, config_from_args  # noqa: E402
 
 #: Training settings given as flags (``--batch-size``, ...), with the config's defaults and help.
 CONFIG_FLAGS = ("epochs", "batch_size", "learning_rate", "weight_decay", "seed", "threads")
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--element-vectors", type=Path, default=None, help="element table (.npy) for machines without matminer")
     parser.add_argument("--no-assemble", action="store_true", help="train only; do not build the final model")
     parser.add_argument("--note", default="", help="free text recorded in the model card (e.g. where members trained)")
-    parser.add_argument("--install", action="store_true", help="copy the finished model into fh_screen/pretrained/<name>/")
+    parser.add_argument("--install", action="store_true", help="copy the finished model into fh_screen/models/pretrained/<name>/")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s [{args.name} {args.member_ids or 'all'}] %(message)s")
 
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     logging.info("saved %s", args.output / "model.pt")
     if args.install:
-        target = ROOT / "fh_screen" / "pretrained" / args.name
+        target = ROOT / "fh_screen" / "models" / "pretrained" / args.name
         target.mkdir(parents=True, exist_ok=True)
         for name in ("model.pt", "model_card.json", "README.md"):
             shutil.copy2(args.output / name, target / name)

@@ -4,7 +4,7 @@ Run from the repository root with the shared data beside the checkout:
 
     python scripts/train_shipped_models.py [--members 5] [--max-minutes 12]
 
-Writes fh_screen/pretrained/{paper,paper-ensemble}/ (model.pt, model_card.json, README.md).
+Writes fh_screen/models/pretrained/{paper,paper-ensemble}/ (model.pt, model_card.json, README.md).
 """
 
 from __future__ import annotations
@@ -18,19 +18,19 @@ import os
 os.environ.setdefault("FH_SCREEN_OQMD_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data" / "oqmd"))  # checkout layout: scripts may assume it, the package does not
 
 from fh_screen.data import shared_data_dir
-from fh_screen.network.fit import TrainConfig
-from fh_screen.training import TrainingRun, error_metrics, train_model, write_model_card
+from fh_screen.models.fit import TrainConfig
+from fh_screen.models.training import TrainingRun, error_metrics, train_model, write_model_card
 
-MODELS_DIR = Path(__file__).resolve().parents[1] / "fh_screen" / "pretrained"
+MODELS_DIR = Path(__file__).resolve().parents[1] / "fh_screen" / "models" / "pretrained"
 
 
 def _single_member(run: TrainingRun, val_path: Path) -> TrainingRun:
     """The ensemble's first member as a model of its own, re-evaluated alone."""
     import numpy as np
 
-    from fh_screen.composition import fraction_matrix
+    from fh_screen.chem.formula import fraction_matrix
     from fh_screen.data import load_oqmd
-    from fh_screen.predictor import Predictor
+    from fh_screen.models.predictor import Predictor
 
     checkpoint = copy.deepcopy(run.checkpoint)
     checkpoint.name = "paper"

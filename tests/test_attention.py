@@ -6,18 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from fh_screen.attention_training import (
-    AttentionData,
-    calibrate_sigma_scale,
-    parse_recipe,
-    prepare_attention_data,
-    run_attention_training,
-)
-from fh_screen.composition import DEFAULT_ELEMENTS, fraction_matrix
-from fh_screen.network.attention import set_tensors
-from fh_screen.network.checkpoint import ModelError, load_checkpoint, save_checkpoint
-from fh_screen.network.fit_attention import AttentionTrainConfig, train_attention_network
-from fh_screen.predictor import Predictor
+from fh_screen.models.attention_training import AttentionData, calibrate_sigma_scale, parse_recipe, prepare_attention_data, run_attention_training
+from fh_screen.chem.formula import DEFAULT_ELEMENTS, fraction_matrix
+from fh_screen.models.attention import set_tensors
+from fh_screen.models.checkpoint import ModelError, load_checkpoint, save_checkpoint
+from fh_screen.models.fit_attention import AttentionTrainConfig, train_attention_network
+from fh_screen.models.predictor import Predictor
 
 TINY = AttentionTrainConfig(epochs=2, batch_size=128, learning_rate=2e-3)
 

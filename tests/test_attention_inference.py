@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from fh_screen.composition import DEFAULT_ELEMENTS, fraction_matrix
-from fh_screen.network.attention import set_tensors
-from fh_screen.network.attention_inference import StackedAttentionEnsemble
-from fh_screen.predictor import Predictor
+from fh_screen.chem.formula import DEFAULT_ELEMENTS, fraction_matrix
+from fh_screen.models.attention import set_tensors
+from fh_screen.models.attention_inference import StackedAttentionEnsemble
+from fh_screen.models.predictor import Predictor
 
 
 @pytest.fixture(scope="module")

@@ -125,7 +125,7 @@ def test_query_lists_dft_entries_before_predictions_of_new_compositions(fresh_se
     from typer.testing import CliRunner
 
     from fh_screen.cli import build_app
-    from fh_screen.predictor import Predictor
+    from fh_screen.models.predictor import Predictor
 
     full = bootstrap._cached_table()
     small = full[full["chemsys"].isin(["Fe-O", "Li-O", "Fe-Li", "Fe-Li-O"])].reset_index(drop=True)

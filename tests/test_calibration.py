@@ -12,14 +12,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fh_screen import attention_training
-from fh_screen.calibration import TARGET_COVERAGE, calibrate_sigma_scale, interval_coverage
-from fh_screen.composition import fraction_matrix
+from fh_screen.models import attention_training
+from fh_screen.models.calibration import TARGET_COVERAGE, calibrate_sigma_scale, interval_coverage
+from fh_screen.chem.formula import fraction_matrix
 from fh_screen.data import load_oqmd, split_frame
-from fh_screen.network.checkpoint import load_checkpoint, save_checkpoint
-from fh_screen.network.fit import TrainConfig
-from fh_screen.predictor import Predictor, shipped_model_path
-from fh_screen.training import TrainingRun, train_model, write_model_card
+from fh_screen.models.checkpoint import load_checkpoint, save_checkpoint
+from fh_screen.models.fit import TrainConfig
+from fh_screen.models.predictor import Predictor, shipped_model_path
+from fh_screen.models.training import TrainingRun, train_model, write_model_card
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = TrainConfig(epochs=3, batch_size=256, seed=0)

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fh_screen.cli import build_app
-from fh_screen.predictor import Predictor, available_models
+from fh_screen.models.predictor import Predictor, available_models
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def test_python_predict_returns_ev_per_atom_array():
 
 def test_python_predict_names_the_bad_formula():
     from fh_screen import predict
-    from fh_screen.composition import FormulaError
+    from fh_screen.chem.formula import FormulaError
 
     with pytest.raises(FormulaError, match="'Xx'"):
         predict(["LiFePO4", "Xx2O"])
@@ -117,7 +117,7 @@ def test_console_script_runs():
 
 
 def test_public_names_are_functions_even_after_submodule_imports():
-    import fh_screen.predictor  # noqa: F401 - importing submodules must not shadow the functions
+    import fh_screen.models.predictor  # noqa: F401 - importing submodules must not shadow the functions
     import fh_screen.screening  # noqa: F401
     from fh_screen import Predictor, predict, screen
 
@@ -135,7 +135,7 @@ def test_formerly_silent_formulas_are_error_rows_and_exit_2(runner, formula, fra
 
 
 def test_hydrate_is_predicted_as_its_full_composition(runner):
-    from fh_screen.predictor import Predictor
+    from fh_screen.models.predictor import Predictor
 
     predictor = Predictor.from_name("paper")
     dotted, explicit = predictor.predict_formulas(["CuSO4.5H2O", "CuSO4(H2O)5"]).dhf_ev_per_atom
@@ -237,7 +237,7 @@ def test_cli_silences_warnings_and_never_relays_weights_only_advice(runner, monk
     import warnings
 
     from fh_screen.errors import FhScreenError
-    from fh_screen.predictor import Predictor
+    from fh_screen.models.predictor import Predictor
 
     def noisy(name=None):
         warnings.warn("You are using `torch.load` with `weights_only=False`", UserWarning)

@@ -8,17 +8,7 @@ import numpy as np
 import pytest
 from pymatgen.core import Composition
 
-from fh_screen.composition import (
-    ALL_ELEMENT_SYMBOLS,
-    DEFAULT_ELEMENTS,
-    FormulaError,
-    fraction_matrix,
-    fraction_vector,
-    fractions_from_counts,
-    parse_amounts,
-    parse_formula,
-    scatter_counts,
-)
+from fh_screen.chem.formula import ALL_ELEMENT_SYMBOLS, DEFAULT_ELEMENTS, FormulaError, fraction_matrix, fraction_vector, fractions_from_counts, parse_amounts, parse_formula, scatter_counts
 
 
 def test_default_elements_are_h_to_pu_by_atomic_number():
@@ -181,7 +171,7 @@ def test_counts_scatter_into_model_slots():
 
 
 def test_chunked_fast_path_equals_one_batch(oqmd_train_raw, monkeypatch):
-    import fh_screen.composition as composition
+    import fh_screen.chem.formula as composition
 
     formulas = oqmd_train_raw["formula"].head(200).tolist() + ["Fe0O", "", b"x", "CuSO4.5H2O", "FeOFe", " Fe2O3"] * 3
     whole = fraction_matrix(formulas, dtype=np.float64)

@@ -9,19 +9,9 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from fh_screen.candidates import count_candidates, parse_chemsys
-from fh_screen.evaluation import (
-    Z90,
-    RediscoveryRecord,
-    accuracy_metrics,
-    calibration_metrics,
-    classification_metrics,
-    hull_classification,
-    make_set,
-    rank_of,
-    rediscovery,
-    rediscovery_summary,
-)
+from fh_screen.chem.candidates import count_candidates, parse_chemsys
+from fh_screen.study.evaluation import Z90, RediscoveryRecord, accuracy_metrics, calibration_metrics, classification_metrics, hull_classification, rank_of, rediscovery, rediscovery_summary
+from fh_screen.data import make_set
 
 
 class StubPredictor:
@@ -30,12 +20,12 @@ class StubPredictor:
     name, version, weights_sha256 = "stub", "1", "0" * 64
 
     def __init__(self, values: dict[str, float], default: float = 0.5):
-        from fh_screen.composition import DEFAULT_ELEMENTS
+        from fh_screen.chem.formula import DEFAULT_ELEMENTS
 
         self.values, self.default, self.elements = values, default, tuple(DEFAULT_ELEMENTS)
 
     def predict_counts(self, counts, system_elements):
-        from fh_screen.candidates import formulas_from_counts
+        from fh_screen.chem.candidates import formulas_from_counts
 
         formulas = formulas_from_counts(np.asarray(counts), system_elements)
         mean = np.array([self.values.get(f, self.default) for f in formulas], dtype=np.float32)

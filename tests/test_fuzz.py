@@ -29,14 +29,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from fh_screen.cli import build_app
-from fh_screen.composition import (
-    ALL_ELEMENT_SYMBOLS,
-    DEFAULT_ELEMENTS,
-    FormulaError,
-    fraction_matrix,
-    parse_amounts,
-    parse_formula,
-)
+from fh_screen.chem.formula import ALL_ELEMENT_SYMBOLS, DEFAULT_ELEMENTS, FormulaError, fraction_matrix, parse_amounts, parse_formula
 from fh_screen.errors import FhScreenError
 
 SCALE = max(1, int(os.environ.get("FH_SCREEN_FUZZ_SCALE", "1")))
@@ -118,7 +111,7 @@ ANY_FORMULA = st.one_of(FORMULA_TEXT, FORMULA_TEXT, FORMULA_TEXT, NON_STRINGS)
 
 @pytest.fixture(scope="module")
 def predictor():
-    from fh_screen.predictor import Predictor
+    from fh_screen.models.predictor import Predictor
 
     return Predictor.from_name("paper")
 
@@ -378,7 +371,7 @@ SYSTEM_TEXT = st.one_of(
 @budget(200)
 @given(SYSTEM_TEXT)
 def test_chemical_system_parser_returns_elements_or_one_line_error(text):
-    from fh_screen.candidates import parse_chemsys
+    from fh_screen.chem.candidates import parse_chemsys
 
     try:
         system = parse_chemsys(text)

@@ -12,9 +12,9 @@ from pymatgen.core import Composition
 from scipy.stats import norm
 
 from fh_screen.data import shared_data_dir
-from fh_screen.candidates import enumerate_counts, formulas_from_counts, parse_chemsys
-from fh_screen.hull import build_hull, format_decomposition, format_decompositions, hull_energies, probability_within, pymatgen_phase_diagram
-from fh_screen.predictor import Predictor
+from fh_screen.chem.candidates import enumerate_counts, formulas_from_counts, parse_chemsys
+from fh_screen.chem.hull import build_hull, format_decomposition, format_decompositions, hull_energies, probability_within, pymatgen_phase_diagram
+from fh_screen.models.predictor import Predictor
 from fh_screen.screening import known_counts
 
 

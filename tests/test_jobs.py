@@ -19,7 +19,7 @@ from maggma.stores import MemoryStore
 from pymatgen.core import Composition
 
 from fh_screen import Predictor
-from fh_screen.candidates import ChemsysError
+from fh_screen.chem.candidates import ChemsysError
 from fh_screen.jobs import (
     DATA_KEYS,
     PRESCREEN_SCREEN_DEFAULTS,

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from fh_screen.composition import fraction_matrix
+from fh_screen.chem.formula import fraction_matrix
 from fh_screen.data import load_oqmd_csv, split_frame
-from fh_screen.network.checkpoint import ModelError, load_checkpoint, save_checkpoint
-from fh_screen.network.mlp import PRESETS, ArchitectureError, build_network, format_architecture, parse_architecture
-from fh_screen.network.fit import TrainConfig, train_network
-from fh_screen.predictor import Predictor
-from fh_screen.training import train_model, write_model_card
+from fh_screen.models.checkpoint import ModelError, load_checkpoint, save_checkpoint
+from fh_screen.models.mlp import PRESETS, ArchitectureError, build_network, format_architecture, parse_architecture
+from fh_screen.models.fit import TrainConfig, train_network
+from fh_screen.models.predictor import Predictor
+from fh_screen.models.training import train_model, write_model_card
 
 
 def test_paper_preset_is_table_1():
@@ -100,7 +100,7 @@ def test_model_with_another_element_set_loads(tmp_path, oqmd_dir):
     fit, stop = split_frame(subset.assign(row=range(len(subset))), (0.8, 0.2), seed=0)
     trained = train_network(x[fit["row"]], fit["dhf_ev_per_atom"].to_numpy(), x[stop["row"]], stop["dhf_ev_per_atom"].to_numpy(),
                             spec, TrainConfig(epochs=2, batch_size=16))
-    from fh_screen.network.checkpoint import Checkpoint
+    from fh_screen.models.checkpoint import Checkpoint
 
     path = save_checkpoint(Checkpoint("tiny", spec, list(elements), trained.target_mean_ev_per_atom,
                                       trained.target_std_ev_per_atom, [trained.state_dict]), tmp_path / "tiny.pt")

@@ -17,7 +17,7 @@ from fh_screen.store.bootstrap import packaged_reference_frame  # noqa: E402
 
 @pytest.fixture(scope="module")
 def predictor():
-    from fh_screen.predictor import Predictor
+    from fh_screen.models.predictor import Predictor
 
     return Predictor.from_name("paper", threads=1)
 

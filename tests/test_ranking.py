@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fh_screen.candidates import charge_neutral_mask, enumerate_counts
-from fh_screen.ranking import PATTERN_WEIGHT, PRIOR_PATH, _load_prior, log_prior, pattern_rows
+from fh_screen.chem.oxidation import charge_neutral_mask
+from fh_screen.chem.candidates import enumerate_counts
+from fh_screen.screening.probability import PATTERN_WEIGHT, PRIOR_PATH, _load_prior, log_prior, pattern_rows
 
 
 def _reference_log_prior(counts: np.ndarray, neutral: np.ndarray, chemsys: tuple[str, ...]) -> np.ndarray:

@@ -13,21 +13,12 @@ from pymatgen.analysis.phase_diagram import PDEntry
 from pymatgen.core import Composition
 
 from fh_screen.data import shared_data_dir
-from fh_screen.candidates import ChemsysError, count_candidates
+from fh_screen.chem.candidates import ChemsysError, count_candidates
 from fh_screen.errors import FhScreenError
-from fh_screen.hull import pymatgen_phase_diagram
-from fh_screen.predictor import Predictor
-from fh_screen.ranking import DEFAULT_PREFILTER_MODEL
-from fh_screen.screening import (
-    MAX_HULL_PROGRAMMES,
-    RESULT_COLUMNS,
-    ScreenError,
-    ScreenOptions,
-    candidates_by_size,
-    check_size,
-    hull_programmes,
-    screen,
-)
+from fh_screen.chem.hull import pymatgen_phase_diagram
+from fh_screen.models.predictor import Predictor
+from fh_screen.screening.probability import DEFAULT_PREFILTER_MODEL
+from fh_screen.screening import MAX_HULL_PROGRAMMES, RESULT_COLUMNS, ScreenError, ScreenOptions, candidates_by_size, check_size, hull_programmes, screen
 
 TRAIN_POOL = frozenset({"Li", "Fe", "O", "Ni", "Al", "Co", "Mn", "Mg", "Na", "Ti", "Cr", "Cu", "Zn", "P"})
 
@@ -52,10 +43,10 @@ def slice_model(oqmd, tmp_path_factory) -> Predictor:
     """A 2-member ensemble trained in seconds on the OQMD compounds of 14 elements (real data)."""
     import torch
 
-    from fh_screen.composition import DEFAULT_ELEMENTS, fraction_matrix
-    from fh_screen.network.checkpoint import Checkpoint, save_checkpoint
-    from fh_screen.network.mlp import NetworkSpec
-    from fh_screen.network.fit import TrainConfig, train_network
+    from fh_screen.chem.formula import DEFAULT_ELEMENTS, fraction_matrix
+    from fh_screen.models.checkpoint import Checkpoint, save_checkpoint
+    from fh_screen.models.mlp import NetworkSpec
+    from fh_screen.models.fit import TrainConfig, train_network
 
     torch.set_num_threads(1)
     rows = oqmd[np.array([e <= TRAIN_POOL for e in oqmd["elements"]]) & (oqmd["dhf_ev_per_atom"].abs() < 5).to_numpy()]
@@ -246,8 +237,9 @@ def test_charge_balance_is_bounded_and_equal_to_the_direct_test():
     """Ten elements with 518,400 oxidation-state combinations: grouped by the elements present, same answer."""
     import time
 
-    from fh_screen.candidates import _oxidation_table, charge_neutral_mask, enumerate_counts
-    from fh_screen.screening import MAX_STATE_COMBINATIONS, charge_balanced
+    from fh_screen.chem.oxidation import _oxidation_table, charge_neutral_mask
+    from fh_screen.chem.candidates import enumerate_counts
+    from fh_screen.chem.oxidation import MAX_STATE_COMBINATIONS, charge_balanced
 
     small = ("Fe", "Li", "O", "P")
     counts = enumerate_counts(4, 10)
@@ -292,7 +284,7 @@ def test_a_slow_model_refines_the_prefilter_s_best_and_heads_the_table(oqmd):
 @pytest.mark.parametrize("max_count", [20, 10**9])  # packed keys, and rows too large to pack
 def test_row_matching_equals_numpy_whole_row_unique(max_count):
     """_unique_rows/_match (packed int64 keys) agree with np.unique over whole rows."""
-    from fh_screen.screening import _match, _unique_rows
+    from fh_screen.screening.core import _match, _unique_rows
 
     rng = np.random.default_rng(7)
     rows = rng.integers(0, max_count + 1, size=(3000, 4))

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from fh_screen.cli import build_app
 from fh_screen.data import shared_data_dir
-from fh_screen.ranking import DEFAULT_REFINE_TOP
+from fh_screen.screening.probability import DEFAULT_REFINE_TOP
 from fh_screen.screening import RESULT_COLUMNS
 
 runner = CliRunner()

@@ -11,7 +11,7 @@ from jobflow import run_locally
 from jobs_fixtures import fh_settings, memory_job_store, reference_store  # noqa: F401 - fixtures
 from typer.testing import CliRunner
 
-from fh_screen.predictor import Predictor
+from fh_screen.models.predictor import Predictor
 from fh_screen.screening import ScreenOptions, screen
 from fh_screen.store import FhScreenStore
 from fh_screen.store import ScreenDoc, ScreenNotFoundError
@@ -119,7 +119,7 @@ def test_a_screens_document_is_never_overwritten_and_a_missing_one_is_one_line(t
 
 def test_a_cascaded_screen_stores_only_the_model_s_own_predictions(tmp_path, oqmd_dir):
     """Rows the fast prefilter predicted are never saved under the slow model's identity."""
-    from fh_screen.predictor import Predictor
+    from fh_screen.models.predictor import Predictor
     from fh_screen.screening import ScreenOptions, screen
     from fh_screen.store import FhScreenStore
 

@@ -29,7 +29,7 @@ def store_500(tmp_path, train_slice_csv):  # noqa: F811
 
 
 def _check_predictions(store, tidy):
-    from fh_screen.predictor import Predictor
+    from fh_screen.models.predictor import Predictor
 
     predictor = Predictor.from_name(None, threads=1)
     with store:
@@ -89,7 +89,7 @@ def test_cli_ingest_query_predict(tmp_path, train_slice_csv, isolated_settings):
     assert {"formula", "dhf_ev_per_atom", "elements", "chemsys", "nelements"} <= set(docs[0])
 
     with FhScreenStore.from_settings() as store:
-        from fh_screen.predictor import Predictor
+        from fh_screen.models.predictor import Predictor
 
         predictor = Predictor.from_name(None, threads=1)
         formulas = [d["formula"] for d in docs]

@@ -119,7 +119,7 @@ def test_subsystems():
 
 
 def test_save_predictions_side_by_side_any_maggma_store(train_slice_csv):  # noqa: F811
-    from fh_screen.predictor import Predictor
+    from fh_screen.models.predictor import Predictor
 
     predictor = Predictor.from_name(None, threads=1)
     from fh_screen.store.ingest import ingest_frame

@@ -7,10 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from fh_screen import study as st
-from fh_screen.network.mlp import PRESETS
-from fh_screen.network.fit import TrainConfig
-from fh_screen.training import error_metrics
+from fh_screen.io import write_json
+from fh_screen.study import seed_study as st
+from fh_screen.models.mlp import PRESETS
+from fh_screen.models.fit import TrainConfig
+from fh_screen.models.training import error_metrics
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -73,7 +74,7 @@ def test_cv_json_and_figure_written(cv_result, slice_data, tmp_path):
 
     payload = {**cv_result.summary(), "folds": [f.summary() for f in cv_result.folds],
                "provenance": st.provenance(TrainConfig(epochs=3), slice_data.sources, time.perf_counter())}
-    json_path = st.write_json(payload, tmp_path / "study" / "cv.json")
+    json_path = write_json(payload, tmp_path / "study" / "cv.json")
     png_path = st.write_cv_figure(cv_result, tmp_path / "figures" / "cv.png")
     loaded = json.loads(json_path.read_text())
     for key in ("fold_mae_mean_ev_per_atom", "fold_mae_std_ev_per_atom", "pooled_out_of_fold", "folds", "provenance"):
@@ -153,10 +154,10 @@ def test_cli_evaluate_bad_input_is_one_line_error(args, message, tmp_path):
 
 
 def test_write_json_is_strict_and_atomic(tmp_path):
-    path = st.write_json({"mae": float("nan"), "values": [np.float32(1.5), np.int64(3)]}, tmp_path / "s" / "m.json")
+    path = write_json({"mae": float("nan"), "values": [np.float32(1.5), np.int64(3)]}, tmp_path / "s" / "m.json")
     assert json.loads(path.read_text()) == {"mae": None, "values": [1.5, 3]}
     with pytest.raises(TypeError):
-        st.write_json({"bad": object()}, tmp_path / "s" / "bad.json")
+        write_json({"bad": object()}, tmp_path / "s" / "bad.json")
     assert not (tmp_path / "s" / "bad.json").exists()
 
 

@@ -3,6 +3,9 @@
 Each command group lives in its own module and imports heavy libraries inside the command
 function, so ``fh-screen --help`` stays fast. ``fh-screen Li-Fe-P-O`` is short for
 ``fh-screen screen Li-Fe-P-O``.
+
+The top layer: may import everything (``study``, ``plotting``, ``jobs``, ``store``, ``screening``,
+``models``, ``chem``, ``data``); nothing in fh-screen imports ``cli``.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ def predict_command(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Shipped model name or path to a .pt checkpoint."),
 ) -> None:
     """Predict formation enthalpies (eV/atom) from composition."""
-    from fh_screen.predictor import Predictor
+    from fh_screen.models.predictor import Predictor
 
     if not formulas and input_csv is None:
         fail("give formulas (fh-screen predict LiFePO4) or --input FILE.csv")

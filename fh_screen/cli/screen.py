@@ -14,7 +14,7 @@ from typing import Optional
 import typer
 
 from fh_screen.cli.common import check_output_path, console, error_console, fail, one_line_errors
-from fh_screen.ranking import DEFAULT_REFINE_TOP
+from fh_screen.screening.probability import DEFAULT_REFINE_TOP
 
 __all__ = ["register", "write_outputs"]
 
@@ -45,7 +45,7 @@ def screen_command(
                                         "paper prefilter (a fast single network) with it; 0 predicts every candidate with it."),
 ) -> None:
     """Rank the candidate compositions of a chemical system by predicted stability."""
-    from fh_screen.candidates import parse_chemsys
+    from fh_screen.chem.candidates import parse_chemsys
     from fh_screen.screening import ScreenOptions, check_size
 
     started = time.perf_counter()
@@ -75,7 +75,7 @@ def screen_command(
 
     with _Stages() as stages:
         stages("loading the model")
-        from fh_screen.predictor import Predictor
+        from fh_screen.models.predictor import Predictor
 
         predictor = Predictor.from_name(model)
         stages("reading known phases from the store")
@@ -194,7 +194,7 @@ def _save(result, predictor, options) -> str:
 
 
 def write_outputs(result, *, json_path: Optional[Path] = None, csv_path: Optional[Path] = None) -> None:
-    """Write the ranked list with exactly :data:`fh_screen.screening.RESULT_COLUMNS` (atomic writes)."""
+    """Write the ranked list with exactly :data:`fh_screen.screening.result.RESULT_COLUMNS` (atomic writes)."""
     import json
 
     from fh_screen.screening import RESULT_COLUMNS

@@ -3,7 +3,7 @@ evaluate a model the way the screen uses it (``--study stability --model NAME``)
 
 Each seed study writes ``<output-dir>/study/<name>.json`` (metrics, exact command, caps, data
 hashes, seconds, machine) and ``<output-dir>/figures/<name>.png``; the stability study writes
-``<output-dir>/evaluation/<model>.json`` and ``.png`` (see :mod:`fh_screen.evaluation`).
+``<output-dir>/evaluation/<model>.json`` and ``.png`` (see :mod:`fh_screen.study.evaluation`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Optional
 import typer
 
 from fh_screen.cli.common import console, fail, one_line_errors
-from fh_screen.ranking import DEFAULT_PREFILTER_MODEL, DEFAULT_REFINE_TOP
+from fh_screen.screening.probability import DEFAULT_PREFILTER_MODEL, DEFAULT_REFINE_TOP
 
 __all__ = ["register"]
 
@@ -64,10 +64,10 @@ def evaluate_command(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from fh_screen import study as st
+    from fh_screen.study import seed_study as st
     from fh_screen.data import shared_data_dir
-    from fh_screen.network.mlp import PRESETS
-    from fh_screen.network.fit import TrainConfig
+    from fh_screen.models.mlp import PRESETS
+    from fh_screen.models.fit import TrainConfig
 
     if study == "stability":
         _stability(model, train_path, val_path, output_dir, systems, hull_systems, seed, threads, refine_top, prefilter)
@@ -168,16 +168,16 @@ def evaluate_command(
 def _stability(model: Optional[str], train_path: Optional[Path], val_path: Optional[Path], output_dir: Path,
                systems: int, hull_systems: int, seed: int, threads: int, refine_top: int = DEFAULT_REFINE_TOP,
                prefilter: str = DEFAULT_PREFILTER_MODEL) -> None:
-    """Accuracy, hull classification, rediscovery and calibration of one model (fh_screen.evaluation)."""
+    """Accuracy, hull classification, rediscovery and calibration of one model (fh_screen.study.evaluation)."""
     import re
     import time
 
     import torch
 
-    from fh_screen import evaluation as ev
+    from fh_screen.study import evaluation as ev
     from fh_screen.data import file_sha256, shared_data_dir
-    from fh_screen.predictor import Predictor
-    from fh_screen.study import write_json
+    from fh_screen.models.predictor import Predictor
+    from fh_screen.io import write_json
 
     torch.set_num_threads(threads)
     train_path = train_path or shared_data_dir() / "train.csv"
@@ -220,7 +220,9 @@ def _stability(model: Optional[str], train_path: Optional[Path], val_path: Optio
 
 
 def _write(st, payload: dict, output_dir: Path, name: str, draw, progress) -> None:
-    json_path = st.write_json(payload, output_dir / "study" / f"{name}.json")
+    from fh_screen.io import write_json
+
+    json_path = write_json(payload, output_dir / "study" / f"{name}.json")
     png_path = draw(output_dir / "figures" / f"{name}.png")
     progress.console.print(f"wrote {json_path} and {png_path}", soft_wrap=True)
 

@@ -40,9 +40,9 @@ def train_command(
                          max_rows, seed, threads, name)
         return
 
-    from fh_screen.network.mlp import PRESETS, parse_architecture
-    from fh_screen.network.fit import TrainConfig
-    from fh_screen.training import train_model, write_model_card
+    from fh_screen.models.mlp import PRESETS, parse_architecture
+    from fh_screen.models.fit import TrainConfig
+    from fh_screen.models.training import train_model, write_model_card
 
     if preset not in PRESETS:
         fail(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
@@ -73,7 +73,7 @@ def train_command(
 def _train_with_bars(train_path, val_path, preset, spec, config, members, max_rows, name, epochs):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from fh_screen.training import train_model
+    from fh_screen.models.training import train_model
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[status]}"), console=error_console()) as progress:
@@ -91,8 +91,8 @@ def _train_attention(train_path: Path, output_dir: Path, val_path: Optional[Path
                      epochs: Optional[int], max_rows: Optional[int], seed: int, threads: int, name: Optional[str]) -> None:
     import sys
 
-    from fh_screen.attention_training import parse_recipe, run_attention_training
-    from fh_screen.network.fit_attention import AttentionTrainConfig
+    from fh_screen.models.attention_training import parse_recipe, run_attention_training
+    from fh_screen.models.fit_attention import AttentionTrainConfig
 
     try:
         parse_recipe(recipe)

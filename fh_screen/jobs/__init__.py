@@ -17,6 +17,9 @@ Quick start (``docs/jobs.md``)::
     from fh_screen.jobs import PrescreenToDFTMaker
     flow = PrescreenToDFTMaker().make("Li-Fe-P-O")
     run_locally(flow)            # JOB_STORE from ~/.jobflow.yaml
+
+Top layer beside ``cli``: may import every core package (``screening``, ``models``, ``store``,
+``chem``, ``data``); nothing in fh-screen imports ``jobs`` except ``cli`` and the workflows.
 """
 
 from __future__ import annotations

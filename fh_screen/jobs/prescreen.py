@@ -1,8 +1,8 @@
 """The prescreen job: a chemical system in, its :class:`~fh_screen.store.documents.ScreenDoc` out.
 
-The job runs the same stages as ``fh-screen SYSTEM`` and :func:`fh_screen.screening.screen`,
+The job runs the same stages as ``fh-screen SYSTEM`` and :func:`fh_screen.screening.core.screen`,
 through the same functions: the chemical-system parser, the reference entries of the store
-(:meth:`FhScreenStore.reference_frame`), :func:`~fh_screen.screening.screen`,
+(:meth:`FhScreenStore.reference_frame`), :func:`~fh_screen.screening.core.screen`,
 :meth:`ScreenDoc.from_result` and :meth:`FhScreenStore.save_screen`. Then
 :meth:`ScreenDoc.select` picks the candidates handed on: unknown compositions (unless
 ``select_known``) of at least two elements, energy above the hull ≤ ``e_hull_max_ev_per_atom``
@@ -57,7 +57,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 def screen_options_from(value: ScreenOptions | Mapping[str, Any] | None) -> ScreenOptions:
-    """Validated :class:`~fh_screen.screening.ScreenOptions` from options or a mapping of them.
+    """Validated :class:`~fh_screen.screening.options.ScreenOptions` from options or a mapping of them.
 
     Unknown names (``max_atom``), values of the wrong type and absurd limits raise
     :class:`PrescreenError` with one line naming the option.
@@ -144,7 +144,7 @@ class PrescreenMaker(Maker):
     model
         Shipped model name or checkpoint path (None: the default model, as the CLI).
     screen_options
-        :class:`~fh_screen.screening.ScreenOptions` (a dict is converted and validated: a typo
+        :class:`~fh_screen.screening.options.ScreenOptions` (a dict is converted and validated: a typo
         fails at once). Defaults: ``ScreenOptions()`` with :data:`PRESCREEN_SCREEN_DEFAULTS`.
     top_n, e_hull_max_ev_per_atom, select_known
         Selection of the candidates handed on (:meth:`ScreenDoc.select`).
@@ -217,7 +217,7 @@ class PrescreenMaker(Maker):
         """
         from jobflow import OutputReference
 
-        from fh_screen.candidates import parse_chemsys
+        from fh_screen.chem.candidates import parse_chemsys
         from fh_screen.screening import check_size
 
         self._check()
@@ -243,8 +243,8 @@ class PrescreenMaker(Maker):
 
     def prescreen(self, chemsys: str | Sequence[str]) -> ScreenDoc:
         """Run the prescreen now, without jobflow (the body of the job)."""
-        from fh_screen.candidates import parse_chemsys
-        from fh_screen.predictor import Predictor
+        from fh_screen.chem.candidates import parse_chemsys
+        from fh_screen.models.predictor import Predictor
         from fh_screen.screening import screen
 
         self._check()

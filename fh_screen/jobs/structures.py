@@ -307,7 +307,7 @@ def make_structures(
     use_random: bool = True, seed: int = 0,
 ) -> StructuresDocument:
     """Trial structures for every formula; a formula that yields none is reported, not raised."""
-    from fh_screen.composition import reduced_formula
+    from fh_screen.chem.formula import reduced_formula
 
     doc = StructuresDocument(formulas=[str(f) for f in formulas])
     for formula in doc.formulas:

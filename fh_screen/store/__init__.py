@@ -1,5 +1,11 @@
 """fh-screen's maggma stores: OQMD reference entries, predictions and screens (three collections).
 
+Owns the embedded SQLite store (:mod:`~fh_screen.store.backend`), the pydantic documents, ingest,
+the shipped reference table (:mod:`~fh_screen.store.bootstrap`), builders and queries.
+May import :mod:`fh_screen.chem`, :mod:`fh_screen.data`, :mod:`fh_screen.settings`,
+:mod:`fh_screen.errors`, :mod:`fh_screen.run_ids`, and :mod:`fh_screen.models` (the prediction
+builder); never ``study``, ``jobs``, ``cli`` or ``plotting``.
+
 >>> from fh_screen.store import FhScreenStore
 >>> with FhScreenStore.from_settings() as store:
 ...     frame = store.reference_frame(chemsys="Li-Fe-P-O")

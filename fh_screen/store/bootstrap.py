@@ -18,6 +18,7 @@ import logging
 import sqlite3
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -266,7 +267,7 @@ def ensure_reference_data(
         meta.close()
 
 
-def bootstrap_from_settings(settings: FhScreenSettings) -> BootstrapResult | None:
+def bootstrap_from_settings(settings: FhScreenSettings, on_filled: Callable[[], object] | None = None) -> BootstrapResult | None:
     """Fill the configured embedded store from the shipped table if it needs it.
 
     Parameters
@@ -274,6 +275,10 @@ def bootstrap_from_settings(settings: FhScreenSettings) -> BootstrapResult | Non
     settings
         Where the store lives; nothing happens with MongoDB (``mongo_uri``) or with
         ``reference_data: false`` (``FH_SCREEN_REFERENCE_DATA=false``).
+    on_filled
+        Called after the table was written (not when it was current), inside the same error
+        handling: :meth:`~fh_screen.store.stores.FhScreenStore.from_settings` creates both
+        collections and their indexes there (this module does not import the stores).
 
     Returns
     -------
@@ -287,15 +292,8 @@ def bootstrap_from_settings(settings: FhScreenSettings) -> BootstrapResult | Non
         result = ensure_reference_data(
             settings.store_path, collection=settings.reference_collection, busy_timeout_s=settings.busy_timeout_s,
         )
-        if result.action != "current":
-            from fh_screen.store.stores import FhScreenStore
-
-            # Both collections and their query indexes, so that a read-only store opens and is fast.
-            FhScreenStore.embedded(
-                settings.store_path, busy_timeout_s=settings.busy_timeout_s,
-                reference_collection=settings.reference_collection,
-                predictions_collection=settings.predictions_collection,
-            ).connect().close()
+        if result.action != "current" and on_filled is not None:
+            on_filled()
         return result
     except (OSError, sqlite3.Error) as exc:
         logger.warning("could not fill %s with the shipped reference data: %s", settings.store_path, exc)

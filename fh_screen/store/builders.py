@@ -21,7 +21,7 @@ __all__ = ["PredictionBuilder"]
 @lru_cache(maxsize=4)
 def _predictor(model: str | None):
     """One Predictor per model and process (worker processes load it once)."""
-    from fh_screen.predictor import Predictor
+    from fh_screen.models.predictor import Predictor
 
     return Predictor.from_name(model, threads=1)
 
@@ -84,7 +84,7 @@ class PredictionBuilder(Builder):
 
     def get_items(self):
         """Batches of formulas without a prediction from the current model."""
-        from fh_screen.composition import reduced_formula
+        from fh_screen.chem.formula import reduced_formula
 
         self.target.ensure_index("formula")
         self.target.ensure_index("model_weights_sha256")

@@ -75,13 +75,13 @@ def subsystems(chemsys: str | list[str] | tuple[str, ...]) -> list[str]:
     """Every non-empty sub-system of a chemical system (``Li-O`` → ``Li``, ``O``, ``Li-O``).
 
     The system is read by fh-screen's one chemical-system parser
-    (:func:`fh_screen.candidates.parse_chemsys`, any element symbol allowed), so the store and
+    (:func:`fh_screen.chem.candidates.parse_chemsys`, any element symbol allowed), so the store and
     the screen accept and refuse the same texts; bad input raises a one-line ``ChemsysError``.
     """
     from itertools import combinations
 
-    from fh_screen.candidates import parse_chemsys
-    from fh_screen.composition import ALL_ELEMENT_SYMBOLS
+    from fh_screen.chem.candidates import parse_chemsys
+    from fh_screen.chem.formula import ALL_ELEMENT_SYMBOLS
 
     unique = parse_chemsys(chemsys, ALL_ELEMENT_SYMBOLS)
     return ["-".join(c) for n in range(1, len(unique) + 1) for c in combinations(unique, n)]
@@ -228,7 +228,7 @@ class ScreenDoc(BaseModel):
         keep_top: int | None = DEFAULT_KEEP_TOP,
         reference: str | None = None,
     ) -> ScreenDoc:
-        """The document of a :class:`~fh_screen.screening.ScreenResult` screened with ``options``.
+        """The document of a :class:`~fh_screen.screening.result.ScreenResult` screened with ``options``.
 
         The run id is the result's own when it already has the one run-id format, else a new one.
         """
@@ -261,7 +261,7 @@ class ScreenDoc(BaseModel):
         """A copy whose ``selected`` holds the candidates to hand on, in rank order.
 
         The screen's best new candidates (``Candidate.selected``: the rule of
-        :func:`fh_screen.screening.selection_mask`, the same as the CLI's; so never a predicted
+        :func:`fh_screen.screening.selection.selection_mask`, the same as the CLI's; so never a predicted
         ΔH_f >= 0), plus known compositions when ``select_known``; of at least two elements, with
         energy above the hull ≤ ``e_hull_max_ev_per_atom`` (when given), best ``top_n`` (when
         given). An empty selection is reported in ``problems``, not raised.

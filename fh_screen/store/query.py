@@ -30,10 +30,10 @@ def criteria_for(
 
     ``chemsys`` (elements in any order, ``Li-Fe-O`` or a list) selects every entry whose elements
     are a subset of it, as a phase diagram needs; formulas are reduced first, so ``Fe4O6`` finds
-    ``Fe2O3`` (fh-screen's one formula reducer, :func:`fh_screen.composition.reduced_formula`).
-    The system is read by the one chemical-system parser (:func:`fh_screen.candidates.parse_chemsys`).
+    ``Fe2O3`` (fh-screen's one formula reducer, :func:`fh_screen.chem.formula.reduced_formula`).
+    The system is read by the one chemical-system parser (:func:`fh_screen.chem.candidates.parse_chemsys`).
     """
-    from fh_screen.composition import reduced_formula
+    from fh_screen.chem.formula import reduced_formula
 
     criteria: dict = {}
     if formula is not None:

@@ -166,7 +166,16 @@ class FhScreenStore:
             )
         from fh_screen.store.bootstrap import bootstrap_from_settings
 
-        bootstrap_from_settings(settings)  # first use: the OQMD reference table shipped with the package
+        def make_indexes() -> None:
+            # Both collections and their query indexes, so that a read-only store opens and is fast.
+            FhScreenStore.embedded(
+                settings.store_path, busy_timeout_s=settings.busy_timeout_s,
+                reference_collection=settings.reference_collection,
+                predictions_collection=settings.predictions_collection,
+            ).connect().close()
+
+        # first use: the OQMD reference table shipped with the package
+        bootstrap_from_settings(settings, on_filled=make_indexes)
         return cls.embedded(
             settings.store_path, read_only=read_only, busy_timeout_s=settings.busy_timeout_s,
             reference_collection=settings.reference_collection,
@@ -334,8 +343,8 @@ class FhScreenStore:
         """
         criteria: dict = {}
         if chemsys:
-            from fh_screen.candidates import parse_chemsys
-            from fh_screen.composition import ALL_ELEMENT_SYMBOLS
+            from fh_screen.chem.candidates import parse_chemsys
+            from fh_screen.chem.formula import ALL_ELEMENT_SYMBOLS
 
             criteria["chemsys"] = "-".join(parse_chemsys(chemsys, ALL_ELEMENT_SYMBOLS))
         if model_name:
@@ -364,7 +373,7 @@ def prediction_docs_from_frame(frame: pd.DataFrame, predictor, *, formulas_reduc
     """
     import math
 
-    from fh_screen.composition import reduced_formula
+    from fh_screen.chem.formula import reduced_formula
 
     if "refined" in frame.columns:
         frame = frame[frame["refined"].to_numpy(bool)]

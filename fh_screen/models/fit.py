@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from fh_screen.network.mlp import NetworkSpec, build_network
+from fh_screen.models.mlp import NetworkSpec, build_network
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 One call does the product's main job::
 
-    from fh_screen.screening import screen
+    from fh_screen.screening.core import screen
     result = screen("Li-Fe-P-O", known=reference_frame)   # known: formula, dhf_ev_per_atom
     result.table.head()                                  # ranked pandas DataFrame
     result.records()                                     # JSON-ready dicts
@@ -11,15 +11,15 @@ Known compositions enter the hull at their DFT values only (a prediction never r
 and every composition is placed against the hull of the **known** phases:
 ``e_above_hull_pred_ev_per_atom`` is the DFT ΔH_f minus that hull for a known composition (0 for
 a known ground state) and the predicted ΔH_f minus that hull for a new one (negative: predicted
-below the known hull). The table is ranked by ``stability_score`` (:mod:`fh_screen.ranking`:
+below the known hull). The table is ranked by ``stability_score`` (:mod:`fh_screen.screening.probability`:
 log P(below the known hull) from the prediction and its σ, plus a log prior learned from the
-OQMD training file), the rule chosen by the rediscovery test of :mod:`fh_screen.evaluation`
+OQMD training file), the rule chosen by the rediscovery test of :mod:`fh_screen.study.evaluation`
 (``docs/ranking-experiments.md``). ``selected`` marks the best new candidates (new, predicted
 ΔH_f < 0, E_hull <= ``select_e_hull_max_ev_per_atom``). Without known entries (a fresh machine)
 the hull is that of the elements.
 
-The hull's cost is bounded in any dimension (:func:`fh_screen.hull.hull_energies`: qhull per
-subsystem of at most :data:`fh_screen.hull.QHULL_MAX_ELEMENTS` elements, a linear programme per
+The hull's cost is bounded in any dimension (:func:`fh_screen.chem.hull.hull_energies`: qhull per
+subsystem of at most :data:`fh_screen.chem.hull.QHULL_MAX_ELEMENTS` elements, a linear programme per
 larger candidate) and :func:`check_size` refuses, before any work, an enumeration above
 ``max_candidates`` or one needing more than :data:`MAX_HULL_PROGRAMMES` programmes.
 """
@@ -29,167 +29,36 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from functools import cached_property
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from fh_screen.composition import ELEMENTS_ABSENT_FROM_OQMD, FormulaError, _amounts_fast, _amounts_of, parse_formula
-from fh_screen.candidates import (
-    DEFAULT_MAX_ATOMS,
-    charge_neutral_mask,
-    count_candidates,
-    enumerate_counts,
-    formulas_from_counts,
-    parse_chemsys,
-    reduce_counts,
-)
-from fh_screen.errors import FhScreenError
-from fh_screen.hull import QHULL_MAX_ELEMENTS, hull_energies, probability_within, pymatgen_phase_diagram
-from fh_screen.plotting import plot_screen  # noqa: F401 - re-exported; the figure code lives in fh_screen.plotting
-from fh_screen.ranking import DEFAULT_PREFILTER_MODEL, DEFAULT_REFINE_TOP, log_prior, stability_score
+from fh_screen.chem.candidates import count_candidates, enumerate_counts, formulas_from_counts, parse_chemsys, reduce_counts
+from fh_screen.chem.formula import ELEMENTS_ABSENT_FROM_OQMD, FormulaError, _amounts_fast, _amounts_of, parse_formula
+from fh_screen.chem.hull import QHULL_MAX_ELEMENTS, hull_energies, probability_within
+from fh_screen.chem.oxidation import charge_balanced
 from fh_screen.run_ids import new_run_id
+from fh_screen.screening.options import ScreenError, ScreenOptions
+from fh_screen.screening.probability import log_prior, stability_score
+from fh_screen.screening.result import ScreenResult
+from fh_screen.screening.selection import selection_mask
 
 if TYPE_CHECKING:
-    from fh_screen.predictor import Predictor
+    from fh_screen.models.predictor import Predictor
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "DEFAULT_MAX_CANDIDATES",
-    "RESULT_COLUMNS",
-    "ScreenError",
-    "ScreenOptions",
-    "ScreenResult",
     "MAX_HULL_PROGRAMMES",
     "candidates_by_size",
-    "charge_balanced",
     "check_size",
     "hull_programmes",
     "known_counts",
-    "plot_screen",
     "screen",
-    "selection_mask",
+    "table_order",
 ]
-
-#: Largest enumeration a screen runs without ``force``: a senary system at the default 20
-#: atoms (221,155 candidates) still fits, a septenary one (~865,000) needs ``--force`` or a
-#: smaller ``max_atoms``. Enumeration + prediction + hull of 250k candidates take seconds.
-DEFAULT_MAX_CANDIDATES = 250_000
-
-
-
-#: The ranked table's core columns (``--json``/``--csv`` write exactly these). After them come
-#: ``dhf_std_ev_per_atom`` and ``p_stable`` (ensembles), ``is_known``, ``dhf_ev_per_atom`` (the
-#: value on the hull: DFT when known, else the prediction), ``charge_balanced``,
-#: ``stability_score`` (the ranking key, higher is better) and ``selected``.
-RESULT_COLUMNS = [
-    "rank",
-    "formula",
-    "dhf_pred_ev_per_atom",
-    "e_above_hull_pred_ev_per_atom",
-    "known_dhf_ev_per_atom",
-    "decomposition",
-]
-
-
-class ScreenError(FhScreenError):
-    """A screen that cannot run as asked (limits, options); the message is one line."""
-
-
-@dataclass(frozen=True)
-class ScreenOptions:
-    """What to enumerate and how to judge stability.
-
-    ``max_atoms``: largest formula unit (default 20, see :data:`fh_screen.candidates.DEFAULT_MAX_ATOMS`);
-    ``max_per_element``: most atoms of one element (default ``max_atoms - 1``);
-    ``charge_neutral``: keep only enumerated compositions that can be charge balanced
-    (known compositions are always kept); ``include_known``: list known compositions too
-    (they always shape the hull); ``max_candidates``: refuse larger enumerations unless
-    ``force``; ``e_hull_tolerance_ev_per_atom``: the window for ``p_stable`` (0.05 eV/atom:
-    about the model's error on held-out OQMD and a common metastability window for synthesis);
-    ``select_e_hull_max_ev_per_atom``: the E_hull window of the ``selected`` best new candidates
-    (0.2 eV/atom keeps 92 % of the hidden stable compounds of the rediscovery test and drops
-    41 % of the candidates, ``docs/evaluation.md``). Charge neutrality is off by default: as a
-    filter it drops 32 % of the stable compounds; the ranking's prior weighs it instead.
-    ``refine_top``/``prefilter_model``: with a slow model (the attention ensemble), every new
-    candidate is first scored with the fast ``prefilter_model`` and only the best ``refine_top``
-    of them (and every known composition) are predicted by the model itself; they head the table
-    (``refined`` is True), the rest follow in the prefilter's order with its predictions. None
-    runs the model on every candidate.
-    """
-
-    max_atoms: int = DEFAULT_MAX_ATOMS
-    max_per_element: int | None = None
-    charge_neutral: bool = False
-    include_known: bool = True
-    max_candidates: int = DEFAULT_MAX_CANDIDATES
-    force: bool = False
-    e_hull_tolerance_ev_per_atom: float = 0.05
-    select_e_hull_max_ev_per_atom: float = 0.2
-    refine_top: int | None = DEFAULT_REFINE_TOP
-    prefilter_model: str = DEFAULT_PREFILTER_MODEL
-
-    def validate(self) -> None:
-        """Raise :class:`ScreenError` for absurd limits."""
-        if isinstance(self.max_candidates, bool) or int(self.max_candidates) != self.max_candidates or self.max_candidates < 1:
-            raise ScreenError(f"max_candidates must be a positive integer, got {self.max_candidates!r}")
-        tol = self.e_hull_tolerance_ev_per_atom
-        if not isinstance(tol, (int, float)) or not math.isfinite(tol) or not 0 <= tol <= 1:
-            raise ScreenError(f"e_hull_tolerance_ev_per_atom must be between 0 and 1 eV/atom, got {tol!r}")
-        window = self.select_e_hull_max_ev_per_atom
-        if not isinstance(window, (int, float)) or not math.isfinite(window) or window < 0:
-            raise ScreenError(f"select_e_hull_max_ev_per_atom must be a finite number >= 0 eV/atom, got {window!r}")
-        top = self.refine_top
-        if top is not None and (isinstance(top, bool) or not isinstance(top, int) or top < 1):
-            raise ScreenError(f"refine_top must be a positive integer or None (the model on every candidate), got {top!r}")
-
-
-@dataclass
-class ScreenResult:
-    """A ranked screen of one system (see :data:`RESULT_COLUMNS`) and the hull behind it."""
-
-    chemsys: tuple[str, ...]
-    table: pd.DataFrame
-    phase_diagram_inputs: tuple = field(repr=False)
-    n_candidates: int
-    model_name: str
-    model_version: str
-    weights_sha256: str
-    run_id: str
-    n_known: int = 0
-    warnings: list[str] = field(default_factory=list)
-    #: ``name@version`` of the fast model that ranked the candidates not ``refined`` (None: none)
-    prefilter: str | None = None
-
-    @cached_property
-    def phase_diagram(self):
-        """pymatgen ``PhaseDiagram`` of the elements, the known phases and the predicted stable ones.
-
-        Built on first access (importing pymatgen's phase-diagram module costs about a second,
-        which a screen that only prints a table does not pay).
-        """
-        return pymatgen_phase_diagram(self.chemsys, *self.phase_diagram_inputs)
-
-    def records(self) -> list[dict]:
-        """The ranked table as JSON-ready dicts (NaN becomes None, numpy scalars plain Python)."""
-        out = []
-        for row in self.table.to_dict("records"):
-            out.append({key: _plain(value) for key, value in row.items()})
-        return out
-
-
-def _plain(value):
-    if isinstance(value, (np.bool_, bool)):
-        return bool(value)
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return None if not math.isfinite(float(value)) else float(value)
-    return value
 
 
 def known_counts(known: pd.DataFrame | None, chemsys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -236,40 +105,6 @@ def known_counts(known: pd.DataFrame | None, chemsys: Sequence[str]) -> tuple[np
     return unique, lowest
 
 
-#: Most oxidation-state combinations :func:`charge_balanced` tests in one product; a system with more
-#: (e.g. ten halogens, chalcogens and pnictogens: 518,400) is split by the elements each row holds.
-MAX_STATE_COMBINATIONS = 4096
-#: A subsystem with more combinations than this is not tested (its rows count as balanced).
-MAX_SUBSYSTEM_STATE_COMBINATIONS = 65_536
-
-
-def charge_balanced(counts: np.ndarray, system: Sequence[str]) -> np.ndarray:
-    """:func:`fh_screen.candidates.charge_neutral_mask` with bounded cost for any system.
-
-    Rows are grouped by the elements they contain when the whole system has more than
-    :data:`MAX_STATE_COMBINATIONS` combinations of common oxidation states; a group above
-    :data:`MAX_SUBSYSTEM_STATE_COMBINATIONS` is reported balanced (not tested) with a log line.
-    """
-    from fh_screen.candidates import _oxidation_table
-
-    system = tuple(system)
-    counts = np.asarray(counts, dtype=np.int64)
-    sizes = [max(1, len(states)) for states in _oxidation_table(system)]
-    if math.prod(sizes) <= MAX_STATE_COMBINATIONS or len(counts) == 0:
-        return charge_neutral_mask(counts, system)
-    weights = 1 << np.arange(len(system), dtype=np.int64)
-    masks = (counts > 0) @ weights
-    out = np.ones(len(counts), dtype=bool)
-    for mask in np.unique(masks):
-        rows = np.flatnonzero(masks == mask)
-        columns = [j for j in range(len(system)) if (int(mask) >> j) & 1]
-        if math.prod(sizes[j] for j in columns) > MAX_SUBSYSTEM_STATE_COMBINATIONS:
-            logger.info("charge balance of %s not tested (too many oxidation-state combinations)", "-".join(system[j] for j in columns))
-            continue
-        out[rows] = charge_neutral_mask(counts[np.ix_(rows, columns)], tuple(system[j] for j in columns))
-    return out
-
-
 def _row_keys(*arrays: np.ndarray) -> list[np.ndarray] | None:
     """One int64 per row of non-negative count arrays, ordered as the rows sort lexicographically.
 
@@ -312,7 +147,7 @@ def _match(rows: np.ndarray, table: np.ndarray) -> np.ndarray:
 
 
 #: Most hull linear programmes a screen runs without ``force``: one per candidate with more than
-#: :data:`fh_screen.hull.QHULL_MAX_ELEMENTS` elements, each 10–15 ms on 2 shared cores
+#: :data:`fh_screen.chem.hull.QHULL_MAX_ELEMENTS` elements, each 10–15 ms on 2 shared cores
 #: (``benchmarks/bench_hull.py``), so the programmes of any accepted screen take about a minute at most.
 MAX_HULL_PROGRAMMES = 5_000
 #: Seconds per hull linear programme used in the refusal message (measured, see above).
@@ -331,7 +166,7 @@ def candidates_by_size(k: int, max_atoms: int, max_per_element: int | None = Non
 
 
 def hull_programmes(k: int, max_atoms: int, max_per_element: int | None = None) -> int:
-    """Linear programmes :func:`fh_screen.hull.hull_energies` runs for a full enumeration."""
+    """Linear programmes :func:`fh_screen.chem.hull.hull_energies` runs for a full enumeration."""
     return sum(candidates_by_size(k, max_atoms, max_per_element)[QHULL_MAX_ELEMENTS + 1 :])
 
 
@@ -354,7 +189,7 @@ def check_size(system: Sequence[str], options: ScreenOptions = ScreenOptions()) 
     Raises :class:`ScreenError` with a hint (a ``max_atoms`` that fits, or ``--force``) when it
     is above ``options.max_candidates``, or when the hull would need more than
     :data:`MAX_HULL_PROGRAMMES` linear programmes (candidates with more than
-    :data:`fh_screen.hull.QHULL_MAX_ELEMENTS` elements), and ``options.force`` is not set.
+    :data:`fh_screen.chem.hull.QHULL_MAX_ELEMENTS` elements), and ``options.force`` is not set.
     Within both limits a screen's cost is bounded (see ``docs/evaluation.md``).
     """
     k = len(system)
@@ -406,7 +241,7 @@ def screen(
 def _screen(chemsys: str | Sequence[str], *, predictor: Predictor | None, known: pd.DataFrame | None,
             options: ScreenOptions, progress: Callable[[str], None] | None) -> ScreenResult:
     """The body of :func:`screen`."""
-    from fh_screen.predictor import Predictor
+    from fh_screen.models.predictor import Predictor
 
     step = progress or (lambda label: None)
     options.validate()
@@ -527,7 +362,7 @@ def _predict_stage(predictor: Predictor, counts: np.ndarray, system: tuple[str, 
     ``options.prefilter_model`` ranks best by the screen's own score; the others keep the
     prefilter's values.
     """
-    from fh_screen.predictor import Predictor
+    from fh_screen.models.predictor import Predictor
 
     n = len(counts)
     refined = np.ones(n, dtype=bool)
@@ -560,14 +395,3 @@ def _predict_stage(predictor: Predictor, counts: np.ndarray, system: tuple[str, 
     return dhf, std, refined, f"{fast.name}@{fast.version}"
 
 
-def selection_mask(table: pd.DataFrame, options: ScreenOptions = ScreenOptions()) -> np.ndarray:
-    """The "best new candidates": new compositions with ΔH_f < 0 not far above the known hull.
-
-    ``table`` needs ``is_known``, ``dhf_pred_ev_per_atom`` and ``e_above_hull_pred_ev_per_atom``;
-    the window is ``options.select_e_hull_max_ev_per_atom``.
-    """
-    return (
-        ~table["is_known"].to_numpy(bool)
-        & (table["dhf_pred_ev_per_atom"].to_numpy() < 0)
-        & (table["e_above_hull_pred_ev_per_atom"].to_numpy() <= options.select_e_hull_max_ev_per_atom)
-    )

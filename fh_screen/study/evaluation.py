@@ -12,7 +12,7 @@ b. **hull classification**: for each sampled val chemical system ``S`` (the elem
    (each val compound once): stable when E_hull <= 1 meV/atom. Precision, recall, F1.
 c. **rediscovery**: in each sampled 2–4 element system (the element set of a val compound), the val
    compounds of the system and its subsystems that lie on the true hull (train + val at DFT
-   values) and have at most 20 atoms per formula unit are the hidden stable compounds; :func:`fh_screen.screening.screen`
+   values) and have at most 20 atoms per formula unit are the hidden stable compounds; :func:`fh_screen.screening.core.screen`
    runs with the train entries as the known phases and default options, and each hidden compound
    is ranked among the *unknown* candidates (val compounds stay unknown). recall@10, recall@50,
    recall@1 % of candidates, median rank percentile, and the random-order baseline, for the
@@ -31,109 +31,38 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from itertools import combinations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from fh_screen.composition import DEFAULT_ELEMENTS, fraction_matrix
-from fh_screen.data import OUTLIER_RANGE_EV_PER_ATOM
-from fh_screen.hull import hull_energies
+from fh_screen.chem.formula import DEFAULT_ELEMENTS
+from fh_screen.chem.hull import STABLE_TOLERANCE_EV_PER_ATOM, e_above_hull
+from fh_screen.data import OqmdSet, in_range, load_set, subsystem_rows
 
 if TYPE_CHECKING:
-    from fh_screen.predictor import Predictor
+    from fh_screen.models.predictor import Predictor
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "RANKING_RULES",
-    "STABLE_TOLERANCE_EV_PER_ATOM",
-    "OqmdSet",
     "accuracy_metrics",
     "calibration_metrics",
     "classification_metrics",
     "evaluate_model",
     "hull_classification",
-    "load_set",
-    "make_set",
     "rank_of",
     "rediscovery",
     "rediscovery_summary",
     "write_figure",
 ]
 
-#: A compound is on the hull when its energy above it is at most this (1 meV/atom).
-STABLE_TOLERANCE_EV_PER_ATOM = 1e-3
 #: z of a two-sided 90 % normal interval.
 Z90 = 1.6448536269514722
 #: Largest formula unit of a compound that rediscovery hides (the screen's default enumeration).
 REDISCOVERY_MAX_ATOMS = 20
-
-
-@dataclass
-class OqmdSet:
-    """One OQMD file as arrays: formulas, ΔH_f (eV/atom), fractions over DEFAULT_ELEMENTS, element sets."""
-
-    formulas: list[str]
-    dhf_ev_per_atom: np.ndarray
-    fractions: np.ndarray
-    systems: list[tuple[int, ...]]
-    n_atoms: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.formulas)
-
-    def index(self) -> dict[tuple[int, ...], np.ndarray]:
-        """Rows of each element set (sorted element indices), for subsystem lookups."""
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for row, system in enumerate(self.systems):
-            groups.setdefault(system, []).append(row)
-        return {key: np.array(rows, dtype=np.int64) for key, rows in groups.items()}
-
-
-def load_set(path: str | Path) -> OqmdSet:
-    """Read a shared OQMD CSV (``formula,target``); unparsable rows are dropped with a log line."""
-    frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
-    frame = frame[frame["formula"].notna() & frame["target"].notna()]
-    return make_set(frame["formula"].astype(str).tolist(), frame["target"].to_numpy(np.float64), label=str(path))
-
-
-def make_set(formulas: Sequence[str], dhf_ev_per_atom: Sequence[float], label: str = "entries") -> OqmdSet:
-    """:class:`OqmdSet` of formulas and ΔH_f values (eV/atom); unparsable formulas are dropped."""
-    formulas = list(formulas)
-    values = np.asarray(dhf_ev_per_atom, dtype=np.float64)
-    features = fraction_matrix(formulas, DEFAULT_ELEMENTS, dtype=np.float64)
-    valid = np.array([e is None for e in features.errors], dtype=bool)
-    if not valid.all():
-        logger.info("%s: %d unparsable rows dropped", label, int((~valid).sum()))
-    fractions = features.matrix[valid]
-    formulas = [f for f, ok in zip(formulas, valid) if ok]
-    nonzero = fractions > 0
-    rows, columns = np.nonzero(nonzero)
-    splits = np.cumsum(nonzero.sum(axis=1))[:-1]
-    systems = [tuple(c.tolist()) for c in np.split(columns, splits)]
-    # atoms per reduced formula unit: smallest integer multiple of the fractions (<= 200 atoms)
-    entries = fractions[rows, columns]
-    starts = np.concatenate([[0], splits]).astype(np.int64)
-    n_atoms = np.full(len(fractions), np.inf)
-    for scale in range(1, 201):
-        scaled = entries * scale
-        whole = np.logical_and.reduceat(np.abs(scaled - np.round(scaled)) < 1e-6, starts) & ~np.isfinite(n_atoms)
-        n_atoms[whole] = scale
-    return OqmdSet(formulas, values[valid], fractions, systems, n_atoms)
-
-
-def _subsystem_rows(index: dict[tuple[int, ...], np.ndarray], system: tuple[int, ...]) -> np.ndarray:
-    """Rows whose element set is a subset of ``system`` (two or more elements)."""
-    parts = [index[sub] for size in range(1, len(system) + 1) for sub in combinations(system, size) if sub in index]
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-
-
-def _in_range(values: np.ndarray) -> np.ndarray:
-    low, high = OUTLIER_RANGE_EV_PER_ATOM
-    return np.isfinite(values) & (values > low) & (values < high)
 
 
 # ---------------------------------------------------------------------------- (a) accuracy
@@ -167,15 +96,6 @@ def classification_metrics(true_stable: np.ndarray, pred_stable: np.ndarray) -> 
             "true_positives": tp, "precision": precision, "recall": recall, "f1": f1}
 
 
-def _e_above_hull(system: tuple[int, ...], points: np.ndarray, energies: np.ndarray, targets: np.ndarray,
-                  target_energies: np.ndarray) -> np.ndarray:
-    """Energy above the hull of ``points`` (fractions over DEFAULT_ELEMENTS, restricted to ``system``)."""
-    columns = list(system)
-    chemsys = tuple(DEFAULT_ELEMENTS[j] for j in columns)
-    hull = hull_energies(chemsys, points[:, columns], energies, targets[:, columns])
-    return target_energies - hull.energy_ev_per_atom
-
-
 def hull_classification(train: OqmdSet, val: OqmdSet, val_pred_ev_per_atom: np.ndarray, *, n_systems: int = 5000,
                         seed: int = 0) -> dict:
     """Stable/unstable classification of val compounds on hulls with predicted vs true val values.
@@ -183,8 +103,8 @@ def hull_classification(train: OqmdSet, val: OqmdSet, val_pred_ev_per_atom: np.n
     ``n_systems`` val chemical systems (all when fewer) are drawn with ``seed``. Returns the
     metrics of :func:`classification_metrics` plus the numbers of systems and compounds.
     """
-    train_ok = _in_range(train.dhf_ev_per_atom)
-    val_ok = _in_range(val.dhf_ev_per_atom) & np.isfinite(val_pred_ev_per_atom)
+    train_ok = in_range(train.dhf_ev_per_atom)
+    val_ok = in_range(val.dhf_ev_per_atom) & np.isfinite(val_pred_ev_per_atom)
     train_index = train.index()
     val_index = val.index()
     systems = sorted(s for s in val_index if len(s) >= 2)
@@ -193,18 +113,18 @@ def hull_classification(train: OqmdSet, val: OqmdSet, val_pred_ev_per_atom: np.n
         systems = [systems[i] for i in np.sort(rng.choice(len(systems), n_systems, replace=False))]
     true_stable, pred_stable = [], []
     for system in systems:
-        t_rows = _subsystem_rows(train_index, system)
+        t_rows = subsystem_rows(train_index, system)
         t_rows = t_rows[train_ok[t_rows]]
-        v_rows = _subsystem_rows(val_index, system)
+        v_rows = subsystem_rows(val_index, system)
         v_rows = v_rows[val_ok[v_rows]]
         own = val_index[system]
         own = own[val_ok[own]]
         if len(own) == 0:
             continue
         points = np.concatenate([train.fractions[t_rows], val.fractions[v_rows]])
-        e_true = _e_above_hull(system, points, np.concatenate([train.dhf_ev_per_atom[t_rows], val.dhf_ev_per_atom[v_rows]]),
+        e_true = e_above_hull(system, points, np.concatenate([train.dhf_ev_per_atom[t_rows], val.dhf_ev_per_atom[v_rows]]),
                                val.fractions[own], val.dhf_ev_per_atom[own])
-        e_pred = _e_above_hull(system, points, np.concatenate([train.dhf_ev_per_atom[t_rows], val_pred_ev_per_atom[v_rows]]),
+        e_pred = e_above_hull(system, points, np.concatenate([train.dhf_ev_per_atom[t_rows], val_pred_ev_per_atom[v_rows]]),
                                val.fractions[own], val_pred_ev_per_atom[own])
         true_stable.append(e_true <= STABLE_TOLERANCE_EV_PER_ATOM)
         pred_stable.append(e_pred <= STABLE_TOLERANCE_EV_PER_ATOM)
@@ -246,7 +166,7 @@ def _rule_lcb(ctx: dict) -> np.ndarray | None:
 def _prior_rule(floor_ev_per_atom: float, use_std: bool = True, prior: str = "log_prior",
                 weight: float = 1.0) -> Callable[[dict], np.ndarray]:
     def rule(ctx: dict) -> np.ndarray:
-        from fh_screen.ranking import stability_score
+        from fh_screen.screening.probability import stability_score
 
         std = ctx["std"] if use_std else None
         return -stability_score(ctx["e_known"], std, weight * ctx[prior], floor_ev_per_atom)
@@ -335,7 +255,7 @@ _TOKEN = re.compile(r"([A-Z][a-z]?)(\d*)")
 
 def _counts_of_formulas(formulas: Sequence[str], chemsys: Sequence[str]) -> np.ndarray:
     """Reduced integer counts of formulas as the screen writes them (``Li2O2`` is ``[1, 1]``, ``Zr(AlNi)2`` ``[2, 2, 1]``)."""
-    from fh_screen.candidates import reduce_counts
+    from fh_screen.chem.candidates import reduce_counts
 
     index = {s: j for j, s in enumerate(chemsys)}
     counts = np.zeros((len(formulas), len(chemsys)), dtype=np.int64)
@@ -358,16 +278,16 @@ def rediscovery(train: OqmdSet, val: OqmdSet, predictor: Predictor, *, n_systems
     Systems are drawn (seeded) among the element sets of val compounds with 2–4 elements and at
     most 20 atoms per formula unit; a drawn system counts when at least one val compound of it or
     of its subsystems (at most 20 atoms) is on the true hull (train + val at DFT values, E_hull <= 1 meV/atom). The real
-    :func:`fh_screen.screening.screen` runs with the train entries of the system as ``known``.
+    :func:`fh_screen.screening.core.screen` runs with the train entries of the system as ``known``.
     """
-    from fh_screen.candidates import charge_neutral_mask
-    from fh_screen.hull import build_hull
-    from fh_screen.ranking import log_prior
+    from fh_screen.chem.oxidation import charge_neutral_mask
+    from fh_screen.chem.hull import build_hull
+    from fh_screen.screening.probability import log_prior
     from fh_screen.screening import ScreenOptions, known_counts, screen
 
     options = options or ScreenOptions()
-    train_ok = _in_range(train.dhf_ev_per_atom)
-    val_ok = _in_range(val.dhf_ev_per_atom)
+    train_ok = in_range(train.dhf_ev_per_atom)
+    val_ok = in_range(val.dhf_ev_per_atom)
     train_index = train.index()
     val_index = val.index()
     eligible = sorted({val.systems[i] for i in np.flatnonzero(val_ok & (val.n_atoms <= REDISCOVERY_MAX_ATOMS))
@@ -379,14 +299,14 @@ def rediscovery(train: OqmdSet, val: OqmdSet, predictor: Predictor, *, n_systems
         if n_done >= n_systems:
             break
         system = eligible[position]
-        t_rows = _subsystem_rows(train_index, system)
+        t_rows = subsystem_rows(train_index, system)
         t_rows = t_rows[train_ok[t_rows]]
-        v_rows = _subsystem_rows(val_index, system)
+        v_rows = subsystem_rows(val_index, system)
         v_rows = v_rows[val_ok[v_rows]]
         small = v_rows[val.n_atoms[v_rows] <= REDISCOVERY_MAX_ATOMS]
         points = np.concatenate([train.fractions[t_rows], val.fractions[v_rows]])
         energies = np.concatenate([train.dhf_ev_per_atom[t_rows], val.dhf_ev_per_atom[v_rows]])
-        e_true = _e_above_hull(system, points, energies, val.fractions[small], val.dhf_ev_per_atom[small])
+        e_true = e_above_hull(system, points, energies, val.fractions[small], val.dhf_ev_per_atom[small])
         hidden = small[e_true <= STABLE_TOLERANCE_EV_PER_ATOM]
         own_system = np.array([val.systems[i] == system for i in hidden], dtype=bool)
         if not own_system.any():  # the system counts when a compound of its own elements is hidden
@@ -533,7 +453,7 @@ def evaluate_model(predictor: Predictor, train_path: str | Path, val_path: str |
                    options=None) -> tuple[dict, list]:
     """Run (a)–(d) for ``predictor``; returns the JSON-ready payload and the rediscovery records.
 
-    ``options`` are the :class:`~fh_screen.screening.ScreenOptions` of the rediscovery screens
+    ``options`` are the :class:`~fh_screen.screening.options.ScreenOptions` of the rediscovery screens
     (default: the screen's defaults).
     """
     step = progress or (lambda label: None)

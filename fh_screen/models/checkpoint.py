@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fh_screen.network.attention import AttentionSpec, build_attention_network
-from fh_screen.network.mlp import NetworkSpec, build_network
+from fh_screen.models.attention import AttentionSpec, build_attention_network
+from fh_screen.models.mlp import NetworkSpec, build_network
 
 __all__ = ["CHECKPOINT_FORMAT", "Checkpoint", "ModelError", "load_checkpoint", "save_checkpoint", "spec_from_dict"]
 

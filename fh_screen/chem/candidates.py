@@ -8,7 +8,7 @@ ternaries, …) as one ``(n, k)`` int array whose column ``j`` counts ``chemsys[
 the gcd of each row is 1, so every composition appears exactly once.
 
 :func:`count_candidates` gives that number exactly *before* enumerating (a Möbius sum over the
-gcd), so that a screen can refuse a huge enumeration with a hint. :func:`charge_neutral_mask`
+gcd), so that a screen can refuse a huge enumeration with a hint. :func:`fh_screen.chem.oxidation.charge_neutral_mask`
 is the optional charge-neutrality filter. :func:`formulas_from_counts` writes pymatgen's reduced
 formula of each row without building a Composition per row.
 """
@@ -23,7 +23,7 @@ from functools import lru_cache
 import numpy as np
 from numpy.dtypes import StringDType
 
-from fh_screen.composition import ALL_ELEMENT_SYMBOLS, DEFAULT_ELEMENTS
+from fh_screen.chem.formula import ALL_ELEMENT_SYMBOLS, DEFAULT_ELEMENTS
 from fh_screen.errors import FhScreenError
 
 __all__ = [
@@ -31,7 +31,6 @@ __all__ = [
     "DEFAULT_MAX_ATOMS",
     "MAX_ATOMS_LIMIT",
     "MAX_SYSTEM_SIZE",
-    "charge_neutral_mask",
     "count_candidates",
     "enumerate_counts",
     "formulas_from_counts",
@@ -183,48 +182,6 @@ def reduce_counts(counts: np.ndarray) -> np.ndarray:
 
 
 # --- charge neutrality -----------------------------------------------------------------------
-
-
-@lru_cache(maxsize=128)
-def _oxidation_table(chemsys: tuple[str, ...]) -> tuple[tuple[int, ...], ...]:
-    """pymatgen's common oxidation states of each element of the system."""
-    from pymatgen.core import Element
-
-    return tuple(tuple(Element(s).common_oxidation_states) for s in chemsys)
-
-
-@lru_cache(maxsize=128)
-def _is_metal(chemsys: tuple[str, ...]) -> tuple[bool, ...]:
-    from pymatgen.core import Element
-
-    return tuple(bool(Element(s).is_metal) for s in chemsys)
-
-
-def charge_neutral_mask(counts: np.ndarray, chemsys: Sequence[str], *, allow_alloys: bool = True) -> np.ndarray:
-    """True for rows that can be charge balanced, vectorised over rows.
-
-    Each element present takes **one** of pymatgen's ``common_oxidation_states`` (all its atoms
-    the same state, SMACT's ``neutral_ratios`` convention), and the row is neutral if some
-    choice of states gives a total charge of zero. Rows made only of metals are kept as alloys
-    when ``allow_alloys`` (SMACT's ``include_alloys`` default). Mixed valence (Fe3O4 as
-    Fe2+/Fe3+) is not counted. The combinations of states are enumerated once per system (a
-    few hundred at most) and every row is tested with one matrix product.
-    """
-    chemsys = tuple(chemsys)
-    counts = np.asarray(counts, dtype=np.int64)
-    table = _oxidation_table(chemsys)
-    # An element without common states can only be neutral as 0 (e.g. noble gases).
-    options = [states if states else (0,) for states in table]
-    combos = np.array(np.meshgrid(*options, indexing="ij"), dtype=np.int64).reshape(len(chemsys), -1)
-    neutral = np.zeros(len(counts), dtype=bool)
-    for start in range(0, combos.shape[1], 256):
-        block = combos[:, start : start + 256]
-        neutral |= ((counts @ block) == 0).any(axis=1)
-    if allow_alloys:
-        metals = np.array(_is_metal(chemsys), dtype=bool)
-        only_metals = ~((counts > 0) & ~metals).any(axis=1)
-        neutral |= only_metals
-    return neutral
 
 
 # --- formulas ---------------------------------------------------------------------------------

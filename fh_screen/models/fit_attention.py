@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fh_screen.network.attention import AttentionSpec, build_attention_network, laplace_nll
+from fh_screen.models.attention import AttentionSpec, build_attention_network, laplace_nll
 
 logger = logging.getLogger(__name__)
 

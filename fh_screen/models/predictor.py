@@ -10,15 +10,10 @@ from typing import Sequence
 
 import numpy as np
 
-from fh_screen.composition import (
-    ELEMENTS_ABSENT_FROM_OQMD,
-    FormulaError,
-    fraction_matrix,
-    fractions_from_counts,
-)
-from fh_screen.network.attention_inference import StackedAttentionEnsemble
-from fh_screen.network.checkpoint import Checkpoint, ModelError, load_checkpoint
-from fh_screen.network.stacked import StackedEnsemble
+from fh_screen.chem.formula import ELEMENTS_ABSENT_FROM_OQMD, FormulaError, fraction_matrix, fractions_from_counts
+from fh_screen.models.attention_inference import StackedAttentionEnsemble
+from fh_screen.models.checkpoint import Checkpoint, ModelError, load_checkpoint
+from fh_screen.models.stacked import StackedEnsemble
 
 logger = logging.getLogger(__name__)
 
@@ -32,14 +27,14 @@ DEFAULT_MODEL = "attention-ensemble"
 
 
 def available_models() -> list[str]:
-    """Names of the models shipped inside the package (``fh_screen/pretrained/<name>/model.pt``)."""
-    root = resources.files("fh_screen") / "pretrained"
+    """Names of the models shipped inside the package (``fh_screen/models/pretrained/<name>/model.pt``)."""
+    root = resources.files("fh_screen.models") / "pretrained"
     return sorted(p.name for p in root.iterdir() if p.is_dir() and (p / "model.pt").is_file())
 
 
 def shipped_model_path(name: str = DEFAULT_MODEL) -> Path:
     """Path of a shipped model's checkpoint; :class:`ModelError` if there is no such model."""
-    path = Path(str(resources.files("fh_screen") / "pretrained" / name / "model.pt"))
+    path = Path(str(resources.files("fh_screen.models") / "pretrained" / name / "model.pt"))
     if not path.is_file():
         raise ModelError(f"no shipped model named {name!r} (available: {', '.join(available_models()) or 'none'})")
     return path
@@ -81,7 +76,7 @@ class Predictor:
 
     @classmethod
     def from_file(cls, path: str | Path, **kwargs) -> Predictor:
-        """Load a checkpoint file written by :func:`fh_screen.network.checkpoint.save_checkpoint`."""
+        """Load a checkpoint file written by :func:`fh_screen.models.checkpoint.save_checkpoint`."""
         path = Path(path)
         return cls(load_checkpoint(path), path=path, **kwargs)
 
@@ -144,7 +139,7 @@ class Predictor:
         if matrix.shape[1] != len(self.elements):
             raise ModelError(f"feature matrix has {matrix.shape[1]} columns, the model expects {len(self.elements)}")
         if self.checkpoint.is_attention:
-            from fh_screen.network.attention import set_tensors
+            from fh_screen.models.attention import set_tensors
 
             return self.predict_sets(*set_tensors(matrix))
         columns = np.flatnonzero(np.any(matrix != 0, axis=0))
@@ -156,7 +151,7 @@ class Predictor:
         import torch
 
         if self.checkpoint.is_attention:
-            from fh_screen.network.attention import set_tensors
+            from fh_screen.models.attention import set_tensors
 
             indices, fractions = (torch.as_tensor(a) for a in set_tensors(matrix))
             with torch.inference_mode():
@@ -175,7 +170,7 @@ class Predictor:
         """Mean and calibrated σ (eV/atom) of an attention model for set tensors.
 
         ``indices`` are 1-based element columns (0 = padding) and ``fractions`` the amounts. The
-        members run stacked (:class:`~fh_screen.network.attention_inference.StackedAttentionEnsemble`),
+        members run stacked (:class:`~fh_screen.models.attention_inference.StackedAttentionEnsemble`),
         rows grouped by their number of elements; :meth:`predict_matrix_reference` runs the same
         modules one by one.
         """
@@ -274,7 +269,7 @@ class Predictor:
 def predict(formulas: Sequence[str] | str, model: str | Path | None = None) -> np.ndarray:
     """ΔH_f in eV/atom for each formula, with the shipped default model (or ``model``).
 
-    Raises :class:`~fh_screen.composition.FormulaError` naming the first bad formula.
+    Raises :class:`~fh_screen.chem.formula.FormulaError` naming the first bad formula.
     """
     if isinstance(formulas, str):
         formulas = [formulas]

@@ -19,11 +19,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fh_screen.chem.formula import DEFAULT_ELEMENTS
+
 __all__ = [
     "QHULL_MAX_ELEMENTS",
+    "STABLE_TOLERANCE_EV_PER_ATOM",
     "Hull",
     "HullEnergies",
     "build_hull",
+    "e_above_hull",
     "format_decomposition",
     "format_decompositions",
     "hull_energies",
@@ -323,3 +327,16 @@ def pymatgen_phase_diagram(chemsys: Sequence[str], formulas: Sequence[str], ener
         composition = Composition(formula)
         entries.append(PDEntry(composition, float(energy) * composition.num_atoms, name=formula, attribute=attribute))
     return PhaseDiagram(entries, elements=[Element(s) for s in chemsys])
+
+
+#: A compound is on the hull when its energy above it is at most this (1 meV/atom).
+STABLE_TOLERANCE_EV_PER_ATOM = 1e-3
+
+
+def e_above_hull(system: tuple[int, ...], points: np.ndarray, energies: np.ndarray, targets: np.ndarray,
+                  target_energies: np.ndarray) -> np.ndarray:
+    """Energy above the hull of ``points`` (fractions over DEFAULT_ELEMENTS, restricted to ``system``)."""
+    columns = list(system)
+    chemsys = tuple(DEFAULT_ELEMENTS[j] for j in columns)
+    hull = hull_energies(chemsys, points[:, columns], energies, targets[:, columns])
+    return target_energies - hull.energy_ev_per_atom

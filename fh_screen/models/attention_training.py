@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fh_screen.calibration import TARGET_COVERAGE, calibrate_sigma_scale  # re-exported: they lived here first
-from fh_screen.network.attention import AttentionSpec, set_tensors
-from fh_screen.network.fit_attention import AttentionTrainConfig, predict_attention, train_attention_network
+from fh_screen.models.calibration import TARGET_COVERAGE, calibrate_sigma_scale  # re-exported: they lived here first
+from fh_screen.models.attention import AttentionSpec, set_tensors
+from fh_screen.models.fit_attention import AttentionTrainConfig, predict_attention, train_attention_network
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class AttentionData:
 
 def prepare_attention_data(train_path: str | Path, *, holdout_fraction: float = 0.05, seed: int = 0, max_rows: int | None = None) -> AttentionData:
     """Load and clean ``train_path`` (outliers dropped), carve a seeded holdout, build set tensors."""
-    from fh_screen.composition import DEFAULT_ELEMENTS, fraction_matrix
+    from fh_screen.chem.formula import DEFAULT_ELEMENTS, fraction_matrix
     from fh_screen.data import OUTLIER_RANGE_EV_PER_ATOM, file_sha256, load_oqmd, split_frame
 
     frame, report = load_oqmd(train_path)
@@ -133,7 +133,7 @@ def parse_recipe(recipe: str, element_features: str | None = None) -> list[Ensem
     ``PRESET*N`` adds N members (numbers 0..N-1, seeds ``config.seed + number``); ``@E`` gives
     them a schedule of E epochs instead of the config's.
     """
-    from fh_screen.network.attention import ATTENTION_PRESETS
+    from fh_screen.models.attention import ATTENTION_PRESETS
 
     members: list[EnsembleMember] = []
     for part in recipe.replace(" ", "").split("+"):
@@ -198,9 +198,9 @@ def assemble_attention_model(
     """
     import torch
 
-    from fh_screen.network.checkpoint import Checkpoint
-    from fh_screen.predictor import Predictor
-    from fh_screen.training import error_metrics
+    from fh_screen.models.checkpoint import Checkpoint
+    from fh_screen.models.predictor import Predictor
+    from fh_screen.models.training import error_metrics
 
     output_dir = Path(output_dir)
     states, histories = [], []
@@ -249,7 +249,7 @@ def assemble_attention_model(
 def validation_metrics(predictor, val_path: str | Path) -> dict:
     """MAE/p80/p90 on all rows and on abs(ΔH_f) < 5 of ``val_path``, and σ coverage."""
     from fh_screen.data import file_sha256, load_oqmd
-    from fh_screen.training import error_metrics
+    from fh_screen.models.training import error_metrics
 
     val, _ = load_oqmd(val_path, drop_outliers=False)
     y = val["dhf_ev_per_atom"].to_numpy()
@@ -268,7 +268,7 @@ def validation_metrics(predictor, val_path: str | Path) -> dict:
 
 
 def _elements(spec: AttentionSpec) -> tuple[str, ...]:
-    from fh_screen.composition import DEFAULT_ELEMENTS
+    from fh_screen.chem.formula import DEFAULT_ELEMENTS
 
     return DEFAULT_ELEMENTS[: spec.n_elements]
 
@@ -298,8 +298,8 @@ def run_attention_training(
     writes ``model.pt``, ``model_card.json`` and ``README.md`` into ``output_dir`` and returns
     the checkpoint.
     """
-    from fh_screen.network.checkpoint import save_checkpoint
-    from fh_screen.training import write_attention_card
+    from fh_screen.models.checkpoint import save_checkpoint
+    from fh_screen.models.training import write_attention_card
 
     output_dir = Path(output_dir)
     cache = Path(cache) if cache else output_dir / "train_carve.npz"

@@ -1,6 +1,6 @@
 """Fast inference for an ensemble of attention networks: members stacked into batched matmuls.
 
-The modules of :mod:`fh_screen.network.attention` are the reference: this path computes the same
+The modules of :mod:`fh_screen.models.attention` are the reference: this path computes the same
 function with the same float32 arithmetic up to the order of additions (predictions agree to
 about 1e-6 eV/atom; ``tests/test_attention_inference.py`` holds them within 1e-5). It is faster because
 
@@ -60,8 +60,8 @@ def _stack_linear(linears, scale=None, shift=None):
 class StackedAttentionEnsemble:
     """The members of an attention ensemble as stacked tensors, for fast float32 inference on CPU.
 
-    ``networks`` are :func:`~fh_screen.network.attention.build_attention_network` modules and
-    ``specs`` their :class:`~fh_screen.network.attention.AttentionSpec` (members of equal specs are
+    ``networks`` are :func:`~fh_screen.models.attention.build_attention_network` modules and
+    ``specs`` their :class:`~fh_screen.models.attention.AttentionSpec` (members of equal specs are
     stacked together).
     """
 
@@ -101,7 +101,7 @@ class StackedAttentionEnsemble:
     def predict(self, indices: np.ndarray, fractions: np.ndarray, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> tuple[np.ndarray, np.ndarray]:
         """Members' (mean, log-scale) in standardised units, each ``(n_members, n)``.
 
-        ``indices``/``fractions`` as from :func:`~fh_screen.network.attention.set_tensors`.
+        ``indices``/``fractions`` as from :func:`~fh_screen.models.attention.set_tensors`.
         """
         import torch
 

@@ -188,7 +188,7 @@ def build_attention_network(spec: AttentionSpec, table: np.ndarray | None = None
             return out[:, 0], out[:, 1]
 
     if table is None:
-        from fh_screen.composition import DEFAULT_ELEMENTS
+        from fh_screen.chem.formula import DEFAULT_ELEMENTS
 
         table = element_table(DEFAULT_ELEMENTS[: spec.n_elements], spec.element_features)
     return ElementAttentionNet(table)

@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fh_screen.calibration import TARGET_COVERAGE, calibrate_sigma_scale, interval_coverage
-from fh_screen.composition import DEFAULT_ELEMENTS, fraction_matrix
+from fh_screen.models.calibration import TARGET_COVERAGE, calibrate_sigma_scale, interval_coverage
+from fh_screen.chem.formula import DEFAULT_ELEMENTS, fraction_matrix
 from fh_screen.data import OUTLIER_RANGE_EV_PER_ATOM, file_sha256, load_oqmd, split_frame
-from fh_screen.network.checkpoint import Checkpoint, save_checkpoint
-from fh_screen.network.mlp import PRESETS, NetworkSpec
-from fh_screen.network.fit import EpochRecord, TrainConfig, TrainedNetwork, train_network
+from fh_screen.models.checkpoint import Checkpoint, save_checkpoint
+from fh_screen.models.mlp import PRESETS, NetworkSpec
+from fh_screen.models.fit import EpochRecord, TrainConfig, TrainedNetwork, train_network
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def train_model(
     early stopping, so ``val_path`` stays untouched until the final evaluation. Each ensemble
     member uses its own seed (``config.seed + member``); with ``n_members > 1`` the model reports
     the member spread as σ, scaled by a factor fitted on the early-stopping rows so that ±1.645σ
-    holds :data:`~fh_screen.calibration.TARGET_COVERAGE` of their errors
+    holds :data:`~fh_screen.models.calibration.TARGET_COVERAGE` of their errors
     (``metadata["sigma_scale"]``; see :func:`calibrate_on_early_stopping_split`).
     """
     spec = spec or PRESETS[preset]
@@ -150,7 +150,7 @@ def calibrate_on_early_stopping_split(checkpoint: Checkpoint, x_stop: np.ndarray
     """Fit the σ scale of an MLP ensemble on its early-stopping rows; set it on ``checkpoint``.
 
     The raw σ (the members' spread, scale 1) is measured on the rows, the factor is
-    :func:`~fh_screen.calibration.calibrate_sigma_scale` of their errors and is stored as
+    :func:`~fh_screen.models.calibration.calibrate_sigma_scale` of their errors and is stored as
     ``checkpoint.metadata["sigma_scale"]``. The rows also chose each member's best epoch, so
     their errors are slightly optimistic; the coverage on val is the independent check.
 
@@ -170,7 +170,7 @@ def calibrate_on_early_stopping_split(checkpoint: Checkpoint, x_stop: np.ndarray
         ±1.645σ before (``early_stopping_coverage_1.645_sigma_raw``) and after
         (``early_stopping_coverage_1.645_sigma``) scaling.
     """
-    from fh_screen.predictor import Predictor
+    from fh_screen.models.predictor import Predictor
 
     if checkpoint.is_attention or len(checkpoint.member_state_dicts) < 2:
         raise ValueError("σ calibration needs a fully connected ensemble of two or more members")
@@ -203,7 +203,7 @@ def val_metrics(checkpoint: Checkpoint, val_all: pd.DataFrame) -> dict:
         ``val_all_rows``, ``val_abs_dhf_lt_5``, ``val_outlier_filtered`` and, for ensembles,
         ``val_coverage_1.645_sigma`` on the abs(ΔH_f) < 5 rows (as for the attention models).
     """
-    from fh_screen.predictor import Predictor
+    from fh_screen.models.predictor import Predictor
 
     y_val = val_all["dhf_ev_per_atom"].to_numpy()
     predicted, sigma = Predictor(checkpoint).predict_matrix(_features(val_all, checkpoint.elements))
@@ -232,7 +232,7 @@ def _torch_version() -> str:
 
 
 def _predict(checkpoint: Checkpoint, matrix: np.ndarray) -> np.ndarray:
-    from fh_screen.predictor import Predictor
+    from fh_screen.models.predictor import Predictor
 
     return Predictor(checkpoint).predict_matrix(matrix)[0]
 

@@ -1,8 +1,8 @@
 """Reproduction of the seed study: 10-fold CV (Fig. 5/6), data size (Fig. 4), architectures (Fig. 2, 3).
 
-Every study trains with :func:`fh_screen.network.fit.train_network` (no second training loop):
+Every study trains with :func:`fh_screen.models.fit.train_network` (no second training loop):
 a seeded ``early_stopping_fraction`` of each training part drives the LR schedule and early
-stopping, and the metrics come from :func:`fh_screen.training.error_metrics` on data the network
+stopping, and the metrics come from :func:`fh_screen.models.training.error_metrics` on data the network
 never saw. ``run_*`` functions add provenance and write the JSON and PNG files; the figure
 writers import matplotlib (Agg backend) lazily.
 """
@@ -10,9 +10,7 @@ writers import matplotlib (Agg backend) lazily.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import logging
-import math
 import os
 import platform
 import sys
@@ -24,12 +22,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fh_screen.composition import DEFAULT_ELEMENTS, fraction_matrix
+from fh_screen.chem.formula import DEFAULT_ELEMENTS, fraction_matrix
 from fh_screen.data import OUTLIER_RANGE_EV_PER_ATOM, file_sha256, kfold_indices, load_oqmd
 from fh_screen.errors import FhScreenError
-from fh_screen.network.mlp import PRESETS, NetworkSpec, build_network
-from fh_screen.network.fit import EpochRecord, TrainConfig, TrainedNetwork, train_network
-from fh_screen.training import error_metrics
+from fh_screen.models.mlp import PRESETS, NetworkSpec, build_network
+from fh_screen.models.fit import EpochRecord, TrainConfig, TrainedNetwork, train_network
+from fh_screen.models.training import error_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +47,6 @@ __all__ = [
     "provenance",
     "write_architecture_figure",
     "write_cv_figure",
-    "write_json",
     "write_loss_curves_figure",
     "write_size_figure",
 ]
@@ -388,33 +385,6 @@ def provenance(config: TrainConfig, sources: Sequence[dict], started: float, **e
         "outlier_filter_ev_per_atom": list(OUTLIER_RANGE_EV_PER_ATOM),
         **extra,
     }
-
-
-def write_json(payload: dict, path: str | Path) -> Path:
-    """Write ``payload`` as indented JSON atomically (no half-written file on failure)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(_finite(payload), indent=1, allow_nan=False, default=_json_default) + "\n")
-    tmp.replace(path)
-    return path
-
-
-def _finite(value):
-    """``value`` with NaN/inf floats replaced by ``None`` (strict JSON)."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if isinstance(value, (float, np.floating)) and not math.isfinite(float(value)):
-        return None
-    return value
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def _pyplot():

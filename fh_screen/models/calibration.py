@@ -1,7 +1,7 @@
 """Calibration of an ensemble's σ: one factor so that ±1.645σ holds the target share of errors.
 
 The factor is fitted on rows carved from the training file (never ``val.csv``), stored as
-``checkpoint.metadata["sigma_scale"]`` and applied by :class:`fh_screen.predictor.Predictor`.
+``checkpoint.metadata["sigma_scale"]`` and applied by :class:`fh_screen.models.predictor.Predictor`.
 """
 
 from __future__ import annotations

@@ -1,0 +1,11 @@
+"""Studies of the models and the screen, and the builders of shipped artefacts.
+
+Owns :mod:`~fh_screen.study.evaluation` (accuracy, hull classification, rediscovery,
+calibration), :mod:`~fh_screen.study.seed_study` (the ElemNet seed study: cross-validation, data
+size, architecture, overfitting) and :mod:`~fh_screen.study.prior` (the builder of the shipped
+stability prior).
+
+May import the core (:mod:`fh_screen.screening`, :mod:`fh_screen.models`, :mod:`fh_screen.chem`,
+:mod:`fh_screen.data`, :mod:`fh_screen.io`); the core never imports the study. Only ``cli`` and
+scripts import it.
+"""

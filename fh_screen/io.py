@@ -21,14 +21,16 @@ import numpy as np
 __all__ = ["atomic_write", "atomic_write_text", "json_text", "read_json", "write_json"]
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[Path], object], *, keep_suffix: bool = False) -> Path:
     """Write ``path`` through ``write(tmp)`` on a hidden temporary file renamed into place.
 
-    The temporary file keeps ``path``'s suffix (so that writers which infer the format from it,
-    such as matplotlib, still work) and is removed whatever happens. ``OSError`` propagates.
+    The temporary file ends in ``.tmp`` (so that pandas infers no compression from it), or in
+    ``path``'s own suffix with ``keep_suffix`` (for writers that take the format from it: matplotlib,
+    ``np.savez``); it is removed whatever happens. ``OSError`` propagates.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{secrets.token_hex(4)}.tmp{path.suffix}")
+    token = f"{os.getpid()}.{secrets.token_hex(4)}"
+    tmp = path.with_name(f".{path.stem}.{token}.tmp{path.suffix}" if keep_suffix else f".{path.name}.{token}.tmp")
     try:
         with open(tmp, "x", encoding="utf-8"):  # created with the umask's permissions
             pass

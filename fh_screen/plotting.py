@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fh_screen.errors import FhScreenError
+from fh_screen.io import atomic_write
 
 if TYPE_CHECKING:
     from fh_screen.screening import ScreenResult
@@ -233,14 +234,10 @@ def plot_screen(result: ScreenResult, path: str | Path, *, top: int = 10, show_u
 
     figure = draw_screen(result, top=top, show_unstable_ev_per_atom=show_unstable_ev_per_atom)
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     try:
-        figure.savefig(tmp, dpi=_DPI)
-        tmp.replace(path)
+        atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=_DPI), keep_suffix=True)
     finally:
         plt.close(figure)
-        if tmp.exists():
-            tmp.unlink()
     logger.info("wrote %s", path)
     return path
 

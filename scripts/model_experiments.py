@@ -38,7 +38,7 @@ def main() -> None:
     from fh_screen.models.attention import set_tensors
     from fh_screen.models.checkpoint import Checkpoint, spec_from_dict
     from fh_screen.models.predictor import Predictor
-    from fh_screen.models.training import error_metrics
+    from fh_screen.models.metrics import error_metrics
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="*", type=Path, help="run folders or member state files")

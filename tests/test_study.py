@@ -11,7 +11,7 @@ from fh_screen.io import write_json
 from fh_screen.study import seed_study as st
 from fh_screen.models.mlp import PRESETS
 from fh_screen.models.fit import TrainConfig
-from fh_screen.models.training import error_metrics
+from fh_screen.models.metrics import error_metrics
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

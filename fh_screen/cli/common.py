@@ -5,13 +5,12 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import re
-import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from fh_screen.errors import FhScreenError
+from fh_screen.errors import FhScreenError, one_line
+from fh_screen import io
 
 F = TypeVar("F", bound=Callable)
 
@@ -40,23 +39,13 @@ def error_console():
     return Console(stderr=True)
 
 
-_UNSAFE_ADVICE = re.compile(r"weights_only`?\s*(?:=|set to)\s*`?False", re.IGNORECASE)
-
-
-def _one_line(message: str) -> str:
-    """The first line of ``message``, without any sentence advising ``weights_only=False``."""
-    line = (message.strip().splitlines() or [""])[0]
-    sentences = re.split(r"(?<=[.;])\s+", line)
-    kept = " ".join(s for s in sentences if not _UNSAFE_ADVICE.search(s)).strip()
-    return kept or "refused: the file is not a plain-tensor checkpoint"
-
 
 def fail(message: str, code: int = 2):
     """Print ``error: message`` on one line to stderr and exit with ``code``."""
     import typer
     from rich.markup import escape
 
-    error_console().print(f"[bold red]error:[/] {escape(_one_line(message))}", highlight=False, soft_wrap=True)
+    error_console().print(f"[bold red]error:[/] {escape(one_line(message, first_line=True))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -93,19 +82,10 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
     Raises :class:`OutputError` (one line) for an unusable path or a failed write.
     """
     path = check_output_path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
-        with open(tmp, "x", encoding="utf-8"):  # created with the umask's permissions
-            pass
-        write(tmp)
-        os.replace(tmp, path)
+        io.atomic_write(path, write)
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
-    finally:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
 
 
 def write_csv(frame, path: str | Path, **to_csv_kwargs) -> None:

@@ -12,6 +12,7 @@ from typing import Optional
 import typer
 
 from fh_screen.cli.common import console, fail, one_line_errors
+from fh_screen.io import atomic_write
 
 __all__ = ["register", "runs_command", "show_run"]
 
@@ -102,13 +103,13 @@ def show_run(run_id: str, *, store_file: Optional[Path] = None, limit: int = 50,
         import json
 
         text = doc.model_dump_json(indent=1) + "\n"
-        _atomic_write(json_path, lambda tmp: tmp.write_text(text))
+        atomic_write(json_path, lambda tmp: tmp.write_text(text))
         console().print(f"wrote screen {doc.run_id} to {json_path}", highlight=False)
     if csv_path is not None:
         import pandas as pd
 
         frame = pd.DataFrame([c.model_dump() for c in doc.candidates])
-        _atomic_write(csv_path, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.6g"))
+        atomic_write(csv_path, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.6g"))
         console().print(f"wrote {len(frame)} candidates to {csv_path}", highlight=False)
     if json_path is None and csv_path is None:
         _print_screen(doc, limit)
@@ -147,18 +148,12 @@ def _number(value, digits: int = 3) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
 
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    tmp.replace(path)
-
-
 def _write_json(rows: list[dict], path: Path) -> None:
     import json
 
     clean = [{k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()} for row in rows]
     text = json.dumps(clean, indent=1) + "\n"
-    _atomic_write(path, lambda tmp: tmp.write_text(text))
+    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def register(app: typer.Typer) -> None:

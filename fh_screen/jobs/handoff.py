@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from jobflow import Flow, Job, JobConfig, Maker, OnMissing, Response
 
-from fh_screen.errors import FhScreenError
+from fh_screen.errors import FhScreenError, one_line
 from fh_screen.jobs.base import fh_screen_job
 from fh_screen.jobs.schemas import HandoffDocument, HandoffEntry, Problem, StructureCandidate, StructuresDocument
 
@@ -116,7 +116,7 @@ def _dft_response(doc: HandoffDocument, dft_maker: Maker | None, mode: str, name
         try:
             made = dft_maker.make(entry.structure)
         except Exception as exc:  # noqa: BLE001 - a maker that refuses one structure must not stop the rest
-            doc.problems.append(Problem(stage="handoff", formula=entry.formula, message=_one_line(exc)))
+            doc.problems.append(Problem(stage="handoff", formula=entry.formula, message=one_line(exc, with_type=True)))
             continue
         made.name = f"{made.name} {entry.formula}"
         entry.dft_job_uuids = _job_uuids(made)
@@ -169,10 +169,6 @@ def _taking_over(last: Job) -> Job:
     last.metadata = {**current.metadata, **last.metadata}
     return last
 
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}"
 
 
 @fh_screen_job(output_schema=HandoffDocument)

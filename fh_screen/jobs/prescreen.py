@@ -26,7 +26,7 @@ from typing import Any
 from jobflow import Maker
 from maggma.core import Store
 
-from fh_screen.errors import FhScreenError
+from fh_screen.errors import FhScreenError, one_line
 from fh_screen.jobs.base import fh_screen_job
 from fh_screen.screening import ScreenOptions
 from fh_screen.store.documents import DEFAULT_KEEP_TOP, ScreenDoc, elements_of
@@ -51,9 +51,6 @@ PRESCREEN_SCREEN_DEFAULTS: dict[str, Any] = {"max_atoms": 12, "charge_neutral": 
 class PrescreenError(FhScreenError):
     """A prescreen that cannot run as configured (options, reference data, store); one line."""
 
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def screen_options_from(value: ScreenOptions | Mapping[str, Any] | None) -> ScreenOptions:
@@ -89,7 +86,7 @@ def screen_options_from(value: ScreenOptions | Mapping[str, Any] | None) -> Scre
     try:
         options.validate()
     except FhScreenError as exc:
-        raise PrescreenError(_one_line(exc)) from None
+        raise PrescreenError(one_line(exc)) from None
     return options
 
 
@@ -123,7 +120,7 @@ def read_reference(system: Sequence[str], reference_store: Store | None = None):
         with store:
             frame = store.reference_frame(chemsys=label)
     except Exception as exc:  # noqa: BLE001 - any failure to read is fatal here, in one line
-        raise PrescreenError(f"cannot read reference entries for {label}: {_one_line(exc)}") from None
+        raise PrescreenError(f"cannot read reference entries for {label}: {one_line(exc)}") from None
     n_compounds = sum(len(elements_of(str(f))) >= 2 for f in frame["formula"]) if len(frame) else 0
     if n_compounds == 0:
         raise PrescreenError(
@@ -227,7 +224,7 @@ class PrescreenMaker(Maker):
         try:
             check_size(system, self.screen_options)
         except FhScreenError as exc:
-            raise PrescreenError(_one_line(exc)) from None
+            raise PrescreenError(one_line(exc)) from None
         label = "-".join(system)
         maker = self if self.name.endswith(f" {label}") else dataclasses.replace(self, name=f"{self.name} {label}")
         return maker, (label,), {}
@@ -270,4 +267,4 @@ class PrescreenMaker(Maker):
             with store:
                 store.save_screen(doc)
         except Exception as exc:  # noqa: BLE001 - a screen that cannot be saved fails the job, in one line
-            raise PrescreenError(f"cannot save screen {doc.run_id}: {_one_line(exc)}") from None
+            raise PrescreenError(f"cannot save screen {doc.run_id}: {one_line(exc)}") from None

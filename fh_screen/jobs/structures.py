@@ -32,7 +32,7 @@ import numpy as np
 from jobflow import Maker
 from pymatgen.core import Composition, Species, Structure
 
-from fh_screen.errors import FhScreenError
+from fh_screen.errors import FhScreenError, one_line
 from fh_screen.jobs.base import fh_screen_job
 from fh_screen.jobs.schemas import Problem, StructureCandidate, StructuresDocument
 
@@ -318,7 +318,7 @@ def make_structures(
                 use_random=use_random, seed=seed,
             )
         except Exception as exc:  # noqa: BLE001 - one bad formula must not stop the others
-            doc.problems.append(Problem(stage="structures", formula=formula, message=_one_line(exc)))
+            doc.problems.append(Problem(stage="structures", formula=formula, message=one_line(exc, with_type=True)))
             continue
         if not made:
             doc.problems.append(
@@ -331,10 +331,6 @@ def make_structures(
         doc.structures.extend(made)
     return doc
 
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}"
 
 
 @dataclass

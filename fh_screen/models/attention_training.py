@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from fh_screen.models.calibration import TARGET_COVERAGE, calibrate_sigma_scale  # re-exported: they lived here first
+from fh_screen.io import atomic_write
 from fh_screen.models.attention import AttentionSpec, set_tensors
 from fh_screen.models.fit_attention import AttentionTrainConfig, predict_attention, train_attention_network
 
@@ -53,10 +54,8 @@ class AttentionData:
         """Write the arrays and provenance to one ``.npz`` (a cache; never committed)."""
         path = Path(path)
         arrays = {k: v for k, v in self.__dict__.items() if isinstance(v, np.ndarray)}
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez_compressed(tmp, **arrays, meta=json.dumps({"elements_in_training": self.elements_in_training, "provenance": self.provenance}))
-        tmp.replace(path)
-        return path
+        meta = json.dumps({"elements_in_training": self.elements_in_training, "provenance": self.provenance})
+        return atomic_write(path, lambda tmp: np.savez_compressed(tmp, **arrays, meta=meta), keep_suffix=True)
 
     @classmethod
     def load(cls, path: str | Path) -> AttentionData:
@@ -200,7 +199,7 @@ def assemble_attention_model(
 
     from fh_screen.models.checkpoint import Checkpoint
     from fh_screen.models.predictor import Predictor
-    from fh_screen.models.training import error_metrics
+    from fh_screen.models.metrics import error_metrics
 
     output_dir = Path(output_dir)
     states, histories = [], []
@@ -249,7 +248,7 @@ def assemble_attention_model(
 def validation_metrics(predictor, val_path: str | Path) -> dict:
     """MAE/p80/p90 on all rows and on abs(ΔH_f) < 5 of ``val_path``, and σ coverage."""
     from fh_screen.data import file_sha256, load_oqmd
-    from fh_screen.models.training import error_metrics
+    from fh_screen.models.metrics import error_metrics
 
     val, _ = load_oqmd(val_path, drop_outliers=False)
     y = val["dhf_ev_per_atom"].to_numpy()

@@ -8,6 +8,7 @@ ensemble member, the training data hash and the metrics.
 from __future__ import annotations
 
 from fh_screen.errors import FhScreenError
+from fh_screen.io import atomic_write
 
 import warnings
 from dataclasses import dataclass, field
@@ -133,10 +134,7 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> Path:
         "member_specs": [m.as_dict() for m in checkpoint.member_specs] if checkpoint.member_specs else None,
         "metadata": checkpoint.metadata,
     }
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-    return path
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from fh_screen.models.attention import AttentionSpec, build_attention_network, laplace_nll
+from fh_screen.io import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -182,9 +183,7 @@ def predict_attention(network, indices: np.ndarray, fractions: np.ndarray, batch
 def _atomic_torch_save(payload: dict, path: Path) -> None:
     import torch
 
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 def train_attention_network(

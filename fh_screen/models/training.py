@@ -21,31 +21,16 @@ import pandas as pd
 from fh_screen.models.calibration import TARGET_COVERAGE, calibrate_sigma_scale, interval_coverage
 from fh_screen.chem.formula import DEFAULT_ELEMENTS, fraction_matrix
 from fh_screen.data import OUTLIER_RANGE_EV_PER_ATOM, file_sha256, load_oqmd, split_frame
+from fh_screen.io import atomic_write_text
+from fh_screen.models.metrics import error_metrics
 from fh_screen.models.checkpoint import Checkpoint, save_checkpoint
 from fh_screen.models.mlp import PRESETS, NetworkSpec
 from fh_screen.models.fit import EpochRecord, TrainConfig, TrainedNetwork, train_network
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrainingRun", "calibrate_on_early_stopping_split", "error_metrics", "train_model", "val_metrics",
+__all__ = ["TrainingRun", "calibrate_on_early_stopping_split", "train_model", "val_metrics",
            "write_card_files", "write_model_card"]
-
-
-def error_metrics(y_true_ev_per_atom: np.ndarray, y_pred_ev_per_atom: np.ndarray) -> dict[str, float]:
-    """MAE, RMSE, median and 80th/90th percentile absolute errors (eV/atom), and R²."""
-    y_true = np.asarray(y_true_ev_per_atom, dtype=float)
-    errors = np.abs(np.asarray(y_pred_ev_per_atom, dtype=float) - y_true)
-    residual = np.sum((y_true - np.asarray(y_pred_ev_per_atom, dtype=float)) ** 2)
-    total = np.sum((y_true - y_true.mean()) ** 2) or 1.0
-    return {
-        "n": int(len(errors)),
-        "mae_ev_per_atom": float(errors.mean()),
-        "rmse_ev_per_atom": float(np.sqrt(np.mean(errors**2))),
-        "median_ae_ev_per_atom": float(np.median(errors)),
-        "p80_ae_ev_per_atom": float(np.percentile(errors, 80)),
-        "p90_ae_ev_per_atom": float(np.percentile(errors, 90)),
-        "r2": float(1 - residual / total),
-    }
 
 
 @dataclass
@@ -269,15 +254,9 @@ def write_card_files(checkpoint: Checkpoint, directory: str | Path, history: lis
         **checkpoint.metadata,
         "history": history,
     }
-    _write_text_atomic(directory / "model_card.json", json.dumps(card, indent=1))
-    _write_text_atomic(directory / "README.md", _card_markdown(card))
+    atomic_write_text(directory / "model_card.json", json.dumps(card, indent=1))
+    atomic_write_text(directory / "README.md", _card_markdown(card))
     return directory
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def _card_markdown(card: dict) -> str:

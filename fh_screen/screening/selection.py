@@ -1,17 +1,20 @@
-"""The one selection rule: which rows of a screen table are the short list (``selected``).
+"""The one selection rule: which rows of a screen are worth a DFT calculation.
 
-The screen (:func:`fh_screen.screening.core.screen`) and the stored screen document
-(:meth:`fh_screen.store.documents.ScreenDoc.select`) both apply :func:`selection_mask`.
+:func:`selection_mask` marks a screen table's ``selected`` column (:func:`fh_screen.screening.core.screen`);
+:func:`short_list` picks from those the rows handed on to structures and DFT
+(:meth:`fh_screen.store.documents.ScreenDoc.select`, the jobs). No other module decides either.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
 from fh_screen.screening.options import ScreenOptions
 
-__all__ = ["selection_mask"]
+__all__ = ["selection_mask", "short_list"]
 
 
 def selection_mask(table: pd.DataFrame, options: ScreenOptions = ScreenOptions()) -> np.ndarray:
@@ -25,3 +28,36 @@ def selection_mask(table: pd.DataFrame, options: ScreenOptions = ScreenOptions()
         & (table["dhf_pred_ev_per_atom"].to_numpy() < 0)
         & (table["e_above_hull_pred_ev_per_atom"].to_numpy() <= options.select_e_hull_max_ev_per_atom)
     )
+
+
+def short_list(
+    ranks: Sequence[int],
+    is_known: Sequence[bool],
+    selected: Sequence[bool],
+    n_elements: Sequence[int],
+    e_above_hull_ev_per_atom: Sequence[float | None],
+    *,
+    top_n: int | None = 5,
+    e_hull_max_ev_per_atom: float | None = None,
+    select_known: bool = False,
+) -> list[int]:
+    """Positions of the rows to hand on (to structures and DFT), best rank first.
+
+    The screen's best new candidates (``selected``: the rule of :func:`selection_mask`, so never
+    a predicted ΔH_f >= 0), plus known compositions when ``select_known``; of at least two
+    elements, with energy above the hull ≤ ``e_hull_max_ev_per_atom`` (when given), the best
+    ``top_n`` (when given). :meth:`fh_screen.store.documents.ScreenDoc.select` applies it.
+    """
+    chosen: list[int] = []
+    for i in sorted(range(len(ranks)), key=lambda i: ranks[i]):
+        if top_n is not None and len(chosen) >= top_n:
+            break
+        if (is_known[i] and not select_known) or n_elements[i] < 2:
+            continue
+        if not is_known[i] and not selected[i]:
+            continue
+        e_hull = e_above_hull_ev_per_atom[i]
+        if e_hull_max_ev_per_atom is not None and (e_hull is None or e_hull > e_hull_max_ev_per_atom):
+            continue
+        chosen.append(i)
+    return chosen

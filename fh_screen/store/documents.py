@@ -260,29 +260,23 @@ class ScreenDoc(BaseModel):
     ) -> ScreenDoc:
         """A copy whose ``selected`` holds the candidates to hand on, in rank order.
 
-        The screen's best new candidates (``Candidate.selected``: the rule of
-        :func:`fh_screen.screening.selection.selection_mask`, the same as the CLI's; so never a predicted
-        ΔH_f >= 0), plus known compositions when ``select_known``; of at least two elements, with
-        energy above the hull ≤ ``e_hull_max_ev_per_atom`` (when given), best ``top_n`` (when
-        given). An empty selection is reported in ``problems``, not raised.
+        The rows chosen by :func:`fh_screen.screening.selection.short_list` (the screen's
+        ``selected`` new candidates, plus known compositions when ``select_known``; of at least two
+        elements, with energy above the hull ≤ ``e_hull_max_ev_per_atom`` (when given), best
+        ``top_n`` (when given)). An empty selection is reported in ``problems``, not raised.
         """
         from fh_screen.errors import FhScreenError
+        from fh_screen.screening.selection import short_list
 
         if top_n is not None and top_n < 0:
             raise FhScreenError(f"top_n must be 0 or more, got {top_n}")
         doc = self.model_copy(deep=True)
-        chosen = []
-        for candidate in sorted(doc.candidates, key=lambda c: c.rank):
-            if top_n is not None and len(chosen) >= top_n:
-                break
-            if (candidate.is_known and not select_known) or len(elements_of(candidate.formula)) < 2:
-                continue
-            if not candidate.is_known and not candidate.selected:
-                continue
-            e_hull = candidate.e_above_hull_pred_ev_per_atom
-            if e_hull_max_ev_per_atom is not None and (e_hull is None or e_hull > e_hull_max_ev_per_atom):
-                continue
-            chosen.append(candidate)
+        rows = doc.candidates
+        chosen = [rows[i] for i in short_list(
+            [c.rank for c in rows], [c.is_known for c in rows], [c.selected for c in rows],
+            [len(elements_of(c.formula)) for c in rows], [c.e_above_hull_pred_ev_per_atom for c in rows],
+            top_n=top_n, e_hull_max_ev_per_atom=e_hull_max_ev_per_atom, select_known=select_known,
+        )]
         doc.selected = chosen
         doc.selected_formulas = [c.formula for c in chosen]
         doc.selection = {"top_n": top_n, "e_hull_max_ev_per_atom": e_hull_max_ev_per_atom, "select_known": select_known}

@@ -40,6 +40,8 @@ import pandas as pd
 from fh_screen.chem.formula import DEFAULT_ELEMENTS
 from fh_screen.chem.hull import STABLE_TOLERANCE_EV_PER_ATOM, e_above_hull
 from fh_screen.data import OqmdSet, in_range, load_set, subsystem_rows
+from fh_screen.io import atomic_write
+from fh_screen.models.metrics import error_metrics
 
 if TYPE_CHECKING:
     from fh_screen.models.predictor import Predictor
@@ -67,17 +69,21 @@ REDISCOVERY_MAX_ATOMS = 20
 
 # ---------------------------------------------------------------------------- (a) accuracy
 def accuracy_metrics(true_ev_per_atom: np.ndarray, pred_ev_per_atom: np.ndarray) -> dict:
-    """MAE on all rows and on abs(true) < 5 eV/atom; p80/p90 of the absolute error (abs < 5 rows)."""
+    """MAE on all rows and on abs(true) < 5 eV/atom; p80/p90 of the absolute error (abs < 5 rows).
+
+    Both rows come from :func:`fh_screen.models.metrics.error_metrics`, under this report's key names.
+    """
     true = np.asarray(true_ev_per_atom, dtype=np.float64)
-    error = np.abs(np.asarray(pred_ev_per_atom, dtype=np.float64) - true)
+    pred = np.asarray(pred_ev_per_atom, dtype=np.float64)
     inside = np.abs(true) < 5
+    every, small = error_metrics(true, pred), error_metrics(true[inside], pred[inside])
     return {
-        "n_rows": int(len(true)),
-        "n_rows_abs_lt_5": int(inside.sum()),
-        "mae_all_ev_per_atom": float(error.mean()),
-        "mae_abs_lt_5_ev_per_atom": float(error[inside].mean()),
-        "p80_ae_ev_per_atom": float(np.percentile(error[inside], 80)),
-        "p90_ae_ev_per_atom": float(np.percentile(error[inside], 90)),
+        "n_rows": every["n"],
+        "n_rows_abs_lt_5": small["n"],
+        "mae_all_ev_per_atom": every["mae_ev_per_atom"],
+        "mae_abs_lt_5_ev_per_atom": small["mae_ev_per_atom"],
+        "p80_ae_ev_per_atom": small["p80_ae_ev_per_atom"],
+        "p90_ae_ev_per_atom": small["p90_ae_ev_per_atom"],
     }
 
 
@@ -538,8 +544,8 @@ def write_figure(payload: dict, records: Sequence[RediscoveryRecord], path: str 
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100), keep_suffix=True)
+    finally:
+        plt.close(fig)
     return path

@@ -2,7 +2,7 @@
 
 Every study trains with :func:`fh_screen.models.fit.train_network` (no second training loop):
 a seeded ``early_stopping_fraction`` of each training part drives the LR schedule and early
-stopping, and the metrics come from :func:`fh_screen.models.training.error_metrics` on data the network
+stopping, and the metrics come from :func:`fh_screen.models.metrics.error_metrics` on data the network
 never saw. ``run_*`` functions add provenance and write the JSON and PNG files; the figure
 writers import matplotlib (Agg backend) lazily.
 """
@@ -25,9 +25,10 @@ import pandas as pd
 from fh_screen.chem.formula import DEFAULT_ELEMENTS, fraction_matrix
 from fh_screen.data import OUTLIER_RANGE_EV_PER_ATOM, file_sha256, kfold_indices, load_oqmd
 from fh_screen.errors import FhScreenError
+from fh_screen.io import atomic_write
 from fh_screen.models.mlp import PRESETS, NetworkSpec, build_network
 from fh_screen.models.fit import EpochRecord, TrainConfig, TrainedNetwork, train_network
-from fh_screen.models.training import error_metrics
+from fh_screen.models.metrics import error_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -399,10 +400,7 @@ def _pyplot():
 def _save(fig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=90, bbox_inches="tight")
-    tmp.replace(path)
-    return path
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90, bbox_inches="tight"), keep_suffix=True)
 
 
 def write_cv_figure(result: CrossValidationResult, path: str | Path) -> Path:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from pathlib import Path
 
 import pytest
 import torch
@@ -41,7 +40,6 @@ from fh_screen.store.stores import ScreenExistsError
 torch.set_num_threads(1)
 
 SMALL = {"max_atoms": 6, "charge_neutral": False}
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "jobs.md"
 
 
 def _no_save(**kwargs) -> PrescreenMaker:
@@ -146,9 +144,28 @@ def test_maker_and_cli_defaults_agree_except_where_documented():
     maker = PrescreenMaker().screen_options
     differing = {f.name for f in dataclasses.fields(ScreenOptions) if getattr(maker, f.name) != getattr(base, f.name)}
     assert differing == set(PRESCREEN_SCREEN_DEFAULTS)
-    text = DOCS.read_text()
-    for name, value in PRESCREEN_SCREEN_DEFAULTS.items():
-        assert f"`{name}`" in text and str(value) in text
+
+
+def test_a_default_prescreen_screens_with_the_makers_own_defaults(tmp_path):
+    """PRESCREEN_SCREEN_DEFAULTS act: at most 12 atoms, charge-balanced new candidates only, recorded in the document."""
+    import numpy as np
+
+    from fh_screen.chem.oxidation import charge_neutral_mask
+
+    reference = reference_store(tmp_path / "ref.sqlite", "Li-Fe-O")
+    screens = SQLiteStore(tmp_path / "screens.sqlite", "screens", key="run_id")
+    job = PrescreenMaker(reference_store=reference, screens_store=screens, keep_top=None).make("Li-Fe-O")
+    store = memory_job_store()
+    run_locally(job, store=store, log=False, ensure_success=True)
+    doc = read_output(store, job.uuid)
+    assert {name: doc.options[name] for name in PRESCREEN_SCREEN_DEFAULTS} == PRESCREEN_SCREEN_DEFAULTS
+    new = [c for c in doc.candidates if not c.is_known]
+    counts = np.array([[int(Composition(c.formula)[e]) for e in ("Fe", "Li", "O")] for c in new])
+    assert len(new) > 5 and counts.sum(axis=1).max() <= PRESCREEN_SCREEN_DEFAULTS["max_atoms"]
+    assert charge_neutral_mask(counts, ("Fe", "Li", "O")).all()
+    # the same system under ScreenOptions() (the CLI's defaults) has uncharged and larger candidates
+    wide = screen("Li-Fe-O", known=None, options=ScreenOptions(refine_top=None), predictor=Predictor.from_name("paper"))
+    assert len(wide.table) > len(new)
 
 
 # -- 2 + 3. the job runs screen() and returns the screens document ---------------------------------

@@ -104,6 +104,14 @@ def test_bigger_training_set_gives_lower_mae_on_fixed_test_set(slice_data, val_s
     assert png.read_bytes()[:8] == PNG_MAGIC
 
 
+def _pixels(path):
+    """The decoded image of a PNG file (rows, columns, channels)."""
+    import matplotlib.image
+
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    return matplotlib.image.imread(path)
+
+
 def test_architecture_and_overfit_studies(slice_data, val_slice, tmp_path):
     runs = st.architecture_study(slice_data, val_slice, ["fig2-32", "fig2-128"], TrainConfig(epochs=2))
     assert [r.spec.architecture for r in runs] == ["32x2+16x2+8x1+1x1", "128x2+64x2+32x1+1x1"]
@@ -115,7 +123,10 @@ def test_architecture_and_overfit_studies(slice_data, val_slice, tmp_path):
     assert len(run.history) == 5 and run.stopped_reason == "reached 5 epochs"
     assert {r.learning_rate for r in run.history} == {TrainConfig().learning_rate}  # LR schedule off too
     assert run.spec.architecture == "256x2+128x2+64x2+32x1+1x1"
-    assert st.write_architecture_figure(runs, tmp_path / "a.png").stat().st_size > 0
+    both = _pixels(st.write_architecture_figure(runs, tmp_path / "a.png"))
+    one = _pixels(st.write_architecture_figure(runs[:1], tmp_path / "a1.png"))
+    assert both.ndim == 3 and both.std() > 0  # a drawn figure, not a blank canvas
+    assert one.shape != both.shape or not np.array_equal(one, both)  # it draws the runs it is given
     assert st.write_loss_curves_figure(run, tmp_path / "o.png").read_bytes()[:8] == PNG_MAGIC
 
 

@@ -176,7 +176,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             elements_in_training=list(payload.get("elements_in_training", [])),
             target_mean_ev_per_atom=float(payload["target_mean_ev_per_atom"]),
             target_std_ev_per_atom=float(payload["target_std_ev_per_atom"]),
-            member_state_dicts=list(payload["members"]),
+            # weights may be stored as float16 (the shipped ones: half the size); they run as float32
+            member_state_dicts=[{k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
+                                for state in payload["members"]],
             member_specs=[spec_from_dict(m) for m in payload["member_specs"]] if payload.get("member_specs") else None,
             metadata=dict(payload.get("metadata", {})),
         )

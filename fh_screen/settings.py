@@ -49,6 +49,9 @@ class FhScreenSettings(BaseSettings):
     oqmd_dir: Path | None = Field(
         None, description="Folder of the OQMD CSVs (train.csv, val.csv) used for training and the seed study."
     )
+    model_dir: Path | None = Field(
+        None, description="Folder of models kept outside the package (<name>/model.pt), searched by name before the shipped ones."
+    )
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 

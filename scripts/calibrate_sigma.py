@@ -51,6 +51,7 @@ def recalibrate(model: str, data_dir: Path, output_dir: Path, command: str) -> d
     from fh_screen.models.calibration import interval_coverage
     from fh_screen.chem.formula import fraction_matrix
     from fh_screen.data import file_sha256, load_oqmd, split_frame
+    from fh_screen.models.attention import AttentionSpec
     from fh_screen.models.checkpoint import load_checkpoint, save_checkpoint
     from fh_screen.models.predictor import Predictor, shipped_model_path
     from fh_screen.models.training import calibrate_on_early_stopping_split, val_metrics, write_card_files
@@ -61,7 +62,7 @@ def recalibrate(model: str, data_dir: Path, output_dir: Path, command: str) -> d
         raise CalibrationError(f"no model card beside {source}: cannot know its split")
     card = json.loads(card_path.read_text())
     checkpoint = load_checkpoint(source)
-    if checkpoint.is_attention or len(checkpoint.member_state_dicts) < 2:
+    if isinstance(checkpoint.spec, AttentionSpec) or len(checkpoint.member_state_dicts) < 2:
         raise CalibrationError(f"{checkpoint.name} is not a fully connected ensemble (single network or attention model): nothing to recalibrate")
     recorded = card.get("metrics", {}).get("early_stopping_split")
     if not recorded or "split_seed" not in card.get("data", {}):

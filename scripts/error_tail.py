@@ -48,7 +48,7 @@ def main() -> None:
     val = val[np.abs(val["dhf_ev_per_atom"]) < 5].reset_index(drop=True)
     val_indices, val_fractions = set_tensors(fraction_matrix(val["formula"].tolist(), predictor.elements).matrix)
     y_val = val["dhf_ev_per_atom"].to_numpy()
-    pred_val = predictor.predict_sets(val_indices, val_fractions)[0]
+    pred_val = predictor.model.predict_sets(val_indices, val_fractions)[0]
     error = np.abs(pred_val - y_val)
     frame = pd.DataFrame({"error": error, "n_elements": (val_fractions > 0).sum(axis=1),
                           "dhf_range": pd.cut(y_val, [-5, -3, -2, -1, -0.5, -0.2, 0, 0.2, 0.5, 1, 5])})
@@ -59,7 +59,7 @@ def main() -> None:
         print(frame.groupby(column, observed=True)["error"].apply(summary).unstack().round(4).to_string(), "\n")
 
     data = AttentionData.load(args.cache)
-    residual_fit = predictor.predict_sets(data.fit_indices, data.fit_fractions)[0] - data.fit_y_ev_per_atom
+    residual_fit = predictor.model.predict_sets(data.fit_indices, data.fit_fractions)[0] - data.fit_y_ev_per_atom
     bias = pd.Series(residual_fit).groupby(_system_keys(data.fit_indices)).agg(["mean", "count"])
 
     def corrected(indices: np.ndarray, predicted: np.ndarray, alpha: float) -> np.ndarray:
@@ -67,7 +67,7 @@ def main() -> None:
         usable = (looked_up["count"].fillna(0).to_numpy() >= 3)
         return predicted - alpha * np.where(usable, looked_up["mean"].fillna(0).to_numpy(), 0.0)
 
-    pred_hold = predictor.predict_sets(data.holdout_indices, data.holdout_fractions)[0]
+    pred_hold = predictor.model.predict_sets(data.holdout_indices, data.holdout_fractions)[0]
     alphas = (0.0, 0.25, 0.5, 1.0, 1.5)
     hold_mae = {a: np.abs(corrected(data.holdout_indices, pred_hold, a) - data.holdout_y_ev_per_atom).mean() for a in alphas}
     best = min(hold_mae, key=hold_mae.get)

@@ -68,7 +68,7 @@ def main() -> None:
         spec = spec_from_dict(state["spec"])
         checkpoint = Checkpoint(name=path.stem, spec=spec, elements=list(DEFAULT_ELEMENTS[: spec.n_elements]),
                                 target_mean_ev_per_atom=mean, target_std_ev_per_atom=std, member_state_dicts=[state["ema"]])
-        predicted = np.stack(Predictor(checkpoint).predict_sets(*sets))
+        predicted = np.stack(Predictor(checkpoint).model.predict_sets(*sets))
         np.save(cached, predicted)
         return predicted, state
 

@@ -8,7 +8,8 @@ import torch
 
 from fh_screen.models.attention_training import AttentionData, calibrate_sigma_scale, parse_recipe, prepare_attention_data, run_attention_training
 from fh_screen.chem.formula import DEFAULT_ELEMENTS, fraction_matrix
-from fh_screen.models.attention import set_tensors
+from fh_screen.models.attention import AttentionSpec, set_tensors
+from fh_screen.models.mlp import NetworkSpec
 from fh_screen.models.checkpoint import ModelError, load_checkpoint, save_checkpoint
 from fh_screen.models.fit_attention import AttentionTrainConfig, train_attention_network
 from fh_screen.models.predictor import Predictor
@@ -56,7 +57,7 @@ def test_carve_is_seeded_and_a_stale_cache_is_refused(slice_data, oqmd_slice_csv
 def test_trained_model_saves_loads_and_predicts_with_sigma(trained, tmp_path):
     checkpoint, output = trained
     loaded = load_checkpoint(output / "model.pt")
-    assert loaded.is_attention and len(loaded.member_state_dicts) == 2
+    assert isinstance(loaded.spec, AttentionSpec) and len(loaded.member_state_dicts) == 2
     assert loaded.identity() == checkpoint.identity()
     predictor = Predictor.from_file(output / "model.pt")
     assert predictor.has_uncertainty and predictor.weights_sha256 == checkpoint.identity()
@@ -143,12 +144,12 @@ def test_inverse_variance_weighting_mixes_members_by_their_own_scales(trained):
     means = np.array([[1.0], [2.0]])
     log_scales = np.log(np.array([[0.1], [0.2]]))
     checkpoint.metadata["member_weighting"] = "inverse_variance"
-    mean, sigma = Predictor(checkpoint)._combine_attention(means, log_scales)
+    mean, sigma = Predictor(checkpoint).model.combine(means, log_scales)
     assert mean[0] == pytest.approx(1.2)
     assert sigma[0] ** 2 == pytest.approx(0.8 * (2 * 0.01 + 0.2**2) + 0.2 * (2 * 0.04 + 0.8**2))
     weighted_identity = checkpoint.identity()
     checkpoint.metadata["member_weighting"] = "mean"  # what a checkpoint without the key does
-    mean, sigma = Predictor(checkpoint)._combine_attention(means, log_scales)
+    mean, sigma = Predictor(checkpoint).model.combine(means, log_scales)
     assert mean[0] == pytest.approx(1.5)
     assert sigma[0] ** 2 == pytest.approx(0.5 * (0.02 + 0.08) + 0.25)
     assert checkpoint.identity() != weighted_identity  # the rule is part of what the model is
@@ -163,10 +164,10 @@ def test_shipped_default_mixes_two_widths_by_inverse_variance():
 
 def test_shipped_default_is_the_attention_ensemble_and_old_checkpoints_load():
     default = Predictor.from_name()
-    assert default.checkpoint.is_attention and default.has_uncertainty
+    assert default.is_slow and default.has_uncertainty
     card = default.checkpoint.metadata
     assert card["data"]["train_file"] == "train.csv" and "val" not in card["data"]["train_file"]
-    assert not load_checkpoint(Predictor.from_name("paper").path).is_attention  # format 1 still reads
+    assert isinstance(load_checkpoint(Predictor.from_name("paper").path).spec, NetworkSpec)  # format 1 still reads
 
 
 def test_a_checkpoint_with_mismatched_member_weights_is_incompatible(trained, tmp_path):

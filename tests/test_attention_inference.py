@@ -27,7 +27,7 @@ def slice_sets(oqmd_train_raw):
 def module_outputs(predictor: Predictor, indices: np.ndarray, fractions: np.ndarray):
     """Each member's (mean, log-scale) through its own torch module, padded rows masked."""
     with torch.inference_mode():
-        outputs = [network(torch.as_tensor(indices), torch.as_tensor(fractions)) for network in predictor._members]
+        outputs = [network(torch.as_tensor(indices), torch.as_tensor(fractions)) for network in predictor.model.members]
     return np.stack([m.numpy() for m, _ in outputs]), np.stack([b.numpy() for _, b in outputs])
 
 
@@ -36,7 +36,7 @@ def test_stacked_members_equal_their_modules_for_both_widths(default_predictor, 
     lengths = (fractions > 0).sum(axis=1)
     assert set(lengths) >= {1, 2, 3, 4, 5}  # every group the stacked path forms is exercised
     ref_mean, ref_log = module_outputs(default_predictor, indices, fractions)
-    fast_mean, fast_log = default_predictor._stacked.predict(indices, fractions)
+    fast_mean, fast_log = default_predictor.model.stacked.predict(indices, fractions)
     assert fast_mean.shape == (10, len(indices))
     np.testing.assert_allclose(fast_mean, ref_mean, atol=2e-5)
     np.testing.assert_allclose(fast_log, ref_log, atol=2e-5)
@@ -44,11 +44,11 @@ def test_stacked_members_equal_their_modules_for_both_widths(default_predictor, 
 
 def test_chunking_and_row_order_do_not_change_predictions(default_predictor, slice_sets):
     indices, fractions = slice_sets
-    whole = default_predictor._stacked.predict(indices, fractions)
-    chunked = default_predictor._stacked.predict(indices, fractions, chunk_rows=7)
+    whole = default_predictor.model.stacked.predict(indices, fractions)
+    chunked = default_predictor.model.stacked.predict(indices, fractions, chunk_rows=7)
     np.testing.assert_allclose(chunked[0], whole[0], atol=1e-6)
     reverse = np.arange(len(indices))[::-1]
-    reversed_mean, _ = default_predictor._stacked.predict(indices[reverse], fractions[reverse])
+    reversed_mean, _ = default_predictor.model.stacked.predict(indices[reverse], fractions[reverse])
     np.testing.assert_allclose(reversed_mean[:, reverse], whole[0], atol=1e-6)
 
 
@@ -65,7 +65,7 @@ def test_default_predictions_in_ev_per_atom_match_the_reference_path(default_pre
 
 def test_layer_norm_affine_is_folded_exactly(default_predictor):
     """A member whose LayerNorms carry non-trivial scale and shift still matches after folding."""
-    network = default_predictor._members[0]
+    network = default_predictor.model.members[0]
     spec = default_predictor.checkpoint.spec_of(0)
     assert not torch.allclose(network.blocks[0].norm1.weight, torch.ones_like(network.blocks[0].norm1.weight))
     stacked = StackedAttentionEnsemble([network], [spec])

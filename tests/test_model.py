@@ -153,3 +153,25 @@ def test_two_trainings_of_a_slice_have_the_same_identity(oqmd_slice_csv, tmp_pat
     assert (tmp_path / "m0" / "model.pt").read_bytes() != (tmp_path / "m1" / "model.pt").read_bytes()  # files differ
     other = train_model(oqmd_slice_csv, preset="paper", config=TrainConfig(epochs=3, batch_size=256, seed=4), max_train_rows=1500)
     assert other.checkpoint.identity() != runs[0].checkpoint.identity()
+
+
+def test_models_kept_outside_the_package_are_found_by_name(tmp_path, monkeypatch):
+    """FH_SCREEN_MODEL_DIR: a model folder outside the package is listed, loaded by name, and wins over a shipped name."""
+    import shutil
+
+    from fh_screen.models.predictor import available_models, shipped_model_path
+
+    shipped = shipped_model_path("paper")
+    (tmp_path / "mine").mkdir()
+    shutil.copy(shipped, tmp_path / "mine" / "model.pt")
+    monkeypatch.setenv("FH_SCREEN_CONFIG_FILE", str(tmp_path / "absent.yaml"))
+    monkeypatch.setenv("FH_SCREEN_MODEL_DIR", str(tmp_path))
+    assert "mine" in available_models() and "attention-ensemble" in available_models()
+    mine = Predictor.from_name("mine")
+    assert mine.path == tmp_path / "mine" / "model.pt"
+    assert mine.weights_sha256 == Predictor.from_file(shipped).weights_sha256
+    (tmp_path / "paper").mkdir()
+    shutil.copy(tmp_path / "mine" / "model.pt", tmp_path / "paper" / "model.pt")
+    assert shipped_model_path("paper") == tmp_path / "paper" / "model.pt"
+    monkeypatch.delenv("FH_SCREEN_MODEL_DIR")
+    assert "mine" not in available_models() and shipped_model_path("paper") == shipped

@@ -225,7 +225,7 @@ def assemble_attention_model(
         member_specs=specs if len(set(specs)) > 1 else None,
     )
     predictor = Predictor(checkpoint)
-    hold_mean, hold_sigma = predictor.predict_sets(data.holdout_indices, data.holdout_fractions)
+    hold_mean, hold_sigma = predictor.model.predict_sets(data.holdout_indices, data.holdout_fractions)
     scale = calibrate_sigma_scale(hold_mean - data.holdout_y_ev_per_atom, hold_sigma)
     checkpoint.metadata["sigma_scale"] = scale
     metrics: dict = {"holdout": error_metrics(data.holdout_y_ev_per_atom, hold_mean),

@@ -59,11 +59,6 @@ class Checkpoint:
         return self.member_specs[member] if self.member_specs else self.spec
 
     @property
-    def is_attention(self) -> bool:
-        """True for the attention architecture (set inputs, a σ head per member)."""
-        return isinstance(self.spec, AttentionSpec)
-
-    @property
     def sigma_scale(self) -> float:
         """Calibration factor applied to the raw σ (fitted on a carve of the training data)."""
         return float(self.metadata.get("sigma_scale", 1.0))
@@ -74,11 +69,11 @@ class Checkpoint:
 
         members = []
         for number, state in enumerate(self.member_state_dicts):
-            if self.is_attention:
-                table = np.zeros(tuple(state["element_vectors"].shape), dtype=np.float32)
-                network = build_attention_network(self.spec_of(number), table)
+            spec = self.spec_of(number)
+            if isinstance(spec, AttentionSpec):  # the element table is part of the state
+                network = build_attention_network(spec, np.zeros(tuple(state["element_vectors"].shape), dtype=np.float32))
             else:
-                network = build_network(self.spec)
+                network = build_network(spec)
             network.load_state_dict(state)
             network.eval()
             members.append(network)

@@ -11,13 +11,12 @@ from typing import Sequence
 import numpy as np
 
 from fh_screen.chem.formula import ELEMENTS_ABSENT_FROM_OQMD, FormulaError, fraction_matrix, fractions_from_counts
-from fh_screen.models.attention_inference import StackedAttentionEnsemble
 from fh_screen.models.checkpoint import Checkpoint, ModelError, load_checkpoint
-from fh_screen.models.stacked import StackedEnsemble
+from fh_screen.models.ensemble import Model, model_for
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_MODEL", "Prediction", "Predictor", "available_models", "predict", "shipped_model_path"]
+__all__ = ["DEFAULT_MODEL", "Prediction", "Predictor", "available_models", "model_dirs", "predict", "shipped_model_path"]
 
 #: Name of the shipped model used when none is given: an ensemble of ten attention networks over
 #: the elements present (six ``attention`` and four ``attention-large`` members, weighted by the
@@ -26,18 +25,35 @@ __all__ = ["DEFAULT_MODEL", "Prediction", "Predictor", "available_models", "pred
 DEFAULT_MODEL = "attention-ensemble"
 
 
+def model_dirs() -> list[Path]:
+    """Folders searched for a model by name, first match wins.
+
+    ``FH_SCREEN_MODEL_DIR`` (or ``model_dir`` in ``~/.fh_screen.yaml``) when set, for models kept
+    outside the package, then the package's own ``fh_screen/models/pretrained/``.
+    """
+    from fh_screen.settings import FhScreenSettings
+
+    extra = FhScreenSettings().model_dir
+    shipped = Path(str(resources.files("fh_screen.models") / "pretrained"))
+    return ([Path(extra).expanduser()] if extra is not None else []) + [shipped]
+
+
 def available_models() -> list[str]:
-    """Names of the models shipped inside the package (``fh_screen/models/pretrained/<name>/model.pt``)."""
-    root = resources.files("fh_screen.models") / "pretrained"
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and (p / "model.pt").is_file())
+    """Names of the models found in :func:`model_dirs` (``<folder>/<name>/model.pt``)."""
+    names: set[str] = set()
+    for root in model_dirs():
+        if root.is_dir():
+            names |= {p.name for p in root.iterdir() if p.is_dir() and (p / "model.pt").is_file()}
+    return sorted(names)
 
 
 def shipped_model_path(name: str = DEFAULT_MODEL) -> Path:
-    """Path of a shipped model's checkpoint; :class:`ModelError` if there is no such model."""
-    path = Path(str(resources.files("fh_screen.models") / "pretrained" / name / "model.pt"))
-    if not path.is_file():
-        raise ModelError(f"no shipped model named {name!r} (available: {', '.join(available_models()) or 'none'})")
-    return path
+    """Path of a model's checkpoint by name (:func:`model_dirs`); :class:`ModelError` if there is no such model."""
+    for root in model_dirs():
+        path = root / name / "model.pt"
+        if path.is_file():
+            return path
+    raise ModelError(f"no shipped model named {name!r} (available: {', '.join(available_models()) or 'none'})")
 
 
 @dataclass(frozen=True)
@@ -63,12 +79,8 @@ class Predictor:
         self.path = path
         self.batch_size = batch_size
         self.threads = threads
-        self._members = checkpoint.build_members()
-        if checkpoint.is_attention:
-            specs = [checkpoint.spec_of(number) for number in range(len(self._members))]
-            self._stacked = StackedAttentionEnsemble(self._members, specs)
-        else:
-            self._stacked = StackedEnsemble(self._members)
+        #: The loaded networks behind the :class:`~fh_screen.models.ensemble.Model` protocol.
+        self.model: Model = model_for(checkpoint, batch_size=batch_size, threads=threads)
         seen = set(checkpoint.elements_in_training) or (set(checkpoint.elements) - ELEMENTS_ABSENT_FROM_OQMD)
         self._unseen_columns = np.array([i for i, s in enumerate(checkpoint.elements) if s not in seen], dtype=int)
         self._identity = checkpoint.identity()
@@ -122,14 +134,14 @@ class Predictor:
         return self._identity
 
     @property
-    def is_attention(self) -> bool:
-        """True for the attention architecture: accurate, but ~50× slower than a fully connected one."""
-        return self.checkpoint.is_attention
+    def is_slow(self) -> bool:
+        """True for a model a screen runs only on the best candidates of a fast prefilter (attention: ~50× slower)."""
+        return self.model.slow
 
     @property
     def has_uncertainty(self) -> bool:
         """True when σ is reported: an ensemble (member spread) or a model with a σ head."""
-        return len(self._members) > 1 or self.checkpoint.is_attention
+        return self.model.has_uncertainty
 
     def predict_matrix(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Mean and σ of ΔH_f in eV/atom for fraction rows (fast path; σ is None for one MLP).
@@ -138,92 +150,11 @@ class Predictor:
         """
         if matrix.shape[1] != len(self.elements):
             raise ModelError(f"feature matrix has {matrix.shape[1]} columns, the model expects {len(self.elements)}")
-        if self.checkpoint.is_attention:
-            from fh_screen.models.attention import set_tensors
-
-            return self.predict_sets(*set_tensors(matrix))
-        columns = np.flatnonzero(np.any(matrix != 0, axis=0))
-        mean, std = self._predict_columns(matrix[:, columns], columns)
-        return self._pure_elements_zero((matrix > 0).sum(axis=1), mean, std)
+        return self.model.predict_matrix(matrix)
 
     def predict_matrix_reference(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """The same as :meth:`predict_matrix` through each member's module one by one (reference)."""
-        import torch
-
-        if self.checkpoint.is_attention:
-            from fh_screen.models.attention import set_tensors
-
-            indices, fractions = (torch.as_tensor(a) for a in set_tensors(matrix))
-            with torch.inference_mode():
-                outputs = [network(indices, fractions) for network in self._members]
-            means = np.stack([m.float().numpy() for m, _ in outputs])
-            logs = np.stack([b.float().numpy() for _, b in outputs])
-            mean, std = self._combine_attention(means, logs)
-        else:
-            x = torch.as_tensor(np.ascontiguousarray(matrix, dtype=np.float32))
-            with torch.inference_mode():
-                outputs = np.stack([network(x).squeeze(-1).numpy() for network in self._members])
-            mean, std = self._summarise(outputs)
-        return self._pure_elements_zero((np.asarray(matrix) > 0).sum(axis=1), mean, std)
-
-    def predict_sets(self, indices: np.ndarray, fractions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and calibrated σ (eV/atom) of an attention model for set tensors.
-
-        ``indices`` are 1-based element columns (0 = padding) and ``fractions`` the amounts. The
-        members run stacked (:class:`~fh_screen.models.attention_inference.StackedAttentionEnsemble`),
-        rows grouped by their number of elements; :meth:`predict_matrix_reference` runs the same
-        modules one by one.
-        """
-        if self.threads:
-            import torch
-
-            torch.set_num_threads(self.threads)
-        means, log_scales = self._stacked.predict(indices, fractions)
-        mean, std = self._combine_attention(means, log_scales)
-        return self._pure_elements_zero((np.asarray(fractions) > 0).sum(axis=1), mean, std)
-
-    def _combine_attention(self, means: np.ndarray, log_scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Ensemble mean and σ (eV/atom) from the members' means and Laplace log-scales.
-
-        The members are mixed with weights ``w`` (equal, or with ``member_weighting ==
-        "inverse_variance"`` in the checkpoint's metadata, ∝ 1/b² of each member's own Laplace
-        scale b for that input, so a member unsure of a composition counts less). σ² is the
-        mixture's variance, ``Σ w (2b² + (m - mean)²)``, times ``sigma_scale``².
-        """
-        scale = self.checkpoint.target_std_ev_per_atom
-        member_means = means.astype(np.float64) * scale + self.checkpoint.target_mean_ev_per_atom
-        log_b = log_scales.astype(np.float64)
-        if self.checkpoint.metadata.get("member_weighting", "mean") == "inverse_variance":
-            weights = np.exp(-2.0 * (log_b - log_b.min(axis=0)))  # 1/b², scaled to avoid overflow
-            weights /= weights.sum(axis=0)
-        else:
-            weights = np.full_like(log_b, 1.0 / len(log_b))
-        mean = (weights * member_means).sum(axis=0)
-        aleatoric = 2.0 * (np.exp(log_b) * scale) ** 2  # Laplace variance 2b²
-        variance = (weights * (aleatoric + (member_means - mean) ** 2)).sum(axis=0)
-        return mean, np.sqrt(variance) * self.checkpoint.sigma_scale
-
-    @staticmethod
-    def _pure_elements_zero(lengths: np.ndarray, mean: np.ndarray, std: np.ndarray | None):
-        single = np.asarray(lengths) == 1
-        if single.any():
-            mean = np.where(single, 0.0, mean)
-            if std is not None:
-                std = np.where(single, 0.0, std)
-        return mean, std
-
-    def _predict_columns(self, x_columns: np.ndarray, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        if self.threads:
-            import torch
-
-            torch.set_num_threads(self.threads)
-        return self._summarise(self._stacked.predict(x_columns, columns, self.batch_size))
-
-    def _summarise(self, outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        outputs = outputs * self.checkpoint.target_std_ev_per_atom + self.checkpoint.target_mean_ev_per_atom
-        mean = outputs.mean(axis=0)
-        std = outputs.std(axis=0, ddof=1) * self.checkpoint.sigma_scale if len(outputs) > 1 else None
-        return mean, std
+        return self.model.predict_matrix_reference(matrix)
 
     def out_of_domain(self, matrix: np.ndarray) -> np.ndarray:
         """True for rows containing an element the model never saw in training."""
@@ -252,15 +183,7 @@ class Predictor:
             raise FormulaError(f"element {outside[0]!r} is outside the model's element set ({self.elements[0]}–{self.elements[-1]})")
         columns = np.array([index[s] for s in system_elements], dtype=np.int64)
         fractions = fractions_from_counts(counts)
-        if self.checkpoint.is_attention:
-            present = fractions > 0
-            order = np.argsort(~present, axis=1, kind="stable")
-            compact = np.take_along_axis(fractions, order, axis=1).astype(np.float32)
-            indices = np.where(compact > 0, columns[order] + 1, 0).astype(np.int64)
-            mean, std = self.predict_sets(indices, compact)
-        else:
-            mean, std = self._predict_columns(fractions, columns)
-            mean, std = self._pure_elements_zero((fractions > 0).sum(axis=1), mean, std)
+        mean, std = self.model.predict_columns(fractions, columns)
         unseen = np.isin(columns, self._unseen_columns)
         out_of_domain = (fractions[:, unseen] > 0).any(axis=1) if unseen.any() else np.zeros(len(fractions), dtype=bool)
         return Prediction(mean, std, out_of_domain, [None] * len(fractions))

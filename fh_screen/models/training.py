@@ -23,6 +23,7 @@ from fh_screen.chem.formula import DEFAULT_ELEMENTS, fraction_matrix
 from fh_screen.data import OUTLIER_RANGE_EV_PER_ATOM, file_sha256, load_oqmd, split_frame
 from fh_screen.io import atomic_write_text
 from fh_screen.models.metrics import error_metrics
+from fh_screen.models.attention import AttentionSpec
 from fh_screen.models.checkpoint import Checkpoint, save_checkpoint
 from fh_screen.models.mlp import PRESETS, NetworkSpec
 from fh_screen.models.fit import EpochRecord, TrainConfig, TrainedNetwork, train_network
@@ -157,7 +158,7 @@ def calibrate_on_early_stopping_split(checkpoint: Checkpoint, x_stop: np.ndarray
     """
     from fh_screen.models.predictor import Predictor
 
-    if checkpoint.is_attention or len(checkpoint.member_state_dicts) < 2:
+    if isinstance(checkpoint.spec, AttentionSpec) or len(checkpoint.member_state_dicts) < 2:
         raise ValueError("σ calibration needs a fully connected ensemble of two or more members")
     checkpoint.metadata["sigma_scale"] = 1.0
     mean, raw_sigma = Predictor(checkpoint).predict_matrix(x_stop)

@@ -369,7 +369,7 @@ def _predict_stage(predictor: Predictor, counts: np.ndarray, system: tuple[str, 
     if n == 0:
         return np.zeros(0), None, refined, None
     n_new = int((~is_known).sum())
-    slow = bool(getattr(predictor, "is_attention", False))  # any object with predict_counts serves
+    slow = bool(getattr(predictor, "is_slow", False))  # any object with predict_counts serves
     cascade = (options.refine_top is not None and slow and n_new > options.refine_top
                and options.prefilter_model != predictor.name)
     if not cascade:

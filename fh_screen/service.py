@@ -264,6 +264,8 @@ def run_screen(
     options.validate()
     system = parse_chemsys(system)
     check_size(system, options)  # before loading anything heavy
+    if predictor is None:
+        _check_model(model)  # a wrong name fails before the store is read or the model loaded
     label = "-".join(system)
     if known is not None:
         phases = KnownPhases(known, "the caller")
@@ -292,6 +294,23 @@ def run_screen(
         saved = save_screen(result, options, predictor, store=store, origin=origin,
                             reference=where if known is None else "the caller")
     return result, phases, saved
+
+
+def _check_model(model: str | None) -> None:
+    """Raise the one-line ``ModelError`` for a shipped-model name or checkpoint path that does not exist."""
+    from pathlib import Path
+
+    from fh_screen.models.checkpoint import ModelError
+    from fh_screen.models.predictor import shipped_model_path
+
+    if model is None:
+        return
+    candidate = Path(model)
+    if candidate.suffix == ".pt" or candidate.exists():
+        if not candidate.expanduser().is_file():
+            raise ModelError(f"model file not found: {candidate}")
+        return
+    shipped_model_path(str(model))
 
 
 def screen(

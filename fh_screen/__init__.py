@@ -4,7 +4,7 @@ The public face::
 
     from fh_screen import predict, Predictor, screen
     predict(["LiFePO4", "Fe2O3"])          # numpy array, eV/atom
-    screen("Li-Fe-P-O").table              # ranked candidates (pandas DataFrame)
+    screen("Li-Fe-P-O").table              # ranked against the store's known phases (pandas DataFrame)
 
 Attributes load lazily so that importing the package (and ``fh-screen --help``) stays fast.
 """
@@ -18,11 +18,11 @@ __version__ = "0.1.0"
 
 __all__ = ["Predictor", "__version__", "predict", "screen"]
 
-_LAZY = {"predict": "fh_screen.models.predictor", "Predictor": "fh_screen.models.predictor", "screen": "fh_screen.screening"}
+_LAZY = {"predict": "fh_screen.models.predictor", "Predictor": "fh_screen.models.predictor", "screen": "fh_screen.service"}
 
 if TYPE_CHECKING:  # pragma: no cover
     from fh_screen.models.predictor import Predictor, predict
-    from fh_screen.screening import screen
+    from fh_screen.service import screen
 
 
 def __getattr__(name: str) -> Any:

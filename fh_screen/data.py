@@ -40,8 +40,10 @@ __all__ = [
     "subsystem_rows",
     "CleaningReport",
     "OUTLIER_RANGE_EV_PER_ATOM",
+    "MIN_TRAIN_ROWS",
     "REJECTION_REASONS",
     "TIDY_COLUMNS",
+    "check_trainable",
     "clean",
     "file_sha256",
     "kfold_indices",
@@ -75,6 +77,20 @@ REJECTION_REASONS: dict[str, str] = {
     "missing_value": "missing values",
 }
 
+#: Fewest usable rows a training file must hold: the seeded early-stopping split (5 %) needs a
+#: few rows of its own, and a model of fewer compositions predicts nothing useful.
+MIN_TRAIN_ROWS = 100
+
+
+def check_trainable(frame, path) -> None:
+    """Raise :class:`DataError` (one line) when ``frame`` has fewer than :data:`MIN_TRAIN_ROWS` rows."""
+    if len(frame) < MIN_TRAIN_ROWS:
+        raise DataError(
+            f"{path} has {len(frame)} usable rows; training needs at least {MIN_TRAIN_ROWS} "
+            f"(a held-out early-stopping split is carved from them)"
+        )
+
+
 #: How many rejected rows :class:`CleaningReport` quotes per reason.
 N_EXAMPLES = 5
 
@@ -105,7 +121,7 @@ class CleaningReport:
     def __post_init__(self) -> None:
         unknown = (set(self.rejected) | set(self.examples)) - set(REJECTION_REASONS)
         if unknown:
-            raise ValueError(f"unknown rejection reason(s) {sorted(unknown)}; known: {list(REJECTION_REASONS)}")
+            raise DataError(f"unknown rejection reason(s) {sorted(unknown)}; known: {list(REJECTION_REASONS)}")
         self.rejected = {reason: int(self.rejected.get(reason, 0)) for reason in REJECTION_REASONS}
 
     def reject(self, reason: str, count: int, examples: list[str] | None = None) -> None:
@@ -121,7 +137,7 @@ class CleaningReport:
             Those rows, quoted (only the first few are kept).
         """
         if reason not in REJECTION_REASONS:
-            raise ValueError(f"unknown rejection reason {reason!r}; known: {list(REJECTION_REASONS)}")
+            raise DataError(f"unknown rejection reason {reason!r}; known: {list(REJECTION_REASONS)}")
         self.rejected[reason] += int(count)
         if examples:
             quoted = self.examples.setdefault(reason, [])
@@ -406,7 +422,7 @@ def canonical_formulas(formulas) -> list[str]:
 def split_frame(frame: pd.DataFrame, fractions: tuple[float, ...], seed: int = 0) -> list[pd.DataFrame]:
     """Random split of ``frame`` into parts of the given fractions (reproducible from ``seed``)."""
     if not np.isclose(sum(fractions), 1.0):
-        raise ValueError(f"split fractions must sum to 1, got {fractions}")
+        raise DataError(f"split fractions must sum to 1, got {fractions}")
     order = np.random.default_rng(seed).permutation(len(frame))
     bounds = np.round(np.cumsum((0.0, *fractions)) * len(frame)).astype(int)
     return [frame.iloc[np.sort(order[a:b])].reset_index(drop=True) for a, b in zip(bounds[:-1], bounds[1:])]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["FhScreenError", "one_line"]
+__all__ = ["FhScreenError", "TrainingError", "one_line"]
 
 
 class FhScreenError(ValueError):
@@ -41,3 +41,7 @@ def one_line(error: BaseException | str, *, first_line: bool = False, with_type:
     name = type(error).__name__ if isinstance(error, BaseException) else ""
     line = line or name
     return f"{name}: {line}" if with_type and name else line
+
+
+class TrainingError(FhScreenError):
+    """A training recipe, configuration or saved training state that cannot be used; one line."""

@@ -42,9 +42,12 @@ class FhScreenSettings(BaseSettings):
     reference_collection: str = Field("reference", description="Collection of OQMD reference entries.")
     predictions_collection: str = Field("predictions", description="Collection of predictions ((formula, model) → ΔH_f, σ).")
     screens_collection: str = Field("screens", description="Collection of screens (one document per run id).")
+    mongo_timeout_s: float = Field(
+        10.0, gt=0, description="How long to wait for the MongoDB server before giving up (one line naming the host)."
+    )
     busy_timeout_s: float = Field(60.0, description="How long an embedded-store writer waits for another one.")
     reference_data: bool = Field(
-        True, description="Fill the embedded store with the OQMD reference table shipped with the package on first use."
+        True, description="Fill the store (embedded or MongoDB) with the OQMD reference table shipped with the package on first use."
     )
     oqmd_dir: Path | None = Field(
         None, description="Folder of the OQMD CSVs (train.csv, val.csv) used for training and the seed study."

@@ -106,10 +106,12 @@ def test_a_new_table_updates_its_own_entries_and_keeps_ingested_ones(fresh_setti
     monkeypatch.setattr(bootstrap, "_cached_table", lambda: newer)
     monkeypatch.setattr(bootstrap, "reference_metadata", lambda: {"table_sha256": "newer", "n_compositions": len(newer)})
     result = ensure_reference_data(fresh_settings)
-    assert result.action == "updated" and result.n_written == 1
+    assert result.action == "updated" and result.n_written == 2  # the shipped Fe2O3 and LiFePO4
     with FhScreenStore.embedded(fresh_settings) as store:
-        values = store.reference_frame(formula=["Fe2O3", "LiFePO4"]).set_index("formula")["dhf_ev_per_atom"]
-    assert values["Fe2O3"] == -1.5 and values["LiFePO4"] == -9.0
+        frame = store.reference_frame(formula=["Fe2O3", "LiFePO4"])
+    values = {(f, s): v for f, s, v in zip(frame["formula"], frame["source"], frame["dhf_ev_per_atom"])}
+    # the ingested value (source user) sits beside the shipped one and is never touched
+    assert values == {("Fe2O3", "oqmd"): -1.5, ("LiFePO4", "oqmd"): -1.0, ("LiFePO4", "user"): -9.0}
     assert ensure_reference_data(fresh_settings).action == "current"
 
 

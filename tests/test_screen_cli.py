@@ -57,13 +57,22 @@ def test_screen_with_store_writes_exact_json_and_csv_and_saves(data_dir, li_fe_o
     assert result.exit_code == 0, result.output
     assert "Fe-Li-O" in result.output and "ingest" not in result.output
     records = json.loads(json_path.read_text())
-    assert all(list(r) == RESULT_COLUMNS for r in records)
+    columns = list(records[0])
+    # every column of the ranked table, plus the model of each row
+    assert set(RESULT_COLUMNS) | {"dhf_std_ev_per_atom", "p_stable", "is_known", "stability_score", "selected",
+                                  "refined", "charge_balanced", "dhf_ev_per_atom", "model"} <= set(columns)
+    assert all(list(r) == columns for r in records)
+    models = {r["model"] for r in records}
+    assert len(models) == 2  # cascade: the default's own rows and the prefilter's, marked apart
+    assert all(r["model"].startswith("attention-ensemble@") for r in records if r["refined"])
+    assert all(r["model"].startswith("paper@") for r in records if not r["refined"])
     assert [r["rank"] for r in records] == list(range(1, len(records) + 1))
     by_formula = {r["formula"]: r for r in records}
     assert isinstance(by_formula["Fe2O3"]["known_dhf_ev_per_atom"], float)  # DFT value from the store
     assert any(r["known_dhf_ev_per_atom"] is None for r in records)
     csv = pd.read_csv(csv_path)
-    assert list(csv.columns) == RESULT_COLUMNS and len(csv) == len(records)
+    assert list(csv.columns) == columns and len(csv) == len(records)
+    assert list(csv["model"]) == [r["model"] for r in records]
     n_known = sum(r["known_dhf_ev_per_atom"] is not None for r in records)
     assert len(records) - n_known > DEFAULT_REFINE_TOP  # so the default runs as a cascade here
     with FhScreenStore.from_settings() as store:

@@ -59,7 +59,7 @@ def test_newer_value_replaces_and_is_reported(ingested, train_slice_csv, tmp_pat
 
 def test_rejections_are_counted_with_reasons(tmp_path):
     path = tmp_path / "bad.csv"
-    path.write_text("formula,target\nFe2O3,-1.7\nFe4O6,-1.5\nXq2,0.1\nNaCl,\nLiH,40.0\n")
+    path.write_text("formula,target\nFe2O3,-1.7\nFe4O6,-1.5\nFe2(O,0.1\nNaCl,\nLiH,40.0\n")
     with FhScreenStore.embedded(tmp_path / "s.sqlite") as store:
         report = ingest_file(store.reference, path)
         assert report.inserted == 1 and store.reference.query_one({"formula": "Fe2O3"})["dhf_ev_per_atom"] == -1.7
@@ -164,12 +164,48 @@ def test_settings_file_env_and_from_settings(tmp_path, monkeypatch, isolated_set
 
 
 def test_mongo_uri_selects_mongostore(tmp_path, monkeypatch, isolated_settings):  # noqa: F811
+    import mongomock_ng
     from maggma.stores import MongoStore
 
     monkeypatch.setenv("FH_SCREEN_MONGO_URI", "mongodb://localhost:27017")
-    store = FhScreenStore.from_settings()
+    monkeypatch.setenv("FH_SCREEN_REFERENCE_DATA", "false")
+    with mongomock_ng.patch(servers=(("localhost", 27017),)):
+        store = FhScreenStore.from_settings()
     assert isinstance(store.reference, MongoStore) and store.reference.collection_name == "reference"
-    assert store.predictions.key == "prediction_id"
+    assert store.predictions.key == "prediction_id" and store.screens.key == "run_id"
+
+
+def test_user_values_sit_beside_the_shipped_ones_and_are_removed_by_source(tmp_path):
+    from typer.testing import CliRunner
+
+    from fh_screen.cli import build_app
+    from fh_screen.service import known_phases
+
+    path = tmp_path / "mine.csv"
+    path.write_text("formula,target\nLi2O,-2.5\nLi2O2,-1.0\n")
+    db = tmp_path / "s.sqlite"
+    with FhScreenStore.embedded(db) as store:
+        store.reference.update([{"formula": "Li2O", "elements": ["Li", "O"], "chemsys": "Li-O", "nelements": 2,
+                                 "dhf_ev_per_atom": -2.07, "source": "oqmd", "passed_outlier_filter": True}],
+                               key=["formula", "source"])
+    app = build_app()
+    result = CliRunner().invoke(app, ["ingest", str(path), "--store", str(db), "--source", "my-dft"])
+    assert result.exit_code == 0, result.output
+    with FhScreenStore.embedded(db) as store:
+        rows = store.reference_frame(formula="Li2O")
+        assert sorted(zip(rows["source"], rows["dhf_ev_per_atom"])) == [("my-dft", -2.5), ("oqmd", -2.07)]
+        phases = known_phases(("Li", "O"), store=FhScreenStore.embedded(db))
+    from fh_screen.screening import known_counts
+
+    _, lowest = known_counts(phases.frame, ("Li", "O"))
+    assert -2.5 in lowest.tolist() and -2.07 not in lowest.tolist()  # the hull uses the lowest value
+    result = CliRunner().invoke(app, ["ingest", "--remove-source", "my-dft", "--store", str(db)])
+    assert result.exit_code == 0 and "removed 2" in result.output, result.output
+    with FhScreenStore.embedded(db) as store:
+        rows = store.reference_frame(formula="Li2O")
+        assert list(rows["source"]) == ["oqmd"] and list(rows["dhf_ev_per_atom"]) == [-2.07]  # the shipped value is back
+    result = CliRunner().invoke(app, ["ingest", str(path), "--store", str(db), "--source", "bad name!"])
+    assert result.exit_code == 2 and "source name" in result.output
 
 
 def _mongo_available() -> str | None:
@@ -282,7 +318,9 @@ def test_hydrate_is_stored_under_its_full_composition(tmp_path):
 @pytest.mark.parametrize(
     ("files", "fragment"),
     [
-        ({"a.csv": "formula,target\nXx,1\nFe0O,2\n"}, "no usable rows"),
+        ({"a.csv": "formula,target\nFe0O,2\n"}, "no usable rows"),
+        ({"a.csv": "formula,target\nFeO,-1.5\nXx2O,1\n"}, "unknown element symbol 'Xx'"),
+        ({"a.csv": "formula,target\nFeO,-1.5\nFe,0.3\n"}, "pure element Fe has ΔH_f 0.3 eV/atom"),
         ({"a.csv": "a,b\n1,2\n"}, "unrecognised format"),
         ({"a.csv": "formula,target\nFeO,-1.5\n", "b.csv": "x\n"}, "unrecognised format"),
         ({"a.json": "{not json"}, "not valid JSON"),

@@ -83,9 +83,18 @@ def runs_command(
             row["run_id"], created.strftime("%Y-%m-%d %H:%M:%S") if hasattr(created, "strftime") else str(created or ""),
             row.get("chemsys", ""), row.get("origin", ""), f"{row.get('model_name')}@{row.get('model_version')}",
             f"{row.get('n_candidates', 0):,}", f"{row.get('n_reference', 0):,}",
-            ", ".join(row.get("selected_formulas") or []),
+            _short_list(row.get("selected_formulas") or []),
         )
     out.print(table)
+    out.print("selected: the run's short list of new candidates worth a DFT calculation (count: first three); "
+              "fh-screen query --run ID shows them all.", highlight=False, soft_wrap=True)
+
+
+def _short_list(formulas: list[str]) -> str:
+    """``"12: A, B, C, …"`` for a long list, the formulas themselves for three or fewer."""
+    if len(formulas) <= 3:
+        return ", ".join(formulas) or "none"
+    return f"{len(formulas)}: {', '.join(formulas[:3])}, …"
 
 
 def show_run(run_id: str, *, store_file: Optional[Path] = None, limit: int = 50,

@@ -18,13 +18,6 @@ from fh_screen.screening.probability import DEFAULT_REFINE_TOP
 
 __all__ = ["register", "write_outputs"]
 
-_INGEST_HINT = (
-    "no OQMD reference entries in the store: the hull is built from the elements and the predictions alone; "
-    "run `fh-screen ingest PATH` (e.g. train.csv) to anchor it on DFT values; an embedded store is filled from "
-    "the OQMD table shipped with fh-screen unless reference_data is off (FH_SCREEN_REFERENCE_DATA)"
-)
-
-
 def screen_command(
     chemsys: str = typer.Argument(..., help="Chemical system, elements joined by '-', e.g. Li-Fe-P-O."),
     top: int = typer.Option(20, "--top", "-n", help="Rows of the ranked table to print."),
@@ -74,20 +67,12 @@ def screen_command(
     check_size(system, options)  # limits and size are checked before loading anything heavy
 
     with _Stages() as stages:
-        stages("loading the model")
-        from fh_screen.models.predictor import Predictor
+        from fh_screen.models.predictor import load_predictor
+        from fh_screen.service import run_screen
 
-        predictor = Predictor.from_name(model)
-        stages("reading known phases from the store")
-        known, n_reference, store_note = _known_from_store(system, read_only=no_store)
-        from fh_screen.screening import screen
-
-        result = screen(system, predictor=predictor, known=known, options=options, progress=stages)
-        saved = ""
-        if not no_store:
-            n_own = int(result.table["refined"].sum()) if "refined" in result.table else result.n_candidates
-            stages(f"saving {n_own:,} predictions of {predictor.name} to the store")
-            saved = _save(result, predictor, options)
+        result, phases, saved = run_screen(system, options=options, read_only=no_store, save=not no_store,
+                                           origin="cli", model=model, progress=stages)
+        predictor = load_predictor(model)  # loaded by the screen, kept in the cache
         if plot_path is not None:
             stages("drawing the phase diagram")
             from fh_screen.plotting import plot_screen
@@ -95,20 +80,15 @@ def screen_command(
             plot_screen(result, plot_path, top=min(max(top, 0), 30))
     write_outputs(result, json_path=json_path, csv_path=csv_path)
     _print(result, top, predictor, time.perf_counter() - started)
-    notes = []
-    if store_note:
-        notes.append(store_note)
-    elif n_reference == 0:
-        notes.append(_INGEST_HINT)
-    notes.extend(result.warnings)
     out = console()
-    for note in notes:
+    for note in result.warnings:
         out.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
     for label, path in (("JSON", json_path), ("CSV", csv_path), ("plot", plot_path)):
         if path is not None:
             out.print(f"wrote {label} to {path}", highlight=False, soft_wrap=True)
-    if saved:
-        out.print(saved, highlight=False, soft_wrap=True)
+    if saved is not None:
+        out.print(f"saved run {saved.run_id} ({saved.n_predictions:,} predictions) to the store: "
+                  f"fh-screen query --run {saved.run_id}", highlight=False, soft_wrap=True)
 
 
 class _Stages:
@@ -154,57 +134,18 @@ class _Stages:
         return None
 
 
-def _known_from_store(system: tuple[str, ...], read_only: bool):
-    """(reference frame or None, number of reference entries, note or '').
-
-    With ``read_only`` (``--no-store``) a store file that does not exist yet is not created: the
-    OQMD table shipped with the package is read directly instead (unless ``reference_data`` is off).
-    """
-    from fh_screen.settings import FhScreenSettings
-    from fh_screen.store import FhScreenStore
-
-    settings = FhScreenSettings()
-    if read_only and not settings.mongo_uri and not settings.store_path.exists():
-        if not settings.reference_data:
-            return None, 0, ""
-        from fh_screen.store.bootstrap import packaged_reference_frame, reference_metadata
-
-        return packaged_reference_frame("-".join(system)), reference_metadata()["n_compositions"], ""
-    with FhScreenStore.from_settings(settings, read_only=read_only) as store:
-        n_reference = store.n_reference()
-        if n_reference == 0:
-            return None, 0, ""
-        return store.reference_frame(chemsys="-".join(system)), n_reference, ""
-
-
-def _save(result, predictor, options) -> str:
-    """Write the screen (``screens``, a new run id) and its predictions (``predictions``) to the store.
-
-    The screens document is the one the prescreen job returns (:meth:`ScreenDoc.from_result`);
-    ``result.run_id`` becomes the stored run id, so the printed id is the one to query.
-    """
-    from fh_screen.store import FhScreenStore, ScreenDoc
-
-    doc = ScreenDoc.from_result(result, options, origin="cli")
-    with FhScreenStore.from_settings() as store:
-        n_saved = store.save_predictions(result.table, predictor, formulas_reduced=True)
-        store.save_screen(doc)
-    result.run_id = doc.run_id
-    return f"saved run {doc.run_id} ({n_saved:,} predictions) to the store: fh-screen query --run {doc.run_id}"
-
-
 def write_outputs(result, *, json_path: Optional[Path] = None, csv_path: Optional[Path] = None) -> None:
-    """Write the ranked list with exactly :data:`fh_screen.screening.result.RESULT_COLUMNS` (atomic writes)."""
+    """Write the whole ranked table (every column and the model of each row, :mod:`fh_screen.exports`), atomically."""
     import json
 
-    from fh_screen.screening import RESULT_COLUMNS
+    from fh_screen.cli.common import write_csv
+    from fh_screen.exports import export_frame, export_records
 
     if json_path is not None:
-        records = [{key: row[key] for key in RESULT_COLUMNS} for row in result.records()]
-        _atomic_write(Path(json_path), lambda tmp: tmp.write_text(json.dumps(records, indent=1, allow_nan=False) + "\n"))
+        text = json.dumps(export_records(result), indent=1, allow_nan=False) + "\n"
+        _atomic_write(Path(json_path), lambda tmp: tmp.write_text(text))
     if csv_path is not None:
-        frame = result.table[RESULT_COLUMNS]
-        _atomic_write(Path(csv_path), lambda tmp: frame.to_csv(tmp, index=False, float_format="%.6g"))
+        write_csv(export_frame(result), Path(csv_path), float_format="%.6g")
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -266,7 +207,10 @@ def _print(result, top: int, predictor, seconds: float) -> None:
     if top > 0:
         out.print("E_hull: above the hull of the known (DFT) phases, a known composition at its DFT value, a new one at "
                   "its prediction (negative: predicted below it). Ranked by log P(below the known hull) + log prior "
-                  "(docs/evaluation.md).", highlight=False, soft_wrap=True)
+                  "(docs/evaluation.md). selected: the short list of new candidates worth a DFT calculation "
+                  "(--json/--csv column `selected`, docs/screening.md). refined: predicted by the screen's own model "
+                  "rather than the fast prefilter (column `refined`; `model` names the model of each row).",
+                  highlight=False, soft_wrap=True)
     if result.prefilter and "refined" in result.table:
         out.print(f"{result.prefilter} ranked every candidate; {result.model_name} predicted the best "
                   f"{int(result.table['refined'].sum()):,} (known ones included), which head the list (--refine-top 0: all).",

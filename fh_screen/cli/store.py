@@ -38,18 +38,35 @@ def _open_store(store_file: Optional[Path], read_only: bool):
 
 
 def ingest_command(
-    path: Path = typer.Argument(..., help="OQMD file (shared CSV, dump table, OPTIMADE JSON) or a folder of them."),
-    source_version: Optional[str] = typer.Option(None, "--source-version", help="OQMD version to record, e.g. 1.6."),
+    path: Optional[Path] = typer.Argument(None, help="OQMD-style file (shared CSV, dump table, OPTIMADE JSON) or a folder of them."),
+    source: str = typer.Option(
+        "user", "--source", help="Name of these values (e.g. my-dft, oqmd-1.6): they sit beside the shipped OQMD "
+        "entries (source oqmd) and the hull uses the lowest value per composition."),
+    remove_source: Optional[str] = typer.Option(
+        None, "--remove-source", help="Remove every reference entry of this source instead of ingesting."),
+    source_version: Optional[str] = typer.Option(None, "--source-version", help="Version to record, e.g. 1.6."),
     keep_outliers: bool = typer.Option(
         False, "--keep-outliers", help="Store values outside (-20, 5) eV/atom, flagged, instead of rejecting them."
     ),
     store_file: Optional[Path] = typer.Option(None, "--store", help=_STORE_HELP),
 ) -> None:
-    """Load OQMD formation enthalpies into the store (idempotent; newer values replace older ones)."""
+    """Load DFT formation enthalpies into the store under a source name (idempotent per (formula, source))."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from fh_screen.store.ingest import IngestReport, ingest_file, ingestable_files
+    from fh_screen.store.ingest import IngestReport, check_source, ingest_file, ingestable_files
 
+    if remove_source is not None:
+        if path is not None:
+            fail("give either a PATH to ingest or --remove-source NAME, not both")
+        check_source(remove_source)
+        with _open_store(store_file, read_only=False) as store:
+            n_removed = store.remove_source(remove_source)
+            console().print(f"removed {n_removed:,} reference entries of source {remove_source!r}; store "
+                            f"{store.name} holds {store.n_reference():,} entries", highlight=False, soft_wrap=True)
+        return
+    if path is None:
+        fail("give a PATH to ingest (or --remove-source NAME)")
+    check_source(source)
     files = ingestable_files(path)
     report = IngestReport()
     out = console()
@@ -67,7 +84,7 @@ def ingest_command(
                     progress.update(task, completed=done, total=total)
 
                 part = ingest_file(
-                    store.reference, file, source_version=source_version, keep_outliers=keep_outliers,
+                    store.reference, file, source=source, source_version=source_version, keep_outliers=keep_outliers,
                     progress=advance,
                 )
                 if len(files) > 1:
@@ -77,7 +94,7 @@ def ingest_command(
             out.print(f"updated {formula}: {old:.4f} → {new:.4f} eV/atom", highlight=False, soft_wrap=True)
         if report.updated > len(report.updated_examples):
             out.print(f"… and {report.updated - len(report.updated_examples)} more updated", highlight=False, soft_wrap=True)
-        out.print(f"{report.summary()}; store {store.reference.name} holds {store.n_reference():,} entries", highlight=False, soft_wrap=True)
+        out.print(f"{report.summary()}; store {store.name} holds {store.n_reference():,} entries", highlight=False, soft_wrap=True)
 
 
 def query_command(
@@ -98,6 +115,8 @@ def query_command(
     """Query reference (DFT) entries and predictions by formula, chemical system, size and ΔH_f."""
     from fh_screen.store.query import criteria_for
 
+    if limit < 0:
+        fail(f"--limit must be 0 (all rows) or more, got {limit}")
     if run is not None:
         from fh_screen.cli.runs import show_run
 

@@ -32,9 +32,15 @@ def train_command(
     threads: int = typer.Option(1, min=1, help="torch threads (keep at or below free cores)."),
     name: Optional[str] = typer.Option(None, help="Model name written into the checkpoint."),
 ) -> None:
-    """Train a model: the seed study's network, or with --recipe an attention ensemble (resumable)."""
+    """Train a model: the seed study's network, or with --recipe an attention ensemble (resumable).
+
+    The model gets its own identity: ``--name`` (default: the output folder's name; a shipped
+    model's name is refused) and a version made of the date and the weights' hash, written into
+    the checkpoint and its card, so stored predictions never mix with a shipped model's.
+    """
     from dataclasses import replace
 
+    name = user_model_name(name, output_dir)
     if recipe is not None:
         _train_attention(train_path, output_dir, val_path, recipe, device, epochs if epochs != 400 else None,
                          max_rows, seed, threads, name)
@@ -64,10 +70,34 @@ def train_command(
                           max_train_rows=max_rows, name=name, on_epoch=on_epoch)
     else:
         run = _train_with_bars(train_path, val_path, preset, spec, config, members, max_rows, name, epochs)
+    run = replace(run, checkpoint=replace(run.checkpoint, version=user_model_version(run.checkpoint)))
     write_model_card(run, output_dir)
+    console().print(f"model {run.checkpoint.name}@{run.checkpoint.version} (weights sha256 "
+                    f"{run.checkpoint.identity()[:16]}…)", highlight=False, soft_wrap=True)
     summary = run.metrics.get("val_abs_dhf_lt_5") or run.metrics["early_stopping_split"]
     console().print(f"saved {output_dir / 'model.pt'}: MAE {summary['mae_ev_per_atom']:.4f} eV/atom, "
                     f"p80 {summary['p80_ae_ev_per_atom']:.4f}, p90 {summary['p90_ae_ev_per_atom']:.4f}")
+
+
+def user_model_name(name: Optional[str], output_dir: Path) -> str:
+    """The name of a model trained by the user: ``name`` or the output folder's; never a shipped model's."""
+    import re
+
+    from fh_screen.models.predictor import available_models
+
+    chosen = name or Path(output_dir).expanduser().resolve().name
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}", chosen or ""):
+        fail(f"model name must be 1-64 letters, digits or ._+- characters, got {chosen!r} (give --name)")
+    if chosen in available_models():
+        fail(f"{chosen!r} is the name of a model shipped with fh-screen; give your model its own --name")
+    return chosen
+
+
+def user_model_version(checkpoint) -> str:
+    """Version of a freshly trained model: UTC date and the first 8 hex digits of its weights' hash."""
+    from datetime import datetime, timezone
+
+    return f"{datetime.now(timezone.utc):%Y%m%d}-{checkpoint.identity()[:8]}"
 
 
 def _train_with_bars(train_path, val_path, preset, spec, config, members, max_rows, name, epochs):
@@ -110,7 +140,7 @@ def _train_attention(train_path: Path, output_dir: Path, val_path: Optional[Path
                         f"holdout {record.holdout_mae_ev_per_atom:.4f} eV/atom ({record.seconds:.0f} s)")
 
     checkpoint = run_attention_training(train_path, output_dir, recipe=recipe, config=config, val_path=val_path,
-                                        max_rows=max_rows, name=name or "attention-ensemble", on_epoch=on_epoch,
+                                        max_rows=max_rows, name=name, on_epoch=on_epoch,
                                         command=" ".join(["fh-screen", *sys.argv[1:]]))
     metrics = checkpoint.metadata["metrics"]
     summary = metrics.get("val_abs_dhf_lt_5") or metrics["holdout"]

@@ -1,9 +1,9 @@
 """The prescreen job: a chemical system in, its :class:`~fh_screen.store.documents.ScreenDoc` out.
 
-The job runs the same stages as ``fh-screen SYSTEM`` and :func:`fh_screen.screening.core.screen`,
-through the same functions: the chemical-system parser, the reference entries of the store
-(:meth:`FhScreenStore.reference_frame`), :func:`~fh_screen.screening.core.screen`,
-:meth:`ScreenDoc.from_result` and :meth:`FhScreenStore.save_screen`. Then
+The job runs the same stages as ``fh-screen SYSTEM`` and ``fh_screen.screen()``, through the one
+screen service (:mod:`fh_screen.service`): the chemical-system parser, the known phases of the
+store (filled with the shipped OQMD table on first use), the ranking core,
+:meth:`ScreenDoc.from_result` and the one saving rule (screen and predictions). Then
 :meth:`ScreenDoc.select` picks the candidates handed on: unknown compositions (unless
 ``select_known``) of at least two elements, energy above the hull ≤ ``e_hull_max_ev_per_atom``
 (when given), best ``top_n``.
@@ -29,7 +29,7 @@ from maggma.core import Store
 from fh_screen.errors import FhScreenError, one_line
 from fh_screen.jobs.base import fh_screen_job
 from fh_screen.screening import ScreenOptions
-from fh_screen.store.documents import DEFAULT_KEEP_TOP, ScreenDoc, elements_of
+from fh_screen.store.documents import DEFAULT_KEEP_TOP, ScreenDoc
 
 logger = logging.getLogger(__name__)
 
@@ -103,31 +103,27 @@ def select_candidates(
 def read_reference(system: Sequence[str], reference_store: Store | None = None):
     """Known phases of ``system`` for the hull: ``(DataFrame, where they came from)``.
 
-    ``reference_store``: a maggma Store of reference documents (``formula``, ``chemsys``,
-    ``dhf_ev_per_atom``, ...); None reads the configured store (``~/.fh_screen.yaml``,
-    ``FH_SCREEN_*``) on the machine running the job. Raises :class:`PrescreenError` (one line)
-    when the entries cannot be read or the store has no compound of the system.
+    The screen service's rule (:func:`fh_screen.service.known_phases`): ``reference_store``, a
+    maggma Store of reference documents, or None for the configured store (``~/.fh_screen.yaml``,
+    ``FH_SCREEN_*``) on the machine running the job, filled with the shipped OQMD table on first
+    use. Raises :class:`PrescreenError` (one line) when the entries cannot be read or the store
+    has no compound of the system.
     """
+    from fh_screen.service import known_phases
     from fh_screen.store import FhScreenStore
 
     label = "-".join(system)
     try:
-        if reference_store is None:
-            store = FhScreenStore.from_settings()
-        else:
-            store = FhScreenStore(reference=reference_store, ensure_indexes=False)
-        where = store.reference.name
-        with store:
-            frame = store.reference_frame(chemsys=label)
+        store = None if reference_store is None else FhScreenStore(reference=reference_store, ensure_indexes=False)
+        phases = known_phases(system, store=store)
     except Exception as exc:  # noqa: BLE001 - any failure to read is fatal here, in one line
         raise PrescreenError(f"cannot read reference entries for {label}: {one_line(exc)}") from None
-    n_compounds = sum(len(elements_of(str(f))) >= 2 for f in frame["formula"]) if len(frame) else 0
-    if n_compounds == 0:
+    if phases.n_compounds == 0:
         raise PrescreenError(
-            f"no reference entries for {label} in {where}: ingest OQMD (fh-screen ingest PATH), give "
+            f"no reference entries for {label} in {phases.where}: ingest OQMD (fh-screen ingest PATH), give "
             f"PrescreenMaker(reference_store=...), or set use_reference=False to build the hull from predictions alone"
         )
-    return frame, f"{where} ({n_compounds} compounds)"
+    return phases.frame, f"{phases.where} ({phases.n_compounds} compounds)"
 
 
 @dataclass
@@ -239,32 +235,27 @@ class PrescreenMaker(Maker):
         return self.prescreen(chemsys)
 
     def prescreen(self, chemsys: str | Sequence[str]) -> ScreenDoc:
-        """Run the prescreen now, without jobflow (the body of the job)."""
+        """Run the prescreen now, without jobflow (the body of the job): the screen service's rules."""
         from fh_screen.chem.candidates import parse_chemsys
-        from fh_screen.models.predictor import Predictor
-        from fh_screen.screening import screen
+        from fh_screen.models.predictor import load_predictor
+        from fh_screen.service import run_screen, save_screen
 
         self._check()
         system = parse_chemsys(chemsys)
         known, source = (None, None)
         if self.use_reference:
             known, source = read_reference(system, self.reference_store)
-        predictor = Predictor.from_name(self.model)
-        result = screen(system, predictor=predictor, known=known, options=self.screen_options)
+        predictor = load_predictor(self.model)
+        result, _, _ = run_screen(system, predictor, known, self.screen_options, use_reference=self.use_reference)
         doc = ScreenDoc.from_result(result, self.screen_options, origin="job", keep_top=self.keep_top,
                                     reference=source)
         doc = doc.select(self.top_n, self.e_hull_max_ev_per_atom, self.select_known)
         if self.save_screen:
-            self._save(doc)
+            from fh_screen.store import FhScreenStore
+
+            try:
+                store = None if self.screens_store is None else FhScreenStore(screens=self.screens_store)
+                save_screen(result, self.screen_options, predictor, store=store, doc=doc)
+            except Exception as exc:  # noqa: BLE001 - a screen that cannot be saved fails the job, in one line
+                raise PrescreenError(f"cannot save screen {doc.run_id}: {one_line(exc)}") from None
         return doc
-
-    def _save(self, doc: ScreenDoc) -> None:
-        from fh_screen.store import FhScreenStore
-
-        try:
-            store = FhScreenStore.from_settings() if self.screens_store is None else FhScreenStore(
-                screens=self.screens_store)
-            with store:
-                store.save_screen(doc)
-        except Exception as exc:  # noqa: BLE001 - a screen that cannot be saved fails the job, in one line
-            raise PrescreenError(f"cannot save screen {doc.run_id}: {one_line(exc)}") from None

@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
+from fh_screen.errors import TrainingError
+
 __all__ = [
     "AttentionSpec",
     "ATTENTION_PRESETS",
@@ -98,7 +100,7 @@ def element_table(elements: tuple[str, ...] | list[str], source: str = "mat2vec"
     if source == "none":
         return np.zeros((len(elements) + 1, 1), dtype=np.float32)
     if source != "mat2vec":
-        raise ValueError(f"unknown element features {source!r} (mat2vec or none)")
+        raise TrainingError(f"unknown element features {source!r} (mat2vec or none)")
     from matminer.utils.data import MatscholarElementData
 
     source_data = MatscholarElementData()

@@ -22,6 +22,7 @@ from fh_screen.models.calibration import TARGET_COVERAGE, calibrate_sigma_scale 
 from fh_screen.io import atomic_write
 from fh_screen.models.attention import AttentionSpec, set_tensors
 from fh_screen.models.fit_attention import AttentionTrainConfig, predict_attention, train_attention_network
+from fh_screen.errors import TrainingError
 
 logger = logging.getLogger(__name__)
 
@@ -69,11 +70,12 @@ class AttentionData:
 def prepare_attention_data(train_path: str | Path, *, holdout_fraction: float = 0.05, seed: int = 0, max_rows: int | None = None) -> AttentionData:
     """Load and clean ``train_path`` (outliers dropped), carve a seeded holdout, build set tensors."""
     from fh_screen.chem.formula import DEFAULT_ELEMENTS, fraction_matrix
-    from fh_screen.data import OUTLIER_RANGE_EV_PER_ATOM, file_sha256, load_oqmd, split_frame
+    from fh_screen.data import OUTLIER_RANGE_EV_PER_ATOM, check_trainable, file_sha256, load_oqmd, split_frame
 
     frame, report = load_oqmd(train_path)
     if max_rows is not None and max_rows < len(frame):
         frame = frame.sample(n=max_rows, random_state=seed).reset_index(drop=True)
+    check_trainable(frame, train_path)
     fit, holdout = split_frame(frame, (1 - holdout_fraction, holdout_fraction), seed=seed)
     fit_matrix = fraction_matrix(fit["formula"].tolist(), DEFAULT_ELEMENTS).matrix
     hold_matrix = fraction_matrix(holdout["formula"].tolist(), DEFAULT_ELEMENTS).matrix
@@ -139,16 +141,16 @@ def parse_recipe(recipe: str, element_features: str | None = None) -> list[Ensem
         head, _, epochs = part.partition("@")
         preset, _, count = head.partition("*")
         if preset not in ATTENTION_PRESETS:
-            raise ValueError(f"unknown attention preset {preset!r} in recipe {recipe!r} (choose from {', '.join(ATTENTION_PRESETS)})")
+            raise TrainingError(f"unknown attention preset {preset!r} in recipe {recipe!r} (choose from {', '.join(ATTENTION_PRESETS)})")
         if (count and not count.isdigit()) or (epochs and not epochs.isdigit()) or (part.count("@") and not epochs):
-            raise ValueError(f"malformed recipe part {part!r} (use e.g. attention*4 or attention-large*4@30)")
+            raise TrainingError(f"malformed recipe part {part!r} (use e.g. attention*4 or attention-large*4@30)")
         spec = ATTENTION_PRESETS[preset]
         if element_features:
             spec = replace(spec, element_features=element_features)
         members += [EnsembleMember(preset, k, spec, int(epochs) if epochs else None) for k in range(int(count or 1))]
     labels = [m.label for m in members]
     if len(set(labels)) != len(labels):
-        raise ValueError(f"recipe {recipe!r} names a preset twice: give each preset one part")
+        raise TrainingError(f"recipe {recipe!r} names a preset twice: give each preset one part")
     return members
 
 
@@ -210,9 +212,9 @@ def assemble_attention_model(
         state = torch.load(path, map_location="cpu", weights_only=True)
         member_config = member.config(config)
         if state.get("config") != member_config.identity():
-            raise ValueError(f"training state {path} belongs to another run (settings differ from the recipe's): re-train {member.label}")
+            raise TrainingError(f"training state {path} belongs to another run (settings differ from the recipe's): re-train {member.label}")
         if state["epoch"] < member_config.epochs:
-            raise ValueError(f"member {member.label} stopped at epoch {state['epoch']} of {member_config.epochs}: re-run to resume it")
+            raise TrainingError(f"member {member.label} stopped at epoch {state['epoch']} of {member_config.epochs}: re-run to resume it")
         states.append(state["ema"])
         histories.append(state["history"])
     y = data.fit_y_ev_per_atom
@@ -311,7 +313,7 @@ def run_attention_training(
             expected["train_sha256"] = file_sha256(train_path)
         stale = {k for k, v in expected.items() if data.provenance.get(k) != v}
         if stale:
-            raise ValueError(f"feature cache {cache} was made from other data ({', '.join(sorted(stale))} differ): delete it or pass another --cache")
+            raise TrainingError(f"feature cache {cache} was made from other data ({', '.join(sorted(stale))} differ): delete it or pass another --cache")
     else:
         data = prepare_attention_data(train_path, seed=config.seed, max_rows=max_rows)
         cache.parent.mkdir(parents=True, exist_ok=True)

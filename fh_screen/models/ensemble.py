@@ -14,6 +14,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from fh_screen.models.torch_threads import torch_threads
 from fh_screen.models.attention import AttentionSpec
 from fh_screen.models.attention_inference import StackedAttentionEnsemble
 from fh_screen.models.checkpoint import Checkpoint
@@ -51,13 +52,6 @@ def _pure_elements_zero(lengths: np.ndarray, mean: np.ndarray, std: np.ndarray |
     return mean, std
 
 
-def _threads(threads: int | None) -> None:
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-
-
 class MlpEnsemble:
     """Fully connected networks on fraction vectors; σ is the members' spread (None for one network)."""
 
@@ -84,8 +78,8 @@ class MlpEnsemble:
 
     def predict_columns(self, fractions: np.ndarray, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Only the listed input columns are read (a screen of Li-Fe-P-O touches 4 of 94)."""
-        _threads(self.threads)
-        mean, std = self.summarise(self.stacked.predict(fractions, columns, self.batch_size))
+        with torch_threads(self.threads):  # the host's torch threads are restored afterwards
+            mean, std = self.summarise(self.stacked.predict(fractions, columns, self.batch_size))
         return _pure_elements_zero((np.asarray(fractions) > 0).sum(axis=1), mean, std)
 
     def predict_matrix(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -144,8 +138,8 @@ class AttentionEnsemble:
         rows grouped by their number of elements; :meth:`predict_matrix_reference` runs the same
         modules one by one.
         """
-        _threads(self.threads)
-        means, log_scales = self.stacked.predict(indices, fractions)
+        with torch_threads(self.threads):  # the host's torch threads are restored afterwards
+            means, log_scales = self.stacked.predict(indices, fractions)
         mean, std = self.combine(means, log_scales)
         return _pure_elements_zero((np.asarray(fractions) > 0).sum(axis=1), mean, std)
 

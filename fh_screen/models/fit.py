@@ -10,7 +10,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from fh_screen.errors import TrainingError
 from fh_screen.models.mlp import NetworkSpec, build_network
+from fh_screen.models.torch_threads import restores_torch_threads
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +77,7 @@ def _batched_predict(network, x, batch_size: int = 8192):
         return torch.cat([network(x[i:i + batch_size]).squeeze(-1) for i in range(0, len(x), batch_size)])
 
 
+@restores_torch_threads
 def train_network(
     x_train: np.ndarray,
     y_train_ev_per_atom: np.ndarray,
@@ -111,7 +114,7 @@ def train_network(
             optimiser, factor=config.lr_factor, patience=config.lr_patience, min_lr=config.min_learning_rate
         )
     else:
-        raise ValueError(f"unknown LR schedule {config.schedule!r} (plateau or cosine)")
+        raise TrainingError(f"unknown LR schedule {config.schedule!r} (plateau or cosine)")
     loss_fn = torch.nn.L1Loss()
     result = TrainedNetwork(spec=spec, state_dict={}, target_mean_ev_per_atom=mean, target_std_ev_per_atom=std)
     started = time.perf_counter()

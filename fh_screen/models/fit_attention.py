@@ -22,8 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
+from fh_screen.errors import TrainingError
 from fh_screen.models.attention import AttentionSpec, build_attention_network, laplace_nll
 from fh_screen.io import atomic_write
+from fh_screen.models.torch_threads import restores_torch_threads
 
 logger = logging.getLogger(__name__)
 
@@ -186,6 +188,7 @@ def _atomic_torch_save(payload: dict, path: Path) -> None:
     atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
+@restores_torch_threads
 def train_attention_network(
     indices: np.ndarray,
     fractions: np.ndarray,
@@ -237,7 +240,7 @@ def train_attention_network(
     if state_path is not None and state_path.is_file():
         state = torch.load(state_path, map_location=device, weights_only=True)
         if state.get("spec") != spec.as_dict() or state.get("config") != config.identity() or state.get("n_rows") != len(y_all):
-            raise ValueError(f"training state {state_path} belongs to another run (spec, settings or data differ)")
+            raise TrainingError(f"training state {state_path} belongs to another run (spec, settings or data differ)")
         ema.load_state_dict(state["ema"])
         result.history = [AttentionEpoch(**record) for record in state["history"]]
         start_epoch = int(state["epoch"]) + 1

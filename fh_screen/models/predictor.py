@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Sequence
@@ -16,7 +17,10 @@ from fh_screen.models.ensemble import Model, model_for
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_MODEL", "Prediction", "Predictor", "available_models", "model_dirs", "predict", "shipped_model_path"]
+__all__ = [
+    "DEFAULT_MODEL", "Prediction", "Predictor", "available_models", "load_predictor", "model_dirs", "predict",
+    "shipped_model_path",
+]
 
 #: Name of the shipped model used when none is given: an ensemble of ten attention networks over
 #: the elements present (six ``attention`` and four ``attention-large`` members, weighted by the
@@ -189,14 +193,38 @@ class Predictor:
         return Prediction(mean, std, out_of_domain, [None] * len(fractions))
 
 
+@lru_cache(maxsize=8)
+def _load_cached(name: str, path: str | None, mtime_ns: int | None) -> Predictor:
+    return Predictor.from_name(path or name)
+
+
+def load_predictor(name_or_path: str | Path | None = None) -> Predictor:
+    """A shipped model by name or a checkpoint path, loaded once per process and then reused.
+
+    The cache is keyed by the name, or by the resolved path and its modification time (a
+    checkpoint written again is loaded again). Keep your own :class:`Predictor` to control
+    threads or batch size.
+    """
+    name = str(name_or_path) if name_or_path is not None else DEFAULT_MODEL
+    candidate = Path(name)
+    if candidate.suffix == ".pt" or candidate.exists():
+        try:
+            resolved = candidate.expanduser().resolve()
+            return _load_cached(name, str(resolved), resolved.stat().st_mtime_ns)
+        except OSError:
+            return Predictor.from_name(candidate)  # raises the one-line ModelError
+    return _load_cached(name, None, None)
+
+
 def predict(formulas: Sequence[str] | str, model: str | Path | None = None) -> np.ndarray:
     """ΔH_f in eV/atom for each formula, with the shipped default model (or ``model``).
 
-    Raises :class:`~fh_screen.chem.formula.FormulaError` naming the first bad formula.
+    The model is loaded on the first call and kept (:func:`load_predictor`), so later calls cost
+    milliseconds. Raises :class:`~fh_screen.chem.formula.FormulaError` naming the first bad formula.
     """
     if isinstance(formulas, str):
         formulas = [formulas]
-    result = Predictor.from_name(model).predict_formulas(list(formulas))
+    result = load_predictor(model).predict_formulas(list(formulas))
     for error in result.errors:
         if error:
             raise FormulaError(error)

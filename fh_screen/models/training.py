@@ -20,13 +20,14 @@ import pandas as pd
 
 from fh_screen.models.calibration import TARGET_COVERAGE, calibrate_sigma_scale, interval_coverage
 from fh_screen.chem.formula import DEFAULT_ELEMENTS, fraction_matrix
-from fh_screen.data import OUTLIER_RANGE_EV_PER_ATOM, file_sha256, load_oqmd, split_frame
+from fh_screen.data import OUTLIER_RANGE_EV_PER_ATOM, check_trainable, file_sha256, load_oqmd, split_frame
 from fh_screen.io import atomic_write_text
 from fh_screen.models.metrics import error_metrics
 from fh_screen.models.attention import AttentionSpec
 from fh_screen.models.checkpoint import Checkpoint, save_checkpoint
 from fh_screen.models.mlp import PRESETS, NetworkSpec
 from fh_screen.models.fit import EpochRecord, TrainConfig, TrainedNetwork, train_network
+from fh_screen.errors import TrainingError
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ def train_model(
     train_frame, train_report = load_oqmd(train_path)
     if max_train_rows is not None and max_train_rows < len(train_frame):
         train_frame = train_frame.sample(n=max_train_rows, random_state=config.seed).reset_index(drop=True)
+    check_trainable(train_frame, train_path)
     fit_frame, stop_frame = split_frame(train_frame, (1 - early_stopping_fraction, early_stopping_fraction), seed=config.seed)
     x_fit, x_stop = _features(fit_frame, elements), _features(stop_frame, elements)
     y_fit, y_stop = fit_frame["dhf_ev_per_atom"].to_numpy(), stop_frame["dhf_ev_per_atom"].to_numpy()
@@ -159,7 +161,7 @@ def calibrate_on_early_stopping_split(checkpoint: Checkpoint, x_stop: np.ndarray
     from fh_screen.models.predictor import Predictor
 
     if isinstance(checkpoint.spec, AttentionSpec) or len(checkpoint.member_state_dicts) < 2:
-        raise ValueError("σ calibration needs a fully connected ensemble of two or more members")
+        raise TrainingError("σ calibration needs a fully connected ensemble of two or more members")
     checkpoint.metadata["sigma_scale"] = 1.0
     mean, raw_sigma = Predictor(checkpoint).predict_matrix(x_stop)
     errors = mean - np.asarray(y_stop_ev_per_atom, dtype=np.float64)

@@ -529,8 +529,11 @@ class SQLiteStore(Store):
         """Distinct values of ``field`` (array values are flattened, as in MongoDB)."""
         path = _json_path(field)
         if not criteria and field == self.key:
+            # several documents may share a key value (updates on other key fields): distinct, as maggma's stores
             return [r[0] for r in self._run(
-                lambda: self._collection.execute(f"SELECT key FROM {self._table} WHERE key IS NOT NULL").fetchall()
+                lambda: self._collection.execute(
+                    f"SELECT key FROM {self._table} WHERE key IS NOT NULL GROUP BY key ORDER BY MIN(id)"
+                ).fetchall()
             )]
         if not criteria and path is not None and "." not in field:
             rows = self._run(
@@ -590,14 +593,25 @@ class SQLiteStore(Store):
 
     @property
     def last_updated(self) -> datetime:
-        """Most recent ``last_updated_field`` value (``datetime.min`` for an empty store)."""
+        """Most recent ``last_updated_field`` value, as maggma's stores answer it.
+
+        ``datetime.min`` for an empty store or one whose documents hold the field as None;
+        :class:`~maggma.core.StoreError` when the first document in MongoDB's order holds no such
+        field at all (maggma's ``Store.last_updated`` raises the same).
+        """
         row = self._run(
             lambda: self._collection.execute(
                 f"SELECT doc FROM {self._table} WHERE lu IS NOT NULL ORDER BY lu DESC LIMIT 1"
             ).fetchone()
         )
         if row is None:
-            return super().last_updated
+            first = self._run(lambda: self._collection.execute(f"SELECT doc FROM {self._table} ORDER BY id LIMIT 1").fetchone())
+            if first is not None and not has(_decode(first[0]), self.last_updated_field):
+                raise StoreError(
+                    f"No field '{self.last_updated_field}' in store document. Please ensure Store.last_updated_field "
+                    "is a datetime field in your store that represents the time of last update to each document."
+                )
+            return datetime.min
         return self._lu_func[0](get(_decode(row[0]), self.last_updated_field))
 
     # -- writing ---------------------------------------------------------------------------
@@ -674,6 +688,9 @@ class SQLiteStore(Store):
                 if keys == [self.key]:
                     self._upsert_on_store_key(conn, rows)
                     return
+                if self.key in keys and all(_plain_key(search[self.key]) for search, *_ in rows):
+                    self._upsert_within_store_key(conn, rows)
+                    return
                 for search, key_value, lu, text in rows:
                     match = next(self._matching_rows(search), None)
                     if match is None:
@@ -686,6 +703,33 @@ class SQLiteStore(Store):
         except sqlite3.Error as exc:
             raise self._error(exc) from None
 
+    def _upsert_within_store_key(self, conn: sqlite3.Connection, rows: list[tuple]) -> None:
+        """Upsert on several key fields that include the store key (e.g. ``formula`` + ``source``).
+
+        The documents sharing each store-key value are read in one indexed query per 50,000 keys;
+        the other key fields are matched by mongomock's matcher (as ``MemoryStore``), the first
+        match in document order is replaced, as MongoDB's ``replace_one`` does.
+        """
+        from mongomock_ng.filtering import filter_applies
+
+        wanted = list({search[self.key]: None for search, *_ in rows})
+        held: dict[Any, list[list]] = {}
+        for start in range(0, len(wanted), 50000):
+            for row_id, key_value, text in conn.execute(
+                f"SELECT id, key, doc FROM {self._table} WHERE key IN (SELECT value FROM json_each(?)) ORDER BY id",
+                (json.dumps(wanted[start:start + 50000]),),
+            ).fetchall():
+                held.setdefault(key_value, []).append([row_id, _decode(text)])
+        for search, key_value, lu, text in rows:
+            same_key = held.setdefault(search[self.key], [])
+            match = next((entry for entry in same_key if filter_applies(search, entry[1])), None)
+            if match is None:
+                cursor = conn.execute(f"INSERT INTO {self._table} (key, lu, doc) VALUES (?, ?, ?)", (key_value, lu, text))
+                held.setdefault(key_value, []).append([cursor.lastrowid, _decode(text)])
+            else:
+                conn.execute(f"UPDATE {self._table} SET key = ?, lu = ?, doc = ? WHERE id = ?", (key_value, lu, text, match[0]))
+                match[1] = _decode(text)
+
     def _upsert_on_store_key(self, conn: sqlite3.Connection, rows: list[tuple]) -> None:
         """Replace the document with the same key, or insert; a later duplicate in ``rows`` wins."""
         latest: dict[Any, tuple] = {}
@@ -695,11 +739,11 @@ class SQLiteStore(Store):
         existing: dict[Any, int] = {}
         for start in range(0, len(keys), 50000):
             existing.update(conn.execute(
-                f"SELECT key, id FROM {self._table} WHERE key IN (SELECT value FROM json_each(?))",
+                f"SELECT key, MIN(id) FROM {self._table} WHERE key IN (SELECT value FROM json_each(?)) GROUP BY key",
                 (json.dumps(keys[start:start + 50000]),),
             ).fetchall())
         if None in latest:
-            row = conn.execute(f"SELECT id FROM {self._table} WHERE key IS NULL LIMIT 1").fetchone()
+            row = conn.execute(f"SELECT id FROM {self._table} WHERE key IS NULL ORDER BY id LIMIT 1").fetchone()
             if row is not None:
                 existing[None] = row[0]
         conn.executemany(
@@ -735,6 +779,15 @@ class SQLiteStore(Store):
         return (str(self.path), self.collection_name, self.last_updated_field) == (
             str(other.path), other.collection_name, other.last_updated_field
         )
+
+
+def _plain_key(value: Any) -> bool:
+    """True for a key value the key column holds as is: a string or a finite number (not a bool)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, (str, int))
 
 
 def _get(doc: dict, field: str) -> Any:

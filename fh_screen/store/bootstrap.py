@@ -29,6 +29,7 @@ from fh_screen.errors import FhScreenError
 
 if TYPE_CHECKING:
     import pandas as pd
+    from maggma.core import Store
 
     from fh_screen.settings import FhScreenSettings
 
@@ -38,7 +39,9 @@ __all__ = [
     "META_COLLECTION",
     "TABLE_FILE",
     "bootstrap_from_settings",
+    "SHIPPED_SOURCE",
     "ensure_reference_data",
+    "fill_reference",
     "load_reference_table",
     "packaged_reference_frame",
     "reference_metadata",
@@ -51,16 +54,30 @@ METADATA_FILE = "oqmd_reference.json"
 #: Collection (SQLite table) of the embedded store file that holds the stamp.
 META_COLLECTION = "fh_screen_meta"
 _STAMP_KEY = "reference_data"
+#: ``source`` of the shipped entries (a user's own values carry another source and sit beside them).
+SHIPPED_SOURCE = "oqmd"
 _BATCH = 20000
 
 logger = logging.getLogger(__name__)
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """A handler writing to whatever ``sys.stderr`` is when a record is emitted (never a closed stream)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def _progress_logger() -> logging.Logger:
-    """The logger of the one first-use line: goes to stderr even when logging is not configured."""
+    """The logger of the one first-use line: goes to stderr even when logging is not configured.
+
+    Only this package's own ``fh_screen.store.bootstrap.progress`` logger gets a handler (it does
+    not propagate); the host's loggers and logging configuration are left alone.
+    """
     progress = logging.getLogger(f"{__name__}.progress")
     if not progress.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _CurrentStderr(sys.stderr)
         handler.setFormatter(logging.Formatter("fh-screen: %(message)s"))
         progress.addHandler(handler)
         progress.setLevel(logging.INFO)
@@ -171,7 +188,7 @@ def packaged_reference_frame(chemsys: str) -> pd.DataFrame:
     candidates = _with_systems(raw[raw["formula"].str.fullmatch(rf"(?:(?:{symbols})\d*|\(|\)\d*)+")])
     frame = candidates[candidates["chemsys"].isin(systems)].copy()
     frame["elements"] = [c.split("-") for c in frame["chemsys"]]
-    frame["source"] = "oqmd"
+    frame["source"] = SHIPPED_SOURCE
     frame["source_file"] = TABLE_FILE
     frame["passed_outlier_filter"] = True
     return frame.reset_index(drop=True)
@@ -184,7 +201,7 @@ def _docs(table: pd.DataFrame, rows, now) -> list[dict]:
     return [
         {
             "formula": formulas[i], "elements": chemsys[i].split("-"), "chemsys": chemsys[i],
-            "nelements": int(nelements[i]), "dhf_ev_per_atom": float(values[i]), "source": "oqmd",
+            "nelements": int(nelements[i]), "dhf_ev_per_atom": float(values[i]), "source": SHIPPED_SOURCE,
             "source_id": None, "source_version": None, "source_file": TABLE_FILE,
             "passed_outlier_filter": True, "last_updated": now,
         }
@@ -197,6 +214,7 @@ def ensure_reference_data(
     *,
     collection: str = "reference",
     busy_timeout_s: float = 60.0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> BootstrapResult:
     """Make sure the embedded store at ``path`` holds the shipped OQMD reference entries.
 
@@ -208,60 +226,98 @@ def ensure_reference_data(
         Name of the reference collection in that file.
     busy_timeout_s
         How long to wait for another writer.
+    progress
+        Called as ``progress(n_written, n_total)`` after each batch.
 
     Returns
     -------
     BootstrapResult
         What was done; ``"current"`` costs one small query.
+    """
+    from fh_screen.store.backend import SQLiteStore
+
+    meta = SQLiteStore(path, META_COLLECTION, key="key", busy_timeout_s=busy_timeout_s)
+    reference = SQLiteStore(path, collection, key="formula", busy_timeout_s=busy_timeout_s)
+    return fill_reference(reference, meta, where=str(Path(path).expanduser()), progress=progress)
+
+
+def fill_reference(
+    reference: Store,
+    meta: Store,
+    *,
+    where: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> BootstrapResult:
+    """Write the shipped OQMD table into any reference Store (embedded or MongoDB) once.
+
+    Parameters
+    ----------
+    reference
+        The reference collection (key ``formula``; entries unique per ``(formula, source)``).
+    meta
+        A small collection (key ``key``) that keeps the stamp: the table's sha256.
+    where
+        Name of the store for the one progress line (password-free).
+    progress
+        Called as ``progress(n_written, n_total)`` after each batch.
+
+    Returns
+    -------
+    BootstrapResult
+        What was done; ``"current"`` (the stamp matched) costs one small query.
 
     Notes
     -----
-    A store filled from an older table gets the entries that changed; entries that ``fh-screen
-    ingest`` wrote are kept as they are.
+    The shipped entries have ``source`` ``"oqmd"`` and ``source_file`` :data:`TABLE_FILE`; a store
+    filled from an older table gets the entries that changed. Entries of any other source (a
+    user's DFT, CHGNet, a full OQMD release ingested with its own source name) sit beside them and
+    are never touched; the hull uses the lowest value per composition.
     """
-    from fh_screen.store.backend import SQLiteStore
     from fh_screen.store.documents import utcnow
 
     started = time.perf_counter()
     stamp = reference_metadata()["table_sha256"]
-    meta = SQLiteStore(path, META_COLLECTION, key="key", busy_timeout_s=busy_timeout_s)
     meta.connect()
     try:
-        stamp_key = f"{_STAMP_KEY}:{collection}"
+        stamp_key = f"{_STAMP_KEY}:{reference.collection_name}" if hasattr(reference, "collection_name") else _STAMP_KEY
         found = next(iter(meta.query({"key": stamp_key}, properties=["table_sha256"])), None)
         if found and found.get("table_sha256") == stamp:
             return BootstrapResult("current", 0, time.perf_counter() - started)
-        reference = SQLiteStore(path, collection, key="formula", busy_timeout_s=busy_timeout_s)
         reference.connect()
         try:
             table = _cached_table()
             n_before = reference.count()
             if n_before == 0:
-                rows = range(len(table))
+                rows = list(range(len(table)))
             else:
                 held = {
-                    d["formula"]: d for d in reference.query(properties=["formula", "source_file", "dhf_ev_per_atom"])
+                    d["formula"]: d for d in reference.query(
+                        {"source": SHIPPED_SOURCE}, properties=["formula", "source_file", "dhf_ev_per_atom"])
                 }
                 rows = [
                     i for i, (formula, value) in enumerate(zip(table["formula"].tolist(), table["dhf_ev_per_atom"].tolist()))
                     if formula not in held
                     or (held[formula].get("source_file") == TABLE_FILE and held[formula].get("dhf_ev_per_atom") != value)
                 ]
-            rows = list(rows)
+            name = where or getattr(reference, "collection_name", "the reference collection")
             if rows:
                 _progress_logger().info(
-                    "%s the store %s with %s OQMD reference entries shipped with the package (%s)",
-                    "first use: filling" if n_before == 0 else "updating", Path(path).expanduser(), f"{len(rows):,}",
+                    "%s %s with %s OQMD reference entries shipped with the package (%s)",
+                    "first use: filling" if n_before == 0 else "updating", name, f"{len(rows):,}",
                     "once" if n_before == 0 else "once for this package version",
                 )
             now = utcnow()
+            # an empty collection takes the fast path on the store key; otherwise (formula, source) is the key
+            key = "formula" if n_before == 0 else ["formula", "source"]
             for start in range(0, len(rows), _BATCH):
-                reference.update(_docs(table, rows[start:start + _BATCH], now), key="formula")
+                reference.update(_docs(table, rows[start:start + _BATCH], now), key=key)
+                if progress is not None:
+                    progress(min(start + _BATCH, len(rows)), len(rows))
         finally:
             reference.close()
         meta.update({"key": stamp_key, "table_sha256": stamp, "n_compositions": int(len(table)), "written": now})
         seconds = time.perf_counter() - started
-        logger.info("wrote %d reference entries to %s in %.1f s", len(rows), path, seconds)
+        logger.info("wrote %d reference entries to %s in %.1f s", len(rows), name, seconds)
         return BootstrapResult("filled" if n_before == 0 else "updated", len(rows), seconds)
     finally:
         meta.close()

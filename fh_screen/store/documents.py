@@ -213,7 +213,9 @@ class ScreenDoc(BaseModel):
     candidates: list[Candidate] = Field(default_factory=list, description="ranked candidates (best first)")
     selection: dict[str, Any] = Field(default_factory=dict, description="top_n / e_hull_max_ev_per_atom / select_known")
     selected: list[Candidate] = Field(default_factory=list, description="candidates handed to the next stage")
-    selected_formulas: list[str] = Field(default_factory=list, description="formulas of `selected`, in rank order")
+    selected_formulas: list[str] = Field(
+        default_factory=list,
+        description="formulas of the short list in rank order: the screen's `selected` rows, or a job's `selected`")
     problems: list[Problem] = Field(default_factory=list, description="what went wrong or needs a note")
     created_at: datetime = Field(default_factory=lambda: _to_ms(utcnow()),
                                  description="when the screen ran (UTC, to the millisecond as MongoDB keeps it)")
@@ -252,6 +254,9 @@ class ScreenDoc(BaseModel):
             n_candidates=int(result.n_candidates),
             keep_top=keep_top,
             candidates=[Candidate.from_record(r) for r in records],
+            # the screen's own short list (the table's `selected` column); a job's select() replaces it
+            selected_formulas=[str(f) for f in result.table["formula"][result.table["selected"].to_numpy(bool)]]
+            if "selected" in result.table.columns else [],
             problems=[Problem(stage="screen", message=w) for w in getattr(result, "warnings", [])],
         )
 

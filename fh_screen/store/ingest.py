@@ -1,4 +1,9 @@
-"""Ingest OQMD files into the reference collection, idempotently, in atomic batches.
+"""Ingest DFT files (OQMD style) into the reference collection under a source name, idempotently, in atomic batches.
+
+Entries are unique per (formula, ``source``): a user's values (default source ``user``) sit
+beside the shipped OQMD entries (source ``oqmd``), the hull uses the lowest value of a
+composition, and ``FhScreenStore.remove_source`` (``fh-screen ingest --remove-source NAME``) takes
+a source out again.
 
 Files are read with :func:`fh_screen.data.load_oqmd` (the shared CSV, OQMD dump tables and
 OPTIMADE JSON), which reduces formulas and keeps the lowest ΔH_f per composition. Each batch of
@@ -11,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +28,21 @@ from fh_screen.store.documents import ReferenceEntryDoc, chemsys_of, elements_of
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["INGEST_SUFFIXES", "IngestReport", "ingest_file", "ingest_frame", "ingest_path", "ingestable_files"]
+__all__ = [
+    "DEFAULT_SOURCE", "INGEST_SUFFIXES", "IngestReport", "check_source", "ingest_file", "ingest_frame", "ingest_path",
+    "ingestable_files",
+]
+
+#: ``source`` of ingested values unless named: they sit beside the shipped OQMD entries (``oqmd``).
+DEFAULT_SOURCE = "user"
 
 #: Files picked up when ``ingest`` is given a folder.
 INGEST_SUFFIXES = (".csv", ".json", ".tsv", ".txt")
+
+#: A pure element's ΔH_f must be 0 within this (eV/atom).
+PURE_ELEMENT_TOLERANCE_EV_PER_ATOM = 1e-6
+
+_SOURCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+@-]{0,63}")
 
 #: Values closer than this (eV/atom) count as unchanged.
 TOLERANCE_EV_PER_ATOM = 1e-9
@@ -103,11 +120,34 @@ def _file_key(path: Path) -> tuple:
 
 
 def _load_checked(path: Path):
-    """The tidy table (outliers kept and flagged) and cleaning report; DataError if nothing is usable."""
+    """The tidy table (outliers kept and flagged) and cleaning report.
+
+    Raises :class:`DataError` (one line) when nothing is usable, when a formula names an element
+    that does not exist, or when a pure element has a formation enthalpy other than 0 eV/atom
+    (0 by definition: such a file holds total energies or another reference, not ΔH_f).
+    """
     frame, cleaning = load_oqmd(path, drop_outliers=False)
+    for example in cleaning.examples.get("bad_formula", []):
+        if "unknown element" in example:
+            raise DataError(f"{path}: {example}; nothing was ingested")
+    pure = [(f, v) for f, v in zip(frame["formula"].tolist(), frame["dhf_ev_per_atom"].tolist())
+            if len(elements_of(f)) == 1 and abs(float(v)) > PURE_ELEMENT_TOLERANCE_EV_PER_ATOM]
+    if pure:
+        formula, value = pure[0]
+        raise DataError(
+            f"{path}: pure element {formula} has ΔH_f {value:g} eV/atom ({len(pure)} such rows); an element's formation "
+            f"enthalpy is 0 by definition (is this a file of total energies?); nothing was ingested"
+        )
     if frame.empty:
         raise DataError(f"no usable rows in {path}: {cleaning.summary()}")
     return frame, cleaning
+
+
+def check_source(source: str) -> str:
+    """``source`` if it is a usable source name (letters, digits, ``.-_+@``), else :class:`DataError`."""
+    if not isinstance(source, str) or not _SOURCE.fullmatch(source):
+        raise DataError(f"source name must be 1-64 letters, digits or .-_+@ characters, got {source!r}")
+    return source
 
 
 def ingest_path(
@@ -127,13 +167,13 @@ def ingest_file(
     store: Store,
     path: str | Path,
     *,
-    source: str = "oqmd",
+    source: str = DEFAULT_SOURCE,
     source_version: str | None = None,
     keep_outliers: bool = False,
     batch_size: int = 5000,
     progress: Callable[[int, int], None] | None = None,
 ) -> IngestReport:
-    """Load an OQMD file and upsert its entries into the reference ``store`` (key ``formula``).
+    """Load an OQMD-style file and upsert its entries into the reference ``store`` (key (formula, ``source``)).
 
     The whole file is read and validated before the store is queried or written. Rows with a
     bad formula, a missing value or a non-numeric or infinite ΔH_f are rejected and counted.
@@ -167,7 +207,7 @@ def ingest_frame(
     frame,
     report: IngestReport | None = None,
     *,
-    source: str = "oqmd",
+    source: str = DEFAULT_SOURCE,
     source_version: str | None = None,
     source_file: str | None = None,
     batch_size: int = 5000,
@@ -185,7 +225,8 @@ def ingest_frame(
         batch = formulas[start:stop]
         existing = {
             doc["formula"]: doc
-            for doc in store.query(criteria={"formula": {"$in": batch}}, properties=["formula", *_COMPARED])
+            for doc in store.query(criteria={"formula": {"$in": batch}, "source": source},
+                                   properties=["formula", *_COMPARED])
         }
         now = utcnow()
         writes = []
@@ -211,7 +252,9 @@ def ingest_frame(
                 "nelements": len(elements), **new, "source_file": source_file, "last_updated": now,
             }).model_dump())
         if writes:
-            store.update(writes, key="formula")
+            # unique per (formula, source): another source's value of the formula (the shipped OQMD
+            # entry, a user's DFT) stays beside this one; the hull uses the lowest
+            store.update(writes, key=["formula", "source"])
         if progress is not None:
             progress(stop, n_total)
     return report

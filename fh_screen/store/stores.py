@@ -96,6 +96,7 @@ class FhScreenStore:
         self._predictions = predictions
         self._screens = screens
         self.ensure_indexes = ensure_indexes
+        self.display_name: str | None = None
 
     @property
     def reference(self) -> Store:
@@ -152,40 +153,37 @@ class FhScreenStore:
 
             settings = FhScreenSettings()
         if settings.mongo_uri:
-            from maggma.stores import MongoStore
+            from fh_screen.store.mongo import mongo_collections, mongo_label
 
-            def mongo(collection: str, key: str) -> Store:
-                return MongoStore.from_uri(
-                    settings.mongo_uri, collection_name=collection, database=settings.mongo_database, key=key
-                )
-
-            return cls(
-                mongo(settings.reference_collection, "formula"),
-                mongo(settings.predictions_collection, "prediction_id"),
-                ensure_indexes=not read_only,
-            )
+            reference, predictions, screens, written = mongo_collections(settings)  # filled on first use
+            store = cls(reference, predictions, screens, ensure_indexes=not read_only)
+            store.display_name = mongo_label(settings)
+            if written and read_only:  # a read-only open still gets the indexes of a collection it just filled
+                cls(reference=reference, screens=screens).connect().close()
+            return store
         from fh_screen.store.bootstrap import bootstrap_from_settings
 
-        def make_indexes() -> None:
-            # Both collections and their query indexes, so that a read-only store opens and is fast.
-            FhScreenStore.embedded(
-                settings.store_path, busy_timeout_s=settings.busy_timeout_s,
+        # first use: the OQMD reference table shipped with the package
+        written = (result := bootstrap_from_settings(settings)) is not None and result.action != "current"
+
+        def embedded(read_only: bool) -> FhScreenStore:
+            return cls.embedded(
+                settings.store_path, read_only=read_only, busy_timeout_s=settings.busy_timeout_s,
                 reference_collection=settings.reference_collection,
                 predictions_collection=settings.predictions_collection,
-            ).connect().close()
+                screens_collection=settings.screens_collection,
+            )
 
-        # first use: the OQMD reference table shipped with the package
-        bootstrap_from_settings(settings, on_filled=make_indexes)
-        return cls.embedded(
-            settings.store_path, read_only=read_only, busy_timeout_s=settings.busy_timeout_s,
-            reference_collection=settings.reference_collection,
-            predictions_collection=settings.predictions_collection,
-        )
+        if written:  # every collection and its query indexes, so that a read-only store opens and is fast
+            embedded(False).connect().close()
+        return embedded(read_only)
 
     @property
     def name(self) -> str:
-        """Where the data lives (for messages)."""
-        return " + ".join(store.name for store, _ in self._stores()) or "no collections"
+        """Where the data lives (for messages; a MongoDB password is masked)."""
+        if getattr(self, "display_name", None):
+            return self.display_name
+        return " + ".join(_label(store) for store, _ in self._stores()) or "no collections"
 
     def connect(self, force_reset: bool = False) -> FhScreenStore:
         """Connect every collection and make sure the query indexes exist."""
@@ -319,6 +317,14 @@ class FhScreenStore:
         logger.info("saved %d predictions of %s@%s", len(docs), predictor.name, predictor.version)
         return len(docs)
 
+    def remove_source(self, source: str) -> int:
+        """Remove every reference entry of ``source``; returns how many were removed."""
+        n = self.reference.count({"source": source})
+        if n:
+            self.reference.remove_docs({"source": source})
+        logger.info("removed %d reference entries of source %s", n, source)
+        return n
+
     # -- screens ---------------------------------------------------------------------------
 
     def save_screen(self, doc: ScreenDoc | dict) -> str:
@@ -329,10 +335,10 @@ class FhScreenStore:
         """
         doc = doc if isinstance(doc, ScreenDoc) else ScreenDoc.model_validate(_without_monty_keys(doc))
         if self.screens.count({"run_id": doc.run_id}):
-            raise ScreenExistsError(f"screen {doc.run_id} is already in {self.screens.name}; screens are never overwritten")
+            raise ScreenExistsError(f"screen {doc.run_id} is already in {_label(self.screens)}; screens are never overwritten")
         self.screens.update([doc.model_dump(mode="python")], key="run_id")
         logger.info("saved screen %s of %s (%d candidates) to %s", doc.run_id, doc.chemsys, len(doc.candidates),
-                    self.screens.name)
+                    _label(self.screens))
         return doc.run_id
 
     def screen_summaries(self, chemsys: str | None = None, model_name: str | None = None,
@@ -357,8 +363,15 @@ class FhScreenStore:
         """The screen stored under ``run_id``; :class:`ScreenNotFoundError` (one line) if none."""
         doc = self.screens.query_one({"run_id": run_id})
         if doc is None:
-            raise ScreenNotFoundError(f"no screen with run id {run_id!r} in {self.screens.name} (list them: fh-screen runs)")
+            raise ScreenNotFoundError(f"no screen with run id {run_id!r} in {_label(self.screens)} (list them: fh-screen runs)")
         return ScreenDoc.model_validate(_without_monty_keys(_strip_id(doc)))
+
+
+def _label(store: Store) -> str:
+    """A collection's name for messages, with any MongoDB password masked."""
+    from fh_screen.store.mongo import mask_uri
+
+    return mask_uri(store.name)
 
 
 def _without_monty_keys(doc: dict) -> dict:

@@ -1,0 +1,90 @@
+"""Bad input at the CLI's doors: one line, exit 2, nothing written; model identity of a user-trained model."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from typer.testing import CliRunner
+
+from fh_screen.cli import build_app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def settings_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("FH_SCREEN_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("FH_SCREEN_CONFIG_FILE", str(tmp_path / "absent.yaml"))
+    monkeypatch.setenv("FH_SCREEN_REFERENCE_DATA", "false")
+    monkeypatch.delenv("FH_SCREEN_MONGO_URI", raising=False)
+    return tmp_path / "data"
+
+
+def _one_error_line(result) -> str:
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error")]
+    assert len(errors) == 1, result.output
+    return errors[0]
+
+
+def test_query_limit_below_zero_is_refused(settings_env):
+    line = _one_error_line(runner.invoke(build_app(), ["query", "--limit", "-1"]))
+    assert "--limit" in line and "-1" in line
+
+
+def test_train_on_too_few_rows_is_one_line_and_writes_nothing(settings_env, oqmd_train_raw, tmp_path):
+    small = tmp_path / "ten.csv"
+    oqmd_train_raw.head(10).to_csv(small, index=False)
+    out = tmp_path / "model"
+    line = _one_error_line(runner.invoke(build_app(), ["train", str(small), "--output", str(out), "--epochs", "1"]))
+    assert "10 usable rows" in line and "at least 100" in line
+    assert not out.exists()
+
+
+def test_a_user_trained_model_has_its_own_name_version_and_card(settings_env, oqmd_train_raw, tmp_path):
+    from fh_screen.models.predictor import Predictor
+    from fh_screen.store import FhScreenStore
+
+    data = tmp_path / "rows.csv"
+    oqmd_train_raw.sample(n=600, random_state=3).to_csv(data, index=False)
+    line = _one_error_line(runner.invoke(build_app(), ["train", str(data), "--output", str(tmp_path / "x"), "--name", "paper"]))
+    assert "shipped" in line
+    out = tmp_path / "my-model"
+    result = runner.invoke(build_app(), ["train", str(data), "--output", str(out), "--epochs", "2", "--patience", "1"])
+    assert result.exit_code == 0, result.output
+    model = Predictor.from_file(out / "model.pt")
+    assert model.name == "my-model" and re.fullmatch(r"\d{8}-[0-9a-f]{8}", model.version)
+    assert model.version.endswith(model.weights_sha256[:8])
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["name"] == "my-model" and card["version"] == model.version
+    assert card["identity_sha256"] == model.weights_sha256
+    assert card["data"]["train_file"] == "rows.csv" and len(card["data"]["train_sha256"]) == 64
+
+    # a screen with it stores its predictions under its own identity, beside the shipped model's
+    for chosen in (str(out / "model.pt"), "paper"):
+        result = runner.invoke(build_app(), ["screen", "Li-O", "--max-atoms", "4", "--model", chosen, "--top", "0"])
+        assert result.exit_code == 0, result.output
+    with FhScreenStore.from_settings() as store:
+        stored = store.predictions_frame(formula="Li2O")
+        runs = store.screen_summaries(chemsys="Li-O")
+    assert sorted(stored["model_name"]) == ["my-model", "paper"]
+    assert set(stored["model_version"]) == {model.version, Predictor.from_name("paper").version}
+    assert model.weights_sha256 in set(stored["model_weights_sha256"])
+    assert {r["model_name"] for r in runs} == {"my-model", "paper"}
+
+    result = runner.invoke(build_app(), ["runs"])
+    assert result.exit_code == 0 and "selected: the run's short list" in result.output
+    paper_run = next(r for r in runs if r["model_name"] == "paper")
+    assert paper_run["selected_formulas"]  # the screen's own short list (the table's `selected`), not empty
+    assert paper_run["selected_formulas"][0] in result.output
+
+
+def test_screen_footer_explains_selected_and_refined(settings_env):
+    result = runner.invoke(build_app(), ["screen", "Li-O", "--max-atoms", "4", "--model", "paper", "--top", "3", "--no-store"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "selected: the short list" in text and "refined: predicted by the screen's own model" in text

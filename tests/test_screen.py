@@ -114,19 +114,24 @@ def test_ranked_table_columns_order_and_rule(li_fe_o):
                                                     "charge_balanced", "stability_score", "selected", "refined"]
     assert table["refined"].all() and result.prefilter is None  # a fully connected model predicts every row
     assert table["rank"].tolist() == list(range(1, len(table) + 1))
-    score = table["stability_score"].to_numpy()
-    assert (np.diff(score) <= 0).all()  # ranked by the stability score, best first
-    # an actionable order, not a wall of ties: equal scores (same shape, far below the hull) go by E_hull
-    keys = list(zip(score[:50].round(9), table["e_above_hull_pred_ev_per_atom"].to_numpy()[:50].round(9)))
-    assert len(set(keys)) >= 48
+    # new candidates first, by P(stable), best first; then the known phases
+    new = ~table["is_known"].to_numpy(bool)
+    assert new[: int(new.sum())].all()
+    p = table["p_stable"].to_numpy()
+    assert (np.diff(p[new]) <= 0).all()
     assert ((table["p_stable"] >= 0) & (table["p_stable"] <= 1)).all()
     assert table["known_dhf_ev_per_atom"].isna().sum() == (~table["is_known"]).sum()
+    # the short list: new, P(stable) >= select_p_min, predicted ΔH_f < 0, within the E_hull window
+    options = ScreenOptions()
+    window = options.select_e_hull_max_ev_per_atom
     selected = table[table["selected"]]
-    assert len(selected) > 10 and not selected["is_known"].any()
-    window = ScreenOptions().select_e_hull_max_ev_per_atom
+    assert not selected["is_known"].any() and (selected["p_stable"] >= options.select_p_min).all()
     assert (selected["dhf_pred_ev_per_atom"] < 0).all() and (selected["e_above_hull_pred_ev_per_atom"] <= window).all()
     left_out = table[~table["selected"] & ~table["is_known"]]
-    assert ((left_out["dhf_pred_ev_per_atom"] >= 0) | (left_out["e_above_hull_pred_ev_per_atom"] > window)).all()
+    assert ((left_out["p_stable"] < options.select_p_min) | (left_out["dhf_pred_ev_per_atom"] >= 0)
+            | (left_out["e_above_hull_pred_ev_per_atom"] > window)).all()
+    # fewer claims than rows predicted below the known hull
+    assert len(selected) < int((new & (table["e_above_hull_pred_ev_per_atom"] < 0)).sum())
     assert result.n_candidates == len(table) >= count_candidates(3)
     assert result.model_name == "oqmd-slice" and len(result.weights_sha256) == 64
     assert re.fullmatch(r"\d{8}T\d{9}-[0-9a-f]{8}", result.run_id)  # the one run-id format of CLI, jobs and store
@@ -270,13 +275,11 @@ def test_a_slow_model_refines_the_prefilter_s_best_and_heads_the_table(oqmd):
     prefilter = model.companion(DEFAULT_PREFILTER_MODEL)  # loaded by the first screen, kept for the next
     assert model.companion(DEFAULT_PREFILTER_MODEL) is prefilter and cascade.prefilter == f"{prefilter.name}@{prefilter.version}"
     assert table["refined"].sum() == n_known + 150 and table["is_known"][table["refined"]].sum() == n_known
-    assert table["refined"].iloc[: n_known + 150].all() and not table["refined"].iloc[n_known + 150:].any()
     # refined rows carry the model's own predictions, exactly as a full screen gives them
     both = table[table["refined"]].merge(full.table, on="formula", suffixes=("", "_full"))
     np.testing.assert_allclose(both["dhf_pred_ev_per_atom"], both["dhf_pred_ev_per_atom_full"], atol=1e-9)
-    # and in the full screen's order (the rows the prefilter left out can only move down)
-    chosen = set(table["formula"][table["refined"]])
-    assert table["formula"][table["refined"]].tolist() == [f for f in full.table["formula"] if f in chosen]
+    # every row has P(stable), prefilter rows included
+    assert table["p_stable"].notna().all()
     with pytest.raises(ScreenError, match="refine_top"):
         screen("Li-O", predictor=model, options=ScreenOptions(refine_top=0))
 
@@ -304,8 +307,8 @@ def test_table_order_equals_pandas_multi_key_sort(shuffled_screen_table):
     from fh_screen.screening import table_order
 
     table = shuffled_screen_table
-    expected = table.sort_values(["refined", "stability_score", "e_above_hull_pred_ev_per_atom", "formula"],
-                                 ascending=[False, False, True, True], kind="mergesort").index.to_numpy()
+    expected = table.sort_values(["is_known", "p_stable", "stability_score", "e_above_hull_pred_ev_per_atom", "formula"],
+                                 ascending=[True, False, False, True, True], kind="mergesort").index.to_numpy()
     np.testing.assert_array_equal(table.index.to_numpy()[table_order(table)], expected)
 
 
@@ -317,7 +320,8 @@ def shuffled_screen_table():
     table.loc[:40, "stability_score"] = table.loc[0, "stability_score"]  # a block of exact ties: e_hull then formula decide
     table.loc[41:45, "stability_score"] = np.nan
     table.loc[46:48, "e_above_hull_pred_ev_per_atom"] = np.nan
-    table.loc[::7, "refined"] = False
+    table.loc[:60, "p_stable"] = table.loc[0, "p_stable"]  # ties in P(stable): the score decides
+    table.loc[61:64, "p_stable"] = np.nan
     return table
 
 

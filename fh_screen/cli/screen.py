@@ -14,6 +14,7 @@ from typing import Optional
 import typer
 
 from fh_screen.cli.common import check_output_path, console, error_console, fail, one_line_errors
+from fh_screen.screening.options import DEFAULT_SELECT_P_MIN
 from fh_screen.screening.probability import DEFAULT_REFINE_TOP
 
 __all__ = ["register", "write_outputs"]
@@ -33,6 +34,10 @@ def screen_command(
     tolerance: float = typer.Option(0.05, "--tolerance", help="E_hull window (eV/atom) for the probability of being stable."),
     no_store: bool = typer.Option(False, "--no-store", help="Do not save this screen to the store."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Shipped model name or path to a .pt checkpoint."),
+    dft_budget: Optional[int] = typer.Option(None, "--dft-budget", help="Select the N new candidates with the highest "
+                                             "P(stable) (the most expected discoveries for N DFT calculations)."),
+    select_p_min: float = typer.Option(DEFAULT_SELECT_P_MIN, "--select-p-min",
+                                       help="Without --dft-budget: select new candidates with P(stable) at least this."),
     refine_top: int = typer.Option(DEFAULT_REFINE_TOP, "--refine-top", min=0,
                                    help="With the (slow) attention model: predict only the best N new candidates of the fast "
                                         "paper prefilter (a fast single network) with it; 0 predicts every candidate with it."),
@@ -62,6 +67,8 @@ def screen_command(
         force=force,
         e_hull_tolerance_ev_per_atom=tolerance,
         refine_top=refine_top or None,
+        dft_budget=dft_budget,
+        select_p_min=select_p_min,
     )
     options.validate()
     check_size(system, options)  # limits and size are checked before loading anything heavy
@@ -206,22 +213,47 @@ def _print(result, top: int, predictor, seconds: float) -> None:
     n_selected = int(result.table["selected"].sum()) if "selected" in result.table else 0
     if top > 0:
         out.print("E_hull: above the hull of the known (DFT) phases, a known composition at its DFT value, a new one at "
-                  "its prediction (negative: predicted below it). Ranked by log P(below the known hull) + log prior "
-                  "(docs/evaluation.md). selected: the short list of new candidates worth a DFT calculation "
-                  "(--json/--csv column `selected`, docs/screening.md). refined: predicted by the screen's own model "
-                  "rather than the fast prefilter (column `refined`; `model` names the model of each row).",
+                  "its prediction (negative: predicted below it). P(stable): the calibrated probability that DFT puts a "
+                  "new composition on the known hull (docs/claims.md); new candidates are ranked by it, known phases "
+                  "follow. selected: the short list worth a DFT calculation (P(stable) >= --select-p-min, or the "
+                  "--dft-budget best; column `selected`). refined: predicted by the screen's own model rather than "
+                  "the fast prefilter (column `refined`; `model` names the model of each row).",
                   highlight=False, soft_wrap=True)
+    claims = claims_summary(result)
+    if claims:
+        out.print(claims, highlight=False, soft_wrap=True)
     if result.prefilter and "refined" in result.table:
         out.print(f"{result.prefilter} ranked every candidate; {result.model_name} predicted the best "
-                  f"{int(result.table['refined'].sum()):,} (known ones included), which head the list (--refine-top 0: all).",
+                  f"{int(result.table['refined'].sum()):,} (known ones included); --refine-top 0: all.",
                   highlight=False, soft_wrap=True)
+    likely = int((new & (result.table["e_above_hull_pred_ev_per_atom"] < 0) & (result.table["p_stable"].fillna(0) >= 0.5)).sum()) if "p_stable" in result.table else 0
     out.print(
-        f"{result.n_candidates:,} candidates ({n_known:,} known), {n_below:,} new ones predicted below the known hull, "
-        f"{n_selected:,} selected as new candidates; {result.n_known:,} known phases in the hull; {seconds:.2f} s; "
+        f"{result.n_candidates:,} candidates ({n_known:,} known); {n_below:,} new ones predicted below the known hull, "
+        f"{likely:,} of them with P(stable) >= 0.5 (a prediction below the hull is not a claim: P(stable) is); "
+        f"{n_selected:,} selected; {result.n_known:,} known phases in the hull; {seconds:.2f} s; "
         f"run {result.run_id}",
         highlight=False,
         soft_wrap=True,
     )
+
+
+def claims_summary(result, top: int = 5) -> str:
+    """"expect about 0.8 new stable compounds here; the top 5 hold 70 % of that; 2 selected (expected 0.6)"."""
+    table = result.table
+    if "p_stable" not in table or not table["p_stable"].notna().any():
+        return ""
+    new = table[~table["is_known"].to_numpy(bool)]
+    p = new["p_stable"].fillna(0.0).to_numpy(float)
+    expected = float(p.sum())
+    if expected <= 0:
+        return "expect no new stable compound here"
+    share = float(p[:top].sum()) / expected
+    chosen = new["selected"].to_numpy(bool) if "selected" in new else None
+    text = (f"expect about {expected:.2g} new stable compound{'s' if expected >= 1.5 else ''} here (Σ P(stable) over "
+            f"{len(new):,} new candidates); the top {min(top, len(new))} hold {100 * share:.0f} % of that")
+    if chosen is not None:
+        text += (f"; {int(chosen.sum()):,} selected for DFT (expected discoveries {float(p[chosen].sum()):.2g})")
+    return text
 
 
 def register(app: typer.Typer) -> None:

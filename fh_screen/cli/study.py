@@ -35,7 +35,7 @@ def _parse_sizes(text: str) -> list[int | None]:
 
 
 def evaluate_command(
-    study: str = typer.Option("cv", "--study", "-s", help="cv, size, arch, overfit or all (run in that order), or stability."),
+    study: str = typer.Option("cv", "--study", "-s", help="cv, size, arch, overfit or all (run in that order), stability, or claims (what P(stable) and the short list claim, on val)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="stability: shipped model name or .pt path (default model)."),
     systems: int = typer.Option(400, "--systems", min=1, help="stability: chemical systems of the rediscovery test."),
     hull_systems: int = typer.Option(5000, "--hull-systems", min=1, help="stability: val systems of the hull classification."),
@@ -69,6 +69,9 @@ def evaluate_command(
     from fh_screen.models.mlp import PRESETS
     from fh_screen.models.fit import TrainConfig
 
+    if study == "claims":
+        _claims(model, train_path, val_path, output_dir, systems, seed, threads, refine_top, prefilter)
+        return
     if study == "stability":
         _stability(model, train_path, val_path, output_dir, systems, hull_systems, seed, threads, refine_top, prefilter)
         return
@@ -216,6 +219,59 @@ def _stability(model: Optional[str], train_path: Optional[Path], val_path: Optio
               f"(random recall@10 {red['random']['recall_at_10']:.3f}); coverage of ±1.645σ "
               + (f"{cal['coverage_90']:.3f}" if cal.get("coverage_90") is not None else "n/a (single network)"),
               highlight=False, soft_wrap=True)
+    out.print(f"wrote {json_path} and {png_path}", highlight=False, soft_wrap=True)
+
+
+def _claims(model: Optional[str], train_path: Optional[Path], val_path: Optional[Path], output_dir: Path,
+            systems: int, seed: int, threads: int, refine_top: int = DEFAULT_REFINE_TOP,
+            prefilter: str = DEFAULT_PREFILTER_MODEL) -> None:
+    """Calibration in the large, reliability, the short list, top-1 precision, recall@10 and the
+    sanity set of ionic binaries (fh_screen.claims), on val hidden with train known."""
+    import time
+
+    import torch
+
+    from fh_screen.study import claims as cl
+    from fh_screen.data import file_sha256, shared_data_dir
+    from fh_screen.models.predictor import Predictor
+    from fh_screen.screening import ScreenOptions
+    from fh_screen.io import write_json
+
+    torch.set_num_threads(threads)
+    train_path = train_path or shared_data_dir() / "train.csv"
+    val_path = val_path or shared_data_dir() / "val.csv"
+    for path in (train_path, val_path):
+        if not Path(path).is_file():
+            fail(f"data file not found: {path}")
+    predictor = Predictor.from_name(model)
+    out = console()
+    started = time.perf_counter()
+
+    def step(label: str) -> None:
+        out.print(f"[{time.perf_counter() - started:6.1f} s] {label}", highlight=False, soft_wrap=True)
+
+    options = ScreenOptions(refine_top=refine_top or None, prefilter_model=prefilter)
+    payload, _ = cl.evaluate_claims(predictor, train_path, val_path, n_systems=systems, seed=seed, options=options,
+                                    progress=step)
+    payload["command"] = (f"fh-screen evaluate --study claims --model {model or predictor.name} --systems {systems} "
+                          f"--refine-top {refine_top} --prefilter {prefilter} --seed {seed} --threads {threads} "
+                          f"--output-dir {output_dir}")
+    payload["data"] = [{"path": Path(p).name, "sha256": file_sha256(p)} for p in (train_path, val_path)]
+    name = f"claims-{predictor.name}" + (f"-seed{seed}" if seed else "")
+    json_path = write_json(payload, output_dir / "evaluation" / f"{name}.json")
+    png_path = cl.write_claims_figure(payload, output_dir / "evaluation" / f"{name}.png")
+    m = payload["metrics"]
+    sanity = payload["ionic_binaries_train_known"]
+
+    def fmt(value, digits=2):
+        return "n/a" if value is None else f"{value:.{digits}f}"
+
+    out.print(f"{m['n_systems']} systems, {m['n_real']} real stable compounds: Σp/real {fmt(m['sum_p_over_real'])}, "
+              f"reliability within ×2 {m['reliability_within_factor_2']}, real with p >= 0.3 {fmt(m['real_with_p_ge_0.3_share'])}, "
+              f"selected/real {fmt(m['selected_per_real'])}, real share of selected {fmt(m['selected_real_share'])}, "
+              f"top-1 precision {fmt(m['top1_precision'])}, recall@10 {fmt(m['recall_at_10'])}, median rank "
+              f"{fmt(m['median_rank_pct'])} %; ionic binaries: {sanity['claimed_p_ge_0.5']} claims at p >= 0.5, "
+              f"{sanity['claimed_not_charge_balanced']} not charge balanced", highlight=False, soft_wrap=True)
     out.print(f"wrote {json_path} and {png_path}", highlight=False, soft_wrap=True)
 
 

@@ -1,8 +1,9 @@
 """Screen a chemical system: enumerate, predict, place on the hull of the known phases, rank, select.
 
 Owns the pure screen and nothing that saves: :mod:`~fh_screen.screening.options` (what to
-enumerate, limits), :mod:`~fh_screen.screening.probability` (the stability prior, the ranking
-score and P(stable)), :mod:`~fh_screen.screening.selection` (the one rule for ``selected``),
+enumerate, limits), :mod:`~fh_screen.screening.probability` (the stability prior and the ranking
+score), :mod:`~fh_screen.screening.stability` (P(stable): per-candidate features and the
+learned classifier), :mod:`~fh_screen.screening.selection` (the one rule for ``selected``),
 :mod:`~fh_screen.screening.core` (:func:`screen` itself) and :mod:`~fh_screen.screening.result`
 (:class:`ScreenResult` and its columns)::
 
@@ -24,12 +25,13 @@ from fh_screen.screening.core import (
     screen,
     table_order,
 )
-from fh_screen.screening.options import DEFAULT_MAX_CANDIDATES, ScreenError, ScreenOptions
+from fh_screen.screening.options import DEFAULT_MAX_CANDIDATES, DEFAULT_SELECT_P_MIN, ScreenError, ScreenOptions
 from fh_screen.screening.result import RESULT_COLUMNS, ScreenResult
 from fh_screen.screening.selection import selection_mask
 
 __all__ = [
     "DEFAULT_MAX_CANDIDATES",
+    "DEFAULT_SELECT_P_MIN",
     "MAX_HULL_PROGRAMMES",
     "RESULT_COLUMNS",
     "ScreenError",

@@ -44,6 +44,13 @@ from fh_screen.screening.options import ScreenError, ScreenOptions
 from fh_screen.screening.probability import log_prior, stability_score
 from fh_screen.screening.result import ScreenResult
 from fh_screen.screening.selection import selection_mask
+from fh_screen.screening.stability import (
+    StabilityModel,
+    candidate_features,
+    known_p_stable,
+    load_stability_model,
+    smact_valid_mask,
+)
 
 if TYPE_CHECKING:
     from fh_screen.models.predictor import Predictor
@@ -300,9 +307,16 @@ def _screen(chemsys: str | Sequence[str], *, predictor: Predictor | None, known:
     )
     if std is not None:
         table["dhf_std_ev_per_atom"] = std
-        # a known value is DFT's: its own uncertainty is not the model's
-        p_stable = probability_within(e_known, np.where(is_known, 0.0, std), options.e_hull_tolerance_ev_per_atom)
-        table["p_stable"] = p_stable
+    step("P(stable) of every candidate")
+    features = candidate_features(
+        counts, is_known=is_known, e_above_known_hull_ev_per_atom=e_known, dhf_pred_ev_per_atom=dhf_pred,
+        dhf_std_ev_per_atom=std, refined=refined, log_prior=prior, charge_balanced=balanced,
+        smact_valid=smact_valid_mask(counts, system), known_hull_ev_per_atom=below.energy_ev_per_atom,
+        known_counts=known_rows,
+        e_above_predicted_hull_ev_per_atom=_e_above_predicted_hull(system, cand_fractions, dhf_used, e_known, is_known,
+                                                                   known_fractions, known_dhf))
+    classifier = _stability_model(options)
+    table["p_stable"] = _p_stable(classifier, features, is_known, e_known, std, options)
     table["is_known"] = is_known
     table["dhf_ev_per_atom"] = dhf_used
     table["charge_balanced"] = balanced
@@ -310,7 +324,9 @@ def _screen(chemsys: str | Sequence[str], *, predictor: Predictor | None, known:
     table["stability_score"] = stability_score(e_known, spread, prior)
     table["selected"] = selection_mask(table, options)
     table["refined"] = refined
-    table = table.iloc[table_order(table)]
+    order = table_order(table)
+    table = table.iloc[order]
+    features = features[order]
     table.insert(0, "rank", np.arange(1, len(table) + 1))
     table = table.reset_index(drop=True)
 
@@ -333,24 +349,72 @@ def _screen(chemsys: str | Sequence[str], *, predictor: Predictor | None, known:
         n_known=n_known,
         warnings=warnings,
         prefilter=prefilter,
+        features=features,
+        stability_model=None if classifier is None else classifier.identity,
     )
 
 
 def table_order(table: pd.DataFrame) -> np.ndarray:
-    """Row order of a screen table: refined rows first, then by stability score (high first),
-    energy above the known hull (low first) and formula; NaNs last.
+    """Row order of a screen table: new candidates first, by ``p_stable`` (high first), then
+    stability score (high first), energy above the known hull (low first) and formula; then the
+    known compositions in the same order; NaNs last within each key.
 
-    The same order as ``table.sort_values(["refined", "stability_score",
-    "e_above_hull_pred_ev_per_atom", "formula"], ascending=[False, False, True, True])``, by one
-    ``np.lexsort`` (formulas compared as NumPy strings).
+    The same order as ``table.sort_values(["is_known", "p_stable", "stability_score",
+    "e_above_hull_pred_ev_per_atom", "formula"], ascending=[True, False, False, True, True])``, by
+    one ``np.lexsort`` (formulas compared as NumPy strings).
     """
     from numpy.dtypes import StringDType
 
     score = table["stability_score"].to_numpy(np.float64)
     e_hull = table["e_above_hull_pred_ev_per_atom"].to_numpy(np.float64)
+    p = table["p_stable"].to_numpy(np.float64) if "p_stable" in table else np.full(len(table), np.nan)
     formulas = np.asarray(table["formula"].tolist(), dtype=StringDType())
     return np.lexsort((formulas, np.nan_to_num(e_hull, nan=np.inf), np.isnan(e_hull),
-                       -np.nan_to_num(score, nan=-np.inf), np.isnan(score), ~table["refined"].to_numpy(bool)))
+                       -np.nan_to_num(score, nan=-np.inf), np.isnan(score),
+                       -np.nan_to_num(p, nan=-np.inf), np.isnan(p), table["is_known"].to_numpy(bool)))
+
+
+def _stability_model(options: ScreenOptions) -> StabilityModel | None:
+    """The P(stable) classifier of ``options`` (the shipped one unless a path is given)."""
+    return load_stability_model(options.stability_model) if options.stability_model else load_stability_model()
+
+
+def _p_stable(model: StabilityModel | None, features: np.ndarray, is_known: np.ndarray, e_known: np.ndarray,
+              std: np.ndarray | None, options: ScreenOptions) -> np.ndarray:
+    """``p_stable`` of every row: the shipped classifier for new rows (:mod:`fh_screen.screening.stability`),
+    1/0 for known rows on/above the known hull.
+
+    Without a classifier file (only while one is being built) new rows fall back to the σ-only
+    ``P(E_hull < tolerance)``, NaN for a single network.
+    """
+    p = known_p_stable(e_known)
+    new = ~np.asarray(is_known, dtype=bool)
+    if model is not None:
+        p[new] = model.p_stable(features[new])
+    elif std is not None:
+        p[new] = probability_within(e_known[new], std[new], options.e_hull_tolerance_ev_per_atom)
+    else:
+        p[new] = np.nan
+    return p
+
+
+def _e_above_predicted_hull(system: tuple[str, ...], fractions: np.ndarray, dhf_used: np.ndarray, e_known: np.ndarray,
+                            is_known: np.ndarray, known_fractions: np.ndarray, known_dhf: np.ndarray) -> np.ndarray:
+    """Energy of each row above the hull of the known phases and of every new candidate predicted
+    below them (0 on that hull): the competition among the predictions themselves.
+
+    Only rows below the known hull can be vertices of that hull, so it is one small qhull per
+    subsystem (:func:`fh_screen.hull.hull_energies`).
+    """
+    below = np.flatnonzero(~is_known & (e_known < 0))
+    if len(fractions) == 0:
+        return np.zeros(0)
+    points = np.concatenate([known_fractions, fractions[below]])
+    energies = np.concatenate([known_dhf, dhf_used[below]])
+    hull = hull_energies(system, points, energies, fractions)
+    e = dhf_used - hull.energy_ev_per_atom
+    e[np.abs(e) < 1e-9] = 0.0
+    return e
 
 
 def _predict_stage(predictor: Predictor, counts: np.ndarray, system: tuple[str, ...], is_known: np.ndarray,

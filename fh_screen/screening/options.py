@@ -9,12 +9,16 @@ from fh_screen.chem.candidates import DEFAULT_MAX_ATOMS
 from fh_screen.errors import FhScreenError
 from fh_screen.screening.probability import DEFAULT_PREFILTER_MODEL, DEFAULT_REFINE_TOP
 
-__all__ = ["DEFAULT_MAX_CANDIDATES", "ScreenError", "ScreenOptions"]
+__all__ = ["DEFAULT_MAX_CANDIDATES", "DEFAULT_SELECT_P_MIN", "ScreenError", "ScreenOptions"]
 
 #: Largest enumeration a screen runs without ``force``: a senary system at the default 20
 #: atoms (221,155 candidates) still fits, a septenary one (~865,000) needs ``--force`` or a
 #: smaller ``max_atoms``. Enumeration + prediction + hull of 250k candidates take seconds.
 DEFAULT_MAX_CANDIDATES = 250_000
+
+#: ``selected`` (without a DFT budget): new candidates with at least this ``p_stable``; the short
+#: list a chemist would sign (chosen on val by ``fh-screen evaluate --study claims``, docs/claims.md).
+DEFAULT_SELECT_P_MIN = 0.3
 
 
 class ScreenError(FhScreenError):
@@ -32,15 +36,19 @@ class ScreenOptions:
     (they always shape the hull); ``max_candidates``: refuse larger enumerations unless
     ``force``; ``e_hull_tolerance_ev_per_atom``: the window for ``p_stable`` (0.05 eV/atom:
     about the model's error on held-out OQMD and a common metastability window for synthesis);
-    ``select_e_hull_max_ev_per_atom``: the E_hull window of the ``selected`` best new candidates
+    ``select_e_hull_max_ev_per_atom``: the E_hull window a ``selected`` candidate must lie in
     (0.2 eV/atom keeps 92 % of the hidden stable compounds of the rediscovery test and drops
-    41 % of the candidates, ``docs/evaluation.md``). Charge neutrality is off by default: as a
+    41 % of the candidates, ``docs/evaluation.md``); ``select_p_min``: ``selected`` are the new
+    candidates with ``p_stable`` at least this (the short list), or with ``dft_budget = N`` the
+    ``N`` of highest ``p_stable`` (the most expected discoveries for ``N`` calculations);
+    ``stability_model``: path of a P(stable) classifier JSON (None: the shipped one,
+    :mod:`fh_screen.screening.stability`). Charge neutrality is off by default: as a
     filter it drops 32 % of the stable compounds; the ranking's prior weighs it instead.
     ``refine_top``/``prefilter_model``: with a slow model (the attention ensemble), every new
     candidate is first scored with the fast ``prefilter_model`` and only the best ``refine_top``
-    of them (and every known composition) are predicted by the model itself; they head the table
-    (``refined`` is True), the rest follow in the prefilter's order with its predictions. None
-    runs the model on every candidate.
+    of them (and every known composition) are predicted by the model itself (``refined`` is
+    True), the rest keep the prefilter's predictions; every row gets ``p_stable``. None runs the
+    model on every candidate.
     """
 
     max_atoms: int = DEFAULT_MAX_ATOMS
@@ -53,6 +61,9 @@ class ScreenOptions:
     select_e_hull_max_ev_per_atom: float = 0.2
     refine_top: int | None = DEFAULT_REFINE_TOP
     prefilter_model: str = DEFAULT_PREFILTER_MODEL
+    select_p_min: float = DEFAULT_SELECT_P_MIN
+    dft_budget: int | None = None
+    stability_model: str | None = None
 
     def validate(self) -> None:
         """Raise :class:`ScreenError` for absurd limits."""
@@ -64,6 +75,12 @@ class ScreenOptions:
         window = self.select_e_hull_max_ev_per_atom
         if not isinstance(window, (int, float)) or not math.isfinite(window) or window < 0:
             raise ScreenError(f"select_e_hull_max_ev_per_atom must be a finite number >= 0 eV/atom, got {window!r}")
+        p_min = self.select_p_min
+        if isinstance(p_min, bool) or not isinstance(p_min, (int, float)) or not math.isfinite(p_min) or not 0 <= p_min <= 1:
+            raise ScreenError(f"select_p_min must be a probability between 0 and 1, got {p_min!r}")
+        budget = self.dft_budget
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
+            raise ScreenError(f"dft_budget must be a positive integer (calculations) or None, got {budget!r}")
         top = self.refine_top
         if top is not None and (isinstance(top, bool) or not isinstance(top, int) or top < 1):
             raise ScreenError(f"refine_top must be a positive integer or None (the model on every candidate), got {top!r}")

@@ -43,6 +43,18 @@ class ScreenResult:
     warnings: list[str] = field(default_factory=list)
     #: ``name@version`` of the fast model that ranked the candidates not ``refined`` (None: none)
     prefilter: str | None = None
+    #: the per-row features behind ``p_stable`` (:data:`fh_screen.screening.stability.FEATURE_NAMES`), in table order
+    features: np.ndarray | None = field(default=None, repr=False)
+    #: ``name@version`` of the classifier that gave ``p_stable`` (None: the σ-only fallback)
+    stability_model: str | None = None
+
+    @property
+    def expected_new_stable(self) -> float:
+        """Σ p_stable over the new candidates: the expected number of new stable compounds."""
+        table = self.table
+        if "p_stable" not in table or len(table) == 0:
+            return 0.0
+        return float(np.nansum(table["p_stable"].to_numpy(np.float64)[~table["is_known"].to_numpy(bool)]))
 
     @cached_property
     def phase_diagram(self):

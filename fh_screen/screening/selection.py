@@ -18,16 +18,27 @@ __all__ = ["selection_mask", "short_list"]
 
 
 def selection_mask(table: pd.DataFrame, options: ScreenOptions = ScreenOptions()) -> np.ndarray:
-    """The "best new candidates": new compositions with ΔH_f < 0 not far above the known hull.
+    """The short list worth a DFT calculation: ``selected`` of the table.
 
-    ``table`` needs ``is_known``, ``dhf_pred_ev_per_atom`` and ``e_above_hull_pred_ev_per_atom``;
-    the window is ``options.select_e_hull_max_ev_per_atom``.
+    With ``options.dft_budget = N``: the ``N`` new candidates of highest ``p_stable`` (the most
+    expected discoveries for ``N`` calculations). Otherwise: every new candidate with
+    ``p_stable >= options.select_p_min``. Either way only new compositions with predicted
+    ΔH_f < 0 and E_hull <= ``options.select_e_hull_max_ev_per_atom`` qualify. ``table`` needs
+    ``is_known``, ``p_stable``, ``dhf_pred_ev_per_atom`` and ``e_above_hull_pred_ev_per_atom``.
     """
-    return (
+    p = np.nan_to_num(table["p_stable"].to_numpy(np.float64), nan=0.0)
+    eligible = (
         ~table["is_known"].to_numpy(bool)
         & (table["dhf_pred_ev_per_atom"].to_numpy() < 0)
         & (table["e_above_hull_pred_ev_per_atom"].to_numpy() <= options.select_e_hull_max_ev_per_atom)
     )
+    if options.dft_budget is None:
+        return eligible & (p >= options.select_p_min)
+    chosen = np.zeros(len(table), dtype=bool)
+    candidates = np.flatnonzero(eligible)
+    best = candidates[np.argsort(-p[candidates], kind="stable")[: options.dft_budget]]
+    chosen[best] = True
+    return chosen
 
 
 def short_list(

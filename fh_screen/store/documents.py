@@ -162,17 +162,20 @@ class Candidate(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    rank: int = Field(description="1 = best by the screen's stability score (log P(below the known hull) + log prior)")
+    rank: int = Field(description="1 = the new candidate of highest P(stable); known compositions follow the new ones")
     formula: str = Field(description="reduced formula")
     dhf_pred_ev_per_atom: float | None = Field(None, description="predicted formation enthalpy")
     e_above_hull_pred_ev_per_atom: float | None = Field(None, description="energy above the hull of the known (DFT) phases; negative: predicted below it")
     dhf_std_ev_per_atom: float | None = Field(None, description="ensemble spread (None for one network)")
-    p_stable: float | None = Field(None, description="probability of lying within the tolerance of the known hull, given σ")
+    p_stable: float | None = Field(None, description="calibrated probability that DFT puts the composition on or below the hull "
+                                                     "of the known phases (new rows; known rows: 1 on that hull, 0 above it); "
+                                                     "summed over new rows: the expected number of new stable compounds")
     known_dhf_ev_per_atom: float | None = Field(None, description="reference value when the phase is known")
     is_known: bool = Field(False, description="the composition is in the reference data")
     decomposition: str | None = Field(None, description="predicted decomposition products")
-    selected: bool = Field(False, description="one of the screen's best new candidates: new, predicted ΔH_f < 0, "
-                                              "E_hull within ScreenOptions.select_e_hull_max_ev_per_atom")
+    selected: bool = Field(False, description="on the screen's short list for DFT: a new candidate with P(stable) >= "
+                                              "ScreenOptions.select_p_min, or among the dft_budget best "
+                                              "(fh_screen.screening.selection_mask)")
     refined: bool = Field(True, description="predicted by the screen's model itself (False: by the fast prefilter only)")
 
     @classmethod

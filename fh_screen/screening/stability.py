@@ -1,0 +1,351 @@
+"""P(stable): the calibrated probability that a candidate is a new stable compound.
+
+``p_stable`` of a new composition is the probability that DFT of the OQMD kind, in the
+composition's best structure, puts it on or below the hull of the known phases. It is not read
+off the regression's σ (a composition model interpolates smoothly between the compounds that
+exist and never sees that most stoichiometries between two of them form nothing, so its σ misses
+that error by orders of magnitude); it is *learned*: a gradient-boosted classifier over
+per-candidate features that the screen already has (:data:`FEATURE_NAMES`), fitted on
+rediscovery-style examples built from ``train.csv`` alone, where the hidden compounds are the
+seeded 5 % carve of train that the shipped models never trained on
+(``python scripts/build_stability_model.py``; ``docs/claims.md`` has the protocol and the
+figures on val).
+
+The fitted trees ship as JSON (``reference_data/stability_model.json``) and are evaluated here
+with numpy alone (no scikit-learn at run time), tested equal to scikit-learn's own
+``predict_proba`` on the fitting side.
+
+Summed over a system's new candidates, ``p_stable`` is the expected number of new stable
+compounds there. A known composition has ``p_stable`` 1 when its DFT value is on the hull of the
+known phases and 0 otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from itertools import product
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "FEATURE_NAMES",
+    "STABILITY_MODEL_PATH",
+    "StabilityModel",
+    "TreeEnsemble",
+    "candidate_features",
+    "load_stability_model",
+    "smact_valid_mask",
+]
+
+#: The classifier shipped with the package (fitted on train.csv only).
+STABILITY_MODEL_PATH = Path(__file__).parents[1] / "reference_data" / "stability_model.json"
+
+#: Per-candidate features, in the column order of :func:`candidate_features`.
+FEATURE_NAMES: tuple[str, ...] = (
+    "e_above_known_hull_ev_per_atom",   # predicted ΔH_f minus the hull of the known phases
+    "dhf_pred_ev_per_atom",              # predicted ΔH_f
+    "dhf_std_ev_per_atom",               # the model's σ (0 where the single prefilter network predicted)
+    "refined",                           # 1 where the default model predicted the row (cascade)
+    "log_prior",                         # log rate of stable compounds of this stoichiometry shape
+    "charge_balanced",                   # common oxidation states balance (pymatgen)
+    "smact_valid",                       # SMACT charge neutrality + Pauling electronegativity test
+    "n_elements",
+    "n_atoms",                           # atoms per reduced formula unit
+    "max_count",                         # largest coefficient of the reduced formula
+    "gap_to_best_in_set_ev_per_atom",    # e_above_known_hull minus the best new one of the same element set
+    "rank_in_set",                       # 1-based rank of e_above_known_hull among new rows of the same element set
+    "n_known_in_set",                    # known compounds made of exactly this element set
+    "n_known_in_subsystems",             # known compounds made of a subset of this element set
+    "nearest_known_distance",            # L1 distance (atom fractions) to the nearest known compound of the set's subsystems
+    "known_hull_ev_per_atom",            # the known hull's ΔH_f at this composition (depth of the competition)
+    "e_above_predicted_hull_ev_per_atom",  # above the hull of the known phases + every new one predicted below them
+)
+
+
+# ---------------------------------------------------------------------------- SMACT test
+@lru_cache(maxsize=4096)
+def _smact_combinations(symbols: tuple[str, ...]) -> np.ndarray | None:
+    """Oxidation-state combinations of ``symbols`` that pass SMACT's Pauling test (rows), or None.
+
+    None when every element is a metal (SMACT counts alloys as valid); an empty array when an
+    element has no ICSD-24 oxidation state.
+    """
+    import smact
+    from smact.screening import pauling_test
+
+    if all(s in smact.metals for s in symbols):
+        return None
+    elements = [smact.Element(s) for s in symbols]
+    states = [list(e.oxidation_states_icsd24 or []) for e in elements]
+    if any(not s for s in states):
+        return np.zeros((0, len(symbols)), dtype=np.int64)
+    electronegativities = [e.pauling_eneg for e in elements]
+    kept = []
+    for combination in product(*states):
+        try:
+            ok = pauling_test(combination, electronegativities)
+        except TypeError:  # an element without a Pauling electronegativity: SMACT lets it pass
+            ok = True
+        if ok:
+            kept.append(combination)
+    return np.array(kept, dtype=np.int64).reshape(-1, len(symbols))
+
+
+def smact_valid_mask(counts: np.ndarray, system: Sequence[str]) -> np.ndarray:
+    """SMACT validity of each count row over ``system`` (charge neutral with ICSD-24 oxidation
+    states that pass the Pauling electronegativity test; all-metal rows are valid).
+
+    The same answer as ``smact.screening.smact_validity(formula, oxidation_states_set="icsd24")``
+    row by row, vectorised per element set (tested against it).
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    system = tuple(system)
+    out = np.zeros(len(counts), dtype=bool)
+    if len(counts) == 0:
+        return out
+    present = counts > 0
+    masks = present @ (1 << np.arange(len(system), dtype=np.int64))
+    for mask in np.unique(masks):
+        rows = np.flatnonzero(masks == mask)
+        columns = [j for j in range(len(system)) if (int(mask) >> j) & 1]
+        if len(columns) < 2:
+            out[rows] = True
+            continue
+        combinations = _smact_combinations(tuple(system[j] for j in columns))
+        if combinations is None:
+            out[rows] = True
+            continue
+        if len(combinations) == 0:
+            continue
+        charge = counts[np.ix_(rows, columns)] @ combinations.T
+        out[rows] = (charge == 0).any(axis=1)
+    return out
+
+
+# ---------------------------------------------------------------------------- features
+def _element_set_keys(counts: np.ndarray) -> np.ndarray:
+    return (np.asarray(counts) > 0) @ (1 << np.arange(np.asarray(counts).shape[1], dtype=np.int64))
+
+
+def candidate_features(
+    counts: np.ndarray,
+    *,
+    is_known: np.ndarray,
+    e_above_known_hull_ev_per_atom: np.ndarray,
+    dhf_pred_ev_per_atom: np.ndarray,
+    dhf_std_ev_per_atom: np.ndarray | None,
+    refined: np.ndarray,
+    log_prior: np.ndarray,
+    charge_balanced: np.ndarray,
+    smact_valid: np.ndarray,
+    known_hull_ev_per_atom: np.ndarray,
+    known_counts: np.ndarray,
+    e_above_predicted_hull_ev_per_atom: np.ndarray,
+) -> np.ndarray:
+    """The ``(n, len(FEATURE_NAMES))`` feature matrix of a screen's rows (float64).
+
+    ``counts``: reduced count rows over the system; ``known_counts``: the known compounds' rows.
+    Set features (gap and rank within the element set) are taken over the *new* rows only.
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    n, k = counts.shape if counts.ndim == 2 else (0, 0)
+    is_known = np.asarray(is_known, dtype=bool)
+    e = np.asarray(e_above_known_hull_ev_per_atom, dtype=np.float64)
+    std = np.zeros(n) if dhf_std_ev_per_atom is None else np.nan_to_num(np.asarray(dhf_std_ev_per_atom, dtype=np.float64))
+    keys = _element_set_keys(counts) if n else np.zeros(0, dtype=np.int64)
+    gap = np.zeros(n)
+    rank = np.ones(n)
+    new = np.flatnonzero(~is_known)
+    if len(new):
+        e_new = np.nan_to_num(e[new], nan=np.inf)
+        order = np.lexsort((e_new, keys[new]))
+        sorted_keys = keys[new][order]
+        starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+        group = np.cumsum(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]]) - 1
+        best = e_new[order][starts][group]
+        position = np.arange(len(order)) - starts[group] + 1
+        gap[new[order]] = e_new[order] - best
+        rank[new[order]] = position
+    known_counts = np.asarray(known_counts, dtype=np.int64).reshape(-1, k)
+    known_keys = _element_set_keys(known_counts) if len(known_counts) else np.zeros(0, dtype=np.int64)
+    n_in_set = np.zeros(n)
+    n_in_sub = np.zeros(n)
+    nearest = np.full(n, 2.0)
+    if len(known_counts) and n:
+        unique_keys, inverse = np.unique(keys, return_inverse=True)
+        known_fractions = known_counts / known_counts.sum(axis=1, keepdims=True)
+        fractions = counts / counts.sum(axis=1, keepdims=True)
+        for i, key in enumerate(unique_keys.tolist()):
+            rows = np.flatnonzero(inverse.reshape(-1) == i)
+            inside = (known_keys & ~key) == 0
+            n_in_set[rows] = float((known_keys == key).sum())
+            n_in_sub[rows] = float(inside.sum())
+            if inside.any():
+                distance = np.abs(fractions[rows, None, :] - known_fractions[None, inside, :]).sum(axis=2)
+                nearest[rows] = distance.min(axis=1)
+    present = counts > 0
+    return np.column_stack([
+        e,
+        np.asarray(dhf_pred_ev_per_atom, dtype=np.float64),
+        std,
+        np.asarray(refined, dtype=np.float64),
+        np.asarray(log_prior, dtype=np.float64),
+        np.asarray(charge_balanced, dtype=np.float64),
+        np.asarray(smact_valid, dtype=np.float64),
+        present.sum(axis=1).astype(np.float64),
+        counts.sum(axis=1).astype(np.float64),
+        counts.max(axis=1, initial=0).astype(np.float64),
+        gap,
+        rank,
+        n_in_set,
+        n_in_sub,
+        nearest,
+        np.asarray(known_hull_ev_per_atom, dtype=np.float64),
+        np.asarray(e_above_predicted_hull_ev_per_atom, dtype=np.float64),
+    ]) if n else np.zeros((0, len(FEATURE_NAMES)))
+
+
+# ---------------------------------------------------------------------------- the classifier
+@dataclass(frozen=True)
+class TreeEnsemble:
+    """Gradient-boosted regression trees in flat arrays, evaluated with numpy.
+
+    Node ``i`` of tree ``t`` (``offsets[t] + i`` in the flat arrays) is a leaf when
+    ``is_leaf``; otherwise rows with ``x[feature] <= threshold`` go ``left`` (NaN goes where
+    ``missing_left`` says) and the others ``right``; children are indices within the tree.
+    The raw score is ``baseline + Σ_t value(leaf_t)`` (log-odds for a classifier).
+    """
+
+    feature: np.ndarray
+    threshold: np.ndarray
+    left: np.ndarray
+    right: np.ndarray
+    missing_left: np.ndarray
+    is_leaf: np.ndarray
+    value: np.ndarray
+    offsets: np.ndarray
+    baseline: float
+    max_depth: int
+
+    def raw_score(self, x: np.ndarray) -> np.ndarray:
+        """``baseline + Σ leaf values`` for each row of ``x`` (``(n, n_features)``)."""
+        x = np.asarray(x, dtype=np.float64)
+        n = len(x)
+        total = np.full(n, self.baseline)
+        if n == 0 or len(self.offsets) == 0:
+            return total
+        rows = np.arange(n)
+        # every tree at once: node index (flat) per (row, tree)
+        node = np.broadcast_to(self.offsets, (n, len(self.offsets))).copy()
+        for _ in range(self.max_depth + 1):
+            leaf = self.is_leaf[node]
+            if leaf.all():
+                break
+            feature = self.feature[node]
+            value = x[rows[:, None], feature]
+            go_left = np.where(np.isnan(value), self.missing_left[node], value <= self.threshold[node])
+            child = np.where(go_left, self.left[node], self.right[node]) + self.offsets
+            node = np.where(leaf, node, child)
+        return total + self.value[node].sum(axis=1)
+
+    def to_json(self) -> dict:
+        """JSON-ready dict (lists), read back by :meth:`from_json`."""
+        return {
+            "feature": self.feature.tolist(), "threshold": self.threshold.tolist(), "left": self.left.tolist(),
+            "right": self.right.tolist(), "missing_left": self.missing_left.astype(int).tolist(),
+            "is_leaf": self.is_leaf.astype(int).tolist(), "value": self.value.tolist(), "offsets": self.offsets.tolist(),
+            "baseline": self.baseline, "max_depth": self.max_depth,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> TreeEnsemble:
+        """The ensemble written by :meth:`to_json`."""
+        return cls(
+            feature=np.asarray(data["feature"], dtype=np.int64), threshold=np.asarray(data["threshold"], dtype=np.float64),
+            left=np.asarray(data["left"], dtype=np.int64), right=np.asarray(data["right"], dtype=np.int64),
+            missing_left=np.asarray(data["missing_left"], dtype=bool), is_leaf=np.asarray(data["is_leaf"], dtype=bool),
+            value=np.asarray(data["value"], dtype=np.float64), offsets=np.asarray(data["offsets"], dtype=np.int64),
+            baseline=float(data["baseline"]), max_depth=int(data["max_depth"]),
+        )
+
+    @classmethod
+    def from_sklearn(cls, model) -> TreeEnsemble:
+        """Flatten a fitted binary ``HistGradientBoostingClassifier`` (no categorical features)."""
+        features, thresholds, lefts, rights, missing, leaves, values, offsets = [], [], [], [], [], [], [], []
+        depth = 0
+        start = 0
+        for (predictor,) in model._predictors:
+            nodes = predictor.nodes
+            offsets.append(start)
+            features.append(nodes["feature_idx"].astype(np.int64))
+            thresholds.append(nodes["num_threshold"].astype(np.float64))
+            lefts.append(nodes["left"].astype(np.int64))
+            rights.append(nodes["right"].astype(np.int64))
+            missing.append(nodes["missing_go_to_left"].astype(bool))
+            leaves.append(nodes["is_leaf"].astype(bool))
+            values.append(nodes["value"].astype(np.float64))
+            depth = max(depth, int(nodes["depth"].max()))
+            start += len(nodes)
+        baseline = float(np.ravel(model._baseline_prediction)[0])
+        return cls(np.concatenate(features), np.concatenate(thresholds), np.concatenate(lefts), np.concatenate(rights),
+                   np.concatenate(missing), np.concatenate(leaves), np.concatenate(values),
+                   np.asarray(offsets, dtype=np.int64), baseline, depth)
+
+
+@dataclass(frozen=True)
+class StabilityModel:
+    """Features → ``p_stable``: a tree ensemble's log-odds plus a fixed log-odds shift.
+
+    ``log_odds_shift`` moves the fitted probabilities from the fitting protocol's share of
+    labelled hidden compounds to the one the probability is stated for (``docs/claims.md``).
+    """
+
+    trees: TreeEnsemble
+    feature_names: tuple[str, ...]
+    log_odds_shift: float = 0.0
+    metadata: dict = field(default_factory=dict)
+
+    def p_stable(self, features: np.ndarray) -> np.ndarray:
+        """Probability of each feature row (``(n, len(feature_names))``)."""
+        from scipy.special import expit
+
+        return expit(self.trees.raw_score(features) + self.log_odds_shift)
+
+    @property
+    def identity(self) -> str:
+        """``name@version`` of the classifier (its card's)."""
+        return f"{self.metadata.get('name', 'stability')}@{self.metadata.get('version', 0)}"
+
+    def to_json(self) -> dict:
+        """JSON-ready dict (the shipped file's format)."""
+        return {"feature_names": list(self.feature_names), "log_odds_shift": self.log_odds_shift,
+                "metadata": self.metadata, "trees": self.trees.to_json()}
+
+    @classmethod
+    def from_json(cls, data: dict) -> StabilityModel:
+        """The model written by :meth:`to_json`."""
+        names = tuple(data["feature_names"])
+        if names != FEATURE_NAMES:
+            raise ValueError(f"stability model features {names} do not match this version's {FEATURE_NAMES}")
+        return cls(TreeEnsemble.from_json(data["trees"]), names, float(data.get("log_odds_shift", 0.0)),
+                   dict(data.get("metadata", {})))
+
+
+@lru_cache(maxsize=4)
+def load_stability_model(path: str | Path = STABILITY_MODEL_PATH) -> StabilityModel | None:
+    """The classifier at ``path`` (the shipped one by default); None when the file is absent."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    return StabilityModel.from_json(json.loads(path.read_text()))
+
+
+def known_p_stable(e_above_known_hull_ev_per_atom: np.ndarray, tolerance_ev_per_atom: float = 1e-3) -> np.ndarray:
+    """``p_stable`` of known compositions: 1 on the known hull (within 1 meV/atom), else 0."""
+    e = np.asarray(e_above_known_hull_ev_per_atom, dtype=np.float64)
+    return (np.nan_to_num(e, nan=math.inf) <= tolerance_ev_per_atom).astype(np.float64)

@@ -95,6 +95,8 @@ class CampaignOptions(BaseModel):
     absent_strength: float = Field(0.5, ge=0, lt=1, description="score cut at a calculation the oracle lacks (loop)")
     presence_boost: float = Field(1.0, ge=0, description="score gain at a calculation that returned an energy (loop)")
     residual_prior_weight: float = Field(1.0, gt=0, description="pseudo-weight shrinking the residual correction to 0")
+    hull_update: bool = Field(True, description="re-screen with the returned energies among the known phases (loop)")
+    residual_correction: bool = Field(True, description="shift predictions by the kernel-weighted residuals (loop)")
     bootstrap: int = Field(2000, ge=100, description="bootstrap resamples of systems")
 
 
@@ -211,6 +213,9 @@ class _Ranking:
         score = new[column].to_numpy(np.float64)
         self.log_score = np.log(np.clip(score, 1e-300, None)) if column == "p_stable" else score.copy()
         self.order_tie = new["rank"].to_numpy(np.float64)
+        # a saturated probability (many candidates at p = 1) is ordered by the screen's own score
+        self.second = (new["stability_score"].to_numpy(np.float64) if "stability_score" in new and column != "stability_score"
+                       else np.zeros(len(new)))
         self.dhf_pred = new["dhf_pred_ev_per_atom"].to_numpy(np.float64)
         self.e_hull = new["e_above_hull_pred_ev_per_atom"].to_numpy(np.float64)
         std = new["dhf_std_ev_per_atom"].to_numpy(np.float64) if "dhf_std_ev_per_atom" in new else np.zeros(len(new))
@@ -221,20 +226,25 @@ class _Ranking:
         if len(points) == 0:
             return np.zeros((len(self.formulas), 0))
         d2 = ((self.fractions[:, None, :] - points[None, :, :]) ** 2).sum(axis=2)
-        return np.exp(-d2 / (2 * width**2))
+        k = np.exp(-d2 / (2 * width**2))
+        k[d2 > (3 * width) ** 2] = 0.0  # truncated at 3 widths: a far calculation changes nothing
+        return k
 
 
-def _pick(log_score: np.ndarray, tie: np.ndarray, ranking: _Ranking, available: np.ndarray, n: int,
-          options: CampaignOptions) -> list[int]:
-    """``n`` rows picked one at a time; each pick cuts its neighbours' scores (the diversity rule)."""
-    score = np.where(available, log_score, -np.inf)
+def _pick(ranking: _Ranking, correction: np.ndarray, available: np.ndarray, n: int, options: CampaignOptions) -> list[int]:
+    """``n`` rows picked one at a time; each pick cuts its neighbours' scores (the diversity rule).
+
+    Rows are ordered by the ranked column plus ``correction`` (log scale), then by the screen's
+    ``stability_score`` plus the same correction, then by the table's rank.
+    """
+    correction = np.where(available, correction, -np.inf)
     picks: list[int] = []
     for _ in range(min(n, int(available.sum()))):
-        best = int(np.lexsort((tie, -score))[0])
+        best = int(np.lexsort((ranking.order_tie, -(ranking.second + correction), -(ranking.log_score + correction)))[0])
         picks.append(best)
-        score[best] = -np.inf
+        correction[best] = -np.inf
         cut = options.diversity_strength * ranking.kernel(ranking.fractions[best][None, :], options.kernel_width)[:, 0]
-        score = score + np.log1p(-cut)
+        correction = correction + np.log1p(-cut)
     return picks
 
 
@@ -252,14 +262,15 @@ def _feedback(ranking: _Ranking, computed: list[tuple[str, float | None, float]]
     k = ranking.kernel(points, options.kernel_width)
     has_energy = np.array([c[1] is not None for c in computed])
     correction = np.zeros(len(ranking.formulas))
-    if has_energy.any():
+    if has_energy.any() and options.residual_correction:
         residual = np.array([c[1] - c[2] for c in computed if c[1] is not None])
         ke = k[:, has_energy]
         shift = (ke * residual).sum(axis=1) / (ke.sum(axis=1) + options.residual_prior_weight)
         before = norm.logcdf((tolerance_ev_per_atom - ranking.e_hull) / ranking.std)
         after = norm.logcdf((tolerance_ev_per_atom - ranking.e_hull - shift) / ranking.std)
         correction += np.nan_to_num(after - before)
-        correction += np.log1p(options.presence_boost * ke).sum(axis=1)
+    if has_energy.any():
+        correction += np.log1p(options.presence_boost * k[:, has_energy]).sum(axis=1)
     if (~has_energy).any():
         correction += np.log1p(-options.absent_strength * k[:, ~has_energy]).sum(axis=1)
     return correction
@@ -290,9 +301,9 @@ def run_system(system: CampaignSystem, predictor: Predictor, options: CampaignOp
         outcome.with_energy[strategy] = [r in system.oracle_ev_per_atom for r in reduced]
 
     everything = np.ones(n_unknown, dtype=bool)
-    top = np.lexsort((base.order_tie, -base.log_score))[:budget]
+    top = np.lexsort((base.order_tie, -base.second, -base.log_score))[:budget]
     record("one_shot", [base.formulas[i] for i in top])
-    diverse = _pick(base.log_score, base.order_tie, base, everything, budget, options)
+    diverse = _pick(base, np.zeros(n_unknown), everything, budget, options)
     record("one_shot_diverse", [base.formulas[i] for i in diverse])
 
     # the loop
@@ -302,8 +313,8 @@ def run_system(system: CampaignSystem, predictor: Predictor, options: CampaignOp
     picked: list[str] = []
     while len(picked) < budget:
         available = ~np.isin(np.asarray(ranking.formulas, dtype=object), np.asarray(picked, dtype=object))
-        log_score = ranking.log_score + _feedback(ranking, computed, options, tolerance)
-        rows = _pick(log_score, ranking.order_tie, ranking, available, min(options.per_round, budget - len(picked)), options)
+        correction = _feedback(ranking, computed, options, tolerance)
+        rows = _pick(ranking, correction, available, min(options.per_round, budget - len(picked)), options)
         if not rows:
             break
         news = []
@@ -314,7 +325,7 @@ def run_system(system: CampaignSystem, predictor: Predictor, options: CampaignOp
             picked.append(formula)
             if value is not None:
                 news.append((formula, value))
-        if news and len(picked) < budget:
+        if news and options.hull_update and len(picked) < budget:
             known = pd.concat([known, pd.DataFrame(news, columns=["formula", "dhf_ev_per_atom"])], ignore_index=True)
             result = screen(system.chemsys, predictor=predictor, known=known, options=screen_options)
             ranking = _Ranking(result.table, chemsys, options.score_column, cache)

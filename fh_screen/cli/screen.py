@@ -43,6 +43,8 @@ def screen_command(
     refine_top: int = typer.Option(DEFAULT_REFINE_TOP, "--refine-top", min=0,
                                    help="With the (slow) attention model: predict only the best N new candidates of the fast "
                                         "paper prefilter (a fast single network) with it; 0 predicts every candidate with it."),
+    sources: Optional[str] = typer.Option(None, "--sources", help="Reference sources on the hull, e.g. oqmd,chgnet "
+                                          "(default: every source in the store; the lowest value of a composition counts)."),
 ) -> None:
     """Rank the candidate compositions of a chemical system by predicted stability."""
     from fh_screen.chem.candidates import parse_chemsys
@@ -79,7 +81,7 @@ def screen_command(
 
         predictor = Predictor.from_name(model)
         stages("reading known phases from the store")
-        known, n_reference, store_note = _known_from_store(system, read_only=no_store)
+        known, n_reference, store_note = _known_from_store(system, read_only=no_store, sources=sources)
         from fh_screen.screening import screen
 
         result = screen(system, predictor=predictor, known=known, options=options, progress=stages)
@@ -154,7 +156,7 @@ class _Stages:
         return None
 
 
-def _known_from_store(system: tuple[str, ...], read_only: bool):
+def _known_from_store(system: tuple[str, ...], read_only: bool, sources: str | None = None):
     """(reference frame or None, number of reference entries, note or '').
 
     With ``read_only`` (``--no-store``) a store file that does not exist yet is not created: the
@@ -169,12 +171,17 @@ def _known_from_store(system: tuple[str, ...], read_only: bool):
             return None, 0, ""
         from fh_screen.store.bootstrap import packaged_reference_frame, reference_metadata
 
-        return packaged_reference_frame("-".join(system)), reference_metadata()["n_compositions"], ""
+        frame = packaged_reference_frame("-".join(system))  # the shipped table is OQMD's
+        if sources is not None:
+            from fh_screen.store.query import parse_sources
+
+            frame = frame.iloc[0:0] if "oqmd" not in parse_sources(sources) else frame
+        return frame, reference_metadata()["n_compositions"], ""
     with FhScreenStore.from_settings(settings, read_only=read_only) as store:
         n_reference = store.n_reference()
         if n_reference == 0:
             return None, 0, ""
-        return store.reference_frame(chemsys="-".join(system)), n_reference, ""
+        return store.reference_frame(chemsys="-".join(system), source=sources), n_reference, ""
 
 
 def _save(result, predictor, options) -> str:

@@ -173,3 +173,31 @@ def test_vasp_results_mix_gga_and_gga_u_through_mp2020(tmp_path):
     assert not list(reference.query({"formula": {"$in": ["Fe", "O2", "O"]}}))  # elements are references, not entries
     entry = next(iter(reference.query({"formula": "FeO", "source": "atomate2-vasp"})))
     assert entry["dhf_ev_per_atom"] == pytest.approx(expected) and entry["source_version"] == "6.4.2"
+
+
+def test_results_back_job_ends_a_flow_and_fills_the_store(chgnet_run, tmp_path):
+    from jobflow import Flow, run_locally
+
+    from fh_screen.jobs import chgnet_prerelax_maker
+    from fh_screen.jobs.jobstore import local_job_store
+    from fh_screen.jobs.results import ResultsBackMaker
+
+    _, element_store, _, _ = chgnet_run
+    store_path = tmp_path / "fh.sqlite"
+    elements = SQLiteStore(store_path, "element_references", key="reference_id")
+    elements.connect()
+    elements.update(list(element_store.query({})), key="reference_id")  # the cached Li and F references
+    elements.close()
+    relax = chgnet_prerelax_maker(steps=60).make(_rocksalt(4.1))
+    back = ResultsBackMaker(store_path=str(store_path)).make(relax.output)
+    job_store = local_job_store(tmp_path / "jobflow.sqlite")
+    responses = run_locally(Flow([relax, back]), store=job_store, log=False, ensure_success=True)
+    summary = responses[back.uuid][1].output
+    assert summary["states"] == {"successful": 1} and summary["formulas"] == ["LiF"]
+    reference = SQLiteStore(store_path, "reference", key="formula")
+    reference.connect()
+    entry = next(iter(reference.query({"formula": "LiF"})))
+    assert entry["source"] == "chgnet" and entry["source_id"] == relax.uuid
+    # run again: nothing new comes back
+    again = ResultsBackMaker(store_path=str(store_path)).make()
+    assert run_locally(again, store=job_store, log=False)[again.uuid][1].output["n_results"] == 0

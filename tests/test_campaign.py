@@ -144,16 +144,17 @@ def test_feedback_cuts_neighbours_of_a_calculation_the_oracle_lacks_and_corrects
     system = campaign_systems(*sets, 1, seed=3)[0]
     table = screen(system.chemsys, predictor=predictor, known=system.known).table
     ranking = _Ranking(table, system.chemsys, "p_stable", {})
+    WIDE = OPTIONS.model_copy(update={"kernel_width": 0.1})  # noqa: N806 - a wide kernel reaches neighbours
     here = 0
-    absent = _feedback(ranking, [(ranking.formulas[here], None, float(ranking.dhf_pred[here]))], OPTIONS, 0.05)
+    absent = _feedback(ranking, [(ranking.formulas[here], None, float(ranking.dhf_pred[here]))], WIDE, 0.05)
     distance = np.linalg.norm(ranking.fractions - ranking.fractions[here], axis=1)
-    assert absent[here] == pytest.approx(np.log(1 - OPTIONS.absent_strength))
+    assert absent[here] == pytest.approx(np.log(1 - WIDE.absent_strength))
     assert np.all(absent <= 0) and np.all(absent[distance > 0.6] > -1e-3)  # the cut fades with distance
     # a calculation 0.5 eV/atom above its prediction lowers its neighbours more than a presence boost raises them
     worse = _feedback(ranking, [(ranking.formulas[here], float(ranking.dhf_pred[here]) + 0.5, float(ranking.dhf_pred[here]))],
-                      OPTIONS, 0.05)
+                      WIDE, 0.05)
     better = _feedback(ranking, [(ranking.formulas[here], float(ranking.dhf_pred[here]) - 0.5, float(ranking.dhf_pred[here]))],
-                       OPTIONS, 0.05)
+                       WIDE, 0.05)
     near = (distance < 0.1) & (ranking.e_hull > -0.2)
     assert near.any()
     assert np.all(worse[near] < better[near])

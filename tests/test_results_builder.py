@@ -13,6 +13,17 @@ from fh_screen.store import ReferenceEntryDoc, SQLiteStore
 from fh_screen.store.results_builder import ElementReferenceDoc, ResultsBuilder, force_field_element_references
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _in_a_scratch_folder(tmp_path_factory):
+    """atomate2's relax writes final_atoms_object.xyz into the working folder: keep it out of the checkout."""
+    import os
+
+    here = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    yield
+    os.chdir(here)
+
+
 def _build(jobs, results, reference, elements) -> None:
     """Run a ResultsBuilder the maggma way (``run`` closes the stores), then reopen the stores."""
     ResultsBuilder(jobs, results, reference, elements).run()

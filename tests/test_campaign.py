@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fh_screen.campaign import (
+from fh_screen.study.campaign import (
     CampaignOptions,
     _feedback,
     _Ranking,
@@ -17,7 +17,7 @@ from fh_screen.campaign import (
     run_system,
     summarize,
 )
-from fh_screen.evaluation import make_set
+from fh_screen.data import make_set
 
 #: Elements of the slice: the train/val rows made of these only.
 SLICE_ELEMENTS = ("Li", "Fe", "O", "Al", "Ni", "Zr", "Cu", "Y", "Ba", "Mn", "P")
@@ -44,7 +44,7 @@ def sets(tables):
 
 @pytest.fixture(scope="module")
 def predictor():
-    from fh_screen.predictor import Predictor
+    from fh_screen.models.predictor import Predictor
 
     return Predictor.from_name("paper-ensemble")
 
@@ -161,7 +161,7 @@ def test_feedback_cuts_neighbours_of_a_calculation_the_oracle_lacks_and_corrects
 
 
 def test_summary_of_no_system_is_refused():
-    from fh_screen.campaign import CampaignError
+    from fh_screen.study.campaign import CampaignError
 
     with pytest.raises(CampaignError):
         summarize([], OPTIONS)

@@ -1,6 +1,6 @@
 """``fh-screen campaign``: a simulated discovery campaign (an oracle table plays DFT).
 
-See :mod:`fh_screen.campaign` for the protocol; the report is JSON (``--json``) and, with
+See :mod:`fh_screen.study.campaign` for the protocol; the report is JSON (``--json``) and, with
 ``--figure``, a PNG of cumulative discoveries against calculations.
 """
 
@@ -33,11 +33,11 @@ def campaign_command(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from fh_screen.campaign import CampaignError, CampaignOptions, run_campaign, write_campaign_figure
+    from fh_screen.study.campaign import CampaignError, CampaignOptions, run_campaign, write_campaign_figure
     from fh_screen.data import shared_data_dir
-    from fh_screen.evaluation import load_set
-    from fh_screen.predictor import Predictor
-    from fh_screen.study import write_json
+    from fh_screen.data import load_set
+    from fh_screen.io import write_json
+    from fh_screen.models.predictor import Predictor
 
     check_output_path(json_path)
     if figure is not None:
@@ -82,7 +82,7 @@ def campaign_command(
 
 def _load(loader, path: Path, label: str):
     """``loader(path)`` with a file that is not a formula,target CSV reported as one line."""
-    from fh_screen.campaign import CampaignError
+    from fh_screen.study.campaign import CampaignError
 
     try:
         table = loader(path)

@@ -3,7 +3,7 @@
 An *oracle* table (``formula``, ``target`` in eV/atom; for the shipped study ``val.csv``) plays
 DFT and a *known* table of the same format (``train.csv``) holds what is computed at the start.
 For each of ``n_systems`` seeded 2–4 element systems (drawn like the rediscovery test of
-:mod:`fh_screen.evaluation`: element sets of oracle compounds with a compound of their own
+:mod:`fh_screen.study.evaluation`: element sets of oracle compounds with a compound of their own
 elements on the true hull), four strategies spend ``budget`` calculations:
 
 ``loop``
@@ -48,12 +48,12 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from fh_screen.composition import DEFAULT_ELEMENTS
+from fh_screen.chem.formula import DEFAULT_ELEMENTS
 from fh_screen.errors import FhScreenError
 
 if TYPE_CHECKING:
-    from fh_screen.evaluation import OqmdSet
-    from fh_screen.predictor import Predictor
+    from fh_screen.data import OqmdSet
+    from fh_screen.models.predictor import Predictor
 
 logger = logging.getLogger(__name__)
 
@@ -137,27 +137,25 @@ def _reduced(formula: str) -> str:
 
 def _fractions(formulas: Sequence[str], chemsys: Sequence[str]) -> np.ndarray:
     """Atomic fractions of screen-table ``formulas`` over ``chemsys`` (rows sum to 1)."""
-    from fh_screen.evaluation import _counts_of_formulas
+    from fh_screen.study.evaluation import _counts_of_formulas
 
     counts = _counts_of_formulas(list(formulas), list(chemsys)).astype(np.float64)
     return counts / counts.sum(axis=1, keepdims=True)
 
 
 def campaign_systems(known: OqmdSet, oracle: OqmdSet, n_systems: int, seed: int) -> list[CampaignSystem]:
-    """Draw ``n_systems`` systems (seeded) the way :func:`fh_screen.evaluation.rediscovery` does.
+    """Draw ``n_systems`` systems (seeded) the way :func:`fh_screen.study.evaluation.rediscovery` does.
 
     Eligible: element sets of 2–4 elements of oracle compounds (≤ 20 atoms per formula unit,
     ΔH_f in range); a drawn system counts when an oracle compound of its own elements is on the
     true hull (known + oracle at DFT values). Its targets are the oracle compounds of the system
     and its subsystems on that hull that the known table lacks.
     """
-    from fh_screen.evaluation import (
-        REDISCOVERY_MAX_ATOMS,
-        STABLE_TOLERANCE_EV_PER_ATOM,
-        _e_above_hull,
-        _in_range,
-        _subsystem_rows,
-    )
+    from fh_screen.chem.hull import STABLE_TOLERANCE_EV_PER_ATOM
+    from fh_screen.chem.hull import e_above_hull as _e_above_hull
+    from fh_screen.data import in_range as _in_range
+    from fh_screen.data import subsystem_rows as _subsystem_rows
+    from fh_screen.study.evaluation import REDISCOVERY_MAX_ATOMS
 
     known_ok = _in_range(known.dhf_ev_per_atom)
     oracle_ok = _in_range(oracle.dhf_ev_per_atom)

@@ -108,6 +108,7 @@ def known_phases(
     store: FhScreenStore | None = None,
     settings: FhScreenSettings | None = None,
     read_only: bool = False,
+    sources: str | Sequence[str] | None = None,
 ) -> KnownPhases:
     """Reference entries of ``system`` and its subsystems for the hull.
 
@@ -122,6 +123,9 @@ def known_phases(
     read_only
         Do not create an embedded store file that does not exist yet: the shipped table is read
         directly instead (``fh-screen --no-store`` on a fresh machine).
+    sources
+        Only reference entries of these sources count (``"oqmd,chgnet"`` or a list; None: all);
+        a composition computed by several takes its lowest value.
 
     Returns
     -------
@@ -138,13 +142,18 @@ def known_phases(
                 return KnownPhases(None, "nothing", 0, NO_REFERENCE_NOTE)
             from fh_screen.store.bootstrap import TABLE_FILE, packaged_reference_frame, reference_metadata
 
-            return KnownPhases(packaged_reference_frame(label), f"shipped {TABLE_FILE}",
+            frame = packaged_reference_frame(label)  # the shipped table is OQMD's
+            if sources is not None:
+                from fh_screen.store.query import parse_sources
+
+                frame = frame if "oqmd" in parse_sources(sources) else frame.iloc[0:0]
+            return KnownPhases(frame, f"shipped {TABLE_FILE}",
                                int(reference_metadata()["n_compositions"]))
         store = FhScreenStore.from_settings(settings, read_only=read_only)
     try:
         with store:
             n_entries = store.n_reference()
-            frame = store.reference_frame(chemsys=label) if n_entries else None
+            frame = store.reference_frame(chemsys=label, source=sources) if n_entries else None
             where = store.name
     except FhScreenError:
         raise
@@ -218,6 +227,7 @@ def run_screen(
     origin: str = "python",
     model: str | None = None,
     progress: Callable[[str], None] | None = None,
+    sources: str | Sequence[str] | None = None,
 ) -> tuple[ScreenResult, KnownPhases, SavedScreen | None]:
     """Screen ``system``: known phases by the one rule, the ranking core, then saving by the one rule.
 
@@ -248,6 +258,8 @@ def run_screen(
         Shipped model name or checkpoint path used when ``predictor`` is None (None: the default).
     progress
         Called with a short label before each stage.
+    sources
+        Reference sources that count for the hull (None: all), see :func:`known_phases`.
 
     Returns
     -------
@@ -273,7 +285,7 @@ def run_screen(
         phases = KnownPhases(None, "none (use_reference=False)")
     else:
         step("reading known phases from the store")
-        phases = known_phases(system, store=store, settings=settings, read_only=read_only)
+        phases = known_phases(system, store=store, settings=settings, read_only=read_only, sources=sources)
         if require_reference and phases.n_compounds == 0:
             raise ScreenServiceError(
                 f"no reference entries for {label} in {phases.where}: ingest DFT values (fh-screen ingest PATH), "

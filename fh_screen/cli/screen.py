@@ -41,6 +41,8 @@ def screen_command(
     refine_top: int = typer.Option(DEFAULT_REFINE_TOP, "--refine-top", min=0,
                                    help="With the (slow) attention model: predict only the best N new candidates of the fast "
                                         "paper prefilter (a fast single network) with it; 0 predicts every candidate with it."),
+    sources: Optional[str] = typer.Option(None, "--sources", help="Reference sources on the hull, e.g. oqmd,chgnet "
+                                          "(default: every source in the store; the lowest value of a composition counts)."),
 ) -> None:
     """Rank the candidate compositions of a chemical system by predicted stability."""
     from fh_screen.chem.candidates import parse_chemsys
@@ -78,7 +80,7 @@ def screen_command(
         from fh_screen.service import run_screen
 
         result, phases, saved = run_screen(system, options=options, read_only=no_store, save=not no_store,
-                                           origin="cli", model=model, progress=stages)
+                                           origin="cli", model=model, progress=stages, sources=sources)
         predictor = load_predictor(model)  # loaded by the screen, kept in the cache
         if plot_path is not None:
             stages("drawing the phase diagram")

@@ -109,6 +109,7 @@ def query_command(
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the full result as a JSON list of documents."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write the full result as CSV."),
     include_outliers: bool = typer.Option(False, "--include-outliers", help="Include entries that failed the outlier filter."),
+    source: Optional[str] = typer.Option(None, "--source", help="Reference entries of these sources only (oqmd, chgnet, atomate2-vasp; comma separated)."),
     store_file: Optional[Path] = typer.Option(None, "--store", help=_STORE_HELP),
     run: Optional[str] = typer.Option(None, "--run", help="Show the saved screen with this run id (list them: fh-screen runs)."),
 ) -> None:
@@ -125,7 +126,9 @@ def query_command(
     for target in (json_path, csv_path):
         if target is not None:
             check_output_path(target)  # before any work: folder exists, writable, not a folder
-    criteria_for(formula, chemsys, nelements, min_dhf, max_dhf)  # validate before opening the store
+    criteria_for(formula, chemsys, nelements, min_dhf, max_dhf, source=source)  # validate before opening the store
+    if source is not None and kind is not Kind.reference:
+        kind = Kind.reference  # a source belongs to reference entries; predictions have none
     filters = {
         "formula": formula or None, "chemsys": chemsys, "nelements": nelements,
         "min_dhf_ev_per_atom": min_dhf, "max_dhf_ev_per_atom": max_dhf,
@@ -133,7 +136,7 @@ def query_command(
     table_limit = 0 if (json_path or csv_path) else limit
     with _open_store(store_file, read_only=True) as store:
         if kind is Kind.reference:
-            frame = store.reference_frame(include_outliers=include_outliers, limit=table_limit, **filters)
+            frame = store.reference_frame(include_outliers=include_outliers, limit=table_limit, source=source, **filters)
         elif kind is Kind.predicted:
             frame = store.predictions_frame(model_name=model, limit=table_limit, **filters)
         else:
@@ -220,7 +223,8 @@ def _print_table(frame, kind: Kind, limit: int) -> None:
         out.print("no matching entries")
         return
     columns = {
-        Kind.reference: [("formula", "formula"), ("chemsys", "chemsys"), ("dhf_ev_per_atom", "ΔH_f DFT (eV/atom)")],
+        Kind.reference: [("formula", "formula"), ("chemsys", "chemsys"), ("dhf_ev_per_atom", "ΔH_f DFT (eV/atom)"),
+                         ("source", "source")],
         Kind.predicted: [
             ("formula", "formula"), ("chemsys", "chemsys"), ("dhf_pred_ev_per_atom", "ΔH_f pred (eV/atom)"),
             ("dhf_std_ev_per_atom", "σ (eV/atom)"), ("e_above_hull_pred_ev_per_atom", "E_hull pred (eV/atom)"),

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from fh_screen.errors import FhScreenError
 from fh_screen.store.documents import subsystems
 
-__all__ = ["QueryError", "criteria_for"]
+__all__ = ["QueryError", "criteria_for", "parse_sources"]
 
 
 class QueryError(FhScreenError):
@@ -25,6 +25,7 @@ def criteria_for(
     min_dhf_ev_per_atom: float | None = None,
     max_dhf_ev_per_atom: float | None = None,
     dhf_field: str = "dhf_ev_per_atom",
+    source: str | Sequence[str] | None = None,
 ) -> dict:
     """A MongoDB filter for the given conditions (all must hold).
 
@@ -32,6 +33,8 @@ def criteria_for(
     are a subset of it, as a phase diagram needs; formulas are reduced first, so ``Fe4O6`` finds
     ``Fe2O3`` (fh-screen's one formula reducer, :func:`fh_screen.chem.formula.reduced_formula`).
     The system is read by the one chemical-system parser (:func:`fh_screen.chem.candidates.parse_chemsys`).
+    ``source`` (``oqmd``, ``chgnet``, ``atomate2-vasp``, ``user``; one or several, or a comma
+    separated text) keeps the reference entries of those sources only.
     """
     from fh_screen.chem.formula import reduced_formula
 
@@ -40,6 +43,9 @@ def criteria_for(
         formulas = [formula] if isinstance(formula, str) else list(formula)
         reduced = sorted({reduced_formula(f) for f in formulas})
         criteria["formula"] = reduced[0] if len(reduced) == 1 else {"$in": reduced}
+    if source is not None:
+        sources = parse_sources(source)
+        criteria["source"] = sources[0] if len(sources) == 1 else {"$in": sources}
     if chemsys is not None:
         criteria["chemsys"] = {"$in": subsystems(chemsys)}
     if nelements is not None:
@@ -62,3 +68,12 @@ def criteria_for(
         criteria[dhf_field] = bounds
     return criteria
 
+
+
+def parse_sources(source: str | Sequence[str]) -> list[str]:
+    """Source names from ``"oqmd,chgnet"`` or a list, stripped, lower case, without repeats (order kept)."""
+    parts = source.split(",") if isinstance(source, str) else [p for s in source for p in str(s).split(",")]
+    names = list(dict.fromkeys(p.strip().lower() for p in parts if p.strip()))
+    if not names:
+        raise QueryError(f"no source named in {source!r} (e.g. oqmd, chgnet, atomate2-vasp)")
+    return names

@@ -227,10 +227,13 @@ class FhScreenStore:
         self,
         formula=None, chemsys=None, nelements=None,
         min_dhf_ev_per_atom: float | None = None, max_dhf_ev_per_atom: float | None = None,
-        include_outliers: bool = False, limit: int = 0,
+        include_outliers: bool = False, limit: int = 0, source=None,
     ) -> list[dict]:
-        """Reference documents matching the filters (see :func:`~fh_screen.store.query.criteria_for`)."""
-        criteria = criteria_for(formula, chemsys, nelements, min_dhf_ev_per_atom, max_dhf_ev_per_atom)
+        """Reference documents matching the filters (see :func:`~fh_screen.store.query.criteria_for`).
+
+        ``source``: only entries of these sources (``"oqmd,chgnet"`` or a list); all when None.
+        """
+        criteria = criteria_for(formula, chemsys, nelements, min_dhf_ev_per_atom, max_dhf_ev_per_atom, source=source)
         if not include_outliers:
             criteria["passed_outlier_filter"] = True
         docs = self.reference.query(criteria=criteria, properties=REFERENCE_COLUMNS, limit=limit)

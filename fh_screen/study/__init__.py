@@ -3,7 +3,7 @@
 Owns :mod:`~fh_screen.study.evaluation` (accuracy, hull classification, rediscovery,
 calibration), :mod:`~fh_screen.study.seed_study` (the ElemNet seed study: cross-validation, data
 size, architecture, overfitting) and :mod:`~fh_screen.study.prior` (the builder of the shipped
-stability prior).
+stability prior) and :mod:`~fh_screen.study.campaign` (the simulated discovery campaign).
 
 May import the core (:mod:`fh_screen.screening`, :mod:`fh_screen.models`, :mod:`fh_screen.chem`,
 :mod:`fh_screen.data`, :mod:`fh_screen.io`); the core never imports the study. Only ``cli`` and

@@ -1,0 +1,98 @@
+"""``fh-screen campaign``: a simulated discovery campaign (an oracle table plays DFT).
+
+See :mod:`fh_screen.study.campaign` for the protocol; the report is JSON (``--json``) and, with
+``--figure``, a PNG of cumulative discoveries against calculations.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from fh_screen.cli.common import check_output_path, console, one_line_errors
+
+__all__ = ["register"]
+
+
+def campaign_command(
+    oracle: Optional[Path] = typer.Option(None, "--oracle", help="CSV (formula,target eV/atom) that plays DFT (default: shared oqmd/val.csv)."),
+    known: Optional[Path] = typer.Option(None, "--known", help="CSV of the phases known at the start (default: shared oqmd/train.csv)."),
+    systems: int = typer.Option(100, "--systems", min=1, help="Chemical systems per seed (2-4 elements)."),
+    budget: int = typer.Option(10, "--budget", min=1, help="Calculations per system."),
+    per_round: int = typer.Option(2, "--per-round", min=1, help="Calculations per round of the loop."),
+    seed: List[int] = typer.Option([0], "--seed", help="Seed of the system draw; repeat to pool seeds."),
+    score_column: str = typer.Option("p_stable", "--rank-by", help="Screen table column ranked on (p_stable or stability_score)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Shipped model name or .pt path (default model)."),
+    json_path: Path = typer.Option(..., "--json", help="Write the report here (JSON)."),
+    figure: Optional[Path] = typer.Option(None, "--figure", help="Also write the discovery curve here (PNG)."),
+) -> None:
+    """Simulate a discovery campaign: the loop (feedback each round) against one-shot, diversified and random picks."""
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from fh_screen.study.campaign import CampaignError, CampaignOptions, run_campaign, write_campaign_figure
+    from fh_screen.data import shared_data_dir
+    from fh_screen.data import load_set
+    from fh_screen.io import write_json
+    from fh_screen.models.predictor import Predictor
+
+    check_output_path(json_path)
+    if figure is not None:
+        check_output_path(figure)
+    if oracle is None or known is None:
+        folder = shared_data_dir()
+        oracle = oracle or folder / "val.csv"
+        known = known or folder / "train.csv"
+    for label, path in (("--oracle", oracle), ("--known", known)):
+        if not path.is_file():
+            raise CampaignError(f"{label}: no such file: {path}")
+    try:
+        options = CampaignOptions(n_systems=systems, budget=budget, per_round=per_round, seeds=tuple(seed),
+                                  score_column=score_column)
+    except ValueError as exc:  # pydantic's validation error, as one line
+        raise CampaignError(f"bad campaign option: {exc.errors()[0]['msg'] if hasattr(exc, 'errors') else exc}") from None
+    out = console()
+    started = time.perf_counter()
+    predictor = Predictor.from_name(model)
+    known_set = _load(load_set, known, "--known")
+    oracle_set = _load(load_set, oracle, "--oracle")
+    with Progress(TextColumn("campaign"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=out) as bar:
+        task = bar.add_task("systems", total=systems * len(seed))
+        report = run_campaign(known_set, oracle_set, predictor, options,
+                              progress=lambda done, total: bar.update(task, completed=done, total=total))
+    report["command"] = (f"fh-screen campaign --oracle {oracle} --known {known} --systems {systems} --budget {budget} "
+                         f"--per-round {per_round} " + " ".join(f"--seed {s}" for s in seed)
+                         + f" --rank-by {score_column}" + (f" --model {model}" if model else "") + f" --json {json_path}")
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    write_json(report, json_path)
+    if figure is not None:
+        write_campaign_figure(report, figure)
+    r, rd = report["ratios"]["loop_over_one_shot"], report["ratios"]["loop_over_one_shot_diverse"]
+    out.print(f"{report['n_systems']} systems, {report['n_targets']} new stable compounds to find, {budget} calculations each: "
+              f"loop {report['loop_discoveries']:.0f}, one-shot {report['one_shot_discoveries']:.0f}, diversified one-shot "
+              f"{report['one_shot_diverse_discoveries']:.0f}, random {report['random_discoveries']:.1f}; loop/one-shot "
+              f"{r['ratio']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}], loop/diversified {rd['ratio']:.3f} "
+              f"[{rd['ci95'][0]:.3f}, {rd['ci95'][1]:.3f}]; {100 * report['picks_with_energy_share']:.0f} % of the loop's "
+              f"picks returned an energy", highlight=False, soft_wrap=True)
+    out.print(f"wrote {json_path}" + (f" and {figure}" if figure else ""), highlight=False, soft_wrap=True)
+
+
+def _load(loader, path: Path, label: str):
+    """``loader(path)`` with a file that is not a formula,target CSV reported as one line."""
+    from fh_screen.study.campaign import CampaignError
+
+    try:
+        table = loader(path)
+    except (KeyError, ValueError, UnicodeDecodeError) as exc:
+        raise CampaignError(f"{label} {path}: not a CSV with columns formula,target ({type(exc).__name__}: {exc})") from None
+    if len(table) == 0:
+        raise CampaignError(f"{label} {path}: no usable rows")
+    return table
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``campaign`` to the application."""
+    app.command("campaign")(one_line_errors(campaign_command))

@@ -1,0 +1,440 @@
+"""A simulated discovery campaign: does feeding calculations back into the screen find more?
+
+An *oracle* table (``formula``, ``target`` in eV/atom; for the shipped study ``val.csv``) plays
+DFT and a *known* table of the same format (``train.csv``) holds what is computed at the start.
+For each of ``n_systems`` seeded 2–4 element systems (drawn like the rediscovery test of
+:mod:`fh_screen.study.evaluation`: element sets of oracle compounds with a compound of their own
+elements on the true hull), four strategies spend ``budget`` calculations:
+
+``loop``
+    rounds of ``per_round`` picks: each round ranks the candidates that are not computed yet,
+    picks the best ``per_round`` (diversified: a pick lowers the score of its neighbours in
+    composition space for the rest of the round), "computes" them (the oracle's ΔH_f; a
+    composition the oracle lacks counts as computed, not stable, and returns no energy), adds
+    every returned energy to the known phases, re-screens (the hull moves) and corrects the
+    ranking: a kernel-weighted mean of the residuals (oracle − prediction) near each candidate
+    shifts its predicted energy, a calculation the oracle lacks lowers its neighbours' scores,
+    one that returned an energy raises them (compounds come in families).
+``one_shot``
+    the top ``budget`` new candidates of the first screen.
+``one_shot_diverse``
+    the first screen's candidates picked one by one with the loop's diversity penalty near every
+    earlier pick: the loop's selection rule without any feedback.
+``random``
+    uniform picks among the new candidates (reported as the expectation, no sampling noise).
+
+A *discovery* is a pick that is a new compound on the oracle's true hull: an oracle compound
+of the system or one of its subsystems (at most 20 atoms per formula unit, not in the known
+table) whose ΔH_f is on the hull of known + oracle entries at their DFT values (E_hull ≤ 1
+meV/atom). The ranking uses one column of the screen table (``p_stable`` by default: the
+probability that DFT puts a candidate on the known hull; ``stability_score`` also works), so
+whatever makes that column better makes every strategy better; the campaign measures what the
+feedback adds on top.
+
+The ratios loop / one-shot and loop / diversified one-shot come with a bootstrap 95 % interval
+over systems (pooled across seeds). Only the picks the oracle holds return an energy (about one
+in eight with ``val.csv``), so this testbed undervalues feedback: see ``docs/campaign.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from fh_screen.chem.formula import DEFAULT_ELEMENTS
+from fh_screen.errors import FhScreenError
+
+if TYPE_CHECKING:
+    from fh_screen.data import OqmdSet
+    from fh_screen.models.predictor import Predictor
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "STRATEGIES",
+    "CampaignError",
+    "CampaignOptions",
+    "CampaignSystem",
+    "SystemOutcome",
+    "campaign_systems",
+    "run_campaign",
+    "run_system",
+    "summarize",
+    "write_campaign_figure",
+]
+
+#: The strategies a campaign compares, in the order of the report.
+STRATEGIES = ("loop", "one_shot", "one_shot_diverse", "random")
+#: Floor of σ in the residual correction (eV/atom): a model without σ is treated as this sure.
+MIN_STD_EV_PER_ATOM = 0.02
+
+
+class CampaignError(FhScreenError):
+    """A campaign that cannot run: bad options, an unreadable table, no eligible system."""
+
+
+class CampaignOptions(BaseModel):
+    """Knobs of a simulated campaign (defaults: the protocol of the issue, tuned on seed 7)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    n_systems: int = Field(100, ge=1, description="systems per seed")
+    budget: int = Field(10, ge=1, description="calculations per system")
+    per_round: int = Field(2, ge=1, description="calculations per round of the loop")
+    seeds: tuple[int, ...] = Field((0,), min_length=1, description="seeds of the system draw; pooled")
+    score_column: str = Field("p_stable", description="screen table column ranked on (higher is better)")
+    kernel_width: float = Field(0.03, gt=0, description="width of the composition kernel (fraction space)")
+    diversity_strength: float = Field(0.0, ge=0, lt=1, description="score cut at a pending pick (loop and diverse)")
+    absent_strength: float = Field(0.3, ge=0, lt=1, description="score cut at a calculation the oracle lacks (loop)")
+    presence_boost: float = Field(0.0, ge=0, description="score gain at a calculation that returned an energy (loop)")
+    residual_prior_weight: float = Field(1.0, gt=0, description="pseudo-weight shrinking the residual correction to 0")
+    hull_update: bool = Field(True, description="re-screen with the returned energies among the known phases (loop)")
+    residual_correction: bool = Field(True, description="shift predictions by the kernel-weighted residuals (loop)")
+    bootstrap: int = Field(2000, ge=100, description="bootstrap resamples of systems")
+
+
+@dataclass(frozen=True)
+class CampaignSystem:
+    """One system of a campaign: its known phases, what the oracle would return, and the targets."""
+
+    chemsys: tuple[str, ...]
+    known: pd.DataFrame
+    oracle_ev_per_atom: dict[str, float]
+    targets: frozenset[str]
+    seed: int = 0
+
+
+@dataclass
+class SystemOutcome:
+    """What each strategy picked in one system, in pick order, and whether each pick was a discovery."""
+
+    chemsys: str
+    seed: int
+    n_targets: int
+    n_unknown: int
+    picks: dict[str, list[str]] = field(default_factory=dict)
+    hits: dict[str, list[bool]] = field(default_factory=dict)
+    with_energy: dict[str, list[bool]] = field(default_factory=dict)
+    random_expected: float = 0.0
+
+    def discoveries(self, strategy: str) -> float:
+        """Discoveries of ``strategy`` (``random``: the expectation)."""
+        return self.random_expected if strategy == "random" else float(sum(self.hits[strategy]))
+
+
+def _reduced(formula: str) -> str:
+    from pymatgen.core import Composition
+
+    return Composition(formula).reduced_formula
+
+
+def _fractions(formulas: Sequence[str], chemsys: Sequence[str]) -> np.ndarray:
+    """Atomic fractions of screen-table ``formulas`` over ``chemsys`` (rows sum to 1)."""
+    from fh_screen.study.evaluation import _counts_of_formulas
+
+    counts = _counts_of_formulas(list(formulas), list(chemsys)).astype(np.float64)
+    return counts / counts.sum(axis=1, keepdims=True)
+
+
+def campaign_systems(known: OqmdSet, oracle: OqmdSet, n_systems: int, seed: int) -> list[CampaignSystem]:
+    """Draw ``n_systems`` systems (seeded) the way :func:`fh_screen.study.evaluation.rediscovery` does.
+
+    Eligible: element sets of 2–4 elements of oracle compounds (≤ 20 atoms per formula unit,
+    ΔH_f in range); a drawn system counts when an oracle compound of its own elements is on the
+    true hull (known + oracle at DFT values). Its targets are the oracle compounds of the system
+    and its subsystems on that hull that the known table lacks.
+    """
+    from fh_screen.chem.hull import STABLE_TOLERANCE_EV_PER_ATOM
+    from fh_screen.chem.hull import e_above_hull as _e_above_hull
+    from fh_screen.data import in_range as _in_range
+    from fh_screen.data import subsystem_rows as _subsystem_rows
+    from fh_screen.study.evaluation import REDISCOVERY_MAX_ATOMS
+
+    known_ok = _in_range(known.dhf_ev_per_atom)
+    oracle_ok = _in_range(oracle.dhf_ev_per_atom)
+    known_index = known.index()
+    oracle_index = oracle.index()
+    eligible = sorted({oracle.systems[i] for i in np.flatnonzero(oracle_ok & (oracle.n_atoms <= REDISCOVERY_MAX_ATOMS))
+                       if 2 <= len(oracle.systems[i]) <= 4})
+    order = np.random.default_rng(seed).permutation(len(eligible))
+    systems: list[CampaignSystem] = []
+    for position in order:
+        if len(systems) >= n_systems:
+            break
+        system = eligible[position]
+        k_rows = _subsystem_rows(known_index, system)
+        k_rows = k_rows[known_ok[k_rows]]
+        o_rows = _subsystem_rows(oracle_index, system)
+        o_rows = o_rows[oracle_ok[o_rows]]
+        small = o_rows[oracle.n_atoms[o_rows] <= REDISCOVERY_MAX_ATOMS]
+        points = np.concatenate([known.fractions[k_rows], oracle.fractions[o_rows]])
+        energies = np.concatenate([known.dhf_ev_per_atom[k_rows], oracle.dhf_ev_per_atom[o_rows]])
+        e_true = _e_above_hull(system, points, energies, oracle.fractions[small], oracle.dhf_ev_per_atom[small])
+        stable = small[e_true <= STABLE_TOLERANCE_EV_PER_ATOM]
+        if not any(oracle.systems[i] == system for i in stable):
+            continue
+        known_keys = {_reduced(known.formulas[i]) for i in k_rows}
+        oracle_values: dict[str, float] = {}
+        for i in o_rows:
+            key = _reduced(oracle.formulas[i])
+            oracle_values[key] = min(oracle_values.get(key, np.inf), float(oracle.dhf_ev_per_atom[i]))
+        targets = frozenset(_reduced(oracle.formulas[i]) for i in stable) - known_keys
+        if not targets:
+            continue
+        frame = pd.DataFrame({"formula": [known.formulas[i] for i in k_rows],
+                              "dhf_ev_per_atom": known.dhf_ev_per_atom[k_rows]})
+        chemsys = tuple(DEFAULT_ELEMENTS[j] for j in system)
+        systems.append(CampaignSystem(chemsys, frame, oracle_values, targets, seed))
+    return systems
+
+
+class _Ranking:
+    """The candidates of one screen table that are not computed, with their fractions and scores."""
+
+    def __init__(self, table: pd.DataFrame, chemsys: Sequence[str], column: str, cache: dict[str, np.ndarray]):
+        if column not in table.columns:
+            raise CampaignError(f"the screen table has no column {column!r} to rank on")
+        self.chemsys = tuple(chemsys)
+        new = table[~table["is_known"].to_numpy(bool)]
+        self.formulas = new["formula"].tolist()
+        missing = [f for f in self.formulas if f not in cache]
+        if missing:
+            cache.update(zip(missing, _fractions(missing, chemsys)))
+        self.fractions = np.array([cache[f] for f in self.formulas]).reshape(len(self.formulas), len(chemsys))
+        score = new[column].to_numpy(np.float64)
+        self.log_score = np.log(np.clip(score, 1e-300, None)) if column == "p_stable" else score.copy()
+        self.order_tie = new["rank"].to_numpy(np.float64)
+        # a saturated probability (many candidates at p = 1) is ordered by the screen's own score
+        self.second = (new["stability_score"].to_numpy(np.float64) if "stability_score" in new and column != "stability_score"
+                       else np.zeros(len(new)))
+        self.dhf_pred = new["dhf_pred_ev_per_atom"].to_numpy(np.float64)
+        self.e_hull = new["e_above_hull_pred_ev_per_atom"].to_numpy(np.float64)
+        std = new["dhf_std_ev_per_atom"].to_numpy(np.float64) if "dhf_std_ev_per_atom" in new else np.zeros(len(new))
+        self.std = np.maximum(np.nan_to_num(std, nan=0.0), MIN_STD_EV_PER_ATOM)
+
+    def kernel(self, points: np.ndarray, width: float) -> np.ndarray:
+        """Gaussian kernel (candidates × points) of the distance in fraction space."""
+        if len(points) == 0:
+            return np.zeros((len(self.formulas), 0))
+        d2 = ((self.fractions[:, None, :] - points[None, :, :]) ** 2).sum(axis=2)
+        k = np.exp(-d2 / (2 * width**2))
+        k[d2 > (3 * width) ** 2] = 0.0  # truncated at 3 widths: a far calculation changes nothing
+        return k
+
+
+def _pick(ranking: _Ranking, correction: np.ndarray, available: np.ndarray, n: int, options: CampaignOptions) -> list[int]:
+    """``n`` rows picked one at a time; each pick cuts its neighbours' scores (the diversity rule).
+
+    Rows are ordered by the ranked column plus ``correction`` (log scale), then by the screen's
+    ``stability_score`` plus the same correction, then by the table's rank.
+    """
+    correction = np.where(available, correction, -np.inf)
+    picks: list[int] = []
+    for _ in range(min(n, int(available.sum()))):
+        best = int(np.lexsort((ranking.order_tie, -(ranking.second + correction), -(ranking.log_score + correction)))[0])
+        picks.append(best)
+        correction[best] = -np.inf
+        cut = options.diversity_strength * ranking.kernel(ranking.fractions[best][None, :], options.kernel_width)[:, 0]
+        correction = correction + np.log1p(-cut)
+    return picks
+
+
+def _feedback(ranking: _Ranking, computed: list[tuple[str, float | None, float]], options: CampaignOptions,
+              tolerance_ev_per_atom: float) -> np.ndarray:
+    """Log-score correction of each candidate from the calculations done so far.
+
+    ``computed``: (formula, oracle ΔH_f or None, predicted ΔH_f at the time of the pick).
+    """
+    from scipy.stats import norm
+
+    if not computed:
+        return np.zeros(len(ranking.formulas))
+    points = _fractions([c[0] for c in computed], ranking.chemsys)
+    k = ranking.kernel(points, options.kernel_width)
+    has_energy = np.array([c[1] is not None for c in computed])
+    correction = np.zeros(len(ranking.formulas))
+    if has_energy.any() and options.residual_correction:
+        residual = np.array([c[1] - c[2] for c in computed if c[1] is not None])
+        ke = k[:, has_energy]
+        shift = (ke * residual).sum(axis=1) / (ke.sum(axis=1) + options.residual_prior_weight)
+        before = norm.logcdf((tolerance_ev_per_atom - ranking.e_hull) / ranking.std)
+        after = norm.logcdf((tolerance_ev_per_atom - ranking.e_hull - shift) / ranking.std)
+        correction += np.nan_to_num(after - before)
+    if has_energy.any():
+        correction += np.log1p(options.presence_boost * k[:, has_energy]).sum(axis=1)
+    if (~has_energy).any():
+        correction += np.log1p(-options.absent_strength * k[:, ~has_energy]).sum(axis=1)
+    return correction
+
+
+def run_system(system: CampaignSystem, predictor: Predictor, options: CampaignOptions,
+               screen_options=None) -> SystemOutcome:
+    """Run the four strategies on one system (the screen runs once, plus once per round with news)."""
+    from fh_screen.screening import ScreenOptions, screen
+
+    screen_options = screen_options or ScreenOptions()
+    tolerance = screen_options.e_hull_tolerance_ev_per_atom
+    cache: dict[str, np.ndarray] = {}
+    first = screen(system.chemsys, predictor=predictor, known=system.known, options=screen_options)
+    chemsys = first.chemsys
+    base = _Ranking(first.table, chemsys, options.score_column, cache)
+    n_unknown = len(base.formulas)
+    budget = min(options.budget, n_unknown)
+    listed = {tuple(np.round(row, 9)) for row in base.fractions}
+    n_targets_listed = sum(tuple(np.round(row, 9)) in listed for row in _fractions(sorted(system.targets), chemsys))
+    outcome = SystemOutcome("-".join(chemsys), system.seed, len(system.targets), n_unknown)
+    outcome.random_expected = budget * n_targets_listed / n_unknown if n_unknown else 0.0
+
+    def record(strategy: str, formulas: list[str]) -> None:
+        reduced = [_reduced(f) for f in formulas]
+        outcome.picks[strategy] = formulas
+        outcome.hits[strategy] = [r in system.targets for r in reduced]
+        outcome.with_energy[strategy] = [r in system.oracle_ev_per_atom for r in reduced]
+
+    everything = np.ones(n_unknown, dtype=bool)
+    top = np.lexsort((base.order_tie, -base.second, -base.log_score))[:budget]
+    record("one_shot", [base.formulas[i] for i in top])
+    diverse = _pick(base, np.zeros(n_unknown), everything, budget, options)
+    record("one_shot_diverse", [base.formulas[i] for i in diverse])
+
+    # the loop
+    ranking = base
+    known = system.known
+    computed: list[tuple[str, float | None, float]] = []
+    picked: list[str] = []
+    while len(picked) < budget:
+        available = ~np.isin(np.asarray(ranking.formulas, dtype=object), np.asarray(picked, dtype=object))
+        correction = _feedback(ranking, computed, options, tolerance)
+        rows = _pick(ranking, correction, available, min(options.per_round, budget - len(picked)), options)
+        if not rows:
+            break
+        news = []
+        for row in rows:
+            formula = ranking.formulas[row]
+            value = system.oracle_ev_per_atom.get(_reduced(formula))
+            computed.append((formula, value, float(ranking.dhf_pred[row])))
+            picked.append(formula)
+            if value is not None:
+                news.append((formula, value))
+        if news and options.hull_update and len(picked) < budget:
+            known = pd.concat([known, pd.DataFrame(news, columns=["formula", "dhf_ev_per_atom"])], ignore_index=True)
+            result = screen(system.chemsys, predictor=predictor, known=known, options=screen_options)
+            ranking = _Ranking(result.table, chemsys, options.score_column, cache)
+    record("loop", picked)
+    return outcome
+
+
+def _bootstrap_ratio(numerator: np.ndarray, denominator: np.ndarray, n: int, seed: int) -> list[float]:
+    """Percentile 95 % interval of sum(numerator)/sum(denominator) over systems resampled with replacement."""
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(numerator), size=(n, len(numerator)))
+    top = numerator[draws].sum(axis=1)
+    bottom = denominator[draws].sum(axis=1)
+    ratios = top[bottom > 0] / bottom[bottom > 0]
+    if len(ratios) == 0:
+        return [float("nan"), float("nan")]
+    return [float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))]
+
+
+def summarize(outcomes: Sequence[SystemOutcome], options: CampaignOptions) -> dict:
+    """The campaign report: discoveries per strategy, ratios with bootstrap intervals, the curve."""
+    if not outcomes:
+        raise CampaignError("no system to summarize")
+    totals = {s: float(sum(o.discoveries(s) for o in outcomes)) for s in STRATEGIES}
+    per_system = {s: np.array([o.discoveries(s) for o in outcomes]) for s in STRATEGIES}
+    budget = options.budget
+    curve: dict[str, list[float]] = {}
+    for s in ("loop", "one_shot", "one_shot_diverse"):
+        steps = np.zeros(budget)
+        for o in outcomes:
+            hits = np.array(o.hits[s], dtype=float)
+            cumulative = np.cumsum(hits)
+            padded = np.concatenate([cumulative, np.full(budget - len(cumulative), cumulative[-1] if len(cumulative) else 0.0)])
+            steps += padded
+        curve[s] = steps.tolist()
+    curve["random"] = [float(sum(o.random_expected * (n / budget) for o in outcomes)) for n in range(1, budget + 1)]
+    n_picks = {s: sum(len(o.picks[s]) for o in outcomes) for s in ("loop", "one_shot", "one_shot_diverse")}
+    with_energy = {s: sum(sum(o.with_energy[s]) for o in outcomes) for s in n_picks}
+
+    def ratio(a: str, b: str) -> dict:
+        value = totals[a] / totals[b] if totals[b] else float("nan")
+        return {"ratio": value, "ci95": _bootstrap_ratio(per_system[a], per_system[b], options.bootstrap, 12345)}
+
+    return {
+        "loop_discoveries": totals["loop"],
+        "one_shot_discoveries": totals["one_shot"],
+        "one_shot_diverse_discoveries": totals["one_shot_diverse"],
+        "random_discoveries": totals["random"],
+        "picks_with_energy_share": with_energy["loop"] / n_picks["loop"] if n_picks["loop"] else float("nan"),
+        "picks_with_energy_share_by_strategy": {s: with_energy[s] / n_picks[s] if n_picks[s] else float("nan")
+                                                for s in n_picks},
+        "picks": n_picks,
+        "ratios": {
+            "loop_over_one_shot": ratio("loop", "one_shot"),
+            "loop_over_one_shot_diverse": ratio("loop", "one_shot_diverse"),
+            "one_shot_diverse_over_one_shot": ratio("one_shot_diverse", "one_shot"),
+            "loop_over_random": ratio("loop", "random"),
+        },
+        "curve": {"calculations": list(range(1, budget + 1)), **curve},
+        "n_systems": len(outcomes),
+        "n_targets": int(sum(o.n_targets for o in outcomes)),
+        "options": options.model_dump(mode="json"),
+        "systems": [
+            {"chemsys": o.chemsys, "seed": o.seed, "n_targets": o.n_targets, "n_unknown": o.n_unknown,
+             "picks": o.picks, "hits": o.hits, "with_energy": o.with_energy, "random_expected": o.random_expected}
+            for o in outcomes
+        ],
+    }
+
+
+def run_campaign(known: OqmdSet, oracle: OqmdSet, predictor: Predictor, options: CampaignOptions = CampaignOptions(),
+                 *, progress: Callable[[int, int], None] | None = None, screen_options=None) -> dict:
+    """Draw the systems of every seed, run the strategies on each, and return :func:`summarize`'s report."""
+    systems = [s for seed in options.seeds for s in campaign_systems(known, oracle, options.n_systems, seed)]
+    if not systems:
+        raise CampaignError("no eligible system: the oracle holds no new compound on the hull of a 2–4 element system")
+    outcomes = []
+    for i, system in enumerate(systems):
+        outcomes.append(run_system(system, predictor, options, screen_options))
+        if progress is not None:
+            progress(i + 1, len(systems))
+    report = summarize(outcomes, options)
+    report["model"] = f"{predictor.name}@{predictor.version}"
+    return report
+
+
+def write_campaign_figure(report: dict, path: str | Path) -> Path:
+    """Cumulative discoveries against calculations per system, one line per strategy (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    curve = report["curve"]
+    x = curve["calculations"]
+    n = report["n_systems"]
+    labels = {"loop": "loop (feedback each round)", "one_shot": "one-shot top-B",
+              "one_shot_diverse": "one-shot, diversified", "random": "random (expectation)"}
+    figure, ax = plt.subplots(figsize=(6.4, 4.2))
+    for strategy in STRATEGIES:
+        ax.plot(x, np.asarray(curve[strategy]) / n, marker="o" if strategy == "loop" else None, label=labels[strategy])
+    r = report["ratios"]["loop_over_one_shot"]
+    rd = report["ratios"]["loop_over_one_shot_diverse"]
+    ax.set_xlabel("calculations per system")
+    ax.set_ylabel("new stable compounds per system (cumulative)")
+    ax.set_title(f"{n} systems: loop/one-shot {r['ratio']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}], "
+                 f"loop/diverse {rd['ratio']:.2f}", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path

@@ -1,0 +1,192 @@
+"""The simulated discovery campaign on a real OQMD slice: its accounting, its rules, its CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fh_screen.study.campaign import (
+    CampaignOptions,
+    _feedback,
+    _Ranking,
+    campaign_systems,
+    run_campaign,
+    run_system,
+    summarize,
+)
+from fh_screen.data import make_set
+
+#: Elements of the slice: the train/val rows made of these only.
+SLICE_ELEMENTS = ("Li", "Fe", "O", "Al", "Ni", "Zr", "Cu", "Y", "Ba", "Mn", "P")
+OPTIONS = CampaignOptions(n_systems=3, budget=4, per_round=2, seeds=(3,), bootstrap=200)
+
+
+def _slice(frame: pd.DataFrame) -> pd.DataFrame:
+    pattern = "(" + "|".join(SLICE_ELEMENTS) + r"|[0-9.])+"
+    return frame[frame["formula"].astype(str).str.fullmatch(pattern)].reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def tables(oqmd_dir):
+    known = _slice(pd.read_csv(oqmd_dir / "train.csv", keep_default_na=False, na_values=[""]))
+    oracle = _slice(pd.read_csv(oqmd_dir / "val.csv", keep_default_na=False, na_values=[""]))
+    return known, oracle
+
+
+@pytest.fixture(scope="module")
+def sets(tables):
+    known, oracle = tables
+    return (make_set(known["formula"], known["target"]), make_set(oracle["formula"], oracle["target"]))
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    from fh_screen.models.predictor import Predictor
+
+    return Predictor.from_name("paper-ensemble")
+
+
+@pytest.fixture(scope="module")
+def report(sets, predictor):
+    return run_campaign(*sets, predictor, OPTIONS)
+
+
+def test_targets_are_new_oracle_compounds_on_the_true_hull(sets):
+    from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
+    from pymatgen.core import Composition, Element
+
+    known, oracle = sets
+    systems = campaign_systems(known, oracle, 3, seed=3)
+    assert len(systems) == 3
+    for system in systems:
+        assert 2 <= len(system.chemsys) <= 4
+        elements = set(system.chemsys)
+        entries = [PDEntry(Composition(e), 0.0) for e in elements]
+        for formulas, values in ((known.formulas, known.dhf_ev_per_atom), (oracle.formulas, oracle.dhf_ev_per_atom)):
+            for formula, value in zip(formulas, values):
+                composition = Composition(formula)
+                if {str(e) for e in composition.elements} <= elements and abs(value) < 5:
+                    entries.append(PDEntry(composition, value * composition.num_atoms))
+        diagram = PhaseDiagram(entries, elements=[Element(e) for e in system.chemsys])
+        known_keys = {Composition(f).reduced_formula for f in system.known["formula"]}
+        assert system.targets and not system.targets & known_keys
+        for target in system.targets:
+            assert target in system.oracle_ev_per_atom
+            value = system.oracle_ev_per_atom[target]
+            composition = Composition(target)
+            e_hull = diagram.get_e_above_hull(PDEntry(composition, value * composition.num_atoms), allow_negative=True)
+            assert e_hull <= 1e-3 + 1e-9
+
+
+def test_campaign_accounting(report, sets):
+    assert report["n_systems"] == 3
+    total = {"loop": 0, "one_shot": 0, "one_shot_diverse": 0}
+    energies = 0
+    for system in report["systems"]:
+        for strategy in total:
+            picks, hits, with_energy = system["picks"][strategy], system["hits"][strategy], system["with_energy"][strategy]
+            assert len(picks) == OPTIONS.budget  # the budget is spent, never exceeded
+            assert len(set(picks)) == len(picks)  # nothing computed twice
+            assert len(hits) == len(with_energy) == len(picks)
+            assert all(w for h, w in zip(hits, with_energy) if h)  # a discovery returned an energy
+            total[strategy] += sum(hits)
+        energies += sum(system["with_energy"]["loop"])
+        assert 0 <= system["random_expected"] <= OPTIONS.budget
+    assert report["loop_discoveries"] == total["loop"]
+    assert report["one_shot_discoveries"] == total["one_shot"]
+    assert report["one_shot_diverse_discoveries"] == total["one_shot_diverse"]
+    assert report["loop_discoveries"] <= report["picks"]["loop"] == 3 * OPTIONS.budget
+    assert report["picks_with_energy_share"] == pytest.approx(energies / (3 * OPTIONS.budget))
+    assert report["curve"]["calculations"] == [1, 2, 3, 4]
+    assert report["curve"]["loop"][-1] == report["loop_discoveries"]
+    assert all(np.diff(report["curve"]["one_shot"]) >= 0)
+    for key in ("loop_over_one_shot", "loop_over_one_shot_diverse"):
+        low, high = report["ratios"][key]["ci95"]
+        if low == low:  # NaN when the denominator is 0 in every resample
+            assert low <= report["ratios"][key]["ratio"] <= high
+
+
+def test_with_energy_is_what_the_oracle_holds(report, tables):
+    from pymatgen.core import Composition
+
+    oracle_keys = {Composition(f).reduced_formula for f in tables[1]["formula"] if abs(float(
+        tables[1].loc[tables[1]["formula"] == f, "target"].iloc[0])) < 5}
+    for system in report["systems"]:
+        for pick, with_energy in zip(system["picks"]["loop"], system["with_energy"]["loop"]):
+            assert with_energy == (Composition(pick).reduced_formula in oracle_keys)
+
+
+def test_campaign_is_deterministic_by_seed(report, sets, predictor):
+    again = run_campaign(*sets, predictor, OPTIONS)
+    assert json.dumps(again["systems"]) == json.dumps(report["systems"])
+    assert json.dumps(again["ratios"]) == json.dumps(report["ratios"])
+
+
+def test_loop_starts_like_the_diversified_one_shot_and_one_shot_follows_the_column(sets, predictor):
+    from fh_screen.screening import screen
+
+    system = campaign_systems(*sets, 1, seed=3)[0]
+    outcome = run_system(system, predictor, OPTIONS)
+    # before any feedback the loop's first round is the diversified list's start
+    assert outcome.picks["loop"][:2] == outcome.picks["one_shot_diverse"][:2]
+    table = screen(system.chemsys, predictor=predictor, known=system.known).table
+    new = table[~table["is_known"]]
+    order = np.lexsort((new["rank"].to_numpy(), -new["p_stable"].to_numpy()))
+    assert outcome.picks["one_shot"] == new["formula"].to_numpy()[order][: OPTIONS.budget].tolist()
+
+
+def test_feedback_cuts_neighbours_of_a_calculation_the_oracle_lacks_and_corrects_by_residuals(sets, predictor):
+    from fh_screen.screening import screen
+
+    system = campaign_systems(*sets, 1, seed=3)[0]
+    table = screen(system.chemsys, predictor=predictor, known=system.known).table
+    ranking = _Ranking(table, system.chemsys, "p_stable", {})
+    WIDE = OPTIONS.model_copy(update={"kernel_width": 0.1})  # noqa: N806 - a wide kernel reaches neighbours
+    here = 0
+    absent = _feedback(ranking, [(ranking.formulas[here], None, float(ranking.dhf_pred[here]))], WIDE, 0.05)
+    distance = np.linalg.norm(ranking.fractions - ranking.fractions[here], axis=1)
+    assert absent[here] == pytest.approx(np.log(1 - WIDE.absent_strength))
+    assert np.all(absent <= 0) and np.all(absent[distance > 0.6] > -1e-3)  # the cut fades with distance
+    # a calculation 0.5 eV/atom above its prediction lowers its neighbours more than a presence boost raises them
+    worse = _feedback(ranking, [(ranking.formulas[here], float(ranking.dhf_pred[here]) + 0.5, float(ranking.dhf_pred[here]))],
+                      WIDE, 0.05)
+    better = _feedback(ranking, [(ranking.formulas[here], float(ranking.dhf_pred[here]) - 0.5, float(ranking.dhf_pred[here]))],
+                       WIDE, 0.05)
+    near = (distance < 0.1) & (ranking.e_hull > -0.2)
+    assert near.any()
+    assert np.all(worse[near] < better[near])
+
+
+def test_summary_of_no_system_is_refused():
+    from fh_screen.study.campaign import CampaignError
+
+    with pytest.raises(CampaignError):
+        summarize([], OPTIONS)
+
+
+def test_cli_campaign_writes_the_report_and_refuses_a_missing_file(tables, tmp_path):
+    from typer.testing import CliRunner
+
+    from fh_screen.cli import build_app
+
+    known, oracle = tables
+    known.to_csv(tmp_path / "known.csv", index=False)
+    oracle.to_csv(tmp_path / "oracle.csv", index=False)
+    out = tmp_path / "campaign.json"
+    runner = CliRunner()
+    args = ["campaign", "--oracle", str(tmp_path / "oracle.csv"), "--known", str(tmp_path / "known.csv"), "--systems", "2",
+            "--budget", "2", "--per-round", "1", "--seed", "3", "--model", "paper-ensemble", "--json", str(out),
+            "--figure", str(tmp_path / "campaign.png")]
+    result = runner.invoke(build_app(), args)
+    assert result.exit_code == 0, result.output
+    payload = json.loads(out.read_text())
+    for key in ("loop_discoveries", "one_shot_discoveries", "one_shot_diverse_discoveries", "random_discoveries",
+                "picks_with_energy_share", "curve", "ratios"):
+        assert key in payload
+    assert payload["n_systems"] == 2 and (tmp_path / "campaign.png").stat().st_size > 0
+    bad = runner.invoke(build_app(), args[:2] + [str(tmp_path / "missing.csv")] + args[3:])
+    assert bad.exit_code == 2
+    assert "missing.csv" in bad.output and "Traceback" not in bad.output

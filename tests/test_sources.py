@@ -1,0 +1,75 @@
+"""Sources are explicit: reference entries of several sources side by side, chosen by query and screen."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from fh_screen.cli import build_app
+from fh_screen.store import FhScreenStore, QueryError, ReferenceEntryDoc, criteria_for
+from fh_screen.store.query import parse_sources
+
+runner = CliRunner()
+#: Real OQMD values (train.csv) of Li-F, plus a made-up CHGNet value for LiF.
+ENTRIES = [("LiF", -3.2101, "oqmd"), ("LiF", -3.40, "chgnet"), ("Li2F", -1.0, "chgnet")]
+
+
+@pytest.fixture
+def store_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("FH_SCREEN_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("FH_SCREEN_CONFIG_FILE", str(tmp_path / "absent.yaml"))
+    from fh_screen.settings import FhScreenSettings
+
+    path = FhScreenSettings().store_path
+    path.parent.mkdir(parents=True)
+    with FhScreenStore.embedded(path) as store:
+        store.reference.update([ReferenceEntryDoc.from_formula(f, v, source=s).model_dump() for f, v, s in ENTRIES],
+                               key=["formula", "source"])
+    return path
+
+
+def test_criteria_and_parsing_of_sources():
+    assert criteria_for(source="chgnet") == {"source": "chgnet"}
+    assert criteria_for(source=" OQMD, chgnet,oqmd") == {"source": {"$in": ["oqmd", "chgnet"]}}
+    assert parse_sources(["oqmd", "atomate2-vasp,chgnet"]) == ["oqmd", "atomate2-vasp", "chgnet"]
+    with pytest.raises(QueryError):
+        parse_sources(" , ")
+
+
+def test_store_keeps_one_entry_per_formula_and_source(store_file):
+    with FhScreenStore.embedded(store_file, read_only=True) as store:
+        everything = store.reference_frame(chemsys="Li-F")
+        chgnet = store.reference_frame(chemsys="Li-F", source="chgnet")
+        oqmd = store.reference_frame(chemsys="Li-F", source="oqmd")
+    assert sorted(zip(everything["formula"], everything["source"])) == [("Li2F", "chgnet"), ("LiF", "chgnet"), ("LiF", "oqmd")]
+    assert set(chgnet["source"]) == {"chgnet"} and len(chgnet) == 2
+    assert oqmd["dhf_ev_per_atom"].tolist() == [-3.2101]
+
+
+def test_cli_query_by_source(store_file, tmp_path):
+    out = tmp_path / "q.json"
+    result = runner.invoke(build_app(), ["query", "--chemsys", "Li-F", "--source", "chgnet", "--store", str(store_file),
+                                         "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    docs = json.loads(out.read_text())
+    assert {(d["formula"], d["source"]) for d in docs} == {("LiF", "chgnet"), ("Li2F", "chgnet")}
+    bad = runner.invoke(build_app(), ["query", "--chemsys", "Li-F", "--source", ",", "--store", str(store_file)])
+    assert bad.exit_code == 2 and "source" in bad.output
+
+
+def test_screen_sources_choose_the_hull(store_file, tmp_path):
+    tables = {}
+    for sources in ("oqmd", "oqmd,chgnet"):
+        out = tmp_path / f"{sources}.json"
+        result = runner.invoke(build_app(), ["screen", "Li-F", "--sources", sources, "--model", "paper-ensemble", "--max-atoms", "6",
+                                             "--no-store", "--json", str(out)])
+        assert result.exit_code == 0, result.output
+        payload = json.loads(out.read_text())
+        rows = payload["candidates"] if isinstance(payload, dict) else payload
+        tables[sources] = {row["formula"]: row for row in rows}
+    assert tables["oqmd"]["LiF"]["known_dhf_ev_per_atom"] == pytest.approx(-3.2101)
+    assert tables["oqmd,chgnet"]["LiF"]["known_dhf_ev_per_atom"] == pytest.approx(-3.40)  # the lowest counts
+    assert tables["oqmd"]["Li2F"]["known_dhf_ev_per_atom"] is None
+    assert tables["oqmd,chgnet"]["Li2F"]["known_dhf_ev_per_atom"] == pytest.approx(-1.0)

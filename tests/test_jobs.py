@@ -192,7 +192,8 @@ def test_prescreen_job_runs_screen_and_its_output_is_the_stored_screens_document
         list(expected.table["e_above_hull_pred_ev_per_atom"]), abs=1e-9)
     assert doc.n_reference == expected.n_known > 0 and {c.formula for c in doc.candidates if c.is_known} >= {"Li2O"}
     assert doc.selected_formulas == [c.formula for c in doc.candidates if not c.is_known][:3]
-    assert doc.options == dataclasses.asdict(ScreenOptions(**SMALL))
+    # the prescreen spends its DFT budget: a mapping without one gets PRESCREEN_DFT_BUDGET
+    assert doc.options == dataclasses.asdict(ScreenOptions(**SMALL, dft_budget=5))
 
     # the same document is in the screens collection, under the same run id
     with FhScreenStore(screens=screens) as saved:

@@ -44,8 +44,11 @@ __all__ = [
 
 #: Where the prescreen's screen options differ from ``ScreenOptions()`` (= the CLI's defaults):
 #: its selection goes to DFT, so compositions are kept small (≤ 12 atoms per formula unit, which
-#: fits the structure stage's 24-site cells) and charge balanced.
-PRESCREEN_SCREEN_DEFAULTS: dict[str, Any] = {"max_atoms": 12, "charge_neutral": True}
+#: fits the structure stage's 24-site cells) and charge balanced, and it spends a DFT budget: the
+#: ``PRESCREEN_DFT_BUDGET`` candidates of highest P(stable) are ``selected`` (a mapping of options
+#: that sets neither ``dft_budget`` nor ``select_p_min`` gets this budget too).
+PRESCREEN_DFT_BUDGET = 5
+PRESCREEN_SCREEN_DEFAULTS: dict[str, Any] = {"max_atoms": 12, "charge_neutral": True, "dft_budget": PRESCREEN_DFT_BUDGET}
 
 
 class PrescreenError(FhScreenError):
@@ -67,6 +70,8 @@ def screen_options_from(value: ScreenOptions | Mapping[str, Any] | None) -> Scre
         data = dataclasses.asdict(value)
     elif isinstance(value, Mapping):
         data = {str(k): v for k, v in value.items() if not str(k).startswith("@")}
+        if "dft_budget" not in data and "select_p_min" not in data:
+            data["dft_budget"] = PRESCREEN_DFT_BUDGET
     else:
         raise PrescreenError(f"screen_options must be ScreenOptions or a dict, got {type(value).__name__}")
     known = [f.name for f in dataclasses.fields(ScreenOptions)]

@@ -72,7 +72,9 @@ def test_re_predicting_with_another_model_replaces_sigma_and_p(settings_env, tmp
     ensemble, single = seen["paper-ensemble"], seen["paper"]
     assert all(r["model"].startswith("paper-ensemble@") for r in ensemble.values())
     assert any(r["dhf_std_ev_per_atom"] for r in ensemble.values())
-    # the single network has no σ: its export carries none of the ensemble's σ or P(stable)
+    # the single network has no σ: its export carries none of the ensemble's σ, and its own P(stable)
     assert all(r["model"].startswith("paper@") for r in single.values())
-    assert all(r.get("dhf_std_ev_per_atom") is None and r.get("p_stable") is None for r in single.values())
+    assert all(r.get("dhf_std_ev_per_atom") is None for r in single.values())
+    assert all(r["p_stable"] is not None for r in single.values())
+    assert any(abs(single[f]["p_stable"] - ensemble[f]["p_stable"]) > 1e-9 for f in single)
     assert any(abs(single[f]["dhf_pred_ev_per_atom"] - ensemble[f]["dhf_pred_ev_per_atom"]) > 1e-6 for f in single)

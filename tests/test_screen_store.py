@@ -85,7 +85,7 @@ def test_cli_and_job_write_the_same_document(tmp_path, fh_settings):
     from fh_screen.jobs import PrescreenMaker, read_output
 
     reference_store(fh_settings / "fh_screen.sqlite", "Li-O")  # the configured store knows Li-O
-    job = PrescreenMaker(top_n=2, screen_options={"max_atoms": 4, "charge_neutral": True}).make("Li-O")
+    job = PrescreenMaker(top_n=2, screen_options={"max_atoms": 4, "charge_neutral": True, "select_p_min": 0.3}).make("Li-O")
     jobs = memory_job_store()
     run_locally(job, store=jobs, log=False, ensure_success=True)
     output = read_output(jobs, job.uuid)

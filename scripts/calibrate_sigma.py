@@ -10,7 +10,7 @@ Run from the repository root with the shared data beside the checkout:
 
     python scripts/calibrate_sigma.py --model paper-ensemble [--data DIR] [--install]
 
-Without --install the files go to runs/<name>/; with it, to fh_screen/models/pretrained/<name>/.
+Without --install the files go to runs/<name>/; with it, to fh_screen/pretrained/<name>/.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 os.environ.setdefault("FH_SCREEN_OQMD_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data" / "oqmd"))  # checkout layout: scripts may assume it, the package does not
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS_DIR = ROOT / "fh_screen" / "models" / "pretrained"
+MODELS_DIR = ROOT / "fh_screen" / "pretrained"
 #: Relative tolerance on the early-stopping MAE when checking that the rebuilt split is the card's.
 MAE_RELATIVE_TOLERANCE = 1e-5
 
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="shipped model name (or a model.pt with its model_card.json beside it)")
     parser.add_argument("--data", type=Path, default=None, help="folder of train.csv and val.csv (default: FH_SCREEN_OQMD_DIR)")
-    parser.add_argument("--install", action="store_true", help="write into fh_screen/models/pretrained/<name>/ instead of runs/<name>/")
+    parser.add_argument("--install", action="store_true", help="write into fh_screen/pretrained/<name>/ instead of runs/<name>/")
     args = parser.parse_args(argv)
     from fh_screen.data import shared_data_dir
     from fh_screen.errors import FhScreenError

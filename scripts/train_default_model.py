@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--element-vectors", type=Path, default=None, help="element table (.npy) for machines without matminer")
     parser.add_argument("--no-assemble", action="store_true", help="train only; do not build the final model")
     parser.add_argument("--note", default="", help="free text recorded in the model card (e.g. where members trained)")
-    parser.add_argument("--install", action="store_true", help="copy the finished model into fh_screen/models/pretrained/<name>/")
+    parser.add_argument("--install", action="store_true", help="copy the finished model into fh_screen/pretrained/<name>/")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s [{args.name} {args.member_ids or 'all'}] %(message)s")
 
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     logging.info("saved %s", args.output / "model.pt")
     if args.install:
-        target = ROOT / "fh_screen" / "models" / "pretrained" / args.name
+        target = ROOT / "fh_screen" / "pretrained" / args.name
         target.mkdir(parents=True, exist_ok=True)
         for name in ("model.pt", "model_card.json", "README.md"):
             shutil.copy2(args.output / name, target / name)

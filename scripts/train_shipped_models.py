@@ -4,7 +4,7 @@ Run from the repository root with the shared data beside the checkout:
 
     python scripts/train_shipped_models.py [--members 5] [--max-minutes 12]
 
-Writes fh_screen/models/pretrained/{paper,paper-ensemble}/ (model.pt, model_card.json, README.md).
+Writes fh_screen/pretrained/{paper,paper-ensemble}/ (model.pt, model_card.json, README.md).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from fh_screen.models.fit import TrainConfig
 from fh_screen.models.metrics import error_metrics
 from fh_screen.models.training import TrainingRun, train_model, write_model_card
 
-MODELS_DIR = Path(__file__).resolve().parents[1] / "fh_screen" / "models" / "pretrained"
+MODELS_DIR = Path(__file__).resolve().parents[1] / "fh_screen" / "pretrained"
 
 
 def _single_member(run: TrainingRun, val_path: Path) -> TrainingRun:

@@ -4,7 +4,7 @@ Owns the architectures (:mod:`~fh_screen.models.mlp`, :mod:`~fh_screen.models.at
 stacked ensemble inference (:mod:`~fh_screen.models.stacked`,
 :mod:`~fh_screen.models.attention_inference`), the one checkpoint format
 (:mod:`~fh_screen.models.checkpoint`), the :class:`~fh_screen.models.predictor.Predictor` and the
-registry of shipped models (``pretrained/<name>/`` with their model cards), training loops
+registry of shipped models (their weights and cards live in ``fh_screen/pretrained/<name>/``), training loops
 (:mod:`~fh_screen.models.fit`, :mod:`~fh_screen.models.fit_attention`), the training
 orchestrators (:mod:`~fh_screen.models.training`, :mod:`~fh_screen.models.attention_training`)
 and σ calibration (:mod:`~fh_screen.models.calibration`).

@@ -33,12 +33,12 @@ def model_dirs() -> list[Path]:
     """Folders searched for a model by name, first match wins.
 
     ``FH_SCREEN_MODEL_DIR`` (or ``model_dir`` in ``~/.fh_screen.yaml``) when set, for models kept
-    outside the package, then the package's own ``fh_screen/models/pretrained/``.
+    outside the package, then the package's own ``fh_screen/pretrained/``.
     """
     from fh_screen.settings import FhScreenSettings
 
     extra = FhScreenSettings().model_dir
-    shipped = Path(str(resources.files("fh_screen.models") / "pretrained"))
+    shipped = Path(str(resources.files("fh_screen") / "pretrained"))
     return ([Path(extra).expanduser()] if extra is not None else []) + [shipped]
 
 

@@ -269,6 +269,10 @@ def _read_table(path: Path, **kwargs) -> pd.DataFrame:
     return read_csv_any(path, **kwargs)
 
 
+#: Accepted names of the ΔH_f column (eV/atom) of a ``formula`` CSV, first match wins.
+VALUE_COLUMNS = ("target", "dhf_ev_per_atom")
+
+
 def _require(frame: pd.DataFrame, columns: list[str], path: Path) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
@@ -278,11 +282,16 @@ def _require(frame: pd.DataFrame, columns: list[str], path: Path) -> None:
 
 
 def load_oqmd_csv(path: str | Path, *, drop_outliers: bool = True) -> tuple[pd.DataFrame, CleaningReport]:
-    """Load the shared CSV format (``formula``, ``target`` in eV/atom) into the tidy table."""
+    """Load a CSV of ``formula`` and ΔH_f in eV/atom into the tidy table.
+
+    The value column is ``target`` (the shared OQMD files) or ``dhf_ev_per_atom`` (the package's
+    own tables: ``known=`` frames, ``fh-screen query --csv`` and screen exports).
+    """
     path = _check_file(path)
     raw = _read_table(path)
-    _require(raw, ["formula", "target"], path)
-    frame = pd.DataFrame({"formula": raw["formula"], "dhf_ev_per_atom": raw["target"]})
+    value_column = next((c for c in VALUE_COLUMNS if c in raw.columns), VALUE_COLUMNS[0])
+    _require(raw, ["formula", value_column], path)
+    frame = pd.DataFrame({"formula": raw["formula"], "dhf_ev_per_atom": raw[value_column]})
     frame["source_id"] = None
     return clean(frame, drop_outliers=drop_outliers)
 
@@ -348,12 +357,13 @@ def load_oqmd(path: str | Path, *, drop_outliers: bool = True) -> tuple[pd.DataF
         return load_optimade_json(path, drop_outliers=drop_outliers)
     header = _first_line(read_text(path)).strip()
     columns = {c.strip() for c in header.replace("\t", ",").replace(" ", ",").split(",")}
-    if {"formula", "target"} <= columns:
+    if "formula" in columns and columns & set(VALUE_COLUMNS):
         return load_oqmd_csv(path, drop_outliers=drop_outliers)
     if "delta_e" in columns:
         return load_oqmd_dump(path, drop_outliers=drop_outliers)
     raise DataError(
-        f"{path}: unrecognised format (expected formula,target or composition,delta_e columns, or OPTIMADE JSON)"
+        f"{path}: unrecognised format (expected formula,target or formula,dhf_ev_per_atom or composition,delta_e "
+        "columns, or OPTIMADE JSON)"
     )
 
 

@@ -69,6 +69,17 @@ def test_oqmd_dump_table_and_json_give_the_same_tidy_table(oqmd_slice_csv, tmp_p
     assert from_optimade["source_id"].str.startswith("oqmd-").all()
 
 
+def test_the_package_s_own_column_name_reads_like_the_shared_one(oqmd_slice_csv, tmp_path):
+    """A table written as ``formula,dhf_ev_per_atom`` (what ``known=`` frames and the exports use)
+    loads to the same tidy table as the shared ``formula,target`` file."""
+    raw = pd.read_csv(oqmd_slice_csv, keep_default_na=False, na_values=[""])
+    own = tmp_path / "own.csv"
+    raw.rename(columns={"target": "dhf_ev_per_atom"}).to_csv(own, index=False)
+    expected, _ = load_oqmd_csv(oqmd_slice_csv)
+    frame, _ = load_oqmd(own)
+    pd.testing.assert_frame_equal(frame.reset_index(drop=True), expected.reset_index(drop=True))
+
+
 @pytest.mark.parametrize(
     ("content", "suffix", "fragment"),
     [

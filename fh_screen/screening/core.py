@@ -40,6 +40,7 @@ from fh_screen.chem.formula import ELEMENTS_ABSENT_FROM_OQMD, FormulaError, _amo
 from fh_screen.chem.hull import QHULL_MAX_ELEMENTS, hull_energies, probability_within
 from fh_screen.chem.oxidation import charge_balanced
 from fh_screen.run_ids import new_run_id
+from fh_screen.screening.analogues import AnalogueIndex, analogue_counts, load_analogue_index
 from fh_screen.screening.options import ScreenError, ScreenOptions
 from fh_screen.screening.probability import log_prior, stability_score
 from fh_screen.screening.result import ScreenResult
@@ -228,11 +229,14 @@ def screen(
     known: pd.DataFrame | None = None,
     options: ScreenOptions = ScreenOptions(),
     progress: Callable[[str], None] | None = None,
+    analogues: AnalogueIndex | None = None,
 ) -> ScreenResult:
     """Rank every candidate composition of ``chemsys`` (and its subsystems) by predicted stability.
 
     ``known``: DataFrame with ``formula`` and ``dhf_ev_per_atom`` (OQMD entries of the system;
     other rows are ignored). ``progress`` is called with a short label before each stage.
+    ``analogues``: the known compositions whose chemical analogues P(stable) counts (default:
+    the shipped index of the OQMD training file, :mod:`fh_screen.screening.analogues`).
     Raises :class:`ChemsysError`/:class:`ScreenError` (one line) for bad input or an
     enumeration above ``options.max_candidates`` without ``options.force``.
     """
@@ -242,11 +246,13 @@ def screen(
     # model's torch threads need next (a warm quaternary screen 1.4× faster: bench_screen_stages.py); the
     # screen's own matrix products are small, so they run on one thread
     with threadpool_limits(limits=1, user_api="blas"):
-        return _screen(chemsys, predictor=predictor, known=known, options=options, progress=progress)
+        return _screen(chemsys, predictor=predictor, known=known, options=options, progress=progress,
+                       analogues=analogues)
 
 
 def _screen(chemsys: str | Sequence[str], *, predictor: Predictor | None, known: pd.DataFrame | None,
-            options: ScreenOptions, progress: Callable[[str], None] | None) -> ScreenResult:
+            options: ScreenOptions, progress: Callable[[str], None] | None,
+            analogues: AnalogueIndex | None = None) -> ScreenResult:
     """The body of :func:`screen`."""
     from fh_screen.models.predictor import Predictor
 
@@ -308,13 +314,19 @@ def _screen(chemsys: str | Sequence[str], *, predictor: Predictor | None, known:
     if std is not None:
         table["dhf_std_ev_per_atom"] = std
     step("P(stable) of every candidate")
+    index = analogues if analogues is not None else load_analogue_index()
+    if index is None:
+        substitutions = patterns = np.zeros(len(counts))
+    else:
+        substitutions, patterns = analogue_counts(counts, system, index)
     features = candidate_features(
         counts, is_known=is_known, e_above_known_hull_ev_per_atom=e_known, dhf_pred_ev_per_atom=dhf_pred,
         dhf_std_ev_per_atom=std, refined=refined, log_prior=prior, charge_balanced=balanced,
         smact_valid=smact_valid_mask(counts, system), known_hull_ev_per_atom=below.energy_ev_per_atom,
         known_counts=known_rows,
         e_above_predicted_hull_ev_per_atom=_e_above_predicted_hull(system, cand_fractions, dhf_used, e_known, is_known,
-                                                                   known_fractions, known_dhf))
+                                                                   known_fractions, known_dhf),
+        substitution_analogues=substitutions, pattern_analogues=patterns)
     classifier = _stability_model(options)
     table["p_stable"] = _p_stable(classifier, features, is_known, e_known, std, options)
     table["is_known"] = is_known

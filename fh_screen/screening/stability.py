@@ -64,6 +64,8 @@ FEATURE_NAMES: tuple[str, ...] = (
     "nearest_known_distance",            # L1 distance (atom fractions) to the nearest known compound of the set's subsystems
     "known_hull_ev_per_atom",            # the known hull's ΔH_f at this composition (depth of the competition)
     "e_above_predicted_hull_ev_per_atom",  # above the hull of the known phases + every new one predicted below them
+    "substitution_analogues",            # known compositions one same-group substitution away (screening.analogues)
+    "log_pattern_analogues",             # log(1 + known compositions with the same group pattern)
 )
 
 
@@ -146,10 +148,13 @@ def candidate_features(
     known_hull_ev_per_atom: np.ndarray,
     known_counts: np.ndarray,
     e_above_predicted_hull_ev_per_atom: np.ndarray,
+    substitution_analogues: np.ndarray,
+    pattern_analogues: np.ndarray,
 ) -> np.ndarray:
     """The ``(n, len(FEATURE_NAMES))`` feature matrix of a screen's rows (float64).
 
-    ``counts``: reduced count rows over the system; ``known_counts``: the known compounds' rows.
+    ``counts``: reduced count rows over the system; ``known_counts``: the known compounds' rows;
+    the analogue counts come from :func:`fh_screen.screening.analogues.analogue_counts`.
     Set features (gap and rank within the element set) are taken over the *new* rows only.
     """
     counts = np.asarray(counts, dtype=np.int64)
@@ -207,6 +212,8 @@ def candidate_features(
         nearest,
         np.asarray(known_hull_ev_per_atom, dtype=np.float64),
         np.asarray(e_above_predicted_hull_ev_per_atom, dtype=np.float64),
+        np.asarray(substitution_analogues, dtype=np.float64),
+        np.log1p(np.asarray(pattern_analogues, dtype=np.float64)),
     ]) if n else np.zeros((0, len(FEATURE_NAMES)))
 
 
@@ -232,9 +239,17 @@ class TreeEnsemble:
     baseline: float
     max_depth: int
 
+    #: Rows evaluated at once (every tree of a chunk is walked together: memory ∝ rows × trees).
+    CHUNK_ROWS = 20_000
+
     def raw_score(self, x: np.ndarray) -> np.ndarray:
         """``baseline + Σ leaf values`` for each row of ``x`` (``(n, n_features)``)."""
         x = np.asarray(x, dtype=np.float64)
+        if len(x) > self.CHUNK_ROWS:
+            return np.concatenate([self._raw_score(x[i:i + self.CHUNK_ROWS]) for i in range(0, len(x), self.CHUNK_ROWS)])
+        return self._raw_score(x)
+
+    def _raw_score(self, x: np.ndarray) -> np.ndarray:
         n = len(x)
         total = np.full(n, self.baseline)
         if n == 0 or len(self.offsets) == 0:

@@ -35,6 +35,7 @@ from fh_screen.io import atomic_write
 from fh_screen.chem.hull import STABLE_TOLERANCE_EV_PER_ATOM
 from fh_screen.chem.hull import e_above_hull as _e_above_hull
 from fh_screen.data import OqmdSet, make_set
+from fh_screen.screening.analogues import AnalogueIndex
 from fh_screen.data import in_range as _in_range
 from fh_screen.data import subsystem_rows as _subsystem_rows
 from fh_screen.study.evaluation import REDISCOVERY_MAX_ATOMS, _reduced_formula
@@ -149,17 +150,23 @@ def protocol_examples(
     options: ScreenOptions | None = None,
     skip: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    analogues: AnalogueIndex | None = None,
 ) -> ClaimsExamples:
     """Screen ``n_systems`` systems that hold a hidden stable compound and label their new candidates.
 
     Systems come in the seeded order of :func:`eligible_systems` (``skip`` passes over the first
     ones, so that runs can be split); a system counts when a hidden compound made of all its
     elements lies on the true hull (the rule of :func:`fh_screen.study.evaluation.rediscovery`).
+    ``analogues``: the index of chemical analogues the screens count (default: built from the
+    known phases, so that a hidden compound never counts as an analogue of anything).
     """
     from fh_screen.screening import ScreenOptions, screen
 
     options = options or ScreenOptions()
     known_ok = _in_range(known.dhf_ev_per_atom)
+    if analogues is None:
+        analogues = AnalogueIndex.from_formulas([known.formulas[i] for i in np.flatnonzero(known_ok)],
+                                                source="the protocol's known phases")
     hidden_ok = _in_range(hidden.dhf_ev_per_atom)
     known_index = known.index()
     hidden_index = hidden.index()
@@ -187,7 +194,7 @@ def protocol_examples(
         chemsys = tuple(DEFAULT_ELEMENTS[j] for j in system)
         known_frame = pd.DataFrame({"formula": [known.formulas[i] for i in k_rows],
                                     "dhf_ev_per_atom": known.dhf_ev_per_atom[k_rows]})
-        result = screen(chemsys, predictor=predictor, known=known_frame, options=options)
+        result = screen(chemsys, predictor=predictor, known=known_frame, options=options, analogues=analogues)
         table = result.table
         new = ~table["is_known"].to_numpy(bool)
         new_formulas = table["formula"][new].tolist()

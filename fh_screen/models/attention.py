@@ -83,6 +83,17 @@ class AttentionSpec:
         return cls(**{k: types[k](v) for k, v in data.items()})
 
     @property
+    def n_element_slots(self) -> int:
+        """Element columns the network reads (its element table, padding aside)."""
+        return self.n_elements
+
+    def build_trained(self, state: dict):
+        """The module of this spec holding a trained ``state`` dict (element table included), in eval mode."""
+        network = build_attention_network(self, np.zeros(tuple(state["element_vectors"].shape), dtype=np.float32))
+        network.load_state_dict(state)
+        return network.eval()
+
+    @property
     def label(self) -> str:
         """Short human label, e.g. ``attention d128 L3 h4 ff256``."""
         label = f"attention d{self.d_model} L{self.n_layers} h{self.n_heads} ff{self.d_ff}"

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fh_screen.models.attention import AttentionSpec, build_attention_network
-from fh_screen.models.mlp import NetworkSpec, build_network
+from fh_screen.models.attention import AttentionSpec
+from fh_screen.models.mlp import NetworkSpec
 
 __all__ = ["CHECKPOINT_FORMAT", "Checkpoint", "ModelError", "load_checkpoint", "save_checkpoint", "spec_from_dict"]
 
@@ -64,20 +64,8 @@ class Checkpoint:
         return float(self.metadata.get("sigma_scale", 1.0))
 
     def build_members(self) -> list:
-        """The ensemble members as torch modules in eval mode (CPU)."""
-        import numpy as np
-
-        members = []
-        for number, state in enumerate(self.member_state_dicts):
-            spec = self.spec_of(number)
-            if isinstance(spec, AttentionSpec):  # the element table is part of the state
-                network = build_attention_network(spec, np.zeros(tuple(state["element_vectors"].shape), dtype=np.float32))
-            else:
-                network = build_network(spec)
-            network.load_state_dict(state)
-            network.eval()
-            members.append(network)
-        return members
+        """The ensemble members as torch modules in eval mode (CPU); each spec builds its own."""
+        return [self.spec_of(number).build_trained(state) for number, state in enumerate(self.member_state_dicts)]
 
     def identity(self) -> str:
         """sha256 over the spec, elements, normalisation, σ scale, member weighting and every tensor (no timestamps).
@@ -160,7 +148,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     try:
         spec = spec_from_dict(payload["spec"])
         elements = list(payload["elements"])
-        n_inputs = spec.n_elements if isinstance(spec, AttentionSpec) else spec.n_inputs
+        n_inputs = spec.n_element_slots
         if n_inputs != len(elements):
             raise ModelError(f"incompatible model file {path}: {n_inputs} inputs but {len(elements)} elements")
         checkpoint = Checkpoint(

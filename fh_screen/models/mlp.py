@@ -66,6 +66,17 @@ class NetworkSpec:
         """Layer widths including the output layer."""
         return parse_architecture(self.architecture)
 
+    @property
+    def n_element_slots(self) -> int:
+        """Element columns the network reads (one input per element)."""
+        return self.n_inputs
+
+    def build_trained(self, state: dict):
+        """The module of this spec holding a trained ``state`` dict, in eval mode."""
+        network = build_network(self)
+        network.load_state_dict(state)
+        return network.eval()
+
     def as_dict(self) -> dict:
         """Plain-type dictionary for checkpoints and model cards."""
         data = asdict(self)

@@ -7,7 +7,7 @@ ensemble member, the training data hash and the metrics.
 
 from __future__ import annotations
 
-from fh_screen.errors import FhScreenError
+from fh_screen.errors import FhScreenError, one_line
 from fh_screen.io import atomic_write
 
 import warnings
@@ -136,7 +136,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         if "weights only" in text.lower() or "weights_only" in text:
             reason = "it holds Python objects, which fh-screen never unpickles"
         else:
-            reason = text.splitlines()[0] if text else type(exc).__name__
+            reason = one_line(exc, first_line=True)
         raise ModelError(f"cannot read model file {path}: not an fh-screen checkpoint ({reason})") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ModelError(f"incompatible model file {path}: not an fh-screen checkpoint")
@@ -167,5 +167,5 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         )
         checkpoint.build_members()  # fail here, not at first prediction, on mismatched weights
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise ModelError(f"incompatible model file {path}: {str(exc).splitlines()[0]}") from None
+        raise ModelError(f"incompatible model file {path}: {one_line(exc, first_line=True)}") from None
     return checkpoint

@@ -50,6 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fh_screen.chem.formula import DEFAULT_ELEMENTS
 from fh_screen.errors import FhScreenError
+from fh_screen.io import write_figure
 
 if TYPE_CHECKING:
     from fh_screen.data import OqmdSet
@@ -435,6 +436,6 @@ def write_campaign_figure(report: dict, path: str | Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    write_figure(figure, path, dpi=120)
     plt.close(figure)
     return path

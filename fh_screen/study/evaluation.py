@@ -40,7 +40,7 @@ import pandas as pd
 from fh_screen.chem.formula import DEFAULT_ELEMENTS
 from fh_screen.chem.hull import STABLE_TOLERANCE_EV_PER_ATOM, e_above_hull
 from fh_screen.data import OqmdSet, in_range, load_set, subsystem_rows
-from fh_screen.io import atomic_write
+from fh_screen.io import write_figure
 from fh_screen.models.metrics import error_metrics
 
 if TYPE_CHECKING:
@@ -545,7 +545,7 @@ def write_figure(payload: dict, records: Sequence[RediscoveryRecord], path: str 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100), keep_suffix=True)
+        write_figure(fig, path, dpi=100)
     finally:
         plt.close(fig)
     return path

@@ -260,11 +260,12 @@ class HandoffMaker(Maker):
             if value is not None and not callable(getattr(value, "make", None)):
                 raise FhScreenError(f"{name} must be a Maker (or None), got {type(value).__name__}")
 
-    def _prepare(self, structures, problems=None):
+    def check_make(self, structures, problems=None):
+        """The checks :meth:`make` runs when the job is made (fields set after construction too)."""
         self._check()
         return self, (structures,), {"problems": problems}
 
-    @fh_screen_job(output_schema=HandoffDocument)
+    @fh_screen_job(output_schema=HandoffDocument, check=check_make)
     def make(self, structures: StructuresDocument | dict | Sequence, problems: list | None = None) -> Response:
         """Job handing ``structures`` to DFT; ``problems`` from earlier stages are carried into its output.
 

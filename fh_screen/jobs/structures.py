@@ -358,18 +358,26 @@ class StructureMaker(Maker):
     use_random: bool = True
     seed: int = 0
 
-    def _prepare(self, formulas, **kwargs):
+    def __post_init__(self) -> None:
+        self._check()
+
+    def _check(self) -> None:
+        """Validate the fields; one-line :class:`FhScreenError`."""
         for name in ("n_structures", "max_sites"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise FhScreenError(f"StructureMaker.{name} must be a positive integer, got {value!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise FhScreenError(f"StructureMaker.seed must be an integer, got {self.seed!r}")
+
+    def check_make(self, formulas, **kwargs):
+        """The checks :meth:`make` runs when the job is made (fields set after construction too); one formula becomes a list."""
+        self._check()
         if isinstance(formulas, str):
             formulas = [formulas]
         return self, (formulas,), kwargs
 
-    @fh_screen_job(output_schema=StructuresDocument)
+    @fh_screen_job(output_schema=StructuresDocument, check=check_make)
     def make(self, formulas: Sequence[str]) -> StructuresDocument:
         """Job making structures for ``formulas`` (a list or a reference such as ``prescreen.output.selected_formulas``)."""
         return make_structures(

@@ -181,6 +181,7 @@ def choose_lowest_energy(
     prerelax_label: str | None = None,
     problems: list | None = None,
     name: str = "DFT",
+    model: str | None = None,
 ) -> Response:
     """Keep the lowest force-field energy per atom of each composition, then hand off to DFT.
 
@@ -188,7 +189,7 @@ def choose_lowest_energy(
     with ``OnMissing.NONE``); failures are listed in ``problems``.
     """
     doc = HandoffDocument(mode=mode, dft_maker=_maker_label(dft_maker), prerelax_maker=prerelax_label,
-                          problems=_as_problems(problems))
+                          problems=_as_problems(problems), model=model)
     best: dict[str, HandoffEntry] = {}
     tried: dict[str, int] = {}
     for trial, energy, structure in zip(trials, energies_ev, relaxed):
@@ -282,11 +283,11 @@ class HandoffMaker(Maker):
                 group.append(candidate)
         if not groups:
             carried.append(Problem(stage="handoff", message="no structure to hand off"))
-            return Response(output=HandoffDocument(mode=self.mode, dft_maker=_maker_label(self.dft_maker),
+            return Response(output=HandoffDocument(mode=self.mode, dft_maker=_maker_label(self.dft_maker), model=doc_in.model,
                                                    prerelax_maker=_maker_label(self.prerelax_maker), problems=carried))
         if self.prerelax_maker is None:
             doc = HandoffDocument(
-                mode=self.mode, dft_maker=_maker_label(self.dft_maker), problems=carried,
+                mode=self.mode, dft_maker=_maker_label(self.dft_maker), problems=carried, model=doc_in.model,
                 entries=[HandoffEntry(formula=f, structure=c[0].structure, source=c[0].source,
                                       prototype=c[0].prototype, n_trials=len(c)) for f, c in groups.items()],
             )
@@ -308,6 +309,7 @@ class HandoffMaker(Maker):
             prerelax_label=_maker_label(self.prerelax_maker),
             problems=carried,
             name=f"{self.name} DFT",
+            model=doc_in.model,
         )
         chooser.name = f"{self.name} choose lowest energy"
         chooser.config = JobConfig(on_missing_references=OnMissing.NONE)

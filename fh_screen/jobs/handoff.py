@@ -14,8 +14,9 @@ output reference of :class:`~fh_screen.jobs.structures.StructureMaker`) and, whe
    for DFT) or a ``replace`` (the handoff is replaced by the DFT flows and a last job that waits
    for them and fills each entry's ``dft_output``).
 
-The output is a :class:`~fh_screen.jobs.schemas.HandoffDocument` in every mode (the job's output
-schema; jobflow hands it on to the jobs that replace the handoff).
+The output is a :class:`~fh_screen.jobs.schemas.HandoffDocument` in every mode: the job's own, or
+(when the handoff is replaced) the document of the replacing flow's last job, which jobflow's
+``Response(replace=Flow(..., output=...))`` maps to the handoff's uuid (see :func:`_replacing_flow`).
 """
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ def _dft_response(doc: HandoffDocument, dft_maker: Maker | None, mode: str, name
         collect = collect_dft_outputs(doc, [f.output for f in flows])
         collect.name = f"{name} collect"
         collect.config = JobConfig(on_missing_references=OnMissing.NONE)
-        return Response(output=doc, replace=Flow([*flows, _taking_over(collect)], name=name))
+        return Response(output=doc, replace=_replacing_flow([*flows, collect], name))
     dft = Flow(flows, name=name)
     return Response(output=doc, **{mode: dft})
 
@@ -150,25 +151,20 @@ def collect_dft_outputs(doc: HandoffDocument | dict, outputs: list[Any]) -> Hand
     return doc
 
 
-def _taking_over(last: Job) -> Job:
-    """Give ``last`` the running job's uuid and the next index: its output becomes that job's output.
+def _replacing_flow(jobs: list[Job], name: str) -> Flow:
+    """The flow that replaces the running handoff job; its output (the last job's document) becomes the handoff's.
 
-    This is what jobflow does for a single replacing job; doing it for the last job of a
-    replacing flow (instead of giving the flow an ``output``) keeps the output schema: jobflow's
-    own "store the flow's output" job cannot validate an unresolved reference against a schema.
-    Everything that refers to the running job (``handoff.output``, the flow's output) then gets
-    ``last``'s :class:`HandoffDocument`.
+    jobflow maps the flow's output to the running job's uuid (``Response(replace=...)``: its
+    ``store_inputs`` job stores a reference to the last job's output). jobflow 0.4 gives that
+    job the running job's output schema and then validates the unresolved reference against it
+    (materialsproject/jobflow#842), so the running job, whose own output is this reference, drops
+    its schema here; the document is validated by the last job (``HandoffDocument`` schema).
     """
     from jobflow import CURRENT_JOB
 
-    current = CURRENT_JOB.job
-    if current is None:  # made outside a running job: nothing to take over
-        return last
-    last.set_uuid(current.uuid)
-    last.index = current.index + 1
-    last.metadata = {**current.metadata, **last.metadata}
-    return last
-
+    if CURRENT_JOB.job is not None:
+        CURRENT_JOB.job.output_schema = None
+    return Flow(jobs, output=jobs[-1].output, name=name)
 
 
 @fh_screen_job(output_schema=HandoffDocument)
@@ -313,4 +309,4 @@ class HandoffMaker(Maker):
         )
         chooser.name = f"{self.name} choose lowest energy"
         chooser.config = JobConfig(on_missing_references=OnMissing.NONE)
-        return Response(replace=Flow([*relax_jobs, _taking_over(chooser)], name=f"{self.name} pre-relax"))
+        return Response(replace=_replacing_flow([*relax_jobs, chooser], f"{self.name} pre-relax"))

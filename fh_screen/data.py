@@ -14,7 +14,7 @@ Formats:
 
 from __future__ import annotations
 
-from fh_screen.errors import FhScreenError
+from fh_screen.errors import FhScreenError, one_line
 
 import hashlib
 import json
@@ -254,8 +254,7 @@ def read_csv_any(path: str | Path, **kwargs) -> pd.DataFrame:
     try:
         return pd.read_csv(io.StringIO(text, newline=""), **options)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, csv.Error, ValueError) as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"cannot read {path}: {message}") from None
+        raise DataError(f"cannot read {path}: {one_line(exc, first_line=True)}") from None
 
 
 def _first_line(text: str) -> str:
@@ -333,7 +332,7 @@ def load_optimade_json(paths: str | Path | list[str | Path], *, drop_outliers: b
         try:
             payload = json.loads(read_text(path))
         except (json.JSONDecodeError, RecursionError) as exc:
-            raise DataError(f"cannot read {path}: not valid JSON ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+            raise DataError(f"cannot read {path}: not valid JSON ({one_line(exc, first_line=True)})") from None
         data = payload.get("data") if isinstance(payload, dict) else None
         if not isinstance(data, list):
             raise DataError(f"{path} is not an OPTIMADE response (no 'data' list)")

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["atomic_write", "atomic_write_text", "json_text", "read_json", "write_json"]
+__all__ = ["atomic_write", "atomic_write_text", "json_text", "read_json", "save_figure", "write_json"]
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], object], *, keep_suffix: bool = False) -> Path:
@@ -47,6 +47,11 @@ def atomic_write(path: str | Path, write: Callable[[Path], object], *, keep_suff
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def save_figure(figure, path: str | Path, **savefig_kwargs) -> Path:
+    """Save a matplotlib ``figure`` to ``path`` atomically (the format from ``path``'s suffix)."""
+    return atomic_write(path, lambda tmp: figure.savefig(tmp, **savefig_kwargs), keep_suffix=True)
 
 
 def _finite(value):

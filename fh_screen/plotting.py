@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fh_screen.errors import FhScreenError
-from fh_screen.io import atomic_write
+from fh_screen.io import save_figure
 
 if TYPE_CHECKING:
     from fh_screen.screening import ScreenResult
@@ -235,7 +235,7 @@ def plot_screen(result: ScreenResult, path: str | Path, *, top: int = 10, show_u
     figure = draw_screen(result, top=top, show_unstable_ev_per_atom=show_unstable_ev_per_atom)
     path = Path(path)
     try:
-        atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=_DPI), keep_suffix=True)
+        save_figure(figure, path, dpi=_DPI)
     finally:
         plt.close(figure)
     logger.info("wrote %s", path)

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from fh_screen.errors import FhScreenError
+from fh_screen.errors import FhScreenError, one_line
 from fh_screen.screening import ScreenOptions
 
 if TYPE_CHECKING:
@@ -159,7 +159,7 @@ def known_phases(
         raise
     except Exception as exc:  # noqa: BLE001 - a store that cannot be read is one line, naming it
         raise ScreenServiceError(f"cannot read reference entries for {label} from {store.name}: "
-                                 f"{' '.join(str(exc).split()) or type(exc).__name__}") from None
+                                 f"{one_line(exc)}") from None
     return KnownPhases(frame if frame is not None and len(frame) else None, where, n_entries,
                        NO_REFERENCE_NOTE if n_entries == 0 else "")
 
@@ -207,7 +207,7 @@ def save_screen(
         raise
     except Exception as exc:  # noqa: BLE001 - one line naming the store
         raise ScreenServiceError(f"cannot save screen {doc.run_id} to {store.name}: "
-                                 f"{' '.join(str(exc).split()) or type(exc).__name__}") from None
+                                 f"{one_line(exc)}") from None
     result.run_id = doc.run_id
     return SavedScreen(doc.run_id, n_saved, where)
 

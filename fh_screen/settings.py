@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fh_screen.errors import FhScreenError
+from fh_screen.errors import FhScreenError, one_line
 
 __all__ = ["DEFAULT_CONFIG_FILE", "ENV_PREFIX", "FhScreenSettings", "SettingsError"]
 
@@ -81,7 +81,7 @@ class FhScreenSettings(BaseSettings):
         try:
             loaded = loadfn(path) or {}
         except Exception as exc:  # noqa: BLE001 - any YAML problem becomes one line
-            raise ValueError(f"cannot read settings file {path}: {str(exc).splitlines()[0]}") from None
+            raise ValueError(f"cannot read settings file {path}: {one_line(exc, first_line=True)}") from None
         if not isinstance(loaded, dict):
             raise ValueError(f"settings file {path} must hold a mapping of setting: value")
         merged = {str(k): v for k, v in loaded.items()}

@@ -54,7 +54,7 @@ def recalibrate(model: str, data_dir: Path, output_dir: Path, command: str) -> d
     from fh_screen.models.attention import AttentionSpec
     from fh_screen.models.checkpoint import load_checkpoint, save_checkpoint
     from fh_screen.models.predictor import Predictor, shipped_model_path
-    from fh_screen.models.training import calibrate_on_early_stopping_split, val_metrics, write_card_files
+    from fh_screen.models.train import calibrate_on_early_stopping_split, val_metrics, write_card_files
 
     source = Path(model) if Path(model).suffix == ".pt" else shipped_model_path(model)
     card_path = source.parent / "model_card.json"

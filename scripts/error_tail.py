@@ -30,7 +30,7 @@ def _system_keys(indices: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
-    from fh_screen.models.attention_training import AttentionData
+    from fh_screen.models.train import AttentionData
     from fh_screen.chem.formula import fraction_matrix
     from fh_screen.data import load_oqmd
     from fh_screen.models.attention import set_tensors

@@ -32,7 +32,7 @@ def _member_files(target: Path) -> list[Path]:
 def main() -> None:
     import torch
 
-    from fh_screen.models.attention_training import AttentionData
+    from fh_screen.models.train import AttentionData
     from fh_screen.chem.formula import DEFAULT_ELEMENTS, fraction_matrix
     from fh_screen.data import load_oqmd
     from fh_screen.models.attention import set_tensors

@@ -24,8 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fh_screen.models.attention_training import DEFAULT_RECIPE, run_attention_training  # noqa: E402
-from fh_screen.models.fit_attention import AttentionTrainConfig, add_config_arguments, config_from_args  # noqa: E402
+from fh_screen.models.train import DEFAULT_RECIPE, run_attention_training  # noqa: E402
+from fh_screen.models.fit import AttentionTrainConfig, add_config_arguments, config_from_args  # noqa: E402
 
 #: Training settings given as flags (``--batch-size``, ...), with the config's defaults and help.
 CONFIG_FLAGS = ("epochs", "batch_size", "learning_rate", "weight_decay", "seed", "threads")

@@ -20,7 +20,7 @@ os.environ.setdefault("FH_SCREEN_OQMD_DIR", str(Path(__file__).resolve().parents
 from fh_screen.data import shared_data_dir
 from fh_screen.models.fit import TrainConfig
 from fh_screen.models.metrics import error_metrics
-from fh_screen.models.training import TrainingRun, train_model, write_model_card
+from fh_screen.models.train import TrainingRun, train_model, write_model_card
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "fh_screen" / "pretrained"
 

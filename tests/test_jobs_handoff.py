@@ -116,8 +116,10 @@ def test_detour_and_replace_modes_build_the_dft_flows(dft_maker):
     assert isinstance(detour.output, HandoffDocument)
     replaced = HandoffMaker(dft_maker=dft_maker, mode="replace").make(structures).run(store=_connected())
     assert isinstance(replaced.output, HandoffDocument) and replaced.output.entries[0].formula == "LiF"
-    # the replacing flow ends with the job that gathers the DFT outputs into a HandoffDocument
-    assert replaced.replace.jobs[-1].output_schema is HandoffDocument
+    # the replacing flow (jobflow's own Response(replace=Flow(..., output=...))) ends with the job that
+    # gathers the DFT outputs into a HandoffDocument; jobflow's store_inputs maps it to the handoff's uuid
+    collect = next(j for j in replaced.replace.jobs if j.name.endswith(" collect"))
+    assert collect.output_schema is HandoffDocument and replaced.replace.output.uuid == collect.uuid
     with pytest.raises(FhScreenError):
         HandoffMaker(mode="sideways")
     maker = HandoffMaker(dft_maker=None)
@@ -155,7 +157,11 @@ def test_the_handoff_output_is_a_handoff_document_in_every_mode(tmp_path, monkey
         assert energy == pytest.approx(store.query_one({"uuid": doc.entries[0].dft_job_uuids[0]},
                                                        load=True)["output"]["output"]["energy"])
     assert docs[3].entries[0].prerelaxed and docs[4].entries[0].dft_job_uuids == []
-    raw = store.query_one({"uuid": handoffs[2].uuid}, properties=["output"], sort={"index": -1})
+    # the handoff's last output points at the document of the replacing flow's last job (jobflow's
+    # store_inputs), and there the DFT output is routed to the data store
+    pointer = store.query_one({"uuid": handoffs[2].uuid}, properties=["output"], sort={"index": -1})["output"]
+    assert pointer["@class"] == "OutputReference"
+    raw = store.query_one({"uuid": pointer["uuid"]}, properties=["output"], sort={"index": -1})
     assert raw["output"]["entries"][0]["dft_output"]["store"] == "data"
 
 

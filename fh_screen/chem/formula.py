@@ -28,7 +28,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from fh_screen.errors import FhScreenError
+from fh_screen.errors import FhScreenError, one_line
 
 __all__ = [
     "ADDUCT_SEPARATORS",
@@ -322,7 +322,7 @@ def parse_formula(formula: str, elements: Sequence[str] = DEFAULT_ELEMENTS):
             warnings.simplefilter("ignore")
             return Composition(pymatgen_text)
     except (ValueError, KeyError, OverflowError) as exc:  # pragma: no cover - the grammar rejects first
-        message = str(exc).strip("'\"").splitlines()[0] if str(exc) else type(exc).__name__
+        message = one_line(str(exc).strip("'\"") or exc, first_line=True)
         raise FormulaError(f"cannot parse formula {_show(text)}: {message}") from None
 
 

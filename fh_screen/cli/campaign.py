@@ -12,6 +12,7 @@ from typing import List, Optional
 import typer
 
 from fh_screen.cli.common import check_output_path, console, one_line_errors
+from fh_screen.errors import one_line
 
 __all__ = ["register"]
 
@@ -87,7 +88,7 @@ def _load(loader, path: Path, label: str):
     try:
         table = loader(path)
     except (KeyError, ValueError, UnicodeDecodeError) as exc:
-        raise CampaignError(f"{label} {path}: not a CSV with columns formula,target ({type(exc).__name__}: {exc})") from None
+        raise CampaignError(f"{label} {path}: not a CSV with columns formula,target ({one_line(exc, with_type=True)})") from None
     if len(table) == 0:
         raise CampaignError(f"{label} {path}: no usable rows")
     return table

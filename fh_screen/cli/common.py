@@ -16,6 +16,7 @@ F = TypeVar("F", bound=Callable)
 
 __all__ = [
     "OutputError", "atomic_write", "check_output_path", "console", "error_console", "fail", "one_line_errors", "write_csv",
+    "write_json_file",
 ]
 
 
@@ -88,6 +89,12 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
+def write_json_file(payload, path: str | Path) -> None:
+    """``payload`` as strict JSON (:func:`fh_screen.io.json_text`) through :func:`atomic_write`."""
+    text = io.json_text(payload)
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
 def write_csv(frame, path: str | Path, **to_csv_kwargs) -> None:
     """``frame.to_csv`` through :func:`atomic_write`, quoting text cells when any holds a CR.
 
@@ -120,7 +127,7 @@ def one_line_errors(function: F) -> F:
             try:
                 return function(*args, **kwargs)
             except FhScreenError as exc:
-                fail(str(exc) if str(exc) else type(exc).__name__)
+                fail(one_line(exc, first_line=True))
             except OSError as exc:
                 where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
                 fail(f"{exc.strerror or exc}{where}")

@@ -11,8 +11,7 @@ from typing import Optional
 
 import typer
 
-from fh_screen.cli.common import console, fail, one_line_errors
-from fh_screen.io import atomic_write
+from fh_screen.cli.common import atomic_write, console, fail, one_line_errors, write_json_file
 
 __all__ = ["register", "runs_command", "show_run"]
 
@@ -109,8 +108,6 @@ def show_run(run_id: str, *, store_file: Optional[Path] = None, limit: int = 50,
             fail(f"no screen with run id {run_id!r}: no screen has been saved in {store.screens.name}")
         doc = store.get_screen(run_id)
     if json_path is not None:
-        import json
-
         text = doc.model_dump_json(indent=1) + "\n"
         atomic_write(json_path, lambda tmp: tmp.write_text(text))
         console().print(f"wrote screen {doc.run_id} to {json_path}", highlight=False)
@@ -158,11 +155,8 @@ def _number(value, digits: int = 3) -> str:
 
 
 def _write_json(rows: list[dict], path: Path) -> None:
-    import json
-
     clean = [{k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()} for row in rows]
-    text = json.dumps(clean, indent=1) + "\n"
-    atomic_write(path, lambda tmp: tmp.write_text(text))
+    write_json_file(clean, path)
 
 
 def register(app: typer.Typer) -> None:

@@ -145,23 +145,13 @@ class _Stages:
 
 def write_outputs(result, *, json_path: Optional[Path] = None, csv_path: Optional[Path] = None) -> None:
     """Write the whole ranked table (every column and the model of each row, :mod:`fh_screen.exports`), atomically."""
-    import json
-
-    from fh_screen.cli.common import write_csv
+    from fh_screen.cli.common import write_csv, write_json_file
     from fh_screen.exports import export_frame, export_records
 
     if json_path is not None:
-        text = json.dumps(export_records(result), indent=1, allow_nan=False) + "\n"
-        _atomic_write(Path(json_path), lambda tmp: tmp.write_text(text))
+        write_json_file(export_records(result), Path(json_path))
     if csv_path is not None:
         write_csv(export_frame(result), Path(csv_path), float_format="%.6g")
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Checked, atomic write with clean-up (see :func:`fh_screen.cli.common.atomic_write`)."""
-    from fh_screen.cli.common import atomic_write
-
-    atomic_write(path, write)
 
 
 def _fmt(value, digits: int = 3) -> str:

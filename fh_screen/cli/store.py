@@ -184,18 +184,10 @@ def _records(frame) -> list[dict]:
     return records
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Checked, atomic write with clean-up (see :func:`fh_screen.cli.common.atomic_write`)."""
-    from fh_screen.cli.common import atomic_write
-
-    atomic_write(path, write)
-
-
 def _write_json(frame, path: Path) -> None:
-    import json
+    from fh_screen.cli.common import write_json_file
 
-    text = json.dumps(_records(frame), indent=1, allow_nan=False) + "\n"
-    _atomic_write(path, lambda tmp: tmp.write_text(text))
+    write_json_file(_records(frame), path)
 
 
 def _write_csv(frame, path: Path) -> None:

@@ -168,6 +168,17 @@ def evaluate_command(
                        progress)
 
 
+def _data_files(train_path: Optional[Path], val_path: Optional[Path]) -> tuple[Path, Path]:
+    """The train and val files (the shared OQMD ones by default); exit with one line if one is missing."""
+    from fh_screen.data import shared_data_dir
+
+    paths = (Path(train_path or shared_data_dir() / "train.csv"), Path(val_path or shared_data_dir() / "val.csv"))
+    for path in paths:
+        if not path.is_file():
+            fail(f"data file not found: {path}")
+    return paths
+
+
 def _stability(model: Optional[str], train_path: Optional[Path], val_path: Optional[Path], output_dir: Path,
                systems: int, hull_systems: int, seed: int, threads: int, refine_top: int = DEFAULT_REFINE_TOP,
                prefilter: str = DEFAULT_PREFILTER_MODEL) -> None:
@@ -178,16 +189,12 @@ def _stability(model: Optional[str], train_path: Optional[Path], val_path: Optio
     import torch
 
     from fh_screen.study import evaluation as ev
-    from fh_screen.data import file_sha256, shared_data_dir
+    from fh_screen.data import file_sha256
     from fh_screen.models.predictor import Predictor
     from fh_screen.io import write_json
 
     torch.set_num_threads(threads)
-    train_path = train_path or shared_data_dir() / "train.csv"
-    val_path = val_path or shared_data_dir() / "val.csv"
-    for path in (train_path, val_path):
-        if not Path(path).is_file():
-            fail(f"data file not found: {path}")
+    train_path, val_path = _data_files(train_path, val_path)
     predictor = Predictor.from_name(model)
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", predictor.name) or "model"
     out = console()
@@ -232,17 +239,13 @@ def _claims(model: Optional[str], train_path: Optional[Path], val_path: Optional
     import torch
 
     from fh_screen.study import claims as cl
-    from fh_screen.data import file_sha256, shared_data_dir
+    from fh_screen.data import file_sha256
     from fh_screen.models.predictor import Predictor
     from fh_screen.screening import ScreenOptions
     from fh_screen.io import write_json
 
     torch.set_num_threads(threads)
-    train_path = train_path or shared_data_dir() / "train.csv"
-    val_path = val_path or shared_data_dir() / "val.csv"
-    for path in (train_path, val_path):
-        if not Path(path).is_file():
-            fail(f"data file not found: {path}")
+    train_path, val_path = _data_files(train_path, val_path)
     predictor = Predictor.from_name(model)
     out = console()
     started = time.perf_counter()

@@ -2,11 +2,12 @@
 
 Layout::
 
-    base.py        fh_screen_job: the one decorator of every maker's make (output schema, data routing, checks)
+    base.py        fh_screen_job: the one decorator of every maker's make (output schema, data routing, named checks)
     schemas.py     output documents (ScreenDoc alias PrescreenDocument, StructuresDocument, HandoffDocument)
     prescreen.py   PrescreenMaker: screen() on the system, select, save to the store's `screens`
     structures.py  StructureMaker: AFLOW prototypes ranked by substitution probability, pyxtal fallback
     handoff.py     HandoffMaker: optional force-field pre-relax, then atomate2 DFT via Response
+    results.py     ResultsBackMaker: finished force-field / VASP results back into the store
     flows.py       PrescreenToDFTMaker, insert_prescreen, read_output
     jobstore.py    local_job_store, job_store_spec / jobflow_yaml (JOB_STORE in ~/.jobflow.yaml)
     submit.py      run_flow(flow, "local" | "fireworks" | "jobflow-remote")
@@ -18,8 +19,13 @@ Quick start (``docs/jobs.md``)::
     flow = PrescreenToDFTMaker().make("Li-Fe-P-O")
     run_locally(flow)            # JOB_STORE from ~/.jobflow.yaml
 
-Top layer beside ``cli``: may import every core package (``screening``, ``models``, ``store``,
-``chem``, ``data``); nothing in fh-screen imports ``jobs`` except ``cli`` and the workflows.
+Every Maker's screen options are :class:`~fh_screen.screening.options.ScreenOptions` (the CLI's
+model); every output document records ``fh_screen_version`` and the model's ``name@version``.
+
+Below ``cli``: may import :mod:`fh_screen.service`, :mod:`fh_screen.store`,
+:mod:`fh_screen.screening`, :mod:`fh_screen.models`, :mod:`fh_screen.chem`,
+:mod:`fh_screen.settings`, :mod:`fh_screen.errors` and :mod:`fh_screen.version`; nothing in
+fh-screen imports ``jobs`` except ``cli`` and the workflows.
 """
 
 from __future__ import annotations

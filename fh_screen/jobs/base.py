@@ -9,10 +9,12 @@ Every fh-screen Maker decorates its ``make`` with :func:`fh_screen_job`, so that
   atomate2 routes trajectories and volumetric data: a JobStore used for fh-screen flows needs a
   ``data`` store (``fh_screen.jobs.local_job_store`` and the ``~/.jobflow.yaml`` shown in
   ``docs/jobs.md`` have one);
-* the maker is checked when the job is made: a maker may define ``_prepare(*args, **kwargs)``
-  returning ``(maker, args, kwargs)``; it validates its fields and arguments (a typo in the screen
-  options, a malformed chemical system, an enumeration above the limit fail at ``make()`` with
-  one line) and may return a renamed copy of itself (the prescreen job is named after its system).
+* checks run when the job is made, and only those named where ``make`` is decorated:
+  ``@fh_screen_job(output_schema=..., check=Maker.check_make)`` calls ``check(maker, *args,
+  **kwargs)``, which returns ``(maker, args, kwargs)``: it validates the maker's fields and the
+  arguments (a typo in the screen options, a malformed chemical system, an enumeration above the
+  limit fail at ``make()`` with one line) and may return a renamed copy of the maker (the
+  prescreen job is named after its system). Nothing is looked up by name.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ DATA_KEYS: tuple[str, ...] = ("candidates", "dft_output")
 
 
 def fh_screen_job(
-    method: Callable | None = None, *, output_schema: type[BaseModel] | None = None
+    method: Callable | None = None, *, output_schema: type[BaseModel] | None = None,
+    check: Callable[..., tuple[Any, tuple, dict]] | None = None,
 ) -> Callable[..., Job] | Callable[[Callable], Callable[..., Job]]:
     """Decorate the ``make`` method of an fh-screen Maker (or a helper job function).
 
@@ -42,6 +45,9 @@ def fh_screen_job(
         A ``Maker.make`` method (or a plain function); implied by the decorator.
     output_schema
         Pydantic model of the job's output (jobflow validates the output against it).
+    check
+        Run when the job is made, with the maker and the arguments of ``make``; returns
+        ``(maker, args, kwargs)`` for the job (raise to refuse, in one line).
 
     Returns
     -------
@@ -65,8 +71,8 @@ def fh_screen_job(
 
         @functools.wraps(func)
         def make_job(*args: Any, **kwargs: Any) -> Job:
-            if args and isinstance(args[0], Maker) and hasattr(args[0], "_prepare"):
-                maker, rest, kwargs = args[0]._prepare(*args[1:], **kwargs)
+            if check is not None and args and isinstance(args[0], Maker):
+                maker, rest, kwargs = check(*args, **kwargs)
                 args = (maker, *rest)
             return factory(*args, **kwargs)
 

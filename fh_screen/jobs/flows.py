@@ -46,7 +46,7 @@ class PrescreenToDFTMaker(Maker):
     def make(self, chemsys: str | Sequence[str]) -> Flow:
         """Flow for ``chemsys``; its output is the handoff document (problems of every stage included)."""
         prescreen = self.prescreen_maker.make(chemsys)
-        structures = self.structure_maker.make(prescreen.output.selected_formulas)
+        structures = self.structure_maker.make(prescreen.output.selected_formulas, model=prescreen.output.model)
         handoff = self.handoff_maker.make(structures.output, problems=prescreen.output.problems)
         label = prescreen.function_args[0]
         name = f"{self.name} {label}" if isinstance(label, str) else self.name

@@ -14,8 +14,9 @@ output reference of :class:`~fh_screen.jobs.structures.StructureMaker`) and, whe
    for DFT) or a ``replace`` (the handoff is replaced by the DFT flows and a last job that waits
    for them and fills each entry's ``dft_output``).
 
-The output is a :class:`~fh_screen.jobs.schemas.HandoffDocument` in every mode (the job's output
-schema; jobflow hands it on to the jobs that replace the handoff).
+The output is a :class:`~fh_screen.jobs.schemas.HandoffDocument` in every mode: the job's own, or
+(when the handoff is replaced) the document of the replacing flow's last job, which jobflow's
+``Response(replace=Flow(..., output=...))`` maps to the handoff's uuid (see :func:`_replacing_flow`).
 """
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ def _dft_response(doc: HandoffDocument, dft_maker: Maker | None, mode: str, name
         collect = collect_dft_outputs(doc, [f.output for f in flows])
         collect.name = f"{name} collect"
         collect.config = JobConfig(on_missing_references=OnMissing.NONE)
-        return Response(output=doc, replace=Flow([*flows, _taking_over(collect)], name=name))
+        return Response(output=doc, replace=_replacing_flow([*flows, collect], name))
     dft = Flow(flows, name=name)
     return Response(output=doc, **{mode: dft})
 
@@ -150,25 +151,20 @@ def collect_dft_outputs(doc: HandoffDocument | dict, outputs: list[Any]) -> Hand
     return doc
 
 
-def _taking_over(last: Job) -> Job:
-    """Give ``last`` the running job's uuid and the next index: its output becomes that job's output.
+def _replacing_flow(jobs: list[Job], name: str) -> Flow:
+    """The flow that replaces the running handoff job; its output (the last job's document) becomes the handoff's.
 
-    This is what jobflow does for a single replacing job; doing it for the last job of a
-    replacing flow (instead of giving the flow an ``output``) keeps the output schema: jobflow's
-    own "store the flow's output" job cannot validate an unresolved reference against a schema.
-    Everything that refers to the running job (``handoff.output``, the flow's output) then gets
-    ``last``'s :class:`HandoffDocument`.
+    jobflow maps the flow's output to the running job's uuid (``Response(replace=...)``: its
+    ``store_inputs`` job stores a reference to the last job's output). jobflow 0.4 gives that
+    job the running job's output schema and then validates the unresolved reference against it
+    (materialsproject/jobflow#842), so the running job, whose own output is this reference, drops
+    its schema here; the document is validated by the last job (``HandoffDocument`` schema).
     """
     from jobflow import CURRENT_JOB
 
-    current = CURRENT_JOB.job
-    if current is None:  # made outside a running job: nothing to take over
-        return last
-    last.set_uuid(current.uuid)
-    last.index = current.index + 1
-    last.metadata = {**current.metadata, **last.metadata}
-    return last
-
+    if CURRENT_JOB.job is not None:
+        CURRENT_JOB.job.output_schema = None
+    return Flow(jobs, output=jobs[-1].output, name=name)
 
 
 @fh_screen_job(output_schema=HandoffDocument)
@@ -181,6 +177,7 @@ def choose_lowest_energy(
     prerelax_label: str | None = None,
     problems: list | None = None,
     name: str = "DFT",
+    model: str | None = None,
 ) -> Response:
     """Keep the lowest force-field energy per atom of each composition, then hand off to DFT.
 
@@ -188,7 +185,7 @@ def choose_lowest_energy(
     with ``OnMissing.NONE``); failures are listed in ``problems``.
     """
     doc = HandoffDocument(mode=mode, dft_maker=_maker_label(dft_maker), prerelax_maker=prerelax_label,
-                          problems=_as_problems(problems))
+                          problems=_as_problems(problems), model=model)
     best: dict[str, HandoffEntry] = {}
     tried: dict[str, int] = {}
     for trial, energy, structure in zip(trials, energies_ev, relaxed):
@@ -260,11 +257,12 @@ class HandoffMaker(Maker):
             if value is not None and not callable(getattr(value, "make", None)):
                 raise FhScreenError(f"{name} must be a Maker (or None), got {type(value).__name__}")
 
-    def _prepare(self, structures, problems=None):
+    def check_make(self, structures, problems=None):
+        """The checks :meth:`make` runs when the job is made (fields set after construction too)."""
         self._check()
         return self, (structures,), {"problems": problems}
 
-    @fh_screen_job(output_schema=HandoffDocument)
+    @fh_screen_job(output_schema=HandoffDocument, check=check_make)
     def make(self, structures: StructuresDocument | dict | Sequence, problems: list | None = None) -> Response:
         """Job handing ``structures`` to DFT; ``problems`` from earlier stages are carried into its output.
 
@@ -281,11 +279,11 @@ class HandoffMaker(Maker):
                 group.append(candidate)
         if not groups:
             carried.append(Problem(stage="handoff", message="no structure to hand off"))
-            return Response(output=HandoffDocument(mode=self.mode, dft_maker=_maker_label(self.dft_maker),
+            return Response(output=HandoffDocument(mode=self.mode, dft_maker=_maker_label(self.dft_maker), model=doc_in.model,
                                                    prerelax_maker=_maker_label(self.prerelax_maker), problems=carried))
         if self.prerelax_maker is None:
             doc = HandoffDocument(
-                mode=self.mode, dft_maker=_maker_label(self.dft_maker), problems=carried,
+                mode=self.mode, dft_maker=_maker_label(self.dft_maker), problems=carried, model=doc_in.model,
                 entries=[HandoffEntry(formula=f, structure=c[0].structure, source=c[0].source,
                                       prototype=c[0].prototype, n_trials=len(c)) for f, c in groups.items()],
             )
@@ -307,7 +305,8 @@ class HandoffMaker(Maker):
             prerelax_label=_maker_label(self.prerelax_maker),
             problems=carried,
             name=f"{self.name} DFT",
+            model=doc_in.model,
         )
         chooser.name = f"{self.name} choose lowest energy"
         chooser.config = JobConfig(on_missing_references=OnMissing.NONE)
-        return Response(replace=Flow([*relax_jobs, _taking_over(chooser)], name=f"{self.name} pre-relax"))
+        return Response(replace=_replacing_flow([*relax_jobs, chooser], f"{self.name} pre-relax"))

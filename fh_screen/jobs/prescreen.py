@@ -15,10 +15,8 @@ job with one line (:class:`PrescreenError`) unless the maker says ``use_referenc
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import logging
 import math
-import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,42 +55,27 @@ class PrescreenError(FhScreenError):
 
 
 def screen_options_from(value: ScreenOptions | Mapping[str, Any] | None) -> ScreenOptions:
-    """Validated :class:`~fh_screen.screening.options.ScreenOptions` from options or a mapping of them.
+    """The prescreen's :class:`~fh_screen.screening.options.ScreenOptions` from options, a mapping of them, or None.
 
-    Unknown names (``max_atom``), values of the wrong type and absurd limits raise
-    :class:`PrescreenError` with one line naming the option.
+    None gives :data:`PRESCREEN_SCREEN_DEFAULTS`; a mapping that sets neither ``dft_budget`` nor
+    ``select_p_min`` gets :data:`PRESCREEN_DFT_BUDGET`. Validation is the options model's own
+    (:meth:`ScreenOptions.from_mapping`: ``extra="forbid"``, strict types, limits); its one-line
+    error becomes a :class:`PrescreenError`.
     """
-    from pydantic import TypeAdapter, ValidationError
-
     if value is None:
-        return ScreenOptions(**PRESCREEN_SCREEN_DEFAULTS)
-    if isinstance(value, ScreenOptions):
-        data = dataclasses.asdict(value)
+        value = dict(PRESCREEN_SCREEN_DEFAULTS)
+    elif isinstance(value, ScreenOptions):
+        value = dataclasses.asdict(value)
     elif isinstance(value, Mapping):
-        data = {str(k): v for k, v in value.items() if not str(k).startswith("@")}
-        if "dft_budget" not in data and "select_p_min" not in data:
-            data["dft_budget"] = PRESCREEN_DFT_BUDGET
+        value = dict(value)
+        if "dft_budget" not in value and "select_p_min" not in value:
+            value["dft_budget"] = PRESCREEN_DFT_BUDGET
     else:
         raise PrescreenError(f"screen_options must be ScreenOptions or a dict, got {type(value).__name__}")
-    known = [f.name for f in dataclasses.fields(ScreenOptions)]
-    for name in data:
-        if name not in known:
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise PrescreenError(f"unknown screen option {name!r}{hint}; known: {', '.join(known)}")
-    hints = typing.get_type_hints(ScreenOptions)
-    for name, value in data.items():
-        try:
-            TypeAdapter(hints[name]).validate_python(value, strict=True)
-        except ValidationError as exc:
-            message = exc.errors()[0].get("msg", "bad value")
-            raise PrescreenError(f"screen option {name}: {message} (got {value!r})") from None
-    options = ScreenOptions(**data)
     try:
-        options.validate()
+        return ScreenOptions.from_mapping(value)
     except FhScreenError as exc:
         raise PrescreenError(one_line(exc)) from None
-    return options
 
 
 def select_candidates(
@@ -208,8 +191,11 @@ class PrescreenMaker(Maker):
         if self.model is not None and not isinstance(self.model, str):
             raise PrescreenError(f"model must be a model name or checkpoint path, got {self.model!r}")
 
-    def _prepare(self, chemsys: str | Sequence[str]):
-        """Checks run when the job is made: fields, the system, the enumeration size.
+    def check_make(self, chemsys: str | Sequence[str]):
+        """The checks :meth:`make` runs when the job is made: fields, the system, the enumeration size.
+
+        Returns ``(maker, args, kwargs)`` for the job: the maker renamed after the system, and the
+        system as one label.
 
         A system that is another job's output (an ``OutputReference``) is checked when the job runs.
         """
@@ -230,7 +216,7 @@ class PrescreenMaker(Maker):
         maker = self if self.name.endswith(f" {label}") else dataclasses.replace(self, name=f"{self.name} {label}")
         return maker, (label,), {}
 
-    @fh_screen_job(output_schema=ScreenDoc)
+    @fh_screen_job(output_schema=ScreenDoc, check=check_make)
     def make(self, chemsys: str) -> ScreenDoc:
         """Prescreen job for ``chemsys`` (e.g. ``"Li-Fe-P-O"``).
 

@@ -113,4 +113,7 @@ def _results_back_job(force_field_maker, store_path, upstream=None, job_store=No
         from fh_screen.errors import FhScreenError
 
         raise FhScreenError("results back: no JobStore to read (run the job in a flow, or pass job_store)")
-    return bring_results_back(store, store_path or FhScreenSettings().store_path, force_field_maker)
+    from fh_screen.version import __version__
+
+    counts = bring_results_back(store, store_path or FhScreenSettings().store_path, force_field_maker)
+    return {**counts, "fh_screen_version": __version__}

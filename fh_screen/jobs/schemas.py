@@ -7,6 +7,9 @@
 * :class:`HandoffDocument` — which structure of each composition went to DFT (and why others did
   not); the handoff's output in every mode.
 
+Every document records the fh-screen version that made it (``fh_screen_version``) and the model
+whose screen it follows, as ``name@version`` (``model``; None where the input was given by hand).
+
 Every stage records what went wrong for one item in ``problems`` instead of raising, so one bad
 composition or structure never stops the rest of a flow; a stage that cannot run at all (no
 reference data, bad options) fails with one line.
@@ -21,6 +24,7 @@ from pydantic import BaseModel, Field
 from pymatgen.core import Structure
 
 from fh_screen.store.documents import Candidate, Problem, ScreenDoc
+from fh_screen.version import __version__
 
 __all__ = [
     "Candidate",
@@ -59,6 +63,9 @@ class StructureCandidate(BaseModel):
 class StructuresDocument(BaseModel):
     """Trial structures of the selected compositions, best guess of each composition first."""
 
+    fh_screen_version: str = Field(__version__, description="fh-screen version that made the document")
+    model: str | None = Field(None, description="name@version of the model whose selection these are (None: formulas given)")
+
     formulas: list[str] = Field(default_factory=list, description="compositions asked for")
     structures: list[StructureCandidate] = Field(default_factory=list)
     problems: list[Problem] = Field(default_factory=list)
@@ -88,6 +95,9 @@ class HandoffEntry(BaseModel):
 
 class HandoffDocument(BaseModel):
     """Output of the handoff, the same shape in every mode: one entry per composition sent to DFT."""
+
+    fh_screen_version: str = Field(__version__, description="fh-screen version that made the document")
+    model: str | None = Field(None, description="name@version of the model whose selection this is (None: structures given)")
 
     mode: str = Field(description="how DFT was added: addition, detour or replace")
     dft_maker: str | None = Field(None, description="class name of the DFT maker (None: no DFT added)")

@@ -304,12 +304,15 @@ def structures_for_composition(
 
 def make_structures(
     formulas: Sequence[str], n_structures: int = 3, max_sites: int = 24, use_prototypes: bool = True,
-    use_random: bool = True, seed: int = 0,
+    use_random: bool = True, seed: int = 0, model: str | None = None,
 ) -> StructuresDocument:
-    """Trial structures for every formula; a formula that yields none is reported, not raised."""
+    """Trial structures for every formula; a formula that yields none is reported, not raised.
+
+    ``model`` (``name@version``) is the model whose selection the formulas are; the document records it.
+    """
     from fh_screen.chem.formula import reduced_formula
 
-    doc = StructuresDocument(formulas=[str(f) for f in formulas])
+    doc = StructuresDocument(formulas=[str(f) for f in formulas], model=model)
     for formula in doc.formulas:
         try:
             reduced = reduced_formula(formula)
@@ -358,22 +361,34 @@ class StructureMaker(Maker):
     use_random: bool = True
     seed: int = 0
 
-    def _prepare(self, formulas, **kwargs):
+    def __post_init__(self) -> None:
+        self._check()
+
+    def _check(self) -> None:
+        """Validate the fields; one-line :class:`FhScreenError`."""
         for name in ("n_structures", "max_sites"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise FhScreenError(f"StructureMaker.{name} must be a positive integer, got {value!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise FhScreenError(f"StructureMaker.seed must be an integer, got {self.seed!r}")
+
+    def check_make(self, formulas, **kwargs):
+        """The checks :meth:`make` runs when the job is made (fields set after construction too); one formula becomes a list."""
+        self._check()
         if isinstance(formulas, str):
             formulas = [formulas]
         return self, (formulas,), kwargs
 
-    @fh_screen_job(output_schema=StructuresDocument)
-    def make(self, formulas: Sequence[str]) -> StructuresDocument:
-        """Job making structures for ``formulas`` (a list or a reference such as ``prescreen.output.selected_formulas``)."""
+    @fh_screen_job(output_schema=StructuresDocument, check=check_make)
+    def make(self, formulas: Sequence[str], model: str | None = None) -> StructuresDocument:
+        """Job making structures for ``formulas`` (a list or a reference such as ``prescreen.output.selected_formulas``).
+
+        ``model``: the ``name@version`` of the model that selected them (e.g. ``prescreen.output.model``).
+        """
         return make_structures(
             list(formulas or []),
+            model=model,
             n_structures=self.n_structures,
             max_sites=self.max_sites,
             use_prototypes=self.use_prototypes,

@@ -9,20 +9,28 @@ returns the ΔH_f mean and a log-scale (σ) of a Laplace distribution, both in s
 
 The element table is a buffer of the module, so a checkpoint is self-contained: loading needs
 neither matminer nor the internet.
+
+:class:`AttentionRecipe` is how this architecture trains in the one loop of
+:mod:`fh_screen.models.fit`: AdamW, warm-up + cosine, L1 + Laplace NLL, an exponential moving
+average of the weights (the evaluated and saved ones), resumable from a state file.
 """
 
 from __future__ import annotations
 
+import copy
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
 from fh_screen.errors import TrainingError
 
 __all__ = [
+    "AttentionRecipe",
     "AttentionSpec",
+    "AttentionTrainConfig",
     "ATTENTION_PRESETS",
+    "predict_attention",
     "build_attention_network",
     "element_table",
     "set_tensors",
@@ -73,6 +81,17 @@ class AttentionSpec:
         if unknown:
             raise TypeError(f"unknown attention spec keys: {', '.join(sorted(unknown))}")
         return cls(**{k: types[k](v) for k, v in data.items()})
+
+    @property
+    def n_element_slots(self) -> int:
+        """Element columns the network reads (its element table, padding aside)."""
+        return self.n_elements
+
+    def build_trained(self, state: dict):
+        """The module of this spec holding a trained ``state`` dict (element table included), in eval mode."""
+        network = build_attention_network(self, np.zeros(tuple(state["element_vectors"].shape), dtype=np.float32))
+        network.load_state_dict(state)
+        return network.eval()
 
     @property
     def label(self) -> str:
@@ -221,3 +240,183 @@ def laplace_nll(y, mean, log_scale):
 def gaussian_sigma_from_laplace(log_scale_std_units, target_std_ev_per_atom: float):
     """σ (eV/atom) of a Laplace with log-scale ``b``: sqrt(2)·b, in target units."""
     return math.sqrt(2.0) * np.exp(log_scale_std_units) * target_std_ev_per_atom
+
+
+@dataclass(frozen=True)
+class AttentionTrainConfig:
+    """Optimiser, schedule and run settings of the attention networks (defaults are the shipped model's).
+
+    Each field's ``metadata["help"]`` documents it; :func:`fh_screen.models.fit.add_config_arguments`
+    turns the same text into the training scripts' ``--help``.
+    """
+
+    epochs: int = field(default=60, metadata={
+        "help": "passes over the fit rows; training always runs all of them (no wall-clock or early stop)"})
+    batch_size: int = field(default=512, metadata={"help": "rows per step, grouped by number of elements"})
+    learning_rate: float = field(default=1.5e-3, metadata={
+        "help": "peak AdamW learning rate, reached after the warm-up"})
+    weight_decay: float = field(default=1e-4, metadata={
+        "help": "AdamW weight decay of the weight matrices (not biases, norms or embeddings)"})
+    warmup_fraction: float = field(default=0.05, metadata={
+        "help": "fraction of all steps spent warming the learning rate up linearly"})
+    final_lr_fraction: float = field(default=0.01, metadata={
+        "help": "the cosine schedule ends at this fraction of the learning rate"})
+    ema_decay: float = field(default=0.999, metadata={
+        "help": "decay of the exponential moving average of the weights (the saved model)"})
+    nll_weight: float = field(default=0.1, metadata={
+        "help": "weight of the sigma head's Laplace NLL beside the L1 loss of the mean"})
+    grad_clip: float = field(default=1.0, metadata={"help": "gradient-norm clip (0: none)"})
+    seed: int = field(default=0, metadata={
+        "help": "seed of initialisation and batch order (a member adds its number)"})
+    threads: int = field(default=1, metadata={"help": "torch CPU threads"})
+    device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
+
+    def as_dict(self) -> dict:
+        """Plain-type dictionary for model cards."""
+        return asdict(self)
+
+    def identity(self) -> dict:
+        """The settings that change the result (device and threads do not, up to rounding)."""
+        data = self.as_dict()
+        data.pop("threads")
+        data.pop("device")
+        return data
+
+
+def _learning_rate(config: AttentionTrainConfig, step: int, total_steps: int) -> float:
+    warmup = max(1, int(config.warmup_fraction * total_steps))
+    if step < warmup:
+        return config.learning_rate * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total_steps - warmup)
+    floor = config.final_lr_fraction
+    return config.learning_rate * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Shuffled batches whose rows have similar numbers of elements (less padding)."""
+    order = rng.permutation(len(lengths))
+    chunk = batch_size * 64
+    batches: list[np.ndarray] = []
+    for start in range(0, len(order), chunk):
+        block = order[start:start + chunk]
+        block = block[np.argsort(lengths[block], kind="stable")]
+        batches += [block[i:i + batch_size] for i in range(0, len(block), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def predict_attention(network, indices: np.ndarray, fractions: np.ndarray, batch_size: int = 8192, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """(mean, log-scale) in standardised units for set tensors, batched, no gradients."""
+    import torch
+
+    lengths = (fractions > 0).sum(axis=1)
+    means = np.empty(len(indices), dtype=np.float32)
+    logs = np.empty(len(indices), dtype=np.float32)
+    with torch.inference_mode():
+        for start in range(0, len(indices), batch_size):
+            stop = start + batch_size
+            width = max(1, int(lengths[start:stop].max(initial=1)))
+            idx = torch.as_tensor(indices[start:stop, :width], device=device)
+            frac = torch.as_tensor(fractions[start:stop, :width], device=device)
+            mean, log_scale = network(idx, frac)
+            means[start:stop] = mean.float().cpu().numpy()
+            logs[start:stop] = log_scale.float().cpu().numpy()
+    return means, logs
+
+
+class AttentionRecipe:
+    """How an attention network trains in :func:`fh_screen.models.fit.fit`.
+
+    The mean is trained on plain L1 (the MAE up to the target std); the σ head learns a Laplace
+    log-scale from the detached residual, so uncertainty never trades against accuracy. AdamW
+    (no decay on biases, norms and embeddings), a per-step linear warm-up then cosine, gradient
+    clipping; the evaluated and kept weights are an exponential moving average of the trained
+    ones, after the last epoch. Each epoch's batch order depends only on seed and epoch, so a
+    run resumed from its state file equals an uninterrupted one.
+    """
+
+    keep = "last"
+    resumable = True
+    patience = None
+    max_minutes = None
+
+    def __init__(self, spec: AttentionSpec, config: AttentionTrainConfig = AttentionTrainConfig(), element_vectors: np.ndarray | None = None):
+        self.spec = spec
+        self.config = config
+        self.device = config.device
+        self.grad_clip = config.grad_clip
+        self.element_vectors = element_vectors
+
+    def start(self, data, mean: float, std: float, device) -> None:
+        """Build the network (the loop has seeded torch), its EMA copy, AdamW and the tensors."""
+        import torch
+
+        config = self.config
+        indices, fractions = data.inputs
+        self.mean, self.std, self.torch_device = mean, std, device
+        self.indices = torch.as_tensor(np.asarray(indices, dtype=np.int64), device=device)
+        self.fractions = torch.as_tensor(np.asarray(fractions, dtype=np.float32), device=device)
+        self.y = torch.as_tensor(((np.asarray(data.y_ev_per_atom) - mean) / std).astype(np.float32), device=device)
+        self.lengths = (np.asarray(fractions) > 0).sum(axis=1)
+        self.holdout_inputs, self.holdout_y = data.holdout_inputs, data.holdout_y_ev_per_atom
+        self.network = build_attention_network(self.spec, self.element_vectors).to(device)
+        self.evaluated = ema = copy.deepcopy(self.network)
+        for parameter in ema.parameters():
+            parameter.requires_grad_(False)
+        decay, no_decay = [], []
+        for name, parameter in self.network.named_parameters():
+            (no_decay if parameter.ndim < 2 or "embedding" in name else decay).append(parameter)
+        self.optimiser = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=config.learning_rate,
+        )
+        self.steps_per_epoch = len(_batches(self.lengths, config.batch_size, np.random.default_rng(0)))
+        self.total_steps = self.steps_per_epoch * config.epochs
+        self._ema_parameters, self._train_parameters = list(ema.parameters()), list(self.network.parameters())
+
+    def batches(self, epoch: int) -> list[np.ndarray]:
+        """This epoch's batches, rows of similar length together, from a generator of (seed, epoch)."""
+        return _batches(self.lengths, self.config.batch_size, np.random.default_rng([self.config.seed, epoch]))
+
+    def learning_rate(self, step: int) -> float:
+        """Linear warm-up, then cosine down to ``final_lr_fraction`` of the peak."""
+        return _learning_rate(self.config, step, self.total_steps)
+
+    def loss(self, batch):
+        """(L1 + weighted Laplace NLL of the batch, its summed absolute error on the device)."""
+        import torch
+
+        width = int(self.lengths[batch].max())
+        rows = torch.as_tensor(batch, device=self.torch_device)
+        target = self.y[rows]
+        predicted, log_scale = self.network(self.indices[rows, :width], self.fractions[rows, :width])
+        l1 = (predicted - target).abs()
+        loss = l1.mean() + self.config.nll_weight * laplace_nll(target, predicted.detach(), log_scale).mean()
+        return loss, l1.detach().sum()
+
+    def after_step(self, step: int) -> None:
+        """Move the EMA weights towards the trained ones (a short warm-up of the decay)."""
+        import torch
+
+        with torch.no_grad():
+            warm = min(self.config.ema_decay, (1 + step) / (10 + step))
+            torch._foreach_lerp_(self._ema_parameters, self._train_parameters, 1 - warm)
+
+    def holdout_mae(self) -> float:
+        """MAE (eV/atom) of the EMA weights on the holdout rows."""
+        held_mean, _ = predict_attention(self.evaluated, *self.holdout_inputs, device=str(self.torch_device))
+        return float(np.mean(np.abs(held_mean * self.std + self.mean - self.holdout_y)))
+
+    def after_epoch(self, holdout_mae: float) -> None:
+        """Nothing: the LR moves per step."""
+
+    def identity(self) -> dict:
+        """What a state file must match to be resumed: the spec and the result-changing settings."""
+        return {"spec": self.spec.as_dict(), "config": self.config.identity()}
+
+    def extra_state(self) -> dict:
+        """The EMA weights, saved beside the loop's state."""
+        return {"ema": self.evaluated.state_dict()}
+
+    def load_extra_state(self, state: dict) -> None:
+        """Inverse of :meth:`extra_state`."""
+        self.evaluated.load_state_dict(state["ema"])

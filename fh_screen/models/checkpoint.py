@@ -7,7 +7,7 @@ ensemble member, the training data hash and the metrics.
 
 from __future__ import annotations
 
-from fh_screen.errors import FhScreenError
+from fh_screen.errors import FhScreenError, one_line
 from fh_screen.io import atomic_write
 
 import warnings
@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fh_screen.models.attention import AttentionSpec, build_attention_network
-from fh_screen.models.mlp import NetworkSpec, build_network
+from fh_screen.models.attention import AttentionSpec
+from fh_screen.models.mlp import NetworkSpec
 
 __all__ = ["CHECKPOINT_FORMAT", "Checkpoint", "ModelError", "load_checkpoint", "save_checkpoint", "spec_from_dict"]
 
@@ -64,20 +64,8 @@ class Checkpoint:
         return float(self.metadata.get("sigma_scale", 1.0))
 
     def build_members(self) -> list:
-        """The ensemble members as torch modules in eval mode (CPU)."""
-        import numpy as np
-
-        members = []
-        for number, state in enumerate(self.member_state_dicts):
-            spec = self.spec_of(number)
-            if isinstance(spec, AttentionSpec):  # the element table is part of the state
-                network = build_attention_network(spec, np.zeros(tuple(state["element_vectors"].shape), dtype=np.float32))
-            else:
-                network = build_network(spec)
-            network.load_state_dict(state)
-            network.eval()
-            members.append(network)
-        return members
+        """The ensemble members as torch modules in eval mode (CPU); each spec builds its own."""
+        return [self.spec_of(number).build_trained(state) for number, state in enumerate(self.member_state_dicts)]
 
     def identity(self) -> str:
         """sha256 over the spec, elements, normalisation, σ scale, member weighting and every tensor (no timestamps).
@@ -148,7 +136,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         if "weights only" in text.lower() or "weights_only" in text:
             reason = "it holds Python objects, which fh-screen never unpickles"
         else:
-            reason = text.splitlines()[0] if text else type(exc).__name__
+            reason = one_line(exc, first_line=True)
         raise ModelError(f"cannot read model file {path}: not an fh-screen checkpoint ({reason})") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ModelError(f"incompatible model file {path}: not an fh-screen checkpoint")
@@ -160,7 +148,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     try:
         spec = spec_from_dict(payload["spec"])
         elements = list(payload["elements"])
-        n_inputs = spec.n_elements if isinstance(spec, AttentionSpec) else spec.n_inputs
+        n_inputs = spec.n_element_slots
         if n_inputs != len(elements):
             raise ModelError(f"incompatible model file {path}: {n_inputs} inputs but {len(elements)} elements")
         checkpoint = Checkpoint(
@@ -179,5 +167,5 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         )
         checkpoint.build_members()  # fail here, not at first prediction, on mismatched weights
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise ModelError(f"incompatible model file {path}: {str(exc).splitlines()[0]}") from None
+        raise ModelError(f"incompatible model file {path}: {one_line(exc, first_line=True)}") from None
     return checkpoint

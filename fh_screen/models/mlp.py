@@ -1,13 +1,18 @@
-"""Network specs in the seed study's notation (``128x2+64x2+32x1+1x1``) and the torch module."""
+"""The fully connected architecture: specs in the seed study's notation (``128x2+64x2+32x1+1x1``),
+the torch module, and its training recipe for the one loop of :mod:`fh_screen.models.fit`
+(RMSprop on mean absolute error, plateau or cosine LR schedule, the best epoch's weights kept).
+"""
 
 from __future__ import annotations
 
-from fh_screen.errors import FhScreenError
+from fh_screen.errors import FhScreenError, TrainingError
 
 import re
 from dataclasses import asdict, dataclass, field
 
-__all__ = ["PRESETS", "NetworkSpec", "build_network", "parse_architecture"]
+import numpy as np
+
+__all__ = ["PRESETS", "MlpRecipe", "NetworkSpec", "TrainConfig", "build_network", "parse_architecture"]
 
 _BLOCK = re.compile(r"^\s*(\d+)\s*(?:[x×*]\s*(\d+))?\s*$")
 
@@ -61,6 +66,17 @@ class NetworkSpec:
         """Layer widths including the output layer."""
         return parse_architecture(self.architecture)
 
+    @property
+    def n_element_slots(self) -> int:
+        """Element columns the network reads (one input per element)."""
+        return self.n_inputs
+
+    def build_trained(self, state: dict):
+        """The module of this spec holding a trained ``state`` dict, in eval mode."""
+        network = build_network(self)
+        network.load_state_dict(state)
+        return network.eval()
+
     def as_dict(self) -> dict:
         """Plain-type dictionary for checkpoints and model cards."""
         data = asdict(self)
@@ -108,3 +124,114 @@ def build_network(spec: NetworkSpec):
         width_in = width
     layers.append(nn.Linear(width_in, widths[-1]))
     return nn.Sequential(*layers)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimiser and schedule settings of the fully connected networks (defaults: the shipped model's).
+
+    ``schedule`` is ``plateau`` (halve the LR when validation MAE stalls) or ``cosine`` (anneal
+    to ``min_learning_rate`` over ``epochs``); early stopping applies to both.
+    """
+
+    epochs: int = 400
+    batch_size: int = 512
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    lr_factor: float = 0.5
+    lr_patience: int = 8
+    min_learning_rate: float = 1e-5
+    early_stopping_patience: int = 30
+    schedule: str = "plateau"
+    seed: int = 0
+    threads: int = 1
+    max_minutes: float | None = None
+
+    def as_dict(self) -> dict:
+        """Plain-type dictionary for model cards."""
+        return asdict(self)
+
+
+def _batched_predict(network, x, batch_size: int = 8192):
+    import torch
+
+    with torch.no_grad():
+        return torch.cat([network(x[i:i + batch_size]).squeeze(-1) for i in range(0, len(x), batch_size)])
+
+
+class MlpRecipe:
+    """How a fully connected network trains in :func:`fh_screen.models.fit.fit`.
+
+    RMSprop on the L1 loss of standardised targets (the MAE up to the constant std), batches of a
+    fresh permutation each epoch (one generator seeded once), the LR stepped per epoch (plateau on
+    the early-stopping MAE, or cosine), the weights of the best early-stopping epoch kept, early
+    stopping after ``early_stopping_patience`` epochs without improvement. Not resumable.
+    """
+
+    keep = "best"
+    resumable = False
+    grad_clip = 0.0
+    device = "cpu"
+
+    def __init__(self, spec: NetworkSpec, config: TrainConfig = TrainConfig()):
+        self.spec = spec
+        self.config = config
+        self.patience: int | None = config.early_stopping_patience
+        self.max_minutes: float | None = config.max_minutes
+        if config.schedule not in ("plateau", "cosine"):
+            raise TrainingError(f"unknown LR schedule {config.schedule!r} (plateau or cosine)")
+
+    def start(self, data, mean: float, std: float, device) -> None:
+        """Build the network (the loop has seeded torch), optimiser, schedule and tensors."""
+        import torch
+
+        config = self.config
+        self.rng = np.random.default_rng(config.seed)
+        self.mean, self.std = mean, std
+        (x_train,), (x_val,) = data.inputs, data.holdout_inputs
+        self.x = torch.as_tensor(np.asarray(x_train, dtype=np.float32))
+        self.y = torch.as_tensor(((np.asarray(data.y_ev_per_atom) - mean) / std).astype(np.float32))
+        self.x_val = torch.as_tensor(np.asarray(x_val, dtype=np.float32))
+        self.y_val = torch.as_tensor(np.asarray(data.holdout_y_ev_per_atom, dtype=np.float32))
+        self.network = build_network(self.spec)
+        self.evaluated = self.network
+        self.optimiser = torch.optim.RMSprop(self.network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+        if config.schedule == "cosine":
+            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimiser, T_max=config.epochs, eta_min=config.min_learning_rate)
+        else:
+            self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.optimiser, factor=config.lr_factor, patience=config.lr_patience, min_lr=config.min_learning_rate
+            )
+        self.loss_fn = torch.nn.L1Loss()
+        self.steps_per_epoch = -(-len(self.x) // config.batch_size)
+
+    def batches(self, epoch: int) -> list:
+        """This epoch's row batches: slices of one permutation of the rows."""
+        import torch
+
+        order = torch.as_tensor(self.rng.permutation(len(self.x)))
+        return [order[start:start + self.config.batch_size] for start in range(0, len(order), self.config.batch_size)]
+
+    def learning_rate(self, step: int) -> float | None:
+        """None: the LR moves per epoch (:meth:`after_epoch`)."""
+        return None
+
+    def loss(self, batch):
+        """(L1 loss of the batch, its share of the epoch's summed absolute error)."""
+        loss = self.loss_fn(self.network(self.x[batch]).squeeze(-1), self.y[batch])
+        return loss, float(loss.detach()) * len(batch)
+
+    def after_step(self, step: int) -> None:
+        """Nothing: the trained weights are the evaluated ones."""
+
+    def holdout_mae(self) -> float:
+        """MAE (eV/atom) of the network on the early-stopping rows."""
+        predicted = _batched_predict(self.network, self.x_val) * self.std + self.mean
+        return float((predicted - self.y_val).abs().mean())
+
+    def after_epoch(self, holdout_mae: float) -> None:
+        """Step the LR schedule (plateau reads the epoch's MAE)."""
+        if self.config.schedule == "plateau":
+            self.scheduler.step(holdout_mae)
+        else:
+            self.scheduler.step()

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ConfigDict, ValidationError
+from pydantic.dataclasses import dataclass
 
 from fh_screen.chem.candidates import DEFAULT_MAX_ATOMS
 from fh_screen.errors import FhScreenError
@@ -25,9 +30,14 @@ class ScreenError(FhScreenError):
     """A screen that cannot run as asked (limits, options); the message is one line."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=ConfigDict(extra="forbid", strict=True))
 class ScreenOptions:
-    """What to enumerate and how to judge stability.
+    """What to enumerate and how to judge stability: the one options model of the CLI, ``screen()`` and the Makers.
+
+    A pydantic dataclass (``extra="forbid"``, strict types): an unknown option or a value of the
+    wrong type (``max_atoms="6"``, ``charge_neutral=1``) fails when the options are made;
+    :meth:`from_mapping` turns a dict (a Maker's field, a powerup's update) into options with a
+    one-line :class:`ScreenError`; :meth:`validate` checks the limits.
 
     ``max_atoms``: largest formula unit (default 20, see :data:`fh_screen.chem.candidates.DEFAULT_MAX_ATOMS`);
     ``max_per_element``: most atoms of one element (default ``max_atoms - 1``);
@@ -64,6 +74,29 @@ class ScreenOptions:
     select_p_min: float = DEFAULT_SELECT_P_MIN
     dft_budget: int | None = None
     stability_model: str | None = None
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> ScreenOptions:
+        """Options from a mapping of them (keys starting with ``@`` are serialisation tags and ignored).
+
+        Raises :class:`ScreenError` with one line: an unknown name (with the closest known one),
+        or the first value of the wrong type, or a limit :meth:`validate` refuses.
+        """
+        data = {str(k): v for k, v in data.items() if not str(k).startswith("@")}
+        known = list(cls.__dataclass_fields__)
+        for name in data:
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ScreenError(f"unknown screen option {name!r}{hint}; known: {', '.join(known)}")
+        try:
+            options = cls(**data)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            name = ".".join(str(part) for part in error.get("loc", ())) or "?"
+            raise ScreenError(f"screen option {name}: {error.get('msg', 'bad value')} (got {error.get('input')!r})") from None
+        options.validate()
+        return options
 
     def validate(self) -> None:
         """Raise :class:`ScreenError` for absurd limits."""

@@ -2,9 +2,11 @@
 
 Owns the embedded SQLite store (:mod:`~fh_screen.store.backend`), the pydantic documents, ingest,
 the shipped reference table (:mod:`~fh_screen.store.bootstrap`), builders and queries.
-May import :mod:`fh_screen.chem`, :mod:`fh_screen.data`, :mod:`fh_screen.settings`,
-:mod:`fh_screen.errors`, :mod:`fh_screen.run_ids`, and :mod:`fh_screen.models` (the prediction
-builder); never ``study``, ``jobs``, ``cli`` or ``plotting``.
+Sits above the pure screen: its :class:`~fh_screen.store.documents.ScreenDoc` knows the screen's
+result and options. May import :mod:`fh_screen.screening`, :mod:`fh_screen.models` (the
+prediction builder), :mod:`fh_screen.chem`, :mod:`fh_screen.data`, :mod:`fh_screen.settings`,
+:mod:`fh_screen.errors`, :mod:`fh_screen.run_ids` and :mod:`fh_screen.version`; never
+``service``, ``study``, ``jobs``, ``cli`` or ``plotting``.
 
 >>> from fh_screen.store import FhScreenStore
 >>> with FhScreenStore.from_settings() as store:

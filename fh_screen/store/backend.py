@@ -37,7 +37,7 @@ from typing import Any
 from maggma.core import Sort, Store, StoreError
 from pydash import get, has, set_
 
-from fh_screen.errors import FhScreenError
+from fh_screen.errors import FhScreenError, one_line
 
 __all__ = ["SQLiteStore", "StoreFileError"]
 
@@ -311,8 +311,7 @@ class SQLiteStore(Store):
         return self._conn
 
     def _error(self, exc: BaseException) -> StoreFileError:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return StoreFileError(f"store file {self.path} cannot be used: {reason}")
+        return StoreFileError(f"store file {self.path} cannot be used: {one_line(exc, first_line=True)}")
 
     def connect(self, force_reset: bool = False) -> None:
         """Open the file (creating it and its folder if needed) and the collection's table."""

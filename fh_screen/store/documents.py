@@ -18,9 +18,10 @@ from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fh_screen.run_ids import new_run_id  # noqa: F401 - part of this module's API
+from fh_screen.version import __version__
 
 __all__ = [
     "DEFAULT_KEEP_TOP",
@@ -207,6 +208,8 @@ class ScreenDoc(BaseModel):
     origin: str = Field("python", description="who ran the screen: cli, job or python")
     model_name: str = Field(description="model used for the predictions")
     model_version: str = Field(description="model version")
+    model: str = Field("", description="the model as name@version (filled from model_name and model_version)")
+    fh_screen_version: str = Field(__version__, description="fh-screen version that made the document")
     weights_sha256: str = Field("", description="sha256 of the model weights file")
     options: dict[str, Any] = Field(default_factory=dict, description="ScreenOptions used (every field)")
     reference: str | None = Field(None, description="where the known phases came from (None: none used)")
@@ -222,6 +225,12 @@ class ScreenDoc(BaseModel):
     problems: list[Problem] = Field(default_factory=list, description="what went wrong or needs a note")
     created_at: datetime = Field(default_factory=lambda: _to_ms(utcnow()),
                                  description="when the screen ran (UTC, to the millisecond as MongoDB keeps it)")
+
+    @model_validator(mode="after")
+    def _model_label(self) -> ScreenDoc:
+        if not self.model:
+            self.model = f"{self.model_name}@{self.model_version}"
+        return self
 
     @classmethod
     def from_result(

@@ -50,6 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fh_screen.chem.formula import DEFAULT_ELEMENTS
 from fh_screen.errors import FhScreenError
+from fh_screen.io import save_figure
 
 if TYPE_CHECKING:
     from fh_screen.data import OqmdSet
@@ -151,33 +152,13 @@ def campaign_systems(known: OqmdSet, oracle: OqmdSet, n_systems: int, seed: int)
     true hull (known + oracle at DFT values). Its targets are the oracle compounds of the system
     and its subsystems on that hull that the known table lacks.
     """
-    from fh_screen.chem.hull import STABLE_TOLERANCE_EV_PER_ATOM
-    from fh_screen.chem.hull import e_above_hull as _e_above_hull
-    from fh_screen.data import in_range as _in_range
-    from fh_screen.data import subsystem_rows as _subsystem_rows
-    from fh_screen.study.evaluation import REDISCOVERY_MAX_ATOMS
+    from fh_screen.study.evaluation import drawn_systems
 
-    known_ok = _in_range(known.dhf_ev_per_atom)
-    oracle_ok = _in_range(oracle.dhf_ev_per_atom)
-    known_index = known.index()
-    oracle_index = oracle.index()
-    eligible = sorted({oracle.systems[i] for i in np.flatnonzero(oracle_ok & (oracle.n_atoms <= REDISCOVERY_MAX_ATOMS))
-                       if 2 <= len(oracle.systems[i]) <= 4})
-    order = np.random.default_rng(seed).permutation(len(eligible))
     systems: list[CampaignSystem] = []
-    for position in order:
+    for drawn in drawn_systems(known, oracle, seed):
         if len(systems) >= n_systems:
             break
-        system = eligible[position]
-        k_rows = _subsystem_rows(known_index, system)
-        k_rows = k_rows[known_ok[k_rows]]
-        o_rows = _subsystem_rows(oracle_index, system)
-        o_rows = o_rows[oracle_ok[o_rows]]
-        small = o_rows[oracle.n_atoms[o_rows] <= REDISCOVERY_MAX_ATOMS]
-        points = np.concatenate([known.fractions[k_rows], oracle.fractions[o_rows]])
-        energies = np.concatenate([known.dhf_ev_per_atom[k_rows], oracle.dhf_ev_per_atom[o_rows]])
-        e_true = _e_above_hull(system, points, energies, oracle.fractions[small], oracle.dhf_ev_per_atom[small])
-        stable = small[e_true <= STABLE_TOLERANCE_EV_PER_ATOM]
+        system, k_rows, o_rows, stable = drawn.system, drawn.known_rows, drawn.hidden_rows, drawn.stable_rows
         if not any(oracle.systems[i] == system for i in stable):
             continue
         known_keys = {_reduced(known.formulas[i]) for i in k_rows}
@@ -435,6 +416,6 @@ def write_campaign_figure(report: dict, path: str | Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    save_figure(figure, path, dpi=120)
     plt.close(figure)
     return path

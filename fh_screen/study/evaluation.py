@@ -40,7 +40,7 @@ import pandas as pd
 from fh_screen.chem.formula import DEFAULT_ELEMENTS
 from fh_screen.chem.hull import STABLE_TOLERANCE_EV_PER_ATOM, e_above_hull
 from fh_screen.data import OqmdSet, in_range, load_set, subsystem_rows
-from fh_screen.io import atomic_write
+from fh_screen.io import save_figure
 from fh_screen.models.metrics import error_metrics
 
 if TYPE_CHECKING:
@@ -56,6 +56,8 @@ __all__ = [
     "evaluate_model",
     "hull_classification",
     "rank_of",
+    "DrawnSystem",
+    "drawn_systems",
     "rediscovery",
     "rediscovery_summary",
     "write_figure",
@@ -277,6 +279,46 @@ def _counts_of_formulas(formulas: Sequence[str], chemsys: Sequence[str]) -> np.n
     return reduce_counts(counts)
 
 
+@dataclass(frozen=True)
+class DrawnSystem:
+    """One drawn system of a rediscovery-style study and its truth.
+
+    ``known_rows`` are the known set's rows of the system and its subsystems (ΔH_f in range);
+    ``hidden_rows`` the hidden set's; ``stable_rows`` those hidden rows (at most
+    :data:`REDISCOVERY_MAX_ATOMS` atoms) on the true hull of known + hidden at DFT values.
+    """
+
+    system: tuple[int, ...]
+    known_rows: np.ndarray
+    hidden_rows: np.ndarray
+    stable_rows: np.ndarray
+
+
+def drawn_systems(known: OqmdSet, hidden: OqmdSet, seed: int):
+    """The systems of 2–4 elements of ``hidden`` compounds (≤ 20 atoms, ΔH_f in range), in seeded order, with their truth.
+
+    The one draw behind :func:`rediscovery` and :func:`fh_screen.study.campaign.campaign_systems`:
+    a lazy iterator of :class:`DrawnSystem`; the caller decides which count and when to stop.
+    """
+    known_ok = in_range(known.dhf_ev_per_atom)
+    hidden_ok = in_range(hidden.dhf_ev_per_atom)
+    known_index = known.index()
+    hidden_index = hidden.index()
+    eligible = sorted({hidden.systems[i] for i in np.flatnonzero(hidden_ok & (hidden.n_atoms <= REDISCOVERY_MAX_ATOMS))
+                       if 2 <= len(hidden.systems[i]) <= 4})
+    for position in np.random.default_rng(seed).permutation(len(eligible)):
+        system = eligible[position]
+        k_rows = subsystem_rows(known_index, system)
+        k_rows = k_rows[known_ok[k_rows]]
+        h_rows = subsystem_rows(hidden_index, system)
+        h_rows = h_rows[hidden_ok[h_rows]]
+        small = h_rows[hidden.n_atoms[h_rows] <= REDISCOVERY_MAX_ATOMS]
+        points = np.concatenate([known.fractions[k_rows], hidden.fractions[h_rows]])
+        energies = np.concatenate([known.dhf_ev_per_atom[k_rows], hidden.dhf_ev_per_atom[h_rows]])
+        e_true = e_above_hull(system, points, energies, hidden.fractions[small], hidden.dhf_ev_per_atom[small])
+        yield DrawnSystem(system, k_rows, h_rows, small[e_true <= STABLE_TOLERANCE_EV_PER_ATOM])
+
+
 def rediscovery(train: OqmdSet, val: OqmdSet, predictor: Predictor, *, n_systems: int = 400, seed: int = 0,
                 options=None, progress: Callable[[int, int], None] | None = None) -> list[RediscoveryRecord]:
     """Hide the stable val compounds of ``n_systems`` sampled 2–4 element systems and rank them.
@@ -292,28 +334,12 @@ def rediscovery(train: OqmdSet, val: OqmdSet, predictor: Predictor, *, n_systems
     from fh_screen.screening import ScreenOptions, known_counts, screen
 
     options = options or ScreenOptions()
-    train_ok = in_range(train.dhf_ev_per_atom)
-    val_ok = in_range(val.dhf_ev_per_atom)
-    train_index = train.index()
-    val_index = val.index()
-    eligible = sorted({val.systems[i] for i in np.flatnonzero(val_ok & (val.n_atoms <= REDISCOVERY_MAX_ATOMS))
-                       if 2 <= len(val.systems[i]) <= 4})
-    order = np.random.default_rng(seed).permutation(len(eligible))
     records: list[RediscoveryRecord] = []
     n_done = 0
-    for position in order:
+    for drawn in drawn_systems(train, val, seed):
         if n_done >= n_systems:
             break
-        system = eligible[position]
-        t_rows = subsystem_rows(train_index, system)
-        t_rows = t_rows[train_ok[t_rows]]
-        v_rows = subsystem_rows(val_index, system)
-        v_rows = v_rows[val_ok[v_rows]]
-        small = v_rows[val.n_atoms[v_rows] <= REDISCOVERY_MAX_ATOMS]
-        points = np.concatenate([train.fractions[t_rows], val.fractions[v_rows]])
-        energies = np.concatenate([train.dhf_ev_per_atom[t_rows], val.dhf_ev_per_atom[v_rows]])
-        e_true = e_above_hull(system, points, energies, val.fractions[small], val.dhf_ev_per_atom[small])
-        hidden = small[e_true <= STABLE_TOLERANCE_EV_PER_ATOM]
+        system, t_rows, hidden = drawn.system, drawn.known_rows, drawn.stable_rows
         own_system = np.array([val.systems[i] == system for i in hidden], dtype=bool)
         if not own_system.any():  # the system counts when a compound of its own elements is hidden
             continue
@@ -545,7 +571,7 @@ def write_figure(payload: dict, records: Sequence[RediscoveryRecord], path: str 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100), keep_suffix=True)
+        save_figure(fig, path, dpi=100)
     finally:
         plt.close(fig)
     return path

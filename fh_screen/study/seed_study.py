@@ -25,7 +25,7 @@ import pandas as pd
 from fh_screen.chem.formula import DEFAULT_ELEMENTS, fraction_matrix
 from fh_screen.data import OUTLIER_RANGE_EV_PER_ATOM, file_sha256, kfold_indices, load_oqmd
 from fh_screen.errors import FhScreenError
-from fh_screen.io import atomic_write
+from fh_screen.io import save_figure
 from fh_screen.models.mlp import PRESETS, NetworkSpec, build_network
 from fh_screen.models.fit import EpochRecord, TrainConfig, TrainedNetwork, train_network
 from fh_screen.models.metrics import error_metrics
@@ -400,7 +400,7 @@ def _pyplot():
 def _save(fig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90, bbox_inches="tight"), keep_suffix=True)
+    return save_figure(fig, path, dpi=90, bbox_inches="tight")
 
 
 def write_cv_figure(result: CrossValidationResult, path: str | Path) -> Path:

@@ -95,9 +95,9 @@ def user_model_name(name: Optional[str], output_dir: Path) -> str:
 
 def user_model_version(checkpoint) -> str:
     """Version of a freshly trained model: UTC date and the first 8 hex digits of its weights' hash."""
-    from datetime import datetime, timezone
+    from fh_screen.models.checkpoint import dated_version
 
-    return f"{datetime.now(timezone.utc):%Y%m%d}-{checkpoint.identity()[:8]}"
+    return dated_version(checkpoint)
 
 
 def _train_with_bars(train_path, val_path, preset, spec, config, members, max_rows, name, epochs):

@@ -68,12 +68,13 @@ def store_entries(source: str = "chgnet", *, chemsys: str | None = None, store_p
     ``chemsys`` keeps the entries of one system and its subsystems. Raises :class:`FinetuneError`
     (one line) when the store holds none.
     """
-    from fh_screen.store import FhScreenStore
+    from fh_screen.store import FhScreenStore, SQLiteStore
 
-    if store_path is not None:
+    if store_path is not None:  # the file ResultsBackMaker wrote: its reference collection is all that is read
         if not Path(store_path).is_file():
             raise FinetuneError(f"no store at {store_path}")
-        store = FhScreenStore.embedded(store_path, read_only=True)
+        store = FhScreenStore(reference=SQLiteStore(store_path, "reference", key="formula", read_only=True),
+                              ensure_indexes=False)
     else:
         store = FhScreenStore.from_settings(read_only=True)
     with store:

@@ -156,7 +156,8 @@ def loop_lines(first, rescreen, results: dict, finetuned=None) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("chemsys", help="chemical system, e.g. Li-O")
+    parser.add_argument("chemsys", nargs="?", help="chemical system, e.g. Li-P (or --system)")
+    parser.add_argument("--system", dest="system", default=None, help="the chemical system, as the positional argument")
     parser.add_argument("--top-n", "--budget", dest="top_n", type=int, default=2, help="candidates relaxed with CHGNet")
     parser.add_argument("--max-atoms", type=int, default=8)
     parser.add_argument("--max-sites", type=int, default=12)
@@ -172,6 +173,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--force", action="store_true", help="write the fine-tuned model even if val regressed")
     parser.add_argument("--workdir", default="fh_screen_runs", help="folder for the job directories (ASE writes files)")
     args = parser.parse_args(argv)
+    chemsys = args.chemsys or args.system
+    if not chemsys or (args.chemsys and args.system and args.chemsys != args.system):
+        parser.error("give one chemical system, e.g. Li-P")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     from pathlib import Path
@@ -182,20 +186,29 @@ def main(argv: list[str] | None = None) -> None:
     from fh_screen.jobs import job_store, read_output
 
     torch.set_num_threads(1)
-    flow = build(args.chemsys, top_n=args.top_n, max_atoms=args.max_atoms, n_structures=args.structures,
+    flow = build(chemsys, top_n=args.top_n, max_atoms=args.max_atoms, n_structures=args.structures,
                  max_sites=args.max_sites, relax_steps=args.steps, model=args.model, fh_store=args.fh_store,
                  finetune=not args.no_finetune, finetune_options={"val_rows": args.val_rows}, model_name=args.name,
                  force=args.force)
     store = job_store(args.store)
     Path(args.workdir).mkdir(parents=True, exist_ok=True)
-    run_locally(flow, store=store, log=False, create_folders=True, root_dir=args.workdir, ensure_success=True)
+    responses = run_locally(flow, store=store, log=False, create_folders=True, root_dir=args.workdir)
+    steps = [*flow.jobs[0].jobs, *flow.jobs[1:]]
+    failed = [job.name for job in steps if job.uuid not in responses]
     with store:
-        first = read_output(store, flow.jobs[0].jobs[0].uuid)
-        rescreen = read_output(store, flow.jobs[3].uuid)
-        results = read_output(store, flow.jobs[1].uuid)
-        finetuned = read_output(store, flow.jobs[4].uuid) if len(flow.jobs) > 4 else None
-    for line in loop_lines(first, rescreen, results, finetuned):
-        print(line)
+        first = read_output(store, flow.jobs[0].jobs[0].uuid) if flow.jobs[0].jobs[0].uuid in responses else None
+        if first is not None and not first.selected_formulas:
+            print(f"the first screen of {chemsys} selected nothing new (every candidate of <= {args.max_atoms} atoms is "
+                  "known, or none is charge balanced): try --max-atoms or another system")
+        if failed[:1] == ["fh-screen finetune"] or not failed:
+            rescreen = read_output(store, flow.jobs[3].uuid)
+            results = read_output(store, flow.jobs[1].uuid)
+            finetuned = read_output(store, flow.jobs[4].uuid) if len(flow.jobs) > 4 and not failed else None
+            for line in loop_lines(first, rescreen, results, finetuned):
+                print(line)
+    if failed:
+        print(f"the loop stopped at: {', '.join(failed)} (the error is logged above)")
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

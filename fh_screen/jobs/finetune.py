@@ -79,7 +79,7 @@ def store_entries(source: str = "chgnet", *, chemsys: str | None = None, store_p
         store = FhScreenStore.from_settings(read_only=True)
     with store:
         frame = store.reference_frame(chemsys=chemsys, source=source)
-        where = store.name
+        where = getattr(store.reference, "name", None) or store.name
     if not len(frame):
         raise FinetuneError(f"no reference entries of source {source!r}" + (f" in {chemsys}" if chemsys else "")
                             + f" in {where}: bring results back first (ResultsBackMaker)")

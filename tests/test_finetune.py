@@ -177,3 +177,5 @@ def test_finetune_maker_learns_from_the_store_entries_of_a_source(files, tmp_pat
     assert Predictor.from_name(doc.model_path).version == doc.model_version
     with pytest.raises(FinetuneError, match="epoch"):
         FinetuneMaker(options={"epoch": 3}).make()
+    with pytest.raises(FinetuneError, match="shipped"):
+        FinetuneMaker(model_name="attention-ensemble").make()

@@ -185,7 +185,11 @@ class FinetuneMaker(Maker):
     force: bool = False
 
     def _prepare(self, *args, **kwargs):
-        """Options validated when the job is made (a typo fails at ``make()``, one line)."""
+        """Options and the new model's name validated when the job is made (a typo fails at ``make()``, one line)."""
+        from fh_screen.models.finetune import check_model_name
+
+        if self.model_name is not None:
+            check_model_name(self.model_name, shipped_model_names())
         if isinstance(self.options, dict):
             from pydantic import ValidationError
 

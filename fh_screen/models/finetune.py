@@ -321,8 +321,9 @@ def finetune(
 
     tuned = copy.copy(base)
     tuned.member_state_dicts = _tune_members(base, x_epoch, y_epoch, options, on_epoch)
-    seen = set(base.elements_in_training) | {s for s, used in zip(elements, (x_new > 0).any(axis=0)) if used}
-    tuned.elements_in_training = [s for s in elements if s in seen]
+    if base.elements_in_training:  # an empty list means "every element OQMD has" (older checkpoints): kept so
+        seen = set(base.elements_in_training) | {s for s, used in zip(elements, (x_new > 0).any(axis=0)) if used}
+        tuned.elements_in_training = [s for s in elements if s in seen]
     tuned.name = name or f"{base.name}-ft"
     tuned.version = dated_version(tuned)
 

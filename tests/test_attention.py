@@ -189,7 +189,18 @@ def test_cli_trains_an_attention_recipe_and_resumes_it(oqmd_slice_csv, tmp_path)
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
     assert "attention-small-0 epoch 1/1" in first.output and (tmp_path / "model.pt").is_file()
-    identity = load_checkpoint(tmp_path / "model.pt").identity()
+    trained_model = load_checkpoint(tmp_path / "model.pt")
+    identity = trained_model.identity()
+    # a user's attention model has its own version (date + weights hash), never the shipped ensemble's "3"
+    import json
+    import re
+
+    from fh_screen.models.attention_training import MODEL_VERSION
+
+    assert trained_model.version != MODEL_VERSION and re.fullmatch(r"\d{8}-" + identity[:8], trained_model.version)
+    card = json.loads((tmp_path / "model_card.json").read_text())
+    assert card["version"] == trained_model.version and f"v{trained_model.version}" in (tmp_path / "README.md").read_text()
+    assert f"@{trained_model.version}" in first.output
     again = runner.invoke(app, args)  # finished members are not trained again; the same model results
     assert again.exit_code == 0 and "epoch 1/1" not in again.output
     assert load_checkpoint(tmp_path / "model.pt").identity() == identity

@@ -73,3 +73,13 @@ def test_screen_sources_choose_the_hull(store_file, tmp_path):
     assert tables["oqmd,chgnet"]["LiF"]["known_dhf_ev_per_atom"] == pytest.approx(-3.40)  # the lowest counts
     assert tables["oqmd"]["Li2F"]["known_dhf_ev_per_atom"] is None
     assert tables["oqmd,chgnet"]["Li2F"]["known_dhf_ev_per_atom"] == pytest.approx(-1.0)
+    # a computed candidate shows as known with its source: the source of the value it stands at
+    assert tables["oqmd"]["LiF"]["known_source"] == "oqmd" and tables["oqmd"]["Li2F"]["known_source"] is None
+    assert tables["oqmd,chgnet"]["LiF"]["known_source"] == "chgnet" and tables["oqmd,chgnet"]["Li2F"]["known_source"] == "chgnet"
+
+
+def test_screen_table_shows_the_source_of_a_computed_phase(store_file):
+    result = runner.invoke(build_app(), ["screen", "Li-F", "--model", "paper-ensemble", "--max-atoms", "6", "--no-store"])
+    assert result.exit_code == 0, result.output
+    lif = next(line for line in result.output.splitlines() if "│ LiF " in line)
+    assert "(chgnet)" in lif and "on hull (chgnet)" in lif

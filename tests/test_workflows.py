@@ -72,6 +72,44 @@ def test_laptop_recipe_runs_through_chgnet_and_outputs_are_read_back_from_the_st
         assert fh_store.get_screen(prescreen.run_id).selected_formulas == prescreen.selected_formulas
 
 
+def test_closed_loop_recipe_brings_chgnet_results_back_rescreens_and_finetunes(tmp_path, fh_settings, oqmd_dir, oqmd_slice_csv, monkeypatch):
+    """Issue 19 point 5: screen → CHGNet → results back (source chgnet) → re-screen knows them → fine-tune."""
+    pytest.importorskip("chgnet")
+    monkeypatch.chdir(tmp_path)  # element-reference relaxes write ASE files into the working folder
+    loop = _recipe("closed_loop_chgnet")
+    fh_store = tmp_path / "fh.sqlite"
+    reference_store(fh_store, "Li-P")  # real OQMD phases of Li-P: Li3P is not among them
+    flow = loop.build("Li-P", top_n=2, max_atoms=6, n_structures=1, max_sites=8, relax_steps=300, model="paper-ensemble",
+                      fh_store=str(fh_store), finetune_options={"replay_rows": 300, "epochs": 2, "val_rows": 300},
+                      model_name="paper-ensemble-loop", model_output=str(tmp_path / "model"),
+                      train_path=str(oqmd_slice_csv), val_path=str(oqmd_dir / "val.csv"), force=True)
+    store = local_job_store(tmp_path / "jobs.sqlite")
+    responses = run_locally(flow, store=store, log=False, create_folders=True, root_dir=str(tmp_path))
+    failed = [job.name for job in [*flow.jobs[0].jobs, *flow.jobs[1:]] if job.uuid not in responses]
+    assert not failed, failed
+    with store:
+        first = read_output(store, flow.jobs[0].jobs[0].uuid)
+        results = read_output(store, flow.jobs[1].uuid)
+        rescreen = read_output(store, flow.jobs[3].uuid)
+        finetuned = read_output(store, flow.jobs[4].uuid)
+    assert "Li3P" in first.selected_formulas
+    assert results["states"].get("successful", 0) >= 1 and "Li3P" in results["formulas"]
+    from fh_screen.store import SQLiteStore
+
+    with FhScreenStore(reference=SQLiteStore(fh_store, "reference", key="formula", read_only=True), ensure_indexes=False) as fh:
+        computed = {d["formula"]: d["dhf_ev_per_atom"] for d in fh.reference_docs(chemsys="Li-P", source="chgnet")}
+    row = next(c for c in rescreen.candidates if c.formula == "Li3P")
+    assert row.is_known and row.known_source == "chgnet" and row.known_dhf_ev_per_atom == pytest.approx(computed["Li3P"])
+    assert "Li3P" not in rescreen.selected_formulas  # computed: not proposed again
+    lines = loop.loop_lines(first, rescreen, results, finetuned)
+    assert any(line.strip().startswith("Li3P") and "(chgnet)" in line for line in lines)
+    assert finetuned.n_entries == len(computed) and finetuned.entries == "store source chgnet (Li-P)"
+    assert finetuned.new_entries_mae_after < finetuned.new_entries_mae_before
+    from fh_screen.models.predictor import Predictor
+
+    assert Predictor.from_name(finetuned.model_path).name == "paper-ensemble-loop"
+
+
 def test_bulk_recipe_screens_several_systems(tmp_path, fh_settings):
     bulk = _recipe("bulk_screen")
     flow = bulk.build(["Li-O", "Na-Cl"], top_n=1, max_atoms=4, use_reference=False)

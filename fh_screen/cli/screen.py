@@ -188,9 +188,11 @@ def _print(result, top: int, predictor, seconds: float) -> None:
         cells.append(_fmt(row.e_above_hull_pred_ev_per_atom))
         if has_std:
             cells.append(_fmt(row.p_stable, 2))
-        cells.append(_fmt(row.known_dhf_ev_per_atom))
+        source = getattr(row, "known_source", None)
+        computed = source if isinstance(source, str) and source != "oqmd" else None  # the user's own result
+        cells.append(_fmt(row.known_dhf_ev_per_atom) + (f" ({computed})" if computed and row.is_known else ""))
         if row.is_known and row.e_above_hull_pred_ev_per_atom == 0:
-            cells.append("on hull (DFT)")
+            cells.append(f"on hull ({computed or 'DFT'})")
         elif row.e_above_hull_pred_ev_per_atom < 0:
             cells.append(f"below {row.decomposition}")
         else:

@@ -95,9 +95,9 @@ def user_model_name(name: Optional[str], output_dir: Path) -> str:
 
 def user_model_version(checkpoint) -> str:
     """Version of a freshly trained model: UTC date and the first 8 hex digits of its weights' hash."""
-    from datetime import datetime, timezone
+    from fh_screen.models.checkpoint import dated_version
 
-    return f"{datetime.now(timezone.utc):%Y%m%d}-{checkpoint.identity()[:8]}"
+    return dated_version(checkpoint)
 
 
 def _train_with_bars(train_path, val_path, preset, spec, config, members, max_rows, name, epochs):
@@ -122,7 +122,9 @@ def _train_attention(train_path: Path, output_dir: Path, val_path: Optional[Path
     import sys
 
     from fh_screen.models.attention_training import parse_recipe, run_attention_training
+    from fh_screen.models.checkpoint import save_checkpoint
     from fh_screen.models.fit_attention import AttentionTrainConfig
+    from fh_screen.models.training import write_attention_card
 
     try:
         parse_recipe(recipe)
@@ -142,6 +144,13 @@ def _train_attention(train_path: Path, output_dir: Path, val_path: Optional[Path
     checkpoint = run_attention_training(train_path, output_dir, recipe=recipe, config=config, val_path=val_path,
                                         max_rows=max_rows, name=name, on_epoch=on_epoch,
                                         command=" ".join(["fh-screen", *sys.argv[1:]]))
+    # a user's model gets its own version (date + weights hash), as the fully connected path does:
+    # the assembler writes the shipped ensemble's version, which must not be mistaken for it
+    checkpoint.version = user_model_version(checkpoint)
+    save_checkpoint(checkpoint, output_dir / "model.pt")
+    write_attention_card(checkpoint, output_dir)
+    console().print(f"model {checkpoint.name}@{checkpoint.version} (weights sha256 {checkpoint.identity()[:16]}…)",
+                    highlight=False, soft_wrap=True)
     metrics = checkpoint.metadata["metrics"]
     summary = metrics.get("val_abs_dhf_lt_5") or metrics["holdout"]
     console().print(f"saved {output_dir / 'model.pt'}: MAE {summary['mae_ev_per_atom']:.4f} eV/atom, "

@@ -18,7 +18,7 @@ from typing import Any
 from fh_screen.models.attention import AttentionSpec
 from fh_screen.models.mlp import NetworkSpec
 
-__all__ = ["CHECKPOINT_FORMAT", "Checkpoint", "ModelError", "load_checkpoint", "save_checkpoint", "spec_from_dict"]
+__all__ = ["CHECKPOINT_FORMAT", "Checkpoint", "ModelError", "dated_version", "load_checkpoint", "save_checkpoint", "spec_from_dict"]
 
 CHECKPOINT_FORMAT = "fh-screen-checkpoint"
 #: Version 2 adds the attention architecture (``spec["kind"] == "attention"``); version 1 files
@@ -169,3 +169,14 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise ModelError(f"incompatible model file {path}: {one_line(exc, first_line=True)}") from None
     return checkpoint
+
+
+def dated_version(checkpoint: Checkpoint) -> str:
+    """Version of a model trained or fine-tuned by a user: UTC date and the first 8 hex digits of its identity.
+
+    Shipped models have small integer versions; a user's model never takes one of them, so its
+    stored predictions never mix with a shipped model's.
+    """
+    from datetime import datetime, timezone
+
+    return f"{datetime.now(timezone.utc):%Y%m%d}-{checkpoint.identity()[:8]}"

@@ -69,6 +69,31 @@ __all__ = [
 ]
 
 
+def _known_sources(known: pd.DataFrame, formulas: Sequence[str], is_known: np.ndarray) -> list[str | None]:
+    """The ``source`` of the value a known row stands at (its lowest entry's), None for new rows.
+
+    A composition computed by several sources (``oqmd`` and ``chgnet``) stands at its lowest
+    value, as :func:`known_counts` keeps it; that entry's source is the one shown.
+    """
+    from fh_screen.chem.formula import reduced_formula
+
+    lowest: dict[str, tuple[float, str]] = {}
+    values = pd.to_numeric(known["dhf_ev_per_atom"], errors="coerce")
+    for formula, value, source in zip(known["formula"].astype(str), values, known["source"]):
+        if not math.isfinite(value):
+            continue
+        try:
+            key = reduced_formula(formula)
+        except FormulaError:
+            continue
+        if key not in lowest or value < lowest[key][0]:
+            lowest[key] = (float(value), None if source is None or source != source else str(source))
+    out: list[str | None] = []
+    for formula, known_row in zip(formulas, is_known):
+        out.append(lowest.get(reduced_formula(formula), (0.0, None))[1] if known_row else None)
+    return out
+
+
 def known_counts(known: pd.DataFrame | None, chemsys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Reduced count rows (over ``chemsys``) and lowest ΔH_f of the known compounds of the system.
 
@@ -336,6 +361,8 @@ def _screen(chemsys: str | Sequence[str], *, predictor: Predictor | None, known:
     table["stability_score"] = stability_score(e_known, spread, prior)
     table["selected"] = selection_mask(table, options)
     table["refined"] = refined
+    if known is not None and "source" in known.columns:  # entries from the store: which source each known value is
+        table["known_source"] = _known_sources(known, formulas, is_known)
     order = table_order(table)
     table = table.iloc[order]
     features = features[order]

@@ -1,0 +1,215 @@
+"""Recipe: the closed loop on a laptop: screen → structures → CHGNet relax → results back → re-screen → fine-tune.
+
+    python workflows/closed_loop_chgnet.py Li-O --top-n 2 --store ./fh_jobs.sqlite
+
+One jobflow flow, run with ``run_locally`` (no DFT, no server):
+
+1. the prescreen ranks the system and selects ``--top-n`` new candidates;
+2. trial structures are built and relaxed with CHGNet (lowest energy per composition kept);
+3. :class:`~fh_screen.jobs.results.ResultsBackMaker` turns the CHGNet energies into formation
+   enthalpies (elemental references relaxed with the same CHGNet settings, cached) and writes
+   them into fh-screen's store as reference entries of source ``chgnet``;
+4. a second prescreen of the same system now lists those compositions as known, at their CHGNet
+   value, with ``known_source == "chgnet"`` (the hull moves with them), and selects others;
+5. :class:`~fh_screen.jobs.finetune.FinetuneMaker` fine-tunes the screening model on the
+   ``chgnet`` entries of the system (replay of ``train.csv``, checked on ``val.csv``) and writes
+   it as ``<model>-ft`` into the model folder; a val regression above 0.002 eV/atom fails that job
+   (nothing written) unless ``--force``.
+
+The fh-screen store is the configured embedded store (``~/.fh_screen.yaml``, ``FH_SCREEN_*``;
+``fh-screen runs``, ``fh-screen query --source chgnet``) or ``--fh-store FILE``. CHGNet and
+OQMD are different methods: putting both on one hull is a choice (docs/store.md, docs/finetune.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+from jobflow import Flow, job
+
+
+@job
+def after(value: Any, upstream: Any = None) -> Any:
+    """Pass ``value`` on once ``upstream`` has run (orders the re-screen after the results came back)."""
+    return value
+
+
+def build(
+    chemsys: str,
+    top_n: int = 2,
+    max_atoms: int = 8,
+    n_structures: int = 2,
+    max_sites: int = 12,
+    relax_steps: int = 200,
+    model: str | None = None,
+    fh_store: str | None = None,
+    reference_store=None,
+    finetune: bool = True,
+    finetune_options: dict | None = None,
+    model_name: str | None = None,
+    model_output: str | None = None,
+    train_path: str | None = None,
+    val_path: str | None = None,
+    force: bool = False,
+) -> Flow:
+    """The closed-loop flow; its output is ``{"first", "rescreen", "results", "finetune"}``.
+
+    Parameters
+    ----------
+    chemsys
+        The system, e.g. ``Li-O``.
+    top_n
+        Candidates relaxed (the CHGNet budget).
+    max_atoms, n_structures, max_sites, relax_steps
+        Size of the candidates, trial structures per composition, their largest cell and the
+        CHGNet relax steps.
+    model
+        Screening model (name or path; None: the default model); the one fine-tuned.
+    fh_store
+        fh-screen store file the results go into and both screens read (None: the configured
+        embedded store).
+    reference_store
+        A maggma Store of reference entries both screens read instead (tests).
+    finetune
+        End with the fine-tuning job.
+    finetune_options
+        :class:`~fh_screen.models.finetune.FinetuneOptions` fields (default: 5,000 val rows).
+    model_name, model_output
+        Name and folder of the fine-tuned model (default ``<model>-ft`` in the model folder).
+    train_path, val_path
+        Replay and check files (default: the shared OQMD ``train.csv`` and ``val.csv``).
+    force
+        Write the fine-tuned model even when val regressed.
+    """
+    from fh_screen.chem.candidates import parse_chemsys
+    from fh_screen.jobs import HandoffMaker, PrescreenMaker, PrescreenToDFTMaker, StructureMaker, chgnet_prerelax_maker
+    from fh_screen.jobs.finetune import FinetuneMaker
+    from fh_screen.jobs.results import ResultsBackMaker
+
+    label = "-".join(parse_chemsys(chemsys))
+    if reference_store is None and fh_store is not None:
+        from fh_screen.store import SQLiteStore
+
+        reference_store = SQLiteStore(fh_store, "reference", key="formula")
+    relax = chgnet_prerelax_maker(steps=relax_steps)
+    screen_options = {"max_atoms": max_atoms, "charge_neutral": True}
+
+    def prescreen(name: str) -> PrescreenMaker:
+        return PrescreenMaker(name=name, model=model, top_n=top_n, reference_store=reference_store,
+                              screen_options=screen_options)
+
+    first = PrescreenToDFTMaker(
+        name="fh-screen closed loop (CHGNet)",
+        prescreen_maker=prescreen("fh-screen prescreen"),
+        structure_maker=StructureMaker(n_structures=n_structures, max_sites=max_sites),
+        handoff_maker=HandoffMaker(dft_maker=None, prerelax_maker=relax),
+    ).make(label)
+    back = ResultsBackMaker(force_field_maker=relax, store_path=fh_store).make(first.output)
+    gate = after(label, back.output)
+    gate.name = "fh-screen results are back"
+    rescreen = prescreen(f"fh-screen re-screen {label}").make(gate.output)
+    jobs = [first, back, gate, rescreen]
+    output = {"first": first.jobs[0].output, "rescreen": rescreen.output, "results": back.output}
+    if finetune:
+        options = {"val_rows": 5000, **(finetune_options or {})}
+        learn = FinetuneMaker(model=model, model_name=model_name, chemsys=label, store_path=fh_store,
+                              output_dir=model_output,
+                              train_path=train_path, val_path=val_path, options=options, force=force).make(rescreen.output)
+        jobs.append(learn)
+        output["finetune"] = learn.output
+    return Flow(jobs, output=output, name=f"fh-screen closed loop {label}")
+
+
+def loop_lines(first, rescreen, results: dict, finetuned=None) -> list[str]:
+    """The loop's story as text: what was picked, what came back, how the re-screen sees it, what the model learned.
+
+    Parameters
+    ----------
+    first, rescreen
+        The two screens' documents (:class:`~fh_screen.store.documents.ScreenDoc`).
+    results
+        The ResultsBackMaker's output (counts by state, formulas that came back).
+    finetuned
+        The FinetuneMaker's output (:class:`~fh_screen.jobs.finetune.FinetuneDocument`), if any.
+    """
+    again = {c.formula: c for c in rescreen.candidates}
+    lines = [f"first screen picked: {', '.join(first.selected_formulas) or 'nothing'}",
+             f"results back: {results.get('states', {})}"]
+    for candidate in first.selected:
+        row = again.get(candidate.formula)
+        if row is None:
+            lines.append(f"  {candidate.formula:<10} predicted {candidate.dhf_pred_ev_per_atom:8.4f}; not in the re-screen's table")
+            continue
+        source = getattr(row, "known_source", None)
+        known = f"known {row.known_dhf_ev_per_atom:8.4f} ({source})" if row.is_known else "still new"
+        lines.append(f"  {candidate.formula:<10} predicted {candidate.dhf_pred_ev_per_atom:8.4f} → {known}, "
+                     f"E_hull {row.e_above_hull_pred_ev_per_atom:+.4f} eV/atom")
+    lines.append(f"re-screen picks: {', '.join(rescreen.selected_formulas) or 'nothing'}")
+    if finetuned is not None:
+        lines.append(f"fine-tuned {finetuned.model_name}@{finetuned.model_version} on {finetuned.n_entries} entries: "
+                     f"MAE there {finetuned.new_entries_mae_before:.4f} → {finetuned.new_entries_mae_after:.4f}, val "
+                     f"{finetuned.val_mae_before:.4f} → {finetuned.val_mae_after:.4f} eV/atom ({finetuned.model_path})")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("chemsys", nargs="?", help="chemical system, e.g. Li-P (or --system)")
+    parser.add_argument("--system", dest="system", default=None, help="the chemical system, as the positional argument")
+    parser.add_argument("--top-n", "--budget", dest="top_n", type=int, default=2, help="candidates relaxed with CHGNet")
+    parser.add_argument("--max-atoms", type=int, default=8)
+    parser.add_argument("--max-sites", type=int, default=12)
+    parser.add_argument("--structures", type=int, default=2, help="trial structures per candidate")
+    parser.add_argument("--steps", type=int, default=200, help="CHGNet relax steps")
+    parser.add_argument("--model", default=None, help="screening model, the one fine-tuned (default: the default model)")
+    parser.add_argument("--fh-store", default=None, help="fh-screen store file (default: the configured embedded store)")
+    parser.add_argument("--store", default=None,
+                        help="SQLite JobStore file (default: JOB_STORE of ~/.jobflow.yaml, else ~/.fh_screen/jobflow.sqlite)")
+    parser.add_argument("--no-finetune", action="store_true", help="stop after the re-screen")
+    parser.add_argument("--name", default=None, help="name of the fine-tuned model (default <model>-ft)")
+    parser.add_argument("--val-rows", type=int, default=5000, help="val rows the fine-tuned model is checked on")
+    parser.add_argument("--force", action="store_true", help="write the fine-tuned model even if val regressed")
+    parser.add_argument("--workdir", default="fh_screen_runs", help="folder for the job directories (ASE writes files)")
+    args = parser.parse_args(argv)
+    chemsys = args.chemsys or args.system
+    if not chemsys or (args.chemsys and args.system and args.chemsys != args.system):
+        parser.error("give one chemical system, e.g. Li-P")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    from pathlib import Path
+
+    import torch
+    from jobflow import run_locally
+
+    from fh_screen.jobs import job_store, read_output
+
+    torch.set_num_threads(1)
+    flow = build(chemsys, top_n=args.top_n, max_atoms=args.max_atoms, n_structures=args.structures,
+                 max_sites=args.max_sites, relax_steps=args.steps, model=args.model, fh_store=args.fh_store,
+                 finetune=not args.no_finetune, finetune_options={"val_rows": args.val_rows}, model_name=args.name,
+                 force=args.force)
+    store = job_store(args.store)
+    Path(args.workdir).mkdir(parents=True, exist_ok=True)
+    responses = run_locally(flow, store=store, log=False, create_folders=True, root_dir=args.workdir)
+    steps = [*flow.jobs[0].jobs, *flow.jobs[1:]]
+    failed = [job.name for job in steps if job.uuid not in responses]
+    with store:
+        first = read_output(store, flow.jobs[0].jobs[0].uuid) if flow.jobs[0].jobs[0].uuid in responses else None
+        if first is not None and not first.selected_formulas:
+            print(f"the first screen of {chemsys} selected nothing new (every candidate of <= {args.max_atoms} atoms is "
+                  "known, or none is charge balanced): try --max-atoms or another system")
+        if failed[:1] == ["fh-screen finetune"] or not failed:
+            rescreen = read_output(store, flow.jobs[3].uuid)
+            results = read_output(store, flow.jobs[1].uuid)
+            finetuned = read_output(store, flow.jobs[4].uuid) if len(flow.jobs) > 4 and not failed else None
+            for line in loop_lines(first, rescreen, results, finetuned):
+                print(line)
+    if failed:
+        print(f"the loop stopped at: {', '.join(failed)} (the error is logged above)")
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -23,7 +23,7 @@ Every Maker's screen options are :class:`~fh_screen.screening.options.ScreenOpti
 model); every output document records ``fh_screen_version`` and the model's ``name@version``.
 
 Below ``cli``: may import :mod:`fh_screen.service`, :mod:`fh_screen.store`,
-:mod:`fh_screen.screening`, :mod:`fh_screen.models`, :mod:`fh_screen.chem`,
+:mod:`fh_screen.screening`, :mod:`fh_screen.models`, :mod:`fh_screen.chem`, :mod:`fh_screen.data`,
 :mod:`fh_screen.settings`, :mod:`fh_screen.errors` and :mod:`fh_screen.version`; nothing in
 fh-screen imports ``jobs`` except ``cli`` and the workflows.
 """

@@ -184,8 +184,9 @@ class FinetuneMaker(Maker):
     options: Any = field(default_factory=FinetuneOptions)
     force: bool = False
 
-    def _prepare(self, *args, **kwargs):
-        """Options and the new model's name validated when the job is made (a typo fails at ``make()``, one line)."""
+    def check_make(self, *args, **kwargs):
+        """The checks :meth:`make` runs when the job is made: the options and the new model's name
+        (a typo fails at ``make()``, one line). Returns ``(maker, args, kwargs)`` for the job."""
         from fh_screen.models.finetune import check_model_name
 
         if self.model_name is not None:
@@ -203,7 +204,7 @@ class FinetuneMaker(Maker):
             return replace(self, options=options), args, kwargs
         return self, args, kwargs
 
-    @fh_screen_job(output_schema=FinetuneDocument)
+    @fh_screen_job(output_schema=FinetuneDocument, check=check_make)
     def make(self, upstream: Any = None, entries: Sequence[dict] | None = None) -> FinetuneDocument:
         """A job that runs after ``upstream`` (e.g. a ResultsBackMaker's output) and fine-tunes.
 

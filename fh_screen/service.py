@@ -49,6 +49,11 @@ NO_REFERENCE_NOTE = (
 )
 
 
+#: ``keep_top`` left to the document's default (:data:`fh_screen.store.documents.DEFAULT_KEEP_TOP`, 1000
+#: rows), without importing the store at import time.
+DOCUMENT_DEFAULT = "default"
+
+
 class ScreenServiceError(FhScreenError):
     """The store behind a screen cannot be read or written; one line naming it."""
 
@@ -173,6 +178,7 @@ def save_screen(
     doc: ScreenDoc | None = None,
     origin: str = "python",
     reference: str | None = None,
+    keep_top: int | str | None = DOCUMENT_DEFAULT,
 ) -> SavedScreen:
     """Write a screen (``screens``) and its model's own predictions (``predictions``) to one store.
 
@@ -189,12 +195,15 @@ def save_screen(
         The document to write (default :meth:`ScreenDoc.from_result`); its run id becomes
         ``result.run_id``.
     origin, reference
-        Written into the document (``cli``, ``job``, ``python``; where the known phases came from).
+        Written into the document (``cli``, ``job``, ``python``, ``bulk``; where the known phases came from).
+    keep_top
+        Ranked candidates the document keeps (None: all; default 1000; the bulk sweep keeps fewer).
     """
     from fh_screen.store import FhScreenStore, ScreenDoc
 
     if doc is None:
-        doc = ScreenDoc.from_result(result, options, origin=origin, reference=reference)
+        kept = {} if keep_top == DOCUMENT_DEFAULT else {"keep_top": keep_top}
+        doc = ScreenDoc.from_result(result, options, origin=origin, reference=reference, **kept)
     store = FhScreenStore.from_settings() if store is None else store
     n_saved = 0
     try:
@@ -228,6 +237,7 @@ def run_screen(
     model: str | None = None,
     progress: Callable[[str], None] | None = None,
     sources: str | Sequence[str] | None = None,
+    keep_top: int | str | None = DOCUMENT_DEFAULT,
 ) -> tuple[ScreenResult, KnownPhases, SavedScreen | None]:
     """Screen ``system``: known phases by the one rule, the ranking core, then saving by the one rule.
 
@@ -260,6 +270,8 @@ def run_screen(
         Called with a short label before each stage.
     sources
         Reference sources that count for the hull (None: all), see :func:`known_phases`.
+    keep_top
+        Ranked candidates the saved document keeps (:func:`save_screen`).
 
     Returns
     -------
@@ -304,7 +316,7 @@ def run_screen(
         where = None if known is not None and store is None else (
             f"{phases.where} ({phases.n_compounds} compounds)" if phases.frame is not None else None)
         saved = save_screen(result, options, predictor, store=store, origin=origin,
-                            reference=where if known is None else "the caller")
+                            reference=where if known is None else "the caller", keep_top=keep_top)
     return result, phases, saved
 
 

@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import signal
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -75,6 +78,8 @@ class SweepOptions(BaseModel):
     keep_top: int | None = Field(BULK_KEEP_TOP, ge=1, description="candidates kept per screen document (None: all)")
     redo: bool = Field(False, description="screen again systems already stored with this model and options")
     chunk_size: int | None = Field(None, ge=1, description="systems per task sent to a worker (None: automatic)")
+    threads: int | None = Field(1, ge=1, description="torch threads per process (None: torch's default). One: a "
+                                "ternary's batches are small, and threads fighting for busy cores cost up to 7x")
 
 
 @dataclass(frozen=True)
@@ -240,6 +245,7 @@ class _Work:
     keep_top: int | None
     weights_sha256: str
     threads: int | None
+    parent_pid: int = 0
 
 
 @lru_cache(maxsize=2)
@@ -250,7 +256,7 @@ def _context(work: _Work) -> tuple[Predictor, FhScreenStore]:
     if work.threads:
         import torch
 
-        torch.set_num_threads(work.threads)  # a worker process of ours: one thread each, N workers on N cores
+        torch.set_num_threads(work.threads)  # a worker process of ours: its own setting for good
     predictor = load_predictor(work.model)
     if predictor.weights_sha256 != work.weights_sha256:
         raise SweepStoreError(f"model {work.model or predictor.name!r} changed while the sweep started; rerun it")
@@ -258,9 +264,8 @@ def _context(work: _Work) -> tuple[Predictor, FhScreenStore]:
 
 
 def _init_worker(work: _Work) -> None:
-    import signal
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops the pool, no worker tracebacks
+    _die_with_parent()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     import warnings
 
@@ -268,8 +273,23 @@ def _init_worker(work: _Work) -> None:
     _context(work)
 
 
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this worker when the sweep's process dies (kill -9), so an orphan
+    never writes a system that a resumed sweep is screening again."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - other libc: the getppid check below remains
+        logger.debug("PR_SET_PDEATHSIG unavailable", exc_info=True)
+
+
 def _screen_in_worker(args: tuple[_Work, str]) -> SystemOutcome:
     work, system = args
+    if work.parent_pid and os.getppid() != work.parent_pid:  # orphaned: the sweep is gone, write nothing
+        os._exit(1)
     try:
         predictor, store = _context(work)
     except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
@@ -281,10 +301,14 @@ def _outcomes(pending: list[str], work: _Work, processes: int, chunk_size: int |
     if processes <= 1 or len(pending) <= 1:
         from fh_screen.models.predictor import load_predictor
 
+        from fh_screen.models.torch_threads import torch_threads
+
         predictor = load_predictor(work.model)  # loaded by the plan already: the process's cache
         store = _open_store(Path(work.store_file) if work.store_file else None)
         for system in pending:
-            yield screen_system(system, predictor, store, work.options, work.keep_top)
+            with torch_threads(work.threads):  # the caller's thread count is back between systems
+                outcome = screen_system(system, predictor, store, work.options, work.keep_top)
+            yield outcome
         return
     import multiprocessing
 
@@ -334,7 +358,7 @@ def run_sweep(
     if on_plan is not None:
         on_plan(plan)
     work = _Work(sweep.model, str(sweep.store_file) if sweep.store_file else None, options, sweep.keep_top,
-                 plan.weights_sha256, 1 if sweep.processes > 1 else None)
+                 plan.weights_sha256, sweep.threads, os.getpid())
     for outcome in _outcomes(plan.pending, work, sweep.processes, sweep.chunk_size):
         if outcome.status == "store-error":
             report.seconds = time.perf_counter() - started

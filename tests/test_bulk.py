@@ -194,3 +194,28 @@ def test_two_worker_processes_write_each_system_once_and_a_killed_sweep_resumes(
     assert report.systems_failed == 0 and report.systems_skipped == len(after_kill)
     assert report.systems_done + report.systems_skipped == len(systems)
     assert Counter(d["chemsys"] for d in _screens(store_file)) == Counter(systems)
+
+
+def test_the_maggma_builder_runs_the_same_sweep_skips_what_is_stored_and_prechunks_disjoint_slices(store_file):
+    from maggma.cli.serial import serial
+
+    from fh_screen.sweep.builder import SweepBuilder
+
+    store = FhScreenStore.embedded(store_file)
+    systems = ["Fe-O", "Li-O", "Fe-Li-O", "Fe-Li-Mn-O-P"]
+    builder = SweepBuilder(store.reference, store.screens, systems, predictions=store.predictions,
+                           screen_options={"max_atoms": 6, "max_candidates": 100})
+    serial(builder, no_bars=True)
+    docs = _screens(store_file)
+    assert sorted(d["chemsys"] for d in docs) == ["Fe-Li-O", "Fe-O", "Li-O"]  # the quinary is refused, logged, skipped
+    assert {d["origin"] for d in docs} == {"bulk"}
+    # `fh-screen bulk` with the same options sees the builder's screens as done
+    result = _invoke("bulk", "--elements", "Li,Fe,O", "--nelements", "2,3", *SMALL, "--max-candidates", "100",
+                     "--store", str(store_file))
+    assert result.exit_code == 0 and "3 of 4 systems already stored" in result.output
+    again = SweepBuilder(store.reference, store.screens, systems, predictions=store.predictions,
+                         screen_options={"max_atoms": 6, "max_candidates": 100})
+    again.connect()
+    assert [i["system"] for i in again.get_items()] == ["Fe-Li-Mn-O-P"]
+    chunks = list(again.prechunk(3))
+    assert sorted(s for c in chunks for s in c["systems"]) == sorted(systems) and len(chunks) == 3

@@ -93,6 +93,7 @@ class SystemOutcome:
     run_id: str | None = None
     error: str = ""
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -212,7 +213,7 @@ def screen_system(system: str, predictor: Predictor, store: FhScreenStore, optio
     from fh_screen.service import ScreenServiceError, run_screen
     from fh_screen.store import StoreFileError
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     try:
         result, _, saved = run_screen(system, predictor, options=options, store=store, save=True, origin=ORIGIN,
                                       keep_top=keep_top)
@@ -229,7 +230,7 @@ def screen_system(system: str, predictor: Predictor, store: FhScreenStore, optio
     likely = int((new & (table["p_stable"].fillna(0.0).to_numpy(float) >= LIKELY_P)).sum()) \
         if "p_stable" in table else 0
     return SystemOutcome(system, "done", int(result.n_candidates), likely, saved.run_id if saved else None,
-                         seconds=time.perf_counter() - started)
+                         seconds=time.perf_counter() - started, cpu_seconds=time.process_time() - cpu)
 
 
 # -- workers -----------------------------------------------------------------------------------

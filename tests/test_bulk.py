@@ -219,3 +219,31 @@ def test_the_maggma_builder_runs_the_same_sweep_skips_what_is_stored_and_prechun
     assert [i["system"] for i in again.get_items()] == ["Fe-Li-Mn-O-P"]
     chunks = list(again.prechunk(3))
     assert sorted(s for c in chunks for s in c["systems"]) == sorted(systems) and len(chunks) == 3
+
+
+def test_a_store_that_fails_mid_sweep_stops_it_with_one_line_and_a_rerun_resumes(store_file, monkeypatch):
+    import sqlite3
+
+    from fh_screen.store.stores import FhScreenStore as StoreClass
+    from fh_screen.sweep import SweepStoreError
+
+    systems = systems_from_elements("Li,Fe,O", "2,3")
+    options, sweep = ScreenOptions(max_atoms=6), SweepOptions(store_file=store_file)
+    original, calls = StoreClass.save_screen, []
+
+    def full_after_two(self, doc):
+        calls.append(doc)
+        if len(calls) > 2:
+            raise sqlite3.OperationalError("database or disk is full")
+        return original(self, doc)
+
+    monkeypatch.setattr(StoreClass, "save_screen", full_after_two)
+    with pytest.raises(SweepStoreError) as info:
+        run_sweep(systems, options, sweep)
+    message = str(info.value)
+    assert "database or disk is full" in message and "rerun the same command to resume" in message
+    assert "\n" not in message and len(_screens(store_file)) == 2
+    monkeypatch.setattr(StoreClass, "save_screen", original)  # the disk has room again
+    report = run_sweep(systems, options, sweep)
+    assert (report.systems_done, report.systems_skipped) == (2, 2)
+    assert Counter(d["chemsys"] for d in _screens(store_file)) == Counter(systems)

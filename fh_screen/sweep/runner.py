@@ -140,11 +140,15 @@ class SweepReport:
 
 
 def _open_store(store_file: Path | None) -> FhScreenStore:
+    """The sweep's store: the file given or the configured one, its indexes made once here
+    (each screen opens and closes it twice; the index checks are not repeated)."""
     from fh_screen.store import FhScreenStore
 
-    if store_file is not None:
-        return FhScreenStore.embedded(Path(store_file).expanduser())
-    return FhScreenStore.from_settings()
+    store = FhScreenStore.embedded(Path(store_file).expanduser()) if store_file is not None \
+        else FhScreenStore.from_settings()
+    store.connect().close()
+    store.ensure_indexes = False
+    return store
 
 
 def _options_dict(options: ScreenOptions) -> dict[str, Any]:

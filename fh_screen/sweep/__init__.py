@@ -1,11 +1,11 @@
 """The bulk sweep: many chemical systems screened by the one screen service, resumable.
 
-Owns system enumeration (:mod:`~fh_screen.sweep.systems`) and the runner
+Owns system enumeration (:mod:`~fh_screen.sweep.systems`), the runner
 (:mod:`~fh_screen.sweep.runner`: plan, skip what is stored, screen in one or N processes, each
-system saved as its own ``screens`` document). May import :mod:`fh_screen.service`,
+system saved as its own ``screens`` document) and the same sweep as a maggma Builder
+(:mod:`~fh_screen.sweep.builder`, imported on demand). May import :mod:`fh_screen.service`,
 :mod:`fh_screen.store`, :mod:`fh_screen.screening`, :mod:`fh_screen.models`, :mod:`fh_screen.chem`
-and :mod:`fh_screen.errors`; imported by ``cli`` (``fh-screen bulk``) and the store's
-:class:`~fh_screen.store.builders.SweepBuilder` only lazily, never by the core.
+and :mod:`fh_screen.errors`; imported by ``cli`` (``fh-screen bulk``), never by the core.
 
 >>> from fh_screen.sweep import run_sweep, systems_from_elements
 >>> report = run_sweep(systems_from_elements("Li,Fe,P,O", "2,3"))

@@ -30,7 +30,7 @@ os.environ.setdefault("FH_SCREEN_OQMD_DIR", str(Path(__file__).resolve().parents
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from timing import median_seconds  # noqa: E402
+from timing import median_cpu_seconds  # noqa: E402
 
 #: The issue's yardstick: all ternaries of OQMD's 89 elements.
 ALL_TERNARIES = 113_564
@@ -73,8 +73,21 @@ def sweep(systems, options, store_file: Path, processes: int, model: str | None,
     }
 
 
+#: Functions whose cumulative time splits a screen (cProfile), and how the table names them.
+SCREEN_PARTS = {
+    "attention_inference.py:predict": "attention model on the refined rows",
+    "stability.py:p_stable": "P(stable) classifier",
+    "stacked.py:predict": "fast prefilter (paper network) on every candidate",
+    "hull.py:hull_energies": "hull energies",
+}
+
+
 def stages(systems, options, store_file: Path, model: str | None, repeats: int) -> dict:
-    """Median ms per system of each part of the one screen service, in this process (1 thread)."""
+    """Median CPU ms per system of each part of the one screen service, in this process (1 thread),
+    and the shares of the screen's parts (cProfile, cumulative)."""
+    import cProfile
+    import pstats
+
     from fh_screen.models.predictor import load_predictor
     from fh_screen.models.torch_threads import torch_threads
     from fh_screen.screening import screen as rank
@@ -87,17 +100,31 @@ def stages(systems, options, store_file: Path, model: str | None, repeats: int) 
     with torch_threads(1):
         for system in systems:
             label = tuple(system.split("-"))
-            read.append(median_seconds(lambda: known_phases(label, store=store), repeats))
+            read.append(median_cpu_seconds(lambda: known_phases(label, store=store), repeats))
             phases = known_phases(label, store=store)
-            core.append(median_seconds(lambda: rank(label, predictor=predictor, known=phases.frame, options=options),
-                                       repeats))
+            core.append(median_cpu_seconds(lambda: rank(label, predictor=predictor, known=phases.frame, options=options),
+                                           repeats))
             result = rank(label, predictor=predictor, known=phases.frame, options=options)
-            save.append(median_seconds(lambda: save_screen(result, options, predictor, store=store, keep_top=100),
-                                       1))
-            whole.append(median_seconds(lambda: run_screen(system, predictor, options=options, store=store, save=True,
-                                                           keep_top=100), 1))
-    return {name: 1000 * statistics.median(values)
-            for name, values in (("store_read_ms", read), ("screen_ms", core), ("save_ms", save), ("run_screen_ms", whole))}
+            save.append(median_cpu_seconds(lambda: save_screen(result, options, predictor, store=store, keep_top=100),
+                                           1))
+            whole.append(median_cpu_seconds(lambda: run_screen(system, predictor, options=options, store=store,
+                                                               save=True, keep_top=100), 1))
+        known = [known_phases(tuple(s.split("-")), store=store).frame for s in systems]
+        profile = cProfile.Profile()
+        profile.enable()
+        for system, frame in zip(systems, known):
+            rank(tuple(system.split("-")), predictor=predictor, known=frame, options=options)
+        profile.disable()
+    stats = pstats.Stats(profile).stats
+    total = sum(v[3] for k, v in stats.items() if k[2] == "screen" and k[0].endswith("screening/core.py"))
+    shares = {}
+    for key, label in SCREEN_PARTS.items():
+        file, name = key.split(":")
+        shares[label] = sum(v[3] for k, v in stats.items() if k[0].endswith(file) and k[2] == name) / total
+    result = {name: 1000 * statistics.median(values)
+              for name, values in (("store_read_ms", read), ("screen_ms", core), ("save_ms", save), ("run_screen_ms", whole))}
+    result["screen_shares"] = shares
+    return result
 
 
 def main() -> None:
@@ -140,7 +167,8 @@ def main() -> None:
         "two_processes": {k: round(v, 2) for k, v in two.items()},
         "speedup_steady": round(speedup, 2),
         "all_ternaries_hours_at_two_processes": round(hours_all, 2),
-        "stages_median_ms": {k: round(v, 1) for k, v in parts.items()},
+        "stages_median_cpu_ms": {k: round(v, 1) for k, v in parts.items() if k != "screen_shares"},
+        "screen_shares": {k: round(v, 3) for k, v in parts["screen_shares"].items()},
         "store_file_mb_after": round(file_mb, 1),
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in load_after],
@@ -163,11 +191,12 @@ def main() -> None:
             {"what": "speed-up 1 → 2 processes (target ≥ 1.7)", "value": round(speedup, 2), "unit": "×"},
             {"what": "start-up before the first system (1 / 2 processes)", "value": f"{one['startup_s']:.1f} / {two['startup_s']:.1f}", "unit": "s"},
             {"what": f"all {ALL_TERNARIES:,} ternaries at 2 processes (extrapolated, target ≤ 2)", "value": round(hours_all, 2), "unit": "h"},
-            {"what": "stage: known phases read from the store (median)", "value": round(parts["store_read_ms"], 1), "unit": "ms"},
-            {"what": "stage: screen (enumerate, predict, hull, P(stable))", "value": round(parts["screen_ms"], 1), "unit": "ms"},
-            {"what": "stage: save (predictions + screen document, keep_top 100)", "value": round(parts["save_ms"], 1), "unit": "ms"},
-            {"what": "the one service end to end (run_screen, save=True)", "value": round(parts["run_screen_ms"], 1), "unit": "ms"},
-        ],
+            {"what": "stage: known phases read from the store (median)", "value": round(parts["store_read_ms"], 1), "unit": "ms CPU"},
+            {"what": "stage: screen (enumerate, predict, hull, P(stable))", "value": round(parts["screen_ms"], 1), "unit": "ms CPU"},
+            {"what": "stage: save (predictions + screen document, keep_top 100)", "value": round(parts["save_ms"], 1), "unit": "ms CPU"},
+            {"what": "the one service end to end (run_screen, save=True)", "value": round(parts["run_screen_ms"], 1), "unit": "ms CPU"},
+        ] + [{"what": f"share of the screen: {label}", "value": f"{100 * share:.0f} %", "unit": "cProfile, cumulative"}
+             for label, share in parts["screen_shares"].items()],
         "notes": (f"{result['systems']} ternaries drawn with seed {args.seed} from every ternary of the 86 elements OQMD and "
                   f"the model share; a fresh store filled with the shipped OQMD table (290,363 entries); 1 torch thread per "
                   f"process. Load average before {'/'.join(map(str, result['load_average_before']))}, after "

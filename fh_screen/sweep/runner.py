@@ -151,6 +151,26 @@ def _open_store(store_file: Path | None) -> FhScreenStore:
     return store
 
 
+def _hold_open(store: FhScreenStore):
+    """A read-only connection held on an embedded store's file for the sweep (None for other stores).
+
+    Each screen opens and closes the store; the last connection to close an SQLite file in WAL
+    mode checkpoints it (~6 ms). One connection held open makes every other close cheap; SQLite
+    still checkpoints on its own as the log grows (every 1,000 pages).
+    """
+    import sqlite3
+
+    from fh_screen.store import SQLiteStore
+
+    collection = store._screens
+    if not isinstance(collection, SQLiteStore):
+        return None
+    try:
+        return sqlite3.connect(f"file:{collection.path}?mode=ro", uri=True, check_same_thread=False)
+    except sqlite3.Error:  # pragma: no cover - only a speed-up
+        return None
+
+
 def _options_dict(options: ScreenOptions) -> dict[str, Any]:
     return dataclasses.asdict(options)
 
@@ -254,7 +274,7 @@ class _Work:
 
 
 @lru_cache(maxsize=2)
-def _context(work: _Work) -> tuple[Predictor, FhScreenStore]:
+def _context(work: _Work) -> tuple[Predictor, FhScreenStore, Any]:
     """The model and the store of a worker process: loaded once per process."""
     from fh_screen.models.predictor import load_predictor
 
@@ -265,7 +285,8 @@ def _context(work: _Work) -> tuple[Predictor, FhScreenStore]:
     predictor = load_predictor(work.model)
     if predictor.weights_sha256 != work.weights_sha256:
         raise SweepStoreError(f"model {work.model or predictor.name!r} changed while the sweep started; rerun it")
-    return predictor, _open_store(Path(work.store_file) if work.store_file else None)
+    store = _open_store(Path(work.store_file) if work.store_file else None)
+    return predictor, store, _hold_open(store)  # cached: the connection is held for the worker's life
 
 
 def _init_worker(work: _Work) -> None:
@@ -296,7 +317,7 @@ def _screen_in_worker(args: tuple[_Work, str]) -> SystemOutcome:
     if work.parent_pid and os.getppid() != work.parent_pid:  # orphaned: the sweep is gone, write nothing
         os._exit(1)
     try:
-        predictor, store = _context(work)
+        predictor, store, _ = _context(work)
     except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
         return SystemOutcome(system, "store-error", error=one_line(exc))
     return screen_system(system, predictor, store, work.options, work.keep_top)
@@ -310,10 +331,15 @@ def _outcomes(pending: list[str], work: _Work, processes: int, chunk_size: int |
 
         predictor = load_predictor(work.model)  # loaded by the plan already: the process's cache
         store = _open_store(Path(work.store_file) if work.store_file else None)
-        for system in pending:
-            with torch_threads(work.threads):  # the caller's thread count is back between systems
-                outcome = screen_system(system, predictor, store, work.options, work.keep_top)
-            yield outcome
+        held = _hold_open(store)
+        try:
+            for system in pending:
+                with torch_threads(work.threads):  # the caller's thread count is back between systems
+                    outcome = screen_system(system, predictor, store, work.options, work.keep_top)
+                yield outcome
+        finally:
+            if held is not None:
+                held.close()
         return
     import multiprocessing
 

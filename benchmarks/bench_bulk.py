@@ -36,6 +36,21 @@ from timing import median_cpu_seconds  # noqa: E402
 ALL_TERNARIES = 113_564
 
 
+def machine() -> str:
+    """The CPU, visible cores and versions (as ``run_all.py`` writes them)."""
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}; {os.cpu_count()} cores visible; Python {platform.python_version()}; torch {torch.__version__}"
+
+
 def ternary_slice(n: int, seed: int) -> list[str]:
     """``n`` ternary systems drawn reproducibly from every ternary of the sweepable elements."""
     from fh_screen.sweep import parse_elements
@@ -163,6 +178,7 @@ def main() -> None:
     speedup_idle = 2 * one["cpu_median_ms"] / two["cpu_median_ms"]
     hours_all = two["wall_ms_per_system_steady"] * ALL_TERNARIES / 3.6e6
     result = {
+        "machine": machine(),
         "model": f"{predictor.name}@{predictor.version}",
         "systems": len(systems), "seed": args.seed, "max_atoms": args.max_atoms,
         "one_process": {k: round(v, 2) for k, v in one.items()},
@@ -201,7 +217,7 @@ def main() -> None:
             {"what": "the one service end to end (run_screen, save=True)", "value": round(parts["run_screen_ms"], 1), "unit": "ms CPU"},
         ] + [{"what": f"share of the screen: {label}", "value": f"{100 * share:.0f} %", "unit": "cProfile, cumulative"}
              for label, share in parts["screen_shares"].items()],
-        "notes": (f"{result['systems']} ternaries drawn with seed {args.seed} from every ternary of the 86 elements OQMD and "
+        "notes": (f"Machine: {machine()}. {result['systems']} ternaries drawn with seed {args.seed} from every ternary of the 86 elements OQMD and "
                   f"the model share; a fresh store filled with the shipped OQMD table (290,363 entries); 1 torch thread per "
                   f"process. Load average before {'/'.join(map(str, result['load_average_before']))}, after "
                   f"{'/'.join(map(str, result['load_average_after']))}: the 2 cores are shared with other sessions."),

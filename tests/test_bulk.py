@@ -101,8 +101,13 @@ def test_bulk_saves_one_screen_document_per_system_and_a_rerun_skips_them(store_
     assert "6 systems screened, 4 skipped" in result.output
     result = _invoke("bulk", "--elements", "Li,O", "--nelements", "2", "--max-atoms", "5", "--store", str(store_file))
     assert result.exit_code == 0 and "1 systems screened, 0 skipped" in result.output
+    # a screen that kept 100 rows does not stand for one asked to keep all (--keep-top 0)
+    for expected in ("1 systems screened, 0 skipped", "0 systems screened, 1 skipped"):
+        result = _invoke("bulk", "--elements", "Li,O", "--nelements", "2", *SMALL, "--keep-top", "0",
+                         "--store", str(store_file))
+        assert result.exit_code == 0 and expected in result.output, result.output
     counts = Counter(d["chemsys"] for d in _screens(store_file))
-    assert len(counts) == 10 and counts["Li-O"] == 2 and set(counts.values()) == {1, 2}
+    assert len(counts) == 10 and counts["Li-O"] == 3 and set(counts.values()) == {1, 3}
 
     # the cross-system answer, by the CLI and the API
     result = _invoke("query", "--top", "5", "--min-p", "0", "--store", str(store_file), "--json", "-")

@@ -180,7 +180,7 @@ def stored_systems(store: FhScreenStore, predictor: Predictor, options: ScreenOp
     """Systems with a stored screen of ``predictor`` (name, version, weights) and exactly ``options``.
 
     A screen counts whatever wrote it (``fh-screen SYSTEM``, a job, a sweep) when it kept at
-    least ``keep_top`` candidates (or all of them).
+    least ``keep_top`` candidates (``keep_top`` None: only a screen that kept all of them).
     """
     wanted = _options_dict(options)
     criteria = {"model_name": predictor.name, "model_version": predictor.version}
@@ -190,7 +190,7 @@ def stored_systems(store: FhScreenStore, predictor: Predictor, options: ScreenOp
             if doc.get("weights_sha256", "") != predictor.weights_sha256 or doc.get("options") != wanted:
                 continue
             kept = doc.get("keep_top")
-            if keep_top is not None and kept is not None and kept < keep_top:
+            if kept is not None and (keep_top is None or kept < keep_top):
                 continue
             done.add(doc["chemsys"])
     return done

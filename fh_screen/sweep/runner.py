@@ -390,14 +390,18 @@ def run_sweep(
         on_plan(plan)
     work = _Work(sweep.model, str(sweep.store_file) if sweep.store_file else None, options, sweep.keep_top,
                  plan.weights_sha256, sweep.threads, os.getpid())
-    for outcome in _outcomes(plan.pending, work, sweep.processes, sweep.chunk_size):
-        if outcome.status == "store-error":
-            report.seconds = time.perf_counter() - started
-            raise SweepStoreError(f"sweep stopped at {outcome.system} after {report.systems_done:,} saved systems: "
-                                  f"{outcome.error}; what was saved stays stored: rerun the same command to resume")
-        report.add(outcome)
-        if on_outcome is not None:
-            on_outcome(outcome)
+    outcomes = _outcomes(plan.pending, work, sweep.processes, sweep.chunk_size)
+    try:
+        for outcome in outcomes:
+            if outcome.status == "store-error":
+                report.seconds = time.perf_counter() - started
+                raise SweepStoreError(f"sweep stopped at {outcome.system} after {report.systems_done:,} saved systems: "
+                                      f"{outcome.error}; what was saved stays stored: rerun the same command to resume")
+            report.add(outcome)
+            if on_outcome is not None:
+                on_outcome(outcome)
+    finally:
+        outcomes.close()  # stops the workers now, whatever ended the loop (Ctrl-C, a store error)
     report.seconds = time.perf_counter() - started
     logger.info("sweep: %d done, %d skipped, %d failed in %.1f s", report.systems_done, report.systems_skipped,
                 report.systems_failed, report.seconds)

@@ -252,3 +252,27 @@ def test_a_store_that_fails_mid_sweep_stops_it_with_one_line_and_a_rerun_resumes
     report = run_sweep(systems, options, sweep)
     assert (report.systems_done, report.systems_skipped) == (2, 2)
     assert Counter(d["chemsys"] for d in _screens(store_file)) == Counter(systems)
+
+
+def test_the_jobflow_maker_splits_the_sweep_into_batches_that_write_each_system_once(store_file):
+    from jobflow import run_locally
+    from jobs_fixtures import memory_job_store
+
+    from fh_screen.errors import FhScreenError
+    from fh_screen.jobs.bulk import BulkScreenMaker
+
+    maker = BulkScreenMaker(screen_options={"max_atoms": 6}, batch_size=2, store_file=str(store_file))
+    flow = maker.make(["Li-O", "O-Fe", "Li-Fe-O", "Fe-O"])
+    assert len(flow.jobs) == 2
+    outputs = run_locally(flow, store=memory_job_store(), log=False, ensure_success=True)
+    reports = [outputs[j.uuid][1].output for j in flow.jobs]
+    assert sum(r.systems_done for r in reports) == 3 and {r.systems_failed for r in reports} == {0}
+    assert Counter(d["chemsys"] for d in _screens(store_file)) == Counter(["Li-O", "Fe-O", "Fe-Li-O"])
+    again = run_locally(maker.make(["Li-O", "Fe-O", "Fe-Li-O"]), store=memory_job_store(), log=False,
+                        ensure_success=True)
+    assert sum(r[1].output.systems_skipped for r in again.values()) == 3
+    for bad, message in [(["Li-Xx"], "unknown element"), ([], "no system")]:
+        with pytest.raises(FhScreenError, match=message):
+            maker.make(bad)
+    with pytest.raises(FhScreenError, match="unknown screen option 'max_atom' \\(did you mean 'max_atoms'\\?\\)"):
+        BulkScreenMaker(screen_options={"max_atom": 6}).make(["Li-O"])

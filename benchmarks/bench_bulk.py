@@ -60,14 +60,15 @@ def ternary_slice(n: int, seed: int) -> list[str]:
     return sorted(random.Random(seed).sample(every, n))
 
 
-def sweep(systems, options, store_file: Path, processes: int, model: str | None, redo: bool) -> dict:
+def sweep(systems, options, store_file: Path, processes: int, model: str | None, redo: bool,
+          save_predictions: bool = True) -> dict:
     """One sweep; per-system latencies and the finishing times of the systems."""
     from fh_screen.sweep import SweepOptions, run_sweep
 
     finished: list[float] = []
     started = time.perf_counter()
     report = run_sweep(systems, options, SweepOptions(model=model, store_file=store_file, processes=processes,
-                                                      redo=redo),
+                                                      redo=redo, save_predictions=save_predictions),
                        on_outcome=lambda outcome: finished.append((time.perf_counter(), outcome.seconds, outcome.cpu_seconds)))
     total = time.perf_counter() - started
     times = [t for t, _, _ in finished]
@@ -149,6 +150,9 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="shipped model (default: the package's default model)")
     parser.add_argument("--max-atoms", type=int, default=20)
     parser.add_argument("--stage-systems", type=int, default=20, help="systems of the slice timed stage by stage")
+    parser.add_argument("--no-predictions", action="store_true", help="sweep without storing predictions")
+    parser.add_argument("--results", type=Path, default=HERE / "results" / "bulk.json",
+                        help="where the section for run_all.py goes (default benchmarks/results/bulk.json)")
     args = parser.parse_args()
 
     from fh_screen.models.predictor import load_predictor
@@ -168,8 +172,8 @@ def main() -> None:
         FhScreenStore.from_settings().connect().close()  # first use: the shipped OQMD table
         store_file = FhScreenSettings().store_path
         predictor = load_predictor(args.model)
-        one = sweep(systems, options, store_file, 1, args.model, redo=False)
-        two = sweep(systems, options, store_file, 2, args.model, redo=True)
+        one = sweep(systems, options, store_file, 1, args.model, redo=False, save_predictions=not args.no_predictions)
+        two = sweep(systems, options, store_file, 2, args.model, redo=True, save_predictions=not args.no_predictions)
         parts = stages(systems[:args.stage_systems], options, store_file, args.model, repeats=3)
         file_mb = store_file.stat().st_size / 1e6
     load_after = os.getloadavg()
@@ -194,7 +198,7 @@ def main() -> None:
     }
     print(json.dumps(result, indent=1))
     command = (f"python benchmarks/bench_bulk.py --systems {args.systems} --seed {args.seed} --max-atoms {args.max_atoms}"
-               + (f" --model {args.model}" if args.model else ""))
+               + (f" --model {args.model}" if args.model else "") + (" --no-predictions" if args.no_predictions else ""))
     section = {  # picked up by benchmarks/run_all.py when it writes BENCHMARKS.md
         "title": f"Bulk sweep: {len(systems)} seeded ternaries, 1 and 2 processes ({result['model']}, max {args.max_atoms} atoms)",
         "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -222,8 +226,8 @@ def main() -> None:
                   f"process. Load average before {'/'.join(map(str, result['load_average_before']))}, after "
                   f"{'/'.join(map(str, result['load_average_after']))}: the 2 cores are shared with other sessions."),
     }
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "bulk.json").write_text(json.dumps(section, indent=1) + "\n")
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(section, indent=1, ensure_ascii=False) + "\n")
 
 
 if __name__ == "__main__":

@@ -238,6 +238,7 @@ def run_screen(
     progress: Callable[[str], None] | None = None,
     sources: str | Sequence[str] | None = None,
     keep_top: int | str | None = DOCUMENT_DEFAULT,
+    save_predictions: bool = True,
 ) -> tuple[ScreenResult, KnownPhases, SavedScreen | None]:
     """Screen ``system``: known phases by the one rule, the ranking core, then saving by the one rule.
 
@@ -272,6 +273,9 @@ def run_screen(
         Reference sources that count for the hull (None: all), see :func:`known_phases`.
     keep_top
         Ranked candidates the saved document keeps (:func:`save_screen`).
+    save_predictions
+        With ``save``: also store the model's predictions (False: the screen document only, as
+        :func:`save_screen` with no predictor; a sweep of many systems may leave them out).
 
     Returns
     -------
@@ -312,10 +316,11 @@ def run_screen(
     saved = None
     if save and not read_only:
         n_own = int(result.table["refined"].sum()) if "refined" in result.table else result.n_candidates
-        step(f"saving {n_own:,} predictions of {predictor.name} to the store")
+        step(f"saving {n_own:,} predictions of {predictor.name} to the store" if save_predictions
+             else "saving the screen to the store")
         where = None if known is not None and store is None else (
             f"{phases.where} ({phases.n_compounds} compounds)" if phases.frame is not None else None)
-        saved = save_screen(result, options, predictor, store=store, origin=origin,
+        saved = save_screen(result, options, predictor if save_predictions else None, store=store, origin=origin,
                             reference=where if known is None else "the caller", keep_top=keep_top)
     return result, phases, saved
 

@@ -118,6 +118,7 @@ def test_bulk_saves_one_screen_document_per_system_and_a_rerun_skips_them(store_
     assert all(r["model"].startswith("attention-ensemble@") for r in rows)
     with FhScreenStore.embedded(store_file) as store:
         assert store.top_candidates(top=5, min_p=0) == rows
+        assert store.n_predictions() > 0  # the one saving rule: the model's predictions beside the screens
         high = store.top_candidates(top=0, min_p=0.2)
         within = store.top_candidates(top=0, chemsys="Li-O")
     assert all(r["p_stable"] >= 0.2 for r in high)
@@ -149,13 +150,15 @@ def test_bad_input_is_one_line_exit_2_and_a_refused_system_is_skipped_while_the_
     listed.write_text("Li-O\nLi-Fe-P-O\nFe-O\n")
     summary = tmp_path / "summary.json"
     result = _invoke("bulk", "--systems-file", str(listed), *SMALL, "--max-candidates", "100", "--store",
-                     str(store_file), "--json", str(summary))
+                     str(store_file), "--json", str(summary), "--no-predictions")
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "skipped Fe-Li-O-P" in result.output and "above the limit" in result.output
     report = json.loads(summary.read_text())
     assert (report["systems_done"], report["systems_failed"]) == (2, 1)
     assert report["failures"][0]["system"] == "Fe-Li-O-P"
     assert sorted(d["chemsys"] for d in _screens(store_file)) == ["Fe-O", "Li-O"]
+    with FhScreenStore.embedded(store_file) as store:
+        assert store.n_predictions() == 0  # --no-predictions: the screen documents only
 
 
 def test_an_interrupted_sweep_resumes_with_nothing_lost_or_doubled(store_file):

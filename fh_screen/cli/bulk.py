@@ -26,6 +26,9 @@ def bulk_command(
     processes: int = typer.Option(1, "--processes", "-p", help="Worker processes (each loads the model once)."),
     keep_top: int = typer.Option(100, "--keep-top", min=0, help="Ranked candidates kept in each system's screen "
                                  "document (0: all)."),
+    predictions: bool = typer.Option(True, "--predictions/--no-predictions", help="Also store each screen's "
+                                     "predictions (as fh-screen SYSTEM does); --no-predictions: the screen documents only "
+                                     "(a smaller store and faster saves, docs/bulk.md)."),
     redo: bool = typer.Option(False, "--redo", help="Screen again the systems already stored with this model and options."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the summary as JSON here ('-': print it; "
                                              "keys systems_done, systems_skipped, systems_failed, candidates, seconds)."),
@@ -63,7 +66,8 @@ def bulk_command(
         refine_top=refine_top or None, dft_budget=dft_budget, select_p_min=select_p_min,
     )
     options.validate()
-    sweep = SweepOptions(model=model, store_file=store_file, processes=processes, keep_top=keep_top or None, redo=redo)
+    sweep = SweepOptions(model=model, store_file=store_file, processes=processes, keep_top=keep_top or None, redo=redo,
+                         save_predictions=predictions)
     errors = error_console()
     bar = _Bar(errors)
     try:

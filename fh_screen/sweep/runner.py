@@ -78,6 +78,8 @@ class SweepOptions(BaseModel):
     keep_top: int | None = Field(BULK_KEEP_TOP, ge=1, description="candidates kept per screen document (None: all)")
     redo: bool = Field(False, description="screen again systems already stored with this model and options")
     chunk_size: int | None = Field(None, ge=1, description="systems per task sent to a worker (None: automatic)")
+    save_predictions: bool = Field(True, description="also store each screen's predictions (the one saving rule); "
+                                   "False: the screen documents only")
     threads: int | None = Field(1, ge=1, description="torch threads per process (None: torch's default). One: a "
                                 "ternary's batches are small, and threads fighting for busy cores cost up to 7x")
 
@@ -228,7 +230,7 @@ def plan_sweep(systems: Sequence[str], options: ScreenOptions = ScreenOptions(),
 
 
 def screen_system(system: str, predictor: Predictor, store: FhScreenStore, options: ScreenOptions,
-                  keep_top: int | None = BULK_KEEP_TOP) -> SystemOutcome:
+                  keep_top: int | None = BULK_KEEP_TOP, save_predictions: bool = True) -> SystemOutcome:
     """Screen one system with the one service (:func:`fh_screen.service.run_screen`) and save it.
 
     Bad input for this system (refused for size, ...) is a ``failed`` outcome; a store that
@@ -240,7 +242,7 @@ def screen_system(system: str, predictor: Predictor, store: FhScreenStore, optio
     started, cpu = time.perf_counter(), time.process_time()
     try:
         result, _, saved = run_screen(system, predictor, options=options, store=store, save=True, origin=ORIGIN,
-                                      keep_top=keep_top)
+                                      keep_top=keep_top, save_predictions=save_predictions)
     except (ScreenServiceError, StoreFileError) as exc:
         return SystemOutcome(system, "store-error", error=one_line(exc), seconds=time.perf_counter() - started)
     except FhScreenError as exc:
@@ -271,6 +273,7 @@ class _Work:
     weights_sha256: str
     threads: int | None
     parent_pid: int = 0
+    save_predictions: bool = True
 
 
 @lru_cache(maxsize=2)
@@ -320,7 +323,7 @@ def _screen_in_worker(args: tuple[_Work, str]) -> SystemOutcome:
         predictor, store, _ = _context(work)
     except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
         return SystemOutcome(system, "store-error", error=one_line(exc))
-    return screen_system(system, predictor, store, work.options, work.keep_top)
+    return screen_system(system, predictor, store, work.options, work.keep_top, work.save_predictions)
 
 
 def _outcomes(pending: list[str], work: _Work, processes: int, chunk_size: int | None) -> Iterator[SystemOutcome]:
@@ -335,7 +338,8 @@ def _outcomes(pending: list[str], work: _Work, processes: int, chunk_size: int |
         try:
             for system in pending:
                 with torch_threads(work.threads):  # the caller's thread count is back between systems
-                    outcome = screen_system(system, predictor, store, work.options, work.keep_top)
+                    outcome = screen_system(system, predictor, store, work.options, work.keep_top,
+                                            work.save_predictions)
                 yield outcome
         finally:
             if held is not None:
@@ -389,7 +393,7 @@ def run_sweep(
     if on_plan is not None:
         on_plan(plan)
     work = _Work(sweep.model, str(sweep.store_file) if sweep.store_file else None, options, sweep.keep_top,
-                 plan.weights_sha256, sweep.threads, os.getpid())
+                 plan.weights_sha256, sweep.threads, os.getpid(), sweep.save_predictions)
     outcomes = _outcomes(plan.pending, work, sweep.processes, sweep.chunk_size)
     try:
         for outcome in outcomes:

@@ -98,7 +98,7 @@ SCREEN_PARTS = {
 }
 
 
-def stages(systems, options, store_file: Path, model: str | None, repeats: int) -> dict:
+def stages(systems, options, store_file: Path, model: str | None, repeats: int, save_predictions: bool = True) -> dict:
     """Median CPU ms per system of each part of the one screen service, in this process (1 thread),
     and the shares of the screen's parts (cProfile, cumulative)."""
     import cProfile
@@ -121,10 +121,11 @@ def stages(systems, options, store_file: Path, model: str | None, repeats: int) 
             core.append(median_cpu_seconds(lambda: rank(label, predictor=predictor, known=phases.frame, options=options),
                                            repeats))
             result = rank(label, predictor=predictor, known=phases.frame, options=options)
-            save.append(median_cpu_seconds(lambda: save_screen(result, options, predictor, store=store, keep_top=100),
-                                           1))
+            save.append(median_cpu_seconds(lambda: save_screen(result, options, predictor if save_predictions else None,
+                                                               store=store, keep_top=100), 1))
             whole.append(median_cpu_seconds(lambda: run_screen(system, predictor, options=options, store=store,
-                                                               save=True, keep_top=100), 1))
+                                                               save=True, keep_top=100,
+                                                               save_predictions=save_predictions), 1))
         known = [known_phases(tuple(s.split("-")), store=store).frame for s in systems]
         profile = cProfile.Profile()
         profile.enable()
@@ -174,7 +175,8 @@ def main() -> None:
         predictor = load_predictor(args.model)
         one = sweep(systems, options, store_file, 1, args.model, redo=False, save_predictions=not args.no_predictions)
         two = sweep(systems, options, store_file, 2, args.model, redo=True, save_predictions=not args.no_predictions)
-        parts = stages(systems[:args.stage_systems], options, store_file, args.model, repeats=3)
+        parts = stages(systems[:args.stage_systems], options, store_file, args.model, repeats=3,
+                       save_predictions=not args.no_predictions)
         file_mb = store_file.stat().st_size / 1e6
     load_after = os.getloadavg()
     speedup = one["wall_ms_per_system_steady"] / two["wall_ms_per_system_steady"]
@@ -200,7 +202,8 @@ def main() -> None:
     command = (f"python benchmarks/bench_bulk.py --systems {args.systems} --seed {args.seed} --max-atoms {args.max_atoms}"
                + (f" --model {args.model}" if args.model else "") + (" --no-predictions" if args.no_predictions else ""))
     section = {  # picked up by benchmarks/run_all.py when it writes BENCHMARKS.md
-        "title": f"Bulk sweep: {len(systems)} seeded ternaries, 1 and 2 processes ({result['model']}, max {args.max_atoms} atoms)",
+        "title": f"Bulk sweep: {len(systems)} seeded ternaries, 1 and 2 processes ({result['model']}, max {args.max_atoms} atoms"
+                 + (", screen documents only: --no-predictions)" if args.no_predictions else ")"),
         "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "command": command,
         "rows": [
@@ -217,7 +220,7 @@ def main() -> None:
             {"what": f"all {ALL_TERNARIES:,} ternaries at 2 processes (extrapolated, target ≤ 2)", "value": round(hours_all, 2), "unit": "h"},
             {"what": "stage: known phases read from the store (median)", "value": round(parts["store_read_ms"], 1), "unit": "ms CPU"},
             {"what": "stage: screen (enumerate, predict, hull, P(stable))", "value": round(parts["screen_ms"], 1), "unit": "ms CPU"},
-            {"what": "stage: save (predictions + screen document, keep_top 100)", "value": round(parts["save_ms"], 1), "unit": "ms CPU"},
+            {"what": "stage: save (screen document, keep_top 100" + ("" if args.no_predictions else ", + predictions") + ")", "value": round(parts["save_ms"], 1), "unit": "ms CPU"},
             {"what": "the one service end to end (run_screen, save=True)", "value": round(parts["run_screen_ms"], 1), "unit": "ms CPU"},
         ] + [{"what": f"share of the screen: {label}", "value": f"{100 * share:.0f} %", "unit": "cProfile, cumulative"}
              for label, share in parts["screen_shares"].items()],

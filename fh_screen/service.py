@@ -49,6 +49,11 @@ NO_REFERENCE_NOTE = (
 )
 
 
+#: ``keep_top`` left to the document's default (:data:`fh_screen.store.documents.DEFAULT_KEEP_TOP`, 1000
+#: rows), without importing the store at import time.
+DOCUMENT_DEFAULT = "default"
+
+
 class ScreenServiceError(FhScreenError):
     """The store behind a screen cannot be read or written; one line naming it."""
 
@@ -173,6 +178,7 @@ def save_screen(
     doc: ScreenDoc | None = None,
     origin: str = "python",
     reference: str | None = None,
+    keep_top: int | str | None = DOCUMENT_DEFAULT,
 ) -> SavedScreen:
     """Write a screen (``screens``) and its model's own predictions (``predictions``) to one store.
 
@@ -189,12 +195,15 @@ def save_screen(
         The document to write (default :meth:`ScreenDoc.from_result`); its run id becomes
         ``result.run_id``.
     origin, reference
-        Written into the document (``cli``, ``job``, ``python``; where the known phases came from).
+        Written into the document (``cli``, ``job``, ``python``, ``bulk``; where the known phases came from).
+    keep_top
+        Ranked candidates the document keeps (None: all; default 1000; the bulk sweep keeps fewer).
     """
     from fh_screen.store import FhScreenStore, ScreenDoc
 
     if doc is None:
-        doc = ScreenDoc.from_result(result, options, origin=origin, reference=reference)
+        kept = {} if keep_top == DOCUMENT_DEFAULT else {"keep_top": keep_top}
+        doc = ScreenDoc.from_result(result, options, origin=origin, reference=reference, **kept)
     store = FhScreenStore.from_settings() if store is None else store
     n_saved = 0
     try:
@@ -228,6 +237,8 @@ def run_screen(
     model: str | None = None,
     progress: Callable[[str], None] | None = None,
     sources: str | Sequence[str] | None = None,
+    keep_top: int | str | None = DOCUMENT_DEFAULT,
+    save_predictions: bool = True,
 ) -> tuple[ScreenResult, KnownPhases, SavedScreen | None]:
     """Screen ``system``: known phases by the one rule, the ranking core, then saving by the one rule.
 
@@ -260,6 +271,11 @@ def run_screen(
         Called with a short label before each stage.
     sources
         Reference sources that count for the hull (None: all), see :func:`known_phases`.
+    keep_top
+        Ranked candidates the saved document keeps (:func:`save_screen`).
+    save_predictions
+        With ``save``: also store the model's predictions (False: the screen document only, as
+        :func:`save_screen` with no predictor; a sweep of many systems may leave them out).
 
     Returns
     -------
@@ -300,11 +316,12 @@ def run_screen(
     saved = None
     if save and not read_only:
         n_own = int(result.table["refined"].sum()) if "refined" in result.table else result.n_candidates
-        step(f"saving {n_own:,} predictions of {predictor.name} to the store")
+        step(f"saving {n_own:,} predictions of {predictor.name} to the store" if save_predictions
+             else "saving the screen to the store")
         where = None if known is not None and store is None else (
             f"{phases.where} ({phases.n_compounds} compounds)" if phases.frame is not None else None)
-        saved = save_screen(result, options, predictor, store=store, origin=origin,
-                            reference=where if known is None else "the caller")
+        saved = save_screen(result, options, predictor if save_predictions else None, store=store, origin=origin,
+                            reference=where if known is None else "the caller", keep_top=keep_top)
     return result, phases, saved
 
 

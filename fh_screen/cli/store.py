@@ -112,12 +112,21 @@ def query_command(
     source: Optional[str] = typer.Option(None, "--source", help="Reference entries of these sources only (oqmd, chgnet, atomate2-vasp; comma separated)."),
     store_file: Optional[Path] = typer.Option(None, "--store", help=_STORE_HELP),
     run: Optional[str] = typer.Option(None, "--run", help="Show the saved screen with this run id (list them: fh-screen runs)."),
+    top: Optional[int] = typer.Option(None, "--top", help="The N best new candidates over every stored screen (0: all), "
+                                      "by P(stable); with --chemsys, --model, --min-p, --json (PATH or '-'), --csv."),
+    min_p: Optional[float] = typer.Option(None, "--min-p", help="With --top: new candidates with P(stable) at least this."),
 ) -> None:
-    """Query reference (DFT) entries and predictions by formula, chemical system, size and ΔH_f."""
+    """Query reference (DFT) entries and predictions by formula, chemical system, size and ΔH_f,
+    or (--top/--min-p) the best new candidates over every stored screen."""
     from fh_screen.store.query import criteria_for
 
     if limit < 0:
         fail(f"--limit must be 0 (all rows) or more, got {limit}")
+    if top is not None or min_p is not None:
+        if run is not None or formula or nelements is not None or min_dhf is not None or max_dhf is not None or source:
+            fail("--top/--min-p ranks stored screens: combine them with --chemsys, --model, --json and --csv only")
+        return _top_candidates(100 if top is None else top, 0.0 if min_p is None else min_p, chemsys, model,
+                               store_file, json_path, csv_path)
     if run is not None:
         from fh_screen.cli.runs import show_run
 
@@ -150,6 +159,63 @@ def query_command(
         console().print(f"wrote {len(frame)} rows to {csv_path}")
     if json_path is None and csv_path is None:
         _print_table(frame, kind, limit)
+
+
+def _top_candidates(top: int, min_p: float, chemsys, model, store_file, json_path, csv_path) -> None:
+    """``fh-screen query --top N --min-p P``: the best new candidates over every stored screen."""
+    import json
+
+    import pandas as pd
+
+    from fh_screen.store.query import TOP_COLUMNS, top_candidates
+
+    if top < 0:
+        fail(f"--top must be 0 (all) or more, got {top}")
+    if not 0 <= min_p <= 1:
+        fail(f"--min-p must be a probability between 0 and 1, got {min_p}")
+    to_stdout = json_path is not None and str(json_path) == "-"
+    for target in ((None if to_stdout else json_path), csv_path):
+        if target is not None:
+            check_output_path(target)
+    if chemsys is not None:
+        from fh_screen.store.documents import subsystems
+
+        subsystems(chemsys)  # a bad system fails before the store is opened
+    with _open_store(store_file, read_only=True) as store:
+        rows = top_candidates(store.screens, top=top, min_p=min_p, model=model, chemsys=chemsys)
+    if json_path is not None:
+        text = json.dumps(rows, indent=1, allow_nan=False) + "\n"
+        if to_stdout:
+            typer.echo(text, nl=False)
+        else:
+            _atomic_write(json_path, lambda tmp: tmp.write_text(text))
+            console().print(f"wrote {len(rows)} rows to {json_path}")
+    if csv_path is not None:
+        from fh_screen.cli.common import write_csv
+
+        write_csv(pd.DataFrame(rows, columns=TOP_COLUMNS), csv_path)
+        console().print(f"wrote {len(rows)} rows to {csv_path}")
+    if json_path is None and csv_path is None:
+        _print_top(rows, top, min_p)
+
+
+def _print_top(rows: list[dict], top: int, min_p: float) -> None:
+    from rich.table import Table
+
+    out = console()
+    if not rows:
+        out.print(f"no new candidate with P(stable) >= {min_p:g} in the stored screens (fill them: fh-screen bulk)")
+        return
+    table = Table(title=f"best {len(rows)} new candidates over the stored screens (P(stable) >= {min_p:g})",
+                  title_justify="left")
+    for title in ("rank", "formula", "system", "P(stable)", "E_hull pred\n(eV/atom)", "ΔH_f pred\n(eV/atom)", "model",
+                  "run"):
+        table.add_column(title, justify="right" if title in ("rank", "P(stable)") or "eV" in title else "left")
+    for i, row in enumerate(rows, start=1):
+        table.add_row(str(i), row["formula"], row["system"], f"{row['p_stable']:.2f}",
+                      _number(row["e_above_hull_pred_ev_per_atom"]), _number(row["dhf_pred_ev_per_atom"]),
+                      row["model"], row["run_id"])
+    out.print(table)
 
 
 def dft_first(frame):

@@ -9,6 +9,7 @@ Layout::
     handoff.py     HandoffMaker: optional force-field pre-relax, then atomate2 DFT via Response
     results.py     ResultsBackMaker: finished force-field / VASP results back into the store
     flows.py       PrescreenToDFTMaker, insert_prescreen, read_output
+    bulk.py        BulkScreenMaker: a sweep of many systems in disjoint batches, one job each
     jobstore.py    local_job_store, job_store_spec / jobflow_yaml (JOB_STORE in ~/.jobflow.yaml)
     submit.py      run_flow(flow, "local" | "fireworks" | "jobflow-remote")
 
@@ -31,6 +32,7 @@ fh-screen imports ``jobs`` except ``cli`` and the workflows.
 from __future__ import annotations
 
 from fh_screen.jobs.base import DATA_KEYS, fh_screen_job
+from fh_screen.jobs.bulk import BulkBatchDocument, BulkScreenMaker
 from fh_screen.jobs.flows import PrescreenToDFTMaker, insert_prescreen, read_output
 from fh_screen.jobs.handoff import HandoffMaker, chgnet_prerelax_maker, default_dft_maker
 from fh_screen.jobs.jobstore import job_store, job_store_spec, jobflow_yaml, local_job_store
@@ -55,6 +57,8 @@ from fh_screen.jobs.structures import StructureMaker, make_structures, structure
 
 __all__ = [
     "DATA_KEYS",
+    "BulkBatchDocument",
+    "BulkScreenMaker",
     "PRESCREEN_SCREEN_DEFAULTS",
     "Candidate",
     "HandoffDocument",

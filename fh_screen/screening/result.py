@@ -65,10 +65,12 @@ class ScreenResult:
         """
         return pymatgen_phase_diagram(self.chemsys, *self.phase_diagram_inputs)
 
-    def records(self) -> list[dict]:
-        """The ranked table as JSON-ready dicts (NaN becomes None, numpy scalars plain Python)."""
+    def records(self, limit: int | None = None) -> list[dict]:
+        """The ranked table (its first ``limit`` rows when given) as JSON-ready dicts (NaN becomes
+        None, numpy scalars plain Python)."""
+        table = self.table if limit is None else self.table.head(max(int(limit), 0))
         out = []
-        for row in self.table.to_dict("records"):
+        for row in table.to_dict("records"):
             out.append({key: _plain(value) for key, value in row.items()})
         return out
 

@@ -248,9 +248,7 @@ class ScreenDoc(BaseModel):
         """
         import dataclasses
 
-        records = result.records()
-        if keep_top is not None:
-            records = records[:keep_top]
+        records = result.records(limit=keep_top)  # only the rows kept are converted
         run_id = result.run_id if RUN_ID_PATTERN.fullmatch(str(result.run_id)) else new_run_id()
         opts = dataclasses.asdict(options) if dataclasses.is_dataclass(options) else dict(options or {})
         return cls(

@@ -1,4 +1,5 @@
-"""Mongo criteria for fh-screen's questions (formula, chemical system, size, ΔH_f range).
+"""Mongo criteria for fh-screen's questions (formula, chemical system, size, ΔH_f range), and the
+cross-system answer over stored screens (:func:`top_candidates`: the best new candidates).
 
 The criteria are plain MongoDB filters, so they run unchanged on the embedded
 :class:`~fh_screen.store.backend.SQLiteStore`, on ``MongoStore`` and on any other maggma Store.
@@ -7,11 +8,15 @@ The criteria are plain MongoDB filters, so they run unchanged on the embedded
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from fh_screen.errors import FhScreenError
 from fh_screen.store.documents import subsystems
 
-__all__ = ["QueryError", "criteria_for", "parse_sources"]
+if TYPE_CHECKING:
+    from maggma.core import Store
+
+__all__ = ["QueryError", "TOP_COLUMNS", "criteria_for", "parse_sources", "top_candidates"]
 
 
 class QueryError(FhScreenError):
@@ -77,3 +82,79 @@ def parse_sources(source: str | Sequence[str]) -> list[str]:
     if not names:
         raise QueryError(f"no source named in {source!r} (e.g. oqmd, chgnet, atomate2-vasp)")
     return names
+
+
+#: Columns of a :func:`top_candidates` row.
+TOP_COLUMNS = ["system", "formula", "p_stable", "model", "e_above_hull_pred_ev_per_atom", "dhf_pred_ev_per_atom",
+               "dhf_std_ev_per_atom", "selected", "run_id"]
+
+
+def top_candidates(
+    screens: Store,
+    top: int = 100,
+    min_p: float = 0.0,
+    model: str | None = None,
+    chemsys: str | Sequence[str] | None = None,
+) -> list[dict]:
+    """The best new candidates over every stored screen: rows of ``system``, ``formula``, ``p_stable``, ``model``.
+
+    Each (system, model ``name@version``) counts once, by its newest screen (run ids sort by
+    time); a composition found by several systems' screens (a binary inside many ternaries) is
+    listed once per model, from the screen that gives it the highest ``p_stable`` (ties: the
+    smallest system). Only new candidates (not in the reference data) with ``p_stable >= min_p``
+    are listed, highest first; ``top`` = 0 lists them all.
+
+    Every document is read once (a stored screen keeps its best ``keep_top`` rows), so the
+    cost grows with the number of stored screens: ~0.3 ms per 100-row document on SQLite.
+
+    Parameters
+    ----------
+    screens
+        The screens collection (any maggma Store; ``FhScreenStore.screens``).
+    model
+        Only screens of this model name (or ``name@version``).
+    chemsys
+        Only screens of this system and its subsystems (``Li-Fe-P-O``).
+    """
+    if isinstance(top, bool) or not isinstance(top, int) or top < 0:
+        raise QueryError(f"top must be 0 (all) or a positive number of rows, got {top!r}")
+    if isinstance(min_p, bool) or not isinstance(min_p, (int, float)) or not 0 <= float(min_p) <= 1:
+        raise QueryError(f"min_p must be a probability between 0 and 1, got {min_p!r}")
+    criteria: dict = {}
+    version = None
+    if model:
+        name, _, version = str(model).partition("@")
+        criteria["model_name"] = name
+    if chemsys is not None:
+        criteria["chemsys"] = {"$in": subsystems(chemsys)}
+    newest: dict[tuple[str, str], tuple[str, list[dict]]] = {}
+    fields = ["run_id", "chemsys", "model_name", "model_version", "candidates"]
+    for doc in screens.query(criteria=criteria, properties=fields):
+        if version and str(doc.get("model_version")) != version:
+            continue
+        label = f"{doc.get('model_name')}@{doc.get('model_version')}"
+        key = (str(doc.get("chemsys")), label)
+        run_id = str(doc.get("run_id"))
+        if key in newest and newest[key][0] >= run_id:
+            continue
+        rows = []
+        for c in doc.get("candidates") or []:
+            p = c.get("p_stable")
+            if c.get("is_known") or p is None or p != p or p < min_p:
+                continue
+            rows.append({"system": key[0], "formula": c.get("formula"), "p_stable": float(p), "model": label,
+                         "e_above_hull_pred_ev_per_atom": c.get("e_above_hull_pred_ev_per_atom"),
+                         "dhf_pred_ev_per_atom": c.get("dhf_pred_ev_per_atom"),
+                         "dhf_std_ev_per_atom": c.get("dhf_std_ev_per_atom"),
+                         "selected": bool(c.get("selected", False)), "run_id": run_id})
+        newest[key] = (run_id, rows)
+    best: dict[tuple[str, str], dict] = {}
+    for _, rows in newest.values():
+        for row in rows:
+            key = (row["formula"], row["model"])
+            held = best.get(key)
+            rank = (-row["p_stable"], row["system"].count("-"), row["system"])
+            if held is None or rank < (-held["p_stable"], held["system"].count("-"), held["system"]):
+                best[key] = row
+    ordered = sorted(best.values(), key=lambda r: (-r["p_stable"], r["system"], r["formula"], r["model"]))
+    return ordered[:top] if top else ordered

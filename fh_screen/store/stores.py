@@ -362,6 +362,17 @@ class FhScreenStore:
                                   sort={"run_id": -1}, limit=limit)
         return [_strip_id(d) for d in docs]
 
+    def top_candidates(self, top: int = 100, min_p: float = 0.0, model: str | None = None,
+                       chemsys: str | None = None) -> list[dict]:
+        """The best new candidates over every stored screen (:func:`~fh_screen.store.query.top_candidates`).
+
+        >>> with FhScreenStore.from_settings() as store:
+        ...     rows = store.top_candidates(top=100, min_p=0.5)   # system, formula, p_stable, model, ...
+        """
+        from fh_screen.store.query import top_candidates
+
+        return top_candidates(self.screens, top=top, min_p=min_p, model=model, chemsys=chemsys)
+
     def get_screen(self, run_id: str) -> ScreenDoc:
         """The screen stored under ``run_id``; :class:`ScreenNotFoundError` (one line) if none."""
         doc = self.screens.query_one({"run_id": run_id})

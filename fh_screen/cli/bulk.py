@@ -1,0 +1,157 @@
+"""``fh-screen bulk``: screen many chemical systems (every combination of elements, or a file), resumable."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from fh_screen.cli.common import check_output_path, console, error_console, fail, one_line_errors
+from fh_screen.screening.options import DEFAULT_SELECT_P_MIN
+from fh_screen.screening.probability import DEFAULT_REFINE_TOP
+
+__all__ = ["register"]
+
+_STORE_HELP = "Embedded store file to use instead of the configured one (settings: ~/.fh_screen.yaml, FH_SCREEN_*)."
+
+
+def bulk_command(
+    elements: Optional[str] = typer.Option(None, "--elements", "-e", help="Elements to combine, e.g. Li,Fe,Mn,P,O "
+                                           "('all': the 86 elements of OQMD the model knows)."),
+    nelements: str = typer.Option("2,3", "--nelements", "-n", help="System sizes to sweep, e.g. 3 or 2,3 or 2-4."),
+    systems_file: Optional[Path] = typer.Option(None, "--systems-file", help="Systems to sweep, one per line (Li-Fe-O); "
+                                                "instead of --elements."),
+    processes: int = typer.Option(1, "--processes", "-p", help="Worker processes (each loads the model once)."),
+    keep_top: int = typer.Option(100, "--keep-top", min=0, help="Ranked candidates kept in each system's screen "
+                                 "document (0: all)."),
+    predictions: bool = typer.Option(True, "--predictions/--no-predictions", help="Also store each screen's "
+                                     "predictions (as fh-screen SYSTEM does); --no-predictions: the screen documents only "
+                                     "(a smaller store and faster saves, docs/bulk.md)."),
+    redo: bool = typer.Option(False, "--redo", help="Screen again the systems already stored with this model and options."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the summary as JSON here ('-': print it; "
+                                             "keys systems_done, systems_skipped, systems_failed, candidates, seconds)."),
+    store_file: Optional[Path] = typer.Option(None, "--store", help=_STORE_HELP),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Shipped model name or path to a .pt checkpoint."),
+    max_atoms: int = typer.Option(20, "--max-atoms", help="Largest formula unit (atoms) to enumerate."),
+    max_per_element: Optional[int] = typer.Option(None, "--max-per-element", help="Most atoms of one element (default max-atoms - 1)."),
+    charge_neutral: bool = typer.Option(False, "--charge-neutral", help="Keep only charge-balanced new compositions."),
+    exclude_known: bool = typer.Option(False, "--exclude-known", help="Leave known compositions out of the lists."),
+    max_candidates: int = typer.Option(250_000, "--max-candidates", help="Refuse (report and skip) larger systems."),
+    tolerance: float = typer.Option(0.05, "--tolerance", help="E_hull window (eV/atom) for the probability of being stable."),
+    dft_budget: Optional[int] = typer.Option(None, "--dft-budget", help="Select the N best new candidates of each system."),
+    select_p_min: float = typer.Option(DEFAULT_SELECT_P_MIN, "--select-p-min",
+                                       help="Without --dft-budget: select new candidates with P(stable) at least this."),
+    refine_top: int = typer.Option(DEFAULT_REFINE_TOP, "--refine-top", min=0,
+                                   help="With the attention model: predict only the best N of the fast prefilter with it "
+                                        "(0: every candidate)."),
+) -> None:
+    """Screen every system of an element list (or a file) into the store; a rerun skips what is stored."""
+    from fh_screen.screening import ScreenOptions
+    from fh_screen.sweep import SweepOptions, read_systems_file, run_sweep, systems_from_elements
+
+    started = time.perf_counter()
+    if processes < 1:
+        fail(f"--processes must be 1 or more, got {processes}")
+    if (elements is None) == (systems_file is None):
+        fail("give either --elements Li,Fe,P,O (with --nelements) or --systems-file FILE")
+    to_stdout = json_path is not None and str(json_path) == "-"
+    if json_path is not None and not to_stdout:
+        check_output_path(Path(json_path).expanduser())
+    systems = systems_from_elements(elements, nelements) if elements is not None else read_systems_file(systems_file)
+    options = ScreenOptions(
+        max_atoms=max_atoms, max_per_element=max_per_element, charge_neutral=charge_neutral,
+        include_known=not exclude_known, max_candidates=max_candidates, e_hull_tolerance_ev_per_atom=tolerance,
+        refine_top=refine_top or None, dft_budget=dft_budget, select_p_min=select_p_min,
+    )
+    options.validate()
+    sweep = SweepOptions(model=model, store_file=store_file, processes=processes, keep_top=keep_top or None, redo=redo,
+                         save_predictions=predictions)
+    errors = error_console()
+    bar = _Bar(errors)
+    try:
+        with bar:
+            report = run_sweep(systems, options, sweep, on_plan=bar.plan, on_outcome=bar.advance)
+    except KeyboardInterrupt:
+        errors.print(f"interrupted after {bar.done:,} saved systems; rerun the same command to resume "
+                     "(saved systems are skipped)", highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
+    report.seconds = time.perf_counter() - started
+    out = errors if to_stdout else console()
+    per_system = f" ({1000 * report.seconds / report.systems_done:.0f} ms per screened system)" if report.systems_done else ""
+    out.print(f"{report.systems_done:,} systems screened, {report.systems_skipped:,} skipped (already stored), "
+              f"{report.systems_failed:,} failed; {report.candidates:,} candidates, {report.likely:,} new ones with "
+              f"P(stable) >= 0.5; model {report.model}; {report.seconds:.1f} s{per_system} with {processes} "
+              f"process{'es' if processes > 1 else ''}. Best over every stored screen: fh-screen query --top 100 --min-p 0.5",
+              highlight=False, soft_wrap=True)
+    if json_path is not None:
+        import json
+
+        text = json.dumps(report.to_json(), indent=1) + "\n"
+        if to_stdout:
+            typer.echo(text, nl=False)
+        else:
+            from fh_screen.cli.common import atomic_write
+
+            atomic_write(Path(json_path).expanduser(), lambda tmp: tmp.write_text(text))
+            out.print(f"wrote the summary to {json_path}", highlight=False, soft_wrap=True)
+    if report.failures:
+        first = report.failures[0]
+        fail(f"{report.systems_failed:,} system(s) could not be screened (first: {first['system']}: {first['error']})")
+
+
+class _Bar:
+    """A rich progress bar with ETA on a terminal; a line every ~10 % (and every failure) otherwise."""
+
+    def __init__(self, errors):
+        self.errors = errors
+        self.done = 0
+        self.finished = 0
+        self.total = 0
+        self._progress = None
+        self._task = None
+        self._next_line = 0
+
+    def __enter__(self):
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
+
+        self._progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("ETA"), TimeRemainingColumn(), console=self.errors, transient=True,
+            disable=not self.errors.is_terminal,
+        )
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._progress.__exit__(*exc)
+
+    def plan(self, plan) -> None:
+        self.total = len(plan.pending)
+        if plan.skipped:
+            self.errors.print(f"fh-screen: {len(plan.skipped):,} of {len(plan.skipped) + self.total:,} systems already "
+                              f"stored with {plan.model} and these options: skipped (--redo screens them again)",
+                              highlight=False, soft_wrap=True)
+        self.errors.print(f"fh-screen: screening {self.total:,} systems with {plan.model}", highlight=False, soft_wrap=True)
+        self._task = self._progress.add_task("screening", total=self.total)
+
+    def advance(self, outcome) -> None:
+        self.finished += 1
+        if outcome.status == "done":
+            self.done += 1
+        else:
+            from rich.markup import escape
+
+            self._progress.console.print(f"[yellow]skipped[/] {outcome.system}: {escape(outcome.error)}",
+                                         highlight=False, soft_wrap=True, markup=True)
+        self._progress.update(self._task, advance=1, description=outcome.system)
+        if not self.errors.is_terminal and self.finished >= self._next_line:
+            self.errors.print(f"fh-screen: {self.finished:,}/{self.total:,} systems", highlight=False, soft_wrap=True)
+            self._next_line = self.finished + max(1, self.total // 10)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``bulk`` to the application."""
+    app.command("bulk")(one_line_errors(bulk_command))

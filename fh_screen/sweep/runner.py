@@ -1,0 +1,412 @@
+"""Run a sweep: each system through the one screen service, saved as its own screen document.
+
+:func:`run_sweep` plans (which systems are already stored with this model and these options:
+they are skipped), then screens the others, in this process or in ``processes`` worker
+processes (``spawn``: safe under every start method, nothing inherited but the arguments). Every
+screen goes through :func:`fh_screen.service.run_screen` with ``save=True``, exactly as
+``fh-screen SYSTEM`` does; each worker loads the model once and writes its systems' documents
+itself (one ``screens`` document per system, written in one transaction after the screen), so a
+killed sweep leaves only whole documents and a rerun screens only the systems that have none.
+
+A system that cannot be screened (refused for size, bad system) is reported and skipped; a store
+that cannot be read or written stops the sweep with one line (:class:`SweepStoreError`): what was
+stored stays stored and a rerun resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from fh_screen.errors import FhScreenError, one_line
+from fh_screen.screening import ScreenOptions
+
+if TYPE_CHECKING:
+    from fh_screen.models.predictor import Predictor
+    from fh_screen.store import FhScreenStore
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "BULK_KEEP_TOP",
+    "LIKELY_P",
+    "SweepOptions",
+    "SweepPlan",
+    "SweepReport",
+    "SweepStoreError",
+    "SystemOutcome",
+    "plan_sweep",
+    "run_sweep",
+    "screen_system",
+    "stored_systems",
+]
+
+#: Ranked candidates each document of a sweep keeps: the new candidates worth a look (the whole
+#: table of a ternary is ~1,400 rows, 0.4 MB as JSON; 113,564 of them would be ~47 GB).
+BULK_KEEP_TOP = 100
+
+#: ``p_stable`` from which a new candidate counts as likely stable in the summary.
+LIKELY_P = 0.5
+
+#: ``origin`` of the documents a sweep writes.
+ORIGIN = "bulk"
+
+
+class SweepStoreError(FhScreenError):
+    """The store failed during a sweep (full, locked, disconnected); what was saved stays, a rerun resumes."""
+
+
+class SweepOptions(BaseModel):
+    """How a sweep runs (what each system's screen does is :class:`~fh_screen.screening.ScreenOptions`)."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    model: str | None = Field(None, description="shipped model name or .pt path (None: the default model)")
+    store_file: Path | None = Field(None, description="embedded store file (None: the configured store)")
+    processes: int = Field(1, ge=1, le=256, description="worker processes (1: screen in this process)")
+    keep_top: int | None = Field(BULK_KEEP_TOP, ge=1, description="candidates kept per screen document (None: all)")
+    redo: bool = Field(False, description="screen again systems already stored with this model and options")
+    chunk_size: int | None = Field(None, ge=1, description="systems per task sent to a worker (None: automatic)")
+    save_predictions: bool = Field(True, description="also store each screen's predictions (the one saving rule); "
+                                   "False: the screen documents only")
+    threads: int | None = Field(1, ge=1, description="torch threads per process (None: torch's default). One: a "
+                                "ternary's batches are small, and threads fighting for busy cores cost up to 7x")
+
+
+@dataclass(frozen=True)
+class SystemOutcome:
+    """What happened to one system: ``done`` (saved as ``run_id``), ``failed`` (reported, skipped) or ``store-error``."""
+
+    system: str
+    status: str
+    n_candidates: int = 0
+    n_likely: int = 0
+    run_id: str | None = None
+    error: str = ""
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """The systems to screen, those skipped as already stored, and the model's identity."""
+
+    pending: list[str]
+    skipped: list[str]
+    model: str
+    weights_sha256: str
+
+
+@dataclass
+class SweepReport:
+    """The summary of a sweep (``--json``: :meth:`to_json`)."""
+
+    model: str
+    systems_total: int = 0
+    systems_done: int = 0
+    systems_skipped: int = 0
+    systems_failed: int = 0
+    candidates: int = 0
+    likely: int = 0
+    seconds: float = 0.0
+    processes: int = 1
+    failures: list[dict[str, str]] = field(default_factory=list)
+    stopped: str = ""
+
+    def add(self, outcome: SystemOutcome) -> None:
+        """Count one finished system."""
+        if outcome.status == "done":
+            self.systems_done += 1
+            self.candidates += outcome.n_candidates
+            self.likely += outcome.n_likely
+        else:
+            self.systems_failed += 1
+            self.failures.append({"system": outcome.system, "error": outcome.error})
+
+    def to_json(self) -> dict[str, Any]:
+        """``systems_done``, ``systems_skipped``, ``systems_failed``, ``candidates``, ``seconds`` and the rest."""
+        data = dataclasses.asdict(self)
+        data["seconds"] = round(self.seconds, 3)
+        return data
+
+
+def _open_store(store_file: Path | None) -> FhScreenStore:
+    """The sweep's store: the file given or the configured one, its indexes made once here
+    (each screen opens and closes it twice; the index checks are not repeated)."""
+    from fh_screen.store import FhScreenStore
+
+    store = FhScreenStore.embedded(Path(store_file).expanduser()) if store_file is not None \
+        else FhScreenStore.from_settings()
+    store.connect().close()
+    store.ensure_indexes = False
+    return store
+
+
+def _hold_open(store: FhScreenStore):
+    """A read-only connection held on an embedded store's file for the sweep (None for other stores).
+
+    Each screen opens and closes the store; the last connection to close an SQLite file in WAL
+    mode checkpoints it (~6 ms). One connection held open makes every other close cheap; SQLite
+    still checkpoints on its own as the log grows (every 1,000 pages).
+    """
+    import sqlite3
+
+    from fh_screen.store import SQLiteStore
+
+    collection = store._screens
+    if not isinstance(collection, SQLiteStore):
+        return None
+    try:
+        return sqlite3.connect(f"file:{collection.path}?mode=ro", uri=True, check_same_thread=False)
+    except sqlite3.Error:  # pragma: no cover - only a speed-up
+        return None
+
+
+def _options_dict(options: ScreenOptions) -> dict[str, Any]:
+    return dataclasses.asdict(options)
+
+
+def stored_systems(store: FhScreenStore, predictor: Predictor, options: ScreenOptions,
+                   keep_top: int | None = BULK_KEEP_TOP) -> set[str]:
+    """Systems with a stored screen of ``predictor`` (name, version, weights) and exactly ``options``.
+
+    A screen counts whatever wrote it (``fh-screen SYSTEM``, a job, a sweep) when it kept at
+    least ``keep_top`` candidates (``keep_top`` None: only a screen that kept all of them).
+    """
+    wanted = _options_dict(options)
+    criteria = {"model_name": predictor.name, "model_version": predictor.version}
+    done: set[str] = set()
+    with store:
+        for doc in store.screens.query(criteria=criteria, properties=["chemsys", "options", "weights_sha256", "keep_top"]):
+            if doc.get("weights_sha256", "") != predictor.weights_sha256 or doc.get("options") != wanted:
+                continue
+            kept = doc.get("keep_top")
+            if kept is not None and (keep_top is None or kept < keep_top):
+                continue
+            done.add(doc["chemsys"])
+    return done
+
+
+def _store_failure(exc: BaseException) -> SweepStoreError:
+    return SweepStoreError(f"{one_line(exc)}; the systems saved so far stay stored: rerun the same command to resume")
+
+
+def plan_sweep(systems: Sequence[str], options: ScreenOptions = ScreenOptions(),
+               sweep: SweepOptions = SweepOptions(), predictor: Predictor | None = None) -> SweepPlan:
+    """Split ``systems`` into those to screen and those already stored (unless ``sweep.redo``)."""
+    from fh_screen.models.predictor import load_predictor
+    from fh_screen.service import ScreenServiceError, _check_model
+    from fh_screen.store import StoreFileError
+
+    options.validate()
+    if predictor is None:
+        _check_model(sweep.model)
+        predictor = load_predictor(sweep.model)
+    label = f"{predictor.name}@{predictor.version}"
+    if sweep.redo:
+        return SweepPlan(list(systems), [], label, predictor.weights_sha256)
+    try:
+        done = stored_systems(_open_store(sweep.store_file), predictor, options, sweep.keep_top)
+    except (ScreenServiceError, StoreFileError) as exc:
+        raise _store_failure(exc) from None
+    except FhScreenError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a store that cannot be read is one line
+        raise _store_failure(exc) from None
+    pending = [s for s in systems if s not in done]
+    skipped = [s for s in systems if s in done]
+    return SweepPlan(pending, skipped, label, predictor.weights_sha256)
+
+
+def screen_system(system: str, predictor: Predictor, store: FhScreenStore, options: ScreenOptions,
+                  keep_top: int | None = BULK_KEEP_TOP, save_predictions: bool = True) -> SystemOutcome:
+    """Screen one system with the one service (:func:`fh_screen.service.run_screen`) and save it.
+
+    Bad input for this system (refused for size, ...) is a ``failed`` outcome; a store that
+    fails is a ``store-error`` outcome (the sweep stops).
+    """
+    from fh_screen.service import ScreenServiceError, run_screen
+    from fh_screen.store import StoreFileError
+
+    started, cpu = time.perf_counter(), time.process_time()
+    try:
+        result, _, saved = run_screen(system, predictor, options=options, store=store, save=True, origin=ORIGIN,
+                                      keep_top=keep_top, save_predictions=save_predictions)
+    except (ScreenServiceError, StoreFileError) as exc:
+        return SystemOutcome(system, "store-error", error=one_line(exc), seconds=time.perf_counter() - started)
+    except FhScreenError as exc:
+        return SystemOutcome(system, "failed", error=one_line(exc), seconds=time.perf_counter() - started)
+    except Exception as exc:  # noqa: BLE001 - one system's failure must not end a sweep of thousands
+        logger.debug("screen of %s failed", system, exc_info=True)
+        return SystemOutcome(system, "failed", error=one_line(exc, with_type=True),
+                             seconds=time.perf_counter() - started)
+    table = result.table
+    new = ~table["is_known"].to_numpy(bool)
+    likely = int((new & (table["p_stable"].fillna(0.0).to_numpy(float) >= LIKELY_P)).sum()) \
+        if "p_stable" in table else 0
+    return SystemOutcome(system, "done", int(result.n_candidates), likely, saved.run_id if saved else None,
+                         seconds=time.perf_counter() - started, cpu_seconds=time.process_time() - cpu)
+
+
+# -- workers -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Work:
+    """What a worker needs (picklable, hashable): the model, the store, the options."""
+
+    model: str | None
+    store_file: str | None
+    options: ScreenOptions
+    keep_top: int | None
+    weights_sha256: str
+    threads: int | None
+    parent_pid: int = 0
+    save_predictions: bool = True
+
+
+@lru_cache(maxsize=2)
+def _context(work: _Work) -> tuple[Predictor, FhScreenStore, Any]:
+    """The model and the store of a worker process: loaded once per process."""
+    from fh_screen.models.predictor import load_predictor
+
+    if work.threads:
+        import torch
+
+        torch.set_num_threads(work.threads)  # a worker process of ours: its own setting for good
+    predictor = load_predictor(work.model)
+    if predictor.weights_sha256 != work.weights_sha256:
+        raise SweepStoreError(f"model {work.model or predictor.name!r} changed while the sweep started; rerun it")
+    store = _open_store(Path(work.store_file) if work.store_file else None)
+    return predictor, store, _hold_open(store)  # cached: the connection is held for the worker's life
+
+
+def _init_worker(work: _Work) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops the pool, no worker tracebacks
+    _die_with_parent()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    import warnings
+
+    warnings.simplefilter("ignore")
+    _context(work)
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this worker when the sweep's process dies (kill -9), so an orphan
+    never writes a system that a resumed sweep is screening again."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - other libc: the getppid check below remains
+        logger.debug("PR_SET_PDEATHSIG unavailable", exc_info=True)
+
+
+def _screen_in_worker(args: tuple[_Work, str]) -> SystemOutcome:
+    work, system = args
+    if work.parent_pid and os.getppid() != work.parent_pid:  # orphaned: the sweep is gone, write nothing
+        os._exit(1)
+    try:
+        predictor, store, _ = _context(work)
+    except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
+        return SystemOutcome(system, "store-error", error=one_line(exc))
+    return screen_system(system, predictor, store, work.options, work.keep_top, work.save_predictions)
+
+
+def _outcomes(pending: list[str], work: _Work, processes: int, chunk_size: int | None) -> Iterator[SystemOutcome]:
+    if processes <= 1 or len(pending) <= 1:
+        from fh_screen.models.predictor import load_predictor
+
+        from fh_screen.models.torch_threads import torch_threads
+
+        predictor = load_predictor(work.model)  # loaded by the plan already: the process's cache
+        store = _open_store(Path(work.store_file) if work.store_file else None)
+        held = _hold_open(store)
+        try:
+            for system in pending:
+                with torch_threads(work.threads):  # the caller's thread count is back between systems
+                    outcome = screen_system(system, predictor, store, work.options, work.keep_top,
+                                            work.save_predictions)
+                yield outcome
+        finally:
+            if held is not None:
+                held.close()
+        return
+    import multiprocessing
+
+    processes = min(processes, len(pending))
+    chunk = chunk_size or max(1, min(8, len(pending) // (processes * 16)))
+    context = multiprocessing.get_context("spawn")
+    pool = context.Pool(processes, initializer=_init_worker, initargs=(work,))
+    try:
+        yield from pool.imap_unordered(_screen_in_worker, [(work, s) for s in pending], chunksize=chunk)
+        pool.close()
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+def run_sweep(
+    systems: Sequence[str],
+    options: ScreenOptions = ScreenOptions(),
+    sweep: SweepOptions = SweepOptions(),
+    *,
+    on_plan: Callable[[SweepPlan], None] | None = None,
+    on_outcome: Callable[[SystemOutcome], None] | None = None,
+) -> SweepReport:
+    """Screen every system of ``systems`` not yet stored with this model and these options.
+
+    Parameters
+    ----------
+    systems
+        Canonical systems (:mod:`fh_screen.sweep.systems`).
+    options
+        The screen options of every system (part of what makes a stored screen count as done).
+    sweep
+        Model, store, processes, documents' ``keep_top``, ``redo``.
+    on_plan, on_outcome
+        Called once with the plan, then with each system's outcome as it finishes (progress).
+
+    Returns
+    -------
+    SweepReport
+        Raises :class:`SweepStoreError` (one line) when the store fails mid-sweep, and
+        ``KeyboardInterrupt`` passes through; in both cases every saved system stays saved.
+    """
+    started = time.perf_counter()
+    plan = plan_sweep(systems, options, sweep)
+    report = SweepReport(model=plan.model, systems_total=len(systems), systems_skipped=len(plan.skipped),
+                         processes=sweep.processes)
+    if on_plan is not None:
+        on_plan(plan)
+    work = _Work(sweep.model, str(sweep.store_file) if sweep.store_file else None, options, sweep.keep_top,
+                 plan.weights_sha256, sweep.threads, os.getpid(), sweep.save_predictions)
+    outcomes = _outcomes(plan.pending, work, sweep.processes, sweep.chunk_size)
+    try:
+        for outcome in outcomes:
+            if outcome.status == "store-error":
+                report.seconds = time.perf_counter() - started
+                raise SweepStoreError(f"sweep stopped at {outcome.system} after {report.systems_done:,} saved systems: "
+                                      f"{outcome.error}; what was saved stays stored: rerun the same command to resume")
+            report.add(outcome)
+            if on_outcome is not None:
+                on_outcome(outcome)
+    finally:
+        outcomes.close()  # stops the workers now, whatever ended the loop (Ctrl-C, a store error)
+    report.seconds = time.perf_counter() - started
+    logger.info("sweep: %d done, %d skipped, %d failed in %.1f s", report.systems_done, report.systems_skipped,
+                report.systems_failed, report.seconds)
+    return report

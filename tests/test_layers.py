@@ -23,7 +23,8 @@ ALLOWED: dict[str, set[str]] = {
     "plotting": {"screening", "errors", "io"},
     "service": {"store", "screening", "models", "chem", "settings", "errors"},
     "study": {"store", "screening", "models", "chem", "data", "io", "errors"},
-    "jobs": {"service", "store", "screening", "models", "chem", "data", "settings", "errors", "version"},
+    "sweep": {"service", "store", "screening", "models", "chem", "errors"},
+    "jobs": {"sweep", "service", "store", "screening", "models", "chem", "data", "settings", "errors", "version"},
 }
 OUTER = {"study", "cli", "jobs", "plotting"}
 CORE = {"chem", "models", "screening", "store"}

@@ -144,7 +144,9 @@ def test_feedback_cuts_neighbours_of_a_calculation_the_oracle_lacks_and_corrects
     system = campaign_systems(*sets, 1, seed=3)[0]
     table = screen(system.chemsys, predictor=predictor, known=system.known).table
     ranking = _Ranking(table, system.chemsys, "p_stable", {})
-    WIDE = OPTIONS.model_copy(update={"kernel_width": 0.1})  # noqa: N806 - a wide kernel reaches neighbours
+    # a wide kernel reaches neighbours; the residual correction is a knob (off by default since the
+    # calibrated p_stable order), switched on here to test what it does
+    WIDE = OPTIONS.model_copy(update={"kernel_width": 0.1, "residual_correction": True})  # noqa: N806
     here = 0
     absent = _feedback(ranking, [(ranking.formulas[here], None, float(ranking.dhf_pred[here]))], WIDE, 0.05)
     distance = np.linalg.norm(ranking.fractions - ranking.fractions[here], axis=1)
@@ -158,6 +160,11 @@ def test_feedback_cuts_neighbours_of_a_calculation_the_oracle_lacks_and_corrects
     near = (distance < 0.1) & (ranking.e_hull > -0.2)
     assert near.any()
     assert np.all(worse[near] < better[near])
+    # by default a returned energy acts through the hull only: no residual shift either way
+    plain = OPTIONS.model_copy(update={"kernel_width": 0.1})
+    assert not plain.residual_correction
+    calc = [(ranking.formulas[here], float(ranking.dhf_pred[here]) + 0.5, float(ranking.dhf_pred[here]))]
+    assert np.array_equal(_feedback(ranking, calc, plain, 0.05), np.zeros(len(ranking.formulas)))
 
 
 def test_summary_of_no_system_is_refused():

@@ -17,14 +17,16 @@ from typing import Any
 
 from fh_screen.models.attention import AttentionSpec
 from fh_screen.models.mlp import NetworkSpec
+from fh_screen.models.weight_storage import FLOAT32, INT16_PER_COLUMN, WeightStorage, compact_state, expand_state
 
 __all__ = ["CHECKPOINT_FORMAT", "Checkpoint", "ModelError", "dated_version", "load_checkpoint", "save_checkpoint", "spec_from_dict"]
 
 CHECKPOINT_FORMAT = "fh-screen-checkpoint"
-#: Version 2 adds the attention architecture (``spec["kind"] == "attention"``); version 1 files
-#: (fully connected networks) still load.
-CHECKPOINT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+#: Version 2 adds the attention architecture (``spec["kind"] == "attention"``); version 3 adds
+#: ``weights_storage`` (int16 matrices with per-column scales, :mod:`fh_screen.models.weight_storage`).
+#: Version 1 and 2 files still load.
+CHECKPOINT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 
 
 def spec_from_dict(data: dict) -> NetworkSpec | AttentionSpec:
@@ -53,6 +55,8 @@ class Checkpoint:
     metadata: dict[str, Any] = field(default_factory=dict)
     #: One spec per member when the ensemble mixes attention architectures (else ``spec`` for all).
     member_specs: list[AttentionSpec] | None = None
+    #: How the file it was read from stored the weights (informational; they are float32 in memory).
+    stored_as: str = FLOAT32
 
     def spec_of(self, member: int) -> NetworkSpec | AttentionSpec:
         """The architecture of ensemble member ``member``."""
@@ -97,12 +101,22 @@ class Checkpoint:
         return digest.hexdigest()
 
 
-def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> Path:
-    """Write ``checkpoint`` atomically (temporary file + rename) and return the path."""
+def save_checkpoint(checkpoint: Checkpoint, path: str | Path, weights_storage: WeightStorage = FLOAT32) -> Path:
+    """Write ``checkpoint`` atomically (temporary file + rename) and return the path.
+
+    ``weights_storage="int16-per-column"`` stores the weight matrices as int16 with per-column
+    scales (half the bytes; see :mod:`fh_screen.models.weight_storage`); the default keeps float32.
+    """
     import torch
 
+    if weights_storage not in (FLOAT32, INT16_PER_COLUMN):
+        raise ModelError(f"unknown weights storage {weights_storage!r}: use {FLOAT32} or {INT16_PER_COLUMN}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    members = [{k: v.detach().cpu().clone() for k, v in s.items()} for s in checkpoint.member_state_dicts]
+    scales = None
+    if weights_storage == INT16_PER_COLUMN:
+        members, scales = map(list, zip(*(compact_state(state) for state in members)))
     payload = {
         "format": CHECKPOINT_FORMAT,
         "format_version": CHECKPOINT_VERSION,
@@ -113,7 +127,9 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> Path:
         "elements_in_training": list(checkpoint.elements_in_training),
         "target_mean_ev_per_atom": float(checkpoint.target_mean_ev_per_atom),
         "target_std_ev_per_atom": float(checkpoint.target_std_ev_per_atom),
-        "members": [{k: v.detach().cpu().clone() for k, v in s.items()} for s in checkpoint.member_state_dicts],
+        "weights_storage": weights_storage,
+        "members": members,
+        "member_scales": scales,
         "member_specs": [m.as_dict() for m in checkpoint.member_specs] if checkpoint.member_specs else None,
         "metadata": checkpoint.metadata,
     }
@@ -159,9 +175,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             elements_in_training=list(payload.get("elements_in_training", [])),
             target_mean_ev_per_atom=float(payload["target_mean_ev_per_atom"]),
             target_std_ev_per_atom=float(payload["target_std_ev_per_atom"]),
-            # weights may be stored as float16 (the shipped ones: half the size); they run as float32
-            member_state_dicts=[{k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
-                                for state in payload["members"]],
+            member_state_dicts=_member_states(payload),
+            stored_as=str(payload.get("weights_storage", FLOAT32)),
             member_specs=[spec_from_dict(m) for m in payload["member_specs"]] if payload.get("member_specs") else None,
             metadata=dict(payload.get("metadata", {})),
         )
@@ -169,6 +184,17 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise ModelError(f"incompatible model file {path}: {one_line(exc, first_line=True)}") from None
     return checkpoint
+
+
+def _member_states(payload: dict) -> list[dict]:
+    """The members' float32 state dicts, expanded from whatever storage the file used."""
+    storage = payload.get("weights_storage", FLOAT32)
+    if storage == INT16_PER_COLUMN:
+        return [expand_state(state, scales) for state, scales in zip(payload["members"], payload["member_scales"], strict=True)]
+    if storage != FLOAT32:
+        raise ValueError(f"unknown weights storage {storage!r}")
+    # float16 tensors (an older experiment) run as float32 too
+    return [{k: (v.float() if v.is_floating_point() else v) for k, v in state.items()} for state in payload["members"]]
 
 
 def dated_version(checkpoint: Checkpoint) -> str:

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fh_screen.errors import FhScreenError
+
 __all__ = [
     "ANALOGUE_INDEX_PATH",
     "AnalogueIndex",
@@ -240,7 +242,14 @@ def analogue_counts(counts: np.ndarray, system: Sequence[str], index: AnalogueIn
 
 
 @lru_cache(maxsize=4)
-def load_analogue_index(path: str | Path = ANALOGUE_INDEX_PATH) -> AnalogueIndex | None:
-    """The index at ``path`` (the shipped one by default); None when the file is absent."""
+def load_analogue_index(path: str | Path = ANALOGUE_INDEX_PATH) -> AnalogueIndex:
+    """The index at ``path`` (the shipped one by default).
+
+    Raises :class:`~fh_screen.errors.FhScreenError` when the file is absent: P(stable) without
+    its analogue features would be quietly wrong, so a broken install must say so.
+    """
     path = Path(path)
-    return AnalogueIndex.load(path) if path.exists() else None
+    if not path.is_file():
+        hint = " (the installed package is incomplete: reinstall fh-screen)" if path == ANALOGUE_INDEX_PATH else ""
+        raise FhScreenError(f"analogue index {path} is missing{hint}")
+    return AnalogueIndex.load(path)

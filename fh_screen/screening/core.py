@@ -340,10 +340,7 @@ def _screen(chemsys: str | Sequence[str], *, predictor: Predictor | None, known:
         table["dhf_std_ev_per_atom"] = std
     step("P(stable) of every candidate")
     index = analogues if analogues is not None else load_analogue_index()
-    if index is None:
-        substitutions = patterns = np.zeros(len(counts))
-    else:
-        substitutions, patterns = analogue_counts(counts, system, index)
+    substitutions, patterns = analogue_counts(counts, system, index)
     features = candidate_features(
         counts, is_known=is_known, e_above_known_hull_ev_per_atom=e_known, dhf_pred_ev_per_atom=dhf_pred,
         dhf_std_ev_per_atom=std, refined=refined, log_prior=prior, charge_balanced=balanced,

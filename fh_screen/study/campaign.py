@@ -97,7 +97,7 @@ class CampaignOptions(BaseModel):
     presence_boost: float = Field(0.0, ge=0, description="score gain at a calculation that returned an energy (loop)")
     residual_prior_weight: float = Field(1.0, gt=0, description="pseudo-weight shrinking the residual correction to 0")
     hull_update: bool = Field(True, description="re-screen with the returned energies among the known phases (loop)")
-    residual_correction: bool = Field(True, description="shift predictions by the kernel-weighted residuals (loop)")
+    residual_correction: bool = Field(False, description="shift predictions by the kernel-weighted residuals (loop; off by default: it lost discoveries on seed 7 with the calibrated p_stable order)")
     bootstrap: int = Field(2000, ge=100, description="bootstrap resamples of systems")
 
 

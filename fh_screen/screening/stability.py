@@ -26,7 +26,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from itertools import product
 from pathlib import Path
 
@@ -249,23 +249,41 @@ class TreeEnsemble:
             return np.concatenate([self._raw_score(x[i:i + self.CHUNK_ROWS]) for i in range(0, len(x), self.CHUNK_ROWS)])
         return self._raw_score(x)
 
+    @cached_property
+    def _walk(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Flat tables for the walk: feature, threshold and global children, a leaf pointing at itself.
+
+        A leaf reads feature 0 against +inf and goes "left" to itself, so every row can take the
+        same number of steps without asking which nodes are leaves.
+        """
+        index = np.arange(len(self.feature))
+        tree_start = np.repeat(self.offsets, np.diff(np.append(self.offsets, len(self.feature))))
+        feature = np.where(self.is_leaf, 0, self.feature)
+        threshold = np.where(self.is_leaf, np.inf, self.threshold)
+        left = np.where(self.is_leaf, index, self.left + tree_start)
+        right = np.where(self.is_leaf, index, self.right + tree_start)
+        return feature, threshold, left, right
+
     def _raw_score(self, x: np.ndarray) -> np.ndarray:
         n = len(x)
         total = np.full(n, self.baseline)
         if n == 0 or len(self.offsets) == 0:
             return total
-        rows = np.arange(n)
+        feature, threshold, left, right = self._walk
+        flat = np.ascontiguousarray(x).ravel()
+        row_start = (np.arange(n) * x.shape[1])[:, None]
+        has_nan = bool(np.isnan(flat).any())
         # every tree at once: node index (flat) per (row, tree)
         node = np.broadcast_to(self.offsets, (n, len(self.offsets))).copy()
         for _ in range(self.max_depth + 1):
-            leaf = self.is_leaf[node]
-            if leaf.all():
+            value = flat[row_start + feature[node]]
+            go_left = value <= threshold[node]
+            if has_nan:
+                go_left = np.where(np.isnan(value), self.missing_left[node] | self.is_leaf[node], go_left)
+            child = np.where(go_left, left[node], right[node])
+            if np.array_equal(child, node):
                 break
-            feature = self.feature[node]
-            value = x[rows[:, None], feature]
-            go_left = np.where(np.isnan(value), self.missing_left[node], value <= self.threshold[node])
-            child = np.where(go_left, self.left[node], self.right[node]) + self.offsets
-            node = np.where(leaf, node, child)
+            node = child
         return total + self.value[node].sum(axis=1)
 
     def to_json(self) -> dict:

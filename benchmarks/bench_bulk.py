@@ -152,6 +152,9 @@ def main() -> None:
     parser.add_argument("--max-atoms", type=int, default=20)
     parser.add_argument("--stage-systems", type=int, default=20, help="systems of the slice timed stage by stage")
     parser.add_argument("--no-predictions", action="store_true", help="sweep without storing predictions")
+    parser.add_argument("--elements", default=None,
+                        help="comma-separated elements: sweep every ternary of them instead of a random slice "
+                             "(systems share subsystems, as in a real sweep)")
     parser.add_argument("--results", type=Path, default=HERE / "results" / "bulk.json",
                         help="where the section for run_all.py goes (default benchmarks/results/bulk.json)")
     args = parser.parse_args()
@@ -159,7 +162,14 @@ def main() -> None:
     from fh_screen.models.predictor import load_predictor
     from fh_screen.screening import ScreenOptions
 
-    systems = ternary_slice(args.systems, args.seed)
+    if args.elements:
+        from fh_screen.sweep import systems_from_elements
+
+        systems = systems_from_elements(args.elements.split(","), [3])
+        drawn = f"every ternary of the {len(args.elements.split(','))} elements {args.elements}"
+    else:
+        systems = ternary_slice(args.systems, args.seed)
+        drawn = f"ternaries drawn with seed {args.seed} from every ternary of the 86 elements OQMD and the model share"
     options = ScreenOptions(max_atoms=args.max_atoms)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
@@ -199,10 +209,13 @@ def main() -> None:
         "load_average_after": [round(x, 2) for x in load_after],
     }
     print(json.dumps(result, indent=1))
-    command = (f"python benchmarks/bench_bulk.py --systems {args.systems} --seed {args.seed} --max-atoms {args.max_atoms}"
-               + (f" --model {args.model}" if args.model else "") + (" --no-predictions" if args.no_predictions else ""))
+    command = ("python benchmarks/bench_bulk.py " + (f"--elements {args.elements}" if args.elements else
+                                                        f"--systems {args.systems} --seed {args.seed}")
+               + f" --max-atoms {args.max_atoms}" + (f" --model {args.model}" if args.model else "")
+               + (f" --results {args.results}" if args.results.resolve() != HERE / "results" / "bulk.json" else "") + (" --no-predictions" if args.no_predictions else ""))
     section = {  # picked up by benchmarks/run_all.py when it writes BENCHMARKS.md
-        "title": f"Bulk sweep: {len(systems)} seeded ternaries, 1 and 2 processes ({result['model']}, max {args.max_atoms} atoms"
+        "title": f"Bulk sweep: {len(systems)} " + ("ternaries of " + args.elements if args.elements else "seeded ternaries")
+                 + f", 1 and 2 processes ({result['model']}, max {args.max_atoms} atoms"
                  + (", screen documents only: --no-predictions)" if args.no_predictions else ")"),
         "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "command": command,
@@ -224,8 +237,7 @@ def main() -> None:
             {"what": "the one service end to end (run_screen, save=True)", "value": round(parts["run_screen_ms"], 1), "unit": "ms CPU"},
         ] + [{"what": f"share of the screen: {label}", "value": f"{100 * share:.0f} %", "unit": "cProfile, cumulative"}
              for label, share in parts["screen_shares"].items()],
-        "notes": (f"Machine: {machine()}. {result['systems']} ternaries drawn with seed {args.seed} from every ternary of the 86 elements OQMD and "
-                  f"the model share; a fresh store filled with the shipped OQMD table (290,363 entries); 1 torch thread per "
+        "notes": (f"Machine: {machine()}. {result['systems']} systems: {drawn}; a fresh store filled with the shipped OQMD table (290,363 entries); 1 torch thread per "
                   f"process. Load average before {'/'.join(map(str, result['load_average_before']))}, after "
                   f"{'/'.join(map(str, result['load_average_after']))}: the 2 cores are shared with other sessions."),
     }

@@ -279,3 +279,28 @@ def test_the_jobflow_maker_splits_the_sweep_into_batches_that_write_each_system_
             maker.make(bad)
     with pytest.raises(FhScreenError, match="unknown screen option 'max_atom' \\(did you mean 'max_atoms'\\?\\)"):
         BulkScreenMaker(screen_options={"max_atom": 6}).make(["Li-O"])
+
+
+def test_a_sweep_with_the_slow_default_model_gives_each_system_the_answer_of_its_own_screen(store_file):
+    """The sweep remembers the slow model's predictions across systems (Fe-Li is met in Fe-Li-O
+    and Fe-Li-P); every stored screen still equals the screen of that system alone."""
+    from fh_screen.models.predictor import load_predictor
+    from fh_screen.service import run_screen
+
+    options = ScreenOptions(max_atoms=6)
+    report = run_sweep(["Fe-Li-O", "Fe-Li-P", "Fe-O-P"], options, SweepOptions(store_file=store_file, keep_top=None))
+    assert report.systems_done == 3
+    predictor = load_predictor(None)
+    assert predictor.is_slow
+    with FhScreenStore.embedded(store_file) as store:
+        docs = {d["chemsys"]: store.get_screen(d["run_id"]) for d in store.screens.query(properties=["chemsys", "run_id"])}
+    for system in ("Fe-Li-O", "Fe-Li-P", "Fe-O-P"):
+        swept = {c.formula: c for c in docs[system].candidates}
+        alone, _, _ = run_screen(system, predictor, options=options, store=FhScreenStore.embedded(store_file), save=False)
+        own = alone.table.set_index("formula")
+        assert set(swept) == set(own.index) and len(swept) > 10
+        for formula, candidate in swept.items():
+            row = own.loc[formula]
+            assert abs(candidate.dhf_pred_ev_per_atom - row["dhf_pred_ev_per_atom"]) < 1e-6
+            assert abs(candidate.p_stable - row["p_stable"]) < 1e-6
+            assert abs(candidate.e_above_hull_pred_ev_per_atom - row["e_above_hull_pred_ev_per_atom"]) < 1e-6

@@ -32,8 +32,9 @@ __all__ = ["SweepBuilder"]
 def _predictor(model: str | None):
     """One model per name and process (maggma's worker processes load it once)."""
     from fh_screen.models.predictor import load_predictor
+    from fh_screen.sweep.runner import sweep_predictor
 
-    return load_predictor(model)
+    return sweep_predictor(load_predictor(model))
 
 
 class SweepBuilder(Builder):

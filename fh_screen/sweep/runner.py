@@ -262,6 +262,19 @@ def screen_system(system: str, predictor: Predictor, store: FhScreenStore, optio
 # -- workers -----------------------------------------------------------------------------------
 
 
+def sweep_predictor(predictor: Predictor) -> Predictor:
+    """The predictor a sweep screens with: a slow model remembers its predictions by composition.
+
+    Systems of one sweep share subsystems (each binary of N elements lies in N − 2 of their
+    ternaries), so the slow model's predictions of their candidates are made once per sweep
+    (:class:`~fh_screen.models.prediction_memo.MemoizedPredictor`); a fast one predicts faster
+    than the memory looks up.
+    """
+    from fh_screen.models.prediction_memo import MemoizedPredictor
+
+    return MemoizedPredictor(predictor) if predictor.is_slow else predictor
+
+
 @dataclass(frozen=True)
 class _Work:
     """What a worker needs (picklable, hashable): the model, the store, the options."""
@@ -289,7 +302,7 @@ def _context(work: _Work) -> tuple[Predictor, FhScreenStore, Any]:
     if predictor.weights_sha256 != work.weights_sha256:
         raise SweepStoreError(f"model {work.model or predictor.name!r} changed while the sweep started; rerun it")
     store = _open_store(Path(work.store_file) if work.store_file else None)
-    return predictor, store, _hold_open(store)  # cached: the connection is held for the worker's life
+    return sweep_predictor(predictor), store, _hold_open(store)  # cached: the connection is held for the worker's life
 
 
 def _init_worker(work: _Work) -> None:
@@ -332,7 +345,7 @@ def _outcomes(pending: list[str], work: _Work, processes: int, chunk_size: int |
 
         from fh_screen.models.torch_threads import torch_threads
 
-        predictor = load_predictor(work.model)  # loaded by the plan already: the process's cache
+        predictor = sweep_predictor(load_predictor(work.model))  # loaded by the plan already: the process's cache
         store = _open_store(Path(work.store_file) if work.store_file else None)
         held = _hold_open(store)
         try:

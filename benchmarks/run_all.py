@@ -1,6 +1,6 @@
 """Run every benchmark and write BENCHMARKS.md (machine, load, medians, side-by-side ratios).
 
-    python benchmarks/run_all.py [--quick] [--output BENCHMARKS.md]
+    python benchmarks/run_all.py [--quick] [--output BENCHMARKS.md] [--render-only]
 
 Results also land in ``benchmarks/results/screen.json``. Other benchmark scripts hook in by
 writing a JSON file ``benchmarks/results/<name>.json`` of the form
@@ -187,7 +187,7 @@ def render(results: dict) -> str:
     ]
     lines += [f"| {name} | {seconds:.3f} |" for name, seconds in prof]
     lines += external_sections({"screen.json"})
-    lines += ["", "Rerun: `python benchmarks/run_all.py` (about 3 minutes on 2 cores; `--quick` for one repeat)."]
+    lines += ["", "Rerun: `python benchmarks/run_all.py` (about 10 minutes on 2 cores; `--quick` for one repeat). The bulk sweeps: `benchmarks/bench_bulk.py` with the commands above (1–4 min each), then `python benchmarks/run_all.py --render-only`."]
     return "\n".join(lines) + "\n"
 
 
@@ -195,7 +195,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one repeat of each measurement")
     parser.add_argument("--output", default=str(HERE.parent / "BENCHMARKS.md"))
+    parser.add_argument("--render-only", action="store_true",
+                        help="measure nothing: write the file again from benchmarks/results/*.json "
+                             "(after another benchmark script refreshed its section)")
     args = parser.parse_args()
+    if args.render_only:
+        Path(args.output).write_text(render(json.loads((RESULTS / "screen.json").read_text())))
+        print(f"wrote {args.output} from {RESULTS}")
+        return
     repeats = 1 if args.quick else 3
     results = {
         "measured": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

@@ -19,6 +19,17 @@ def isolated_settings(tmp_path, monkeypatch) -> Path:
     return data_dir
 
 
+def fresh_machine(tmp_path: Path, monkeypatch, reference_data: bool) -> Path:
+    """A new user's machine: empty HOME and data dir, no config file, no MongoDB; the first-use
+    fill of the shipped OQMD table on or off. Returns the data dir."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("FH_SCREEN_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("FH_SCREEN_CONFIG_FILE", str(tmp_path / "absent.yaml"))
+    monkeypatch.setenv("FH_SCREEN_REFERENCE_DATA", "true" if reference_data else "false")
+    monkeypatch.delenv("FH_SCREEN_MONGO_URI", raising=False)
+    return tmp_path / "data"
+
+
 @pytest.fixture(scope="session")
 def train_slice_csv(oqmd_dir, tmp_path_factory) -> Path:
     """The first 2,000 rows of the shared train.csv, in the shared format."""

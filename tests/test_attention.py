@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from fh_screen.models.attention_training import AttentionData, calibrate_sigma_scale, parse_recipe, prepare_attention_data, run_attention_training
+from fh_screen.models.train import AttentionData, calibrate_sigma_scale, parse_recipe, prepare_attention_data, run_attention_training
 from fh_screen.chem.formula import DEFAULT_ELEMENTS, fraction_matrix
 from fh_screen.models.attention import AttentionSpec, set_tensors
 from fh_screen.models.mlp import NetworkSpec
 from fh_screen.models.checkpoint import ModelError, load_checkpoint, save_checkpoint
-from fh_screen.models.fit_attention import AttentionTrainConfig, train_attention_network
+from fh_screen.models.attention import AttentionTrainConfig
+from fh_screen.models.fit import train_attention_network
 from fh_screen.models.predictor import Predictor
 
 TINY = AttentionTrainConfig(epochs=2, batch_size=128, learning_rate=2e-3)
@@ -195,7 +196,7 @@ def test_cli_trains_an_attention_recipe_and_resumes_it(oqmd_slice_csv, tmp_path)
     import json
     import re
 
-    from fh_screen.models.attention_training import MODEL_VERSION
+    from fh_screen.models.train import MODEL_VERSION
 
     assert trained_model.version != MODEL_VERSION and re.fullmatch(r"\d{8}-" + identity[:8], trained_model.version)
     card = json.loads((tmp_path / "model_card.json").read_text())

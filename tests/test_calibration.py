@@ -12,14 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fh_screen.models import attention_training
 from fh_screen.models.calibration import TARGET_COVERAGE, calibrate_sigma_scale, interval_coverage
 from fh_screen.chem.formula import fraction_matrix
 from fh_screen.data import load_oqmd, split_frame
 from fh_screen.models.checkpoint import load_checkpoint, save_checkpoint
 from fh_screen.models.fit import TrainConfig
 from fh_screen.models.predictor import Predictor, shipped_model_path
-from fh_screen.models.training import TrainingRun, train_model, write_model_card
+from fh_screen.models.train import TrainingRun, train_model, write_model_card
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = TrainConfig(epochs=3, batch_size=256, seed=0)
@@ -51,11 +50,6 @@ def test_coverage_counts_the_interval_edges_and_ignores_the_sign():
     assert interval_coverage([-1.645, 1.645, 2.0, 0.0], [1.0, 1.0, 1.0, 0.0]) == 0.75
     assert calibrate_sigma_scale([0.0, 0.0], [0.0, 0.0]) == 0.0  # zero σ and zero error: no division by zero
     assert np.isnan(interval_coverage([], []))
-
-
-def test_attention_training_still_exports_the_moved_names():
-    assert attention_training.calibrate_sigma_scale is calibrate_sigma_scale
-    assert attention_training.TARGET_COVERAGE == TARGET_COVERAGE == 0.90
 
 
 @pytest.fixture(scope="module")

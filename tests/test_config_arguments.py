@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from fh_screen.models.fit_attention import AttentionTrainConfig, add_config_arguments, config_from_args
+from fh_screen.models.attention import AttentionTrainConfig
+
+from fh_screen.models.fit import add_config_arguments, config_from_args
 
 NAMES = ("epochs", "batch_size", "learning_rate", "weight_decay", "seed", "threads")
 

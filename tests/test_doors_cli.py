@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
+from store_fixtures import fresh_machine
 from typer.testing import CliRunner
 
 from fh_screen.cli import build_app
@@ -14,13 +16,8 @@ runner = CliRunner()
 
 
 @pytest.fixture
-def settings_env(tmp_path, monkeypatch):
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("FH_SCREEN_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("FH_SCREEN_CONFIG_FILE", str(tmp_path / "absent.yaml"))
-    monkeypatch.setenv("FH_SCREEN_REFERENCE_DATA", "false")
-    monkeypatch.delenv("FH_SCREEN_MONGO_URI", raising=False)
-    return tmp_path / "data"
+def settings_env(tmp_path, monkeypatch) -> Path:
+    return fresh_machine(tmp_path, monkeypatch, reference_data=False)
 
 
 def _one_error_line(result) -> str:

@@ -118,10 +118,11 @@ def test_bad_input_is_one_line(files, tmp_path, monkeypatch):
 
 def _tiny_attention(train_csv) -> "Checkpoint":  # noqa: F821
     """A one-member attention ensemble (the default model's architecture, small) trained briefly on the slice."""
-    from fh_screen.models.attention_training import prepare_attention_data
+    from fh_screen.models.train import prepare_attention_data
     from fh_screen.models.attention import AttentionSpec
     from fh_screen.models.checkpoint import Checkpoint
-    from fh_screen.models.fit_attention import AttentionTrainConfig, train_attention_network
+    from fh_screen.models.attention import AttentionTrainConfig
+    from fh_screen.models.fit import train_attention_network
 
     spec = AttentionSpec(d_model=32, n_layers=1, n_heads=2, d_ff=64, d_head_hidden=32)
     data = prepare_attention_data(train_csv, max_rows=1500, seed=0)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
+from store_fixtures import fresh_machine
 from typer.testing import CliRunner
 
 from fh_screen.screening import ScreenOptions
@@ -30,7 +32,7 @@ def test_screen_predict_and_training_leave_logging_warnings_and_threads_alone(tm
     from fh_screen.models.fit import TrainConfig
     from fh_screen.models.predictor import Predictor, load_predictor
     from fh_screen.store.bootstrap import packaged_reference_frame
-    from fh_screen.models.training import train_model
+    from fh_screen.models.train import train_model
 
     rows = tmp_path / "rows.csv"
     oqmd_train_raw.head(300).to_csv(rows, index=False)
@@ -51,12 +53,8 @@ def test_screen_predict_and_training_leave_logging_warnings_and_threads_alone(tm
 
 
 @pytest.fixture
-def settings_env(tmp_path, monkeypatch):
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("FH_SCREEN_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("FH_SCREEN_CONFIG_FILE", str(tmp_path / "absent.yaml"))
-    monkeypatch.setenv("FH_SCREEN_REFERENCE_DATA", "false")
-    monkeypatch.delenv("FH_SCREEN_MONGO_URI", raising=False)
+def settings_env(tmp_path, monkeypatch) -> Path:
+    return fresh_machine(tmp_path, monkeypatch, reference_data=False)
 
 
 def test_re_predicting_with_another_model_replaces_sigma_and_p(settings_env, tmp_path):

@@ -12,7 +12,7 @@ from fh_screen.models.checkpoint import ModelError, load_checkpoint, save_checkp
 from fh_screen.models.mlp import PRESETS, ArchitectureError, build_network, format_architecture, parse_architecture
 from fh_screen.models.fit import TrainConfig, train_network
 from fh_screen.models.predictor import Predictor
-from fh_screen.models.training import train_model, write_model_card
+from fh_screen.models.train import train_model, write_model_card
 
 
 def test_paper_preset_is_table_1():

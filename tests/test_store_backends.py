@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from fh_screen.screening import ScreenOptions
 from fh_screen.store import bootstrap
+from store_fixtures import fresh_machine
 
 runner = CliRunner()
 
@@ -25,12 +26,7 @@ runner = CliRunner()
 @pytest.fixture
 def settings_env(tmp_path, monkeypatch) -> Path:
     """A fresh machine: empty HOME and data dir, no config file, the first-use fill on."""
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("FH_SCREEN_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("FH_SCREEN_CONFIG_FILE", str(tmp_path / "absent.yaml"))
-    monkeypatch.setenv("FH_SCREEN_REFERENCE_DATA", "true")
-    monkeypatch.delenv("FH_SCREEN_MONGO_URI", raising=False)
-    return tmp_path / "data"
+    return fresh_machine(tmp_path, monkeypatch, reference_data=True)
 
 
 def _table_slice():

@@ -48,7 +48,7 @@ def train_command(
 
     from fh_screen.models.mlp import PRESETS, parse_architecture
     from fh_screen.models.fit import TrainConfig
-    from fh_screen.models.training import train_model, write_model_card
+    from fh_screen.models.train import train_model, write_model_card
 
     if preset not in PRESETS:
         fail(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
@@ -103,7 +103,7 @@ def user_model_version(checkpoint) -> str:
 def _train_with_bars(train_path, val_path, preset, spec, config, members, max_rows, name, epochs):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from fh_screen.models.training import train_model
+    from fh_screen.models.train import train_model
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[status]}"), console=error_console()) as progress:
@@ -121,10 +121,10 @@ def _train_attention(train_path: Path, output_dir: Path, val_path: Optional[Path
                      epochs: Optional[int], max_rows: Optional[int], seed: int, threads: int, name: Optional[str]) -> None:
     import sys
 
-    from fh_screen.models.attention_training import parse_recipe, run_attention_training
+    from fh_screen.models.train import parse_recipe, run_attention_training
     from fh_screen.models.checkpoint import save_checkpoint
-    from fh_screen.models.fit_attention import AttentionTrainConfig
-    from fh_screen.models.training import write_attention_card
+    from fh_screen.models.attention import AttentionTrainConfig
+    from fh_screen.models.train import write_attention_card
 
     try:
         parse_recipe(recipe)

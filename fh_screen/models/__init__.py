@@ -10,8 +10,7 @@ one checkpoint format (:mod:`~fh_screen.models.checkpoint`); the
 :class:`~fh_screen.models.predictor.Predictor` and the registry of shipped models (weights and
 cards in ``fh_screen/pretrained/<name>/``, or ``FH_SCREEN_MODEL_DIR``); σ calibration
 (:mod:`~fh_screen.models.calibration`) and the one metrics function
-(:mod:`~fh_screen.models.metrics`). ``training``, ``attention_training`` and ``fit_attention``
-are earlier module names that re-export the same functions.
+(:mod:`~fh_screen.models.metrics`).
 
 May import: :mod:`fh_screen.chem`, :mod:`fh_screen.data`, :mod:`fh_screen.io`,
 :mod:`fh_screen.errors`, :mod:`fh_screen.settings`; never ``screening``, ``store``, ``study``,

@@ -30,6 +30,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from fractions import Fraction
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -265,14 +266,20 @@ def screen(
     Raises :class:`ChemsysError`/:class:`ScreenError` (one line) for bad input or an
     enumeration above ``options.max_candidates`` without ``options.force``.
     """
-    from threadpoolctl import threadpool_limits
-
     # numpy's BLAS threads (OpenBLAS) busy-wait after each call and would take the cores that the
     # model's torch threads need next (a warm quaternary screen 1.4× faster: bench_screen_stages.py); the
     # screen's own matrix products are small, so they run on one thread
-    with threadpool_limits(limits=1, user_api="blas"):
+    with _blas_controller().limit(limits=1, user_api="blas"):
         return _screen(chemsys, predictor=predictor, known=known, options=options, progress=progress,
                        analogues=analogues)
+
+
+@lru_cache(maxsize=1)
+def _blas_controller():
+    """threadpoolctl's view of the loaded BLAS libraries, made once (finding them costs ~2.5 ms a screen)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def _screen(chemsys: str | Sequence[str], *, predictor: Predictor | None, known: pd.DataFrame | None,

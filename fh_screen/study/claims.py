@@ -32,13 +32,10 @@ import pandas as pd
 
 from fh_screen.chem.formula import DEFAULT_ELEMENTS
 from fh_screen.io import atomic_write
-from fh_screen.chem.hull import STABLE_TOLERANCE_EV_PER_ATOM
-from fh_screen.chem.hull import e_above_hull as _e_above_hull
 from fh_screen.data import OqmdSet, make_set
-from fh_screen.screening.analogues import AnalogueIndex
 from fh_screen.data import in_range as _in_range
-from fh_screen.data import subsystem_rows as _subsystem_rows
-from fh_screen.study.evaluation import REDISCOVERY_MAX_ATOMS, _reduced_formula
+from fh_screen.screening.analogues import AnalogueIndex
+from fh_screen.study.evaluation import _reduced_formula, drawn_systems
 
 if TYPE_CHECKING:
     from fh_screen.models.predictor import Predictor
@@ -131,15 +128,6 @@ def _frame_set(frame: pd.DataFrame) -> OqmdSet:
     return make_set(frame["formula"].astype(str).tolist(), frame["dhf_ev_per_atom"].to_numpy(np.float64))
 
 
-def eligible_systems(hidden: OqmdSet, seed: int) -> list[tuple[int, ...]]:
-    """Element sets (2–4 elements) of hidden compounds with at most 20 atoms, in a seeded order."""
-    ok = _in_range(hidden.dhf_ev_per_atom)
-    eligible = sorted({hidden.systems[i] for i in np.flatnonzero(ok & (hidden.n_atoms <= REDISCOVERY_MAX_ATOMS))
-                       if 2 <= len(hidden.systems[i]) <= 4})
-    order = np.random.default_rng(seed).permutation(len(eligible))
-    return [eligible[i] for i in order]
-
-
 def protocol_examples(
     known: OqmdSet,
     hidden: OqmdSet,
@@ -154,7 +142,7 @@ def protocol_examples(
 ) -> ClaimsExamples:
     """Screen ``n_systems`` systems that hold a hidden stable compound and label their new candidates.
 
-    Systems come in the seeded order of :func:`eligible_systems` (``skip`` passes over the first
+    Systems come in the seeded order of :func:`fh_screen.study.evaluation.drawn_systems` (``skip`` passes over the first
     ones, so that runs can be split); a system counts when a hidden compound made of all its
     elements lies on the true hull (the rule of :func:`fh_screen.study.evaluation.rediscovery`).
     ``analogues``: the index of chemical analogues the screens count (default: built from the
@@ -167,24 +155,13 @@ def protocol_examples(
     if analogues is None:
         analogues = AnalogueIndex.from_formulas([known.formulas[i] for i in np.flatnonzero(known_ok)],
                                                 source="the protocol's known phases")
-    hidden_ok = _in_range(hidden.dhf_ev_per_atom)
-    known_index = known.index()
-    hidden_index = hidden.index()
     features, labels, systems_of, own_flags, ranks, formulas = [], [], [], [], [], []
     systems, n_real, n_real_own, missed = [], [], [], []
     seen = 0
-    for system in eligible_systems(hidden, seed):
+    for drawn in drawn_systems(known, hidden, seed):
         if len(systems) >= n_systems:
             break
-        k_rows = _subsystem_rows(known_index, system)
-        k_rows = k_rows[known_ok[k_rows]]
-        h_rows = _subsystem_rows(hidden_index, system)
-        h_rows = h_rows[hidden_ok[h_rows]]
-        small = h_rows[hidden.n_atoms[h_rows] <= REDISCOVERY_MAX_ATOMS]
-        points = np.concatenate([known.fractions[k_rows], hidden.fractions[h_rows]])
-        energies = np.concatenate([known.dhf_ev_per_atom[k_rows], hidden.dhf_ev_per_atom[h_rows]])
-        e_true = _e_above_hull(system, points, energies, hidden.fractions[small], hidden.dhf_ev_per_atom[small])
-        real_rows = small[e_true <= STABLE_TOLERANCE_EV_PER_ATOM]
+        system, k_rows, real_rows = drawn.system, drawn.known_rows, drawn.stable_rows
         own_real = [i for i in real_rows if hidden.systems[i] == system]
         if not own_real:
             continue

@@ -356,7 +356,7 @@ def finetune(
 
 def write_finetuned_model(result: FinetuneResult, directory: str | Path) -> Path:
     """Save ``model.pt``, ``model_card.json`` and ``README.md`` of a fine-tuned model into ``directory``."""
-    from fh_screen.io import atomic_write_text
+    from fh_screen.io import atomic_write_text, write_json
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -370,7 +370,7 @@ def write_finetuned_model(result: FinetuneResult, directory: str | Path) -> Path
         "elements": f"{checkpoint.elements[0]}–{checkpoint.elements[-1]} ({len(checkpoint.elements)} slots)",
         **checkpoint.metadata,
     }
-    atomic_write_text(directory / "model_card.json", json.dumps(card, indent=1))
+    write_json(card, directory / "model_card.json")
     atomic_write_text(directory / "README.md", card_markdown(checkpoint))
     return directory
 

@@ -37,7 +37,7 @@ import pandas as pd
 from fh_screen.chem.formula import DEFAULT_ELEMENTS, fraction_matrix
 from fh_screen.data import OUTLIER_RANGE_EV_PER_ATOM, CleaningReport, check_trainable, file_sha256, load_oqmd, split_frame
 from fh_screen.errors import TrainingError
-from fh_screen.io import atomic_write, atomic_write_text
+from fh_screen.io import atomic_write, atomic_write_text, write_json
 from fh_screen.models.attention import ATTENTION_PRESETS, AttentionRecipe, AttentionSpec, AttentionTrainConfig, set_tensors
 from fh_screen.models.calibration import TARGET_COVERAGE, calibrate_sigma_scale, interval_coverage
 from fh_screen.models.checkpoint import Checkpoint, save_checkpoint
@@ -321,7 +321,7 @@ def write_card_files(checkpoint: Checkpoint, directory: str | Path, history: lis
         **checkpoint.metadata,
         "history": history,
     }
-    atomic_write_text(directory / "model_card.json", json.dumps(card, indent=1))
+    write_json(card, directory / "model_card.json")
     atomic_write_text(directory / "README.md", _card_markdown(card))
     return directory
 
@@ -393,7 +393,7 @@ def write_attention_card(checkpoint: Checkpoint, directory: str | Path) -> Path:
         **{k: v for k, v in meta.items() if k != "histories"},
         "history": meta.get("histories", []),
     }
-    atomic_write_text(directory / "model_card.json", json.dumps(card, indent=1))
+    write_json(card, directory / "model_card.json")
     lines = [
         f"# fh-screen model `{checkpoint.name}` v{checkpoint.version}",
         "",

@@ -27,6 +27,11 @@ def test_screen_formulas_are_already_pymatgen_reduced_and_predictions_carry_no_s
     assert [d["formula"] for d in fast] == [d["formula"] for d in reference]
     assert [d["chemsys"] for d in fast] == [d["chemsys"] for d in reference]
     assert not {"e_above_hull_pred_ev_per_atom", "run_id", "rank"} & set(fast[0])
+    # built without pydantic's validation, every document is what validation gives
+    from fh_screen.store.documents import PredictionDoc
+
+    assert all(PredictionDoc.model_validate(d).model_dump() == d for d in fast)
+    assert {type(d["dhf_pred_ev_per_atom"]) for d in fast} == {float} and {type(d["out_of_domain"]) for d in fast} == {bool}
     store = FhScreenStore.embedded(tmp_path / "store.sqlite")
     with store:
         assert store.save_predictions(result.table, predictor, formulas_reduced=True) == len(result.table)

@@ -223,21 +223,31 @@ def analogue_counts(counts: np.ndarray, system: Sequence[str], index: AnalogueIn
     own_hash = _composition_hash(z, counts)
     patterns = index.pattern_count(_group_hash(groups, counts)).astype(np.float64)
     patterns -= index.contains(own_hash)  # a known composition is not its own analogue
-    substitutions = np.zeros(n)
     column = {s: j for j, s in enumerate(system)}
     amounts = counts.astype(np.uint64)
+    # every substitution of every row, looked up in one pass over the index
+    queries, rows = [], []
     for j, symbol in enumerate(system):
-        has = counts[:, j] > 0
-        if not has.any():
+        has = np.flatnonzero(counts[:, j] > 0)
+        if not len(has):
             continue
         own_term = _mix((np.uint64(z[j]) << np.uint64(_AMOUNT_BITS)) + amounts[has, j])
         base = own_hash[has] - own_term
         for mate in _mates().get(int(groups[j]), ()):
             if mate == symbol:
                 continue
-            ok = np.ones(int(has.sum()), dtype=bool) if mate not in column else counts[has, column[mate]] == 0
-            mate_term = _mix((np.uint64(atomic_number(mate)) << np.uint64(_AMOUNT_BITS)) + amounts[has, j])
-            substitutions[has] += (index.contains(base + mate_term) & ok)
+            keep = has if mate not in column else has[counts[has, column[mate]] == 0]
+            if not len(keep):
+                continue
+            kept_base = base if mate not in column else base[counts[has, column[mate]] == 0]
+            mate_term = _mix((np.uint64(atomic_number(mate)) << np.uint64(_AMOUNT_BITS)) + amounts[keep, j])
+            queries.append(kept_base + mate_term)
+            rows.append(keep)
+    if queries:
+        found = index.contains(np.concatenate(queries))
+        substitutions = np.bincount(np.concatenate(rows)[found], minlength=n).astype(np.float64)
+    else:
+        substitutions = np.zeros(n)
     return substitutions, np.maximum(patterns, 0.0)
 
 

@@ -70,6 +70,15 @@ FEATURE_NAMES: tuple[str, ...] = (
 
 
 # ---------------------------------------------------------------------------- SMACT test
+@lru_cache(maxsize=128)
+def _smact_element(symbol: str) -> tuple[tuple[int, ...], float | None]:
+    """SMACT's ICSD-24 oxidation states and Pauling electronegativity of ``symbol`` (read once)."""
+    import smact
+
+    element = smact.Element(symbol)
+    return tuple(element.oxidation_states_icsd24 or ()), element.pauling_eneg
+
+
 @lru_cache(maxsize=4096)
 def _smact_combinations(symbols: tuple[str, ...]) -> np.ndarray | None:
     """Oxidation-state combinations of ``symbols`` that pass SMACT's Pauling test (rows), or None.
@@ -82,11 +91,11 @@ def _smact_combinations(symbols: tuple[str, ...]) -> np.ndarray | None:
 
     if all(s in smact.metals for s in symbols):
         return None
-    elements = [smact.Element(s) for s in symbols]
-    states = [list(e.oxidation_states_icsd24 or []) for e in elements]
+    properties = [_smact_element(s) for s in symbols]
+    states = [list(states) for states, _ in properties]
     if any(not s for s in states):
         return np.zeros((0, len(symbols)), dtype=np.int64)
-    electronegativities = [e.pauling_eneg for e in elements]
+    electronegativities = [eneg for _, eneg in properties]
     kept = []
     for combination in product(*states):
         try:

@@ -201,3 +201,21 @@ def test_cli_campaign_writes_the_report_and_refuses_a_missing_file(tables, tmp_p
     bad = runner.invoke(build_app(), args[:2] + [str(tmp_path / "missing.csv")] + args[3:])
     assert bad.exit_code == 2
     assert "missing.csv" in bad.output and "Traceback" not in bad.output
+
+
+def test_set_rate_feedback_lowers_a_set_after_failures_and_leaves_other_sets_alone(sets, predictor):
+    from fh_screen.screening import screen
+    from fh_screen.study.campaign import _set_rate
+
+    system = campaign_systems(*sets, 1, seed=3)[0]
+    table = screen(system.chemsys, predictor=predictor, known=system.known).table
+    ranking = _Ranking(table, system.chemsys, "p_stable", {})
+    support = (ranking.fractions > 0).sum(axis=1)
+    here = int(np.flatnonzero(support == len(system.chemsys))[0])  # a candidate of the whole system
+    same_set = (ranking.fractions > 0).all(axis=1)
+    hull_here = float(ranking.dhf_pred[here] - ranking.e_hull[here])
+    failed = [(ranking.formulas[here], None, float(ranking.dhf_pred[here]), hull_here, 0.5)]
+    found = [(ranking.formulas[here], hull_here - 0.1, float(ranking.dhf_pred[here]), hull_here, 0.5)]
+    down, up = _set_rate(ranking, failed, 1.0, 0.05), _set_rate(ranking, found, 1.0, 0.05)
+    assert np.allclose(down[same_set], np.log(1 / 1.5)) and np.allclose(up[same_set], np.log(2 / 1.5))
+    assert np.all(down[~same_set] == 0) and np.all(up[~same_set] == 0)

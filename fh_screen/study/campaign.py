@@ -96,6 +96,8 @@ class CampaignOptions(BaseModel):
     absent_strength: float = Field(0.3, ge=0, lt=1, description="score cut at a calculation the oracle lacks (loop)")
     presence_boost: float = Field(0.0, ge=0, description="score gain at a calculation that returned an energy (loop)")
     residual_prior_weight: float = Field(1.0, gt=0, description="pseudo-weight shrinking the residual correction to 0")
+    set_rate_shape: float = Field(0.0, ge=0, description="shape a of the per-element-set rate of discoveries (loop): each "
+                                  "set's scores scale by (a + discoveries) / (a + Σ p of its calculations); 0: off")
     hull_update: bool = Field(True, description="re-screen with the returned energies among the known phases (loop)")
     residual_correction: bool = Field(False, description="shift predictions by the kernel-weighted residuals (loop; off by default: it lost discoveries on seed 7 with the calibrated p_stable order)")
     bootstrap: int = Field(2000, ge=100, description="bootstrap resamples of systems")
@@ -231,7 +233,8 @@ def _feedback(ranking: _Ranking, computed: list[tuple[str, float | None, float]]
               tolerance_ev_per_atom: float) -> np.ndarray:
     """Log-score correction of each candidate from the calculations done so far.
 
-    ``computed``: (formula, oracle ΔH_f or None, predicted ΔH_f at the time of the pick).
+    ``computed``: (formula, oracle ΔH_f or None, predicted ΔH_f, the known hull's ΔH_f there and
+    the ranked probability, each at the time of the pick).
     """
     from scipy.stats import norm
 
@@ -252,7 +255,28 @@ def _feedback(ranking: _Ranking, computed: list[tuple[str, float | None, float]]
         correction += np.log1p(options.presence_boost * k[:, has_energy]).sum(axis=1)
     if (~has_energy).any():
         correction += np.log1p(-options.absent_strength * k[:, ~has_energy]).sum(axis=1)
+    if options.set_rate_shape > 0 and all(len(c) >= 5 for c in computed):
+        correction += _set_rate(ranking, computed, options.set_rate_shape, tolerance_ev_per_atom)
     return correction
+
+
+def _set_rate(ranking: _Ranking, computed: list[tuple], shape: float, tolerance_ev_per_atom: float) -> np.ndarray:
+    """Log multiplier of each candidate's score from the calculations in its element set.
+
+    Each element set (the elements a composition holds) gets a rate of discoveries λ with a
+    Gamma(shape, shape) prior (mean 1); a calculation of probability p that found a compound on
+    the known hull counts a success, so λ's posterior mean is (a + successes) / (a + Σ p).
+    """
+    support = ranking.fractions > 0
+    keys = support @ (1 << np.arange(support.shape[1]))
+    picked_keys = (_fractions([c[0] for c in computed], ranking.chemsys) > 0) @ (1 << np.arange(support.shape[1]))
+    out = np.zeros(len(ranking.formulas))
+    for key in np.unique(picked_keys):
+        mine = [c for c, k in zip(computed, picked_keys) if k == key]
+        successes = sum(1 for c in mine if c[1] is not None and c[1] <= c[3] + tolerance_ev_per_atom)
+        expected = sum(c[4] for c in mine)
+        out[keys == key] = np.log((shape + successes) / (shape + expected))
+    return out
 
 
 def run_system(system: CampaignSystem, predictor: Predictor, options: CampaignOptions,
@@ -288,7 +312,7 @@ def run_system(system: CampaignSystem, predictor: Predictor, options: CampaignOp
     # the loop
     ranking = base
     known = system.known
-    computed: list[tuple[str, float | None, float]] = []
+    computed: list[tuple[str, float | None, float, float, float]] = []
     picked: list[str] = []
     while len(picked) < budget:
         available = ~np.isin(np.asarray(ranking.formulas, dtype=object), np.asarray(picked, dtype=object))
@@ -300,7 +324,8 @@ def run_system(system: CampaignSystem, predictor: Predictor, options: CampaignOp
         for row in rows:
             formula = ranking.formulas[row]
             value = system.oracle_ev_per_atom.get(_reduced(formula))
-            computed.append((formula, value, float(ranking.dhf_pred[row])))
+            hull_here = float(ranking.dhf_pred[row] - ranking.e_hull[row])  # the known hull at this composition
+            computed.append((formula, value, float(ranking.dhf_pred[row]), hull_here, float(np.exp(ranking.log_score[row]))))
             picked.append(formula)
             if value is not None:
                 news.append((formula, value))

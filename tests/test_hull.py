@@ -137,3 +137,26 @@ def test_formatted_fractions_match_python_formatting_at_rounding_ties():
     expected = [f"{w:.3f} Li2O + {1 - w:.3f} Li" for w in ties]
     assert format_decompositions(indices, fractions, names) == expected
     assert format_decompositions(np.array([[1, -1]]), np.array([[1.0, 0.0]]), names) == ["1.000 O"]
+
+
+def test_lower_hull_energy_equals_the_hull_energy_on_a_hull_of_thousands_of_facets():
+    """The binned path (only the facets whose boxes reach a row's bin) gives every row the
+    energy the full plane scan gives; a hull of predicted candidates of Li-Fe-P-O, as the
+    P(stable) feature builds it, has thousands of facets."""
+    from fh_screen.chem.hull import lower_hull_energies
+
+    system = ("Fe", "Li", "O", "P")
+    counts = enumerate_counts(4, max_atoms=24)
+    fractions = counts / counts.sum(axis=1, keepdims=True)
+    rng = np.random.default_rng(0)
+    # a smooth energy surface with noise: most points sit on or near the lower hull
+    energies = -2.0 * (1 - (fractions ** 2).sum(axis=1)) + 0.05 * rng.standard_normal(len(fractions))
+    single = (counts > 0).sum(axis=1) == 1
+    points, point_energies = fractions[~single], energies[~single]
+    hull = build_hull(system, points, point_energies)
+    assert len(hull.planes) * len(fractions) > 8_000_000  # the binned path runs
+    full, _ = hull.hull_energy(fractions)
+    binned = hull.lower_hull_energy(fractions)
+    np.testing.assert_allclose(binned, full, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(lower_hull_energies(system, points, point_energies, fractions),
+                               hull_energies(system, points, point_energies, fractions).energy_ev_per_atom, rtol=0, atol=1e-12)

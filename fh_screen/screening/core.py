@@ -38,7 +38,7 @@ import pandas as pd
 
 from fh_screen.chem.candidates import count_candidates, enumerate_counts, formulas_from_counts, parse_chemsys, reduce_counts
 from fh_screen.chem.formula import ELEMENTS_ABSENT_FROM_OQMD, FormulaError, _amounts_fast, _amounts_of, parse_formula
-from fh_screen.chem.hull import QHULL_MAX_ELEMENTS, hull_energies, probability_within
+from fh_screen.chem.hull import QHULL_MAX_ELEMENTS, hull_energies, lower_hull_energies, probability_within
 from fh_screen.chem.oxidation import charge_balanced
 from fh_screen.run_ids import new_run_id
 from fh_screen.screening.analogues import AnalogueIndex, analogue_counts, load_analogue_index
@@ -454,8 +454,7 @@ def _e_above_predicted_hull(system: tuple[str, ...], fractions: np.ndarray, dhf_
         return np.zeros(0)
     points = np.concatenate([known_fractions, fractions[below]])
     energies = np.concatenate([known_dhf, dhf_used[below]])
-    hull = hull_energies(system, points, energies, fractions)
-    e = dhf_used - hull.energy_ev_per_atom
+    e = dhf_used - lower_hull_energies(system, points, energies, fractions)
     e[np.abs(e) < 1e-9] = 0.0
     return e
 

@@ -133,7 +133,8 @@ def smact_valid_mask(counts: np.ndarray, system: Sequence[str]) -> np.ndarray:
             continue
         if len(combinations) == 0:
             continue
-        charge = counts[np.ix_(rows, columns)] @ combinations.T
+        # small integers: float64 products are exact, and BLAS makes them ~20× faster than int64's
+        charge = counts[np.ix_(rows, columns)].astype(np.float64) @ combinations.T.astype(np.float64)
         out[rows] = (charge == 0).any(axis=1)
     return out
 

@@ -133,9 +133,13 @@ def smact_valid_mask(counts: np.ndarray, system: Sequence[str]) -> np.ndarray:
             continue
         if len(combinations) == 0:
             continue
-        # small integers: float64 products are exact, and BLAS makes them ~20× faster than int64's
-        charge = counts[np.ix_(rows, columns)].astype(np.float64) @ combinations.T.astype(np.float64)
-        out[rows] = (charge == 0).any(axis=1)
+        # small integers: float64 products are exact, and BLAS makes them ~20× faster than int64's;
+        # rows in chunks, so that rows × combinations stays ~32 MB (a senary set has ~3,000 combinations)
+        charges = combinations.T.astype(np.float64)
+        chunk = max(1, 4_000_000 // len(combinations))
+        for start in range(0, len(rows), chunk):
+            part = rows[start:start + chunk]
+            out[part] = (counts[np.ix_(part, columns)].astype(np.float64) @ charges == 0).any(axis=1)
     return out
 
 

@@ -205,8 +205,11 @@ def candidate_features(
             n_in_set[rows] = float((known_keys == key).sum())
             n_in_sub[rows] = float(inside.sum())
             if inside.any():
-                distance = np.abs(fractions[rows, None, :] - known_fractions[None, inside, :]).sum(axis=2)
-                nearest[rows] = distance.min(axis=1)
+                near = known_fractions[inside]
+                chunk = max(1, 4_000_000 // (len(near) * k))  # rows × known × elements stays ~32 MB
+                for start in range(0, len(rows), chunk):
+                    part = rows[start:start + chunk]
+                    nearest[part] = np.abs(fractions[part, None, :] - near[None, :, :]).sum(axis=2).min(axis=1)
     present = counts > 0
     return np.column_stack([
         e,

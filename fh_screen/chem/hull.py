@@ -84,16 +84,16 @@ class Hull:
             energy[start : start + block] = values[np.arange(len(best)), best]  # the max, without a second pass
         return energy, facet
 
-    def lower_hull_energy(self, fractions: np.ndarray, cells: int = 16) -> np.ndarray:
+    def lower_hull_energy(self, fractions: np.ndarray, cells: int = 12, axes: int = 3) -> np.ndarray:
         """ΔH_f of the hull (eV/atom) at each row of ``fractions``, without the facet: large hulls fast.
 
         Every facet plane lies on or below the lower hull, and the facet that holds a row lies on
         it there, so the hull's energy is the largest plane value over any set of facets that
         includes the holding one. A row can only lie in a facet whose bounding box holds it:
-        rows and facets are binned on the two composition axes that spread the rows most, and
-        each row meets only the facets whose boxes reach its bin. The same energies as
-        :meth:`hull_energy` (to float rounding), ~10–100× fewer plane evaluations on hulls of
-        thousands of facets.
+        rows and facets are binned (``cells`` per axis) on the ``axes`` composition axes that
+        spread the rows most, and each row meets only the facets whose boxes reach its bin. The
+        same energies as :meth:`hull_energy` (to float rounding); on the senary Li-Fe-P-O-Mn-Co
+        hull of predictions (18,525 facets) a row meets ~40 % of them.
         """
         fractions = np.asarray(fractions, dtype=np.float64)
         n, k = fractions.shape
@@ -101,24 +101,24 @@ class Hull:
             return self.hull_energy(fractions)[0]
         augmented = np.concatenate([fractions[:, 1:], np.ones((n, 1))], axis=1)
         corners = self.fractions[self.facets]  # (facets, vertices, elements)
-        low, high = corners.min(axis=1), corners.max(axis=1)
-        a, b = np.argsort(-fractions.var(axis=0), kind="stable")[:2]
+        chosen = np.argsort(-fractions.var(axis=0), kind="stable")[: min(axes, k)]
 
         def bin_of(values: np.ndarray) -> np.ndarray:
             return np.clip(np.floor(values * cells).astype(np.int64), 0, cells - 1)
 
         tolerance = 1e-9  # a row on a facet's edge may round just outside its box
-        low_a, high_a = bin_of(low[:, a] - tolerance), bin_of(high[:, a] + tolerance)
-        low_b, high_b = bin_of(low[:, b] - tolerance), bin_of(high[:, b] + tolerance)
-        row_bin = bin_of(fractions[:, a]) * cells + bin_of(fractions[:, b])
-        order = np.argsort(row_bin, kind="stable")
-        bins, starts = np.unique(row_bin[order], return_index=True)
+        low = bin_of(corners.min(axis=1)[:, chosen] - tolerance)
+        high = bin_of(corners.max(axis=1)[:, chosen] + tolerance)
+        row_bins = bin_of(fractions[:, chosen])
+        row_key = row_bins @ (cells ** np.arange(len(chosen)))
+        order = np.argsort(row_key, kind="stable")
+        _, starts = np.unique(row_key[order], return_index=True)
+        stops = np.append(starts[1:], n)
         energy = np.empty(n)
-        for number, (key, start) in enumerate(zip(bins.tolist(), starts.tolist())):
-            stop = starts[number + 1] if number + 1 < len(starts) else n
+        for start, stop in zip(starts.tolist(), stops.tolist()):
             rows = order[start:stop]
-            bin_a, bin_b = divmod(key, cells)
-            near = np.flatnonzero((low_a <= bin_a) & (high_a >= bin_a) & (low_b <= bin_b) & (high_b >= bin_b))
+            here = row_bins[rows[0]]
+            near = np.flatnonzero(((low <= here) & (high >= here)).all(axis=1))
             planes = self.planes[near] if len(near) else self.planes
             block = max(1, _BLOCK_ELEMENTS // max(1, len(planes)))
             for first in range(0, len(rows), block):

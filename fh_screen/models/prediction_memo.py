@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from fh_screen.chem.candidates import reduce_counts
 from fh_screen.models.predictor import Prediction, Predictor
 
 __all__ = ["MemoizedPredictor"]
@@ -49,8 +50,7 @@ class MemoizedPredictor:
         counts = np.asarray(counts, dtype=np.int64)
         if counts.size == 0:
             return [() for _ in range(len(counts))]
-        divisor = np.gcd.reduce(counts, axis=1)
-        reduced = counts // np.maximum(divisor, 1)[:, None]
+        reduced = reduce_counts(counts)
         order = np.argsort(np.asarray(system_elements))
         symbols = [system_elements[i] for i in order]
         reduced = reduced[:, order]

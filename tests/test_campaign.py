@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from pymatgen.core import Composition
 
 from fh_screen.study.campaign import (
     CampaignOptions,
@@ -219,3 +220,39 @@ def test_set_rate_feedback_lowers_a_set_after_failures_and_leaves_other_sets_alo
     down, up = _set_rate(ranking, failed, 1.0, 0.05), _set_rate(ranking, found, 1.0, 0.05)
     assert np.allclose(down[same_set], np.log(1 / 1.5)) and np.allclose(up[same_set], np.log(2 / 1.5))
     assert np.all(down[~same_set] == 0) and np.all(up[~same_set] == 0)
+
+
+def test_report_carries_the_learned_recalibration(report, sets, predictor):
+    from fh_screen.study.campaign_learning import FEATURE_NAMES
+
+    assert set(report["recalibration"]) == set(FEATURE_NAMES)
+    assert any(w != 0 for w in report["recalibration"].values())  # learned from the loop's calculations
+    off = run_campaign(*sets, predictor, OPTIONS.model_copy(update={"learned_correction": False}))
+    assert all(w == 0 for w in off["recalibration"].values())
+    # the one-shot lists never see feedback, learned or not
+    for a, b in zip(report["systems"], off["systems"]):
+        assert a["picks"]["one_shot"] == b["picks"]["one_shot"]
+        assert a["picks"]["one_shot_diverse"] == b["picks"]["one_shot_diverse"]
+
+
+def test_loop_round_follows_the_recalibration(sets, predictor):
+    from fh_screen.screening import ScreenOptions
+    from fh_screen.study.campaign import _SystemLoop
+    from fh_screen.study.campaign_learning import FEATURE_NAMES, Recalibration
+
+    system = next(s for s in campaign_systems(*sets, 3, seed=3) if len(s.chemsys) >= 3)
+    name = f"elements_{len(system.chemsys)}_of_{len(system.chemsys)}"
+    for sign in (+1, -1):
+        weights = np.zeros(len(FEATURE_NAMES))
+        weights[FEATURE_NAMES.index(name)] = 50.0 * sign
+        loop = _SystemLoop(system, predictor, OPTIONS, ScreenOptions())
+        loop.play_round(Recalibration(weights))
+        n_elements = [len(Composition(f).elements) for f in loop.picked]
+        assert len(loop.picked) == OPTIONS.per_round
+        if sign > 0:  # the indicator's weight puts whole-system candidates first
+            assert all(n == len(system.chemsys) for n in n_elements)
+        else:
+            assert all(n < len(system.chemsys) for n in n_elements)
+        # each calculation is kept as an example: its features at the time of the pick and whether it succeeded
+        assert len(loop.examples) == OPTIONS.per_round
+        assert all(e[0].shape == (len(FEATURE_NAMES),) for e in loop.examples)

@@ -25,6 +25,7 @@ def campaign_command(
     per_round: int = typer.Option(2, "--per-round", min=1, help="Calculations per round of the loop."),
     seed: List[int] = typer.Option([0], "--seed", help="Seed of the system draw; repeat to pool seeds."),
     score_column: str = typer.Option("p_stable", "--rank-by", help="Screen table column ranked on (p_stable or stability_score)."),
+    learn: bool = typer.Option(True, "--learn/--no-learn", help="The loop learns a recalibration across systems after each round."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Shipped model name or .pt path (default model)."),
     json_path: Path = typer.Option(..., "--json", help="Write the report here (JSON)."),
     figure: Optional[Path] = typer.Option(None, "--figure", help="Also write the discovery curve here (PNG)."),
@@ -52,7 +53,7 @@ def campaign_command(
             raise CampaignError(f"{label}: no such file: {path}")
     try:
         options = CampaignOptions(n_systems=systems, budget=budget, per_round=per_round, seeds=tuple(seed),
-                                  score_column=score_column)
+                                  score_column=score_column, learned_correction=learn)
     except ValueError as exc:  # pydantic's validation error, as one line
         raise CampaignError(f"bad campaign option: {exc.errors()[0]['msg'] if hasattr(exc, 'errors') else exc}") from None
     out = console()
@@ -66,7 +67,7 @@ def campaign_command(
                               progress=lambda done, total: bar.update(task, completed=done, total=total))
     report["command"] = (f"fh-screen campaign --oracle {oracle} --known {known} --systems {systems} --budget {budget} "
                          f"--per-round {per_round} " + " ".join(f"--seed {s}" for s in seed)
-                         + f" --rank-by {score_column}" + (f" --model {model}" if model else "") + f" --json {json_path}")
+                         + f" --rank-by {score_column}" + ("" if learn else " --no-learn") + (f" --model {model}" if model else "") + f" --json {json_path}")
     report["seconds"] = round(time.perf_counter() - started, 1)
     write_json(report, json_path)
     if figure is not None:

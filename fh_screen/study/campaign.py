@@ -7,14 +7,17 @@ For each of ``n_systems`` seeded 2–4 element systems (drawn like the rediscove
 elements on the true hull), four strategies spend ``budget`` calculations:
 
 ``loop``
-    rounds of ``per_round`` picks: each round ranks the candidates that are not computed yet,
-    picks the best ``per_round`` (diversified: a pick lowers the score of its neighbours in
-    composition space for the rest of the round), "computes" them (the oracle's ΔH_f; a
-    composition the oracle lacks counts as computed, not stable, and returns no energy), adds
-    every returned energy to the known phases, re-screens (the hull moves) and corrects the
-    ranking: a kernel-weighted mean of the residuals (oracle − prediction) near each candidate
-    shifts its predicted energy, a calculation the oracle lacks lowers its neighbours' scores,
-    one that returned an energy raises them (compounds come in families).
+    rounds of ``per_round`` picks, played in step across every system of the campaign (a group
+    running many systems at once): each round ranks the candidates that are not computed yet,
+    picks the best ``per_round``, "computes" them (the oracle's ΔH_f; a composition the oracle
+    lacks counts as computed, not stable, and returns no energy), adds every returned energy to
+    the known phases and re-screens (the hull moves). Between rounds it learns, from every
+    calculation so far in every system, a logistic recalibration of the ranked column
+    (:mod:`fh_screen.study.campaign_learning`: element count against the system's, formula-unit
+    size, charge balance, temperature, and what earlier calculations of the same element set
+    returned). Optional corrections (knobs): a calculation the oracle lacks cuts its neighbours'
+    scores, a kernel-weighted mean of residuals shifts predicted energies, a per-element-set
+    rate of discoveries, a diversity cut near pending picks.
 ``one_shot``
     the top ``budget`` new candidates of the first screen.
 ``one_shot_diverse``
@@ -51,6 +54,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from fh_screen.chem.formula import DEFAULT_ELEMENTS
 from fh_screen.errors import FhScreenError
 from fh_screen.io import save_figure
+from fh_screen.study.campaign_learning import (
+    ABOVE_HULL,
+    NO_ENERGY,
+    SUCCESS,
+    Recalibration,
+    candidate_features,
+    element_set_keys,
+    set_outcome_counts,
+)
 
 if TYPE_CHECKING:
     from fh_screen.data import OqmdSet
@@ -99,6 +111,9 @@ class CampaignOptions(BaseModel):
     set_rate_shape: float = Field(0.0, ge=0, description="shape a of the per-element-set rate of discoveries (loop): each "
                                   "set's scores scale by (a + discoveries) / (a + Σ p of its calculations); 0: off")
     hull_update: bool = Field(True, description="re-screen with the returned energies among the known phases (loop)")
+    learned_correction: bool = Field(True, description="learn a logistic recalibration of the ranking across systems from "
+                                     "the loop's calculations after every round (loop; fh_screen.study.campaign_learning)")
+    learned_l2: float = Field(2.0, gt=0, description="L2 penalty of the learned recalibration (larger: closer to the screen)")
     residual_correction: bool = Field(False, description="shift predictions by the kernel-weighted residuals (loop; off by default: it lost discoveries on seed 7 with the calibrated p_stable order)")
     bootstrap: int = Field(2000, ge=100, description="bootstrap resamples of systems")
 
@@ -138,11 +153,16 @@ def _reduced(formula: str) -> str:
     return Composition(formula).reduced_formula
 
 
-def _fractions(formulas: Sequence[str], chemsys: Sequence[str]) -> np.ndarray:
-    """Atomic fractions of screen-table ``formulas`` over ``chemsys`` (rows sum to 1)."""
+def _counts(formulas: Sequence[str], chemsys: Sequence[str]) -> np.ndarray:
+    """Reduced integer counts of screen-table ``formulas`` over ``chemsys``."""
     from fh_screen.study.evaluation import _counts_of_formulas
 
-    counts = _counts_of_formulas(list(formulas), list(chemsys)).astype(np.float64)
+    return _counts_of_formulas(list(formulas), list(chemsys))
+
+
+def _fractions(formulas: Sequence[str], chemsys: Sequence[str]) -> np.ndarray:
+    """Atomic fractions of screen-table ``formulas`` over ``chemsys`` (rows sum to 1)."""
+    counts = _counts(formulas, chemsys).astype(np.float64)
     return counts / counts.sum(axis=1, keepdims=True)
 
 
@@ -189,10 +209,18 @@ class _Ranking:
         self.formulas = new["formula"].tolist()
         missing = [f for f in self.formulas if f not in cache]
         if missing:
-            cache.update(zip(missing, _fractions(missing, chemsys)))
-        self.fractions = np.array([cache[f] for f in self.formulas]).reshape(len(self.formulas), len(chemsys))
+            cache.update(zip(missing, _counts(missing, chemsys)))
+        self.counts = np.array([cache[f] for f in self.formulas], dtype=np.int64).reshape(len(self.formulas), len(chemsys))
+        self.fractions = self.counts / np.maximum(self.counts.sum(axis=1, keepdims=True), 1)
+        self.set_keys = element_set_keys(self.counts)
         score = new[column].to_numpy(np.float64)
-        self.log_score = np.log(np.clip(score, 1e-300, None)) if column == "p_stable" else score.copy()
+        if column == "p_stable":
+            clipped = np.clip(score, 1e-300, None)
+            self.log_score = np.log(clipped)
+            self.log_odds = self.log_score - np.log1p(-np.minimum(clipped, 1 - 1e-9))
+        else:
+            self.log_score = score.copy()
+            self.log_odds = score.copy()
         self.order_tie = new["rank"].to_numpy(np.float64)
         # a saturated probability (many candidates at p = 1) is ordered by the screen's own score
         self.second = (new["stability_score"].to_numpy(np.float64) if "stability_score" in new and column != "stability_score"
@@ -201,6 +229,8 @@ class _Ranking:
         self.e_hull = new["e_above_hull_pred_ev_per_atom"].to_numpy(np.float64)
         std = new["dhf_std_ev_per_atom"].to_numpy(np.float64) if "dhf_std_ev_per_atom" in new else np.zeros(len(new))
         self.std = np.maximum(np.nan_to_num(std, nan=0.0), MIN_STD_EV_PER_ATOM)
+        self.charge_balanced = (new["charge_balanced"].to_numpy(bool) if "charge_balanced" in new
+                                else np.full(len(new), True))
 
     def kernel(self, points: np.ndarray, width: float) -> np.ndarray:
         """Gaussian kernel (candidates × points) of the distance in fraction space."""
@@ -279,62 +309,131 @@ def _set_rate(ranking: _Ranking, computed: list[tuple], shape: float, tolerance_
     return out
 
 
-def run_system(system: CampaignSystem, predictor: Predictor, options: CampaignOptions,
-               screen_options=None) -> SystemOutcome:
-    """Run the four strategies on one system (the screen runs once, plus once per round with news)."""
-    from fh_screen.screening import ScreenOptions, screen
+class _SystemLoop:
+    """One system of a campaign: the first screen, the one-shot lists, and the loop's state round by round."""
 
-    screen_options = screen_options or ScreenOptions()
-    tolerance = screen_options.e_hull_tolerance_ev_per_atom
-    cache: dict[str, np.ndarray] = {}
-    first = screen(system.chemsys, predictor=predictor, known=system.known, options=screen_options)
-    chemsys = first.chemsys
-    base = _Ranking(first.table, chemsys, options.score_column, cache)
-    n_unknown = len(base.formulas)
-    budget = min(options.budget, n_unknown)
-    listed = {tuple(np.round(row, 9)) for row in base.fractions}
-    n_targets_listed = sum(tuple(np.round(row, 9)) in listed for row in _fractions(sorted(system.targets), chemsys))
-    outcome = SystemOutcome("-".join(chemsys), system.seed, len(system.targets), n_unknown)
-    outcome.random_expected = budget * n_targets_listed / n_unknown if n_unknown else 0.0
+    def __init__(self, system: CampaignSystem, predictor: Predictor, options: CampaignOptions, screen_options) -> None:
+        from fh_screen.screening import screen
 
-    def record(strategy: str, formulas: list[str]) -> None:
+        self.system, self.predictor, self.options, self.screen_options = system, predictor, options, screen_options
+        self.tolerance = screen_options.e_hull_tolerance_ev_per_atom
+        self.cache: dict[str, np.ndarray] = {}
+        first = screen(system.chemsys, predictor=predictor, known=system.known, options=screen_options)
+        self.chemsys = first.chemsys
+        base = _Ranking(first.table, self.chemsys, options.score_column, self.cache)
+        n_unknown = len(base.formulas)
+        self.budget = min(options.budget, n_unknown)
+        listed = {tuple(np.round(row, 9)) for row in base.fractions}
+        n_targets_listed = sum(tuple(np.round(row, 9)) in listed
+                               for row in _fractions(sorted(system.targets), self.chemsys))
+        self.outcome = SystemOutcome("-".join(self.chemsys), system.seed, len(system.targets), n_unknown)
+        self.outcome.random_expected = self.budget * n_targets_listed / n_unknown if n_unknown else 0.0
+        top = np.lexsort((base.order_tie, -base.second, -base.log_score))[: self.budget]
+        self._record("one_shot", [base.formulas[i] for i in top])
+        diverse = _pick(base, np.zeros(n_unknown), np.ones(n_unknown, dtype=bool), self.budget, options)
+        self._record("one_shot_diverse", [base.formulas[i] for i in diverse])
+        self.ranking = base
+        self.known = system.known
+        self.computed: list[tuple[str, float | None, float, float, float]] = []
+        self.computed_keys: list[int] = []
+        self.computed_outcomes: list[int] = []
+        self.picked: list[str] = []
+        self.stalled = False
+        #: (features, log-odds, success) of each calculation at the time of its pick
+        self.examples: list[tuple[np.ndarray, float, bool]] = []
+
+    def _record(self, strategy: str, formulas: list[str]) -> None:
         reduced = [_reduced(f) for f in formulas]
-        outcome.picks[strategy] = formulas
-        outcome.hits[strategy] = [r in system.targets for r in reduced]
-        outcome.with_energy[strategy] = [r in system.oracle_ev_per_atom for r in reduced]
+        self.outcome.picks[strategy] = formulas
+        self.outcome.hits[strategy] = [r in self.system.targets for r in reduced]
+        self.outcome.with_energy[strategy] = [r in self.system.oracle_ev_per_atom for r in reduced]
 
-    everything = np.ones(n_unknown, dtype=bool)
-    top = np.lexsort((base.order_tie, -base.second, -base.log_score))[:budget]
-    record("one_shot", [base.formulas[i] for i in top])
-    diverse = _pick(base, np.zeros(n_unknown), everything, budget, options)
-    record("one_shot_diverse", [base.formulas[i] for i in diverse])
+    @property
+    def done(self) -> bool:
+        """Whether the loop has spent its budget (or has nothing left to pick)."""
+        return self.stalled or len(self.picked) >= self.budget
 
-    # the loop
-    ranking = base
-    known = system.known
-    computed: list[tuple[str, float | None, float, float, float]] = []
-    picked: list[str] = []
-    while len(picked) < budget:
-        available = ~np.isin(np.asarray(ranking.formulas, dtype=object), np.asarray(picked, dtype=object))
-        correction = _feedback(ranking, computed, options, tolerance)
-        rows = _pick(ranking, correction, available, min(options.per_round, budget - len(picked)), options)
+    def play_round(self, recalibration: Recalibration) -> None:
+        """Pick ``per_round`` candidates, compute them with the oracle, and re-screen if energies came back."""
+        from fh_screen.screening import screen
+
+        ranking, options = self.ranking, self.options
+        available = ~np.isin(np.asarray(ranking.formulas, dtype=object), np.asarray(self.picked, dtype=object))
+        set_counts = set_outcome_counts(ranking.set_keys, np.asarray(self.computed_keys, dtype=np.int64),
+                                        np.asarray(self.computed_outcomes, dtype=np.int64))
+        features = candidate_features(ranking.counts, ranking.charge_balanced, ranking.log_odds, set_counts)
+        correction = _feedback(ranking, self.computed, options, self.tolerance)
+        if options.learned_correction:
+            correction = correction + recalibration.correction(features)
+        rows = _pick(ranking, correction, available, min(options.per_round, self.budget - len(self.picked)), options)
         if not rows:
-            break
+            self.stalled = True
+            return
         news = []
         for row in rows:
             formula = ranking.formulas[row]
-            value = system.oracle_ev_per_atom.get(_reduced(formula))
+            value = self.system.oracle_ev_per_atom.get(_reduced(formula))
             hull_here = float(ranking.dhf_pred[row] - ranking.e_hull[row])  # the known hull at this composition
-            computed.append((formula, value, float(ranking.dhf_pred[row]), hull_here, float(np.exp(ranking.log_score[row]))))
-            picked.append(formula)
+            success = value is not None and value <= hull_here + self.tolerance
+            self.computed.append((formula, value, float(ranking.dhf_pred[row]), hull_here,
+                                  float(np.exp(ranking.log_score[row]))))
+            self.computed_keys.append(int(ranking.set_keys[row]))
+            self.computed_outcomes.append(SUCCESS if success else ABOVE_HULL if value is not None else NO_ENERGY)
+            self.examples.append((features[row], float(ranking.log_odds[row]), success))
+            self.picked.append(formula)
             if value is not None:
                 news.append((formula, value))
-        if news and options.hull_update and len(picked) < budget:
-            known = pd.concat([known, pd.DataFrame(news, columns=["formula", "dhf_ev_per_atom"])], ignore_index=True)
-            result = screen(system.chemsys, predictor=predictor, known=known, options=screen_options)
-            ranking = _Ranking(result.table, chemsys, options.score_column, cache)
-    record("loop", picked)
-    return outcome
+        if news and options.hull_update and not self.done:
+            self.known = pd.concat([self.known, pd.DataFrame(news, columns=["formula", "dhf_ev_per_atom"])],
+                                   ignore_index=True)
+            result = screen(self.system.chemsys, predictor=self.predictor, known=self.known, options=self.screen_options)
+            self.ranking = _Ranking(result.table, self.chemsys, options.score_column, self.cache)
+
+    def finish(self) -> SystemOutcome:
+        """The outcome, with the loop's picks recorded."""
+        self._record("loop", self.picked)
+        return self.outcome
+
+
+def _fit_recalibration(loops: Sequence[_SystemLoop], options: CampaignOptions) -> Recalibration:
+    """The recalibration learned from every calculation so far, in every system of the campaign."""
+    examples = [e for loop in loops for e in loop.examples]
+    if not options.learned_correction or not examples:
+        return Recalibration.none()
+    features = np.array([e[0] for e in examples])
+    return Recalibration.fit(features, np.array([e[1] for e in examples]), np.array([e[2] for e in examples]),
+                             options.learned_l2)
+
+
+def _play(systems: Sequence[CampaignSystem], predictor: Predictor, options: CampaignOptions, screen_options,
+          progress: Callable[[int, int], None] | None = None) -> tuple[list[SystemOutcome], Recalibration]:
+    """Screen every system once, then play the loop's rounds in step across systems, learning between rounds."""
+    from fh_screen.screening import ScreenOptions
+
+    screen_options = screen_options or ScreenOptions()
+    n_rounds = -(-options.budget // options.per_round)
+    total = len(systems) * (1 + n_rounds)
+    loops = []
+    for system in systems:
+        loops.append(_SystemLoop(system, predictor, options, screen_options))
+        if progress is not None:
+            progress(len(loops), total)
+    recalibration = Recalibration.none()
+    for round_index in range(n_rounds):
+        for i, loop in enumerate(loops):
+            if not loop.done:
+                loop.play_round(recalibration)
+            if progress is not None:
+                progress(len(loops) * (1 + round_index) + i + 1, total)
+        recalibration = _fit_recalibration(loops, options)
+        logger.debug("campaign round %d: recalibration %s", round_index + 1, recalibration.as_dict())
+    return [loop.finish() for loop in loops], recalibration
+
+
+def run_system(system: CampaignSystem, predictor: Predictor, options: CampaignOptions,
+               screen_options=None) -> SystemOutcome:
+    """Run the four strategies on one system alone (the loop learns from this system's calculations only)."""
+    return _play([system], predictor, options, screen_options)[0][0]
 
 
 def _bootstrap_ratio(numerator: np.ndarray, denominator: np.ndarray, n: int, seed: int) -> list[float]:
@@ -406,12 +505,9 @@ def run_campaign(known: OqmdSet, oracle: OqmdSet, predictor: Predictor, options:
     systems = [s for seed in options.seeds for s in campaign_systems(known, oracle, options.n_systems, seed)]
     if not systems:
         raise CampaignError("no eligible system: the oracle holds no new compound on the hull of a 2–4 element system")
-    outcomes = []
-    for i, system in enumerate(systems):
-        outcomes.append(run_system(system, predictor, options, screen_options))
-        if progress is not None:
-            progress(i + 1, len(systems))
+    outcomes, recalibration = _play(systems, predictor, options, screen_options, progress)
     report = summarize(outcomes, options)
+    report["recalibration"] = recalibration.as_dict()
     report["model"] = f"{predictor.name}@{predictor.version}"
     return report
 

@@ -1,0 +1,89 @@
+"""The campaign loop's cross-system recalibration, on real screen tables of an OQMD slice."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fh_screen.study.campaign_learning import (
+    FEATURE_NAMES,
+    NO_ENERGY,
+    SUCCESS,
+    Recalibration,
+    candidate_features,
+    element_set_keys,
+    set_outcome_counts,
+)
+
+KNOWN_ELEMENTS = ("Li", "Fe", "O", "P")
+
+
+@pytest.fixture(scope="module")
+def ranking(oqmd_dir):
+    """The new candidates of a real Li-Fe-P-O screen (train entries known), as the campaign ranks them."""
+    from fh_screen.models.predictor import Predictor
+    from fh_screen.screening import screen
+    from fh_screen.study.campaign import _Ranking
+
+    train = pd.read_csv(oqmd_dir / "train.csv", keep_default_na=False, na_values=[""])
+    pattern = "(" + "|".join(KNOWN_ELEMENTS) + r"|[0-9.])+"
+    known = train[train["formula"].astype(str).str.fullmatch(pattern)].rename(columns={"target": "dhf_ev_per_atom"})
+    table = screen("Li-Fe-P-O", predictor=Predictor.from_name("paper-ensemble"), known=known).table
+    return _Ranking(table, ("Li", "Fe", "P", "O"), "p_stable", {})
+
+
+def test_element_set_keys_name_the_elements_present():
+    keys = element_set_keys(np.array([[1, 2, 0], [3, 1, 0], [0, 1, 1], [1, 1, 1]]))
+    assert keys[0] == keys[1] != keys[2] != keys[3]
+    assert len(set(keys.tolist())) == 3
+
+
+def test_set_outcomes_count_only_the_same_element_set(ranking):
+    binary = int(np.flatnonzero((ranking.counts > 0).sum(axis=1) == 2)[0])
+    key = ranking.set_keys[binary]
+    counts = set_outcome_counts(ranking.set_keys, np.array([key, key]), np.array([SUCCESS, NO_ENERGY]))
+    same = ranking.set_keys == key
+    assert np.all(counts[same] == [1, 0, 1]) and np.all(counts[~same] == 0)
+    assert 1 < same.sum() < len(same)
+
+
+def test_features_describe_each_candidate(ranking):
+    features = candidate_features(ranking.counts, ranking.charge_balanced, ranking.log_odds,
+                                  np.zeros((len(ranking.formulas), 3)))
+    assert features.shape == (len(ranking.formulas), len(FEATURE_NAMES))
+    n_elements = (ranking.counts > 0).sum(axis=1)
+    indicator = {name: features[:, j] for j, name in enumerate(FEATURE_NAMES)}
+    assert np.array_equal(indicator["elements_4_of_4"] == 1, n_elements == 4)
+    assert np.array_equal(indicator["elements_2_of_4"] == 1, n_elements == 2)
+    assert indicator["elements_2_of_2"].sum() == 0  # a quaternary system has no binary system's indicator
+    atoms = ranking.counts.sum(axis=1)
+    assert np.allclose(indicator["log_atoms_per_formula_unit"], np.log(atoms) - 1.5)
+    assert set(np.unique(indicator["charge_balanced"])) <= {-0.5, 0.5}
+
+
+def test_fit_learns_a_miscalibration_and_stays_near_zero_without_one(ranking):
+    features = candidate_features(ranking.counts, ranking.charge_balanced, ranking.log_odds,
+                                  np.zeros((len(ranking.formulas), 3)))
+    rng = np.random.default_rng(0)
+    offset = np.full(len(ranking.formulas), -1.0)
+    binary = (ranking.counts > 0).sum(axis=1) == 2
+    # calibrated labels: P(success) = sigmoid(offset); then binaries three times as likely to succeed in odds
+    calibrated = rng.random(len(offset)) < 1 / (1 + np.exp(-offset))
+    skewed = rng.random(len(offset)) < 1 / (1 + np.exp(-(offset + np.log(3.0) * binary)))
+    flat = Recalibration.fit(features, offset, calibrated, l2=2.0)
+    learned = Recalibration.fit(features, offset, skewed, l2=2.0)
+    j = FEATURE_NAMES.index("elements_2_of_4")
+    assert abs(flat.weights[j]) < 0.3
+    assert learned.weights[j] > 0.6
+    shift = learned.correction(features)
+    assert shift[binary].mean() > shift[~binary].mean() + 0.5
+    # a stronger penalty keeps the weights closer to the screen
+    assert np.abs(Recalibration.fit(features, offset, skewed, l2=1e4).weights).max() < 0.1
+    assert set(learned.as_dict()) == set(FEATURE_NAMES)
+
+
+def test_no_examples_no_correction(ranking):
+    none = Recalibration.fit(np.zeros((0, len(FEATURE_NAMES))), np.zeros(0), np.zeros(0, bool), l2=2.0)
+    assert np.array_equal(none.weights, Recalibration.none().weights)
+    assert np.all(none.correction(np.ones((3, len(FEATURE_NAMES)))) == 0)

@@ -195,6 +195,7 @@ def test_cli_campaign_writes_the_report_and_refuses_a_missing_file(tables, tmp_p
                 "picks_with_energy_share", "curve", "ratios"):
         assert key in payload
     assert payload["n_systems"] == 2
+    assert payload["options"]["learned_correction"] is True and "recalibration" in payload
     import matplotlib.image
 
     figure = matplotlib.image.imread(tmp_path / "campaign.png")  # a real PNG with a drawn curve, not an empty file

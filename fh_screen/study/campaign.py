@@ -290,6 +290,11 @@ def _feedback(ranking: _Ranking, computed: list[tuple[str, float | None, float]]
     return correction
 
 
+def _found_on_hull(value_ev_per_atom: float | None, hull_ev_per_atom: float, tolerance_ev_per_atom: float) -> bool:
+    """Whether a calculation returned an energy on the known hull at its composition (a success)."""
+    return value_ev_per_atom is not None and value_ev_per_atom <= hull_ev_per_atom + tolerance_ev_per_atom
+
+
 def _set_rate(ranking: _Ranking, computed: list[tuple], shape: float, tolerance_ev_per_atom: float) -> np.ndarray:
     """Log multiplier of each candidate's score from the calculations in its element set.
 
@@ -303,7 +308,7 @@ def _set_rate(ranking: _Ranking, computed: list[tuple], shape: float, tolerance_
     out = np.zeros(len(ranking.formulas))
     for key in np.unique(picked_keys):
         mine = [c for c, k in zip(computed, picked_keys) if k == key]
-        successes = sum(1 for c in mine if c[1] is not None and c[1] <= c[3] + tolerance_ev_per_atom)
+        successes = sum(1 for c in mine if _found_on_hull(c[1], c[3], tolerance_ev_per_atom))
         expected = sum(c[4] for c in mine)
         out[keys == key] = np.log((shape + successes) / (shape + expected))
     return out
@@ -374,7 +379,7 @@ class _SystemLoop:
             formula = ranking.formulas[row]
             value = self.system.oracle_ev_per_atom.get(_reduced(formula))
             hull_here = float(ranking.dhf_pred[row] - ranking.e_hull[row])  # the known hull at this composition
-            success = value is not None and value <= hull_here + self.tolerance
+            success = _found_on_hull(value, hull_here, self.tolerance)
             self.computed.append((formula, value, float(ranking.dhf_pred[row]), hull_here,
                                   float(np.exp(ranking.log_score[row]))))
             self.computed_keys.append(int(ranking.set_keys[row]))

@@ -205,6 +205,32 @@ def test_cli_campaign_writes_the_report_and_refuses_a_missing_file(tables, tmp_p
     assert "missing.csv" in bad.output and "Traceback" not in bad.output
 
 
+def test_an_unknown_rank_column_is_refused_by_the_api_and_the_cli_before_any_work(tmp_path):
+    from pydantic import ValidationError
+    from typer.testing import CliRunner
+
+    from fh_screen.cli import build_app
+
+    with pytest.raises(ValidationError, match="cannot rank on 'e_above_hull'"):
+        CampaignOptions(score_column="e_above_hull")
+    for column in ("p_stable", "stability_score"):
+        assert CampaignOptions(score_column=column).score_column == column
+    table = tmp_path / "t.csv"
+    table.write_text("formula,target\nLi2O,-2.0\n")
+    out = tmp_path / "campaign.json"
+    result = CliRunner().invoke(build_app(), ["campaign", "--oracle", str(table), "--known", str(table), "--rank-by",
+                                              "e_above_hull", "--json", str(out)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "cannot rank on 'e_above_hull'" in result.output and "p_stable, stability_score" in result.output
+    assert not out.exists()
+    with pytest.raises(ValidationError, match="a round of 3 calculations exceeds the budget of 2"):
+        CampaignOptions(budget=2, per_round=3)
+    too_many = CliRunner().invoke(build_app(), ["campaign", "--oracle", str(table), "--known", str(table), "--budget", "2",
+                                                "--per-round", "3", "--json", str(out)])
+    assert too_many.exit_code == 2 and "--per-round: a round of 3 calculations exceeds the budget of 2 per system" in too_many.output
+    assert not out.exists()
+
+
 def test_set_rate_feedback_lowers_a_set_after_failures_and_leaves_other_sets_alone(sets, predictor):
     from fh_screen.screening import screen
     from fh_screen.study.campaign import _set_rate

@@ -16,6 +16,10 @@ from fh_screen.errors import one_line
 
 __all__ = ["register"]
 
+#: CampaignOptions fields and the flags that set them, for one-line errors.
+_FLAGS = {"n_systems": "--systems", "budget": "--budget", "per_round": "--per-round", "seeds": "--seed",
+          "score_column": "--rank-by"}
+
 
 def campaign_command(
     oracle: Optional[Path] = typer.Option(None, "--oracle", help="CSV (formula,target eV/atom) that plays DFT (default: shared oqmd/val.csv)."),
@@ -35,12 +39,21 @@ def campaign_command(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from pydantic import ValidationError
+
     from fh_screen.study.campaign import CampaignError, CampaignOptions, run_campaign, write_campaign_figure
     from fh_screen.data import shared_data_dir
     from fh_screen.data import load_set
     from fh_screen.io import write_json
     from fh_screen.models.predictor import Predictor
 
+    try:
+        options = CampaignOptions(n_systems=systems, budget=budget, per_round=per_round, seeds=tuple(seed),
+                                  score_column=score_column, learned_correction=learn)
+    except ValidationError as exc:  # pydantic's validation error, as one line naming the flag
+        error = exc.errors()[0]
+        flag = _FLAGS.get(str(error["loc"][0]) if error["loc"] else "", "--per-round")  # the only check across fields
+        raise CampaignError(f"{flag}: {error['msg'].removeprefix('Value error, ')}") from None
     check_output_path(json_path)
     if figure is not None:
         check_output_path(figure)
@@ -51,11 +64,6 @@ def campaign_command(
     for label, path in (("--oracle", oracle), ("--known", known)):
         if not path.is_file():
             raise CampaignError(f"{label}: no such file: {path}")
-    try:
-        options = CampaignOptions(n_systems=systems, budget=budget, per_round=per_round, seeds=tuple(seed),
-                                  score_column=score_column, learned_correction=learn)
-    except ValueError as exc:  # pydantic's validation error, as one line
-        raise CampaignError(f"bad campaign option: {exc.errors()[0]['msg'] if hasattr(exc, 'errors') else exc}") from None
     out = console()
     started = time.perf_counter()
     predictor = Predictor.from_name(model)

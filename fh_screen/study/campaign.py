@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fh_screen.chem.formula import DEFAULT_ELEMENTS
 from fh_screen.errors import FhScreenError
@@ -71,6 +71,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "RANKABLE_COLUMNS",
     "STRATEGIES",
     "CampaignError",
     "CampaignOptions",
@@ -87,6 +88,8 @@ __all__ = [
 STRATEGIES = ("loop", "one_shot", "one_shot_diverse", "random")
 #: Floor of σ in the residual correction (eV/atom): a model without σ is treated as this sure.
 MIN_STD_EV_PER_ATOM = 0.02
+#: Screen table columns a campaign can rank on (higher is better).
+RANKABLE_COLUMNS = ("p_stable", "stability_score")
 
 
 class CampaignError(FhScreenError):
@@ -116,6 +119,19 @@ class CampaignOptions(BaseModel):
     learned_l2: float = Field(2.0, gt=0, description="L2 penalty of the learned recalibration (larger: closer to the screen)")
     residual_correction: bool = Field(False, description="shift predictions by the kernel-weighted residuals (loop; off by default: it lost discoveries on seed 7 with the calibrated p_stable order)")
     bootstrap: int = Field(2000, ge=100, description="bootstrap resamples of systems")
+
+    @field_validator("score_column")
+    @classmethod
+    def _known_score_column(cls, value: str) -> str:
+        if value not in RANKABLE_COLUMNS:
+            raise ValueError(f"cannot rank on {value!r}: choose one of {', '.join(RANKABLE_COLUMNS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _round_fits_the_budget(self) -> "CampaignOptions":
+        if self.per_round > self.budget:
+            raise ValueError(f"a round of {self.per_round} calculations exceeds the budget of {self.budget} per system")
+        return self
 
 
 @dataclass(frozen=True)

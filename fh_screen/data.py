@@ -108,6 +108,8 @@ class CleaningReport:
     rejected
         Rows failing each check, keyed by every reason of :data:`REJECTION_REASONS` (in its
         order). Outliers are counted even when ``clean(drop_outliers=False)`` keeps them flagged.
+    outliers_kept
+        True when the outliers stayed in the table, flagged (``clean(drop_outliers=False)``).
     examples
         The first few rejected rows (formula, or formula and value) of the reasons that quote
         them, ``bad_formula`` and ``bad_value``.
@@ -117,6 +119,7 @@ class CleaningReport:
     n_kept: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
     examples: dict[str, list[str]] = field(default_factory=dict)
+    outliers_kept: bool = False
 
     def __post_init__(self) -> None:
         unknown = (set(self.rejected) | set(self.examples)) - set(REJECTION_REASONS)
@@ -145,8 +148,12 @@ class CleaningReport:
 
     def summary(self) -> str:
         """One line for logs and the CLI."""
-        reasons = ", ".join(f"{n} {REJECTION_REASONS[reason]}" for reason, n in self.rejected.items())
-        return f"{self.n_kept} compositions kept of {self.n_raw} rows: {reasons} dropped"
+        dropped = {r: n for r, n in self.rejected.items() if not (self.outliers_kept and r == "outlier")}
+        reasons = ", ".join(f"{n} {REJECTION_REASONS[reason]}" for reason, n in dropped.items())
+        line = f"{self.n_kept} compositions kept of {self.n_raw} rows: {reasons} dropped"
+        if self.outliers_kept:
+            line += f"; {self.rejected['outlier']} {REJECTION_REASONS['outlier']} kept, flagged"
+        return line
 
 
 def shared_data_dir(path: str | Path | None = None) -> Path:
@@ -402,6 +409,7 @@ def clean(frame: pd.DataFrame, *, drop_outliers: bool = True) -> tuple[pd.DataFr
     inside = (frame["dhf_ev_per_atom"] > low) & (frame["dhf_ev_per_atom"] < high)
     report.reject("outlier", (~inside).sum())
     frame["passed_outlier_filter"] = inside.to_numpy()
+    report.outliers_kept = not drop_outliers
     if drop_outliers:
         frame = frame[inside]
     frame = frame.sort_index()[TIDY_COLUMNS].reset_index(drop=True)

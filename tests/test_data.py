@@ -33,6 +33,12 @@ def test_outliers_kept_and_flagged_on_request(oqmd_dir):
     frame, report = load_oqmd_csv(oqmd_dir / "val.csv", drop_outliers=False)
     assert len(frame) == 51255
     assert (~frame["passed_outlier_filter"]).sum() == report.rejected["outlier"] == 13
+    # the summary says what happened to them: kept, not dropped
+    assert report.summary().endswith(f"; 13 {REJECTION_REASONS['outlier']} kept, flagged")
+    assert "outliers" not in report.summary().split(" dropped")[0]
+    _, dropped = load_oqmd_csv(oqmd_dir / "val.csv")
+    assert f"13 {REJECTION_REASONS['outlier']}" in dropped.summary().split(" dropped")[0]
+    assert "kept, flagged" not in dropped.summary()
 
 
 def test_lowest_value_per_composition_is_kept(oqmd_slice_csv, tmp_path):

@@ -25,8 +25,12 @@ def _in_a_scratch_folder(tmp_path_factory):
 
 
 def _build(jobs, results, reference, elements) -> None:
-    """Run a ResultsBuilder the maggma way (``run`` closes the stores), then reopen the stores."""
-    ResultsBuilder(jobs, results, reference, elements).run()
+    """Run a ResultsBuilder the way ``fh-screen``/``mrun`` does (maggma's serial runner closes the stores), then
+    reopen the stores. Not ``Builder.run()``: it sets the root logger to DEBUG and adds a handler for the rest of
+    the process."""
+    from maggma.cli.serial import serial
+
+    serial(ResultsBuilder(jobs, results, reference, elements), no_bars=True)
     for store in (jobs, results, reference, elements):
         store.connect()
 

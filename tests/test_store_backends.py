@@ -181,6 +181,26 @@ def test_unreachable_mongodb_is_one_line_naming_the_host_within_seconds(settings
     assert seconds < 10
 
 
+def test_an_unreachable_server_leaves_no_open_client(settings_env, monkeypatch):
+    import gc
+    import warnings
+
+    from fh_screen.settings import FhScreenSettings
+    from fh_screen.store.mongo import MongoUnreachableError, check_reachable, mongo_collection
+
+    monkeypatch.setenv("FH_SCREEN_MONGO_URI", "mongodb://127.0.0.1:9/fh")
+    monkeypatch.setenv("FH_SCREEN_MONGO_TIMEOUT_S", "0.5")
+    settings = FhScreenSettings()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        store = mongo_collection(settings, "reference", "formula")
+        with pytest.raises(MongoUnreachableError, match="127.0.0.1:9"):
+            check_reachable(store, settings.mongo_uri)
+        del store
+        gc.collect()
+    assert not [w for w in caught if "Unclosed MongoClient" in str(w.message)]
+
+
 def test_mask_uri():
     from fh_screen.store.mongo import mask_uri
 

@@ -84,8 +84,7 @@ def check_reachable(store: MongoStore, uri: str) -> None:
     except PyMongoError as exc:
         reason = " ".join(str(exc).split(", Timeout:")[0].split(", Topology Description:")[0].split())
         if store._coll is not None:  # the client's monitor threads would outlive the error
-            store._coll.database.client.close()
-            store._coll = None
+            store.close()
         raise MongoUnreachableError(
             f"cannot reach MongoDB at {_host_of(uri)} ({mask_uri(uri)}): {reason or type(exc).__name__}"
         ) from None

@@ -283,3 +283,62 @@ def test_loop_round_follows_the_recalibration(sets, predictor):
         # each calculation is kept as an example: its features at the time of the pick and whether it succeeded
         assert len(loop.examples) == OPTIONS.per_round
         assert all(e[0].shape == (len(FEATURE_NAMES),) for e in loop.examples)
+
+
+def test_a_miss_in_one_system_is_not_computed_again_in_another_holding_its_elements(sets, predictor):
+    from fh_screen.screening import ScreenOptions
+    from fh_screen.study.campaign import _composition_key, _SystemLoop
+    from fh_screen.study.campaign_learning import Recalibration
+
+    system = next(s for s in campaign_systems(*sets, 3, seed=3) if len(s.chemsys) >= 3)
+    plain = _SystemLoop(system, predictor, OPTIONS, ScreenOptions())
+    plain.play_round(Recalibration.none())
+    first, second = plain.picked
+    # another system of the campaign computed the loop's first pick: the oracle lacked it (no energy)
+    informed = _SystemLoop(system, predictor, OPTIONS, ScreenOptions())
+    row = informed.ranking.formulas.index(first)
+    key = informed.ranking.composition_keys[row]
+    assert key == _composition_key(np.asarray(informed.ranking.counts[row]), system.chemsys)
+    foreign = (("Xe", 1),)  # a miss in elements this system does not hold changes nothing
+    informed.receive([(key, first, None), (foreign, "Xe", None)])
+    assert informed.shared_keys == {key} and informed.shared_absent == [first]
+    informed.play_round(Recalibration.none())
+    assert first not in informed.picked and second in informed.picked
+    assert len(informed.picked) == OPTIONS.per_round  # the shared miss costs this system no calculation
+    # its neighbours' scores are cut as if this system had computed it
+    cut = _feedback(informed.ranking, [], OPTIONS.model_copy(update={"kernel_width": 0.1}), 0.05, [first])
+    assert cut[row] == pytest.approx(np.log(1 - OPTIONS.absent_strength)) and np.all(cut <= 0)
+    # an energy above the hull joins the known phases at the next re-screen
+    energy = _SystemLoop(system, predictor, OPTIONS, ScreenOptions())
+    energy.receive([(key, first, 5.0)])
+    assert energy.shared_energies == [(first, 5.0)] and energy.shared_absent == []
+
+
+def _repeated_misses(report: dict, per_round: int) -> int:
+    """Loop picks that another system of the campaign had already computed, in an earlier round, without a discovery."""
+    repeats = 0
+    for s in report["systems"]:
+        for i, (formula, hit) in enumerate(zip(s["picks"]["loop"], s["hits"]["loop"])):
+            if hit:
+                continue
+            composition = Composition(formula)
+            elements = {e.symbol for e in composition.elements}
+            for other in report["systems"]:
+                if other is s or not elements <= set(other["chemsys"].split("-")):
+                    continue
+                later = other["picks"]["loop"][(i // per_round + 1) * per_round:]
+                repeats += composition.reduced_formula in {Composition(f).reduced_formula for f in later}
+    return repeats
+
+
+def test_the_campaign_shares_misses_across_systems(sets, predictor):
+    # seed 1's eight systems overlap (shared binaries), and alone a system computes what another already missed
+    options = OPTIONS.model_copy(update={"n_systems": 8, "seeds": (1,)})
+    shared = run_campaign(*sets, predictor, options)
+    alone = run_campaign(*sets, predictor, options.model_copy(update={"share_outcomes": False}))
+    assert shared["options"]["share_outcomes"] and not alone["options"]["share_outcomes"]
+    assert _repeated_misses(alone, options.per_round) >= 1
+    assert _repeated_misses(shared, options.per_round) == 0
+    assert shared["picks"]["loop"] == alone["picks"]["loop"]  # a shared miss costs no calculation: the budget is spent
+    for a, b in zip(shared["systems"], alone["systems"]):  # the one-shot lists do not depend on it
+        assert a["picks"]["one_shot"] == b["picks"]["one_shot"]

@@ -257,6 +257,7 @@ def test_killed_ingest_leaves_readable_store_and_rerun_completes(tmp_path, train
         assert process.stdout.readline().strip()
     os.kill(process.pid, signal.SIGKILL)
     process.wait(timeout=30)
+    process.stdout.close()
     tidy, _ = load_oqmd_csv(train_slice_csv)
     with FhScreenStore.embedded(path) as store:
         partial = store.n_reference()

@@ -15,7 +15,10 @@ elements on the true hull), four strategies spend ``budget`` calculations:
     calculation so far in every system, a logistic recalibration of the ranked column
     (:mod:`fh_screen.study.campaign_learning`: element count against the system's, formula-unit
     size, charge balance, temperature, and what earlier calculations of the same element set
-    returned). Optional corrections (knobs): a calculation the oracle lacks cuts its neighbours'
+    returned). A calculation that found nothing on the hull (no energy, or an energy above the
+    known hull: never a target anywhere) is shared with every system of the campaign holding its
+    elements at the end of its round, as a group's store would: it is not computed again, and
+    an absent one cuts its neighbours there too (``share_outcomes``). Optional corrections (knobs): a calculation the oracle lacks cuts its neighbours'
     scores, a kernel-weighted mean of residuals shifts predicted energies, a per-element-set
     rate of discoveries, a diversity cut near pending picks.
 ``one_shot``
@@ -117,6 +120,9 @@ class CampaignOptions(BaseModel):
     learned_correction: bool = Field(True, description="learn a logistic recalibration of the ranking across systems from "
                                      "the loop's calculations after every round (loop; fh_screen.study.campaign_learning)")
     learned_l2: float = Field(2.0, gt=0, description="L2 penalty of the learned recalibration (larger: closer to the screen)")
+    share_outcomes: bool = Field(True, description="a calculation that found no compound on the hull (no energy, or "
+                                 "above the known hull) is seen by every system of the campaign holding its elements: "
+                                 "not computed again, its energy among the known phases, an absent one cuts its neighbours (loop)")
     residual_correction: bool = Field(False, description="shift predictions by the kernel-weighted residuals (loop; off by default: it lost discoveries on seed 7 with the calibrated p_stable order)")
     bootstrap: int = Field(2000, ge=100, description="bootstrap resamples of systems")
 
@@ -176,6 +182,11 @@ def _counts(formulas: Sequence[str], chemsys: Sequence[str]) -> np.ndarray:
     return _counts_of_formulas(list(formulas), list(chemsys))
 
 
+def _composition_key(counts: np.ndarray, chemsys: Sequence[str]) -> tuple[tuple[str, int], ...]:
+    """A reduced composition as sorted (element, count) pairs: the same key in every system holding its elements."""
+    return tuple(sorted((element, int(n)) for element, n in zip(chemsys, counts) if n > 0))
+
+
 def _fractions(formulas: Sequence[str], chemsys: Sequence[str]) -> np.ndarray:
     """Atomic fractions of screen-table ``formulas`` over ``chemsys`` (rows sum to 1)."""
     counts = _counts(formulas, chemsys).astype(np.float64)
@@ -228,6 +239,7 @@ class _Ranking:
             cache.update(zip(missing, _counts(missing, chemsys)))
         self.counts = np.array([cache[f] for f in self.formulas], dtype=np.int64).reshape(len(self.formulas), len(chemsys))
         self.fractions = self.counts / np.maximum(self.counts.sum(axis=1, keepdims=True), 1)
+        self.composition_keys = [_composition_key(row, self.chemsys) for row in self.counts]
         self.set_keys = element_set_keys(self.counts)
         score = new[column].to_numpy(np.float64)
         if column == "p_stable":
@@ -276,20 +288,24 @@ def _pick(ranking: _Ranking, correction: np.ndarray, available: np.ndarray, n: i
 
 
 def _feedback(ranking: _Ranking, computed: list[tuple[str, float | None, float]], options: CampaignOptions,
-              tolerance_ev_per_atom: float) -> np.ndarray:
+              tolerance_ev_per_atom: float, shared_absent: Sequence[str] = ()) -> np.ndarray:
     """Log-score correction of each candidate from the calculations done so far.
 
     ``computed``: (formula, oracle ΔH_f or None, predicted ΔH_f, the known hull's ΔH_f there and
-    the ranked probability, each at the time of the pick).
+    the ranked probability, each at the time of the pick). ``shared_absent``: formulas other
+    systems of the campaign computed without an energy (they cut their neighbours here too).
     """
     from scipy.stats import norm
 
+    correction = np.zeros(len(ranking.formulas))
+    if shared_absent:
+        k_shared = ranking.kernel(_fractions(list(shared_absent), ranking.chemsys), options.kernel_width)
+        correction += np.log1p(-options.absent_strength * k_shared).sum(axis=1)
     if not computed:
-        return np.zeros(len(ranking.formulas))
+        return correction
     points = _fractions([c[0] for c in computed], ranking.chemsys)
     k = ranking.kernel(points, options.kernel_width)
     has_energy = np.array([c[1] is not None for c in computed])
-    correction = np.zeros(len(ranking.formulas))
     if has_energy.any() and options.residual_correction:
         residual = np.array([c[1] - c[2] for c in computed if c[1] is not None])
         ke = k[:, has_energy]
@@ -360,6 +376,13 @@ class _SystemLoop:
         self.computed_outcomes: list[int] = []
         self.picked: list[str] = []
         self.stalled = False
+        #: what other systems of the campaign computed here without a compound on the hull
+        self.shared_keys: set[tuple[tuple[str, int], ...]] = set()
+        self.shared_absent: list[str] = []
+        self.shared_energies: list[tuple[str, float]] = []
+        #: the calculations that found nothing on the hull: (composition key, formula, ΔH_f or None)
+        self.misses: list[tuple[tuple[tuple[str, int], ...], str, float | None]] = []
+        self.shared_upto = 0
         #: (features, log-odds, success) of each calculation at the time of its pick
         self.examples: list[tuple[np.ndarray, float, bool]] = []
 
@@ -380,10 +403,12 @@ class _SystemLoop:
 
         ranking, options = self.ranking, self.options
         available = ~np.isin(np.asarray(ranking.formulas, dtype=object), np.asarray(self.picked, dtype=object))
+        if self.shared_keys:
+            available &= np.array([key not in self.shared_keys for key in ranking.composition_keys])
         set_counts = set_outcome_counts(ranking.set_keys, np.asarray(self.computed_keys, dtype=np.int64),
                                         np.asarray(self.computed_outcomes, dtype=np.int64))
         features = candidate_features(ranking.counts, ranking.charge_balanced, ranking.log_odds, set_counts)
-        correction = _feedback(ranking, self.computed, options, self.tolerance)
+        correction = _feedback(ranking, self.computed, options, self.tolerance, self.shared_absent)
         if options.learned_correction:
             correction = correction + recalibration.correction(features)
         rows = _pick(ranking, correction, available, min(options.per_round, self.budget - len(self.picked)), options)
@@ -404,11 +429,32 @@ class _SystemLoop:
             self.picked.append(formula)
             if value is not None:
                 news.append((formula, value))
+            if not success:
+                self.misses.append((ranking.composition_keys[row], formula, value))
         if news and options.hull_update and not self.done:
+            news, self.shared_energies = self.shared_energies + news, []
             self.known = pd.concat([self.known, pd.DataFrame(news, columns=["formula", "dhf_ev_per_atom"])],
                                    ignore_index=True)
             result = screen(self.system.chemsys, predictor=self.predictor, known=self.known, options=self.screen_options)
             self.ranking = _Ranking(result.table, self.chemsys, options.score_column, self.cache)
+
+    def receive(self, misses: Sequence[tuple[tuple[tuple[str, int], ...], str, float | None]]) -> None:
+        """Take in other systems' calculations that found nothing on the hull, where this system holds their elements.
+
+        Such a composition is never a target here either (no energy: the oracle lacks it; above
+        the known hull: above the true hull too), so it is not computed again; an energy joins
+        the known phases at the next re-screen, an absent one cuts its neighbours' scores.
+        """
+        elements = set(self.chemsys)
+        own = {key for key, _, _ in self.misses}
+        for key, formula, value in misses:
+            if key in self.shared_keys or key in own or not {element for element, _ in key} <= elements:
+                continue
+            self.shared_keys.add(key)
+            if value is None:
+                self.shared_absent.append(formula)
+            else:
+                self.shared_energies.append((formula, value))
 
     def finish(self) -> SystemOutcome:
         """The outcome, with the loop's picks recorded."""
@@ -446,6 +492,11 @@ def _play(systems: Sequence[CampaignSystem], predictor: Predictor, options: Camp
                 loop.play_round(recalibration)
             if progress is not None:
                 progress(len(loops) * (1 + round_index) + i + 1, total)
+        if options.share_outcomes:
+            misses = [miss for loop in loops for miss in loop.misses[loop.shared_upto:]]
+            for loop in loops:
+                loop.shared_upto = len(loop.misses)
+                loop.receive(misses)
         recalibration = _fit_recalibration(loops, options)
         logger.debug("campaign round %d: recalibration %s", round_index + 1, recalibration.as_dict())
     return [loop.finish() for loop in loops], recalibration

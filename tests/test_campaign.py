@@ -342,3 +342,24 @@ def test_the_campaign_shares_misses_across_systems(sets, predictor):
     assert shared["picks"]["loop"] == alone["picks"]["loop"]  # a shared miss costs no calculation: the budget is spent
     for a, b in zip(shared["systems"], alone["systems"]):  # the one-shot lists do not depend on it
         assert a["picks"]["one_shot"] == b["picks"]["one_shot"]
+
+
+def test_a_composition_in_flight_in_one_system_waits_in_another_until_its_result(sets, predictor):
+    import dataclasses
+
+    from fh_screen.study.campaign import _play
+
+    system = next(s for s in campaign_systems(*sets, 3, seed=3) if len(s.chemsys) >= 3)
+    twin = dataclasses.replace(system, seed=99)  # the same system run twice in one campaign
+    options = OPTIONS.model_copy(update={"budget": 6})
+    (first, second), _ = _play([system, twin], predictor, options, None)
+    k = options.per_round
+    assert len(first.picks["loop"]) == len(second.picks["loop"]) == options.budget
+    # round 1: the twin does not compute what the first system is computing; it waits for the result
+    assert not set(first.picks["loop"][:k]) & set(second.picks["loop"][:k])
+    # a miss is then never computed by the twin; a discovery it may still compute (at its own score)
+    missed = {f for f, hit in zip(first.picks["loop"][:k], first.hits["loop"][:k]) if not hit}
+    assert missed and not missed & set(second.picks["loop"])
+    # without sharing the twins play the same game
+    (a, b), _ = _play([system, twin], predictor, options.model_copy(update={"share_outcomes": False}), None)
+    assert a.picks["loop"] == b.picks["loop"]

@@ -18,7 +18,8 @@ elements on the true hull), four strategies spend ``budget`` calculations:
     returned). A calculation that found nothing on the hull (no energy, or an energy above the
     known hull: never a target anywhere) is shared with every system of the campaign holding its
     elements at the end of its round, as a group's store would: it is not computed again, and
-    an absent one cuts its neighbours there too (``share_outcomes``). Optional corrections (knobs): a calculation the oracle lacks cuts its neighbours'
+    an absent one cuts its neighbours there too; a composition another system computes in the
+    same round waits for that result, except in the last round (``share_outcomes``). Optional corrections (knobs): a calculation the oracle lacks cuts its neighbours'
     scores, a kernel-weighted mean of residuals shifts predicted energies, a per-element-set
     rate of discoveries, a diversity cut near pending picks.
 ``one_shot``
@@ -122,7 +123,9 @@ class CampaignOptions(BaseModel):
     learned_l2: float = Field(2.0, gt=0, description="L2 penalty of the learned recalibration (larger: closer to the screen)")
     share_outcomes: bool = Field(True, description="a calculation that found no compound on the hull (no energy, or "
                                  "above the known hull) is seen by every system of the campaign holding its elements: "
-                                 "not computed again, its energy among the known phases, an absent one cuts its neighbours (loop)")
+                                 "not computed again, its energy among the known phases, an absent one cuts its neighbours; "
+                                 "and a composition another system computes this round waits for its result, "
+                                 "except in the last round (loop)")
     residual_correction: bool = Field(False, description="shift predictions by the kernel-weighted residuals (loop; off by default: it lost discoveries on seed 7 with the calibrated p_stable order)")
     bootstrap: int = Field(2000, ge=100, description="bootstrap resamples of systems")
 
@@ -375,6 +378,7 @@ class _SystemLoop:
         self.computed_keys: list[int] = []
         self.computed_outcomes: list[int] = []
         self.picked: list[str] = []
+        self.picked_keys: list[tuple[tuple[str, int], ...]] = []
         self.stalled = False
         #: what other systems of the campaign computed here without a compound on the hull
         self.shared_keys: set[tuple[tuple[str, int], ...]] = set()
@@ -397,21 +401,30 @@ class _SystemLoop:
         """Whether the loop has spent its budget (or has nothing left to pick)."""
         return self.stalled or len(self.picked) >= self.budget
 
-    def play_round(self, recalibration: Recalibration) -> None:
-        """Pick ``per_round`` candidates, compute them with the oracle, and re-screen if energies came back."""
+    def play_round(self, recalibration: Recalibration, in_flight: frozenset = frozenset()) -> None:
+        """Pick ``per_round`` candidates, compute them with the oracle, and re-screen if energies came back.
+
+        ``in_flight``: composition keys other systems compute this round; unless this is the last
+        round, they wait for that result (a miss is then shared, a discovery stays to pick).
+        """
         from fh_screen.screening import screen
 
         ranking, options = self.ranking, self.options
         available = ~np.isin(np.asarray(ranking.formulas, dtype=object), np.asarray(self.picked, dtype=object))
         if self.shared_keys:
             available &= np.array([key not in self.shared_keys for key in ranking.composition_keys])
+        n_picks = min(options.per_round, self.budget - len(self.picked))
+        if in_flight and len(self.picked) + n_picks < self.budget:
+            waiting = available & np.array([key in in_flight for key in ranking.composition_keys])
+            if (available & ~waiting).sum() >= n_picks:
+                available &= ~waiting
         set_counts = set_outcome_counts(ranking.set_keys, np.asarray(self.computed_keys, dtype=np.int64),
                                         np.asarray(self.computed_outcomes, dtype=np.int64))
         features = candidate_features(ranking.counts, ranking.charge_balanced, ranking.log_odds, set_counts)
         correction = _feedback(ranking, self.computed, options, self.tolerance, self.shared_absent)
         if options.learned_correction:
             correction = correction + recalibration.correction(features)
-        rows = _pick(ranking, correction, available, min(options.per_round, self.budget - len(self.picked)), options)
+        rows = _pick(ranking, correction, available, n_picks, options)
         if not rows:
             self.stalled = True
             return
@@ -427,6 +440,7 @@ class _SystemLoop:
             self.computed_outcomes.append(SUCCESS if success else ABOVE_HULL if value is not None else NO_ENERGY)
             self.examples.append((features[row], float(ranking.log_odds[row]), success))
             self.picked.append(formula)
+            self.picked_keys.append(ranking.composition_keys[row])
             if value is not None:
                 news.append((formula, value))
             if not success:
@@ -487,9 +501,12 @@ def _play(systems: Sequence[CampaignSystem], predictor: Predictor, options: Camp
             progress(len(loops), total)
     recalibration = Recalibration.none()
     for round_index in range(n_rounds):
+        in_flight: set[tuple[tuple[str, int], ...]] = set()
         for i, loop in enumerate(loops):
             if not loop.done:
-                loop.play_round(recalibration)
+                n_before = len(loop.picked)
+                loop.play_round(recalibration, frozenset(in_flight) if options.share_outcomes else frozenset())
+                in_flight.update(loop.picked_keys[n_before:])
             if progress is not None:
                 progress(len(loops) * (1 + round_index) + i + 1, total)
         if options.share_outcomes:

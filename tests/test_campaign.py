@@ -196,6 +196,11 @@ def test_cli_campaign_writes_the_report_and_refuses_a_missing_file(tables, tmp_p
         assert key in payload
     assert payload["n_systems"] == 2
     assert payload["options"]["learned_correction"] is True and "recalibration" in payload
+    assert payload["options"]["share_outcomes"] is True and "--no-share" not in payload["command"]
+    alone = runner.invoke(build_app(), [*args[:-2], "--no-share"])
+    assert alone.exit_code == 0, alone.output
+    assert json.loads(out.read_text())["options"]["share_outcomes"] is False
+    assert json.loads(out.read_text())["command"].count("--no-share") == 1
     import matplotlib.image
 
     figure = matplotlib.image.imread(tmp_path / "campaign.png")  # a real PNG with a drawn curve, not an empty file

@@ -30,6 +30,8 @@ def campaign_command(
     seed: List[int] = typer.Option([0], "--seed", help="Seed of the system draw; repeat to pool seeds."),
     score_column: str = typer.Option("p_stable", "--rank-by", help="Screen table column ranked on (p_stable or stability_score)."),
     learn: bool = typer.Option(True, "--learn/--no-learn", help="The loop learns a recalibration across systems after each round."),
+    share: bool = typer.Option(True, "--share/--no-share", help="Systems share their calculations that found nothing on the hull, "
+                               "and a composition another system computes this round waits for its result."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Shipped model name or .pt path (default model)."),
     json_path: Path = typer.Option(..., "--json", help="Write the report here (JSON)."),
     figure: Optional[Path] = typer.Option(None, "--figure", help="Also write the discovery curve here (PNG)."),
@@ -49,7 +51,8 @@ def campaign_command(
 
     try:
         options = CampaignOptions(n_systems=systems, budget=budget, per_round=per_round, seeds=tuple(seed),
-                                  score_column=score_column, learned_correction=learn)
+                                  score_column=score_column, learned_correction=learn,
+                                  share_outcomes=share)
     except ValidationError as exc:  # pydantic's validation error, as one line naming the flag
         error = exc.errors()[0]
         flag = _FLAGS.get(str(error["loc"][0]) if error["loc"] else "", "--per-round")  # the only check across fields
@@ -75,7 +78,8 @@ def campaign_command(
                               progress=lambda done, total: bar.update(task, completed=done, total=total))
     report["command"] = (f"fh-screen campaign --oracle {oracle} --known {known} --systems {systems} --budget {budget} "
                          f"--per-round {per_round} " + " ".join(f"--seed {s}" for s in seed)
-                         + f" --rank-by {score_column}" + ("" if learn else " --no-learn") + (f" --model {model}" if model else "") + f" --json {json_path}")
+                         + f" --rank-by {score_column}" + ("" if learn else " --no-learn")
+                         + ("" if share else " --no-share") + (f" --model {model}" if model else "") + f" --json {json_path}")
     report["seconds"] = round(time.perf_counter() - started, 1)
     write_json(report, json_path)
     if figure is not None:

@@ -19,9 +19,10 @@ elements on the true hull), four strategies spend ``budget`` calculations:
     known hull: never a target anywhere) is shared with every system of the campaign holding its
     elements at the end of its round, as a group's store would: it is not computed again, and
     an absent one cuts its neighbours there too; a composition another system computes in the
-    same round waits for that result, except in the last round (``share_outcomes``). Optional corrections (knobs): a calculation the oracle lacks cuts its neighbours'
-    scores, a kernel-weighted mean of residuals shifts predicted energies, a per-element-set
-    rate of discoveries, a diversity cut near pending picks.
+    same round waits for that result, except in the last round (``share_outcomes``). Optional
+    corrections (knobs): a calculation the oracle lacks cuts its neighbours' scores, a
+    kernel-weighted mean of residuals shifts predicted energies, a per-element-set rate of
+    discoveries, a diversity cut near pending picks.
 ``one_shot``
     the top ``budget`` new candidates of the first screen.
 ``one_shot_diverse``

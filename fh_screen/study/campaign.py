@@ -387,7 +387,7 @@ class _SystemLoop:
         self.shared_energies: list[tuple[str, float]] = []
         #: the calculations that found nothing on the hull: (composition key, formula, ΔH_f or None)
         self.misses: list[tuple[tuple[tuple[str, int], ...], str, float | None]] = []
-        self.shared_upto = 0
+        self._misses_sent = 0
         #: (features, log-odds, success) of each calculation at the time of its pick
         self.examples: list[tuple[np.ndarray, float, bool]] = []
 
@@ -453,6 +453,12 @@ class _SystemLoop:
             result = screen(self.system.chemsys, predictor=self.predictor, known=self.known, options=self.screen_options)
             self.ranking = _Ranking(result.table, self.chemsys, options.score_column, self.cache)
 
+    def new_misses(self) -> list[tuple[tuple[tuple[str, int], ...], str, float | None]]:
+        """This system's misses since the last call (what it shares at the end of a round)."""
+        fresh = self.misses[self._misses_sent:]
+        self._misses_sent = len(self.misses)
+        return fresh
+
     def receive(self, misses: Sequence[tuple[tuple[tuple[str, int], ...], str, float | None]]) -> None:
         """Take in other systems' calculations that found nothing on the hull, where this system holds their elements.
 
@@ -511,9 +517,8 @@ def _play(systems: Sequence[CampaignSystem], predictor: Predictor, options: Camp
             if progress is not None:
                 progress(len(loops) * (1 + round_index) + i + 1, total)
         if options.share_outcomes:
-            misses = [miss for loop in loops for miss in loop.misses[loop.shared_upto:]]
+            misses = [miss for loop in loops for miss in loop.new_misses()]
             for loop in loops:
-                loop.shared_upto = len(loop.misses)
                 loop.receive(misses)
         recalibration = _fit_recalibration(loops, options)
         logger.debug("campaign round %d: recalibration %s", round_index + 1, recalibration.as_dict())

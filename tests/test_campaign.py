@@ -368,3 +368,32 @@ def test_a_composition_in_flight_in_one_system_waits_in_another_until_its_result
     # without sharing the twins play the same game
     (a, b), _ = _play([system, twin], predictor, options.model_copy(update={"share_outcomes": False}), None)
     assert a.picks["loop"] == b.picks["loop"]
+
+
+def test_what_counts_as_a_compound_found_follows_the_success_tolerance(sets, predictor):
+    import dataclasses
+
+    from fh_screen.screening import ScreenOptions
+    from fh_screen.study.campaign import _reduced, _SystemLoop
+    from fh_screen.study.campaign_learning import ABOVE_HULL, SUCCESS, Recalibration
+
+    system = next(s for s in campaign_systems(*sets, 3, seed=3) if len(s.chemsys) >= 3)
+    probe = _SystemLoop(system, predictor, OPTIONS, ScreenOptions())
+    probe.play_round(Recalibration.none())
+    first = probe.picked[0]
+    hull_here = probe.computed[0][3]  # the known hull's ΔH_f at the pick's composition, at the time of the pick
+    # DFT puts the first pick 20 meV/atom above the known hull: inside the screen's 50 meV P(stable) window
+    near = dataclasses.replace(system, oracle_ev_per_atom={**system.oracle_ev_per_atom, _reduced(first): hull_here + 0.02})
+    loose = _SystemLoop(near, predictor, OPTIONS, ScreenOptions())  # default: the screen's window
+    loose.play_round(Recalibration.none())
+    assert loose.picked[0] == first
+    assert loose.computed_outcomes[0] == SUCCESS and loose.examples[0][2] is True
+    assert first not in [formula for _, formula, _ in loose.new_misses()]
+    # with a discovery's own 1 meV/atom it is a miss: learned as one, and shared with the campaign
+    strict = _SystemLoop(near, predictor, OPTIONS.model_copy(update={"success_tolerance_ev_per_atom": 0.001}),
+                         ScreenOptions())
+    strict.play_round(Recalibration.none())
+    assert strict.computed_outcomes[0] == ABOVE_HULL and strict.examples[0][2] is False
+    assert first in [formula for _, formula, _ in strict.new_misses()]
+    with pytest.raises(ValueError, match="success_tolerance_ev_per_atom"):
+        CampaignOptions(success_tolerance_ev_per_atom=-0.01)

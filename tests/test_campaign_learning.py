@@ -11,6 +11,7 @@ from fh_screen.study.campaign_learning import (
     NO_ENERGY,
     SUCCESS,
     Recalibration,
+    anion_columns,
     candidate_features,
     element_set_keys,
     set_outcome_counts,
@@ -50,7 +51,7 @@ def test_set_outcomes_count_only_the_same_element_set(ranking):
 
 def test_features_describe_each_candidate(ranking):
     features = candidate_features(ranking.counts, ranking.charge_balanced, ranking.log_odds,
-                                  np.zeros((len(ranking.formulas), 3)))
+                                  np.zeros((len(ranking.formulas), 3)), anion_columns(ranking.chemsys))
     assert features.shape == (len(ranking.formulas), len(FEATURE_NAMES))
     n_elements = (ranking.counts > 0).sum(axis=1)
     indicator = {name: features[:, j] for j, name in enumerate(FEATURE_NAMES)}
@@ -62,9 +63,27 @@ def test_features_describe_each_candidate(ranking):
     assert set(np.unique(indicator["charge_balanced"])) <= {-0.5, 0.5}
 
 
+def test_a_candidate_without_the_systems_anions_is_flagged(ranking):
+    anions = anion_columns(ranking.chemsys)
+    assert anions.tolist() == [False, False, False, True]  # Li-Fe-P-O: oxygen is the anion
+    features = candidate_features(ranking.counts, ranking.charge_balanced, ranking.log_odds,
+                                  np.zeros((len(ranking.formulas), 3)), anions)
+    drops = features[:, FEATURE_NAMES.index("drops_anions_of_4")]
+    without_oxygen = ranking.counts[:, 3] == 0
+    assert np.array_equal(drops == 1, without_oxygen) and 0 < without_oxygen.sum() < len(without_oxygen)
+    assert np.all(features[:, FEATURE_NAMES.index("drops_anions_of_3")] == 0)  # a quaternary system
+    # the same candidates in a system without anions (every element a metal): nothing is flagged
+    metals = candidate_features(ranking.counts, ranking.charge_balanced, ranking.log_odds,
+                                np.zeros((len(ranking.formulas), 3)), np.zeros(4, dtype=bool))
+    assert np.all(metals[:, FEATURE_NAMES.index("drops_anions_of_4")] == 0)
+    with pytest.raises(ValueError, match="3 anion flags for a system of 4 elements"):
+        candidate_features(ranking.counts, ranking.charge_balanced, ranking.log_odds,
+                           np.zeros((len(ranking.formulas), 3)), anions[:3])
+
+
 def test_fit_learns_a_miscalibration_and_stays_near_zero_without_one(ranking):
     features = candidate_features(ranking.counts, ranking.charge_balanced, ranking.log_odds,
-                                  np.zeros((len(ranking.formulas), 3)))
+                                  np.zeros((len(ranking.formulas), 3)), anion_columns(ranking.chemsys))
     rng = np.random.default_rng(0)
     offset = np.full(len(ranking.formulas), -1.0)
     binary = (ranking.counts > 0).sum(axis=1) == 2

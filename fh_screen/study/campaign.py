@@ -13,8 +13,8 @@ elements on the true hull), four strategies spend ``budget`` calculations:
     lacks counts as computed, not stable, and returns no energy), adds every returned energy to
     the known phases and re-screens (the hull moves). Between rounds it learns, from every
     calculation so far in every system, a logistic recalibration of the ranked column
-    (:mod:`fh_screen.study.campaign_learning`: element count against the system's, formula-unit
-    size, charge balance, temperature, and what earlier calculations of the same element set
+    (:mod:`fh_screen.study.campaign_learning`: element count against the system's, whether it
+    drops the system's anions, formula-unit size, charge balance, temperature, and what earlier calculations of the same element set
     returned). A calculation that found nothing on the hull (no energy, or an energy above the
     known hull: never a target anywhere) is shared with every system of the campaign holding its
     elements at the end of its round, as a group's store would: it is not computed again, and
@@ -64,6 +64,7 @@ from fh_screen.study.campaign_learning import (
     NO_ENERGY,
     SUCCESS,
     Recalibration,
+    anion_columns,
     candidate_features,
     element_set_keys,
     set_outcome_counts,
@@ -127,6 +128,12 @@ class CampaignOptions(BaseModel):
                                  "not computed again, its energy among the known phases, an absent one cuts its neighbours; "
                                  "and a composition another system computes this round waits for its result, "
                                  "except in the last round (loop)")
+    success_tolerance_ev_per_atom: float | None = Field(
+        None, ge=0, le=1,
+        description="how far above the known hull a returned energy may lie and still count as a compound found: the "
+                    "label the loop learns from, its element-set outcomes and what it shares as a miss (eV/atom; "
+                    "None: the screen's P(stable) window, 0.05 by default; a discovery's own 1 meV/atom found no more "
+                    "on the tuning seeds)")
     residual_correction: bool = Field(False, description="shift predictions by the kernel-weighted residuals (loop; off by default: it lost discoveries on seed 7 with the calibrated p_stable order)")
     bootstrap: int = Field(2000, ge=100, description="bootstrap resamples of systems")
 
@@ -296,7 +303,8 @@ def _feedback(ranking: _Ranking, computed: list[tuple[str, float | None, float]]
     """Log-score correction of each candidate from the calculations done so far.
 
     ``computed``: (formula, oracle ΔH_f or None, predicted ΔH_f, the known hull's ΔH_f there and
-    the ranked probability, each at the time of the pick). ``shared_absent``: formulas other
+    the ranked probability, each at the time of the pick). ``tolerance_ev_per_atom``: the
+    screen's P(stable) window (for the residual correction). ``shared_absent``: formulas other
     systems of the campaign computed without an energy (they cut their neighbours here too).
     """
     from scipy.stats import norm
@@ -322,7 +330,9 @@ def _feedback(ranking: _Ranking, computed: list[tuple[str, float | None, float]]
     if (~has_energy).any():
         correction += np.log1p(-options.absent_strength * k[:, ~has_energy]).sum(axis=1)
     if options.set_rate_shape > 0 and all(len(c) >= 5 for c in computed):
-        correction += _set_rate(ranking, computed, options.set_rate_shape, tolerance_ev_per_atom)
+        success_tolerance = (tolerance_ev_per_atom if options.success_tolerance_ev_per_atom is None
+                             else options.success_tolerance_ev_per_atom)
+        correction += _set_rate(ranking, computed, options.set_rate_shape, success_tolerance)
     return correction
 
 
@@ -357,7 +367,10 @@ class _SystemLoop:
         from fh_screen.screening import screen
 
         self.system, self.predictor, self.options, self.screen_options = system, predictor, options, screen_options
-        self.tolerance = screen_options.e_hull_tolerance_ev_per_atom
+        #: the screen's P(stable) window (the residual correction's) and how close to the hull a result is a success
+        self.screen_tolerance = screen_options.e_hull_tolerance_ev_per_atom
+        self.tolerance = (self.screen_tolerance if options.success_tolerance_ev_per_atom is None
+                          else options.success_tolerance_ev_per_atom)
         self.cache: dict[str, np.ndarray] = {}
         first = screen(system.chemsys, predictor=predictor, known=system.known, options=screen_options)
         self.chemsys = first.chemsys
@@ -421,8 +434,9 @@ class _SystemLoop:
                 available &= ~waiting
         set_counts = set_outcome_counts(ranking.set_keys, np.asarray(self.computed_keys, dtype=np.int64),
                                         np.asarray(self.computed_outcomes, dtype=np.int64))
-        features = candidate_features(ranking.counts, ranking.charge_balanced, ranking.log_odds, set_counts)
-        correction = _feedback(ranking, self.computed, options, self.tolerance, self.shared_absent)
+        features = candidate_features(ranking.counts, ranking.charge_balanced, ranking.log_odds, set_counts,
+                                      anion_columns(ranking.chemsys))
+        correction = _feedback(ranking, self.computed, options, self.screen_tolerance, self.shared_absent)
         if options.learned_correction:
             correction = correction + recalibration.correction(features)
         rows = _pick(ranking, correction, available, n_picks, options)

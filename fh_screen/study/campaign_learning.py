@@ -8,6 +8,9 @@ against each other:
 
 - the element count of the candidate against the system's (one indicator per pair: a binary of
   a quaternary system is not a binary of a binary system),
+- whether it keeps the system's anions: in a ternary or quaternary system holding a halogen, a
+  chalcogen (O–Te) or N (:data:`ANION_ELEMENTS`), a candidate without any of them (an
+  intermetallic of an oxide system, say) is a different chemistry from the rest of its list,
 - the size of its reduced formula unit (log atoms), and its charge balance,
 - the log-odds itself (a temperature: the screen may be too sure or too shy),
 - what earlier calculations of the same element set returned: successes, energies above the
@@ -21,17 +24,31 @@ loop's own calculations returned.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["FEATURE_NAMES", "Recalibration", "candidate_features", "element_set_keys", "set_outcome_counts"]
+__all__ = [
+    "ANION_ELEMENTS",
+    "FEATURE_NAMES",
+    "Recalibration",
+    "anion_columns",
+    "candidate_features",
+    "element_set_keys",
+    "set_outcome_counts",
+]
 
 #: (system element count, candidate element count) pairs with an indicator of their own.
 SIZE_PAIRS = ((2, 2), (3, 2), (3, 3), (4, 2), (4, 3), (4, 4))
+#: Elements that are the anions of the compounds that hold them (halogens, chalcogens O–Te, N).
+ANION_ELEMENTS = frozenset({"N", "O", "F", "S", "Cl", "Se", "Br", "Te", "I"})
+#: System sizes with an indicator of their own for a candidate that drops every anion of the system.
+ANION_DROP_SIZES = (3, 4)
 #: Names of the feature columns, in order.
 FEATURE_NAMES = (
     *(f"elements_{c}_of_{s}" for s, c in SIZE_PAIRS),
+    *(f"drops_anions_of_{s}" for s in ANION_DROP_SIZES),
     "log_atoms_per_formula_unit",
     "charge_balanced",
     "log_odds",
@@ -49,6 +66,11 @@ def element_set_keys(counts: np.ndarray) -> np.ndarray:
     return present @ (1 << np.arange(present.shape[1], dtype=np.int64))
 
 
+def anion_columns(chemsys: Sequence[str]) -> np.ndarray:
+    """Which columns of a system are :data:`ANION_ELEMENTS` (a boolean per element of ``chemsys``)."""
+    return np.array([element in ANION_ELEMENTS for element in chemsys], dtype=bool)
+
+
 def set_outcome_counts(candidate_keys: np.ndarray, computed_keys: np.ndarray, outcomes: np.ndarray) -> np.ndarray:
     """For each candidate, how many earlier calculations of its element set had each outcome (n × 3)."""
     out = np.zeros((len(candidate_keys), 3))
@@ -58,16 +80,22 @@ def set_outcome_counts(candidate_keys: np.ndarray, computed_keys: np.ndarray, ou
 
 
 def candidate_features(counts: np.ndarray, charge_balanced: np.ndarray, log_odds: np.ndarray,
-                       set_outcomes: np.ndarray) -> np.ndarray:
+                       set_outcomes: np.ndarray, anions: np.ndarray) -> np.ndarray:
     """The feature matrix (candidates × :data:`FEATURE_NAMES`) of one system's candidates.
 
     ``counts``: reduced integer counts over the system's elements; ``log_odds``: the ranked
-    column's log-odds; ``set_outcomes``: :func:`set_outcome_counts` at the time of the pick.
+    column's log-odds; ``set_outcomes``: :func:`set_outcome_counts` at the time of the pick;
+    ``anions``: :func:`anion_columns` of the system.
     """
     counts = np.asarray(counts)
+    anions = np.asarray(anions, dtype=bool)
     n_system = counts.shape[1]
+    if anions.shape != (n_system,):
+        raise ValueError(f"{anions.size} anion flags for a system of {n_system} elements")
     n_candidate = (counts > 0).sum(axis=1)
     columns = [((n_system == s) & (n_candidate == c)).astype(float) for s, c in SIZE_PAIRS]
+    drops_anions = bool(anions.any()) & ~(counts[:, anions] > 0).any(axis=1)
+    columns += [(drops_anions & (n_system == s)).astype(float) for s in ANION_DROP_SIZES]
     columns.append(np.log(np.maximum(counts.sum(axis=1), 1)) - 1.5)
     columns.append(np.asarray(charge_balanced, dtype=float) - 0.5)
     columns.append(np.clip(log_odds, -20, 20) / 4)

@@ -14,15 +14,15 @@ elements on the true hull), four strategies spend ``budget`` calculations:
     the known phases and re-screens (the hull moves). Between rounds it learns, from every
     calculation so far in every system, a logistic recalibration of the ranked column
     (:mod:`fh_screen.study.campaign_learning`: element count against the system's, whether it
-    drops the system's anions, formula-unit size, charge balance, temperature, and what earlier calculations of the same element set
-    returned). A calculation that found nothing on the hull (no energy, or an energy above the
-    known hull: never a target anywhere) is shared with every system of the campaign holding its
-    elements at the end of its round, as a group's store would: it is not computed again, and
-    an absent one cuts its neighbours there too; a composition another system computes in the
-    same round waits for that result, except in the last round (``share_outcomes``). Optional
-    corrections (knobs): a calculation the oracle lacks cuts its neighbours' scores, a
-    kernel-weighted mean of residuals shifts predicted energies, a per-element-set rate of
-    discoveries, a diversity cut near pending picks.
+    drops the system's anions, formula-unit size, charge balance, temperature, and what earlier
+    calculations of the same element set returned). A calculation that found nothing on the
+    hull (no energy, or an energy above the known hull: never a target anywhere) is shared with
+    every system of the campaign holding its elements at the end of its round, as a group's
+    store would: it is not computed again, and an absent one cuts its neighbours there too; a
+    composition another system computes in the same round waits for that result, except in the
+    last round (``share_outcomes``). Optional corrections (knobs): a calculation the oracle
+    lacks cuts its neighbours' scores, a kernel-weighted mean of residuals shifts predicted
+    energies, a per-element-set rate of discoveries, a diversity cut near pending picks.
 ``one_shot``
     the top ``budget`` new candidates of the first screen.
 ``one_shot_diverse``

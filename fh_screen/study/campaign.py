@@ -330,10 +330,16 @@ def _feedback(ranking: _Ranking, computed: list[tuple[str, float | None, float]]
     if (~has_energy).any():
         correction += np.log1p(-options.absent_strength * k[:, ~has_energy]).sum(axis=1)
     if options.set_rate_shape > 0 and all(len(c) >= 5 for c in computed):
-        success_tolerance = (tolerance_ev_per_atom if options.success_tolerance_ev_per_atom is None
-                             else options.success_tolerance_ev_per_atom)
-        correction += _set_rate(ranking, computed, options.set_rate_shape, success_tolerance)
+        correction += _set_rate(ranking, computed, options.set_rate_shape,
+                                _success_tolerance(options, tolerance_ev_per_atom))
     return correction
+
+
+def _success_tolerance(options: CampaignOptions, screen_window_ev_per_atom: float) -> float:
+    """How far above the known hull a returned energy still counts as a compound found (eV/atom)."""
+    if options.success_tolerance_ev_per_atom is None:
+        return screen_window_ev_per_atom
+    return options.success_tolerance_ev_per_atom
 
 
 def _found_on_hull(value_ev_per_atom: float | None, hull_ev_per_atom: float, tolerance_ev_per_atom: float) -> bool:
@@ -369,8 +375,7 @@ class _SystemLoop:
         self.system, self.predictor, self.options, self.screen_options = system, predictor, options, screen_options
         #: the screen's P(stable) window (the residual correction's) and how close to the hull a result is a success
         self.screen_tolerance = screen_options.e_hull_tolerance_ev_per_atom
-        self.tolerance = (self.screen_tolerance if options.success_tolerance_ev_per_atom is None
-                          else options.success_tolerance_ev_per_atom)
+        self.tolerance = _success_tolerance(options, self.screen_tolerance)
         self.cache: dict[str, np.ndarray] = {}
         first = screen(system.chemsys, predictor=predictor, known=system.known, options=screen_options)
         self.chemsys = first.chemsys

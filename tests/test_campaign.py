@@ -10,6 +10,7 @@ import pytest
 from pymatgen.core import Composition
 
 from fh_screen.study.campaign import (
+    CampaignError,
     CampaignOptions,
     _feedback,
     _Ranking,
@@ -201,6 +202,16 @@ def test_cli_campaign_writes_the_report_and_refuses_a_missing_file(tables, tmp_p
     assert alone.exit_code == 0, alone.output
     assert json.loads(out.read_text())["options"]["share_outcomes"] is False
     assert json.loads(out.read_text())["command"].count("--no-share") == 1
+    # the next campaign starts from what this one learned: --prior takes a campaign report
+    follow = runner.invoke(build_app(), [*args[:-4], "--prior", str(out), "--json", str(tmp_path / "next.json")])
+    assert follow.exit_code == 0, follow.output
+    carried = json.loads((tmp_path / "next.json").read_text())
+    assert carried["options"]["learned_prior_path"] == str(out) and f"--prior {out}" in carried["command"]
+    (tmp_path / "not-a-prior.json").write_text("[]")
+    refused = runner.invoke(build_app(), [*args[:-4], "--prior", str(tmp_path / "not-a-prior.json"), "--json",
+                                          str(tmp_path / "never.json")])
+    assert refused.exit_code == 2 and "--prior:" in refused.output and "Traceback" not in refused.output
+    assert not (tmp_path / "never.json").exists()
     import matplotlib.image
 
     figure = matplotlib.image.imread(tmp_path / "campaign.png")  # a real PNG with a drawn curve, not an empty file
@@ -397,3 +408,29 @@ def test_what_counts_as_a_compound_found_follows_the_success_tolerance(sets, pre
     assert first in [formula for _, formula, _ in strict.new_misses()]
     with pytest.raises(ValueError, match="success_tolerance_ev_per_atom"):
         CampaignOptions(success_tolerance_ev_per_atom=-0.01)
+
+
+def test_a_recalibration_prior_steers_the_first_round_and_a_bad_one_is_refused(sets, predictor, tmp_path):
+    from fh_screen.study.campaign_learning import FEATURE_NAMES
+
+    known, oracle = sets
+    system = next(s for s in campaign_systems(known, oracle, 3, seed=3) if len(s.chemsys) == 3)
+    whole = {name: 0.0 for name in FEATURE_NAMES} | {"elements_3_of_3": 50.0}
+    path = tmp_path / "prior.json"
+    path.write_text(json.dumps({"weights": whole}))
+    options = OPTIONS.model_copy(update={"n_systems": 1})
+    plain = run_system(system, predictor, options)
+    steered = run_system(system, predictor, options.model_copy(update={"learned_prior_path": str(path)}))
+    # without a prior the first round is the screen's order; with this one, whole-system candidates come first
+    assert plain.picks["loop"][:2] == plain.picks["one_shot_diverse"][:2]
+    assert [len(Composition(f).elements) for f in steered.picks["loop"][:2]] == [3, 3]
+    assert any(len(Composition(f).elements) < 3 for f in plain.picks["loop"][:2])
+    # the one-shot lists never see the prior
+    assert steered.picks["one_shot"] == plain.picks["one_shot"]
+    for bad, message in ((tmp_path / "absent.json", "no recalibration prior at"),
+                         (tmp_path / "prior.txt", "is not JSON")):
+        if bad.suffix == ".txt":
+            bad.write_text("not json")
+        with pytest.raises(CampaignError, match=message) as error:
+            run_system(system, predictor, options.model_copy(update={"learned_prior_path": str(bad)}))
+        assert "\n" not in str(error.value)

@@ -14,6 +14,7 @@ from fh_screen.study.campaign_learning import (
     anion_columns,
     candidate_features,
     element_set_keys,
+    load_prior,
     set_outcome_counts,
 )
 
@@ -106,3 +107,47 @@ def test_no_examples_no_correction(ranking):
     none = Recalibration.fit(np.zeros((0, len(FEATURE_NAMES))), np.zeros(0), np.zeros(0, bool), l2=2.0)
     assert np.array_equal(none.weights, Recalibration.none().weights)
     assert np.all(none.correction(np.ones((3, len(FEATURE_NAMES)))) == 0)
+
+
+def test_a_prior_is_where_the_fit_starts_and_what_it_is_shrunk_toward(ranking):
+    features = candidate_features(ranking.counts, ranking.charge_balanced, ranking.log_odds,
+                                  np.zeros((len(ranking.formulas), 3)), anion_columns(ranking.chemsys))
+    offset = np.full(len(ranking.formulas), -1.0)
+    binary = (ranking.counts > 0).sum(axis=1) == 2
+    labels = np.random.default_rng(1).random(len(offset)) < 1 / (1 + np.exp(-(offset + np.log(3.0) * binary)))
+    prior = Recalibration(np.linspace(-1.0, 1.0, len(FEATURE_NAMES)))
+    # no calculation yet: the prior itself
+    empty = Recalibration.fit(np.zeros((0, len(FEATURE_NAMES))), np.zeros(0), np.zeros(0, bool), l2=2.0, prior=prior)
+    assert np.array_equal(empty.weights, prior.weights)
+    # a strong penalty holds the prior's weights, not zero's
+    assert np.allclose(Recalibration.fit(features, offset, labels, l2=1e7, prior=prior).weights, prior.weights, atol=0.01)
+    # with the same data, the weights move away from the prior toward what the data say
+    free = Recalibration.fit(features, offset, labels, l2=1e-3)
+    pulled = Recalibration.fit(features, offset, labels, l2=2.0, prior=prior)
+    assert 0 < np.linalg.norm(pulled.weights - free.weights) < np.linalg.norm(prior.weights - free.weights)
+    assert not np.allclose(pulled.weights, Recalibration.fit(features, offset, labels, l2=2.0).weights, atol=0.01)
+
+
+def test_a_prior_round_trips_through_its_file_and_a_bad_one_is_refused_in_one_line(tmp_path):
+    import json
+
+    weights = Recalibration(np.arange(len(FEATURE_NAMES), dtype=float) / 10).as_dict()
+    path = tmp_path / "prior.json"
+    path.write_text(json.dumps({"weights": weights}))
+    assert load_prior(path).as_dict() == weights
+    # a campaign report carries the weights its loop learned to the next campaign
+    (tmp_path / "report.json").write_text(json.dumps({"loop_discoveries": 3.0, "recalibration": weights}))
+    assert load_prior(tmp_path / "report.json").as_dict() == weights
+    with pytest.raises(ValueError, match="no recalibration prior at"):
+        load_prior(tmp_path / "absent.json")
+    (tmp_path / "broken.json").write_text("{weights")
+    with pytest.raises(ValueError, match="is not JSON"):
+        load_prior(tmp_path / "broken.json")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="has no 'weights' \\(or campaign 'recalibration'\\) mapping"):
+        load_prior(tmp_path / "list.json")
+    short = {k: v for k, v in weights.items() if k != "log_odds"} | {"mystery": 1.0}
+    (tmp_path / "short.json").write_text(json.dumps({"weights": short}))
+    with pytest.raises(ValueError, match=r"missing \['log_odds'\], unknown \['mystery'\]") as error:
+        load_prior(tmp_path / "short.json")
+    assert "\n" not in str(error.value)

@@ -32,6 +32,8 @@ def campaign_command(
     learn: bool = typer.Option(True, "--learn/--no-learn", help="The loop learns a recalibration across systems after each round."),
     share: bool = typer.Option(True, "--share/--no-share", help="Systems share their calculations that found nothing on the hull, "
                                "and a composition another system computes this round waits for its result."),
+    prior: Optional[Path] = typer.Option(None, "--prior", help="Start the loop's learned recalibration from these weights: an "
+                                         "earlier campaign's --json report, or a prior from scripts/build_campaign_prior.py."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Shipped model name or .pt path (default model)."),
     json_path: Path = typer.Option(..., "--json", help="Write the report here (JSON)."),
     figure: Optional[Path] = typer.Option(None, "--figure", help="Also write the discovery curve here (PNG)."),
@@ -44,6 +46,7 @@ def campaign_command(
     from pydantic import ValidationError
 
     from fh_screen.study.campaign import CampaignError, CampaignOptions, run_campaign, write_campaign_figure
+    from fh_screen.study.campaign_learning import load_prior
     from fh_screen.data import shared_data_dir
     from fh_screen.data import load_set
     from fh_screen.io import write_json
@@ -52,11 +55,16 @@ def campaign_command(
     try:
         options = CampaignOptions(n_systems=systems, budget=budget, per_round=per_round, seeds=tuple(seed),
                                   score_column=score_column, learned_correction=learn,
-                                  share_outcomes=share)
+                                  share_outcomes=share, learned_prior_path=None if prior is None else str(prior))
     except ValidationError as exc:  # pydantic's validation error, as one line naming the flag
         error = exc.errors()[0]
         flag = _FLAGS.get(str(error["loc"][0]) if error["loc"] else "", "--per-round")  # the only check across fields
         raise CampaignError(f"{flag}: {error['msg'].removeprefix('Value error, ')}") from None
+    if prior is not None:
+        try:
+            load_prior(prior)
+        except ValueError as exc:
+            raise CampaignError(f"--prior: {exc}") from None
     check_output_path(json_path)
     if figure is not None:
         check_output_path(figure)
@@ -79,7 +87,8 @@ def campaign_command(
     report["command"] = (f"fh-screen campaign --oracle {oracle} --known {known} --systems {systems} --budget {budget} "
                          f"--per-round {per_round} " + " ".join(f"--seed {s}" for s in seed)
                          + f" --rank-by {score_column}" + ("" if learn else " --no-learn")
-                         + ("" if share else " --no-share") + (f" --model {model}" if model else "") + f" --json {json_path}")
+                         + ("" if share else " --no-share") + (f" --prior {prior}" if prior else "")
+                         + (f" --model {model}" if model else "") + f" --json {json_path}")
     report["seconds"] = round(time.perf_counter() - started, 1)
     write_json(report, json_path)
     if figure is not None:

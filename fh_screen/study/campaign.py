@@ -67,11 +67,13 @@ from fh_screen.study.campaign_learning import (
     anion_columns,
     candidate_features,
     element_set_keys,
+    load_prior,
     set_outcome_counts,
 )
 
 if TYPE_CHECKING:
     from fh_screen.data import OqmdSet
+    from fh_screen.screening.analogues import AnalogueIndex
     from fh_screen.models.predictor import Predictor
 
 logger = logging.getLogger(__name__)
@@ -122,7 +124,13 @@ class CampaignOptions(BaseModel):
     hull_update: bool = Field(True, description="re-screen with the returned energies among the known phases (loop)")
     learned_correction: bool = Field(True, description="learn a logistic recalibration of the ranking across systems from "
                                      "the loop's calculations after every round (loop; fh_screen.study.campaign_learning)")
-    learned_l2: float = Field(2.0, gt=0, description="L2 penalty of the learned recalibration (larger: closer to the screen)")
+    learned_l2: float = Field(2.0, gt=0, description="L2 penalty of the learned recalibration (larger: closer to the screen, "
+                              "or to the prior)")
+    learned_prior_path: str | None = Field(
+        None, description="start the learned recalibration from, and shrink it toward, these weights instead of zero: a "
+                          "JSON file with a 'weights' mapping (scripts/build_campaign_prior.py: a rehearsal on train.csv "
+                          "alone) or an earlier campaign's report (its 'recalibration'); off by default: neither a "
+                          "rehearsal's weights nor their feedback features alone found more on the tuning seeds (loop)")
     share_outcomes: bool = Field(True, description="a calculation that found no compound on the hull (no energy, or "
                                  "above the known hull) is seen by every system of the campaign holding its elements: "
                                  "not computed again, its energy among the known phases, an absent one cuts its neighbours; "
@@ -369,15 +377,18 @@ def _set_rate(ranking: _Ranking, computed: list[tuple], shape: float, tolerance_
 class _SystemLoop:
     """One system of a campaign: the first screen, the one-shot lists, and the loop's state round by round."""
 
-    def __init__(self, system: CampaignSystem, predictor: Predictor, options: CampaignOptions, screen_options) -> None:
+    def __init__(self, system: CampaignSystem, predictor: Predictor, options: CampaignOptions, screen_options,
+                 analogues: AnalogueIndex | None = None) -> None:
         from fh_screen.screening import screen
 
         self.system, self.predictor, self.options, self.screen_options = system, predictor, options, screen_options
+        self.analogues = analogues
         #: the screen's P(stable) window (the residual correction's) and how close to the hull a result is a success
         self.screen_tolerance = screen_options.e_hull_tolerance_ev_per_atom
         self.tolerance = _success_tolerance(options, self.screen_tolerance)
         self.cache: dict[str, np.ndarray] = {}
-        first = screen(system.chemsys, predictor=predictor, known=system.known, options=screen_options)
+        first = screen(system.chemsys, predictor=predictor, known=system.known, options=screen_options,
+                       analogues=analogues)
         self.chemsys = first.chemsys
         base = _Ranking(first.table, self.chemsys, options.score_column, self.cache)
         n_unknown = len(base.formulas)
@@ -469,7 +480,8 @@ class _SystemLoop:
             news, self.shared_energies = self.shared_energies + news, []
             self.known = pd.concat([self.known, pd.DataFrame(news, columns=["formula", "dhf_ev_per_atom"])],
                                    ignore_index=True)
-            result = screen(self.system.chemsys, predictor=self.predictor, known=self.known, options=self.screen_options)
+            result = screen(self.system.chemsys, predictor=self.predictor, known=self.known, options=self.screen_options,
+                            analogues=self.analogues)
             self.ranking = _Ranking(result.table, self.chemsys, options.score_column, self.cache)
 
     def new_misses(self) -> list[tuple[tuple[tuple[str, int], ...], str, float | None]]:
@@ -502,30 +514,44 @@ class _SystemLoop:
         return self.outcome
 
 
-def _fit_recalibration(loops: Sequence[_SystemLoop], options: CampaignOptions) -> Recalibration:
+def _recalibration_prior(options: CampaignOptions) -> Recalibration:
+    """Where the learned recalibration starts and is shrunk toward: zero, or the rehearsal's weights."""
+    if not options.learned_correction or options.learned_prior_path is None:
+        return Recalibration.none()
+    try:
+        return load_prior(options.learned_prior_path)
+    except ValueError as exc:
+        raise CampaignError(str(exc)) from None
+
+
+def _fit_recalibration(loops: Sequence[_SystemLoop], options: CampaignOptions, prior: Recalibration) -> Recalibration:
     """The recalibration learned from every calculation so far, in every system of the campaign."""
     examples = [e for loop in loops for e in loop.examples]
-    if not options.learned_correction or not examples:
+    if not options.learned_correction:
         return Recalibration.none()
+    if not examples:
+        return prior
     features = np.array([e[0] for e in examples])
     return Recalibration.fit(features, np.array([e[1] for e in examples]), np.array([e[2] for e in examples]),
-                             options.learned_l2)
+                             options.learned_l2, prior=prior)
 
 
 def _play(systems: Sequence[CampaignSystem], predictor: Predictor, options: CampaignOptions, screen_options,
-          progress: Callable[[int, int], None] | None = None) -> tuple[list[SystemOutcome], Recalibration]:
+          progress: Callable[[int, int], None] | None = None,
+          analogues: AnalogueIndex | None = None) -> tuple[list[SystemOutcome], Recalibration]:
     """Screen every system once, then play the loop's rounds in step across systems, learning between rounds."""
     from fh_screen.screening import ScreenOptions
 
     screen_options = screen_options or ScreenOptions()
     n_rounds = -(-options.budget // options.per_round)
     total = len(systems) * (1 + n_rounds)
+    prior = _recalibration_prior(options)
     loops = []
     for system in systems:
-        loops.append(_SystemLoop(system, predictor, options, screen_options))
+        loops.append(_SystemLoop(system, predictor, options, screen_options, analogues))
         if progress is not None:
             progress(len(loops), total)
-    recalibration = Recalibration.none()
+    recalibration = prior
     for round_index in range(n_rounds):
         in_flight: set[tuple[tuple[str, int], ...]] = set()
         for i, loop in enumerate(loops):
@@ -539,7 +565,7 @@ def _play(systems: Sequence[CampaignSystem], predictor: Predictor, options: Camp
             misses = [miss for loop in loops for miss in loop.new_misses()]
             for loop in loops:
                 loop.receive(misses)
-        recalibration = _fit_recalibration(loops, options)
+        recalibration = _fit_recalibration(loops, options, prior)
         logger.debug("campaign round %d: recalibration %s", round_index + 1, recalibration.as_dict())
     return [loop.finish() for loop in loops], recalibration
 
@@ -614,12 +640,17 @@ def summarize(outcomes: Sequence[SystemOutcome], options: CampaignOptions) -> di
 
 
 def run_campaign(known: OqmdSet, oracle: OqmdSet, predictor: Predictor, options: CampaignOptions = CampaignOptions(),
-                 *, progress: Callable[[int, int], None] | None = None, screen_options=None) -> dict:
-    """Draw the systems of every seed, run the strategies on each, and return :func:`summarize`'s report."""
+                 *, progress: Callable[[int, int], None] | None = None, screen_options=None,
+                 analogues: AnalogueIndex | None = None) -> dict:
+    """Draw the systems of every seed, run the strategies on each, and return :func:`summarize`'s report.
+
+    ``analogues``: the index of known compositions whose analogues P(stable) counts (default: the
+    shipped one, of train.csv; a rehearsal on a carve of train.csv passes one of the rest).
+    """
     systems = [s for seed in options.seeds for s in campaign_systems(known, oracle, options.n_systems, seed)]
     if not systems:
         raise CampaignError("no eligible system: the oracle holds no new compound on the hull of a 2–4 element system")
-    outcomes, recalibration = _play(systems, predictor, options, screen_options, progress)
+    outcomes, recalibration = _play(systems, predictor, options, screen_options, progress, analogues)
     report = summarize(outcomes, options)
     report["recalibration"] = recalibration.as_dict()
     report["model"] = f"{predictor.name}@{predictor.version}"

@@ -17,15 +17,20 @@ against each other:
   hull, and compositions the oracle lacks (a set whose compound was just found has less left).
 
 The weights start at zero (the first round is the screen's order) and are shrunk toward zero by
-an L2 penalty, so a campaign with few outcomes stays close to the screen. The correction is in
+an L2 penalty, so a campaign with few outcomes stays close to the screen. With a *prior*
+(:func:`load_prior`: the weights an earlier campaign learned, or those of a rehearsal campaign on
+train.csv alone, ``scripts/build_campaign_prior.py``) they start there and are shrunk toward it
+instead. The correction is in
 log-odds, added to the loop's log score. Nothing here knows the oracle: it sees only what the
 loop's own calculations returned.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -36,6 +41,7 @@ __all__ = [
     "anion_columns",
     "candidate_features",
     "element_set_keys",
+    "load_prior",
     "set_outcome_counts",
 ]
 
@@ -114,23 +120,28 @@ class Recalibration:
         return cls(np.zeros(len(FEATURE_NAMES)))
 
     @classmethod
-    def fit(cls, features: np.ndarray, log_odds: np.ndarray, successes: np.ndarray, l2: float) -> Recalibration:
-        """Maximum a posteriori weights: logistic likelihood with offset ``log_odds``, Gaussian prior of precision ``l2``."""
+    def fit(cls, features: np.ndarray, log_odds: np.ndarray, successes: np.ndarray, l2: float,
+            prior: Recalibration | None = None) -> Recalibration:
+        """Maximum a posteriori weights: logistic likelihood with offset ``log_odds``, Gaussian prior of precision ``l2``.
+
+        The prior is centred on ``prior``'s weights (default: zero); with no example the fit is the prior.
+        """
         from scipy.optimize import minimize
 
+        centre = cls.none().weights if prior is None else np.asarray(prior.weights, dtype=float)
         features = np.asarray(features, dtype=float)
         offset = np.clip(np.asarray(log_odds, dtype=float), -20, 20)
         y = np.asarray(successes, dtype=float)
         if len(y) == 0:
-            return cls.none()
+            return cls(centre.copy())
 
         def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
             z = offset + features @ w
-            value = float((np.logaddexp(0.0, z) - y * z).sum() + 0.5 * l2 * w @ w)
-            gradient = features.T @ (1.0 / (1.0 + np.exp(-z)) - y) + l2 * w
+            value = float((np.logaddexp(0.0, z) - y * z).sum() + 0.5 * l2 * (w - centre) @ (w - centre))
+            gradient = features.T @ (1.0 / (1.0 + np.exp(-z)) - y) + l2 * (w - centre)
             return value, gradient
 
-        result = minimize(loss, np.zeros(features.shape[1]), jac=True, method="L-BFGS-B")
+        result = minimize(loss, centre.copy(), jac=True, method="L-BFGS-B")
         return cls(np.asarray(result.x))
 
     def correction(self, features: np.ndarray) -> np.ndarray:
@@ -140,3 +151,32 @@ class Recalibration:
     def as_dict(self) -> dict[str, float]:
         """The weights by feature name (for the report)."""
         return {name: round(float(w), 4) for name, w in zip(FEATURE_NAMES, self.weights)}
+
+    @classmethod
+    def from_dict(cls, weights: dict[str, float]) -> Recalibration:
+        """Weights by feature name (:meth:`as_dict`); every name of :data:`FEATURE_NAMES` and no other."""
+        missing = [name for name in FEATURE_NAMES if name not in weights]
+        unknown = [name for name in weights if name not in FEATURE_NAMES]
+        if missing or unknown:
+            raise ValueError(f"recalibration weights do not match the features: missing {missing or 'none'}, "
+                             f"unknown {unknown or 'none'}")
+        return cls(np.array([float(weights[name]) for name in FEATURE_NAMES]))
+
+
+def load_prior(path: str | Path) -> Recalibration:
+    """The recalibration stored at ``path``: a prior (JSON with a ``weights`` mapping) or a campaign report.
+
+    A campaign report's ``recalibration`` (the weights its loop learned by the end) carries one
+    campaign's learning to the next.
+    """
+    path = Path(path)
+    try:
+        document = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"no recalibration prior at {path}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"recalibration prior {path} is not JSON: {exc.msg} (line {exc.lineno})") from None
+    weights = document.get("weights", document.get("recalibration")) if isinstance(document, dict) else None
+    if not isinstance(weights, dict):
+        raise ValueError(f"recalibration prior {path} has no 'weights' (or campaign 'recalibration') mapping")
+    return Recalibration.from_dict(weights)

@@ -15,7 +15,8 @@ elements on the true hull), four strategies spend ``budget`` calculations:
     calculation so far in every system, a logistic recalibration of the ranked column
     (:mod:`fh_screen.study.campaign_learning`: element count against the system's, whether it
     drops the system's anions, formula-unit size, charge balance, temperature, and what earlier
-    calculations of the same element set returned). A calculation that found nothing on the
+    calculations of the same element set returned), from zero or from a prior's weights
+    (``learned_prior_path``). A calculation that found nothing on the
     hull (no energy, or an energy above the known hull: never a target anywhere) is shared with
     every system of the campaign holding its elements at the end of its round, as a group's
     store would: it is not computed again, and an absent one cuts its neighbours there too; a
@@ -515,7 +516,7 @@ class _SystemLoop:
 
 
 def _recalibration_prior(options: CampaignOptions) -> Recalibration:
-    """Where the learned recalibration starts and is shrunk toward: zero, or the rehearsal's weights."""
+    """Where the learned recalibration starts and is shrunk toward: zero, or ``learned_prior_path``'s weights."""
     if not options.learned_correction or options.learned_prior_path is None:
         return Recalibration.none()
     try:

@@ -20,9 +20,8 @@ The weights start at zero (the first round is the screen's order) and are shrunk
 an L2 penalty, so a campaign with few outcomes stays close to the screen. With a *prior*
 (:func:`load_prior`: the weights an earlier campaign learned, or those of a rehearsal campaign on
 train.csv alone, ``scripts/build_campaign_prior.py``) they start there and are shrunk toward it
-instead. The correction is in
-log-odds, added to the loop's log score. Nothing here knows the oracle: it sees only what the
-loop's own calculations returned.
+instead. The correction is in log-odds, added to the loop's log score. Nothing here knows the
+oracle: it sees only what the loop's own calculations returned.
 """
 
 from __future__ import annotations

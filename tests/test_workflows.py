@@ -110,6 +110,29 @@ def test_closed_loop_recipe_brings_chgnet_results_back_rescreens_and_finetunes(t
     assert Predictor.from_name(finetuned.model_path).name == "paper-ensemble-loop"
 
 
+def test_closed_loop_recipe_fills_a_new_fh_store_with_the_shipped_reference_and_leaves_an_existing_one(tmp_path, fh_settings):
+    """A new ``--fh-store`` file is filled like the configured store on first use; a user's own store is kept as it is."""
+    from fh_screen.store import SQLiteStore
+
+    loop = _recipe("closed_loop_chgnet")
+    fresh = tmp_path / "new" / "fh.sqlite"
+    fresh.parent.mkdir()
+    loop.build("Li-Fe-O", top_n=1, fh_store=str(fresh), finetune=False)
+    with FhScreenStore(reference=SQLiteStore(fresh, "reference", key="formula", read_only=True),
+                       ensure_indexes=False) as fh:
+        shipped = fh.reference_frame(chemsys="Li-Fe-O")
+    assert len(shipped) > 10 and set(shipped["source"]) == {"oqmd"}
+    assert {"Fe2O3", "Li2O"} <= set(shipped["formula"])
+    own = tmp_path / "own.sqlite"
+    reference_store(own, "Li-P")  # a store of the user's own: nothing is added to it
+    with FhScreenStore(reference=SQLiteStore(own, "reference", key="formula", read_only=True), ensure_indexes=False) as fh:
+        before = len(fh.reference_frame())
+    loop.build("Li-P", top_n=1, fh_store=str(own), finetune=False)
+    with FhScreenStore(reference=SQLiteStore(own, "reference", key="formula", read_only=True), ensure_indexes=False) as fh:
+        assert len(fh.reference_frame()) == before
+        assert fh.reference_frame(chemsys="Li-Fe-O").empty
+
+
 def test_bulk_recipe_screens_several_systems(tmp_path, fh_settings):
     bulk = _recipe("bulk_screen")
     flow = bulk.build(["Li-O", "Na-Cl"], top_n=1, max_atoms=4, use_reference=False)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 from typing import Any
 
 from jobflow import Flow, job
@@ -69,7 +70,8 @@ def build(
         Screening model (name or path; None: the default model); the one fine-tuned.
     fh_store
         fh-screen store file the results go into and both screens read (None: the configured
-        embedded store).
+        embedded store). A file that does not exist yet is filled with the OQMD reference table
+        shipped with the package first, as the configured store is on first use.
     reference_store
         A maggma Store of reference entries both screens read instead (tests).
     finetune
@@ -92,6 +94,10 @@ def build(
     if reference_store is None and fh_store is not None:
         from fh_screen.store import SQLiteStore
 
+        if not Path(fh_store).exists():  # first use, as the configured store: the shipped OQMD table
+            from fh_screen.store.bootstrap import ensure_reference_data
+
+            ensure_reference_data(fh_store)
         reference_store = SQLiteStore(fh_store, "reference", key="formula")
     relax = chgnet_prerelax_maker(steps=relax_steps)
     screen_options = {"max_atoms": max_atoms, "charge_neutral": True}

@@ -101,6 +101,10 @@ def test_closed_loop_recipe_brings_chgnet_results_back_rescreens_and_finetunes(t
     row = next(c for c in rescreen.candidates if c.formula == "Li3P")
     assert row.is_known and row.known_source == "chgnet" and row.known_dhf_ev_per_atom == pytest.approx(computed["Li3P"])
     assert "Li3P" not in rescreen.selected_formulas  # computed: not proposed again
+    # both screens are saved in the same fh-screen store file the results went into
+    with FhScreenStore(screens=SQLiteStore(fh_store, "screens", key="run_id", read_only=True), ensure_indexes=False) as fh:
+        assert fh.get_screen(first.run_id).selected_formulas == first.selected_formulas
+        assert fh.get_screen(rescreen.run_id).selected_formulas == rescreen.selected_formulas
     lines = loop.loop_lines(first, rescreen, results, finetuned)
     assert any(line.strip().startswith("Li3P") and "(chgnet)" in line for line in lines)
     assert finetuned.n_entries == len(computed) and finetuned.entries == "store source chgnet (Li-P)"

@@ -91,20 +91,22 @@ def build(
     from fh_screen.jobs.results import ResultsBackMaker
 
     label = "-".join(parse_chemsys(chemsys))
-    if reference_store is None and fh_store is not None:
-        from fh_screen.store import SQLiteStore
+    from fh_screen.store import SQLiteStore
 
+    if reference_store is None and fh_store is not None:
         if not Path(fh_store).exists():  # first use, as the configured store: the shipped OQMD table
             from fh_screen.store.bootstrap import ensure_reference_data
 
             ensure_reference_data(fh_store)
         reference_store = SQLiteStore(fh_store, "reference", key="formula")
+    # both screens are saved where their reference is read (the configured store without --fh-store)
+    screens_store = None if fh_store is None else SQLiteStore(fh_store, "screens", key="run_id")
     relax = chgnet_prerelax_maker(steps=relax_steps)
     screen_options = {"max_atoms": max_atoms, "charge_neutral": True}
 
     def prescreen(name: str) -> PrescreenMaker:
         return PrescreenMaker(name=name, model=model, top_n=top_n, reference_store=reference_store,
-                              screen_options=screen_options)
+                              screens_store=screens_store, screen_options=screen_options)
 
     first = PrescreenToDFTMaker(
         name="fh-screen closed loop (CHGNet)",

@@ -127,6 +127,8 @@ def test_closed_loop_recipe_fills_a_new_fh_store_with_the_shipped_reference_and_
         shipped = fh.reference_frame(chemsys="Li-Fe-O")
     assert len(shipped) > 10 and set(shipped["source"]) == {"oqmd"}
     assert {"Fe2O3", "Li2O"} <= set(shipped["formula"])
+    with FhScreenStore.embedded(fresh, read_only=True) as whole:  # a whole store, as `fh-screen --store` opens it
+        assert whole.n_reference() == len(whole.reference_frame()) > len(shipped)
     own = tmp_path / "own.sqlite"
     reference_store(own, "Li-P")  # a store of the user's own: nothing is added to it
     with FhScreenStore(reference=SQLiteStore(own, "reference", key="formula", read_only=True), ensure_indexes=False) as fh:

@@ -70,8 +70,9 @@ def build(
         Screening model (name or path; None: the default model); the one fine-tuned.
     fh_store
         fh-screen store file the results go into and both screens read (None: the configured
-        embedded store). A file that does not exist yet is filled with the OQMD reference table
-        shipped with the package first, as the configured store is on first use.
+        embedded store). A file that does not exist yet is made a whole fh-screen store first,
+        filled with the OQMD reference table shipped with the package, as the configured store is
+        on first use (``fh-screen query --store FILE`` reads it).
     reference_store
         A maggma Store of reference entries both screens read instead (tests).
     finetune
@@ -95,9 +96,11 @@ def build(
 
     if reference_store is None and fh_store is not None:
         if not Path(fh_store).exists():  # first use, as the configured store: the shipped OQMD table
+            from fh_screen.store import FhScreenStore
             from fh_screen.store.bootstrap import ensure_reference_data
 
             ensure_reference_data(fh_store)
+            FhScreenStore.embedded(fh_store).connect().close()  # every collection, so fh-screen --store reads it
         reference_store = SQLiteStore(fh_store, "reference", key="formula")
     # both screens are saved where their reference is read (the configured store without --fh-store)
     screens_store = None if fh_store is None else SQLiteStore(fh_store, "screens", key="run_id")

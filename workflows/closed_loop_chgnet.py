@@ -90,15 +90,12 @@ def build(
     from fh_screen.jobs import HandoffMaker, PrescreenMaker, PrescreenToDFTMaker, StructureMaker, chgnet_prerelax_maker
     from fh_screen.jobs.finetune import FinetuneMaker
     from fh_screen.jobs.results import ResultsBackMaker
+    from fh_screen.store import FhScreenStore, SQLiteStore
+    from fh_screen.store.bootstrap import ensure_reference_data
 
     label = "-".join(parse_chemsys(chemsys))
-    from fh_screen.store import SQLiteStore
-
     if reference_store is None and fh_store is not None:
         if not Path(fh_store).exists():  # first use, as the configured store: the shipped OQMD table
-            from fh_screen.store import FhScreenStore
-            from fh_screen.store.bootstrap import ensure_reference_data
-
             ensure_reference_data(fh_store)
             FhScreenStore.embedded(fh_store).connect().close()  # every collection, so fh-screen --store reads it
         reference_store = SQLiteStore(fh_store, "reference", key="formula")

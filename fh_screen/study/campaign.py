@@ -530,8 +530,6 @@ def _fit_recalibration(loops: Sequence[_SystemLoop], options: CampaignOptions, p
     examples = [e for loop in loops for e in loop.examples]
     if not options.learned_correction:
         return Recalibration.none()
-    if not examples:
-        return prior
     features = np.array([e[0] for e in examples])
     return Recalibration.fit(features, np.array([e[1] for e in examples]), np.array([e[2] for e in examples]),
                              options.learned_l2, prior=prior)

@@ -434,3 +434,34 @@ def test_a_recalibration_prior_steers_the_first_round_and_a_bad_one_is_refused(s
         with pytest.raises(CampaignError, match=message) as error:
             run_system(system, predictor, options.model_copy(update={"learned_prior_path": str(bad)}))
         assert "\n" not in str(error.value)
+
+
+def test_the_pool_script_sums_every_system_of_every_draw_and_matches_each_report(report, sets, predictor, tmp_path,
+                                                                                capsys):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "campaign_pool", Path(__file__).resolve().parents[1] / "scripts" / "campaign_pool.py")
+    pool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pool)
+    second = run_campaign(*sets, predictor, OPTIONS.model_copy(update={"seeds": (4,)}))
+    rows = pool.pooled_rows({"3": report, "4": second})
+    assert [row["draw"] for row in rows] == ["3", "4", f"pooled ({report['n_systems'] + second['n_systems']} systems)"]
+    for row, each in zip(rows, (report, second)):  # one draw: the report's own totals
+        assert (row["numerator"], row["denominator"]) == (each["loop_discoveries"], each["one_shot_discoveries"])
+    assert rows[-1]["numerator"] == report["loop_discoveries"] + second["loop_discoveries"]
+    assert rows[-1]["denominator"] == report["one_shot_discoveries"] + second["one_shot_discoveries"]
+    if rows[-1]["denominator"]:
+        low, high = rows[-1]["ci95"]
+        assert low <= rows[-1]["ratio"] <= high
+    paths = []
+    for name, each in (("a.json", report), ("b.json", second)):
+        paths.append(tmp_path / name)
+        paths[-1].write_text(json.dumps(each))
+    pool.main([str(p) for p in paths])
+    table = capsys.readouterr().out.splitlines()
+    assert table[0] == "| draw | loop | one_shot | ratio [95 %] |"
+    assert table[2].startswith("| seeds 3 (a.json) |") and table[3].startswith("| seeds 4 (b.json) |")
+    assert table[4].startswith(f"| pooled ({report['n_systems'] + second['n_systems']} systems) "
+                               f"| {rows[-1]['numerator']:.0f} | {rows[-1]['denominator']:.0f} |")

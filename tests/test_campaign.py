@@ -465,3 +465,14 @@ def test_the_pool_script_sums_every_system_of_every_draw_and_matches_each_report
     assert table[2].startswith("| seeds 3 (a.json) |") and table[3].startswith("| seeds 4 (b.json) |")
     assert table[4].startswith(f"| pooled ({report['n_systems'] + second['n_systems']} systems) "
                                f"| {rows[-1]['numerator']:.0f} | {rows[-1]['denominator']:.0f} |")
+    # the same draw twice would count its systems twice: refused in one line, nothing printed
+    with pytest.raises(SystemExit) as exit_info:
+        pool.main([str(paths[0]), str(paths[1]), str(paths[0])])
+    assert exit_info.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "seed 3 is also in" in err
+    not_a_report = tmp_path / "screen.json"
+    not_a_report.write_text(json.dumps({"options": {"seeds": [5]}, "systems": [{"formula": "NaCl"}]}))
+    with pytest.raises(SystemExit):
+        pool.main([str(not_a_report)])
+    assert "not a campaign report" in capsys.readouterr().err

@@ -79,13 +79,18 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: Seed of the bootstrap behind every ratio's 95 % interval (reports are reproducible).
+BOOTSTRAP_SEED = 12345
+
 __all__ = [
+    "BOOTSTRAP_SEED",
     "RANKABLE_COLUMNS",
     "STRATEGIES",
     "CampaignError",
     "CampaignOptions",
     "CampaignSystem",
     "SystemOutcome",
+    "bootstrap_ratio_ci95",
     "campaign_systems",
     "run_campaign",
     "run_system",
@@ -575,8 +580,13 @@ def run_system(system: CampaignSystem, predictor: Predictor, options: CampaignOp
     return _play([system], predictor, options, screen_options)[0][0]
 
 
-def _bootstrap_ratio(numerator: np.ndarray, denominator: np.ndarray, n: int, seed: int) -> list[float]:
-    """Percentile 95 % interval of sum(numerator)/sum(denominator) over systems resampled with replacement."""
+def bootstrap_ratio_ci95(numerator: np.ndarray, denominator: np.ndarray, n: int,
+                         seed: int = BOOTSTRAP_SEED) -> list[float]:
+    """Percentile 95 % interval of sum(numerator)/sum(denominator) over systems resampled with replacement.
+
+    ``numerator`` and ``denominator`` hold one value per system (discoveries of two strategies);
+    ``n`` resamples; a resample whose denominator is zero is left out.
+    """
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, len(numerator), size=(n, len(numerator)))
     top = numerator[draws].sum(axis=1)
@@ -609,7 +619,7 @@ def summarize(outcomes: Sequence[SystemOutcome], options: CampaignOptions) -> di
 
     def ratio(a: str, b: str) -> dict:
         value = totals[a] / totals[b] if totals[b] else float("nan")
-        return {"ratio": value, "ci95": _bootstrap_ratio(per_system[a], per_system[b], options.bootstrap, 12345)}
+        return {"ratio": value, "ci95": bootstrap_ratio_ci95(per_system[a], per_system[b], options.bootstrap)}
 
     return {
         "loop_discoveries": totals["loop"],

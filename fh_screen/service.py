@@ -138,6 +138,7 @@ def known_phases(
         Raises :class:`ScreenServiceError` (one line) when the store cannot be read.
     """
     from fh_screen.store import FhScreenStore
+    from fh_screen.store.query import absent_sources_note, parse_sources
 
     label = "-".join(system)
     if store is None:
@@ -149,24 +150,29 @@ def known_phases(
 
             frame = packaged_reference_frame(label)  # the shipped table is OQMD's
             if sources is not None:
-                from fh_screen.store.query import parse_sources
-
                 frame = frame if "oqmd" in parse_sources(sources) else frame.iloc[0:0]
-            return KnownPhases(frame, f"shipped {TABLE_FILE}",
-                               int(reference_metadata()["n_compositions"]))
+            return KnownPhases(frame, f"shipped {TABLE_FILE}", int(reference_metadata()["n_compositions"]),
+                               absent_sources_note(sources, _sources_of(frame), lambda: ["oqmd"],
+                                                   f"the shipped {TABLE_FILE}"))
         store = FhScreenStore.from_settings(settings, read_only=read_only)
     try:
         with store:
             n_entries = store.n_reference()
             frame = store.reference_frame(chemsys=label, source=sources) if n_entries else None
             where = store.name
+            note = NO_REFERENCE_NOTE if n_entries == 0 else absent_sources_note(
+                sources, _sources_of(frame), lambda: store.reference.distinct("source"), "the store")
     except FhScreenError:
         raise
     except Exception as exc:  # noqa: BLE001 - a store that cannot be read is one line, naming it
         raise ScreenServiceError(f"cannot read reference entries for {label} from {store.name}: "
                                  f"{one_line(exc)}") from None
-    return KnownPhases(frame if frame is not None and len(frame) else None, where, n_entries,
-                       NO_REFERENCE_NOTE if n_entries == 0 else "")
+    return KnownPhases(frame if frame is not None and len(frame) else None, where, n_entries, note)
+
+
+def _sources_of(frame: pd.DataFrame | None) -> set[str]:
+    """The sources of a reference frame's entries (none for an empty frame or one without the column)."""
+    return set(frame["source"]) if frame is not None and len(frame) and "source" in frame else set()
 
 
 def save_screen(
@@ -351,6 +357,7 @@ def screen(
     save: bool = False,
     store: FhScreenStore | None = None,
     progress: Callable[[str], None] | None = None,
+    sources: str | Sequence[str] | None = None,
 ) -> ScreenResult:
     """Rank every candidate composition of ``system`` against the known phases (the public ``fh_screen.screen``).
 
@@ -371,6 +378,10 @@ def screen(
         Read from (and save to) this :class:`~fh_screen.store.FhScreenStore` instead of the configured one.
     progress
         Called with a short label before each stage.
+    sources
+        Only reference entries of these sources count for the hull (``"oqmd,chgnet"`` or a list;
+        None: every source in the store), as ``fh-screen SYSTEM --sources``; ignored when ``known``
+        is given. A source the store has no entry of is named in ``warnings``.
 
     Returns
     -------
@@ -378,5 +389,6 @@ def screen(
         Its ``table`` holds ``formula``, ``is_known``, ``p_stable``, ``selected``,
         ``e_above_hull_pred_ev_per_atom`` and the other columns of ``docs/screening.md``.
     """
-    result, _, _ = run_screen(system, predictor, known, options, store=store, save=save, progress=progress)
+    result, _, _ = run_screen(system, predictor, known, options, store=store, save=save, progress=progress,
+                              sources=sources)
     return result

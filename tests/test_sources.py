@@ -57,6 +57,11 @@ def test_cli_query_by_source(store_file, tmp_path):
     assert {(d["formula"], d["source"]) for d in docs} == {("LiF", "chgnet"), ("Li2F", "chgnet")}
     bad = runner.invoke(build_app(), ["query", "--chemsys", "Li-F", "--source", ",", "--store", str(store_file)])
     assert bad.exit_code == 2 and "source" in bad.output
+    typo = runner.invoke(build_app(), ["query", "--chemsys", "Li-F", "--source", "chgent", "--store", str(store_file)])
+    assert typo.exit_code == 0 and "no matching entries" in typo.output
+    assert "source chgent: no reference entry in the store (it holds chgnet, oqmd)" in " ".join(typo.output.split())
+    none_here = runner.invoke(build_app(), ["query", "--chemsys", "Na-Cl", "--source", "chgnet", "--store", str(store_file)])
+    assert none_here.exit_code == 0 and "no reference entry" not in none_here.output
 
 
 def test_screen_sources_choose_the_hull(store_file, tmp_path):
@@ -83,3 +88,54 @@ def test_screen_table_shows_the_source_of_a_computed_phase(store_file):
     assert result.exit_code == 0, result.output
     lif = next(line for line in result.output.splitlines() if "│ LiF " in line)
     assert "(chgnet)" in lif and "on hull (chgnet)" in lif
+
+
+def test_a_source_the_store_lacks_is_named_in_one_line_and_the_screen_goes_on(store_file):
+    typo = runner.invoke(build_app(), ["screen", "Li-F", "--sources", "oqmd,chgent", "--model", "paper-ensemble",
+                                       "--max-atoms", "6", "--no-store"])
+    assert typo.exit_code == 0, typo.output
+    notes = [line for line in typo.output.splitlines() if "chgent" in line]
+    assert len(notes) == 1 and "it holds chgnet, oqmd" in notes[0]
+    # chgnet is in the store: no note, even for a system where nothing of it is computed yet
+    other = runner.invoke(build_app(), ["screen", "Na-Cl", "--sources", "oqmd,chgnet", "--model", "paper-ensemble",
+                                        "--max-atoms", "4", "--no-store"])
+    assert other.exit_code == 0, other.output
+    assert "no reference entry" not in other.output
+
+
+def test_the_api_and_the_maker_count_the_same_sources_as_the_cli(store_file):
+    """screen(..., sources=) and PrescreenMaker(sources=) choose the hull's sources as --sources does."""
+    from fh_screen import screen
+    from fh_screen.jobs import PrescreenError, PrescreenMaker
+    from fh_screen.models.predictor import load_predictor
+    from fh_screen.screening import ScreenOptions
+
+    predictor = load_predictor("paper-ensemble")
+    options = {"max_atoms": 6, "charge_neutral": False}
+    api, jobs = {}, {}
+    for sources in ("oqmd", "oqmd,chgnet", ["oqmd", "chgent"]):
+        key = sources if isinstance(sources, str) else ",".join(sources)
+        result = screen("Li-F", predictor=predictor, options=ScreenOptions(**options), sources=sources,
+                        store=FhScreenStore.embedded(store_file, read_only=True))
+        known = result.table.set_index("formula")["known_dhf_ev_per_atom"].dropna()
+        api[key] = (known.to_dict(), result.warnings)
+        maker = PrescreenMaker(model="paper-ensemble", sources=sources, save_screen=False, screen_options=options,
+                               reference_store=FhScreenStore.embedded(store_file, read_only=True).reference)
+        doc = maker.prescreen("Li-F")
+        jobs[key] = ({c.formula: c.known_dhf_ev_per_atom for c in doc.candidates if c.known_dhf_ev_per_atom is not None},
+                     [p.message for p in doc.problems])
+    assert api["oqmd"][0]["LiF"] == pytest.approx(-3.2101) and api["oqmd,chgnet"][0]["LiF"] == pytest.approx(-3.40)
+    assert api["oqmd,chgnet"][0]["Li2F"] == pytest.approx(-1.0) and "Li2F" not in api["oqmd"][0]
+    for key in api:  # the same hull through both doors, and the same note for a source the store lacks
+        assert jobs[key][0] == pytest.approx(api[key][0])
+    assert [w for w in api["oqmd,chgent"][1] if "chgent" in w] == [w for w in jobs["oqmd,chgent"][1] if "chgent" in w]
+    assert any("source chgent: no reference entry" in w for w in api["oqmd,chgent"][1])
+    assert api["oqmd,chgent"][0] == api["oqmd"][0]
+    # a bad sources field fails at make, in one line
+    for bad in (" , ", 3):
+        with pytest.raises(PrescreenError, match="source"):
+            PrescreenMaker(sources=bad, save_screen=False).make("Li-F")
+    # a source with nothing in the system: the job says so rather than screening against nothing
+    with pytest.raises(PrescreenError, match="no reference entries of source chgent for "):
+        PrescreenMaker(model="paper-ensemble", sources="chgent", save_screen=False, screen_options=options,
+                       reference_store=FhScreenStore.embedded(store_file, read_only=True).reference).prescreen("Li-F")

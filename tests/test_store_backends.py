@@ -131,6 +131,14 @@ def test_store_methods_on_both_backends(backend, oqmd_train_raw, tmp_path, monke
         assert isinstance(doc, ScreenDoc) and doc.chemsys == "Li-O" and doc.n_candidates == result.n_candidates
         stored = store.predictions_frame(chemsys="Li-O")
         assert set(stored["model_name"]) == {"paper"} and len(stored) == saved.n_predictions
+    from fh_screen.service import known_phases
+
+    # a source no entry of the store has (a typo) is named in one line; one merely absent from the system is not
+    misspelt = known_phases(("Li", "O"), sources="oqmd,usr")
+    assert misspelt.note.startswith("source usr: no reference entry in the store (it holds oqmd, user)")
+    assert known_phases(("Li", "O"), sources="oqmd,user").note == ""
+    assert len(misspelt.frame) == len(known_phases(("Li", "O"), sources="oqmd").frame)
+    with FhScreenStore.from_settings() as store:
         removed = store.remove_source("user")
         assert removed == report.inserted and store.n_reference() == n_shipped
 

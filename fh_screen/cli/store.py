@@ -118,7 +118,7 @@ def query_command(
 ) -> None:
     """Query reference (DFT) entries and predictions by formula, chemical system, size and ΔH_f,
     or (--top/--min-p) the best new candidates over every stored screen."""
-    from fh_screen.store.query import criteria_for
+    from fh_screen.store.query import absent_sources_note, criteria_for
 
     if limit < 0:
         fail(f"--limit must be 0 (all rows) or more, got {limit}")
@@ -143,9 +143,12 @@ def query_command(
         "min_dhf_ev_per_atom": min_dhf, "max_dhf_ev_per_atom": max_dhf,
     }
     table_limit = 0 if (json_path or csv_path) else limit
+    note = ""
     with _open_store(store_file, read_only=True) as store:
         if kind is Kind.reference:
             frame = store.reference_frame(include_outliers=include_outliers, limit=table_limit, source=source, **filters)
+            found = set(frame["source"]) if "source" in frame else set()
+            note = absent_sources_note(source, found, lambda: store.reference.distinct("source"), "the store")
         elif kind is Kind.predicted:
             frame = store.predictions_frame(model_name=model, limit=table_limit, **filters)
         else:
@@ -159,6 +162,8 @@ def query_command(
         console().print(f"wrote {len(frame)} rows to {csv_path}")
     if json_path is None and csv_path is None:
         _print_table(frame, kind, limit)
+    if note:
+        console().print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
 
 
 def _top_candidates(top: int, min_p: float, chemsys, model, store_file, json_path, csv_path) -> None:

@@ -88,30 +88,34 @@ def select_candidates(
     return doc.select(top_n, e_hull_max_ev_per_atom, select_known)
 
 
-def read_reference(system: Sequence[str], reference_store: Store | None = None):
-    """Known phases of ``system`` for the hull: ``(DataFrame, where they came from)``.
+def read_reference(system: Sequence[str], reference_store: Store | None = None,
+                   sources: str | Sequence[str] | None = None):
+    """Known phases of ``system`` for the hull: ``(DataFrame, where they came from, note)``.
 
     The screen service's rule (:func:`fh_screen.service.known_phases`): ``reference_store``, a
     maggma Store of reference documents, or None for the configured store (``~/.fh_screen.yaml``,
     ``FH_SCREEN_*``) on the machine running the job, filled with the shipped OQMD table on first
-    use. Raises :class:`PrescreenError` (one line) when the entries cannot be read or the store
-    has no compound of the system.
+    use; ``sources`` keeps the entries of those sources only (None: all). ``note`` names a
+    requested source the store has no entry of (else ``""``). Raises :class:`PrescreenError`
+    (one line) when the entries cannot be read or the store has no compound of the system.
     """
     from fh_screen.service import known_phases
     from fh_screen.store import FhScreenStore
+    from fh_screen.store.query import parse_sources
 
     label = "-".join(system)
     try:
         store = None if reference_store is None else FhScreenStore(reference=reference_store, ensure_indexes=False)
-        phases = known_phases(system, store=store)
+        phases = known_phases(system, store=store, sources=sources)
     except Exception as exc:  # noqa: BLE001 - any failure to read is fatal here, in one line
         raise PrescreenError(f"cannot read reference entries for {label}: {one_line(exc)}") from None
     if phases.n_compounds == 0:
+        of_sources = f" of source {', '.join(parse_sources(sources))}" if sources is not None else ""
         raise PrescreenError(
-            f"no reference entries for {label} in {phases.where}: ingest OQMD (fh-screen ingest PATH), give "
+            f"no reference entries{of_sources} for {label} in {phases.where}: ingest OQMD (fh-screen ingest PATH), give "
             f"PrescreenMaker(reference_store=...), or set use_reference=False to build the hull from predictions alone"
         )
-    return phases.frame, f"{phases.where} ({phases.n_compounds} compounds)"
+    return phases.frame, f"{phases.where} ({phases.n_compounds} compounds)", phases.note
 
 
 @dataclass
@@ -134,6 +138,10 @@ class PrescreenMaker(Maker):
     use_reference
         False screens without known phases (hull of the elements and the predictions): it must
         be said explicitly, otherwise missing reference entries fail the job.
+    sources
+        Reference sources that count for the hull (``"oqmd,chgnet"`` or a list; None: every source
+        in the store), as ``fh-screen SYSTEM --sources``. A source the store has no entry of is
+        noted in the document's ``problems``.
     reference_store
         maggma Store of the reference entries; it is serialised with the job, so a worker opens
         the same database (a MongoStore, an SQLiteStore on a shared file). None: the store
@@ -154,6 +162,7 @@ class PrescreenMaker(Maker):
     select_known: bool = False
     keep_top: int | None = DEFAULT_KEEP_TOP
     use_reference: bool = True
+    sources: str | list[str] | None = None
     reference_store: Store | None = None
     save_screen: bool = True
     screens_store: Store | None = None
@@ -188,6 +197,16 @@ class PrescreenMaker(Maker):
             value = getattr(self, name)
             if value is not None and not isinstance(value, Store):
                 raise PrescreenError(f"{name} must be a maggma Store or None, got {type(value).__name__}")
+        if self.sources is not None:
+            from fh_screen.store.query import parse_sources
+
+            names = [self.sources] if isinstance(self.sources, str) else self.sources
+            if not isinstance(names, (list, tuple)) or not all(isinstance(name, str) for name in names):
+                raise PrescreenError(f"sources must be source names ('oqmd,chgnet' or a list) or None, got {self.sources!r}")
+            try:
+                parse_sources(self.sources)
+            except FhScreenError as exc:
+                raise PrescreenError(one_line(exc)) from None
         if self.model is not None and not isinstance(self.model, str):
             raise PrescreenError(f"model must be a model name or checkpoint path, got {self.model!r}")
 
@@ -233,11 +252,13 @@ class PrescreenMaker(Maker):
 
         self._check()
         system = parse_chemsys(chemsys)
-        known, source = (None, None)
+        known, source, note = (None, None, "")
         if self.use_reference:
-            known, source = read_reference(system, self.reference_store)
+            known, source, note = read_reference(system, self.reference_store, self.sources)
         predictor = load_predictor(self.model)
         result, _, _ = run_screen(system, predictor, known, self.screen_options, use_reference=self.use_reference)
+        if note:
+            result.warnings.append(note)
         doc = ScreenDoc.from_result(result, self.screen_options, origin="job", keep_top=self.keep_top,
                                     reference=source)
         doc = doc.select(self.top_n, self.e_hull_max_ev_per_atom, self.select_known)

@@ -7,7 +7,7 @@ The criteria are plain MongoDB filters, so they run unchanged on the embedded
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from fh_screen.errors import FhScreenError
@@ -16,7 +16,7 @@ from fh_screen.store.documents import subsystems
 if TYPE_CHECKING:
     from maggma.core import Store
 
-__all__ = ["QueryError", "TOP_COLUMNS", "criteria_for", "parse_sources", "top_candidates"]
+__all__ = ["QueryError", "TOP_COLUMNS", "absent_sources_note", "criteria_for", "parse_sources", "top_candidates"]
 
 
 class QueryError(FhScreenError):
@@ -82,6 +82,27 @@ def parse_sources(source: str | Sequence[str]) -> list[str]:
     if not names:
         raise QueryError(f"no source named in {source!r} (e.g. oqmd, chgnet, atomate2-vasp)")
     return names
+
+
+def absent_sources_note(sources: str | Sequence[str] | None, found: Collection[str],
+                        sources_present: Callable[[], Iterable[str]], where: str) -> str:
+    """A line naming the requested sources that ``where`` holds no entry of at all, else ``""``.
+
+    ``found`` are the sources of the entries a query returned; a requested source among them, or
+    present elsewhere in the store (nothing computed in this system yet), gets no line.
+    ``sources_present`` (a store-wide look-up) runs only when a requested source was not found.
+    """
+    if sources is None:
+        return ""
+    missing = [name for name in parse_sources(sources) if name not in found]
+    if not missing:
+        return ""
+    present = sorted({str(name) for name in sources_present() if name})
+    absent = [name for name in missing if name not in present]
+    if not absent:
+        return ""
+    return (f"source {', '.join(absent)}: no reference entry in {where} (it holds "
+            f"{', '.join(present) or 'none'}): a misspelt name, or nothing of it computed yet")
 
 
 #: Columns of a :func:`top_candidates` row.

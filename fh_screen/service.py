@@ -185,6 +185,7 @@ def save_screen(
     origin: str = "python",
     reference: str | None = None,
     keep_top: int | str | None = DOCUMENT_DEFAULT,
+    sources: str | Sequence[str] | None = None,
 ) -> SavedScreen:
     """Write a screen (``screens``) and its model's own predictions (``predictions``) to one store.
 
@@ -204,12 +205,16 @@ def save_screen(
         Written into the document (``cli``, ``job``, ``python``, ``bulk``; where the known phases came from).
     keep_top
         Ranked candidates the document keeps (None: all; default 1000; the bulk sweep keeps fewer).
+    sources
+        The reference sources the hull was restricted to (None: all), recorded in the document.
     """
     from fh_screen.store import FhScreenStore, ScreenDoc
+    from fh_screen.store.query import parse_sources
 
     if doc is None:
         kept = {} if keep_top == DOCUMENT_DEFAULT else {"keep_top": keep_top}
-        doc = ScreenDoc.from_result(result, options, origin=origin, reference=reference, **kept)
+        doc = ScreenDoc.from_result(result, options, origin=origin, reference=reference, **kept,
+                                    sources=None if sources is None else parse_sources(sources))
     store = FhScreenStore.from_settings() if store is None else store
     n_saved = 0
     try:
@@ -327,7 +332,8 @@ def run_screen(
         where = None if known is not None and store is None else (
             f"{phases.where} ({phases.n_compounds} compounds)" if phases.frame is not None else None)
         saved = save_screen(result, options, predictor if save_predictions else None, store=store, origin=origin,
-                            reference=where if known is None else "the caller", keep_top=keep_top)
+                            reference=where if known is None else "the caller", keep_top=keep_top,
+                            sources=sources if known is None and use_reference else None)
     return result, phases, saved
 
 

@@ -122,6 +122,7 @@ def test_the_api_and_the_maker_count_the_same_sources_as_the_cli(store_file):
         maker = PrescreenMaker(model="paper-ensemble", sources=sources, save_screen=False, screen_options=options,
                                reference_store=FhScreenStore.embedded(store_file, read_only=True).reference)
         doc = maker.prescreen("Li-F")
+        assert doc.sources == [name.strip() for name in key.split(",")]
         jobs[key] = ({c.formula: c.known_dhf_ev_per_atom for c in doc.candidates if c.known_dhf_ev_per_atom is not None},
                      [p.message for p in doc.problems])
     assert api["oqmd"][0]["LiF"] == pytest.approx(-3.2101) and api["oqmd,chgnet"][0]["LiF"] == pytest.approx(-3.40)
@@ -139,3 +140,17 @@ def test_the_api_and_the_maker_count_the_same_sources_as_the_cli(store_file):
     with pytest.raises(PrescreenError, match="no reference entries of source chgent for "):
         PrescreenMaker(model="paper-ensemble", sources="chgent", save_screen=False, screen_options=options,
                        reference_store=FhScreenStore.embedded(store_file, read_only=True).reference).prescreen("Li-F")
+
+
+def test_a_saved_screen_records_which_sources_counted(store_file):
+    """The screens document says which sources shaped its hull, and `fh-screen query --run` shows it."""
+    run_ids = {}
+    for args in (["--sources", "chgnet,OQMD"], []):
+        result = runner.invoke(build_app(), ["screen", "Li-F", *args, "--model", "paper-ensemble", "--max-atoms", "4"])
+        assert result.exit_code == 0, result.output
+        run_ids[bool(args)] = result.output.split("saved run ")[1].split()[0]
+    with FhScreenStore.embedded(store_file, read_only=True) as store:
+        assert store.get_screen(run_ids[True]).sources == ["chgnet", "oqmd"]
+        assert store.get_screen(run_ids[False]).sources is None
+    shown = runner.invoke(build_app(), ["query", "--run", run_ids[True]])
+    assert shown.exit_code == 0 and "sources: chgnet, oqmd" in " ".join(shown.output.split())

@@ -140,8 +140,9 @@ def _print_screen(doc, limit: int) -> None:
     out.print(table)
     options = ", ".join(f"{k}={v}" for k, v in doc.options.items())
     out.print(f"options: {options}", highlight=False, soft_wrap=True)
-    out.print(f"reference: {doc.reference or 'none'} ({doc.n_reference:,} known phases in the hull)", highlight=False,
-              soft_wrap=True)
+    counted = ", ".join(doc.sources) if doc.sources is not None else "every source in the store"
+    out.print(f"reference: {doc.reference or 'none'} ({doc.n_reference:,} known phases in the hull; "
+              f"sources: {counted})", highlight=False, soft_wrap=True)
     if doc.selection:
         out.print(f"selected ({doc.selection}): {', '.join(doc.selected_formulas) or 'none'}", highlight=False,
                   soft_wrap=True)

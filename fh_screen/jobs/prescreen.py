@@ -249,6 +249,7 @@ class PrescreenMaker(Maker):
         from fh_screen.chem.candidates import parse_chemsys
         from fh_screen.models.predictor import load_predictor
         from fh_screen.service import run_screen, save_screen
+        from fh_screen.store.query import parse_sources
 
         self._check()
         system = parse_chemsys(chemsys)
@@ -260,7 +261,8 @@ class PrescreenMaker(Maker):
         if note:
             result.warnings.append(note)
         doc = ScreenDoc.from_result(result, self.screen_options, origin="job", keep_top=self.keep_top,
-                                    reference=source)
+                                    reference=source, sources=parse_sources(self.sources)
+                                    if self.use_reference and self.sources is not None else None)
         doc = doc.select(self.top_n, self.e_hull_max_ev_per_atom, self.select_known)
         if self.save_screen:
             from fh_screen.store import FhScreenStore

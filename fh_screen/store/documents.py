@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import datetime, timezone
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -213,6 +214,8 @@ class ScreenDoc(BaseModel):
     weights_sha256: str = Field("", description="sha256 of the model weights file")
     options: dict[str, Any] = Field(default_factory=dict, description="ScreenOptions used (every field)")
     reference: str | None = Field(None, description="where the known phases came from (None: none used)")
+    sources: list[str] | None = Field(None, description="reference sources that counted for the hull, e.g. "
+                                                         "['oqmd', 'chgnet'] (None: every source the store held)")
     n_reference: int = Field(0, description="known phases of the system that shaped the hull")
     n_candidates: int = Field(0, description="number of candidate compositions screened")
     keep_top: int | None = Field(DEFAULT_KEEP_TOP, description="candidates kept in this document (None: all)")
@@ -241,10 +244,12 @@ class ScreenDoc(BaseModel):
         origin: str = "python",
         keep_top: int | None = DEFAULT_KEEP_TOP,
         reference: str | None = None,
+        sources: Sequence[str] | None = None,
     ) -> ScreenDoc:
         """The document of a :class:`~fh_screen.screening.result.ScreenResult` screened with ``options``.
 
         The run id is the result's own when it already has the one run-id format, else a new one.
+        ``sources``: the parsed source names the hull was restricted to (None: all).
         """
         import dataclasses
 
@@ -260,6 +265,7 @@ class ScreenDoc(BaseModel):
             weights_sha256=result.weights_sha256,
             options=opts,
             reference=reference,
+            sources=None if sources is None else [str(name) for name in sources],
             n_reference=int(getattr(result, "n_known", 0)),
             n_candidates=int(result.n_candidates),
             keep_top=keep_top,

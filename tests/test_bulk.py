@@ -108,6 +108,12 @@ def test_bulk_saves_one_screen_document_per_system_and_a_rerun_skips_them(store_
         assert result.exit_code == 0 and expected in result.output, result.output
     counts = Counter(d["chemsys"] for d in _screens(store_file))
     assert len(counts) == 10 and counts["Li-O"] == 3 and set(counts.values()) == {1, 3}
+    # a screen whose hull counted only some sources (fh-screen SYSTEM --sources oqmd) does not stand for a sweep's
+    with FhScreenStore.embedded(store_file) as store:
+        fe_o = [d for d in store.screens.query({"chemsys": "Fe-O"})]
+        store.screens.update([{**fe_o[0], "sources": ["oqmd"]}], key="run_id")
+    result = _invoke("bulk", "--elements", "Fe,O", "--nelements", "2", *SMALL, "--store", str(store_file))
+    assert result.exit_code == 0 and "1 systems screened, 0 skipped" in result.output, result.output
 
     # the cross-system answer, by the CLI and the API
     result = _invoke("query", "--top", "5", "--min-p", "0", "--store", str(store_file), "--json", "-")
@@ -304,3 +310,38 @@ def test_a_sweep_with_the_slow_default_model_gives_each_system_the_answer_of_its
             assert abs(candidate.dhf_pred_ev_per_atom - row["dhf_pred_ev_per_atom"]) < 1e-6
             assert abs(candidate.p_stable - row["p_stable"]) < 1e-6
             assert abs(candidate.e_above_hull_pred_ev_per_atom - row["e_above_hull_pred_ev_per_atom"]) < 1e-6
+
+
+def test_a_sweep_counts_the_sources_it_is_given_and_resumes_by_them(store_file):
+    """`--sources` / SweepOptions.sources / SweepBuilder(reference_sources=) shape each hull and what counts as stored."""
+    from fh_screen.store import ReferenceEntryDoc
+    from fh_screen.sweep.builder import SweepBuilder
+
+    with FhScreenStore.embedded(store_file) as store:
+        oqmd_li2o = store.reference_frame(formula="Li2O")["dhf_ev_per_atom"].item()
+        store.reference.update([ReferenceEntryDoc.from_formula("Li2O", oqmd_li2o - 0.5, source="chgnet").model_dump()],
+                               key=["formula", "source"])
+    for sources, expected in (("oqmd", "1 systems screened, 0 skipped"), (" OQMD", "0 systems screened, 1 skipped"),
+                              ("oqmd,chgnet", "1 systems screened, 0 skipped"), (None, "1 systems screened, 0 skipped"),
+                              (None, "0 systems screened, 1 skipped")):
+        args = ["--sources", sources] if sources else []
+        result = _invoke("bulk", "--elements", "Li,O", "--nelements", "2", *SMALL, *args, "--store", str(store_file))
+        assert result.exit_code == 0 and expected in result.output, (sources, result.output)
+    with FhScreenStore.embedded(store_file) as store:
+        docs = {tuple(d["sources"]) if d.get("sources") else None: d
+                for d in store.screens.query({"chemsys": "Li-O"}, properties=["sources", "candidates"])}
+    assert set(docs) == {("oqmd",), ("oqmd", "chgnet"), None}
+
+    def li2o(doc: dict) -> float:
+        return next(c for c in doc["candidates"] if c["formula"] == "Li2O")["known_dhf_ev_per_atom"]
+
+    assert li2o(docs[("oqmd",)]) == pytest.approx(oqmd_li2o)
+    assert li2o(docs[("oqmd", "chgnet")]) == li2o(docs[None]) == pytest.approx(oqmd_li2o - 0.5)  # the lower counts
+    # the maggma builder resumes by the same rule
+    store = FhScreenStore.embedded(store_file)
+    builder = SweepBuilder(store.reference, store.screens, ["Li-O", "Fe-O"], reference_sources="oqmd",
+                           screen_options={"max_atoms": 6})
+    builder.connect()
+    assert [item["system"] for item in builder.get_items()] == ["Fe-O"]
+    result = _invoke("bulk", "--elements", "Li,O", "--nelements", "2", "--sources", ",", "--store", str(store_file))
+    assert result.exit_code == 2 and "no source named" in result.output and "Traceback" not in result.output

@@ -33,6 +33,8 @@ def bulk_command(
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the summary as JSON here ('-': print it; "
                                              "keys systems_done, systems_skipped, systems_failed, candidates, seconds)."),
     store_file: Optional[Path] = typer.Option(None, "--store", help=_STORE_HELP),
+    sources: Optional[str] = typer.Option(None, "--sources", help="Reference sources on each hull, e.g. oqmd,chgnet "
+                                          "(default: every source in the store); part of what makes a stored screen count."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Shipped model name or path to a .pt checkpoint."),
     max_atoms: int = typer.Option(20, "--max-atoms", help="Largest formula unit (atoms) to enumerate."),
     max_per_element: Optional[int] = typer.Option(None, "--max-per-element", help="Most atoms of one element (default max-atoms - 1)."),
@@ -66,8 +68,12 @@ def bulk_command(
         refine_top=refine_top or None, dft_budget=dft_budget, select_p_min=select_p_min,
     )
     options.validate()
+    if sources is not None:
+        from fh_screen.store.query import parse_sources
+
+        sources = ",".join(parse_sources(sources))  # a bad list fails here, in one line
     sweep = SweepOptions(model=model, store_file=store_file, processes=processes, keep_top=keep_top or None, redo=redo,
-                         save_predictions=predictions)
+                         save_predictions=predictions, sources=sources)
     errors = error_console()
     bar = _Bar(errors)
     try:

@@ -44,13 +44,17 @@ class BulkBatchDocument(BaseModel):
 
 @fh_screen_job(output_schema=BulkBatchDocument)
 def bulk_batch(systems: list[str], screen_options: dict[str, Any] | None = None, model: str | None = None,
-               keep_top: int | None = 100, store_file: str | None = None) -> BulkBatchDocument:
-    """Sweep ``systems`` into the store (the store configured where the job runs, or ``store_file``)."""
+               keep_top: int | None = 100, store_file: str | None = None,
+               sources: str | list[str] | None = None) -> BulkBatchDocument:
+    """Sweep ``systems`` into the store (the store configured where the job runs, or ``store_file``).
+
+    ``sources``: the reference sources that count for each hull (None: every source in the store).
+    """
     from fh_screen.screening import ScreenOptions
     from fh_screen.sweep import SweepOptions, run_sweep
 
     report = run_sweep(list(systems), ScreenOptions(**(screen_options or {})),
-                       SweepOptions(model=model, store_file=store_file, keep_top=keep_top))
+                       SweepOptions(model=model, store_file=store_file, keep_top=keep_top, sources=sources))
     return BulkBatchDocument(**report.to_json())
 
 
@@ -72,6 +76,9 @@ class BulkScreenMaker(Maker):
         Systems per job (a ternary costs ~0.15 s: 500 systems is a job of a minute or two).
     store_file
         Embedded store file (None: the store configured where each job runs).
+    sources
+        Reference sources that count for each hull (``"oqmd,chgnet"`` or a list; None: every
+        source in the store), as ``fh-screen bulk --sources``.
     """
 
     name: str = "bulk screen"
@@ -80,6 +87,7 @@ class BulkScreenMaker(Maker):
     keep_top: int | None = 100
     batch_size: int = 500
     store_file: str | None = None
+    sources: str | list[str] | None = None
 
     def make(self, systems: Sequence[str] | str) -> Flow:
         """The flow for ``systems`` (checked here: a bad system or option fails at ``make()`` with one line)."""
@@ -97,6 +105,15 @@ class BulkScreenMaker(Maker):
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 raise FhScreenError(f"unknown screen option {name!r}{hint}; known: {', '.join(known)}")
         ScreenOptions(**self.screen_options).validate()
+        if self.sources is not None:
+            from fh_screen.sweep import SweepOptions
+
+            from pydantic import ValidationError
+
+            try:
+                SweepOptions(sources=self.sources)
+            except ValidationError as exc:
+                raise FhScreenError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise FhScreenError(f"batch_size must be a positive integer, got {self.batch_size!r}")
         canonical = list(dict.fromkeys("-".join(parse_chemsys(s)) for s in systems))
@@ -105,7 +122,7 @@ class BulkScreenMaker(Maker):
         jobs = []
         for start in range(0, len(canonical), self.batch_size):
             batch = canonical[start:start + self.batch_size]
-            job = bulk_batch(batch, dict(self.screen_options), self.model, self.keep_top, self.store_file)
+            job = bulk_batch(batch, dict(self.screen_options), self.model, self.keep_top, self.store_file, self.sources)
             job.name = f"{self.name} {start // self.batch_size + 1}"
             jobs.append(job)
         return Flow(jobs, output=[j.output for j in jobs], name=self.name)

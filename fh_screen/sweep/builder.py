@@ -51,6 +51,7 @@ class SweepBuilder(Builder):
         keep_top: int | None = 100,
         redo: bool = False,
         chunk_size: int = 8,
+        reference_sources: str | list[str] | None = None,
         **kwargs,
     ):
         """Describe the sweep; nothing is loaded until ``get_items``.
@@ -68,6 +69,9 @@ class SweepBuilder(Builder):
             :class:`~fh_screen.screening.ScreenOptions` fields (None: the defaults).
         keep_top, redo
             Candidates kept per document; screen again systems already stored.
+        reference_sources
+            Reference sources that count for each hull (``"oqmd,chgnet"`` or a list; None: all).
+            (``sources`` is the maggma Builder's own word for its input stores.)
         """
         self.reference = reference
         self.screens = screens
@@ -77,6 +81,7 @@ class SweepBuilder(Builder):
         self.screen_options = dict(screen_options or {})
         self.keep_top = keep_top
         self.redo = redo
+        self.reference_sources = reference_sources
         self.kwargs = kwargs
         targets = [screens] + ([predictions] if predictions is not None else [])
         super().__init__(sources=[reference], targets=targets, chunk_size=chunk_size, **kwargs)
@@ -87,6 +92,11 @@ class SweepBuilder(Builder):
         options = ScreenOptions(**self.screen_options)
         options.validate()
         return options
+
+    def _sources(self) -> list[str] | None:
+        from fh_screen.store.query import parse_sources
+
+        return None if self.reference_sources is None else parse_sources(self.reference_sources)
 
     def _store(self, **collections):
         from fh_screen.store import FhScreenStore
@@ -106,7 +116,8 @@ class SweepBuilder(Builder):
 
         predictor = _predictor(self.model)
         options = self._options()
-        done = set() if self.redo else stored_systems(self._store(screens=self.screens), predictor, options, self.keep_top)
+        done = set() if self.redo else stored_systems(self._store(screens=self.screens), predictor, options,
+                                                      self.keep_top, self._sources())
         pending = [s for s in self.systems if s not in done]
         self.total = len(pending)
         self.logger.info("%d of %d systems to screen with %s@%s (%d stored)", len(pending), len(self.systems),
@@ -123,7 +134,7 @@ class SweepBuilder(Builder):
             raise RuntimeError(f"model {self.model!r} changed while the builder ran")
         try:
             result, phases, _ = run_screen(item["system"], predictor, options=self._options(),
-                                           store=self._store(reference=self.reference))
+                                           store=self._store(reference=self.reference), sources=self._sources())
         except FhScreenError as exc:
             self.logger.warning("skipping %s: %s", item["system"], one_line(exc))
             return {"system": item["system"], "error": one_line(exc)}
@@ -140,4 +151,4 @@ class SweepBuilder(Builder):
         for item in items:
             if "result" in item:
                 save_screen(item["result"], options, predictor, store=store, origin="bulk",
-                            reference=item["reference"], keep_top=self.keep_top)
+                            reference=item["reference"], keep_top=self.keep_top, sources=self._sources())

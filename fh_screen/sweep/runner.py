@@ -27,7 +27,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fh_screen.errors import FhScreenError, one_line
 from fh_screen.screening import ScreenOptions
@@ -82,6 +82,21 @@ class SweepOptions(BaseModel):
                                    "False: the screen documents only")
     threads: int | None = Field(1, ge=1, description="torch threads per process (None: torch's default). One: a "
                                 "ternary's batches are small, and threads fighting for busy cores cost up to 7x")
+    sources: tuple[str, ...] | None = Field(None, description="reference sources that count for each hull "
+                                            "('oqmd,chgnet' or a list; None: every source in the store)")
+
+    @field_validator("sources", mode="before")
+    @classmethod
+    def _parsed_sources(cls, value: Any) -> tuple[str, ...] | None:
+        """The names as the store keeps them (stripped, lower case, no repeats); an empty list is refused."""
+        from fh_screen.store.query import parse_sources
+
+        if value is None:
+            return None
+        if not isinstance(value, (str, list, tuple)) or not all(isinstance(v, str) for v in
+                                                                 ([value] if isinstance(value, str) else value)):
+            raise ValueError(f"sources must be source names ('oqmd,chgnet' or a list), got {value!r}")
+        return tuple(parse_sources(value))
 
 
 @dataclass(frozen=True)
@@ -178,18 +193,24 @@ def _options_dict(options: ScreenOptions) -> dict[str, Any]:
 
 
 def stored_systems(store: FhScreenStore, predictor: Predictor, options: ScreenOptions,
-                   keep_top: int | None = BULK_KEEP_TOP) -> set[str]:
+                   keep_top: int | None = BULK_KEEP_TOP, sources: Sequence[str] | None = None) -> set[str]:
     """Systems with a stored screen of ``predictor`` (name, version, weights) and exactly ``options``.
 
     A screen counts whatever wrote it (``fh-screen SYSTEM``, a job, a sweep) when it kept at
-    least ``keep_top`` candidates (``keep_top`` None: only a screen that kept all of them).
+    least ``keep_top`` candidates (``keep_top`` None: only a screen that kept all of them) and
+    its hull counted the same reference sources (``sources``, parsed; None: a screen over every
+    source, whose document's ``sources`` is null).
     """
+    wanted_sources = None if sources is None else list(sources)
     wanted = _options_dict(options)
     criteria = {"model_name": predictor.name, "model_version": predictor.version}
     done: set[str] = set()
     with store:
-        for doc in store.screens.query(criteria=criteria, properties=["chemsys", "options", "weights_sha256", "keep_top"]):
+        properties = ["chemsys", "options", "weights_sha256", "keep_top", "sources"]
+        for doc in store.screens.query(criteria=criteria, properties=properties):
             if doc.get("weights_sha256", "") != predictor.weights_sha256 or doc.get("options") != wanted:
+                continue
+            if doc.get("sources") != wanted_sources:
                 continue
             kept = doc.get("keep_top")
             if kept is not None and (keep_top is None or kept < keep_top):
@@ -217,7 +238,7 @@ def plan_sweep(systems: Sequence[str], options: ScreenOptions = ScreenOptions(),
     if sweep.redo:
         return SweepPlan(list(systems), [], label, predictor.weights_sha256)
     try:
-        done = stored_systems(_open_store(sweep.store_file), predictor, options, sweep.keep_top)
+        done = stored_systems(_open_store(sweep.store_file), predictor, options, sweep.keep_top, sweep.sources)
     except (ScreenServiceError, StoreFileError) as exc:
         raise _store_failure(exc) from None
     except FhScreenError:
@@ -230,7 +251,8 @@ def plan_sweep(systems: Sequence[str], options: ScreenOptions = ScreenOptions(),
 
 
 def screen_system(system: str, predictor: Predictor, store: FhScreenStore, options: ScreenOptions,
-                  keep_top: int | None = BULK_KEEP_TOP, save_predictions: bool = True) -> SystemOutcome:
+                  keep_top: int | None = BULK_KEEP_TOP, save_predictions: bool = True,
+                  sources: Sequence[str] | None = None) -> SystemOutcome:
     """Screen one system with the one service (:func:`fh_screen.service.run_screen`) and save it.
 
     Bad input for this system (refused for size, ...) is a ``failed`` outcome; a store that
@@ -242,7 +264,7 @@ def screen_system(system: str, predictor: Predictor, store: FhScreenStore, optio
     started, cpu = time.perf_counter(), time.process_time()
     try:
         result, _, saved = run_screen(system, predictor, options=options, store=store, save=True, origin=ORIGIN,
-                                      keep_top=keep_top, save_predictions=save_predictions)
+                                      keep_top=keep_top, save_predictions=save_predictions, sources=sources)
     except (ScreenServiceError, StoreFileError) as exc:
         return SystemOutcome(system, "store-error", error=one_line(exc), seconds=time.perf_counter() - started)
     except FhScreenError as exc:
@@ -287,6 +309,7 @@ class _Work:
     threads: int | None
     parent_pid: int = 0
     save_predictions: bool = True
+    sources: tuple[str, ...] | None = None
 
 
 @lru_cache(maxsize=2)
@@ -336,7 +359,7 @@ def _screen_in_worker(args: tuple[_Work, str]) -> SystemOutcome:
         predictor, store, _ = _context(work)
     except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
         return SystemOutcome(system, "store-error", error=one_line(exc))
-    return screen_system(system, predictor, store, work.options, work.keep_top, work.save_predictions)
+    return screen_system(system, predictor, store, work.options, work.keep_top, work.save_predictions, work.sources)
 
 
 def _outcomes(pending: list[str], work: _Work, processes: int, chunk_size: int | None) -> Iterator[SystemOutcome]:
@@ -352,7 +375,7 @@ def _outcomes(pending: list[str], work: _Work, processes: int, chunk_size: int |
             for system in pending:
                 with torch_threads(work.threads):  # the caller's thread count is back between systems
                     outcome = screen_system(system, predictor, store, work.options, work.keep_top,
-                                            work.save_predictions)
+                                            work.save_predictions, work.sources)
                 yield outcome
         finally:
             if held is not None:
@@ -389,7 +412,7 @@ def run_sweep(
     options
         The screen options of every system (part of what makes a stored screen count as done).
     sweep
-        Model, store, processes, documents' ``keep_top``, ``redo``.
+        Model, store, processes, documents' ``keep_top``, ``redo``, the hull's ``sources``.
     on_plan, on_outcome
         Called once with the plan, then with each system's outcome as it finishes (progress).
 
@@ -406,7 +429,7 @@ def run_sweep(
     if on_plan is not None:
         on_plan(plan)
     work = _Work(sweep.model, str(sweep.store_file) if sweep.store_file else None, options, sweep.keep_top,
-                 plan.weights_sha256, sweep.threads, os.getpid(), sweep.save_predictions)
+                 plan.weights_sha256, sweep.threads, os.getpid(), sweep.save_predictions, sweep.sources)
     outcomes = _outcomes(plan.pending, work, sweep.processes, sweep.chunk_size)
     try:
         for outcome in outcomes:

@@ -167,7 +167,12 @@ def known_phases(
     except Exception as exc:  # noqa: BLE001 - a store that cannot be read is one line, naming it
         raise ScreenServiceError(f"cannot read reference entries for {label} from {store.name}: "
                                  f"{one_line(exc)}") from None
-    return KnownPhases(frame if frame is not None and len(frame) else None, where, n_entries, note)
+    phases = KnownPhases(frame if frame is not None and len(frame) else None, where, n_entries, note)
+    if sources is not None and n_entries and phases.n_compounds == 0 and not note:
+        note = (f"no reference compound of source {', '.join(parse_sources(sources))} in {label}: "
+                f"the hull is built from the elements and the predictions alone")
+        phases = KnownPhases(phases.frame, where, n_entries, note)
+    return phases
 
 
 def _sources_of(frame: pd.DataFrame | None) -> set[str]:

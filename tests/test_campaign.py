@@ -245,6 +245,10 @@ def test_an_unknown_rank_column_is_refused_by_the_api_and_the_cli_before_any_wor
                                                 "--per-round", "3", "--json", str(out)])
     assert too_many.exit_code == 2 and "--per-round: a round of 3 calculations exceeds the budget of 2 per system" in too_many.output
     assert not out.exists()
+    not_png = CliRunner().invoke(build_app(), ["campaign", "--oracle", str(table), "--known", str(table), "--json",
+                                               str(out), "--figure", str(tmp_path / "curve.txt")])
+    assert not_png.exit_code == 2 and "--figure needs a .png path" in not_png.output and "Traceback" not in not_png.output
+    assert not out.exists()
 
 
 def test_set_rate_feedback_lowers_a_set_after_failures_and_leaves_other_sets_alone(sets, predictor):

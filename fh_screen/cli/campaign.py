@@ -11,7 +11,7 @@ from typing import List, Optional
 
 import typer
 
-from fh_screen.cli.common import check_output_path, console, one_line_errors
+from fh_screen.cli.common import check_output_path, console, fail, one_line_errors
 from fh_screen.errors import one_line
 
 __all__ = ["register"]
@@ -68,6 +68,8 @@ def campaign_command(
     check_output_path(json_path)
     if figure is not None:
         check_output_path(figure)
+        if figure.suffix.lower() != ".png":
+            fail(f"--figure needs a .png path, got {figure}")
     if oracle is None or known is None:
         folder = shared_data_dir()
         oracle = oracle or folder / "val.csv"

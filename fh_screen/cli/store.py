@@ -295,7 +295,8 @@ def _print_table(frame, kind: Kind, limit: int) -> None:
         ],
         Kind.both: [
             ("formula", "formula"), ("chemsys", "chemsys"), ("dhf_ev_per_atom", "ΔH_f DFT (eV/atom)"),
-            ("dhf_pred_ev_per_atom", "ΔH_f pred (eV/atom)"), ("dhf_error_ev_per_atom", "pred − DFT (eV/atom)"),
+            ("source", "source"), ("dhf_pred_ev_per_atom", "ΔH_f pred (eV/atom)"),
+            ("dhf_error_ev_per_atom", "pred − DFT (eV/atom)"),
             ("model_name", "model"),
         ],
     }[kind]

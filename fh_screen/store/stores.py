@@ -62,7 +62,7 @@ REFERENCE_COLUMNS = [
 ]
 PREDICTION_COLUMNS = list(PredictionDoc.model_fields)
 COMPARE_COLUMNS = [
-    "formula", "elements", "chemsys", "nelements", "dhf_ev_per_atom", "dhf_pred_ev_per_atom",
+    "formula", "elements", "chemsys", "nelements", "dhf_ev_per_atom", "source", "dhf_pred_ev_per_atom",
     "dhf_error_ev_per_atom", "dhf_std_ev_per_atom", "model_name", "model_version",
 ]
 _SUMMARY_FIELDS = ["run_id", "created_at", "chemsys", "origin", "model_name", "model_version", "n_candidates",
@@ -272,7 +272,7 @@ class FhScreenStore:
         min_dhf_ev_per_atom: float | None = None, max_dhf_ev_per_atom: float | None = None,
         model_name: str | None = None, include_outliers: bool = False, limit: int = 0,
     ) -> pd.DataFrame:
-        """DFT and predicted ΔH_f side by side, one row per formula (and model).
+        """DFT and predicted ΔH_f side by side, one row per formula, reference source (and model).
 
         ``dhf_error_ev_per_atom`` is prediction − DFT where both exist; a row is kept when its DFT
         or predicted value lies in the ΔH_f range.
@@ -283,7 +283,7 @@ class FhScreenStore:
         reference = self.reference_frame(include_outliers=include_outliers, **where)
         predicted = self.predictions_frame(model_name=model_name, **where)
         merged = pd.merge(
-            reference[["formula", "elements", "chemsys", "nelements", "dhf_ev_per_atom"]],
+            reference[["formula", "elements", "chemsys", "nelements", "dhf_ev_per_atom", "source"]],
             predicted[[c for c in PREDICTION_COLUMNS if c not in ("prediction_id", "last_updated", "out_of_domain")]],
             on="formula", how="outer", suffixes=("", "_pred"),
         )

@@ -107,6 +107,7 @@ def test_bad_input_is_one_line(files, tmp_path, monkeypatch):
         "no store at": ["--source", "chgnet", "--store", str(tmp_path / "absent.sqlite")],
         "shipped with fh-screen": [str(files["new"]), "--model", "paper", "--name", "paper-ensemble"],
         "train file not found": [str(files["new"]), "--model", "paper", "--train", str(tmp_path / "no_train.csv")],
+        "is a file: the new model needs a folder": [str(files["new"]), "--model", "paper", "--output", str(empty)],
     }
     for expected, args in cases.items():
         result, text = _run([*args, "--val", str(files["val"])] if args and "--train" not in args else args)

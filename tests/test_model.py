@@ -174,4 +174,9 @@ def test_models_kept_outside_the_package_are_found_by_name(tmp_path, monkeypatch
     shutil.copy(tmp_path / "mine" / "model.pt", tmp_path / "paper" / "model.pt")
     assert shipped_model_path("paper") == tmp_path / "paper" / "model.pt"
     monkeypatch.delenv("FH_SCREEN_MODEL_DIR")
+    monkeypatch.setenv("FH_SCREEN_DATA_DIR", str(tmp_path / "data"))
     assert "mine" not in available_models() and shipped_model_path("paper") == shipped
+    # without a model folder set, <data_dir>/models (where fh-screen finetune writes by default) is searched
+    (tmp_path / "data" / "models").mkdir(parents=True)
+    shutil.copytree(tmp_path / "mine", tmp_path / "data" / "models" / "mine-ft")
+    assert Predictor.from_name("mine-ft").path == tmp_path / "data" / "models" / "mine-ft" / "model.pt"

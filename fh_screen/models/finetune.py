@@ -433,6 +433,8 @@ def run_finetune(
     no ``val_path`` is given, unless ``force``.
     """
     output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise FinetuneError(f"{output_dir} is a file: the new model needs a folder (choose another name or output folder)")
     if (output_dir / "model.pt").exists():
         raise FinetuneError(f"{output_dir} already holds a model: choose another name or output folder")
     if val_path is None and not force:

@@ -32,14 +32,16 @@ DEFAULT_MODEL = "attention-ensemble"
 def model_dirs() -> list[Path]:
     """Folders searched for a model by name, first match wins.
 
-    ``FH_SCREEN_MODEL_DIR`` (or ``model_dir`` in ``~/.fh_screen.yaml``) when set, for models kept
-    outside the package, then the package's own ``fh_screen/pretrained/``.
+    The user's models first: ``FH_SCREEN_MODEL_DIR`` (or ``model_dir`` in ``~/.fh_screen.yaml``)
+    when set, else ``<data_dir>/models`` (where ``fh-screen finetune`` writes by default), then the
+    package's own ``fh_screen/pretrained/``.
     """
     from fh_screen.settings import FhScreenSettings
 
-    extra = FhScreenSettings().model_dir
+    settings = FhScreenSettings()
+    users = settings.model_dir if settings.model_dir is not None else Path(settings.data_dir) / "models"
     shipped = Path(str(resources.files("fh_screen") / "pretrained"))
-    return ([Path(extra).expanduser()] if extra is not None else []) + [shipped]
+    return [Path(users).expanduser(), shipped]
 
 
 def available_models() -> list[str]:

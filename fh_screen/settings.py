@@ -42,6 +42,10 @@ class FhScreenSettings(BaseSettings):
     reference_collection: str = Field("reference", description="Collection of OQMD reference entries.")
     predictions_collection: str = Field("predictions", description="Collection of predictions ((formula, model) → ΔH_f, σ).")
     screens_collection: str = Field("screens", description="Collection of screens (one document per run id).")
+    results_collection: str = Field("results", description="Collection of calculations brought back (one per job: "
+                                    "successful, failed, unconverged, rejected, no_reference).")
+    element_references_collection: str = Field("element_references", description="Collection of the cached element "
+                                                "references of each computed source (element|source).")
     mongo_timeout_s: float = Field(
         10.0, gt=0, description="How long to wait for the MongoDB server before giving up (one line naming the host)."
     )

@@ -39,3 +39,14 @@ def reference_store(path: Path, *systems: str) -> SQLiteStore:
 def memory_job_store() -> JobStore:
     """An in-memory JobStore with the ``data`` store fh-screen jobs route large outputs to."""
     return JobStore(MemoryStore(), additional_stores={"data": MemoryStore()})
+
+
+@pytest.fixture(autouse=True, scope="module")
+def in_a_scratch_folder(tmp_path_factory):
+    """(autouse where imported) atomate2's relax writes final_atoms_object.xyz into the working folder: keep it out of the checkout."""
+    import os
+
+    here = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    yield
+    os.chdir(here)

@@ -5,32 +5,28 @@ from __future__ import annotations
 import copy
 
 import pytest
+from jobs_fixtures import in_a_scratch_folder  # noqa: F401 - autouse: relax files out of the checkout
 from pymatgen.core import Lattice, Structure
 from pymatgen.entries.compatibility import MaterialsProject2020Compatibility
 from pymatgen.entries.computed_entries import ComputedEntry
 
 from fh_screen.store import ReferenceEntryDoc, SQLiteStore
-from fh_screen.store.results_builder import ElementReferenceDoc, ResultsBuilder, force_field_element_references
+from fh_screen.store.results_builder import (
+    ElementReferenceDoc,
+    ResultError,
+    ResultsBuilder,
+    force_field_element_references,
+    force_field_source,
+)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _in_a_scratch_folder(tmp_path_factory):
-    """atomate2's relax writes final_atoms_object.xyz into the working folder: keep it out of the checkout."""
-    import os
-
-    here = os.getcwd()
-    os.chdir(tmp_path_factory.mktemp("cwd"))
-    yield
-    os.chdir(here)
-
-
-def _build(jobs, results, reference, elements) -> None:
+def _build(jobs, results, reference, elements, **options) -> None:
     """Run a ResultsBuilder the way ``fh-screen``/``mrun`` does (maggma's serial runner closes the stores), then
     reopen the stores. Not ``Builder.run()``: it sets the root logger to DEBUG and adds a handler for the rest of
     the process."""
     from maggma.cli.serial import serial
 
-    serial(ResultsBuilder(jobs, results, reference, elements), no_bars=True)
+    serial(ResultsBuilder(jobs, results, reference, elements, **options), no_bars=True)
     for store in (jobs, results, reference, elements):
         store.connect()
 
@@ -77,6 +73,8 @@ def test_force_field_references_are_cached_per_element(chgnet_run):
     assert set(references) == {"Li", "F"} and all(v < 0 for v in references.values())
 
     class Refuses:
+        force_field_name = "MLFF.CHGNet"
+
         def make(self, structure):
             raise AssertionError("a cached element was computed again")
 
@@ -162,8 +160,7 @@ def _vasp_job(uuid: str, structure: Structure, energy_ev: float, hubbard: dict |
 
 def test_vasp_results_mix_gga_and_gga_u_through_mp2020(tmp_path):
     reference, results, elements = _stores(tmp_path)
-    fe = Structure(Lattice.cubic(2.83), ["Fe", "Fe"], [[0, 0, 0], [0.5, 0.5, 0.5]])
-    o2 = Structure(Lattice.cubic(10), ["O", "O"], [[0, 0, 0], [1.21, 0, 0]], coords_are_cartesian=True)
+    fe, o2 = _fe_and_o2()
     feo = _rocksalt(4.3, ("Fe", "O"))
     docs = [_vasp_job("fe", fe, -8.3 * 2, None), _vasp_job("o2", o2, -4.9 * 2, None),
             _vasp_job("feo", feo, -13.0 * 8, {"Fe": 5.3, "O": 0.0}),
@@ -216,3 +213,191 @@ def test_results_back_job_ends_a_flow_and_fills_the_store(chgnet_run, tmp_path):
     # run again: nothing new comes back
     again = ResultsBackMaker(store_path=str(store_path)).make()
     assert run_locally(again, store=job_store, log=False)[again.uuid][1].output["n_results"] == 0
+
+
+# --------------------------------------------------------------------------- audit checks
+
+
+def _copy_store(finished, tmp_path):
+    """A copy of the finished job documents the test may add to."""
+    job_store = SQLiteStore(tmp_path / "jobs.sqlite", "jobs", key="uuid")
+    job_store.connect()
+    job_store.update(list(finished.docs_store.query({})), key="uuid")
+    return job_store
+
+
+def _variant(template: dict, uuid: str, *, energy=None, forcefield_name=None) -> dict:
+    doc = copy.deepcopy(template)
+    doc["uuid"] = uuid
+    if energy is not None:
+        doc["output"]["output"]["energy"] = energy
+    if forcefield_name is not None:
+        doc["output"]["forcefield_name"] = forcefield_name
+    return doc
+
+
+def test_force_field_source_names_each_force_field():
+    from atomate2.forcefields import MLFF
+
+    assert [force_field_source(n) for n in ("MLFF.CHGNet", "MLFF.MACE", "MLFF.M3GNet")] == ["chgnet", "mace", "m3gnet"]
+    assert force_field_source(MLFF.CHGNet) == "chgnet" and force_field_source("CHGNet") == "chgnet"
+    assert force_field_source("MLFF.MACE_MP_0") == force_field_source(MLFF.MACE_MP_0) == "mace-mp-0"
+    assert force_field_source(None) == "force-field"
+
+
+def test_a_mace_task_is_recorded_as_mace_against_mace_references_only(chgnet_run, tmp_path):
+    finished, element_store, _, uuids = chgnet_run
+    job_store = _copy_store(finished, tmp_path)
+    template = next(iter(job_store.query({"uuid": uuids[0]})))
+    job_store.update([_variant(template, "mace-lif", forcefield_name="MLFF.MACE"),
+                      _variant(template, "m3gnet-lif", forcefield_name="MLFF.M3GNet")], key="uuid")
+    reference, results, elements = _stores(tmp_path)
+    elements.update(list(element_store.query({})), key="reference_id")  # CHGNet's Li and F only
+    _build(job_store, results, reference, elements)
+    docs = {d["job_uuid"]: d for d in results.query({})}
+    for uuid, source in (("mace-lif", "mace"), ("m3gnet-lif", "m3gnet")):
+        doc = docs[uuid]
+        assert doc["source"] == source and doc["result_id"].startswith(f"{source}|")
+        assert doc["state"] == "no_reference" and doc["dhf_ev_per_atom"] is None
+        assert f"no {source} reference for F, Li" in doc["message"] and "\n" not in doc["message"]
+    assert {d["source"] for d in reference.query({"formula": "LiF"})} == {"oqmd", "chgnet"}
+    assert next(iter(reference.query({"formula": "LiF", "source": "chgnet"})))["source_id"] in uuids[:2]
+    # MACE's own references arrive: the MACE result is built against them, never against CHGNet's
+    mace = {"Li": -1.9, "F": -1.4}
+    elements.update([ElementReferenceDoc(reference_id=f"{e}|mace", element=e, source="mace",
+                                         energy_per_atom_ev=v).model_dump() for e, v in mace.items()], key="reference_id")
+    _build(job_store, results, reference, elements)
+    doc = next(iter(results.query({"job_uuid": "mace-lif"})))
+    n = len(doc["structure"]["sites"])
+    assert doc["state"] == "successful" and doc["element_references_ev_per_atom"] == mace
+    assert doc["dhf_ev_per_atom"] == pytest.approx((doc["energy_ev"] - n / 2 * (mace["Li"] + mace["F"])) / n)
+    assert next(iter(reference.query({"formula": "LiF", "source": "mace"})))["source_id"] == "mace-lif"
+    assert next(iter(results.query({"job_uuid": "m3gnet-lif"})))["state"] == "no_reference"
+
+
+def test_element_references_of_another_force_field_are_never_chgnets(chgnet_run, tmp_path):
+    import importlib.util
+
+    from atomate2.forcefields.jobs import ForceFieldRelaxMaker
+
+    if importlib.util.find_spec("mace") is not None:
+        pytest.skip("MACE is installed here: its references could be computed")
+    _, element_store, _, _ = chgnet_run
+    elements = SQLiteStore(tmp_path / "cache.sqlite", "element_references", key="reference_id")
+    elements.connect()
+    elements.update(list(element_store.query({})), key="reference_id")  # CHGNet's Li and F
+    with pytest.warns(UserWarning):
+        mace = ForceFieldRelaxMaker(force_field_name="MACE", steps=5)
+    with pytest.raises(ResultError, match=r"no mace reference for Li") as caught:
+        force_field_element_references(["Li"], mace, elements)
+    assert "\n" not in str(caught.value)
+    with pytest.raises(ResultError, match="mace"):
+        force_field_element_references(["Li"], mace, elements, source="chgnet")
+    assert not list(elements.query({"source": "mace"}))
+    assert {d["reference_id"] for d in elements.query({})} == {"Li|chgnet", "F|chgnet"}
+
+
+def _fe_and_o2() -> tuple[Structure, Structure]:
+    """bcc Fe and an O2 molecule in a box: the pure-element VASP tasks of the Fe-O tests."""
+    fe = Structure(Lattice.cubic(2.83), ["Fe", "Fe"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    o2 = Structure(Lattice.cubic(10), ["O", "O"], [[0, 0, 0], [1.21, 0, 0]], coords_are_cartesian=True)
+    return fe, o2
+
+
+def test_vasp_element_references_are_pinned_until_refreshed(tmp_path):
+    reference, results, elements = _stores(tmp_path)
+    fe, o2 = _fe_and_o2()
+    jobs = SQLiteStore(tmp_path / "jobs.sqlite", "jobs", key="uuid")
+    jobs.connect()
+    jobs.update([_vasp_job("fe", fe, -8.3 * 2, None), _vasp_job("o2", o2, -4.9 * 2, None),
+                 _vasp_job("feo", _rocksalt(4.3, ("Fe", "O")), -13.0 * 8, {"Fe": 5.3, "O": 0.0})], key="uuid")
+    _build(jobs, results, reference, elements)
+    pins = {d["element"]: d for d in elements.query({"source": "atomate2-vasp"})}
+    assert {e: d["job_uuid"] for e, d in pins.items()} == {"Fe": "fe", "O": "o2"}
+    assert pins["Fe"]["reference_id"] == "Fe|atomate2-vasp" and pins["Fe"]["package_version"] == "6.4.2"
+    assert pins["Fe"]["structure"] and pins["Fe"]["functional"] == "GGA"
+    first = next(iter(results.query({"job_uuid": "feo"})))
+    assert first["element_reference_jobs"] == {"Fe": "fe", "O": "o2"}
+    # a lower Fe arrives with a new FeO: the new result uses the pinned Fe, as the first did
+    jobs.update([_vasp_job("fe-low", fe, -8.6 * 2, None),
+                 _vasp_job("feo-2", _rocksalt(4.4, ("Fe", "O")), -13.1 * 8, {"Fe": 5.3, "O": 0.0})], key="uuid")
+    _build(jobs, results, reference, elements)
+    out = {d["job_uuid"]: d for d in results.query({})}
+    assert out["feo-2"]["state"] == "successful"
+    assert out["feo-2"]["element_references_ev_per_atom"] == first["element_references_ev_per_atom"]
+    assert out["feo-2"]["element_reference_jobs"]["Fe"] == "fe"
+    assert next(iter(elements.query({"reference_id": "Fe|atomate2-vasp"})))["job_uuid"] == "fe"
+    assert out["feo"]["last_updated"] == first["last_updated"]  # not rebuilt
+    # a deliberate refresh re-pins Fe and rebuilds every VASP result and the entry against it
+    _build(jobs, results, reference, elements, refresh_vasp_references=True)
+    assert next(iter(elements.query({"reference_id": "Fe|atomate2-vasp"})))["job_uuid"] == "fe-low"
+    out = {d["job_uuid"]: d for d in results.query({})}
+    assert {out[u]["element_reference_jobs"]["Fe"] for u in ("feo", "feo-2")} == {"fe-low"}
+    assert out["feo"]["dhf_ev_per_atom"] > first["dhf_ev_per_atom"]  # a lower Fe raises the enthalpy
+    entry = next(iter(reference.query({"formula": "FeO", "source": "atomate2-vasp"})))
+    assert entry["dhf_ev_per_atom"] == pytest.approx(min(out[u]["dhf_ev_per_atom"] for u in ("feo", "feo-2")))
+
+
+def test_non_finite_and_implausible_energies_are_rejected(chgnet_run, tmp_path):
+    from fh_screen.data import OUTLIER_RANGE_EV_PER_ATOM
+
+    finished, element_store, references, uuids = chgnet_run
+    job_store = _copy_store(finished, tmp_path)
+    template = next(iter(job_store.query({"uuid": uuids[0]})))
+    n = len(template["output"]["structure"]["sites"])
+    low, high = OUTLIER_RANGE_EV_PER_ATOM
+    mu = (references["Li"] + references["F"]) / 2
+    job_store.update([_variant(template, "nan", energy=float("nan")), _variant(template, "inf", energy=float("-inf")),
+                      _variant(template, "too-low", energy=(mu + low - 1.0) * n),
+                      _variant(template, "too-high", energy=(mu + high + 1.0) * n)], key="uuid")
+    reference, results, elements = _stores(tmp_path)
+    elements.update(list(element_store.query({})), key="reference_id")
+    _build(job_store, results, reference, elements)
+    docs = {d["job_uuid"]: d for d in results.query({})}
+    for uuid in ("nan", "inf"):
+        assert docs[uuid]["state"] == "rejected" and "not a finite number" in docs[uuid]["message"]
+    for uuid in ("too-low", "too-high"):
+        assert docs[uuid]["state"] == "rejected" and "plausible window" in docs[uuid]["message"]
+    for uuid in ("nan", "inf", "too-low", "too-high"):
+        assert docs[uuid]["dhf_ev_per_atom"] is None and "\n" not in docs[uuid]["message"]
+    entry = next(iter(reference.query({"formula": "LiF", "source": "chgnet"})))
+    assert entry["source_id"] in uuids[:2] and low < entry["dhf_ev_per_atom"] < high
+
+
+def test_implausible_vasp_result_makes_no_entry_and_a_nan_element_no_reference(tmp_path):
+    reference, results, elements = _stores(tmp_path)
+    fe, o2 = _fe_and_o2()
+    jobs = SQLiteStore(tmp_path / "jobs.sqlite", "jobs", key="uuid")
+    jobs.connect()
+    jobs.update([_vasp_job("fe", fe, -8.3 * 2, None), _vasp_job("fe-nan", fe, float("nan"), None),
+                 _vasp_job("o2", o2, -4.9 * 2, None),
+                 _vasp_job("feo", _rocksalt(4.3, ("Fe", "O")), -60.0 * 8, {"Fe": 5.3, "O": 0.0})], key="uuid")
+    _build(jobs, results, reference, elements)
+    out = {d["job_uuid"]: d for d in results.query({})}
+    assert out["fe-nan"]["state"] == "rejected" and "finite" in out["fe-nan"]["message"]
+    assert out["feo"]["state"] == "rejected" and "plausible window" in out["feo"]["message"]
+    assert out["feo"]["dhf_ev_per_atom"] is None
+    assert not list(reference.query({"formula": "FeO"}))
+    assert next(iter(elements.query({"reference_id": "Fe|atomate2-vasp"})))["job_uuid"] == "fe"
+
+
+def test_unconverged_chgnet_relax_is_unconverged_not_failed(tmp_path):
+    pytest.importorskip("chgnet")
+    from jobflow import run_locally
+
+    from fh_screen.jobs import chgnet_prerelax_maker
+    from fh_screen.jobs.jobstore import local_job_store
+
+    structure = _rocksalt(4.1)
+    structure.perturb(0.15, min_distance=0.05)
+    job = chgnet_prerelax_maker(steps=3, fmax_ev_per_angstrom=1e-4).make(structure)
+    job_store = local_job_store(tmp_path / "jobflow.sqlite")
+    run_locally(job, store=job_store, log=False)
+    job_store.connect()
+    output = next(iter(job_store.query({"uuid": job.uuid})))["output"]
+    assert output["state"] == "failed" and output["is_force_converged"] is False  # how atomate2 records it
+    reference, results, elements = _stores(tmp_path)
+    _build(job_store, results, reference, elements)
+    doc = next(iter(results.query({"job_uuid": job.uuid})))
+    assert doc["state"] == "unconverged" and "forces not converged" in doc["message"]
+    assert doc["dhf_ev_per_atom"] is None and doc["energy_ev"] is None

@@ -139,6 +139,39 @@ def test_closed_loop_recipe_fills_a_new_fh_store_with_the_shipped_reference_and_
         assert fh.reference_frame(chemsys="Li-Fe-O").empty
 
 
+def test_closed_loop_rerun_writes_the_next_free_model_name_and_a_taken_name_fails_in_one_line(tmp_path, fh_settings, capsys):
+    """A rerun of the loop (its fine-tuned model already written) must work: it writes <model>-ft-2, -3, ...
+    beside the earlier models; a --name that holds a model stops before anything runs, in one line."""
+    import shutil
+
+    from fh_screen.jobs.finetune import FinetuneMaker, default_output_dir
+    from fh_screen.models.predictor import shipped_model_path
+
+    loop = _recipe("closed_loop_chgnet")
+    reference = reference_store(tmp_path / "ref.sqlite", "Li-P")
+    first_name = loop.build("Li-P", top_n=1, model="paper-ensemble", reference_store=reference).jobs[4].maker.model_name
+    assert first_name == "paper-ensemble-ft"  # nothing written yet: the usual name
+    earlier = default_output_dir("paper-ensemble-ft")  # what the first run wrote (a real checkpoint)
+    earlier.mkdir(parents=True)
+    shutil.copy(shipped_model_path("paper-ensemble"), earlier / "model.pt")
+    learn = loop.build("Li-P", top_n=1, model="paper-ensemble", reference_store=reference).jobs[4]
+    assert isinstance(learn.maker, FinetuneMaker) and learn.maker.model_name == "paper-ensemble-ft-2"
+    assert learn.maker.output_dir is None  # default_output_dir("paper-ensemble-ft-2"): beside the first
+    (default_output_dir("paper-ensemble-ft-2")).mkdir()
+    shutil.copy(earlier / "model.pt", default_output_dir("paper-ensemble-ft-2") / "model.pt")
+    assert loop.finetuned_model_name("paper-ensemble")[0] == "paper-ensemble-ft-3"
+    name, note = loop.finetuned_model_name("paper-ensemble")
+    assert note.startswith("paper-ensemble-ft already holds a model") and "paper-ensemble-ft-3" in note
+    assert loop.finetuned_model_name("paper-ensemble", model_name="mine") == ("mine", None)
+    # a name asked for that is taken: one line, exit 2, before any job ran
+    with pytest.raises(SystemExit) as stopped:
+        loop.main(["Li-P", "--model", "paper-ensemble", "--name", "paper-ensemble-ft", "--store", str(tmp_path / "jobs.sqlite")])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "already holds a model" in err and "\n" not in err and "Traceback" not in err
+    assert not (tmp_path / "jobs.sqlite").exists()
+
+
 def test_bulk_recipe_screens_several_systems(tmp_path, fh_settings):
     bulk = _recipe("bulk_screen")
     flow = bulk.build(["Li-O", "Na-Cl"], top_n=1, max_atoms=4, use_reference=False)

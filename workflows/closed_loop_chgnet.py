@@ -13,11 +13,14 @@ One jobflow flow, run with ``run_locally`` (no DFT, no server):
    value, with ``known_source == "chgnet"`` (the hull moves with them), and selects others;
 5. :class:`~fh_screen.jobs.finetune.FinetuneMaker` fine-tunes the screening model on the
    ``chgnet`` entries of the system (replay of ``train.csv``, checked on ``val.csv``) and writes
-   it as ``<model>-ft`` into the model folder; a val regression above 0.002 eV/atom fails that job
-   (nothing written) unless ``--force``.
+   it as ``<model>-ft`` into the model folder (a rerun writes ``<model>-ft-2``, ``-3``, ... beside
+   the earlier ones and says so: :func:`finetuned_model_name`); a val regression above 0.002
+   eV/atom fails that job (nothing written) unless ``--force``.
 
-The fh-screen store is the configured embedded store (``~/.fh_screen.yaml``, ``FH_SCREEN_*``;
-``fh-screen runs``, ``fh-screen query --source chgnet``) or ``--fh-store FILE``. CHGNet and
+The fh-screen store is the configured store (``~/.fh_screen.yaml``, ``FH_SCREEN_*``: the embedded
+file, or MongoDB when ``FH_SCREEN_MONGO_URI`` is set; ``fh-screen runs``, ``fh-screen query
+--source chgnet``) or ``--fh-store FILE``: the results, both screens and the fine-tuning read and
+write the same one. CHGNet and
 OQMD are different methods: putting both on one hull is a choice (docs/store.md, docs/finetune.md).
 """
 
@@ -26,15 +29,60 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobflow import Flow, job
+
+if TYPE_CHECKING:
+    from maggma.core import Store
+
+    from fh_screen.jobs.finetune import FinetuneDocument
+    from fh_screen.store.documents import ScreenDoc
+
+logger = logging.getLogger(__name__)
 
 
 @job
 def after(value: Any, upstream: Any = None) -> Any:
     """Pass ``value`` on once ``upstream`` has run (orders the re-screen after the results came back)."""
     return value
+
+
+def finetuned_model_name(model: str | None = None, model_name: str | None = None,
+                         model_output: str | None = None) -> tuple[str, str | None]:
+    """The name of the model the loop fine-tunes, and a note when a rerun had to pick a new one.
+
+    Without ``model_name`` and ``model_output``: ``<model>-ft`` (``<model>`` the screening model's
+    own name), or when its folder (:func:`~fh_screen.jobs.finetune.default_output_dir`) already
+    holds a model from an earlier run, the first free one of ``<model>-ft-2``, ``<model>-ft-3``,
+    ...: a rerun writes a new model beside the last, never over it. A name or folder given that
+    already holds a model raises :class:`~fh_screen.models.finetune.FinetuneError` (one line)
+    before anything runs.
+    """
+    from fh_screen.jobs.finetune import default_output_dir, shipped_model_names
+    from fh_screen.models.finetune import FinetuneError, check_model_name
+    from fh_screen.models.predictor import load_predictor
+
+    def taken(folder: Path) -> bool:
+        return (Path(folder).expanduser() / "model.pt").exists()
+
+    if model_name is not None or model_output is not None:
+        name = check_model_name(model_name or f"{load_predictor(model).checkpoint.name}-ft", shipped_model_names())
+        folder = Path(model_output) if model_output is not None else default_output_dir(name)
+        if taken(folder):
+            raise FinetuneError(f"{folder} already holds a model: give the fine-tuned model another name (--name) "
+                                "or leave --name out (a rerun then writes <model>-ft-2, -3, ...)")
+        return name, None
+    stem = f"{load_predictor(model).checkpoint.name}-ft"  # the cache the screens load the model from
+    name, n = stem, 1
+    while taken(default_output_dir(name)):
+        n += 1
+        name = f"{stem}-{n}"
+    check_model_name(name, shipped_model_names())
+    if n == 1:
+        return name, None
+    return name, (f"{stem} already holds a model ({default_output_dir(stem)}): this run writes the fine-tuned "
+                  f"model as {name} ({default_output_dir(name)})")
 
 
 def build(
@@ -46,7 +94,7 @@ def build(
     relax_steps: int = 200,
     model: str | None = None,
     fh_store: str | None = None,
-    reference_store=None,
+    reference_store: Store | None = None,
     finetune: bool = True,
     finetune_options: dict | None = None,
     model_name: str | None = None,
@@ -70,7 +118,7 @@ def build(
         Screening model (name or path; None: the default model); the one fine-tuned.
     fh_store
         fh-screen store file the results go into and both screens read (None: the configured
-        embedded store). A file that does not exist yet is made a whole fh-screen store first,
+        store, embedded or MongoDB). A file that does not exist yet is made a whole fh-screen store first,
         filled with the OQMD reference table shipped with the package, as the configured store is
         on first use (``fh-screen query --store FILE`` reads it).
     reference_store
@@ -80,7 +128,9 @@ def build(
     finetune_options
         :class:`~fh_screen.models.finetune.FinetuneOptions` fields (default: 5,000 val rows).
     model_name, model_output
-        Name and folder of the fine-tuned model (default ``<model>-ft`` in the model folder).
+        Name and folder of the fine-tuned model (default ``<model>-ft`` in the model folder, or
+        the next free ``<model>-ft-N`` when an earlier run wrote it: :func:`finetuned_model_name`;
+        a name or folder given that holds a model already fails here, in one line).
     train_path, val_path
         Replay and check files (default: the shared OQMD ``train.csv`` and ``val.csv``).
     force
@@ -121,6 +171,9 @@ def build(
     jobs = [first, back, gate, rescreen]
     output = {"first": first.jobs[0].output, "rescreen": rescreen.output, "results": back.output}
     if finetune:
+        model_name, note = finetuned_model_name(model, model_name, model_output)
+        if note:
+            logger.info(note)
         options = {"val_rows": 5000, **(finetune_options or {})}
         learn = FinetuneMaker(model=model, model_name=model_name, chemsys=label, store_path=fh_store,
                               output_dir=model_output,
@@ -130,7 +183,8 @@ def build(
     return Flow(jobs, output=output, name=f"fh-screen closed loop {label}")
 
 
-def loop_lines(first, rescreen, results: dict, finetuned=None) -> list[str]:
+def loop_lines(first: ScreenDoc, rescreen: ScreenDoc, results: dict[str, Any],
+               finetuned: FinetuneDocument | None = None) -> list[str]:
     """The loop's story as text: what was picked, what came back, how the re-screen sees it, what the model learned.
 
     Parameters
@@ -191,13 +245,17 @@ def main(argv: list[str] | None = None) -> None:
     import torch
     from jobflow import run_locally
 
+    from fh_screen.errors import FhScreenError
     from fh_screen.jobs import job_store, read_output
 
     torch.set_num_threads(1)
-    flow = build(chemsys, top_n=args.top_n, max_atoms=args.max_atoms, n_structures=args.structures,
-                 max_sites=args.max_sites, relax_steps=args.steps, model=args.model, fh_store=args.fh_store,
-                 finetune=not args.no_finetune, finetune_options={"val_rows": args.val_rows}, model_name=args.name,
-                 force=args.force)
+    try:
+        flow = build(chemsys, top_n=args.top_n, max_atoms=args.max_atoms, n_structures=args.structures,
+                     max_sites=args.max_sites, relax_steps=args.steps, model=args.model, fh_store=args.fh_store,
+                     finetune=not args.no_finetune, finetune_options={"val_rows": args.val_rows}, model_name=args.name,
+                     force=args.force)
+    except FhScreenError as exc:  # a model name already taken, an unknown model, ...: one line, nothing ran
+        parser.exit(2, f"error: {exc}\n")
     store = job_store(args.store)
     Path(args.workdir).mkdir(parents=True, exist_ok=True)
     responses = run_locally(flow, store=store, log=False, create_folders=True, root_dir=args.workdir)

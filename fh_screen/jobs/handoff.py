@@ -14,6 +14,10 @@ output reference of :class:`~fh_screen.jobs.structures.StructureMaker`) and, whe
    for DFT) or a ``replace`` (the handoff is replaced by the DFT flows and a last job that waits
    for them and fills each entry's ``dft_output``).
 
+Every relax and DFT job records the composition it was asked for (job metadata
+``fh_screen_formula``, :func:`expect_formula`): the results builder rejects a result whose final
+structure is another composition.
+
 The output is a :class:`~fh_screen.jobs.schemas.HandoffDocument` in every mode: the job's own, or
 (when the handoff is replaced) the document of the replacing flow's last job, which jobflow's
 ``Response(replace=Flow(..., output=...))`` maps to the handoff's uuid (see :func:`_replacing_flow`).
@@ -37,11 +41,13 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "HANDOFF_MODES",
+    "FORMULA_METADATA_KEY",
     "HandoffMaker",
     "chgnet_prerelax_maker",
     "choose_lowest_energy",
     "collect_dft_outputs",
     "default_dft_maker",
+    "expect_formula",
 ]
 
 #: How the DFT flows join the running workflow (jobflow ``Response`` fields).
@@ -64,6 +70,25 @@ def chgnet_prerelax_maker(steps: int = 500, fmax_ev_per_angstrom: float = 0.1, *
     return ForceFieldRelaxMaker(
         name="CHGNet pre-relax", force_field_name="CHGNet", steps=steps, relax_kwargs=relax_kwargs, **kwargs
     )
+
+
+#: Job metadata key of the composition a relax / DFT job was asked for: the results builder
+#: (:func:`fh_screen.store.results_builder.parse_task`) rejects a result whose final structure is
+#: another composition.
+FORMULA_METADATA_KEY = "fh_screen_formula"
+
+
+def expect_formula(made: Job | Flow, formula: str) -> Job | Flow:
+    """Record ``formula`` (reduced) as the composition every job of ``made`` is asked for.
+
+    Sets ``job.metadata["fh_screen_formula"]`` on each job (of a flow too) and on the jobs they
+    create when they run (jobflow's dynamic ``update_metadata``); jobflow stores a job's metadata
+    with its output, where :class:`~fh_screen.store.results_builder.ResultsBuilder` reads it.
+    """
+    from pymatgen.core import Composition
+
+    made.update_metadata({FORMULA_METADATA_KEY: Composition(formula).reduced_formula})
+    return made
 
 
 def _maker_label(maker: Any) -> str | None:
@@ -120,6 +145,7 @@ def _dft_response(doc: HandoffDocument, dft_maker: Maker | None, mode: str, name
             doc.problems.append(Problem(stage="handoff", formula=entry.formula, message=one_line(exc, with_type=True)))
             continue
         made.name = f"{made.name} {entry.formula}"
+        expect_formula(made, entry.formula)
         entry.dft_job_uuids = _job_uuids(made)
         entry.dft_flow_name = made.name
         flows.append(made)
@@ -293,6 +319,7 @@ class HandoffMaker(Maker):
             for i, candidate in enumerate(candidates):
                 relax = self.prerelax_maker.make(candidate.structure)
                 relax.name = f"{relax.name} {formula} #{i + 1}"
+                expect_formula(relax, formula)
                 relax_jobs.append(relax)
                 trials.append({"formula": formula, "index": i + 1, "source": candidate.source,
                                "prototype": candidate.prototype})

@@ -4,9 +4,11 @@
 flows, e.g. ``Flow([..., ResultsBackMaker().make(handoff.output)])``): when it runs it reads the
 JobStore it runs in (``jobflow.CURRENT_JOB.store``, or ``job_store`` if given), computes the
 missing force-field element references with ``force_field_maker`` (cached), and runs
-:class:`~fh_screen.store.results_builder.ResultsBuilder` into fh-screen's configured store
-(``results``, ``element_references`` and ``reference`` collections of the embedded file, or the
-``store_path`` given). Its output counts what came back, by state.
+:class:`~fh_screen.store.results_builder.ResultsBuilder` into fh-screen's configured store — the
+one every screen, query and ``fh-screen finetune`` reads (:func:`results_stores`): the
+``reference``, ``results`` and ``element_references`` collections of the embedded file, or of
+the MongoDB database when ``mongo_uri`` / ``FH_SCREEN_MONGO_URI`` is set; or of the embedded
+``store_path`` file given. Its output counts what came back, by state.
 """
 
 from __future__ import annotations
@@ -14,41 +16,127 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jobflow import Maker
+from jobflow import Job, Maker
 
 from fh_screen.jobs.base import fh_screen_job
 
+if TYPE_CHECKING:
+    from jobflow import JobStore
+    from maggma.core import Store
+
+    from fh_screen.settings import FhScreenSettings
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["ResultsBackMaker", "bring_results_back"]
+__all__ = ["RESULTS_COLLECTIONS", "ResultsBackMaker", "bring_results_back", "results_stores"]
+
+#: Default names of the two collections the results builder adds beside ``reference``
+#: (``results_collection`` / ``element_references_collection`` in the settings name them instead).
+RESULTS_COLLECTIONS = {"results": "results", "element_references": "element_references"}
+_KEYS = {"results": "result_id", "element_references": "reference_id"}
 
 
-def bring_results_back(job_store, store_path: str | Path, force_field_maker=None) -> dict[str, Any]:
-    """Run the results builder from ``job_store`` into the embedded store at ``store_path``.
+def _collection_name(settings: FhScreenSettings | None, which: str) -> str:
+    """``settings.<which>_collection`` (the default name without settings)."""
+    return RESULTS_COLLECTIONS[which] if settings is None else str(getattr(settings, f"{which}_collection"))
 
-    Returns ``{"states": {state: count}, "formulas": [...successful...], "n_results": total}``.
+
+def results_stores(
+    store_path: str | Path | None = None, settings: FhScreenSettings | None = None,
+) -> tuple[Store, Store, Store, str]:
+    """The ``(results, element_references, reference)`` collections the results come back into, and where they are.
+
+    Parameters
+    ----------
+    store_path
+        An embedded store file: its ``results``, ``element_references`` and ``reference``
+        collections (the file ``fh-screen --store FILE`` and ``FinetuneMaker(store_path=FILE)``
+        read). None: fh-screen's configured store (:class:`~fh_screen.settings.FhScreenSettings`),
+        the one :meth:`~fh_screen.store.FhScreenStore.from_settings` opens for screens and
+        queries — MongoDB when ``mongo_uri`` is set (one line when the server does not answer),
+        else the embedded file (filled with the shipped OQMD table on first use).
+    settings
+        The settings to use (default: read from ``~/.fh_screen.yaml`` and ``FH_SCREEN_*``).
+
+    Returns
+    -------
+    tuple
+        Three unconnected maggma Stores (keys ``result_id``, ``reference_id``, ``formula``) and a
+        password-free label of the store for messages.
     """
-    from fh_screen.store.backend import SQLiteStore
-    from fh_screen.store.results_builder import ResultsBuilder, SOURCES, force_field_element_references, parse_task
+    from fh_screen.store import FhScreenStore, SQLiteStore
 
-    store_path = Path(store_path)
-    store_path.parent.mkdir(parents=True, exist_ok=True)
-    results = SQLiteStore(store_path, "results", key="result_id")
-    elements = SQLiteStore(store_path, "element_references", key="reference_id")
-    reference = SQLiteStore(store_path, "reference", key="formula")
+    if store_path is not None:
+        path = Path(store_path).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        FhScreenStore.embedded(path).connect().close()  # a whole store: `fh-screen query --store FILE` opens it
+        return (SQLiteStore(path, RESULTS_COLLECTIONS["results"], key=_KEYS["results"]),
+                SQLiteStore(path, RESULTS_COLLECTIONS["element_references"], key=_KEYS["element_references"]),
+                SQLiteStore(path, "reference", key="formula"), str(path))
+    if settings is None:
+        from fh_screen.settings import FhScreenSettings
+
+        settings = FhScreenSettings()
+    configured = FhScreenStore.from_settings(settings)  # the reference every screen reads (filled on first use)
+    reference = configured.reference
+    names = {which: _collection_name(settings, which) for which in RESULTS_COLLECTIONS}
+    if settings.mongo_uri:
+        from fh_screen.store.mongo import mongo_collection
+
+        results, elements = (mongo_collection(settings, names[w], _KEYS[w]) for w in ("results", "element_references"))
+        return results, elements, reference, configured.name
+    path = settings.store_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    configured.connect().close()  # every collection, so that the read-only doors (fh-screen query, runs) open the file
+    results, elements = (SQLiteStore(path, names[w], key=_KEYS[w], busy_timeout_s=settings.busy_timeout_s)
+                         for w in ("results", "element_references"))
+    return results, elements, reference, str(path)
+
+
+def bring_results_back(
+    job_store: JobStore | Store,
+    store_path: str | Path | None = None,
+    force_field_maker: Maker | None = None,
+) -> dict[str, Any]:
+    """Run the results builder from ``job_store`` into fh-screen's store.
+
+    Parameters
+    ----------
+    job_store
+        The jobflow ``JobStore`` (or its docs store) holding the finished jobs.
+    store_path
+        An embedded store file to write into; None (default): the configured store, embedded or
+        MongoDB (:func:`results_stores`), so that screens and ``fh-screen finetune`` see the results.
+    force_field_maker
+        The maker the force-field relaxes used: the missing element references are relaxed with
+        it (cached in ``element_references``). None: only cached references are used.
+
+    Returns
+    -------
+    dict
+        ``{"states": {state: count}, "formulas": [...successful...], "n_results": total, "store": where}``.
+    """
+    from fh_screen.store.results_builder import (
+        ResultsBuilder,
+        force_field_element_references,
+        force_field_source,
+        parse_task,
+    )
+
+    results, elements, reference, where = results_stores(store_path)
     if force_field_maker is not None:
         job_store.connect()
+        source = force_field_source(getattr(force_field_maker, "force_field_name", None) or "CHGNet")
         wanted: set[str] = set()
         for doc in job_store.query({"output": {"$ne": None}}, properties=["uuid", "index", "name", "output", "metadata"]):
             facts = parse_task(doc)
-            if facts is not None and facts["source"] == SOURCES["force_field"] and facts["composition"] is not None:
+            if facts is not None and facts["source"] == source and facts["composition"] is not None:
                 wanted |= {str(e) for e in facts["composition"].elements}
         elements.connect()
         force_field_element_references(sorted(wanted), force_field_maker, elements)
         elements.close()
-    before = set()
     results.connect()
     before = set(results.distinct("result_id"))
     results.close()
@@ -66,7 +154,8 @@ def bring_results_back(job_store, store_path: str | Path, force_field_maker=None
     states: dict[str, int] = {}
     for doc in docs:
         states[doc["state"]] = states.get(doc["state"], 0) + 1
-    return {"states": states, "n_results": len(docs),
+    logger.info("results back into %s: %s", where, states or "nothing new")
+    return {"states": states, "n_results": len(docs), "store": where,
             "formulas": sorted({d["formula"] for d in docs if d["state"] == "successful" and d["formula"]})}
 
 
@@ -82,18 +171,20 @@ class ResultsBackMaker(Maker):
         The maker the force-field relaxes used (e.g. ``chgnet_prerelax_maker()``): elemental
         references are relaxed with it once per element. None: only cached references are used.
     store_path
-        The fh-screen store file (default: the configured embedded store).
+        An embedded fh-screen store file to write into. None (default): the configured store,
+        MongoDB included (:func:`results_stores`), which screens and ``fh-screen finetune`` read.
     """
 
     name: str = "fh-screen results back"
-    force_field_maker: Any = None
+    force_field_maker: Maker | None = None
     store_path: str | None = None
 
-    def make(self, upstream: Any = None, job_store=None):
+    def make(self, upstream: Any = None, job_store: JobStore | Store | None = None) -> Job:
         """A job that runs after ``upstream`` (any output reference) and returns the counts of what came back.
 
         The job reads the JobStore it runs in (its config exposes the store), unless
-        ``job_store`` is given.
+        ``job_store`` is given. Its output is :func:`bring_results_back`'s dict plus
+        ``fh_screen_version``.
         """
         made = _results_back_job(self.force_field_maker, self.store_path, upstream, job_store)
         made.name = self.name
@@ -102,11 +193,14 @@ class ResultsBackMaker(Maker):
 
 
 @fh_screen_job
-def _results_back_job(force_field_maker, store_path, upstream=None, job_store=None) -> dict:
+def _results_back_job(
+    force_field_maker: Maker | None,
+    store_path: str | Path | None,
+    upstream: Any = None,
+    job_store: JobStore | Store | None = None,
+) -> dict[str, Any]:
     """The body of :meth:`ResultsBackMaker.make`'s job."""
     from jobflow import CURRENT_JOB
-
-    from fh_screen.settings import FhScreenSettings
 
     store = job_store if job_store is not None else CURRENT_JOB.store
     if store is None:
@@ -115,5 +209,5 @@ def _results_back_job(force_field_maker, store_path, upstream=None, job_store=No
         raise FhScreenError("results back: no JobStore to read (run the job in a flow, or pass job_store)")
     from fh_screen.version import __version__
 
-    counts = bring_results_back(store, store_path or FhScreenSettings().store_path, force_field_maker)
+    counts = bring_results_back(store, store_path, force_field_maker)  # None: the configured store
     return {**counts, "fh_screen_version": __version__}

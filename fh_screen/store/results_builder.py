@@ -7,25 +7,29 @@ of its job documents); it reads the outputs of finished force-field relaxations
 
 * one :class:`ComputedResultDoc` per job output to the ``results`` store (key ``result_id``:
   source and job uuid/index), whatever became of it: ``successful`` with a formation enthalpy,
-  or ``failed``, ``unconverged``, ``rejected`` (bad input) or ``no_reference`` with the reason
-  — never an energy that should not be used;
+  or ``failed``, ``unconverged``, ``rejected`` (bad input, a non-finite energy, or a formation
+  enthalpy outside :data:`fh_screen.data.OUTLIER_RANGE_EV_PER_ATOM`) or ``no_reference`` with
+  the reason — never an energy that should not be used;
 * one :class:`~fh_screen.store.documents.ReferenceEntryDoc` per (formula, source) to the
   ``reference`` store (upserted on ``["formula", "source"]``): the lowest formation enthalpy
   of the successful results of that composition and source, with provenance (job uuid, package
   version, functional) — a second result for the same composition is kept beside the first in
   ``results`` and the lower one is used, both traceable.
 
-Formation enthalpies use elemental references computed with the same method:
+Formation enthalpies use elemental references computed with the same method, cached in the
+``element_references`` store (key ``element|source``):
 
-``chgnet`` (any force field)
+force fields (``chgnet``, ``mace``, ``m3gnet``, ...: :func:`force_field_source` of the task's ``forcefield_name``)
     :func:`force_field_element_references` relaxes a few simple structures of each element
-    (bcc, fcc, hcp, diamond, a dimer in a box) with the same maker once and caches the lowest
-    energy per atom in the ``element_references`` store (key ``element|source``).
+    (bcc, fcc, hcp, diamond, a dimer in a box) once with a maker of the same force field and
+    caches the lowest energy per atom; one force field never uses another's references.
 ``atomate2-vasp``
-    the VASP tasks of pure elements in the same JobStore are the references; every entry
+    the lowest VASP task of each pure element in the same JobStore, pinned in the cache the
+    first time it is used (``refresh_vasp_references=True`` re-pins and rebuilds); every entry
     passes pymatgen's ``MaterialsProject2020Compatibility`` first, so GGA and GGA+U results
-    mix on one energy scale (a result the scheme rejects is ``rejected``). A composition
-    whose element has no reference yet is ``no_reference`` and is built again by the next run.
+    mix on one energy scale (a result the scheme rejects is ``rejected``).
+
+A composition whose element has no reference yet is ``no_reference`` and is built again by the next run.
 
 Incremental like maggma's ``MapBuilder``: a job already in ``results`` (same result id) is
 skipped unless it is ``no_reference`` (its reference may have arrived since).
@@ -34,15 +38,22 @@ skipped unless it is ``no_reference`` (its reference may have arrived since).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+import math
+import re
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from maggma.core import Builder, Store
 from pydantic import BaseModel, Field
 
+from fh_screen.data import OUTLIER_RANGE_EV_PER_ATOM
 from fh_screen.errors import FhScreenError
 from fh_screen.store.documents import ReferenceEntryDoc, chemsys_of, utcnow
+
+if TYPE_CHECKING:
+    from jobflow import Maker
+    from pymatgen.core import Composition
 
 logger = logging.getLogger(__name__)
 
@@ -54,11 +65,14 @@ __all__ = [
     "ResultsBuilder",
     "element_prototypes",
     "force_field_element_references",
+    "force_field_source",
     "parse_task",
 ]
 
-#: Source label of each kind of task document.
+#: Source label of each kind of task document (``force_field``: CHGNet's; see :func:`force_field_source`).
 SOURCES = {"force_field": "chgnet", "vasp": "atomate2-vasp"}
+#: Source labels of atomate2's force-field names (``MLFF.<name>``); others get a lower-case slug.
+FORCE_FIELD_SOURCES = {"CHGNet": "chgnet", "MACE": "mace", "M3GNet": "m3gnet"}
 #: States of a result; only ``successful`` carries a formation enthalpy.
 ResultState = Literal["successful", "failed", "unconverged", "rejected", "no_reference"]
 #: Elements whose reference is a dimer in a box (gases at standard conditions).
@@ -76,7 +90,7 @@ class ComputedResultDoc(BaseModel):
     job_uuid: str = Field(description="uuid of the jobflow job that produced the task document.")
     job_index: int = Field(1, description="index of the job (jobflow replaces keep the uuid).")
     job_name: str | None = Field(None, description="name of the job.")
-    source: str = Field(description="'chgnet' (force field) or 'atomate2-vasp'.")
+    source: str = Field(description="'chgnet', 'mace', ... (force field) or 'atomate2-vasp'.")
     state: ResultState = Field(description="successful, failed, unconverged, rejected or no_reference.")
     message: str | None = Field(None, description="Why the result carries no formation enthalpy.")
     formula: str | None = Field(None, description="pymatgen reduced formula of the final structure.")
@@ -86,6 +100,7 @@ class ComputedResultDoc(BaseModel):
     energy_per_atom_ev: float | None = Field(None, description="Final energy per atom (eV/atom).")
     dhf_ev_per_atom: float | None = Field(None, description="Formation enthalpy against the element references.")
     element_references_ev_per_atom: dict[str, float] | None = Field(None, description="The references used.")
+    element_reference_jobs: dict[str, str | None] | None = Field(None, description="Job uuid of each reference used.")
     functional: str | None = Field(None, description="Force field name or VASP run type (GGA, GGA+U, ...).")
     package_version: str | None = Field(None, description="Force-field or VASP version.")
     expected_formula: str | None = Field(None, description="The composition the job was asked for, when recorded.")
@@ -106,18 +121,31 @@ class ElementReferenceDoc(BaseModel):
     last_updated: datetime = Field(default_factory=utcnow)
 
 
-def _reduced(composition) -> str:
+def _reduced(composition: Composition) -> str:
     return composition.reduced_formula
+
+
+def force_field_source(name: object) -> str:
+    """The source label of a force field: ``MLFF.CHGNet`` -> ``chgnet``, ``MLFF.MACE`` -> ``mace``, else a slug."""
+    text = str(getattr(name, "value", name) or "").removeprefix("MLFF.")
+    if text in FORCE_FIELD_SOURCES:
+        return FORCE_FIELD_SOURCES[text]
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "force-field"
+
+
+def _is_force_field(source: str) -> bool:
+    return source != SOURCES["vasp"]
 
 
 def parse_task(job_doc: dict) -> dict | None:
     """The facts of a jobflow job document whose output is an atomate2 task document.
 
     Returns None for an output that is not a force-field or VASP task document (other jobs of
-    the flow), else a dict with ``source``, ``job_uuid``, ``job_index``, ``job_name``,
-    ``state`` (``successful``/``failed``/``unconverged``/``rejected``), ``message``,
-    ``composition`` (pymatgen, or None), ``structure``, ``energy_ev``, ``functional``,
-    ``package_version``, ``entry`` (VASP ComputedEntry dict) and ``expected_formula``.
+    the flow), else a dict with ``source`` (:func:`force_field_source` or ``atomate2-vasp``),
+    ``job_uuid``, ``job_index``, ``job_name``, ``state``
+    (``successful``/``failed``/``unconverged``/``rejected``), ``message``, ``composition``
+    (pymatgen, or None), ``structure``, ``energy_ev``, ``functional``, ``package_version``,
+    ``entry`` (VASP ComputedEntry dict) and ``expected_formula``.
     """
     from pymatgen.core import Structure
 
@@ -128,7 +156,7 @@ def parse_task(job_doc: dict) -> dict | None:
     if kind is None:
         return None
     facts: dict[str, Any] = {
-        "source": SOURCES[kind], "job_uuid": str(job_doc.get("uuid")), "job_index": int(job_doc.get("index", 1) or 1),
+        "source": _source(kind, output), "job_uuid": str(job_doc.get("uuid")), "job_index": int(job_doc.get("index", 1) or 1),
         "job_name": job_doc.get("name"), "state": "successful", "message": None, "composition": None,
         "structure": None, "energy_ev": None, "entry": None,
         "expected_formula": (job_doc.get("metadata") or {}).get("fh_screen_formula"),
@@ -142,29 +170,26 @@ def parse_task(job_doc: dict) -> dict | None:
         except Exception as exc:  # noqa: BLE001 - a malformed structure is bad input, reported
             return {**facts, "state": "rejected", "message": f"unreadable structure ({type(exc).__name__})"}
     inner = output.get("output") or {}
+    facts["energy_ev"] = inner.get("energy")
     if kind == "force_field":
         facts["functional"] = output.get("forcefield_name") or output.get("ase_calculator_name")
         facts["package_version"] = output.get("forcefield_version")
-        facts["energy_ev"] = inner.get("energy")
-        if str(output.get("state") or "successful").lower() not in ("successful", "taskstate.success", "success"):
-            return {**facts, "state": "failed", "message": f"task state {output.get('state')}"}
-        if output.get("is_force_converged") is False:
-            return {**facts, "state": "unconverged", "message": "forces not converged"}
-        steps, n_steps = (output.get("input") or {}).get("steps"), inner.get("n_steps")
-        if steps and n_steps is not None and n_steps >= steps:
-            return {**facts, "state": "unconverged", "message": f"relax stopped at its step limit ({steps})"}
+        # atomate2 marks an unconverged relax as failed: convergence is checked first
+        unconverged = _unconverged(output, inner)
+        if unconverged:
+            return {**facts, "state": "unconverged", "message": unconverged}
     else:
         facts["functional"] = str(output.get("run_type")) if output.get("run_type") is not None else None
         facts["package_version"] = output.get("vasp_version")
-        facts["energy_ev"] = inner.get("energy")
         facts["entry"] = output.get("entry")
-        state = str(output.get("state") or "successful").lower()
-        if state not in ("successful", "success"):
-            return {**facts, "state": "failed", "message": f"task state {output.get('state')}"}
+    if str(output.get("state") or "successful").lower() not in ("successful", "taskstate.success", "success"):
+        return {**facts, "state": "failed", "message": f"task state {output.get('state')}"}
     if facts["composition"] is None:
         return {**facts, "state": "rejected", "message": "task document without a final structure"}
     if facts["energy_ev"] is None:
         return {**facts, "state": "rejected", "message": "task document without a final energy"}
+    if not _finite(facts["energy_ev"]):
+        return {**facts, "state": "rejected", "message": f"final energy {facts['energy_ev']!r} is not a finite number"}
     expected = facts["expected_formula"]
     if expected:
         from pymatgen.core import Composition
@@ -173,6 +198,31 @@ def parse_task(job_doc: dict) -> dict | None:
             return {**facts, "state": "rejected",
                     "message": f"structure is {_reduced(facts['composition'])}, the job was asked for {expected}"}
     return facts
+
+
+def _source(kind: str, output: dict) -> str:
+    """The source label of a task document of ``kind``."""
+    if kind == "vasp":
+        return SOURCES["vasp"]
+    return force_field_source(output.get("forcefield_name") or output.get("ase_calculator_name"))
+
+
+def _unconverged(output: dict, inner: dict) -> str | None:
+    """Why a force-field relax did not converge (None when it did)."""
+    steps, n_steps = (output.get("input") or {}).get("steps"), inner.get("n_steps")
+    if output.get("is_force_converged") is False:
+        return f"forces not converged after {n_steps} steps" if n_steps is not None else "forces not converged"
+    if steps and n_steps is not None and n_steps >= steps:
+        return f"relax stopped at its step limit ({steps})"
+    return None
+
+
+def _finite(value: Any) -> bool:
+    """Whether ``value`` is a finite number."""
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
 
 
 def _kind(output: dict) -> str | None:
@@ -212,51 +262,74 @@ def element_prototypes(element: str, *, box_angstrom: float = 10.0) -> list:
     return structures
 
 
-def force_field_element_references(elements: Iterable[str], maker, store: Store, *, source: str = "chgnet") -> dict[str, float]:
+def force_field_element_references(elements: Iterable[str], maker: Maker, store: Store, *,
+                                   source: str | None = None) -> dict[str, float]:
     """Energy per atom of each element with ``maker`` (an atomate2 force-field relax maker), cached in ``store``.
 
-    Elements already in ``store`` (key ``element|source``) are not computed again; the others
-    relax every structure of :func:`element_prototypes` with ``maker.make`` (run locally, in
-    memory) and keep the lowest energy per atom.
+    ``source`` defaults to :func:`force_field_source` of the maker's ``force_field_name``; one
+    given must agree with it. Elements already in ``store`` (key ``element|source``) are not
+    computed again; the others relax every structure of :func:`element_prototypes` with
+    ``maker.make`` (run locally, in memory) and keep the lowest energy per atom.
     """
-    from jobflow import run_locally
-    from jobflow.core.store import JobStore
-    from maggma.stores import MemoryStore
-
+    source = _maker_source(maker, source)
     wanted = sorted(set(elements))
     cached = {d["element"]: d["energy_per_atom_ev"] for d in store.query(
         {"reference_id": {"$in": [f"{e}|{source}" for e in wanted]}})}
     for element in wanted:
         if element in cached:
             continue
-        best: ElementReferenceDoc | None = None
-        for structure in element_prototypes(element):
-            job = maker.make(structure)
-            job_store = JobStore(MemoryStore(), additional_stores={"data": MemoryStore()})
-            responses = run_locally(job, store=job_store, log=False, ensure_success=False)
-            response = responses.get(job.uuid, {})
-            output = next(iter(response.values())).output if response else None
-            if output is None or getattr(output.output, "energy", None) is None:
-                logger.warning("reference relax of %s (%d atoms) with %s failed", element, len(structure), source)
-                continue
-            energy = float(output.output.energy) / len(output.structure)
-            if best is None or energy < best.energy_per_atom_ev:
-                best = ElementReferenceDoc(
-                    reference_id=f"{element}|{source}", element=element, source=source, energy_per_atom_ev=energy,
-                    structure=output.structure.as_dict(), functional=getattr(output, "forcefield_name", None),
-                    package_version=getattr(output, "forcefield_version", None), job_uuid=job.uuid)
+        best = _relax_element(element, maker, source)
         if best is None:
-            raise ResultError(f"no {source} reference for {element}: every prototype relax failed")
+            raise ResultError(f"no {source} reference for {element}: every prototype relax failed "
+                              f"(can the {source} model be loaded here?)")
         store.update([best.model_dump()], key="reference_id")
         cached[element] = best.energy_per_atom_ev
     return cached
+
+
+def _maker_source(maker: Maker, source: str | None) -> str:
+    """The source label of ``maker``'s force field, checked against ``source`` when given."""
+    name = getattr(maker, "force_field_name", None)
+    if name is None:
+        if source is None:
+            raise ResultError(f"cannot tell the force field of {type(maker).__name__}: pass source=")
+        return source
+    derived = force_field_source(name)
+    if source is not None and source != derived:
+        raise ResultError(f"the maker relaxes with {name}, not {source}: its references are {derived}")
+    return derived
+
+
+def _relax_element(element: str, maker: Maker, source: str) -> ElementReferenceDoc | None:
+    """The lowest-energy relaxed prototype of ``element`` (None when every relax failed)."""
+    from jobflow import run_locally
+    from jobflow.core.store import JobStore
+    from maggma.stores import MemoryStore
+
+    best: ElementReferenceDoc | None = None
+    for structure in element_prototypes(element):
+        job = maker.make(structure)
+        job_store = JobStore(MemoryStore(), additional_stores={"data": MemoryStore()})
+        responses = run_locally(job, store=job_store, log=False, ensure_success=False)
+        response = responses.get(job.uuid, {})
+        output = next(iter(response.values())).output if response else None
+        if output is None or not _finite(getattr(output.output, "energy", None)):
+            logger.warning("reference relax of %s (%d atoms) with %s failed", element, len(structure), source)
+            continue
+        energy = float(output.output.energy) / len(output.structure)
+        if best is None or energy < best.energy_per_atom_ev:
+            best = ElementReferenceDoc(
+                reference_id=f"{element}|{source}", element=element, source=source, energy_per_atom_ev=energy,
+                structure=output.structure.as_dict(), functional=getattr(output, "forcefield_name", None),
+                package_version=getattr(output, "forcefield_version", None), job_uuid=job.uuid)
+    return best
 
 
 class ResultsBuilder(Builder):
     """Bring finished atomate2 calculations back as reference entries (incremental)."""
 
     def __init__(self, jobs: Store, results: Store, reference: Store, element_references: Store,
-                 query: dict | None = None, **kwargs):
+                 query: dict | None = None, refresh_vasp_references: bool = False, **kwargs: Any) -> None:
         """Describe the build.
 
         Parameters
@@ -269,76 +342,102 @@ class ResultsBuilder(Builder):
             fh-screen's reference store; entries are upserted on ``["formula", "source"]``.
         element_references
             Store of :class:`ElementReferenceDoc` (key ``reference_id``): the force-field
-            references (fill it with :func:`force_field_element_references`).
+            references (fill it with :func:`force_field_element_references`) and the pinned VASP ones.
         query
             Extra criteria on the job documents.
+        refresh_vasp_references
+            Re-pin every VASP element reference from the lowest pure-element task now in the
+            store and rebuild every VASP result against them (default: keep the pinned ones).
         """
         self.jobs = jobs
         self.results = results
         self.reference = reference
         self.element_references = element_references
         self.query = query or {}
+        self.refresh_vasp_references = refresh_vasp_references
         self.kwargs = kwargs
         super().__init__(sources=[jobs], targets=[results, reference, element_references], **kwargs)
 
     # --------------------------------------------------------------------------- maggma steps
-    def get_items(self):
-        """Job documents not built yet (or waiting for an element reference), and the references."""
-        done = {d["result_id"]: d["state"] for d in self.results.query({}, properties=["result_id", "state"])}
-        criteria = {"output": {"$ne": None}, **self.query}
-        pending = []
-        for doc in self.jobs.query(criteria, properties=["uuid", "index", "name", "output", "metadata"]):
-            facts = parse_task(doc)
-            if facts is None:
-                continue
-            result_id = f"{facts['source']}|{facts['job_uuid']}|{facts['job_index']}"
-            if done.get(result_id) not in (None, "no_reference"):
-                continue
-            pending.append((result_id, facts))
+    def get_items(self) -> Iterator[dict]:
+        """Job documents not built yet (or waiting for an element reference), and the references to use."""
+        pending = self._pending()
         self.total = len(pending)
         self.logger.info("%d new job outputs to bring back", len(pending))
         if not pending:
             return
-        references = {"chgnet": self._cached_references("chgnet"),
-                      "atomate2-vasp": _vasp_element_references([f for _, f in pending] + self._vasp_reference_tasks())}
-        yield {"tasks": pending, "references": references}
+        facts = [f for _, f in pending]
+        references = {s: self._cached_references(s) for s in {f["source"] for f in facts} if _is_force_field(s)}
+        references[SOURCES["vasp"]], pins = self._vasp_references(facts)
+        yield {"tasks": pending, "references": references, "pins": pins}
 
-    def process_item(self, item: dict) -> list[dict]:
-        """One :class:`ComputedResultDoc` dict per task."""
-        docs = []
-        for result_id, facts in item["tasks"]:
-            docs.append(_result_doc(result_id, facts, item["references"].get(facts["source"], {})).model_dump())
-        return docs
+    def process_item(self, item: dict) -> dict[str, list[dict]]:
+        """The :class:`ComputedResultDoc` dicts of the tasks, and the VASP element references to pin."""
+        docs = [_result_doc(result_id, facts, item["references"].get(facts["source"], {})).model_dump()
+                for result_id, facts in item["tasks"]]
+        return {"results": docs, "element_references": item.get("pins", [])}
 
-    def update_targets(self, items: list[list[dict]]) -> None:
-        """Upsert the results, then the reference entry of each (formula, source) they touch."""
-        docs = [d for batch in items for d in batch]
+    def update_targets(self, items: list[dict[str, list[dict]]]) -> None:
+        """Pin the new element references, upsert the results, then the reference entry of each (formula, source)."""
+        pins = [d for item in items for d in item["element_references"]]
+        if pins:
+            self.element_references.update(pins, key="reference_id")
+        docs = [d for item in items for d in item["results"]]
         if not docs:
             return
         self.results.update(docs, key="result_id")
         # pure elements are the references themselves, not reference entries
-        touched = {(d["formula"], d["source"]) for d in docs if d["state"] == "successful" and "-" in (d["chemsys"] or "")}
+        touched = {(d["formula"], d["source"]) for d in docs if d["formula"] and "-" in (d["chemsys"] or "")}
         for formula, source in sorted(touched):
             self._update_reference(formula, source)
 
     # --------------------------------------------------------------------------- helpers
+    def _tasks(self) -> Iterator[dict]:
+        """The parsed task documents of the job store (other outputs left out)."""
+        for doc in self.jobs.query({"output": {"$ne": None}, **self.query},
+                                   properties=["uuid", "index", "name", "output", "metadata"]):
+            facts = parse_task(doc)
+            if facts is not None:
+                yield facts
+
+    def _pending(self) -> list[tuple[str, dict]]:
+        """(result id, facts) of the tasks to build: new, ``no_reference``, or VASP ones being refreshed."""
+        done = {d["result_id"]: d["state"] for d in self.results.query({}, properties=["result_id", "state"])}
+        pending = []
+        for facts in self._tasks():
+            result_id = f"{facts['source']}|{facts['job_uuid']}|{facts['job_index']}"
+            rebuild = self.refresh_vasp_references and facts["source"] == SOURCES["vasp"]
+            if done.get(result_id) in (None, "no_reference") or rebuild:
+                pending.append((result_id, facts))
+        return pending
+
     def _cached_references(self, source: str) -> dict[str, dict]:
         return {d["element"]: {"energy_per_atom_ev": d["energy_per_atom_ev"], "job_uuid": d.get("job_uuid")}
                 for d in self.element_references.query({"source": source})}
 
-    def _vasp_reference_tasks(self) -> list[dict]:
-        """Every VASP task of the job store (references may sit among jobs built earlier)."""
-        facts = []
-        for doc in self.jobs.query({"output": {"$ne": None}, **self.query},
-                                   properties=["uuid", "index", "name", "output", "metadata"]):
-            parsed = parse_task(doc)
-            if parsed is not None and parsed["source"] == SOURCES["vasp"]:
-                facts.append(parsed)
-        return facts
+    def _vasp_references(self, facts: Sequence[dict]) -> tuple[dict[str, dict], list[dict]]:
+        """The pinned VASP element references, and the reference docs to pin for elements used the first time."""
+        source = SOURCES["vasp"]
+        pinned = self._cached_references(source)
+        needed = {str(e) for f in facts if f["source"] == source and f["state"] == "successful"
+                  for e in f["composition"].elements}
+        if not self.refresh_vasp_references:
+            needed -= set(pinned)
+        if not needed:
+            return pinned, []
+        candidates = _vasp_element_references([f for f in self._tasks() if f["source"] == source])
+        new = {e: candidates[e] for e in sorted(needed) if e in candidates}
+        for element, ref in new.items():
+            self.logger.info("pinning the %s reference of %s: job %s, %.4f eV/atom",
+                             source, element, ref["job_uuid"], ref["energy_per_atom_ev"])
+        pins = [ElementReferenceDoc(reference_id=f"{e}|{source}", element=e, source=source, **ref).model_dump()
+                for e, ref in new.items()]
+        return {**pinned, **{e: {k: ref[k] for k in ("energy_per_atom_ev", "job_uuid")} for e, ref in new.items()}}, pins
 
     def _update_reference(self, formula: str, source: str) -> None:
         rows = list(self.results.query({"formula": formula, "source": source, "state": "successful"}))
         if not rows:
+            self._drop_stale_reference(formula, source)
             return
         rows.sort(key=lambda d: (d["dhf_ev_per_atom"], d["result_id"]))
         best = rows[0]
@@ -352,9 +451,17 @@ class ResultsBuilder(Builder):
         ).model_dump()
         self.reference.update([doc], key=["formula", "source"])
 
+    def _drop_stale_reference(self, formula: str, source: str) -> None:
+        """Remove the entry this builder made of (formula, source) once none of its results is successful."""
+        ours = set(self.results.distinct("job_uuid", {"formula": formula, "source": source}))
+        entries = list(self.reference.query({"formula": formula, "source": source}))
+        if any(d.get("source_id") in ours for d in entries):
+            self.reference.remove_docs({"formula": formula, "source": source})
+            self.logger.warning("%s (%s): no successful result left, its reference entry removed", formula, source)
+
 
 def _vasp_element_references(tasks: Sequence[dict]) -> dict[str, dict]:
-    """Lowest corrected energy per atom of each element among the successful VASP tasks of pure elements."""
+    """Lowest corrected energy per atom of each element among the successful VASP tasks of pure elements, with provenance."""
     references: dict[str, dict] = {}
     for facts in tasks:
         if facts["source"] != SOURCES["vasp"] or facts["state"] != "successful":
@@ -362,12 +469,14 @@ def _vasp_element_references(tasks: Sequence[dict]) -> dict[str, dict]:
         if facts["composition"] is None or len(facts["composition"].elements) != 1:
             continue
         corrected = _vasp_corrected_energy(facts)
-        if corrected is None:
+        if corrected is None or not math.isfinite(corrected):
             continue
         element = str(facts["composition"].elements[0])
         per_atom = corrected / facts["composition"].num_atoms
         if element not in references or per_atom < references[element]["energy_per_atom_ev"]:
-            references[element] = {"energy_per_atom_ev": per_atom, "job_uuid": facts["job_uuid"]}
+            references[element] = {"energy_per_atom_ev": per_atom, "job_uuid": facts["job_uuid"],
+                                   "structure": facts["structure"], "functional": facts.get("functional"),
+                                   "package_version": facts.get("package_version")}
     return references
 
 
@@ -396,20 +505,51 @@ def _result_doc(result_id: str, facts: dict, references: dict[str, dict]) -> Com
     )
     if facts["state"] != "successful":
         return ComputedResultDoc(**common, state=facts["state"], message=facts["message"])
+    energy, problem = _final_energy(facts)
+    if problem:
+        return ComputedResultDoc(**common, state="rejected", message=problem)
+    n_atoms = composition.num_atoms
+    energies = dict(energy_ev=energy, energy_per_atom_ev=energy / n_atoms)
+    elements = sorted(str(e) for e in composition.elements)
+    missing = [e for e in elements if e not in references]
+    if missing:
+        return ComputedResultDoc(**common, state="no_reference", **energies,
+                                 message=_missing_message(facts, missing))
+    mu = {e: float(references[e]["energy_per_atom_ev"]) for e in elements}
+    dhf = (energy - sum(composition[e] * mu[e] for e in elements)) / n_atoms
+    problem = _implausible(dhf)
+    if problem:
+        return ComputedResultDoc(**common, state="rejected", **energies, message=problem)
+    return ComputedResultDoc(**common, state="successful", **energies, dhf_ev_per_atom=float(dhf),
+                             element_references_ev_per_atom=mu,
+                             element_reference_jobs={e: references[e].get("job_uuid") for e in elements})
+
+
+def _final_energy(facts: dict) -> tuple[float | None, str | None]:
+    """The total energy to use (MP2020-corrected for VASP), or why there is none."""
     energy = float(facts["energy_ev"])
     if facts["source"] == SOURCES["vasp"]:
         corrected = _vasp_corrected_energy(facts)
         if corrected is None:
-            return ComputedResultDoc(**common, state="rejected", energy_ev=energy,
-                                     message="no entry, or MaterialsProject2020Compatibility rejects it (mixed functionals?)")
+            return None, "no entry, or MaterialsProject2020Compatibility rejects it (mixed functionals?)"
         energy = corrected
-    n_atoms = composition.num_atoms
-    elements = sorted(str(e) for e in composition.elements)
-    missing = [e for e in elements if e not in references]
-    if missing:
-        return ComputedResultDoc(**common, state="no_reference", energy_ev=energy, energy_per_atom_ev=energy / n_atoms,
-                                 message=f"no {facts['source']} reference for {', '.join(missing)} yet")
-    mu = {e: float(references[e]["energy_per_atom_ev"]) for e in elements}
-    dhf = (energy - sum(composition[e] * mu[e] for e in elements)) / n_atoms
-    return ComputedResultDoc(**common, state="successful", energy_ev=energy, energy_per_atom_ev=energy / n_atoms,
-                             dhf_ev_per_atom=float(dhf), element_references_ev_per_atom=mu)
+    if not math.isfinite(energy):
+        return None, f"final energy {energy!r} is not a finite number"
+    return energy, None
+
+
+def _missing_message(facts: dict, missing: Sequence[str]) -> str:
+    """One line: which element references of the task's source are missing."""
+    source, elements = facts["source"], ", ".join(missing)
+    if not _is_force_field(source):
+        return f"no {source} reference for {elements} yet"
+    return (f"no {source} reference for {elements} yet: cache them with force_field_element_references "
+            f"and a {facts.get('functional') or source} maker (another force field's are never used)")
+
+
+def _implausible(dhf: float) -> str | None:
+    """Why a formation enthalpy cannot be used: not finite, or outside ingest's outlier window."""
+    low, high = OUTLIER_RANGE_EV_PER_ATOM
+    if math.isfinite(dhf) and low < dhf < high:
+        return None
+    return f"formation enthalpy {dhf:.3f} eV/atom outside the plausible window ({low:g}, {high:g}) eV/atom"

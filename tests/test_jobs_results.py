@@ -3,6 +3,7 @@ as another composition than the one its job was asked for is rejected in the rea
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -124,6 +125,16 @@ def test_results_back_reach_every_door_of_the_configured_store(backend, lif_refe
     # `fh-screen finetune --source chgnet` / FinetuneMaker read the same entry
     entries = store_entries("chgnet", chemsys="Li-F")
     assert entries.set_index("formula")["dhf_ev_per_atom"].to_dict() == pytest.approx({"LiF": entry["dhf_ev_per_atom"]})
+    # `fh-screen results` lists the calculation from the same store, on either backend
+    from typer.testing import CliRunner
+
+    from fh_screen.cli import build_app
+
+    listed = CliRunner().invoke(build_app(), ["results", "--source", "chgnet", "--json", "-"])
+    assert listed.exit_code == 0, listed.output
+    rows = json.loads(listed.stdout)
+    assert [(r["formula"], r["state"], r["job_uuid"]) for r in rows] == [("LiF", "successful", relax.uuid)]
+    assert rows[0]["dhf_ev_per_atom"] == pytest.approx(entry["dhf_ev_per_atom"])
     if backend == "mongodb":  # nothing went into an embedded file on the side
         assert not FhScreenSettings().store_path.exists()
 

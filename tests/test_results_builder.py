@@ -304,13 +304,21 @@ def _fe_and_o2() -> tuple[Structure, Structure]:
     return fe, o2
 
 
-def test_vasp_element_references_are_pinned_until_refreshed(tmp_path):
-    reference, results, elements = _stores(tmp_path)
+def _fe_o_jobs(tmp_path, *feo_energies_ev_per_atom: tuple[str, float]) -> SQLiteStore:
+    """A JobStore-like collection: VASP tasks of bcc Fe, O2 and rocksalt FeO cells (GGA+U) of these energies."""
     fe, o2 = _fe_and_o2()
     jobs = SQLiteStore(tmp_path / "jobs.sqlite", "jobs", key="uuid")
     jobs.connect()
-    jobs.update([_vasp_job("fe", fe, -8.3 * 2, None), _vasp_job("o2", o2, -4.9 * 2, None),
-                 _vasp_job("feo", _rocksalt(4.3, ("Fe", "O")), -13.0 * 8, {"Fe": 5.3, "O": 0.0})], key="uuid")
+    jobs.update([_vasp_job("fe", fe, -8.3 * 2, None), _vasp_job("o2", o2, -4.9 * 2, None)]
+                + [_vasp_job(uuid, _rocksalt(4.3, ("Fe", "O")), energy * 8, {"Fe": 5.3, "O": 0.0})
+                   for uuid, energy in feo_energies_ev_per_atom], key="uuid")
+    return jobs
+
+
+def test_vasp_element_references_are_pinned_until_refreshed(tmp_path):
+    reference, results, elements = _stores(tmp_path)
+    fe, _ = _fe_and_o2()
+    jobs = _fe_o_jobs(tmp_path, ("feo", -13.0))
     _build(jobs, results, reference, elements)
     pins = {d["element"]: d for d in elements.query({"source": "atomate2-vasp"})}
     assert {e: d["job_uuid"] for e, d in pins.items()} == {"Fe": "fe", "O": "o2"}
@@ -366,12 +374,9 @@ def test_non_finite_and_implausible_energies_are_rejected(chgnet_run, tmp_path):
 
 def test_implausible_vasp_result_makes_no_entry_and_a_nan_element_no_reference(tmp_path):
     reference, results, elements = _stores(tmp_path)
-    fe, o2 = _fe_and_o2()
-    jobs = SQLiteStore(tmp_path / "jobs.sqlite", "jobs", key="uuid")
-    jobs.connect()
-    jobs.update([_vasp_job("fe", fe, -8.3 * 2, None), _vasp_job("fe-nan", fe, float("nan"), None),
-                 _vasp_job("o2", o2, -4.9 * 2, None),
-                 _vasp_job("feo", _rocksalt(4.3, ("Fe", "O")), -60.0 * 8, {"Fe": 5.3, "O": 0.0})], key="uuid")
+    fe, _ = _fe_and_o2()
+    jobs = _fe_o_jobs(tmp_path, ("feo", -60.0))
+    jobs.update([_vasp_job("fe-nan", fe, float("nan"), None)], key="uuid")
     _build(jobs, results, reference, elements)
     out = {d["job_uuid"]: d for d in results.query({})}
     assert out["fe-nan"]["state"] == "rejected" and "finite" in out["fe-nan"]["message"]
@@ -401,3 +406,37 @@ def test_unconverged_chgnet_relax_is_unconverged_not_failed(tmp_path):
     doc = next(iter(results.query({"job_uuid": job.uuid})))
     assert doc["state"] == "unconverged" and "forces not converged" in doc["message"]
     assert doc["dhf_ev_per_atom"] is None and doc["energy_ev"] is None
+
+
+def test_fh_screen_results_lists_every_calculation_with_its_state_and_reason(tmp_path):
+    """`fh-screen results`: the rejected and the successful side by side, filtered, as JSON; bad input is one line."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from fh_screen.cli import build_app
+
+    reference, results, elements = _stores(tmp_path)
+    jobs = _fe_o_jobs(tmp_path, ("feo", -13.0), ("feo-bad", -60.0))
+    _build(jobs, results, reference, elements)
+    store = str(tmp_path / "fh.sqlite")
+    runner = CliRunner()
+    table = runner.invoke(build_app(), ["results", "--store", store])
+    assert table.exit_code == 0, table.output
+    flat = " ".join(table.output.split())
+    assert "1 rejected" in flat and "successful" in flat and "plausible window" in flat
+    rejected = runner.invoke(build_app(), ["results", "--store", store, "--state", "rejected", "--json", "-"])
+    rows = json.loads(rejected.stdout)
+    assert [r["job_uuid"] for r in rows] == ["feo-bad"] and rows[0]["dhf_ev_per_atom"] is None
+    fe_o = json.loads(runner.invoke(build_app(), ["results", "--store", store, "--formula", "FeO", "--json", "-"]).stdout)
+    by_job = {r["job_uuid"]: r for r in fe_o}
+    assert set(by_job) == {"feo", "feo-bad"} and by_job["feo"]["state"] == "successful"
+    assert by_job["feo"]["dhf_ev_per_atom"] == pytest.approx(
+        next(iter(reference.query({"formula": "FeO", "source": "atomate2-vasp"})))["dhf_ev_per_atom"])
+    for args, message in ((["--state", "done"], "--state must be one of"),
+                          (["--chemsys", "Fe-Xx"], "Xx"),
+                          (["--store", str(tmp_path / "absent.sqlite")], "no store at")):
+        bad = runner.invoke(build_app(), ["results", "--store", store, *args] if "--store" not in args
+                            else ["results", *args])
+        assert bad.exit_code == 2 and message in bad.output and "Traceback" not in bad.output, bad.output
+        assert len(bad.output.strip().splitlines()) == 1

@@ -14,7 +14,7 @@ import sys
 
 __all__ = ["build_app", "main"]
 
-COMMAND_MODULES = ("predict", "train", "finetune", "study", "store", "screen", "runs", "campaign", "bulk")
+COMMAND_MODULES = ("predict", "train", "finetune", "study", "store", "screen", "runs", "campaign", "bulk", "results")
 
 
 def build_app():

@@ -1,0 +1,119 @@
+"""``fh-screen results``: the calculations brought back into the store, whatever became of them.
+
+Every job :class:`~fh_screen.jobs.results.ResultsBackMaker` (or the results builder) read is one
+document of the ``results`` collection: ``successful`` with its formation enthalpy, or
+``failed``, ``unconverged``, ``rejected`` or ``no_reference`` with the reason. This lists them
+(filters: state, source, formula, chemical system), so a failed relax is as visible as a new
+reference entry, and two results of one composition and source are both traceable by job.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from fh_screen.cli.common import check_output_path, console, fail, one_line_errors, write_csv
+
+__all__ = ["register"]
+
+#: Columns of the table and of ``--csv`` (``--json`` has every field but the structure).
+RESULT_COLUMNS = ["formula", "source", "state", "dhf_ev_per_atom", "energy_per_atom_ev", "functional", "job_uuid",
+                  "job_name", "message", "expected_formula", "last_updated"]
+STATES = ("successful", "failed", "unconverged", "rejected", "no_reference")
+
+
+def _results_store(store_file: Optional[Path]):
+    """The ``results`` collection, read-only: of ``store_file``, else of the configured store (embedded or MongoDB)."""
+    from fh_screen.settings import FhScreenSettings
+    from fh_screen.store import SQLiteStore
+
+    settings = FhScreenSettings()
+    if store_file is None and settings.mongo_uri:
+        from fh_screen.store.mongo import mongo_collection
+
+        return mongo_collection(settings, settings.results_collection, "result_id")
+    path = store_file if store_file is not None else settings.store_path
+    if not Path(path).is_file():
+        fail(f"no store at {path}: nothing has come back yet (ResultsBackMaker, workflows/closed_loop_chgnet.py)")
+    return SQLiteStore(path, settings.results_collection if store_file is None else "results", key="result_id",
+                       read_only=True)
+
+
+def results_command(
+    state: Optional[str] = typer.Option(None, "--state", help=f"Only results in this state ({', '.join(STATES)})."),
+    source: Optional[str] = typer.Option(None, "--source", help="Only results of these sources (chgnet, atomate2-vasp; comma separated)."),
+    formula: Optional[list[str]] = typer.Option(None, "--formula", "-f", help="Formula (repeatable); reduced first."),
+    chemsys: Optional[str] = typer.Option(None, "--chemsys", "-c", help="Li-Fe-O: every result whose elements are a subset."),
+    limit: int = typer.Option(50, "--limit", help="Rows in the table (0: all); --json/--csv get every row."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the results as a JSON list ('-': print it)."),
+    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write the results as CSV."),
+    store_file: Optional[Path] = typer.Option(None, "--store", help="Embedded store file (default: the configured store)."),
+) -> None:
+    """List the calculations brought back (successful, failed, unconverged, rejected, no_reference) with their reasons."""
+    from datetime import datetime
+
+    import pandas as pd
+
+    from fh_screen.io import atomic_write_text, json_text
+    from fh_screen.store.query import criteria_for
+
+    if limit < 0:
+        fail(f"--limit must be 0 (all rows) or more, got {limit}")
+    if state is not None and state not in STATES:
+        fail(f"--state must be one of {', '.join(STATES)}, got {state!r}")
+    to_stdout = json_path is not None and str(json_path) == "-"
+    for target in ((None if to_stdout else json_path), csv_path):
+        if target is not None:
+            check_output_path(target)
+    criteria = criteria_for(formula or None, chemsys, source=source)  # a bad formula or system fails here
+    if state is not None:
+        criteria["state"] = state
+    store = _results_store(store_file)
+    store.connect()
+    try:
+        docs = [{k: v.isoformat() if isinstance(v, datetime) else v for k, v in d.items() if k not in ("_id", "structure")}
+                for d in store.query(criteria=criteria, sort={"last_updated": -1})]
+    finally:
+        store.close()
+    if json_path is not None:
+        text = json_text(docs)
+        if to_stdout:
+            typer.echo(text, nl=False)
+        else:
+            atomic_write_text(json_path, text)
+            console().print(f"wrote {len(docs)} results to {json_path}", highlight=False)
+    if csv_path is not None:
+        write_csv(pd.DataFrame(docs, columns=RESULT_COLUMNS), csv_path)
+        console().print(f"wrote {len(docs)} rows to {csv_path}", highlight=False)
+    if json_path is None and csv_path is None:
+        _print_results(docs, limit)
+
+
+def _print_results(docs: list[dict], limit: int) -> None:
+    from rich.table import Table
+
+    out = console()
+    if not docs:
+        out.print("no matching results")
+        return
+    counts: dict[str, int] = {}
+    for doc in docs:
+        counts[doc["state"]] = counts.get(doc["state"], 0) + 1
+    shown = docs[:limit] if limit else docs
+    table = Table(title=f"results: {len(docs)} ({', '.join(f'{n} {s}' for s, n in sorted(counts.items()))})"
+                  + (f"; first {limit} (--limit 0 for all)" if limit and len(docs) > limit else ""))
+    for title in ("formula", "source", "state", "ΔH_f (eV/atom)", "job", "why not"):
+        table.add_column(title, justify="right" if "eV" in title else "left")
+    for doc in shown:
+        dhf = doc.get("dhf_ev_per_atom")
+        table.add_row(str(doc.get("formula") or doc.get("expected_formula") or "?"), str(doc.get("source")),
+                      str(doc.get("state")), "" if dhf is None else f"{dhf:.3f}", str(doc.get("job_uuid", ""))[:8],
+                      str(doc.get("message") or ""))
+    out.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``results`` to the application."""
+    app.command("results")(one_line_errors(results_command))

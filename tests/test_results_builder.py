@@ -104,6 +104,9 @@ def test_chgnet_results_come_back_as_reference_entries(chgnet_run, tmp_path):
     lower = min((good, other), key=lambda d: d["dhf_ev_per_atom"])
     assert entries["chgnet"]["dhf_ev_per_atom"] == pytest.approx(lower["dhf_ev_per_atom"])
     assert entries["chgnet"]["source_id"] == lower["job_uuid"] and entries["chgnet"]["source_version"]
+    # provenance on the entry itself: its method and the result it stands for (structure, energy)
+    assert entries["chgnet"]["functional"] == "MLFF.CHGNet" and entries["chgnet"]["result_id"] == lower["result_id"]
+    assert entries["oqmd"]["functional"] is None
 
 
 def test_rerun_adds_only_what_is_new_and_bad_input_is_recorded(chgnet_run, tmp_path):

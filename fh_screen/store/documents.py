@@ -106,6 +106,10 @@ class ReferenceEntryDoc(BaseModel):
     source_id: str | None = Field(None, description="Entry id in the source database, when known.")
     source_version: str | None = Field(None, description="Source database version, when known.")
     source_file: str | None = Field(None, description="Name of the file the entry was ingested from.")
+    functional: str | None = Field(None, description="Method of a computed entry: force field (MLFF.CHGNet) or VASP "
+                                                     "run type (GGA, GGA+U); None for database entries.")
+    result_id: str | None = Field(None, description="The `results` document it stands for (a computed entry: "
+                                                    "structure, energy, element references), when brought back.")
     passed_outlier_filter: bool = Field(True, description="False for values outside (-20, 5) eV/atom.")
     last_updated: datetime = Field(default_factory=utcnow, description="When this entry was written (UTC).")
 

@@ -447,7 +447,8 @@ class ResultsBuilder(Builder):
                 formula, len(rows), source, ", ".join(r["job_uuid"] for r in rows), best["dhf_ev_per_atom"], best["job_uuid"])
         doc = ReferenceEntryDoc.from_formula(
             formula, best["dhf_ev_per_atom"], source=source, source_id=best["job_uuid"],
-            source_version=best.get("package_version"), source_file=best.get("functional"),
+            source_version=best.get("package_version"), functional=best.get("functional"),
+            result_id=best["result_id"],
         ).model_dump()
         self.reference.update([doc], key=["formula", "source"])
 

@@ -58,7 +58,7 @@ PREDICTION_INDEXES = (
 SCREEN_INDEXES = ("run_id", "chemsys", "model_name", "created_at")
 REFERENCE_COLUMNS = [
     "formula", "dhf_ev_per_atom", "elements", "chemsys", "nelements", "source", "source_id",
-    "source_version", "source_file", "passed_outlier_filter", "last_updated",
+    "source_version", "source_file", "functional", "result_id", "passed_outlier_filter", "last_updated",
 ]
 PREDICTION_COLUMNS = list(PredictionDoc.model_fields)
 COMPARE_COLUMNS = [

@@ -92,6 +92,8 @@ def test_bad_input_is_one_line(files, tmp_path, monkeypatch):
     empty.write_text("formula,dhf_ev_per_atom\n")
     elements = tmp_path / "elements.csv"
     elements.write_text("formula,dhf_ev_per_atom\nFe,0.0\nO2,0.0\n")
+    outlier = tmp_path / "outlier.csv"
+    outlier.write_text("formula,dhf_ev_per_atom\nLiF,-30\nFe,0.0\n")
     store = tmp_path / "store.sqlite"
     from fh_screen.store import FhScreenStore, ReferenceEntryDoc
 
@@ -101,6 +103,7 @@ def test_bad_input_is_one_line(files, tmp_path, monkeypatch):
         "not found": [str(tmp_path / "absent.csv")],
         "no usable new entries": [str(empty)],
         "two or more elements": [str(elements)],
+        "set aside: 1 outliers outside (-20, 5) eV/atom, 1 pure elements": [str(outlier)],
         "no shipped model named 'no-such-model'": [str(files["new"]), "--model", "no-such-model"],
         "one of them": [],
         "no reference entries of source 'chgnet'": ["--source", "chgnet", "--store", str(store)],

@@ -122,21 +122,25 @@ def entries_table(entries: pd.DataFrame | str | Path, label: str | None = None) 
     Duplicates keep the lowest value; values outside OQMD's outlier window are dropped. Raises
     :class:`FinetuneError` when nothing usable is left.
     """
-    from fh_screen.data import clean, load_oqmd
+    from fh_screen.data import REJECTION_REASONS, clean, load_oqmd
 
     if isinstance(entries, (str, Path)):
-        table, _ = load_oqmd(entries)
+        table, report = load_oqmd(entries)
         label = label or str(entries)
     else:
         missing = [c for c in ("formula", "dhf_ev_per_atom") if c not in entries.columns]
         if missing:
             raise FinetuneError(f"new entries need columns formula and dhf_ev_per_atom (missing {', '.join(missing)})")
         frame = pd.DataFrame({"formula": entries["formula"], "dhf_ev_per_atom": entries["dhf_ev_per_atom"], "source_id": None})
-        table, _ = clean(frame)
+        table, report = clean(frame)
         label = label or "the given entries"
     multi = table[table["formula"].map(_n_elements) >= 2]
     if not len(multi):
-        raise FinetuneError(f"no usable new entries in {label} (compounds of two or more elements with a finite ΔH_f)")
+        dropped = [f"{n} {REJECTION_REASONS[reason]}" for reason, n in report.rejected.items() if n]
+        elements_only = len(table) - len(multi)
+        why = ", ".join(dropped + ([f"{elements_only} pure elements"] if elements_only else [])) or "no rows"
+        raise FinetuneError(f"no usable new entries in {label} (compounds of two or more elements with a finite "
+                            f"ΔH_f): {report.n_raw} rows, set aside: {why}")
     return multi.reset_index(drop=True)
 
 

@@ -436,6 +436,14 @@ def test_fh_screen_results_lists_every_calculation_with_its_state_and_reason(tmp
     assert set(by_job) == {"feo", "feo-bad"} and by_job["feo"]["state"] == "successful"
     assert by_job["feo"]["dhf_ev_per_atom"] == pytest.approx(
         next(iter(reference.query({"formula": "FeO", "source": "atomate2-vasp"})))["dhf_ev_per_atom"])
+    # a store nothing has come back into yet: an empty answer, not an error
+    from fh_screen.store import FhScreenStore
+
+    FhScreenStore.embedded(tmp_path / "fresh.sqlite").connect().close()
+    fresh = runner.invoke(build_app(), ["results", "--store", str(tmp_path / "fresh.sqlite")])
+    assert fresh.exit_code == 0 and "nothing has come back" in fresh.output
+    fresh_json = runner.invoke(build_app(), ["results", "--store", str(tmp_path / "fresh.sqlite"), "--json", "-"])
+    assert fresh_json.exit_code == 0 and json.loads(fresh_json.stdout) == []
     for args, message in ((["--state", "done"], "--state must be one of"),
                           (["--chemsys", "Fe-Xx"], "Xx"),
                           (["--store", str(tmp_path / "absent.sqlite")], "no store at")):

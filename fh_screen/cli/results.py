@@ -41,6 +41,19 @@ def _results_store(store_file: Optional[Path]):
                        read_only=True)
 
 
+def _no_results_yet(store) -> bool:
+    """An embedded store file that has never held a results collection (nothing brought back into it)."""
+    import sqlite3
+
+    from fh_screen.store import SQLiteStore
+
+    if not isinstance(store, SQLiteStore):
+        return False  # MongoDB: a collection that does not exist reads as empty
+    with sqlite3.connect(f"file:{store.path}?mode=ro", uri=True) as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    return store.collection_name not in tables
+
+
 def results_command(
     state: Optional[str] = typer.Option(None, "--state", help=f"Only results in this state ({', '.join(STATES)})."),
     source: Optional[str] = typer.Option(None, "--source", help="Only results of these sources (chgnet, atomate2-vasp; comma separated)."),
@@ -71,12 +84,15 @@ def results_command(
     if state is not None:
         criteria["state"] = state
     store = _results_store(store_file)
-    store.connect()
-    try:
-        docs = [{k: v.isoformat() if isinstance(v, datetime) else v for k, v in d.items() if k not in ("_id", "structure")}
-                for d in store.query(criteria=criteria, sort={"last_updated": -1})]
-    finally:
-        store.close()
+    docs: list[dict] = []
+    empty = _no_results_yet(store)
+    if not empty:
+        store.connect()
+        try:
+            docs = [{k: v.isoformat() if isinstance(v, datetime) else v for k, v in d.items()
+                     if k not in ("_id", "structure")} for d in store.query(criteria=criteria, sort={"last_updated": -1})]
+        finally:
+            store.close()
     if json_path is not None:
         text = json_text(docs)
         if to_stdout:
@@ -88,7 +104,11 @@ def results_command(
         write_csv(pd.DataFrame(docs, columns=RESULT_COLUMNS), csv_path)
         console().print(f"wrote {len(docs)} rows to {csv_path}", highlight=False)
     if json_path is None and csv_path is None:
-        _print_results(docs, limit)
+        if empty:
+            console().print(f"no results in {store.path} yet: nothing has come back (ResultsBackMaker, "
+                            "workflows/closed_loop_chgnet.py)", highlight=False, soft_wrap=True)
+        else:
+            _print_results(docs, limit)
 
 
 def _print_results(docs: list[dict], limit: int) -> None:

@@ -213,9 +213,18 @@ def test_results_back_job_ends_a_flow_and_fills_the_store(chgnet_run, tmp_path):
     reference.connect()
     entry = next(iter(reference.query({"formula": "LiF"})))
     assert entry["source"] == "chgnet" and entry["source_id"] == relax.uuid
+    assert summary["duplicates"] == {}
     # run again: nothing new comes back
     again = ResultsBackMaker(store_path=str(store_path)).make()
     assert run_locally(again, store=job_store, log=False)[again.uuid][1].output["n_results"] == 0
+    # a second LiF relax: both results kept, the job's output names them (lowest first), the lowest is the entry
+    second = chgnet_prerelax_maker(steps=60).make(_rocksalt(3.9))
+    back = ResultsBackMaker(store_path=str(store_path)).make(second.output)
+    summary = run_locally(Flow([second, back]), store=job_store, log=False, ensure_success=True)[back.uuid][1].output
+    jobs = summary["duplicates"]["LiF|chgnet"]
+    assert sorted(jobs) == sorted([relax.uuid, second.uuid])
+    entry = next(iter(reference.query({"formula": "LiF", "source": "chgnet"})))
+    assert entry["source_id"] == jobs[0]
 
 
 # --------------------------------------------------------------------------- audit checks

@@ -116,7 +116,9 @@ def bring_results_back(
     Returns
     -------
     dict
-        ``{"states": {state: count}, "formulas": [...successful...], "n_results": total, "store": where}``.
+        ``{"states": {state: count}, "formulas": [...successful...], "n_results": total, "store": where,
+        "duplicates": {"formula|source": [job uuids, the entry's first]}}``: a composition and
+        source with several successful results keeps them all; the lowest is the reference entry.
     """
     from fh_screen.store.results_builder import (
         ResultsBuilder,
@@ -150,13 +152,29 @@ def bring_results_back(
         store.close()
     results.connect()
     docs = [d for d in results.query({}) if d["result_id"] not in before]
+    duplicates = _duplicates(results, {(d["formula"], d["source"]) for d in docs if d["state"] == "successful"})
     results.close()
     states: dict[str, int] = {}
     for doc in docs:
         states[doc["state"]] = states.get(doc["state"], 0) + 1
     logger.info("results back into %s: %s", where, states or "nothing new")
-    return {"states": states, "n_results": len(docs), "store": where,
+    for key, jobs in duplicates.items():
+        logger.info("%s: %d successful results, all kept (fh-screen results --formula); the lowest is the entry",
+                    key, len(jobs))
+    return {"states": states, "n_results": len(docs), "store": where, "duplicates": duplicates,
             "formulas": sorted({d["formula"] for d in docs if d["state"] == "successful" and d["formula"]})}
+
+
+def _duplicates(results: Store, touched: set[tuple[str, str]]) -> dict[str, list[str]]:
+    """``"formula|source"`` -> job uuids (lowest ΔH_f first) of each touched composition with several successful results."""
+    found: dict[str, list[str]] = {}
+    for formula, source in sorted(touched):
+        rows = sorted(results.query({"formula": formula, "source": source, "state": "successful"},
+                                    properties=["job_uuid", "dhf_ev_per_atom"]),
+                      key=lambda d: (d["dhf_ev_per_atom"], d["job_uuid"]))
+        if len(rows) > 1:
+            found[f"{formula}|{source}"] = [d["job_uuid"] for d in rows]
+    return found
 
 
 @dataclass

@@ -106,14 +106,9 @@ class BulkScreenMaker(Maker):
                 raise FhScreenError(f"unknown screen option {name!r}{hint}; known: {', '.join(known)}")
         ScreenOptions(**self.screen_options).validate()
         if self.sources is not None:
-            from fh_screen.sweep import SweepOptions
+            from fh_screen.store.query import parse_sources
 
-            from pydantic import ValidationError
-
-            try:
-                SweepOptions(sources=self.sources)
-            except ValidationError as exc:
-                raise FhScreenError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
+            parse_sources(self.sources)  # a bad list fails at make(), in one line
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise FhScreenError(f"batch_size must be a positive integer, got {self.batch_size!r}")
         canonical = list(dict.fromkeys("-".join(parse_chemsys(s)) for s in systems))

@@ -200,9 +200,6 @@ class PrescreenMaker(Maker):
         if self.sources is not None:
             from fh_screen.store.query import parse_sources
 
-            names = [self.sources] if isinstance(self.sources, str) else self.sources
-            if not isinstance(names, (list, tuple)) or not all(isinstance(name, str) for name in names):
-                raise PrescreenError(f"sources must be source names ('oqmd,chgnet' or a list) or None, got {self.sources!r}")
             try:
                 parse_sources(self.sources)
             except FhScreenError as exc:

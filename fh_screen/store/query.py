@@ -77,6 +77,9 @@ def criteria_for(
 
 def parse_sources(source: str | Sequence[str]) -> list[str]:
     """Source names from ``"oqmd,chgnet"`` or a list, stripped, lower case, without repeats (order kept)."""
+    if not isinstance(source, (str, list, tuple)) or not all(isinstance(s, str) for s in
+                                                             ([source] if isinstance(source, str) else source)):
+        raise QueryError(f"sources must be source names ('oqmd,chgnet' or a list), got {source!r}")
     parts = source.split(",") if isinstance(source, str) else [p for s in source for p in str(s).split(",")]
     names = list(dict.fromkeys(p.strip().lower() for p in parts if p.strip()))
     if not names:

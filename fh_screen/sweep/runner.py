@@ -91,12 +91,7 @@ class SweepOptions(BaseModel):
         """The names as the store keeps them (stripped, lower case, no repeats); an empty list is refused."""
         from fh_screen.store.query import parse_sources
 
-        if value is None:
-            return None
-        if not isinstance(value, (str, list, tuple)) or not all(isinstance(v, str) for v in
-                                                                 ([value] if isinstance(value, str) else value)):
-            raise ValueError(f"sources must be source names ('oqmd,chgnet' or a list), got {value!r}")
-        return tuple(parse_sources(value))
+        return None if value is None else tuple(parse_sources(value))
 
 
 @dataclass(frozen=True)

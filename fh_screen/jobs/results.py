@@ -38,11 +38,6 @@ RESULTS_COLLECTIONS = {"results": "results", "element_references": "element_refe
 _KEYS = {"results": "result_id", "element_references": "reference_id"}
 
 
-def _collection_name(settings: FhScreenSettings | None, which: str) -> str:
-    """``settings.<which>_collection`` (the default name without settings)."""
-    return RESULTS_COLLECTIONS[which] if settings is None else str(getattr(settings, f"{which}_collection"))
-
-
 def results_stores(
     store_path: str | Path | None = None, settings: FhScreenSettings | None = None,
 ) -> tuple[Store, Store, Store, str]:
@@ -81,7 +76,7 @@ def results_stores(
         settings = FhScreenSettings()
     configured = FhScreenStore.from_settings(settings)  # the reference every screen reads (filled on first use)
     reference = configured.reference
-    names = {which: _collection_name(settings, which) for which in RESULTS_COLLECTIONS}
+    names = {which: getattr(settings, f"{which}_collection") for which in RESULTS_COLLECTIONS}
     if settings.mongo_uri:
         from fh_screen.store.mongo import mongo_collection
 

@@ -43,6 +43,8 @@ __all__ = [
     "MIN_TRAIN_ROWS",
     "REJECTION_REASONS",
     "TIDY_COLUMNS",
+    "PURE_ELEMENT_TOLERANCE_EV_PER_ATOM",
+    "check_rows",
     "check_trainable",
     "clean",
     "file_sha256",
@@ -154,6 +156,36 @@ class CleaningReport:
         if self.outliers_kept:
             line += f"; {self.rejected['outlier']} {REJECTION_REASONS['outlier']} kept, flagged"
         return line
+
+
+#: A pure element's ΔH_f must be 0 within this (eV/atom), in a table of ΔH_f (``fh-screen ingest``, ``finetune``).
+PURE_ELEMENT_TOLERANCE_EV_PER_ATOM = 1e-6
+
+
+def check_rows(frame: pd.DataFrame, cleaning: CleaningReport, label: str | Path,
+               consequence: str = "nothing was ingested") -> None:
+    """Refuse a whole table whose rows say it is not a table of ΔH_f (one-line :class:`DataError`).
+
+    ``frame`` and ``cleaning`` come from :func:`clean` (``drop_outliers=False``).
+    Refused: a formula naming an element that does not exist (a typo, not a row to set aside),
+    and a pure element whose formation enthalpy is not 0 eV/atom (0 by definition: such a file
+    holds total energies or another reference). ``label`` names the table, ``consequence`` ends
+    the message. The one check of ``fh-screen ingest`` (:mod:`fh_screen.store.ingest`) and
+    ``fh-screen finetune`` (:func:`fh_screen.models.finetune.read_entries`).
+    """
+    from fh_screen.chem.formula import parse_amounts
+
+    for example in cleaning.examples.get("bad_formula", []):
+        if "unknown element" in example:
+            raise DataError(f"{label}: {example}; {consequence}")
+    pure = [(f, v) for f, v in zip(frame["formula"].tolist(), frame["dhf_ev_per_atom"].tolist())
+            if len(parse_amounts(f)) == 1 and abs(float(v)) > PURE_ELEMENT_TOLERANCE_EV_PER_ATOM]
+    if pure:
+        formula, value = pure[0]
+        raise DataError(
+            f"{label}: pure element {formula} has ΔH_f {value:g} eV/atom ({len(pure)} such rows); an element's formation "
+            f"enthalpy is 0 by definition (is this a file of total energies?); {consequence}"
+        )
 
 
 def shared_data_dir(path: str | Path | None = None) -> Path:
@@ -495,6 +527,8 @@ def make_set(formulas: Sequence[str], dhf_ev_per_atom: Sequence[float], label: s
         logger.info("%s: %d unparsable rows dropped", label, int((~valid).sum()))
     fractions = features.matrix[valid]
     formulas = [f for f, ok in zip(formulas, valid) if ok]
+    if not formulas:  # a header-only file, or nothing parsable: an empty set, not a reduceat over nothing
+        return OqmdSet([], values[valid], fractions, [], np.zeros(0))
     nonzero = fractions > 0
     rows, columns = np.nonzero(nonzero)
     splits = np.cumsum(nonzero.sum(axis=1))[:-1]

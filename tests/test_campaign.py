@@ -480,3 +480,96 @@ def test_the_pool_script_sums_every_system_of_every_draw_and_matches_each_report
     with pytest.raises(SystemExit):
         pool.main([str(not_a_report)])
     assert "not a campaign report" in capsys.readouterr().err
+
+
+def _campaign_error_line(result) -> str:
+    """The one ``error:`` line of a refused ``fh-screen campaign`` (exit code 2, no traceback)."""
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    return lines[0]
+
+
+def test_a_table_without_rows_is_refused_by_the_api_and_the_cli_with_nothing_written(oqmd_train_raw, predictor,
+                                                                                       tmp_path):
+    from typer.testing import CliRunner
+
+    from fh_screen.cli import build_app
+    from fh_screen.data import load_set
+
+    small = tmp_path / "small.csv"
+    oqmd_train_raw.head(3000).to_csv(small, index=False)
+    header = tmp_path / "header.csv"
+    header.write_text("formula,target\n")
+    unparsable = tmp_path / "unparsable.csv"
+    unparsable.write_text("formula,target\nXx2Qq,-1.0\n")
+    for empty in (make_set([], []), load_set(header), load_set(unparsable)):
+        assert len(empty) == 0 and empty.systems == [] and empty.fractions.shape[0] == 0 and empty.index() == {}
+    full = load_set(small)
+    for known, oracle, label in ((full, load_set(header), "oracle"), (load_set(header), full, "known")):
+        with pytest.raises(CampaignError, match=f"the {label} table has no usable rows"):
+            run_campaign(known, oracle, predictor, OPTIONS)
+    out = tmp_path / "h.json"
+    for oracle, known, flag, empty in ((header, small, "--oracle", header), (small, header, "--known", header),
+                                       (unparsable, small, "--oracle", unparsable)):
+        result = CliRunner().invoke(build_app(), ["campaign", "--oracle", str(oracle), "--known", str(known), "--systems",
+                                                  "3", "--model", "paper", "--json", str(out)])
+        assert _campaign_error_line(result) == f"error: {flag} {empty}: no usable rows"
+        assert not out.exists() and list(tmp_path.glob(".*")) == []
+
+
+def test_a_negative_seed_is_refused_by_the_api_and_the_cli(tables, sets, predictor, tmp_path):
+    from pydantic import ValidationError
+    from typer.testing import CliRunner
+
+    from fh_screen.cli import build_app
+
+    with pytest.raises(ValidationError, match="greater than or equal to 0"):
+        CampaignOptions(seeds=(3, -1))
+    with pytest.raises(CampaignError, match=r"^campaign option seeds: .*greater than or equal to 0 \(got -1\)$"):
+        CampaignOptions.checked(seeds=(-1,))
+    with pytest.raises(CampaignError, match="campaign option seeds"):
+        run_campaign(*sets, predictor, OPTIONS.model_dump() | {"seeds": [-1]})
+    assert CampaignOptions(seeds=(0, 3)).seeds == (0, 3)
+    known, oracle = tables
+    known.to_csv(tmp_path / "known.csv", index=False)
+    oracle.to_csv(tmp_path / "oracle.csv", index=False)
+    out = tmp_path / "campaign.json"
+    result = CliRunner().invoke(build_app(), ["campaign", "--oracle", str(tmp_path / "oracle.csv"), "--known",
+                                              str(tmp_path / "known.csv"), "--systems", "2", "--seed", "3", "--seed", "-1",
+                                              "--model", "paper", "--json", str(out)])
+    line = _campaign_error_line(result)
+    assert line.startswith("error: --seed: ") and "greater than or equal to 0 (got -1)" in line
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"budget": 0}, "campaign option budget: Input should be greater than or equal to 1 (got 0)"),
+        ({"n_systems": "many"}, "campaign option n_systems: Input should be a valid integer"),
+        ({"seeds": ()}, "campaign option seeds: "),
+        ({"diversity_strength": 1.0}, "campaign option diversity_strength: Input should be less than 1 (got 1.0)"),
+        ({"score_column": "e_above_hull"}, "campaign option score_column: cannot rank on 'e_above_hull'"),
+        ({"budget": 2, "per_round": 3}, "campaign option per_round: a round of 3 calculations exceeds the budget of 2"),
+        ({"budjet": 3}, "unknown campaign option 'budjet'; known: n_systems, budget,"),
+    ],
+)
+def test_checked_options_raise_one_line_naming_the_option(values, message):
+    with pytest.raises(CampaignError) as error:
+        CampaignOptions.checked(values)
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
+    with pytest.raises(CampaignError) as again:  # the same check through keywords, and with labels (the CLI's flags)
+        CampaignOptions.checked(**values, labels={"budget": "--budget", "per_round": "--per-round"})
+    if "budget" in values:
+        assert str(again.value).startswith("--budget: " if "per_round" not in values else "--per-round: ")
+
+
+def test_checked_options_and_a_mapping_give_the_same_campaign(report, sets, predictor):
+    assert CampaignOptions.checked(OPTIONS) is OPTIONS
+    assert CampaignOptions.checked(OPTIONS.model_dump()) == OPTIONS
+    assert CampaignOptions.checked(OPTIONS, budget=6).budget == 6 and OPTIONS.budget == 4
+    from_mapping = run_campaign(*sets, predictor, OPTIONS.model_dump(mode="json"))
+    assert json.dumps(from_mapping["systems"]) == json.dumps(report["systems"])
+    assert from_mapping["options"] == report["options"]

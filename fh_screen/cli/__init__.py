@@ -52,10 +52,41 @@ def _command_names(app) -> set[str]:
     return names
 
 
+def _click_exception_class() -> type[Exception]:
+    """The base class of click's usage and file errors, from the copy of click typer uses."""
+    try:  # typer >= 0.24 carries its own copy of click
+        from typer._click.exceptions import ClickException
+    except ImportError:
+        from click.exceptions import ClickException
+    return ClickException
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the console script."""
+    """Entry point of the console script.
+
+    A usage error (an unknown command or option, a missing or bad value) is one line
+    ``error: ...`` on stderr and exit code 2, like the commands' own errors; help, ``fh-screen``
+    alone (help, exit code 2), Ctrl-C and every command's exit code are typer's.
+    """
+    import typer
+
+    from fh_screen.cli.common import print_error
+
     argv = list(sys.argv[1:] if argv is None else argv)
     app = build_app()
     if argv and not argv[0].startswith("-") and argv[0] not in _command_names(app):
         argv.insert(0, "screen")
-    app(args=argv, prog_name="fh-screen")
+    try:
+        # not standalone: click's errors come here instead of its multi-line box; an exit
+        # (typer.Exit, --help) comes back as its code, a finished command as its None
+        code = app(args=argv, prog_name="fh-screen", standalone_mode=False)
+    except _click_exception_class() as exc:
+        if type(exc).__name__ != "NoArgsIsHelpError":  # no arguments: the help is printed already
+            print_error(exc.format_message(), first_line=False)
+        code = exc.exit_code
+    except typer.Abort:
+        from typer import rich_utils
+
+        rich_utils.rich_abort_error()
+        code = 1
+    sys.exit(code if isinstance(code, int) else 0)

@@ -11,7 +11,7 @@ from typing import List, Optional
 
 import typer
 
-from fh_screen.cli.common import check_output_path, console, fail, one_line_errors
+from fh_screen.cli.common import check_outputs, fail, is_stdout, one_line_errors, status_console, write_json_file
 from fh_screen.errors import one_line
 
 __all__ = ["register"]
@@ -35,7 +35,7 @@ def campaign_command(
     prior: Optional[Path] = typer.Option(None, "--prior", help="Start the loop's learned recalibration from these weights: an "
                                          "earlier campaign's --json report, or a prior from scripts/build_campaign_prior.py."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Shipped model name or .pt path (default model)."),
-    json_path: Path = typer.Option(..., "--json", help="Write the report here (JSON)."),
+    json_path: Path = typer.Option(..., "--json", help="Write the report here (JSON; '-': print it)."),
     figure: Optional[Path] = typer.Option(None, "--figure", help="Also write the discovery curve here (PNG)."),
 ) -> None:
     """Simulate a discovery campaign: the loop (feedback each round) against one-shot, diversified and random picks."""
@@ -43,32 +43,23 @@ def campaign_command(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from pydantic import ValidationError
-
     from fh_screen.study.campaign import CampaignError, CampaignOptions, run_campaign, write_campaign_figure
     from fh_screen.study.campaign_learning import load_prior
     from fh_screen.data import shared_data_dir
     from fh_screen.data import load_set
-    from fh_screen.io import write_json
     from fh_screen.models.predictor import Predictor
 
-    try:
-        options = CampaignOptions(n_systems=systems, budget=budget, per_round=per_round, seeds=tuple(seed),
-                                  score_column=score_column, learned_correction=learn,
-                                  share_outcomes=share, learned_prior_path=None if prior is None else str(prior))
-    except ValidationError as exc:  # pydantic's validation error, as one line naming the flag
-        error = exc.errors()[0]
-        flag = _FLAGS.get(str(error["loc"][0]) if error["loc"] else "", "--per-round")  # the only check across fields
-        raise CampaignError(f"{flag}: {error['msg'].removeprefix('Value error, ')}") from None
+    options = CampaignOptions.checked(n_systems=systems, budget=budget, per_round=per_round, seeds=tuple(seed),
+                                      score_column=score_column, learned_correction=learn, share_outcomes=share,
+                                      learned_prior_path=None if prior is None else str(prior), labels=_FLAGS)
     if prior is not None:
         try:
             load_prior(prior)
         except ValueError as exc:
             raise CampaignError(f"--prior: {exc}") from None
-    check_output_path(json_path)
+    check_outputs(json_path, figure)
     if figure is not None:
-        check_output_path(figure)
-        if figure.suffix.lower() != ".png":
+        if is_stdout(figure) or figure.suffix.lower() != ".png":
             fail(f"--figure needs a .png path, got {figure}")
     if oracle is None or known is None:
         folder = shared_data_dir()
@@ -77,11 +68,11 @@ def campaign_command(
     for label, path in (("--oracle", oracle), ("--known", known)):
         if not path.is_file():
             raise CampaignError(f"{label}: no such file: {path}")
-    out = console()
+    out = status_console(json_path)
     started = time.perf_counter()
-    predictor = Predictor.from_name(model)
     known_set = _load(load_set, known, "--known")
     oracle_set = _load(load_set, oracle, "--oracle")
+    predictor = Predictor.from_name(model)
     with Progress(TextColumn("campaign"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=out) as bar:
         task = bar.add_task("systems", total=systems * len(seed))
         report = run_campaign(known_set, oracle_set, predictor, options,
@@ -92,7 +83,7 @@ def campaign_command(
                          + ("" if share else " --no-share") + (f" --prior {prior}" if prior else "")
                          + (f" --model {model}" if model else "") + f" --json {json_path}")
     report["seconds"] = round(time.perf_counter() - started, 1)
-    write_json(report, json_path)
+    write_json_file(report, json_path)
     if figure is not None:
         write_campaign_figure(report, figure)
     r, rd = report["ratios"]["loop_over_one_shot"], report["ratios"]["loop_over_one_shot_diverse"]
@@ -102,7 +93,9 @@ def campaign_command(
               f"{r['ratio']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}], loop/diversified {rd['ratio']:.3f} "
               f"[{rd['ci95'][0]:.3f}, {rd['ci95'][1]:.3f}]; {100 * report['picks_with_energy_share']:.0f} % of the loop's "
               f"picks returned an energy", highlight=False, soft_wrap=True)
-    out.print(f"wrote {json_path}" + (f" and {figure}" if figure else ""), highlight=False, soft_wrap=True)
+    written = ([] if is_stdout(json_path) else [str(json_path)]) + ([str(figure)] if figure else [])
+    if written:
+        out.print(f"wrote {' and '.join(written)}", highlight=False, soft_wrap=True)
 
 
 def _load(loader, path: Path, label: str):

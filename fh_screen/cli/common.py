@@ -15,9 +15,12 @@ from fh_screen import io
 F = TypeVar("F", bound=Callable)
 
 __all__ = [
-    "OutputError", "atomic_write", "check_output_path", "console", "error_console", "fail", "one_line_errors", "write_csv",
-    "write_json_file",
+    "STDOUT", "OutputError", "atomic_write", "check_output_path", "check_outputs", "console", "error_console", "fail",
+    "is_stdout", "one_line_errors", "print_error", "status_console", "write_csv", "write_json_file", "write_text_output",
 ]
+
+#: An output path of ``-`` (``--json -``, ``--csv -``) writes the data to stdout; status lines then go to stderr.
+STDOUT = "-"
 
 
 class OutputError(FhScreenError):
@@ -41,12 +44,19 @@ def error_console():
 
 
 
+def print_error(message: str, *, first_line: bool = True) -> None:
+    """Print ``error: message`` on one line to stderr (``first_line=False``: every line joined)."""
+    from rich.markup import escape
+
+    error_console().print(f"[bold red]error:[/] {escape(one_line(message, first_line=first_line))}", highlight=False,
+                          soft_wrap=True)
+
+
 def fail(message: str, code: int = 2):
     """Print ``error: message`` on one line to stderr and exit with ``code``."""
     import typer
-    from rich.markup import escape
 
-    error_console().print(f"[bold red]error:[/] {escape(one_line(message, first_line=True))}", highlight=False, soft_wrap=True)
+    print_error(message)
     raise typer.Exit(code)
 
 
@@ -75,6 +85,40 @@ def check_output_path(path: str | Path) -> Path:
     return path
 
 
+def is_stdout(path: str | Path | None) -> bool:
+    """Whether an output option names stdout (``-``)."""
+    return path is not None and str(path) == STDOUT
+
+
+def check_outputs(*paths: str | Path | None) -> None:
+    """:func:`check_output_path` for every output given (``None``: not asked for), before any work.
+
+    ``-`` is stdout and needs no check; at most one output may be ``-``.
+    """
+    given = [path for path in paths if path is not None]
+    if sum(is_stdout(path) for path in given) > 1:
+        raise OutputError("only one output can be '-' (stdout)")
+    for path in given:
+        if not is_stdout(path):
+            check_output_path(Path(path).expanduser())
+
+
+def status_console(*outputs: str | Path | None):
+    """The console for status lines ("wrote …", notes): stderr when one of ``outputs`` is stdout, else stdout."""
+    return error_console() if any(is_stdout(path) for path in outputs) else console()
+
+
+def write_text_output(text: str, path: str | Path) -> None:
+    """``text`` printed on stdout when ``path`` is ``-``, else written to ``path`` through :func:`atomic_write`."""
+    if is_stdout(path):
+        import sys
+
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    atomic_write(Path(path).expanduser(), lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
     """Write ``path`` through ``write(tmp)`` on a hidden temporary file renamed into place.
 
@@ -90,13 +134,12 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
 
 
 def write_json_file(payload, path: str | Path) -> None:
-    """``payload`` as strict JSON (:func:`fh_screen.io.json_text`) through :func:`atomic_write`."""
-    text = io.json_text(payload)
-    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    """``payload`` as strict JSON (:func:`fh_screen.io.json_text`) through :func:`write_text_output` (``-``: stdout)."""
+    write_text_output(io.json_text(payload), path)
 
 
 def write_csv(frame, path: str | Path, **to_csv_kwargs) -> None:
-    """``frame.to_csv`` through :func:`atomic_write`, quoting text cells when any holds a CR.
+    """``frame.to_csv`` through :func:`atomic_write` (``-``: on stdout), quoting text cells when any holds a CR.
 
     Python's csv writer quotes a field holding ``\n`` but not one holding a lone ``\r``, which
     readers then take for a line break; such tables are written with every text cell quoted.
@@ -107,7 +150,13 @@ def write_csv(frame, path: str | Path, **to_csv_kwargs) -> None:
     text_columns = frame.select_dtypes(include=["object", "string"]).columns
     if any(frame[c].map(lambda v: isinstance(v, str) and "\r" in v).any() for c in text_columns):
         options.setdefault("quoting", csv.QUOTE_NONNUMERIC)
-    atomic_write(path, lambda tmp: frame.to_csv(tmp, **options))
+    if is_stdout(path):
+        import sys
+
+        frame.to_csv(sys.stdout, **options)
+        sys.stdout.flush()
+        return
+    atomic_write(Path(path).expanduser(), lambda tmp: frame.to_csv(tmp, **options))
 
 
 def one_line_errors(function: F) -> F:

@@ -48,14 +48,14 @@ in four with ``val.csv``), so this testbed undervalues feedback: see ``docs/camp
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fh_screen.chem.formula import DEFAULT_ELEMENTS
 from fh_screen.errors import FhScreenError
@@ -118,7 +118,8 @@ class CampaignOptions(BaseModel):
     n_systems: int = Field(100, ge=1, description="systems per seed")
     budget: int = Field(10, ge=1, description="calculations per system")
     per_round: int = Field(2, ge=1, description="calculations per round of the loop")
-    seeds: tuple[int, ...] = Field((0,), min_length=1, description="seeds of the system draw; pooled")
+    seeds: tuple[Annotated[int, Field(ge=0)], ...] = Field((0,), min_length=1, description="seeds of the system draw "
+                                                            "(non-negative); pooled")
     score_column: str = Field("p_stable", description="screen table column ranked on (higher is better)")
     kernel_width: float = Field(0.03, gt=0, description="width of the composition kernel (fraction space)")
     diversity_strength: float = Field(0.0, ge=0, lt=1, description="score cut at a pending pick (loop and diverse)")
@@ -150,6 +151,32 @@ class CampaignOptions(BaseModel):
                     "on the tuning seeds)")
     residual_correction: bool = Field(False, description="shift predictions by the kernel-weighted residuals (loop; off by default: it lost discoveries on seed 7 with the calibrated p_stable order)")
     bootstrap: int = Field(2000, ge=100, description="bootstrap resamples of systems")
+
+    @classmethod
+    def checked(cls, values: Mapping[str, Any] | CampaignOptions | None = None, /, *,
+                labels: Mapping[str, str] | None = None, **fields: Any) -> CampaignOptions:
+        """Options from ``values`` and ``fields``; a bad one raises :class:`CampaignError` (one line).
+
+        The line names the option at fault, as ``labels`` calls it (the CLI passes its flags),
+        else ``campaign option NAME``; the one check across options (a round larger than the
+        budget) names ``per_round``. A :class:`CampaignOptions` without ``fields`` is returned as is.
+        """
+        if isinstance(values, CampaignOptions):
+            if not fields:
+                return values
+            values = values.model_dump()
+        data = {str(k): v for k, v in {**(values or {}), **fields}.items()}
+        try:
+            return cls(**data)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+        name = str(error["loc"][0]) if error.get("loc") else "per_round"
+        if error["type"] == "extra_forbidden":
+            raise CampaignError(f"unknown campaign option {name!r}; known: {', '.join(cls.model_fields)}") from None
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error.get("loc") and error["type"] != "value_error":  # pydantic's own words do not quote the value
+            message += f" (got {error.get('input')!r})"
+        raise CampaignError(f"{(labels or {}).get(name, f'campaign option {name}')}: {message}") from None
 
     @field_validator("score_column")
     @classmethod
@@ -648,14 +675,21 @@ def summarize(outcomes: Sequence[SystemOutcome], options: CampaignOptions) -> di
     }
 
 
-def run_campaign(known: OqmdSet, oracle: OqmdSet, predictor: Predictor, options: CampaignOptions = CampaignOptions(),
-                 *, progress: Callable[[int, int], None] | None = None, screen_options=None,
+def run_campaign(known: OqmdSet, oracle: OqmdSet, predictor: Predictor,
+                 options: CampaignOptions | Mapping[str, Any] = CampaignOptions(), *,
+                 progress: Callable[[int, int], None] | None = None, screen_options=None,
                  analogues: AnalogueIndex | None = None) -> dict:
     """Draw the systems of every seed, run the strategies on each, and return :func:`summarize`'s report.
 
-    ``analogues``: the index of known compositions whose analogues P(stable) counts (default: the
-    shipped one, of train.csv; a rehearsal on a carve of train.csv passes one of the rest).
+    ``options``: :class:`CampaignOptions` or a mapping of them (checked by
+    :meth:`CampaignOptions.checked`). ``analogues``: the index of known compositions whose
+    analogues P(stable) counts (default: the shipped one, of train.csv; a rehearsal on a carve of
+    train.csv passes one of the rest). An empty table raises :class:`CampaignError`.
     """
+    options = CampaignOptions.checked(options)
+    for label, table in (("known", known), ("oracle", oracle)):
+        if len(table) == 0:
+            raise CampaignError(f"the {label} table has no usable rows")
     systems = [s for seed in options.seeds for s in campaign_systems(known, oracle, options.n_systems, seed)]
     if not systems:
         raise CampaignError("no eligible system: the oracle holds no new compound on the hull of a 2–4 element system")

@@ -201,3 +201,33 @@ def test_dft_flows_of_the_handoff_carry_the_formula_in_every_job():
         assert [job.metadata["fh_screen_formula"] for job in flow.jobs] == [entry.formula] * 2
         assert all({"update": {"fh_screen_formula": entry.formula}}.items() <= u.items()
                    for job in flow.jobs for u in job.metadata_updates)
+
+
+def test_results_back_refuses_bad_input_in_one_line_at_make_and_at_call(tmp_path):
+    """A store path, maker or JobStore that cannot be used fails at make() / the call, one line, nothing written."""
+    from fh_screen.errors import FhScreenError
+    from fh_screen.jobs.results import ResultsBackError, bring_results_back
+
+    cases = {
+        "store_path must be the path of an embedded store file, got 5": {"store_path": 5},
+        "cannot write the store /proc/x/y.sqlite": {"store_path": "/proc/x/y.sqlite"},
+        "is a folder": {"store_path": str(tmp_path)},
+        "force_field_maker must be an atomate2 force-field relax maker": {"force_field_maker": "chgnet"},
+    }
+    for expected, fields in cases.items():
+        with pytest.raises(ResultsBackError, match=expected) as caught:
+            ResultsBackMaker(**fields).make()
+        assert isinstance(caught.value, FhScreenError) and "\n" not in str(caught.value)
+        assert "source=" not in str(caught.value)
+    with pytest.raises(ResultsBackError, match="job_store must be a jobflow JobStore or a maggma Store, got str"):
+        ResultsBackMaker().make(job_store="not a store")
+    with pytest.raises(ResultsBackError, match="job_store must be a jobflow JobStore or a maggma Store, got str"):
+        bring_results_back("not a store", store_path=tmp_path / "fh.sqlite")
+    job_store = local_job_store(tmp_path / "jobs.sqlite")
+    for expected, fields in cases.items():
+        with pytest.raises(ResultsBackError, match=expected):
+            bring_results_back(job_store, **fields)
+    assert not (tmp_path / "fh.sqlite").exists()
+    # a store file in folders not made yet is fine, and make() leaves nothing behind
+    ResultsBackMaker(store_path=str(tmp_path / "new" / "sub" / "fh.sqlite")).make()
+    assert not (tmp_path / "new").exists() and not list(tmp_path.glob(".fh-screen-check-*"))

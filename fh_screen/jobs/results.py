@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobflow import Job, Maker
 
+from fh_screen.errors import FhScreenError
 from fh_screen.jobs.base import fh_screen_job
 
 if TYPE_CHECKING:
@@ -30,12 +31,73 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RESULTS_COLLECTIONS", "ResultsBackMaker", "bring_results_back", "results_stores"]
+__all__ = [
+    "RESULTS_COLLECTIONS", "ResultsBackError", "ResultsBackMaker", "bring_results_back", "check_force_field_maker",
+    "check_job_store", "check_store_path", "results_stores",
+]
 
 #: Default names of the two collections the results builder adds beside ``reference``
 #: (``results_collection`` / ``element_references_collection`` in the settings name them instead).
 RESULTS_COLLECTIONS = {"results": "results", "element_references": "element_references"}
 _KEYS = {"results": "result_id", "element_references": "reference_id"}
+
+
+class ResultsBackError(FhScreenError):
+    """Results that cannot be brought back as asked (a bad store path, maker or JobStore); one line."""
+
+
+def check_store_path(store_path: Any) -> Path | None:
+    """``store_path`` as a path if an embedded store file can be written there (None stays None).
+
+    Refused in one line (:class:`ResultsBackError`): a value that is not a path, a folder in
+    the file's place, and a folder that cannot hold it (a file in the way, not writable, or a
+    place where no folder can be made, such as ``/proc``). Nothing is left behind.
+    """
+    import os
+    import tempfile
+
+    if store_path is None:
+        return None
+    if not isinstance(store_path, (str, os.PathLike)) or not str(store_path).strip():
+        raise ResultsBackError(f"store_path must be the path of an embedded store file, got {store_path!r}")
+    path = Path(store_path).expanduser()
+    if path.is_dir():
+        raise ResultsBackError(f"store_path {path} is a folder: give the path of a store file")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ResultsBackError(f"cannot write the store {path}: {folder} is not a folder")
+    if path.exists():
+        if not os.access(path, os.R_OK | os.W_OK):
+            raise ResultsBackError(f"cannot write the store {path}: the file is not writable")
+        return path
+    try:  # the one sure test that a file (or its folders) can be made there: make one, remove it
+        os.rmdir(tempfile.mkdtemp(prefix=".fh-screen-check-", dir=folder))
+    except OSError as exc:
+        raise ResultsBackError(f"cannot write the store {path}: {exc.strerror or exc} in {folder}") from None
+    return path
+
+
+def check_force_field_maker(maker: Any) -> None:
+    """Refuse (one line) a ``force_field_maker`` that is not an atomate2 force-field relax maker (None passes)."""
+    if maker is None:
+        return
+    if not isinstance(maker, Maker):
+        raise ResultsBackError(f"force_field_maker must be an atomate2 force-field relax maker "
+                               f"(e.g. chgnet_prerelax_maker()) or None, got {type(maker).__name__} {maker!r:.40}")
+    if getattr(maker, "force_field_name", None) is None:
+        raise ResultsBackError(f"cannot tell the force field of {type(maker).__name__}: force_field_maker must be an "
+                               "atomate2 force-field relax maker with a force_field_name (e.g. chgnet_prerelax_maker())")
+
+
+def check_job_store(job_store: Any) -> None:
+    """Refuse (one line) a ``job_store`` that is neither a jobflow JobStore nor a maggma Store (None passes)."""
+    from jobflow import JobStore
+    from maggma.core import Store
+
+    if job_store is not None and not isinstance(job_store, (JobStore, Store)):
+        raise ResultsBackError(f"job_store must be a jobflow JobStore or a maggma Store, got {type(job_store).__name__}")
 
 
 def results_stores(
@@ -64,8 +126,11 @@ def results_stores(
     from fh_screen.store import FhScreenStore, SQLiteStore
 
     if store_path is not None:
-        path = Path(store_path).expanduser()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path = check_store_path(store_path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ResultsBackError(f"cannot write the store {path}: {exc.strerror or exc}") from None
         FhScreenStore.embedded(path).connect().close()  # a whole store: `fh-screen query --store FILE` opens it
         return (SQLiteStore(path, RESULTS_COLLECTIONS["results"], key=_KEYS["results"]),
                 SQLiteStore(path, RESULTS_COLLECTIONS["element_references"], key=_KEYS["element_references"]),
@@ -108,6 +173,9 @@ def bring_results_back(
         The maker the force-field relaxes used: the missing element references are relaxed with
         it (cached in ``element_references``). None: only cached references are used.
 
+    Raises :class:`ResultsBackError` (one line) for a ``job_store``, ``store_path`` or
+    ``force_field_maker`` that cannot be used, before anything is read or written.
+
     Returns
     -------
     dict
@@ -122,10 +190,14 @@ def bring_results_back(
         parse_task,
     )
 
+    if job_store is None:
+        raise ResultsBackError("results back: no JobStore to read (run the job in a flow, or pass job_store)")
+    check_job_store(job_store)
+    check_force_field_maker(force_field_maker)
     results, elements, reference, where = results_stores(store_path)
     if force_field_maker is not None:
         job_store.connect()
-        source = force_field_source(getattr(force_field_maker, "force_field_name", None) or "CHGNet")
+        source = force_field_source(force_field_maker.force_field_name)
         wanted: set[str] = set()
         for doc in job_store.query({"output": {"$ne": None}}, properties=["uuid", "index", "name", "output", "metadata"]):
             facts = parse_task(doc)
@@ -192,13 +264,25 @@ class ResultsBackMaker(Maker):
     force_field_maker: Maker | None = None
     store_path: str | None = None
 
+    def check_make(self, job_store: Any = None) -> None:
+        """The checks :meth:`make` runs when the job is made: the store path, the maker, the JobStore (one line)."""
+        if not isinstance(self.name, str):
+            raise ResultsBackError(f"name must be a text, got {self.name!r}")
+        check_store_path(self.store_path)
+        check_force_field_maker(self.force_field_maker)
+        check_job_store(job_store)
+
     def make(self, upstream: Any = None, job_store: JobStore | Store | None = None) -> Job:
         """A job that runs after ``upstream`` (any output reference) and returns the counts of what came back.
 
         The job reads the JobStore it runs in (its config exposes the store), unless
         ``job_store`` is given. Its output is :func:`bring_results_back`'s dict plus
         ``fh_screen_version``.
+
+        A ``store_path``, ``force_field_maker`` or ``job_store`` that cannot be used raises
+        :class:`ResultsBackError` here, in one line.
         """
+        self.check_make(job_store)
         made = _results_back_job(self.force_field_maker, self.store_path, upstream, job_store)
         made.name = self.name
         made.config.expose_store = True
@@ -216,10 +300,6 @@ def _results_back_job(
     from jobflow import CURRENT_JOB
 
     store = job_store if job_store is not None else CURRENT_JOB.store
-    if store is None:
-        from fh_screen.errors import FhScreenError
-
-        raise FhScreenError("results back: no JobStore to read (run the job in a flow, or pass job_store)")
     from fh_screen.version import __version__
 
     counts = bring_results_back(store, store_path, force_field_maker)  # None: the configured store

@@ -48,9 +48,11 @@ __all__ = [
     "FinetuneError",
     "FinetuneOptions",
     "FinetuneResult",
+    "NewEntries",
     "check_model_name",
     "entries_table",
     "finetune",
+    "read_entries",
     "run_finetune",
     "write_finetuned_model",
 ]
@@ -114,34 +116,82 @@ def check_model_name(name: str, taken: list[str] | tuple[str, ...] = ()) -> str:
     return name
 
 
-def entries_table(entries: pd.DataFrame | str | Path, label: str | None = None) -> pd.DataFrame:
-    """New entries as the tidy table (reduced ``formula``, ``dhf_ev_per_atom``), cleaned like training data.
+@dataclass
+class NewEntries:
+    """New entries read as ``fh-screen ingest`` reads a file: the usable table and the rows set aside."""
+
+    table: pd.DataFrame
+    label: str
+    n_rows: int
+    set_aside: dict[str, int]
+
+    @property
+    def n_set_aside(self) -> int:
+        """Rows read but not learned from, all reasons together."""
+        return sum(self.set_aside.values())
+
+    def note(self) -> str | None:
+        """One line naming the rows set aside and why; None when every row is used."""
+        if not self.n_set_aside:
+            return None
+        reasons = ", ".join(f"{n} {reason}" for reason, n in self.set_aside.items())
+        return (f"{self.n_set_aside} of {self.n_rows} rows of {self.label} set aside ({reasons}); "
+                f"learning from {len(self.table)}")
+
+
+#: Words of the rows :func:`read_entries` sets aside beyond :data:`fh_screen.data.REJECTION_REASONS`.
+PURE_ELEMENTS = "pure elements"
+
+
+def read_entries(entries: pd.DataFrame | str | Path, label: str | None = None) -> NewEntries:
+    """New entries as the tidy table (reduced ``formula``, ``dhf_ev_per_atom``) and what was set aside.
 
     ``entries`` is a file (CSV ``formula,dhf_ev_per_atom`` or ``formula,target``, an OQMD dump or
     OPTIMADE JSON) or a frame with those two columns (e.g. the store's entries of one source).
-    Duplicates keep the lowest value; values outside OQMD's outlier window are dropped. Raises
-    :class:`FinetuneError` when nothing usable is left.
+    Rows are checked as ``fh-screen ingest`` checks them (:func:`fh_screen.data.check_rows`):
+    a formula with an element that does not exist, or a pure element with a ΔH_f other than 0,
+    refuses the whole table. Duplicates keep the lowest value; outliers, bad formulas, missing or
+    non-numeric values and pure elements are set aside and counted. Raises
+    :class:`FinetuneError` (one line) when the table is refused or nothing usable is left.
     """
-    from fh_screen.data import REJECTION_REASONS, clean, load_oqmd
+    from fh_screen.data import REJECTION_REASONS, DataError, check_rows, clean, load_oqmd
 
     if isinstance(entries, (str, Path)):
-        table, report = load_oqmd(entries)
         label = label or str(entries)
+        try:
+            table, report = load_oqmd(entries, drop_outliers=False)
+        except DataError as exc:
+            raise FinetuneError(str(exc)) from None
     else:
-        missing = [c for c in ("formula", "dhf_ev_per_atom") if c not in entries.columns]
-        if missing:
-            raise FinetuneError(f"new entries need columns formula and dhf_ev_per_atom (missing {', '.join(missing)})")
-        frame = pd.DataFrame({"formula": entries["formula"], "dhf_ev_per_atom": entries["dhf_ev_per_atom"], "source_id": None})
-        table, report = clean(frame)
         label = label or "the given entries"
+        if len(entries.columns) or len(entries):
+            missing = [c for c in ("formula", "dhf_ev_per_atom") if c not in entries.columns]
+            if missing:
+                raise FinetuneError(f"new entries need columns formula and dhf_ev_per_atom (missing {', '.join(missing)})")
+            frame = pd.DataFrame({"formula": entries["formula"], "dhf_ev_per_atom": entries["dhf_ev_per_atom"],
+                                  "source_id": None})
+        else:  # no rows at all (e.g. an empty list of records)
+            frame = pd.DataFrame({"formula": [], "dhf_ev_per_atom": [], "source_id": []})
+        table, report = clean(frame, drop_outliers=False)
+    try:
+        check_rows(table, report, label, "nothing was fine-tuned")
+    except DataError as exc:
+        raise FinetuneError(str(exc)) from None
+    table = table[table["passed_outlier_filter"]]
     multi = table[table["formula"].map(_n_elements) >= 2]
+    set_aside = {REJECTION_REASONS[reason]: n for reason, n in report.rejected.items() if n}
+    if len(table) - len(multi):
+        set_aside[PURE_ELEMENTS] = len(table) - len(multi)
     if not len(multi):
-        dropped = [f"{n} {REJECTION_REASONS[reason]}" for reason, n in report.rejected.items() if n]
-        elements_only = len(table) - len(multi)
-        why = ", ".join(dropped + ([f"{elements_only} pure elements"] if elements_only else [])) or "no rows"
+        why = ", ".join(f"{n} {reason}" for reason, n in set_aside.items()) or "no rows"
         raise FinetuneError(f"no usable new entries in {label} (compounds of two or more elements with a finite "
                             f"ΔH_f): {report.n_raw} rows, set aside: {why}")
-    return multi.reset_index(drop=True)
+    return NewEntries(multi.reset_index(drop=True), label, report.n_raw, set_aside)
+
+
+def entries_table(entries: pd.DataFrame | str | Path, label: str | None = None) -> pd.DataFrame:
+    """The usable new entries of :func:`read_entries` (reduced ``formula``, ``dhf_ev_per_atom``)."""
+    return read_entries(entries, label).table
 
 
 def _n_elements(formula: str) -> int:
@@ -250,7 +300,7 @@ def _tune_members(checkpoint: Checkpoint, matrix: np.ndarray, y_ev_per_atom: np.
 
 def finetune(
     base: Checkpoint,
-    entries: pd.DataFrame,
+    entries: pd.DataFrame | NewEntries,
     train_path: str | Path,
     val_path: str | Path | None = None,
     options: FinetuneOptions = FinetuneOptions(),
@@ -266,7 +316,8 @@ def finetune(
     base
         The trained model (any architecture); it is not changed.
     entries
-        The new entries: :func:`entries_table` (reduced ``formula``, ``dhf_ev_per_atom``).
+        The new entries: :func:`read_entries` (its rows set aside are recorded in the report) or
+        its table (reduced ``formula``, ``dhf_ev_per_atom``).
     train_path
         The training file the replay sample is drawn from (seeded, the entries' compositions
         left out); never ``val.csv``.
@@ -287,6 +338,10 @@ def finetune(
     started = time.perf_counter()
     if val_path is not None and Path(train_path).resolve() == Path(val_path).resolve():
         raise FinetuneError(f"the replay file and the val file are the same ({train_path}): replay from train.csv only")
+    if isinstance(entries, NewEntries):
+        n_rows, set_aside, entries = entries.n_rows, dict(entries.set_aside), entries.table
+    else:
+        n_rows, set_aside = len(entries), {}
     entries = entries.reset_index(drop=True)
     elements = list(base.elements)
     x_new = _matrix(entries["formula"].tolist(), elements, f"new entry outside the model's elements ({elements[0]}–{elements[-1]})")
@@ -305,7 +360,8 @@ def finetune(
 
     metrics: dict = {"new_entries_before": _metrics(base, x_new, y_new, options.threads)}
     data: dict = {
-        "entries": entries_label, "n_entries": len(entries), "entries_copies_per_epoch": copies,
+        "entries": entries_label, "n_entries": len(entries), "n_entries_rows": n_rows,
+        "entries_set_aside": set_aside, "entries_copies_per_epoch": copies,
         "replay_file": Path(train_path).name, "replay_sha256": file_sha256(train_path),
         "replay_cleaning": train_report.summary(), "n_replay": n_replay,
     }
@@ -390,6 +446,7 @@ def card_markdown(checkpoint: Checkpoint) -> str:
         f"{options['epochs']} epochs of AdamW at learning rate {options['learning_rate']:g}, every member from its",
         f"trained weights, with {data['n_replay']} rows of `{data['replay_file']}` replayed against forgetting",
         f"(seeded sample, the new compositions left out; each new entry seen {data['entries_copies_per_epoch']}× per epoch).",
+        *_set_aside_lines(data),
         f"{report['sigma']}.",
         "",
         "## Errors (MAE, eV/atom)",
@@ -416,9 +473,18 @@ def card_markdown(checkpoint: Checkpoint) -> str:
     return "\n".join(lines)
 
 
+def _set_aside_lines(data: dict) -> list[str]:
+    """The card's line on the rows of the new entries not learned from (none when every row was used)."""
+    set_aside = data.get("entries_set_aside") or {}
+    if not set_aside:
+        return []
+    reasons = ", ".join(f"{n} {reason}" for reason, n in set_aside.items())
+    return [f"{sum(set_aside.values())} of the {data.get('n_entries_rows')} rows read were set aside ({reasons})."]
+
+
 def run_finetune(
     base: Checkpoint,
-    entries: pd.DataFrame,
+    entries: pd.DataFrame | NewEntries,
     train_path: str | Path,
     val_path: str | Path | None,
     output_dir: str | Path,

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from maggma.core import Store
 
-from fh_screen.data import REJECTION_REASONS, DataError, load_oqmd
+from fh_screen.data import REJECTION_REASONS, DataError, check_rows, load_oqmd
 from fh_screen.store.documents import ReferenceEntryDoc, chemsys_of, elements_of, utcnow
 
 logger = logging.getLogger(__name__)
@@ -38,9 +38,6 @@ DEFAULT_SOURCE = "user"
 
 #: Files picked up when ``ingest`` is given a folder.
 INGEST_SUFFIXES = (".csv", ".json", ".tsv", ".txt")
-
-#: A pure element's ΔH_f must be 0 within this (eV/atom).
-PURE_ELEMENT_TOLERANCE_EV_PER_ATOM = 1e-6
 
 _SOURCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+@-]{0,63}")
 
@@ -127,17 +124,7 @@ def _load_checked(path: Path):
     (0 by definition: such a file holds total energies or another reference, not ΔH_f).
     """
     frame, cleaning = load_oqmd(path, drop_outliers=False)
-    for example in cleaning.examples.get("bad_formula", []):
-        if "unknown element" in example:
-            raise DataError(f"{path}: {example}; nothing was ingested")
-    pure = [(f, v) for f, v in zip(frame["formula"].tolist(), frame["dhf_ev_per_atom"].tolist())
-            if len(elements_of(f)) == 1 and abs(float(v)) > PURE_ELEMENT_TOLERANCE_EV_PER_ATOM]
-    if pure:
-        formula, value = pure[0]
-        raise DataError(
-            f"{path}: pure element {formula} has ΔH_f {value:g} eV/atom ({len(pure)} such rows); an element's formation "
-            f"enthalpy is 0 by definition (is this a file of total energies?); nothing was ingested"
-        )
+    check_rows(frame, cleaning, path)
     if frame.empty:
         raise DataError(f"no usable rows in {path}: {cleaning.summary()}")
     return frame, cleaning

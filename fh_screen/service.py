@@ -311,8 +311,12 @@ def run_screen(
     if predictor is None:
         _check_model(model)  # a wrong name fails before the store is read or the model loaded
     label = "-".join(system)
+    if sources is not None:
+        from fh_screen.store.query import parse_sources
+
+        sources = parse_sources(sources)  # a bad value fails here, whichever known phases the screen uses
     if known is not None:
-        phases = KnownPhases(known, "the caller")
+        phases = _caller_phases(known, sources)
     elif not use_reference:
         phases = KnownPhases(None, "none (use_reference=False)")
     else:
@@ -340,6 +344,24 @@ def run_screen(
                             reference=where if known is None else "the caller", keep_top=keep_top,
                             sources=sources if known is None and use_reference else None)
     return result, phases, saved
+
+
+def _caller_phases(known: pd.DataFrame, sources: Sequence[str] | None) -> KnownPhases:
+    """The caller's known phases, restricted to ``sources`` by their ``source`` column when they have one."""
+    import pandas as pd
+
+    if sources is None:
+        return KnownPhases(known, "the caller")
+    if not isinstance(known, pd.DataFrame) or "source" not in known.columns:
+        return KnownPhases(known, "the caller", note=(
+            f"sources {', '.join(sources)} not applied: the known phases given have no 'source' column "
+            "(every row counts)"))
+    kept = known[known["source"].astype(str).str.strip().str.lower().isin(sources)]
+    if len(kept):
+        return KnownPhases(kept, "the caller")
+    return KnownPhases(None, "the caller", note=(
+        f"no known phase of source {', '.join(sources)} among the rows given: the hull is built from the elements "
+        "and the predictions alone"))
 
 
 def _check_model(model: str | None) -> None:
@@ -391,8 +413,9 @@ def screen(
         Called with a short label before each stage.
     sources
         Only reference entries of these sources count for the hull (``"oqmd,chgnet"`` or a list;
-        None: every source in the store), as ``fh-screen SYSTEM --sources``; ignored when ``known``
-        is given. A source the store has no entry of is named in ``warnings``.
+        None: every source in the store), as ``fh-screen SYSTEM --sources``. With ``known``, its
+        rows of those sources (by its ``source`` column; without one every row counts, and
+        ``warnings`` says so). A source the store has no entry of is named in ``warnings``.
 
     Returns
     -------

@@ -322,21 +322,31 @@ def test_a_sweep_counts_the_sources_it_is_given_and_resumes_by_them(store_file):
         store.reference.update([ReferenceEntryDoc.from_formula("Li2O", oqmd_li2o - 0.5, source="chgnet").model_dump()],
                                key=["formula", "source"])
     for sources, expected in (("oqmd", "1 systems screened, 0 skipped"), (" OQMD", "0 systems screened, 1 skipped"),
-                              ("oqmd,chgnet", "1 systems screened, 0 skipped"), (None, "1 systems screened, 0 skipped"),
-                              (None, "0 systems screened, 1 skipped")):
+                              ("oqmd,chgnet", "1 systems screened, 0 skipped"),
+                              ("chgnet,oqmd", "0 systems screened, 1 skipped"),  # a set: the order does not matter
+                              (None, "1 systems screened, 0 skipped"), (None, "0 systems screened, 1 skipped")):
         args = ["--sources", sources] if sources else []
         result = _invoke("bulk", "--elements", "Li,O", "--nelements", "2", *SMALL, *args, "--store", str(store_file))
         assert result.exit_code == 0 and expected in result.output, (sources, result.output)
+        assert "no reference entry" not in result.output
     with FhScreenStore.embedded(store_file) as store:
         docs = {tuple(d["sources"]) if d.get("sources") else None: d
                 for d in store.screens.query({"chemsys": "Li-O"}, properties=["sources", "candidates"])}
-    assert set(docs) == {("oqmd",), ("oqmd", "chgnet"), None}
+    assert set(docs) == {("oqmd",), ("chgnet", "oqmd"), None}
+    # a source the store holds nothing of (a typo) is named once, before the sweep, as the screen does
+    typo = _invoke("bulk", "--elements", "Li,O", "--nelements", "2", *SMALL, "--sources", "oqmd,chgent",
+                   "--store", str(store_file), "--json", "-")
+    assert typo.exit_code == 0, typo.output
+    assert json.loads(typo.stdout)["notes"] == [
+        "source chgent: no reference entry in the store (it holds chgnet, oqmd): a misspelt name, or nothing of it "
+        "computed yet"]
+    assert " ".join(typo.stderr.split()).count("source chgent: no reference entry") == 1
 
     def li2o(doc: dict) -> float:
         return next(c for c in doc["candidates"] if c["formula"] == "Li2O")["known_dhf_ev_per_atom"]
 
     assert li2o(docs[("oqmd",)]) == pytest.approx(oqmd_li2o)
-    assert li2o(docs[("oqmd", "chgnet")]) == li2o(docs[None]) == pytest.approx(oqmd_li2o - 0.5)  # the lower counts
+    assert li2o(docs[("chgnet", "oqmd")]) == li2o(docs[None]) == pytest.approx(oqmd_li2o - 0.5)  # the lower counts
     # the maggma builder resumes by the same rule
     store = FhScreenStore.embedded(store_file)
     builder = SweepBuilder(store.reference, store.screens, ["Li-O", "Fe-O"], reference_sources="oqmd",

@@ -453,9 +453,23 @@ def test_fh_screen_results_lists_every_calculation_with_its_state_and_reason(tmp
     assert fresh.exit_code == 0 and "nothing has come back" in fresh.output
     fresh_json = runner.invoke(build_app(), ["results", "--store", str(tmp_path / "fresh.sqlite"), "--json", "-"])
     assert fresh_json.exit_code == 0 and json.loads(fresh_json.stdout) == []
+    # states and sources are read in any case; a source with no result at all gets one note
+    upper = runner.invoke(build_app(), ["results", "--store", store, "--state", "SUCCESSFUL", "--source", "ATOMATE2-VASP", "-f", "FeO",
+                                        "--json", "-"])
+    assert upper.exit_code == 0 and [r["job_uuid"] for r in json.loads(upper.stdout)] == ["feo"]
+    typo = runner.invoke(build_app(), ["results", "--store", store, "--source", "chgent"])
+    assert typo.exit_code == 0 and "no matching results" in typo.output
+    assert "source chgent: no result in the store (it holds atomate2-vasp)" in " ".join(typo.output.split())
+    # JSON on stdout stays parseable when a CSV is written beside it: the status line goes to stderr
+    both = runner.invoke(build_app(), ["results", "--store", store, "--json", "-", "--csv", str(tmp_path / "r.csv")])
+    assert both.exit_code == 0 and len(json.loads(both.stdout)) == 4 and "wrote 4 rows" in both.stderr
+    junk = tmp_path / "junk.sqlite"
+    junk.write_text("not a database\n")
     for args, message in ((["--state", "done"], "--state must be one of"),
                           (["--chemsys", "Fe-Xx"], "Xx"),
-                          (["--store", str(tmp_path / "absent.sqlite")], "no store at")):
+                          (["--store", str(tmp_path / "absent.sqlite")], "no store at"),
+                          (["--store", str(junk)], "cannot be used: file is not a database"),
+                          (["--json", "-", "--csv", "-"], "only one output can be '-'")):
         bad = runner.invoke(build_app(), ["results", "--store", store, *args] if "--store" not in args
                             else ["results", *args])
         assert bad.exit_code == 2 and message in bad.output and "Traceback" not in bad.output, bad.output

@@ -130,7 +130,7 @@ def test_the_api_and_the_maker_count_the_same_sources_as_the_cli(store_file):
         maker = PrescreenMaker(model="paper-ensemble", sources=sources, save_screen=False, screen_options=options,
                                reference_store=FhScreenStore.embedded(store_file, read_only=True).reference)
         doc = maker.prescreen("Li-F")
-        assert doc.sources == [name.strip() for name in key.split(",")]
+        assert doc.sources == sorted(name.strip() for name in key.split(","))
         jobs[key] = ({c.formula: c.known_dhf_ev_per_atom for c in doc.candidates if c.known_dhf_ev_per_atom is not None},
                      [p.message for p in doc.problems])
     assert api["oqmd"][0]["LiF"] == pytest.approx(-3.2101) and api["oqmd,chgnet"][0]["LiF"] == pytest.approx(-3.40)
@@ -162,3 +162,43 @@ def test_a_saved_screen_records_which_sources_counted(store_file):
         assert store.get_screen(run_ids[False]).sources is None
     shown = runner.invoke(build_app(), ["query", "--run", run_ids[True]])
     assert shown.exit_code == 0 and "sources: chgnet, oqmd" in " ".join(shown.output.split())
+
+
+def test_the_api_checks_and_applies_sources_when_the_caller_gives_the_known_phases():
+    """screen(known=..., sources=...): a bad value fails as in every other door; a `source` column is honoured."""
+    import pandas as pd
+
+    from fh_screen import screen
+    from fh_screen.models.predictor import load_predictor
+    from fh_screen.screening import ScreenOptions
+
+    predictor = load_predictor("paper")
+    options = ScreenOptions(max_atoms=6)
+    known = pd.DataFrame({"formula": ["LiF", "LiF", "Li2F"], "dhf_ev_per_atom": [v for _, v, _ in ENTRIES],
+                          "source": [s for _, _, s in ENTRIES]})
+    for bad in (1, "", ",", {"oqmd"}, ["oqmd", 3]):
+        with pytest.raises(QueryError, match="source"):
+            screen("Li-F", predictor=predictor, known=known, options=options, sources=bad)
+    oqmd = screen("Li-F", predictor=predictor, known=known, options=options, sources="OQMD").table.set_index("formula")
+    assert oqmd.loc["LiF", "known_dhf_ev_per_atom"] == pytest.approx(-3.2101) and not oqmd.loc["Li2F", "is_known"]
+    untagged = screen("Li-F", predictor=predictor, known=known.drop(columns="source"), options=options, sources="oqmd")
+    assert untagged.table.set_index("formula").loc["Li2F", "is_known"]  # every row counts, and the note says so
+    assert any("have no 'source' column" in w for w in untagged.warnings)
+
+
+def test_json_dash_prints_the_data_on_stdout_and_nothing_else_in_every_command(store_file, tmp_path):
+    """`--json -` is stdout for query, runs, query --run, query --top and the screen; status lines go to stderr."""
+    screened = runner.invoke(build_app(), ["screen", "Li-F", "--model", "paper", "--max-atoms", "4", "--json", "-",
+                                           "--csv", str(tmp_path / "s.csv")])
+    assert screened.exit_code == 0, screened.output
+    rows = json.loads(screened.stdout)
+    assert {r["formula"] for r in rows} >= {"LiF", "Li2F"} and not (tmp_path / "-").exists()
+    assert "saved run" in screened.stderr and "wrote CSV" in screened.stderr
+    run_id = screened.stderr.split("saved run ")[1].split()[0]
+    for args, check in ((["query", "--chemsys", "Li-F", "--kind", "reference"], lambda d: len(d) == 3),
+                        (["runs"], lambda d: d[0]["run_id"] == run_id),
+                        (["query", "--run", run_id], lambda d: d["run_id"] == run_id),
+                        (["query", "--top", "3"], lambda d: len(d) == 3)):
+        result = runner.invoke(build_app(), [*args, "--store", str(store_file), "--json", "-"])
+        assert result.exit_code == 0 and check(json.loads(result.stdout)), (args, result.output)
+        assert not (tmp_path / "-").exists() and not __import__("pathlib").Path("-").exists()

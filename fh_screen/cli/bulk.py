@@ -8,7 +8,15 @@ from typing import Optional
 
 import typer
 
-from fh_screen.cli.common import check_output_path, console, error_console, fail, one_line_errors
+from fh_screen.cli.common import (
+    check_outputs,
+    error_console,
+    fail,
+    is_stdout,
+    one_line_errors,
+    status_console,
+    write_json_file,
+)
 from fh_screen.screening.options import DEFAULT_SELECT_P_MIN
 from fh_screen.screening.probability import DEFAULT_REFINE_TOP
 
@@ -58,9 +66,7 @@ def bulk_command(
         fail(f"--processes must be 1 or more, got {processes}")
     if (elements is None) == (systems_file is None):
         fail("give either --elements Li,Fe,P,O (with --nelements) or --systems-file FILE")
-    to_stdout = json_path is not None and str(json_path) == "-"
-    if json_path is not None and not to_stdout:
-        check_output_path(Path(json_path).expanduser())
+    check_outputs(json_path)
     systems = systems_from_elements(elements, nelements) if elements is not None else read_systems_file(systems_file)
     options = ScreenOptions(
         max_atoms=max_atoms, max_per_element=max_per_element, charge_neutral=charge_neutral,
@@ -84,7 +90,7 @@ def bulk_command(
                      "(saved systems are skipped)", highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None
     report.seconds = time.perf_counter() - started
-    out = errors if to_stdout else console()
+    out = status_console(json_path)
     per_system = f" ({1000 * report.seconds / report.systems_done:.0f} ms per screened system)" if report.systems_done else ""
     out.print(f"{report.systems_done:,} systems screened, {report.systems_skipped:,} skipped (already stored), "
               f"{report.systems_failed:,} failed; {report.candidates:,} candidates, {report.likely:,} new ones with "
@@ -92,15 +98,8 @@ def bulk_command(
               f"process{'es' if processes > 1 else ''}. Best over every stored screen: fh-screen query --top 100 --min-p 0.5",
               highlight=False, soft_wrap=True)
     if json_path is not None:
-        import json
-
-        text = json.dumps(report.to_json(), indent=1) + "\n"
-        if to_stdout:
-            typer.echo(text, nl=False)
-        else:
-            from fh_screen.cli.common import atomic_write
-
-            atomic_write(Path(json_path).expanduser(), lambda tmp: tmp.write_text(text))
+        write_json_file(report.to_json(), json_path)
+        if not is_stdout(json_path):
             out.print(f"wrote the summary to {json_path}", highlight=False, soft_wrap=True)
     if report.failures:
         first = report.failures[0]
@@ -136,6 +135,8 @@ class _Bar:
 
     def plan(self, plan) -> None:
         self.total = len(plan.pending)
+        for note in plan.notes:
+            self.errors.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
         if plan.skipped:
             self.errors.print(f"fh-screen: {len(plan.skipped):,} of {len(plan.skipped) + self.total:,} systems already "
                               f"stored with {plan.model} and these options: skipped (--redo screens them again)",

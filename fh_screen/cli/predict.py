@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from fh_screen.cli.common import check_output_path, console, fail, one_line_errors, write_csv
+from fh_screen.cli.common import check_outputs, console, fail, is_stdout, one_line_errors, status_console, write_csv
 
 __all__ = ["register"]
 
@@ -15,7 +15,7 @@ __all__ = ["register"]
 def predict_command(
     formulas: list[str] = typer.Argument(None, help="Formulas such as LiFePO4 Fe2O3."),
     input_csv: Optional[Path] = typer.Option(None, "--input", "-i", help="CSV file with a 'formula' column."),
-    output_csv: Optional[Path] = typer.Option(None, "--output", "-o", help="Write every input column plus predictions here."),
+    output_csv: Optional[Path] = typer.Option(None, "--output", "-o", help="Write every input column plus predictions here ('-': print the CSV)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Shipped model name or path to a .pt checkpoint."),
 ) -> None:
     """Predict formation enthalpies (eV/atom) from composition."""
@@ -25,8 +25,7 @@ def predict_command(
         fail("give formulas (fh-screen predict LiFePO4) or --input FILE.csv")
     if formulas and input_csv is not None:
         fail("give formulas or --input, not both")
-    if output_csv is not None:
-        check_output_path(output_csv)
+    check_outputs(output_csv)
     predictor = Predictor.from_name(model)
     if input_csv is not None:
         _predict_csv(predictor, input_csv, output_csv)
@@ -36,8 +35,9 @@ def predict_command(
         import pandas as pd
 
         frame = _with_predictions(pd.DataFrame({"formula": formulas}), result, predictor)
-        _write_csv_atomically(frame, output_csv)
-        console().print(f"wrote {len(frame)} rows to {output_csv}")
+        write_csv(frame, output_csv)
+        if not is_stdout(output_csv):
+            console().print(f"wrote {len(frame)} rows to {output_csv}")
         return
     _print_table(formulas, result, predictor)
     bad = [e for e in result.errors if e]
@@ -69,10 +69,6 @@ def _with_predictions(frame, result, predictor):
     return frame
 
 
-def _write_csv_atomically(frame, path: Path) -> None:
-    write_csv(frame, path)
-
-
 def _predict_csv(predictor, input_csv: Path, output_csv: Optional[Path]) -> None:
     from fh_screen.data import read_csv_any
 
@@ -90,8 +86,10 @@ def _predict_csv(predictor, input_csv: Path, output_csv: Optional[Path]) -> None
     if output_csv is None:
         _print_table(formulas, result, predictor)
     else:
-        _write_csv_atomically(out, output_csv)
-        console().print(f"wrote {len(out)} rows to {output_csv} ({n_bad} with an error)")
+        write_csv(out, output_csv)
+        status_console(output_csv).print(f"wrote {len(out)} rows to {output_csv} ({n_bad} with an error)"
+                                         if not is_stdout(output_csv) else f"{n_bad} of {len(out)} rows with an error",
+                                         highlight=False)
 
 
 def _shown(text: str) -> str:

@@ -14,7 +14,16 @@ from typing import Optional
 
 import typer
 
-from fh_screen.cli.common import check_output_path, console, fail, one_line_errors, write_csv
+from fh_screen.cli.common import (
+    check_outputs,
+    console,
+    fail,
+    is_stdout,
+    one_line_errors,
+    status_console,
+    write_csv,
+    write_json_file,
+)
 
 __all__ = ["register"]
 
@@ -43,15 +52,10 @@ def _results_store(store_file: Optional[Path]):
 
 def _no_results_yet(store) -> bool:
     """An embedded store file that has never held a results collection (nothing brought back into it)."""
-    import sqlite3
-
     from fh_screen.store import SQLiteStore
 
-    if not isinstance(store, SQLiteStore):
-        return False  # MongoDB: a collection that does not exist reads as empty
-    with sqlite3.connect(f"file:{store.path}?mode=ro", uri=True) as conn:
-        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    return store.collection_name not in tables
+    # MongoDB: a collection that does not exist reads as empty
+    return isinstance(store, SQLiteStore) and not store.collection_exists()
 
 
 def results_command(
@@ -61,7 +65,7 @@ def results_command(
     chemsys: Optional[str] = typer.Option(None, "--chemsys", "-c", help="Li-Fe-O: every result whose elements are a subset."),
     limit: int = typer.Option(50, "--limit", help="Rows in the table (0: all); --json/--csv get every row."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the results as a JSON list ('-': print it)."),
-    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write the results as CSV."),
+    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write the results as CSV ('-': print it)."),
     store_file: Optional[Path] = typer.Option(None, "--store", help="Embedded store file (default: the configured store)."),
 ) -> None:
     """List the calculations brought back (successful, failed, unconverged, rejected, no_reference) with their reasons."""
@@ -69,46 +73,47 @@ def results_command(
 
     import pandas as pd
 
-    from fh_screen.io import atomic_write_text, json_text
-    from fh_screen.store.query import criteria_for
+    from fh_screen.store.query import absent_sources_note, criteria_for
 
     if limit < 0:
         fail(f"--limit must be 0 (all rows) or more, got {limit}")
-    if state is not None and state not in STATES:
+    if state is not None and state.strip().lower() not in STATES:
         fail(f"--state must be one of {', '.join(STATES)}, got {state!r}")
-    to_stdout = json_path is not None and str(json_path) == "-"
-    for target in ((None if to_stdout else json_path), csv_path):
-        if target is not None:
-            check_output_path(target)
+    check_outputs(json_path, csv_path)
     criteria = criteria_for(formula or None, chemsys, source=source)  # a bad formula or system fails here
     if state is not None:
-        criteria["state"] = state
+        criteria["state"] = state.strip().lower()
     store = _results_store(store_file)
     docs: list[dict] = []
     empty = _no_results_yet(store)
+    note = ""
     if not empty:
         store.connect()
         try:
             docs = [{k: v.isoformat() if isinstance(v, datetime) else v for k, v in d.items()
-                     if k not in ("_id", "structure")} for d in store.query(criteria=criteria, sort={"last_updated": -1})]
+                     if k not in ("_id", "structure")}
+                    for d in store.query(criteria=criteria, sort={"last_updated": -1, "result_id": 1})]
+            note = absent_sources_note(source, {d.get("source") for d in docs}, lambda: store.distinct("source"),
+                                       "the store", what="result")
         finally:
             store.close()
+    out = status_console(json_path, csv_path)
     if json_path is not None:
-        text = json_text(docs)
-        if to_stdout:
-            typer.echo(text, nl=False)
-        else:
-            atomic_write_text(json_path, text)
-            console().print(f"wrote {len(docs)} results to {json_path}", highlight=False)
+        write_json_file(docs, json_path)
+        if not is_stdout(json_path):
+            out.print(f"wrote {len(docs)} results to {json_path}", highlight=False)
     if csv_path is not None:
         write_csv(pd.DataFrame(docs, columns=RESULT_COLUMNS), csv_path)
-        console().print(f"wrote {len(docs)} rows to {csv_path}", highlight=False)
+        if not is_stdout(csv_path):
+            out.print(f"wrote {len(docs)} rows to {csv_path}", highlight=False)
     if json_path is None and csv_path is None:
         if empty:
-            console().print(f"no results in {store.path} yet: nothing has come back (ResultsBackMaker, "
-                            "workflows/closed_loop_chgnet.py)", highlight=False, soft_wrap=True)
+            out.print(f"no results in {store.path} yet: nothing has come back (ResultsBackMaker, "
+                      "workflows/closed_loop_chgnet.py)", highlight=False, soft_wrap=True)
         else:
             _print_results(docs, limit)
+    if note:
+        out.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
 
 
 def _print_results(docs: list[dict], limit: int) -> None:

@@ -11,7 +11,17 @@ from typing import Optional
 
 import typer
 
-from fh_screen.cli.common import atomic_write, console, fail, one_line_errors, write_json_file
+from fh_screen.cli.common import (
+    check_outputs,
+    console,
+    fail,
+    is_stdout,
+    one_line_errors,
+    status_console,
+    write_csv,
+    write_json_file,
+    write_text_output,
+)
 
 __all__ = ["register", "runs_command", "show_run"]
 
@@ -38,13 +48,7 @@ def _has_screens(store) -> bool:
 
     screens = store.screens
     if isinstance(screens, SQLiteStore) and screens.read_only:
-        import sqlite3
-        from contextlib import closing
-
-        with closing(sqlite3.connect(f"file:{screens.path}?mode=ro", uri=True)) as conn:
-            found = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?",
-                                 (screens.collection_name,)).fetchone()
-        return found is not None
+        return screens.collection_exists()
     return True
 
 
@@ -52,20 +56,20 @@ def runs_command(
     chemsys: Optional[str] = typer.Option(None, "--chemsys", "-c", help="Only screens of this system (elements in any order)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Only screens made with this model name."),
     limit: int = typer.Option(20, "--limit", help="Newest N screens (0: all)."),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the listing as JSON here."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the listing as JSON here ('-': print it)."),
     store_file: Optional[Path] = typer.Option(None, "--store", help=_STORE_HELP),
 ) -> None:
     """List the saved screens (CLI runs and prescreen jobs), newest first."""
     if limit < 0:
         fail(f"--limit must be 0 or more, got {limit}")
-    if json_path is not None and not json_path.expanduser().resolve().parent.is_dir():
-        fail(f"output folder does not exist: {json_path.parent}")
+    check_outputs(json_path)
     store = _open_store(store_file)
     with store:
         rows = store.screen_summaries(chemsys=chemsys, model_name=model, limit=limit) if _has_screens(store) else []
     if json_path is not None:
         _write_json(rows, json_path)
-        console().print(f"wrote {len(rows)} screens to {json_path}", highlight=False)
+        if not is_stdout(json_path):
+            console().print(f"wrote {len(rows)} screens to {json_path}", highlight=False)
         return
     out = console()
     if not rows:
@@ -99,24 +103,24 @@ def _short_list(formulas: list[str]) -> str:
 def show_run(run_id: str, *, store_file: Optional[Path] = None, limit: int = 50,
              json_path: Optional[Path] = None, csv_path: Optional[Path] = None) -> None:
     """Print (or write) the screen stored under ``run_id``: its ranked candidates and selection."""
-    for target in (json_path, csv_path):
-        if target is not None and not target.expanduser().resolve().parent.is_dir():
-            fail(f"output folder does not exist: {target.parent}")
+    check_outputs(json_path, csv_path)
     store = _open_store(store_file)
     with store:
         if not _has_screens(store):
             fail(f"no screen with run id {run_id!r}: no screen has been saved in {store.screens.name}")
         doc = store.get_screen(run_id)
+    out = status_console(json_path, csv_path)
     if json_path is not None:
-        text = doc.model_dump_json(indent=1) + "\n"
-        atomic_write(json_path, lambda tmp: tmp.write_text(text))
-        console().print(f"wrote screen {doc.run_id} to {json_path}", highlight=False)
+        write_text_output(doc.model_dump_json(indent=1) + "\n", json_path)
+        if not is_stdout(json_path):
+            out.print(f"wrote screen {doc.run_id} to {json_path}", highlight=False)
     if csv_path is not None:
         import pandas as pd
 
         frame = pd.DataFrame([c.model_dump() for c in doc.candidates])
-        atomic_write(csv_path, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.6g"))
-        console().print(f"wrote {len(frame)} candidates to {csv_path}", highlight=False)
+        write_csv(frame, csv_path, float_format="%.6g")
+        if not is_stdout(csv_path):
+            out.print(f"wrote {len(frame)} candidates to {csv_path}", highlight=False)
     if json_path is None and csv_path is None:
         _print_screen(doc, limit)
 

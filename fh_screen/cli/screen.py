@@ -13,7 +13,7 @@ from typing import Optional
 
 import typer
 
-from fh_screen.cli.common import check_output_path, console, error_console, fail, one_line_errors
+from fh_screen.cli.common import check_outputs, error_console, fail, is_stdout, one_line_errors, status_console
 from fh_screen.screening.options import DEFAULT_SELECT_P_MIN
 from fh_screen.screening.probability import DEFAULT_REFINE_TOP
 
@@ -22,8 +22,8 @@ __all__ = ["register", "write_outputs"]
 def screen_command(
     chemsys: str = typer.Argument(..., help="Chemical system, elements joined by '-', e.g. Li-Fe-P-O."),
     top: int = typer.Option(20, "--top", "-n", help="Rows of the ranked table to print."),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the full ranked list as JSON here."),
-    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write the full ranked list as CSV here."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the full ranked list as JSON here ('-': print it; the table then goes to stderr)."),
+    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write the full ranked list as CSV here ('-': print it; the table then goes to stderr)."),
     plot_path: Optional[Path] = typer.Option(None, "--plot", help="Draw the phase diagram (ternary/quaternary) to a .png."),
     max_atoms: int = typer.Option(20, "--max-atoms", help="Largest formula unit (atoms) to enumerate."),
     max_per_element: Optional[int] = typer.Option(None, "--max-per-element", help="Most atoms of one element (default max-atoms - 1)."),
@@ -52,9 +52,9 @@ def screen_command(
     system = parse_chemsys(chemsys)
     if top < 0:
         fail(f"--top must be 0 or more, got {top}")
-    for path in (json_path, csv_path, plot_path):
-        if path is not None:
-            check_output_path(Path(path).expanduser())  # before any work: folder exists, writable, not a folder
+    check_outputs(json_path, csv_path, plot_path)  # before any work: folder exists, writable, not a folder
+    if is_stdout(plot_path):
+        fail("--plot needs a .png path, not '-'")
     if plot_path is not None:
         if Path(plot_path).suffix.lower() != ".png":
             fail(f"--plot needs a .png path, got {plot_path}")
@@ -88,12 +88,12 @@ def screen_command(
 
             plot_screen(result, plot_path, top=min(max(top, 0), 30))
     write_outputs(result, json_path=json_path, csv_path=csv_path)
-    _print(result, top, predictor, time.perf_counter() - started)
-    out = console()
+    out = status_console(json_path, csv_path)  # stderr when the ranked list goes to stdout
+    _print(result, top, predictor, time.perf_counter() - started, out)
     for note in result.warnings:
         out.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
     for label, path in (("JSON", json_path), ("CSV", csv_path), ("plot", plot_path)):
-        if path is not None:
+        if path is not None and not is_stdout(path):
             out.print(f"wrote {label} to {path}", highlight=False, soft_wrap=True)
     if saved is not None:
         out.print(f"saved run {saved.run_id} ({saved.n_predictions:,} predictions) to the store: "
@@ -144,14 +144,15 @@ class _Stages:
 
 
 def write_outputs(result, *, json_path: Optional[Path] = None, csv_path: Optional[Path] = None) -> None:
-    """Write the whole ranked table (every column and the model of each row, :mod:`fh_screen.exports`), atomically."""
+    """Write the whole ranked table (every column and the model of each row, :mod:`fh_screen.exports`), atomically
+    (a path of ``-``: printed on stdout)."""
     from fh_screen.cli.common import write_csv, write_json_file
     from fh_screen.exports import export_frame, export_records
 
     if json_path is not None:
-        write_json_file(export_records(result), Path(json_path))
+        write_json_file(export_records(result), json_path)
     if csv_path is not None:
-        write_csv(export_frame(result), Path(csv_path), float_format="%.6g")
+        write_csv(export_frame(result), csv_path, float_format="%.6g")
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -162,7 +163,7 @@ def _fmt(value, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-def _print(result, top: int, predictor, seconds: float) -> None:
+def _print(result, top: int, predictor, seconds: float, out) -> None:
     from rich.table import Table
 
     table = Table(
@@ -198,7 +199,6 @@ def _print(result, top: int, predictor, seconds: float) -> None:
         else:
             cells.append(row.decomposition)
         table.add_row(*cells)
-    out = console()
     if top > 0:
         out.print(table)
     n_known = int(result.table["is_known"].sum())

@@ -8,7 +8,17 @@ from typing import Optional
 
 import typer
 
-from fh_screen.cli.common import check_output_path, console, error_console, fail, one_line_errors
+from fh_screen.cli.common import (
+    check_outputs,
+    console,
+    error_console,
+    fail,
+    is_stdout,
+    one_line_errors,
+    status_console,
+    write_csv,
+    write_json_file,
+)
 
 __all__ = ["dft_first", "register"]
 
@@ -106,8 +116,8 @@ def query_command(
     kind: Kind = typer.Option(Kind.both, "--kind", "-k", help="reference (DFT), predicted, or both side by side."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Only predictions of this model name."),
     limit: int = typer.Option(50, "--limit", help="Rows in the table (0: all); --json/--csv get every row."),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the full result as a JSON list of documents."),
-    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write the full result as CSV."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the full result as a JSON list of documents ('-': print it)."),
+    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write the full result as CSV ('-': print it)."),
     include_outliers: bool = typer.Option(False, "--include-outliers", help="Include entries that failed the outlier filter."),
     source: Optional[str] = typer.Option(None, "--source", help="Reference entries of these sources only (oqmd, chgnet, atomate2-vasp; comma separated)."),
     store_file: Optional[Path] = typer.Option(None, "--store", help=_STORE_HELP),
@@ -132,9 +142,7 @@ def query_command(
 
         return show_run(run, store_file=store_file, limit=limit, json_path=json_path, csv_path=csv_path)
 
-    for target in (json_path, csv_path):
-        if target is not None:
-            check_output_path(target)  # before any work: folder exists, writable, not a folder
+    check_outputs(json_path, csv_path)  # before any work: folder exists, writable, not a folder
     criteria_for(formula, chemsys, nelements, min_dhf, max_dhf, source=source)  # validate before opening the store
     if source is not None and kind is not Kind.reference:
         kind = Kind.reference  # a source belongs to reference entries; predictions have none
@@ -154,22 +162,23 @@ def query_command(
         else:
             frame = dft_first(store.compare_frame(model_name=model, include_outliers=include_outliers, **filters))
             frame = frame.head(table_limit) if table_limit else frame
+    out = status_console(json_path, csv_path)
     if json_path is not None:
         _write_json(frame, json_path)
-        console().print(f"wrote {len(frame)} documents to {json_path}")
+        if not is_stdout(json_path):
+            out.print(f"wrote {len(frame)} documents to {json_path}")
     if csv_path is not None:
         _write_csv(frame, csv_path)
-        console().print(f"wrote {len(frame)} rows to {csv_path}")
+        if not is_stdout(csv_path):
+            out.print(f"wrote {len(frame)} rows to {csv_path}")
     if json_path is None and csv_path is None:
         _print_table(frame, kind, limit)
     if note:
-        console().print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+        out.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
 
 
 def _top_candidates(top: int, min_p: float, chemsys, model, store_file, json_path, csv_path) -> None:
     """``fh-screen query --top N --min-p P``: the best new candidates over every stored screen."""
-    import json
-
     import pandas as pd
 
     from fh_screen.store.query import TOP_COLUMNS, top_candidates
@@ -178,28 +187,22 @@ def _top_candidates(top: int, min_p: float, chemsys, model, store_file, json_pat
         fail(f"--top must be 0 (all) or more, got {top}")
     if not 0 <= min_p <= 1:
         fail(f"--min-p must be a probability between 0 and 1, got {min_p}")
-    to_stdout = json_path is not None and str(json_path) == "-"
-    for target in ((None if to_stdout else json_path), csv_path):
-        if target is not None:
-            check_output_path(target)
+    check_outputs(json_path, csv_path)
     if chemsys is not None:
         from fh_screen.store.documents import subsystems
 
         subsystems(chemsys)  # a bad system fails before the store is opened
     with _open_store(store_file, read_only=True) as store:
         rows = top_candidates(store.screens, top=top, min_p=min_p, model=model, chemsys=chemsys)
+    out = status_console(json_path, csv_path)
     if json_path is not None:
-        text = json.dumps(rows, indent=1, allow_nan=False) + "\n"
-        if to_stdout:
-            typer.echo(text, nl=False)
-        else:
-            _atomic_write(json_path, lambda tmp: tmp.write_text(text))
-            console().print(f"wrote {len(rows)} rows to {json_path}")
+        write_json_file(rows, json_path)
+        if not is_stdout(json_path):
+            out.print(f"wrote {len(rows)} rows to {json_path}")
     if csv_path is not None:
-        from fh_screen.cli.common import write_csv
-
         write_csv(pd.DataFrame(rows, columns=TOP_COLUMNS), csv_path)
-        console().print(f"wrote {len(rows)} rows to {csv_path}")
+        if not is_stdout(csv_path):
+            out.print(f"wrote {len(rows)} rows to {csv_path}")
     if json_path is None and csv_path is None:
         _print_top(rows, top, min_p)
 
@@ -256,8 +259,6 @@ def _records(frame) -> list[dict]:
 
 
 def _write_json(frame, path: Path) -> None:
-    from fh_screen.cli.common import write_json_file
-
     write_json_file(_records(frame), path)
 
 
@@ -265,8 +266,6 @@ def _write_csv(frame, path: Path) -> None:
     frame = frame.copy()
     if "elements" in frame.columns:
         frame["elements"] = [" ".join(e) if isinstance(e, (list, tuple)) else e for e in frame["elements"]]
-    from fh_screen.cli.common import write_csv
-
     write_csv(frame, path)
 
 

@@ -11,8 +11,6 @@ is simply rerun, and resumes.
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +38,8 @@ class BulkBatchDocument(BaseModel):
     processes: int = Field(1, description="worker processes of the batch")
     failures: list[dict[str, str]] = Field(default_factory=list, description="system and one-line reason of each failure")
     stopped: str = Field("", description="why the batch stopped early, if it did")
+    notes: list[str] = Field(default_factory=list, description="lines for the user, e.g. a requested source the store "
+                                                                 "holds no reference entry of (a typo)")
 
 
 @fh_screen_job(output_schema=BulkBatchDocument)
@@ -98,13 +98,7 @@ class BulkScreenMaker(Maker):
             systems = [systems]
         if not isinstance(self.screen_options, Mapping):
             raise FhScreenError(f"screen_options must be a mapping of ScreenOptions fields, got {self.screen_options!r}")
-        known = [f.name for f in dataclasses.fields(ScreenOptions)]
-        for name in self.screen_options:
-            if name not in known:
-                close = difflib.get_close_matches(str(name), known, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise FhScreenError(f"unknown screen option {name!r}{hint}; known: {', '.join(known)}")
-        ScreenOptions(**self.screen_options).validate()
+        ScreenOptions.from_mapping(self.screen_options)  # an unknown name or a bad value: one line
         if self.sources is not None:
             from fh_screen.store.query import parse_sources
 

@@ -313,6 +313,22 @@ class SQLiteStore(Store):
     def _error(self, exc: BaseException) -> StoreFileError:
         return StoreFileError(f"store file {self.path} cannot be used: {one_line(exc, first_line=True)}")
 
+    def collection_exists(self) -> bool:
+        """Whether the file exists and holds this collection (read only: nothing is created).
+
+        Raises :class:`StoreFileError` (one line) for a file that is not an SQLite database.
+        """
+        from contextlib import closing
+
+        if not self.path.is_file():
+            return False
+        try:
+            with closing(sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=self.busy_timeout_s)) as conn:
+                tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+        return self.collection_name in tables
+
     def connect(self, force_reset: bool = False) -> None:
         """Open the file (creating it and its folder if needed) and the collection's table."""
         if self._conn is not None and not force_reset:

@@ -51,11 +51,9 @@ RUN_ID_PATTERN = re.compile(r"\d{8}T\d{9}-[0-9a-f]{8}")
 
 
 def utcnow() -> datetime:
-    """Now, as a naive UTC datetime (what MongoDB hands back)."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
-def _to_ms(moment: datetime) -> datetime:
+    """Now, as a naive UTC datetime to the millisecond: what MongoDB keeps and hands back, so a
+    document reads the same (and sorts the same) from the embedded store and from MongoDB."""
+    moment = datetime.now(timezone.utc).replace(tzinfo=None)
     return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
@@ -219,7 +217,7 @@ class ScreenDoc(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict, description="ScreenOptions used (every field)")
     reference: str | None = Field(None, description="where the known phases came from (None: none used)")
     sources: list[str] | None = Field(None, description="reference sources that counted for the hull, e.g. "
-                                                         "['oqmd', 'chgnet'] (None: every source the store held)")
+                                                         "['chgnet', 'oqmd'], sorted (None: every source the store held)")
     n_reference: int = Field(0, description="known phases of the system that shaped the hull")
     n_candidates: int = Field(0, description="number of candidate compositions screened")
     keep_top: int | None = Field(DEFAULT_KEEP_TOP, description="candidates kept in this document (None: all)")
@@ -230,7 +228,7 @@ class ScreenDoc(BaseModel):
         default_factory=list,
         description="formulas of the short list in rank order: the screen's `selected` rows, or a job's `selected`")
     problems: list[Problem] = Field(default_factory=list, description="what went wrong or needs a note")
-    created_at: datetime = Field(default_factory=lambda: _to_ms(utcnow()),
+    created_at: datetime = Field(default_factory=utcnow,
                                  description="when the screen ran (UTC, to the millisecond as MongoDB keeps it)")
 
     @model_validator(mode="after")
@@ -269,7 +267,7 @@ class ScreenDoc(BaseModel):
             weights_sha256=result.weights_sha256,
             options=opts,
             reference=reference,
-            sources=None if sources is None else [str(name) for name in sources],
+            sources=None if sources is None else sorted(str(name) for name in sources),
             n_reference=int(getattr(result, "n_known", 0)),
             n_candidates=int(result.n_candidates),
             keep_top=keep_top,

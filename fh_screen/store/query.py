@@ -88,8 +88,8 @@ def parse_sources(source: str | Sequence[str]) -> list[str]:
 
 
 def absent_sources_note(sources: str | Sequence[str] | None, found: Collection[str],
-                        sources_present: Callable[[], Iterable[str]], where: str) -> str:
-    """A line naming the requested sources that ``where`` holds no entry of at all, else ``""``.
+                        sources_present: Callable[[], Iterable[str]], where: str, *, what: str = "reference entry") -> str:
+    """A line naming the requested sources that ``where`` holds no ``what`` of at all, else ``""``.
 
     ``found`` are the sources of the entries a query returned; a requested source among them, or
     present elsewhere in the store (nothing computed in this system yet), gets no line.
@@ -104,7 +104,7 @@ def absent_sources_note(sources: str | Sequence[str] | None, found: Collection[s
     absent = [name for name in missing if name not in present]
     if not absent:
         return ""
-    return (f"source {', '.join(absent)}: no reference entry in {where} (it holds "
+    return (f"source {', '.join(absent)}: no {what} in {where} (it holds "
             f"{', '.join(present) or 'none'}): a misspelt name, or nothing of it computed yet")
 
 

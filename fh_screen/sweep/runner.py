@@ -116,6 +116,8 @@ class SweepPlan:
     skipped: list[str]
     model: str
     weights_sha256: str
+    #: lines for the user before the sweep starts (a requested source the store holds nothing of)
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -133,6 +135,7 @@ class SweepReport:
     processes: int = 1
     failures: list[dict[str, str]] = field(default_factory=list)
     stopped: str = ""
+    notes: list[str] = field(default_factory=list)
 
     def add(self, outcome: SystemOutcome) -> None:
         """Count one finished system."""
@@ -193,10 +196,10 @@ def stored_systems(store: FhScreenStore, predictor: Predictor, options: ScreenOp
 
     A screen counts whatever wrote it (``fh-screen SYSTEM``, a job, a sweep) when it kept at
     least ``keep_top`` candidates (``keep_top`` None: only a screen that kept all of them) and
-    its hull counted the same reference sources (``sources``, parsed; None: a screen over every
-    source, whose document's ``sources`` is null).
+    its hull counted the same reference sources (``sources``, parsed, in any order; None: a screen
+    over every source, whose document's ``sources`` is null).
     """
-    wanted_sources = None if sources is None else list(sources)
+    wanted_sources = None if sources is None else sorted(sources)
     wanted = _options_dict(options)
     criteria = {"model_name": predictor.name, "model_version": predictor.version}
     done: set[str] = set()
@@ -205,7 +208,8 @@ def stored_systems(store: FhScreenStore, predictor: Predictor, options: ScreenOp
         for doc in store.screens.query(criteria=criteria, properties=properties):
             if doc.get("weights_sha256", "") != predictor.weights_sha256 or doc.get("options") != wanted:
                 continue
-            if doc.get("sources") != wanted_sources:
+            stored_sources = doc.get("sources")
+            if (None if stored_sources is None else sorted(stored_sources)) != wanted_sources:
                 continue
             kept = doc.get("keep_top")
             if kept is not None and (keep_top is None or kept < keep_top):
@@ -230,10 +234,12 @@ def plan_sweep(systems: Sequence[str], options: ScreenOptions = ScreenOptions(),
         _check_model(sweep.model)
         predictor = load_predictor(sweep.model)
     label = f"{predictor.name}@{predictor.version}"
-    if sweep.redo:
-        return SweepPlan(list(systems), [], label, predictor.weights_sha256)
     try:
-        done = stored_systems(_open_store(sweep.store_file), predictor, options, sweep.keep_top, sweep.sources)
+        store = _open_store(sweep.store_file)
+        notes = _absent_sources_notes(store, sweep.sources)
+        if sweep.redo:
+            return SweepPlan(list(systems), [], label, predictor.weights_sha256, notes)
+        done = stored_systems(store, predictor, options, sweep.keep_top, sweep.sources)
     except (ScreenServiceError, StoreFileError) as exc:
         raise _store_failure(exc) from None
     except FhScreenError:
@@ -242,7 +248,18 @@ def plan_sweep(systems: Sequence[str], options: ScreenOptions = ScreenOptions(),
         raise _store_failure(exc) from None
     pending = [s for s in systems if s not in done]
     skipped = [s for s in systems if s in done]
-    return SweepPlan(pending, skipped, label, predictor.weights_sha256)
+    return SweepPlan(pending, skipped, label, predictor.weights_sha256, notes)
+
+
+def _absent_sources_notes(store: FhScreenStore, sources: Sequence[str] | None) -> list[str]:
+    """One line naming the requested sources the store holds no reference entry of (a typo), else none."""
+    from fh_screen.store.query import absent_sources_note
+
+    if sources is None:
+        return []
+    with store:
+        note = absent_sources_note(sources, set(), lambda: store.reference.distinct("source"), "the store")
+    return [note] if note else []
 
 
 def screen_system(system: str, predictor: Predictor, store: FhScreenStore, options: ScreenOptions,
@@ -420,7 +437,7 @@ def run_sweep(
     started = time.perf_counter()
     plan = plan_sweep(systems, options, sweep)
     report = SweepReport(model=plan.model, systems_total=len(systems), systems_skipped=len(plan.skipped),
-                         processes=sweep.processes)
+                         processes=sweep.processes, notes=list(plan.notes))
     if on_plan is not None:
         on_plan(plan)
     work = _Work(sweep.model, str(sweep.store_file) if sweep.store_file else None, options, sweep.keep_top,

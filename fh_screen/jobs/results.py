@@ -173,15 +173,18 @@ def bring_results_back(
         The maker the force-field relaxes used: the missing element references are relaxed with
         it (cached in ``element_references``). None: only cached references are used.
 
-    Raises :class:`ResultsBackError` (one line) for a ``job_store``, ``store_path`` or
-    ``force_field_maker`` that cannot be used, before anything is read or written.
-
     Returns
     -------
     dict
         ``{"states": {state: count}, "formulas": [...successful...], "n_results": total, "store": where,
         "duplicates": {"formula|source": [job uuids, the entry's first]}}``: a composition and
         source with several successful results keeps them all; the lowest is the reference entry.
+
+    Raises
+    ------
+    ResultsBackError
+        One line, for a ``job_store``, ``store_path`` or ``force_field_maker`` that cannot be
+        used, before anything is read or written.
     """
     from fh_screen.store.results_builder import (
         ResultsBuilder,

@@ -93,14 +93,18 @@ def is_stdout(path: str | Path | None) -> bool:
 def check_outputs(*paths: str | Path | None) -> None:
     """:func:`check_output_path` for every output given (``None``: not asked for), before any work.
 
-    ``-`` is stdout and needs no check; at most one output may be ``-``.
+    ``-`` is stdout and needs no check; at most one output may be ``-``, and no two name one file.
     """
     given = [path for path in paths if path is not None]
     if sum(is_stdout(path) for path in given) > 1:
         raise OutputError("only one output can be '-' (stdout)")
-    for path in given:
-        if not is_stdout(path):
-            check_output_path(Path(path).expanduser())
+    files = [Path(path).expanduser() for path in given if not is_stdout(path)]
+    for path in files:
+        check_output_path(path)
+    resolved = [path.resolve() for path in files]
+    for i, path in enumerate(resolved):
+        if path in resolved[:i]:
+            raise OutputError(f"two outputs name the same file: {files[i]}")
 
 
 def status_console(*outputs: str | Path | None):

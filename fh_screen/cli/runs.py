@@ -115,9 +115,9 @@ def show_run(run_id: str, *, store_file: Optional[Path] = None, limit: int = 50,
         if not is_stdout(json_path):
             out.print(f"wrote screen {doc.run_id} to {json_path}", highlight=False)
     if csv_path is not None:
-        import pandas as pd
+        from fh_screen.exports import stored_screen_frame
 
-        frame = pd.DataFrame([c.model_dump() for c in doc.candidates])
+        frame = stored_screen_frame(doc)  # the columns and order of the screen's own --csv
         write_csv(frame, csv_path, float_format="%.6g")
         if not is_stdout(csv_path):
             out.print(f"wrote {len(frame)} candidates to {csv_path}", highlight=False)

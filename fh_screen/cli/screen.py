@@ -168,9 +168,10 @@ def _print(result, top: int, predictor, seconds: float, out) -> None:
 
     table = Table(
         title=f"{'-'.join(result.chemsys)}: top {min(top, len(result.table))} of {result.n_candidates:,} candidates "
-        f"— model {predictor.name}@{predictor.version}",
+        f"— model {predictor.name}@{predictor.version}" + (f" (prefilter {result.prefilter})" if result.prefilter else ""),
         title_justify="left",
     )
+    cascade = bool(result.prefilter) and "refined" in result.table
     has_std = "dhf_std_ev_per_atom" in result.table.columns
     table.add_column("rank", justify="right")
     table.add_column("formula")
@@ -183,7 +184,8 @@ def _print(result, top: int, predictor, seconds: float, out) -> None:
     table.add_column("ΔH_f DFT\n(eV/atom)", justify="right")
     table.add_column("decomposition")
     for row in result.table.head(max(top, 0)).itertuples(index=False):
-        cells = [str(row.rank), row.formula, _fmt(row.dhf_pred_ev_per_atom)]
+        prefilter_only = cascade and not row.refined  # the prefilter's value: no σ, not the screen's model
+        cells = [str(row.rank), row.formula, _fmt(row.dhf_pred_ev_per_atom) + (" *" if prefilter_only else "")]
         if has_std:
             cells.append(_fmt(row.dhf_std_ev_per_atom))
         cells.append(_fmt(row.e_above_hull_pred_ev_per_atom))
@@ -217,8 +219,15 @@ def _print(result, top: int, predictor, seconds: float, out) -> None:
     if claims:
         out.print(claims, highlight=False, soft_wrap=True)
     if result.prefilter and "refined" in result.table:
+        import numpy as np
+
+        unrefined = ~result.table["refined"].to_numpy(bool)
+        chosen = result.table["selected"].to_numpy(bool) if "selected" in result.table else np.zeros(len(unrefined), bool)
         out.print(f"{result.prefilter} ranked every candidate; {result.model_name} predicted the best "
-                  f"{int(result.table['refined'].sum()):,} (known ones included); --refine-top 0: all.",
+                  f"{int((~unrefined).sum()):,} by the prefilter's score (known ones included). Rows marked * keep "
+                  f"{result.prefilter}'s ΔH_f and have no σ ({int((unrefined & chosen).sum())} of the "
+                  f"{int(chosen.sum())} selected; P(stable) was fitted on this cascade, column `refined`); "
+                  f"--refine-top 0: {result.model_name} predicts every candidate.",
                   highlight=False, soft_wrap=True)
     likely = int((new & (result.table["e_above_hull_pred_ev_per_atom"] < 0) & (result.table["p_stable"].fillna(0) >= 0.5)).sum()) if "p_stable" in result.table else 0
     out.print(

@@ -344,7 +344,8 @@ def _screen(chemsys: str | Sequence[str], *, predictor: Predictor | None, known:
         }
     )
     if std is not None:
-        table["dhf_std_ev_per_atom"] = std
+        table["dhf_std_ev_per_atom"] = std  # NaN: a row of a prefilter without σ (null in the exports)
+        std = np.nan_to_num(std, nan=0.0)  # what P(stable) and the score were fitted with on those rows
     step("P(stable) of every candidate")
     index = analogues if analogues is not None else load_analogue_index()
     substitutions, patterns = analogue_counts(counts, system, index)
@@ -466,7 +467,7 @@ def _predict_stage(predictor: Predictor, counts: np.ndarray, system: tuple[str, 
     A fast model (a fully connected network) predicts everything. A slow one (attention) predicts
     every known composition and the ``options.refine_top`` new candidates that the fast
     ``options.prefilter_model`` ranks best by the screen's own score; the others keep the
-    prefilter's values.
+    prefilter's values, and σ is NaN where the prefilter has none (one network).
     """
     from fh_screen.models.predictor import Predictor
 
@@ -488,8 +489,9 @@ def _predict_stage(predictor: Predictor, counts: np.ndarray, system: tuple[str, 
     step(f"ranking {n:,} candidates with {fast.name}@{fast.version}")
     first = fast.predict_counts(counts, system)
     dhf = first.dhf_ev_per_atom.astype(np.float64)
-    std = np.zeros(n) if first.dhf_std_ev_per_atom is None else first.dhf_std_ev_per_atom.astype(np.float64)
-    score = np.where(is_known, np.inf, stability_score(dhf - hull_ev_per_atom, std, prior))
+    # a prefilter of one network has no σ: NaN (no estimate), not 0 (certain); its score reads it as 0
+    std = np.full(n, np.nan) if first.dhf_std_ev_per_atom is None else first.dhf_std_ev_per_atom.astype(np.float64)
+    score = np.where(is_known, np.inf, stability_score(dhf - hull_ev_per_atom, np.nan_to_num(std), prior))
     order = np.argsort(-score, kind="stable")
     refined = np.zeros(n, dtype=bool)
     refined[order[: int(is_known.sum()) + options.refine_top]] = True

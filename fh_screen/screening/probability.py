@@ -61,7 +61,8 @@ def _electronegativity_order(chemsys: tuple[str, ...]) -> np.ndarray:
 
 
 #: New candidates the default (attention) model predicts after the fast prefilter has ranked all
-#: of them; they head the table, so the top 100 of every screen carry the default's predictions.
+#: of them by its score; P(stable), fitted on this cascade, may still rank a row only the prefilter
+#: predicted above them (``refined`` False, σ null).
 #: The rediscovery test (``docs/evaluation.md``) measured 50, 100, 200, 300, 500, 1,000 and every
 #: candidate: the cascade rows agree within their noise on two seeds' samples of systems (and are
 #: no worse than the ensemble on every candidate), while a warm quaternary screen spends about

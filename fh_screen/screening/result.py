@@ -11,7 +11,7 @@ import pandas as pd
 
 from fh_screen.chem.hull import pymatgen_phase_diagram
 
-__all__ = ["RESULT_COLUMNS", "ScreenResult"]
+__all__ = ["RESULT_COLUMNS", "ScreenResult", "plain_value"]
 
 #: The ranked table's core columns (``--json``/``--csv`` write exactly these). After them come
 #: ``dhf_std_ev_per_atom`` and ``p_stable`` (ensembles), ``is_known``, ``dhf_ev_per_atom`` (the
@@ -65,17 +65,26 @@ class ScreenResult:
         """
         return pymatgen_phase_diagram(self.chemsys, *self.phase_diagram_inputs)
 
+    def row_models(self) -> np.ndarray:
+        """``name@version`` of the model that predicted each row's ΔH_f and σ: the screen's model on
+        ``refined`` rows, the cascade's prefilter on the others."""
+        own = f"{self.model_name}@{self.model_version}"
+        if self.prefilter and "refined" in self.table.columns:
+            return np.where(self.table["refined"].to_numpy(bool), own, self.prefilter)
+        return np.full(len(self.table), own, dtype=object)
+
     def records(self, limit: int | None = None) -> list[dict]:
-        """The ranked table (its first ``limit`` rows when given) as JSON-ready dicts (NaN becomes
-        None, numpy scalars plain Python)."""
-        table = self.table if limit is None else self.table.head(max(int(limit), 0))
-        out = []
-        for row in table.to_dict("records"):
-            out.append({key: _plain(value) for key, value in row.items()})
-        return out
+        """The ranked table (its first ``limit`` rows when given) and each row's ``model``
+        (:meth:`row_models`) as JSON-ready dicts (NaN becomes None, numpy scalars plain Python):
+        what ``--json`` writes and what a stored screen keeps of each candidate."""
+        n = len(self.table) if limit is None else min(max(int(limit), 0), len(self.table))
+        models = self.row_models()[:n]
+        return [{**{key: plain_value(value) for key, value in row.items()}, "model": str(model)}
+                for row, model in zip(self.table.head(n).to_dict("records"), models)]
 
 
-def _plain(value):
+def plain_value(value):
+    """A JSON-ready cell: numpy scalars as Python, a non-finite float as None."""
     if isinstance(value, (np.bool_, bool)):
         return bool(value)
     if isinstance(value, (np.integer,)):

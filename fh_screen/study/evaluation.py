@@ -362,7 +362,8 @@ def rediscovery(train: OqmdSet, val: OqmdSet, predictor: Predictor, *, n_systems
             "e_known": sub["e_above_hull_pred_ev_per_atom"].to_numpy(np.float64),
             "e_hull_all": e_all,
             "dhf": dhf,
-            "std": sub["dhf_std_ev_per_atom"].to_numpy(np.float64) if "dhf_std_ev_per_atom" in sub else None,
+            "std": (np.nan_to_num(sub["dhf_std_ev_per_atom"].to_numpy(np.float64))  # a prefilter row without σ: 0
+                    if "dhf_std_ev_per_atom" in sub else None),
             "screen_rank": sub["rank"].to_numpy(),
             "n_atoms": counts.sum(axis=1),
         }

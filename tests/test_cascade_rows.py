@@ -1,0 +1,66 @@
+"""Rows of a cascade screen that only the fast prefilter predicted: no σ, and marked in the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from fh_screen.cli import build_app
+from fh_screen.data import shared_data_dir
+from fh_screen.models.predictor import Predictor
+from fh_screen.screening import ScreenOptions, screen
+
+
+@pytest.fixture(scope="module")
+def li_fe_o_known() -> pd.DataFrame:
+    path = shared_data_dir() / "train.csv"
+    if not path.is_file():
+        pytest.skip(f"OQMD training data not found at {path} (set FH_SCREEN_OQMD_DIR)")
+    frame = pd.read_csv(path).rename(columns={"target": "dhf_ev_per_atom"})
+    elements = {"Li", "Fe", "O"}
+    keep = [set(_symbols(f)) <= elements for f in frame["formula"]]
+    return frame[keep][["formula", "dhf_ev_per_atom"]]
+
+
+def _symbols(formula: str) -> list[str]:
+    import re
+
+    return re.findall(r"[A-Z][a-z]?", formula)
+
+
+def test_a_row_only_the_prefilter_predicted_has_no_sigma_and_the_same_p_stable(li_fe_o_known):
+    """σ is null (not 0) where the one-network prefilter predicted; P(stable) is what the cascade was fitted on."""
+    model = Predictor.from_name("attention-ensemble")
+    result = screen("Li-Fe-O", predictor=model, known=li_fe_o_known, options=ScreenOptions(max_atoms=10, refine_top=50))
+    table = result.table
+    refined = table["refined"].to_numpy(bool)
+    std = table["dhf_std_ev_per_atom"].to_numpy(float)
+    assert (~refined).sum() > 50 and np.isnan(std[~refined]).all() and (std[refined] > 0).all()
+    assert table["p_stable"].notna().all() and table["stability_score"].notna().all()
+    from fh_screen.exports import export_records
+
+    exported = {r["formula"]: r for r in export_records(result)}
+    row = table[~table["refined"]].iloc[0]
+    assert exported[row["formula"]]["dhf_std_ev_per_atom"] is None
+    assert exported[row["formula"]]["model"] == result.prefilter
+
+
+def test_the_cli_marks_prefilter_rows_and_counts_them_among_the_selected(monkeypatch, tmp_path):
+    monkeypatch.setenv("FH_SCREEN_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("FH_SCREEN_CONFIG_FILE", str(tmp_path / "absent.yaml"))
+    result = CliRunner().invoke(build_app(), ["screen", "Li-Fe-O", "--max-atoms", "10", "--refine-top", "20",
+                                              "--no-store", "--top", "40", "--select-p-min", "0.05",
+                                              "--json", str(tmp_path / "s.json")])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "s.json").read_text())
+    marked = [line for line in result.output.splitlines() if " * │" in line]
+    unrefined_shown = [r for r in rows[:40] if not r["refined"]]
+    assert len(marked) == len(unrefined_shown) > 0
+    n_selected = sum(r["selected"] for r in rows)
+    n_prefilter_selected = sum(r["selected"] and not r["refined"] for r in rows)
+    flat = " ".join(result.output.split())
+    assert f"({n_prefilter_selected} of the {n_selected} selected;" in flat and "(prefilter paper@" in flat

@@ -1,0 +1,42 @@
+"""A stored screen exports exactly as the screen did: the same columns, order and values."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from fh_screen.cli import build_app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def settings_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("FH_SCREEN_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("FH_SCREEN_CONFIG_FILE", str(tmp_path / "absent.yaml"))
+    return tmp_path
+
+
+def test_query_run_csv_equals_the_screen_s_own_csv(settings_home):
+    """`fh-screen SYSTEM --csv` and `fh-screen query --run ID --csv`: one table, the `model` of each row included."""
+    screened = runner.invoke(build_app(), ["screen", "Li-Fe-O", "--max-atoms", "8", "--refine-top", "20",
+                                           "--csv", str(settings_home / "screen.csv")])
+    assert screened.exit_code == 0, screened.output
+    run_id = screened.output.split("saved run ")[1].split()[0]
+    stored = runner.invoke(build_app(), ["query", "--run", run_id, "--csv", str(settings_home / "stored.csv")])
+    assert stored.exit_code == 0, stored.output
+    own = pd.read_csv(settings_home / "screen.csv")
+    again = pd.read_csv(settings_home / "stored.csv")
+    assert list(again.columns) == list(own.columns) and list(own.columns)[-1] == "model"
+    assert len(again) == len(own)  # a small system: the document keeps every candidate
+    pd.testing.assert_frame_equal(again, own)
+    assert set(own["model"]) == {f"attention-ensemble@{own['model'][own['refined']].iloc[0].split('@')[1]}",
+                                 own["model"][~own["refined"]].iloc[0]}
+
+
+def test_two_outputs_naming_one_file_are_refused_before_any_work(settings_home):
+    same = settings_home / "same.out"
+    result = runner.invoke(build_app(), ["screen", "Li-O", "--max-atoms", "4", "--no-store", "--json", str(same),
+                                         "--csv", str(settings_home / "." / "same.out")])
+    assert result.exit_code == 2 and "two outputs name the same file" in result.output and not same.exists()

@@ -2,9 +2,11 @@
 
 One rule for each of the three things that used to differ between the doors:
 
-* **known phases**: the caller's ``known`` table when given; otherwise the reference entries of
-  the configured store (:meth:`FhScreenStore.from_settings`: embedded or MongoDB, filled with the
-  OQMD table shipped with the package on first use), or of the store passed in;
+* **known phases**: the caller's ``known`` table when given (read as ``fh-screen ingest`` reads a
+  table, :func:`read_known`); otherwise the reference entries of the configured store
+  (:meth:`FhScreenStore.from_settings`: embedded or MongoDB, filled with the OQMD table shipped
+  with the package on first use; ``read_only``, as ``--no-store`` and ``screen(save=False)``:
+  the shipped table is read directly where no store exists yet), or of the store passed in;
 * **saving**: ``save=True`` writes the screen document (``screens``, a new run id,
   :meth:`ScreenDoc.from_result`) and the model's own predictions (``predictions``, when the store
   has that collection) to the same store; nothing is written otherwise;
@@ -26,8 +28,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pathlib import PurePath
+
 from fh_screen.errors import FhScreenError, one_line
-from fh_screen.screening import ScreenOptions
+from fh_screen.screening import ScreenError, ScreenOptions
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -39,7 +43,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["KnownPhases", "SavedScreen", "ScreenServiceError", "known_phases", "run_screen", "save_screen", "screen"]
+__all__ = [
+    "KnownPhases", "SavedScreen", "ScreenServiceError", "known_phases", "read_known", "run_screen", "save_screen", "screen",
+]
 
 #: Note shown when the store holds no reference entry at all (reference_data off, nothing ingested).
 NO_REFERENCE_NOTE = (
@@ -154,6 +160,11 @@ def known_phases(
             return KnownPhases(frame, f"shipped {TABLE_FILE}", int(reference_metadata()["n_compositions"]),
                                absent_sources_note(sources, _sources_of(frame), lambda: ["oqmd"],
                                                    f"the shipped {TABLE_FILE}"))
+        data_dir = settings.store_path.parent
+        if not settings.mongo_uri and data_dir.exists() and not data_dir.is_dir():
+            raise ScreenServiceError(f"data folder {data_dir} is a file, not a folder: set FH_SCREEN_DATA_DIR (or "
+                                     f"data_dir in ~/.fh_screen.yaml) to a folder, or screen without a store "
+                                     f"(fh-screen SYSTEM --no-store, screen(save=False))")
         store = FhScreenStore.from_settings(settings, read_only=read_only)
     try:
         with store:
@@ -168,9 +179,9 @@ def known_phases(
         raise ScreenServiceError(f"cannot read reference entries for {label} from {store.name}: "
                                  f"{one_line(exc)}") from None
     phases = KnownPhases(frame if frame is not None and len(frame) else None, where, n_entries, note)
-    if sources is not None and n_entries and phases.n_compounds == 0 and not note:
-        note = (f"no reference compound of source {', '.join(parse_sources(sources))} in {label}: "
-                f"the hull is built from the elements and the predictions alone")
+    if n_entries and phases.n_compounds == 0 and not note:  # a store with entries, none of this system
+        of = f" of source {', '.join(parse_sources(sources))}" if sources is not None else ""
+        note = f"no reference compound{of} in {label}: the hull is built from the elements and the predictions alone"
         phases = KnownPhases(phases.frame, where, n_entries, note)
     return phases
 
@@ -263,9 +274,11 @@ def run_screen(
     system
         Chemical system (``"Li-Fe-P-O"`` or element symbols).
     predictor
-        A loaded model (None: ``model``, loaded once per process, after the known phases are read).
+        A loaded model, or a model name or checkpoint path (as ``model``); None: ``model``, loaded
+        once per process, after the known phases are read.
     known
-        The caller's known phases (``formula``, ``dhf_ev_per_atom``); None: the store's.
+        The caller's known phases (``formula``, ``dhf_ev_per_atom``), read by :func:`read_known`
+        (a refused table is one line, rows set aside are one line of ``warnings``); None: the store's.
     options
         :class:`~fh_screen.screening.ScreenOptions`.
     store, settings
@@ -305,17 +318,27 @@ def run_screen(
     from fh_screen.screening import screen as rank
 
     step = progress or (lambda label: None)
+    if not isinstance(options, ScreenOptions):
+        raise ScreenError(f"options must be ScreenOptions (ScreenOptions.from_mapping for a dict), got {type(options).__name__}")
     options.validate()
     system = parse_chemsys(system)
     check_size(system, options)  # before loading anything heavy
+    if isinstance(predictor, (str, PurePath)):  # a model name or checkpoint path: loaded as ``model`` is
+        predictor, model = None, str(predictor)
+    elif predictor is not None and not hasattr(predictor, "predict_counts"):
+        raise ScreenError(f"predictor must be a Predictor, a shipped model name or a checkpoint path, "
+                          f"got {type(predictor).__name__}")
     if predictor is None:
         _check_model(model)  # a wrong name fails before the store is read or the model loaded
+    given, set_aside = known is not None, ""
+    if given:
+        known, set_aside = read_known(known)  # a table that is not one of ΔH_f fails before anything loads
     label = "-".join(system)
     if sources is not None:
         from fh_screen.store.query import parse_sources
 
         sources = parse_sources(sources)  # a bad value fails here, whichever known phases the screen uses
-    if known is not None:
+    if given:  # the caller's table, even when no row of it is usable (never silently the store's)
         phases = _caller_phases(known, sources)
     elif not use_reference:
         phases = KnownPhases(None, "none (use_reference=False)")
@@ -331,26 +354,94 @@ def run_screen(
         step("loading the model")
         predictor = load_predictor(model)
     result = rank(system, predictor=predictor, known=phases.frame, options=options, progress=progress)
-    if phases.note:
-        result.warnings.append(phases.note)
+    for note in (set_aside, phases.note):
+        if note:
+            result.warnings.append(note)
     saved = None
     if save and not read_only:
         n_own = int(result.table["refined"].sum()) if "refined" in result.table else result.n_candidates
         step(f"saving {n_own:,} predictions of {predictor.name} to the store" if save_predictions
              else "saving the screen to the store")
-        where = None if known is not None and store is None else (
+        where = None if given and store is None else (
             f"{phases.where} ({phases.n_compounds} compounds)" if phases.frame is not None else None)
         saved = save_screen(result, options, predictor if save_predictions else None, store=store, origin=origin,
-                            reference=where if known is None else "the caller", keep_top=keep_top,
-                            sources=sources if known is None and use_reference else None)
+                            reference=where if not given else "the caller", keep_top=keep_top,
+                            sources=sources if not given and use_reference else None)
     return result, phases, saved
+
+
+#: How :func:`read_known` names the caller's table in its messages.
+KNOWN_LABEL = "known phases given"
+
+
+def read_known(known: pd.DataFrame) -> tuple[pd.DataFrame | None, str]:
+    """The caller's known phases read as ``fh-screen ingest`` reads a table: ``(rows kept, note)``.
+
+    ``known`` is a DataFrame with ``formula`` and ``dhf_ev_per_atom`` (other columns, such as
+    ``source``, are kept). Rows are cleaned by :func:`fh_screen.data.clean` and checked by
+    :func:`fh_screen.data.check_rows`: a formula naming an element that does not exist, or a pure
+    element whose ΔH_f is not 0, refuses the whole table (one-line :class:`ScreenError`); rows
+    with a missing, non-numeric or infinite value, an unparsable formula or a value outside
+    :data:`fh_screen.data.OUTLIER_RANGE_EV_PER_ATOM` are set aside and counted in ``note`` (one
+    line, ``""`` when none), which the screen adds to its ``warnings``. Formulas are reduced; a
+    composition given twice keeps its lowest value per ``source`` (the hull takes the lowest).
+    Rows of elements outside the screened system are valid and simply not used.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from fh_screen.data import OUTLIER_RANGE_EV_PER_ATOM, REJECTION_REASONS, DataError, check_rows, clean
+
+    if not isinstance(known, pd.DataFrame):
+        raise ScreenError(f"known must be a pandas DataFrame with columns formula and dhf_ev_per_atom, "
+                          f"got {type(known).__name__}")
+    if len(known) == 0:
+        return None, ""
+    missing = [c for c in ("formula", "dhf_ev_per_atom") if c not in known.columns]
+    if missing:
+        raise ScreenError(f"known entries need columns formula and dhf_ev_per_atom (missing {', '.join(missing)})")
+    rows = known.reset_index(drop=True)
+    # clean() keeps one row per composition: per source, so that ``sources`` still finds each one's value
+    groups = (rows["source"].astype(str).str.strip().str.lower() if "source" in rows.columns
+              else pd.Series("", index=rows.index))
+    kept, rejected, n_outliers, examples = [], dict.fromkeys(REJECTION_REASONS, 0), 0, []
+    for _, part in rows.groupby(groups, sort=False):
+        frame = pd.DataFrame({"formula": part["formula"], "dhf_ev_per_atom": part["dhf_ev_per_atom"],
+                              "source_id": part.index})
+        table, report = clean(frame, drop_outliers=False)
+        try:
+            check_rows(table, report, KNOWN_LABEL, "nothing was screened")
+        except DataError as exc:
+            raise ScreenError(one_line(exc)) from None
+        inside = table[table["passed_outlier_filter"]]
+        original = rows.loc[inside["source_id"].to_numpy()].copy()
+        original["formula"] = inside["formula"].to_numpy()
+        original["dhf_ev_per_atom"] = inside["dhf_ev_per_atom"].to_numpy(dtype=float)
+        kept.append(original)
+        for reason, n in report.rejected.items():
+            rejected[reason] += n
+        examples += [e for reason in ("bad_formula", "bad_value") for e in report.examples.get(reason, [])]
+    frame = pd.concat(kept).sort_index() if kept else None
+    low, high = OUTLIER_RANGE_EV_PER_ATOM
+    set_aside = {reason: n for reason, n in rejected.items() if n and reason != "duplicate"}
+    note = ""
+    if set_aside:
+        n = sum(set_aside.values())
+        why = ", ".join(f"{count} {REJECTION_REASONS[reason]}" for reason, count in set_aside.items())
+        quoted = f" (e.g. {'; '.join(examples[:3])})" if examples else ""
+        note = (f"{n} of {len(rows)} rows of the {KNOWN_LABEL} set aside: {why}{quoted}; "
+                f"ΔH_f must be a finite number of eV/atom between {low:g} and {high:g}")
+    if frame is None or not len(frame):
+        return None, note
+    frame["dhf_ev_per_atom"] = np.asarray(frame["dhf_ev_per_atom"], dtype=float)
+    return frame.reset_index(drop=True), note
 
 
 def _caller_phases(known: pd.DataFrame, sources: Sequence[str] | None) -> KnownPhases:
     """The caller's known phases, restricted to ``sources`` by their ``source`` column when they have one."""
     import pandas as pd
 
-    if sources is None:
+    if known is None or sources is None:
         return KnownPhases(known, "the caller")
     if not isinstance(known, pd.DataFrame) or "source" not in known.columns:
         return KnownPhases(known, "the caller", note=(
@@ -373,6 +464,13 @@ def _check_model(model: str | None) -> None:
 
     if model is None:
         return
+    if not isinstance(model, (str, Path)):
+        raise ModelError(f"model must be a shipped model name or a checkpoint path, got {type(model).__name__}")
+    if not str(model).strip():
+        from fh_screen.models.predictor import available_models
+
+        raise ModelError(f"empty model name: give a shipped model name ({', '.join(available_models()) or 'none'}) "
+                         f"or a checkpoint path")
     candidate = Path(model)
     if candidate.suffix == ".pt" or candidate.exists():
         if not candidate.expanduser().is_file():
@@ -399,10 +497,19 @@ def screen(
     system
         Chemical system, e.g. ``"Li-Fe-P-O"``.
     predictor
-        A loaded :class:`~fh_screen.models.predictor.Predictor` (None: the default model, cached).
+        A loaded :class:`~fh_screen.models.predictor.Predictor`, or a shipped model name or
+        checkpoint path (``"paper"``, ``"model.pt"``: loaded once per process, as ``--model``);
+        None: the default model. A wrong name is the CLI's one-line ``ModelError``.
     known
-        Known phases (``formula``, ``dhf_ev_per_atom``); None: the configured store's reference
-        entries, filled with the OQMD table shipped with the package on first use, as the CLI.
+        Known phases: a DataFrame with ``formula`` and ``dhf_ev_per_atom`` (eV/atom), read as
+        ``fh-screen ingest`` reads a table (:func:`read_known`): an unknown element or a pure
+        element with ΔH_f ≠ 0 refuses it in one line, unusable rows (missing, non-numeric or
+        infinite values, unparsable formulas, outliers) are set aside and counted in one line of
+        ``warnings``. None: the configured store's reference entries, as the CLI. With
+        ``save=False`` nothing is written, as ``fh-screen SYSTEM --no-store``: a store that exists
+        is read, and on a machine without one the OQMD table shipped with the package is read
+        directly (no store file is made); with ``save=True`` the store is made and filled with
+        that table on first use, as ``fh-screen SYSTEM``.
     options
         :class:`~fh_screen.screening.ScreenOptions`.
     save
@@ -423,6 +530,6 @@ def screen(
         Its ``table`` holds ``formula``, ``is_known``, ``p_stable``, ``selected``,
         ``e_above_hull_pred_ev_per_atom`` and the other columns of ``docs/screening.md``.
     """
-    result, _, _ = run_screen(system, predictor, known, options, store=store, save=save, progress=progress,
-                              sources=sources)
+    result, _, _ = run_screen(system, predictor, known, options, store=store, save=save, read_only=not save,
+                              progress=progress, sources=sources)
     return result

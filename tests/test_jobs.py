@@ -127,7 +127,9 @@ def test_screen_options_are_typed_and_validated_when_the_job_is_made():
     # the size limit is checked at make(), before any worker runs
     with pytest.raises(PrescreenError, match="above the limit"):
         PrescreenMaker(screen_options={"max_atoms": 20, "max_candidates": 10}).make("Li-Fe-O")
-    assert PrescreenMaker(screen_options=ScreenOptions(max_atoms=5)).screen_options == ScreenOptions(max_atoms=5)
+    # options and a mapping of them are the same options (the DFT budget for both)
+    assert (PrescreenMaker(screen_options=ScreenOptions(max_atoms=5)).screen_options
+            == PrescreenMaker(screen_options={"max_atoms": 5}).screen_options == ScreenOptions(max_atoms=5, dft_budget=5))
 
 
 def test_maker_and_cli_defaults_agree_except_where_documented():

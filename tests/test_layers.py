@@ -21,7 +21,7 @@ ALLOWED: dict[str, set[str]] = {
     "store": {"screening", "models", "chem", "data", "settings", "errors", "run_ids", "version"},
     "exports": {"screening"},
     "plotting": {"screening", "errors", "io"},
-    "service": {"store", "screening", "models", "chem", "settings", "errors"},
+    "service": {"store", "screening", "models", "chem", "data", "settings", "errors"},
     "study": {"store", "screening", "models", "chem", "data", "io", "errors"},
     "sweep": {"service", "store", "screening", "models", "chem", "errors"},
     "jobs": {"sweep", "service", "store", "screening", "models", "chem", "data", "settings", "errors", "version"},

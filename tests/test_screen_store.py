@@ -90,11 +90,13 @@ def test_cli_and_job_write_the_same_document(tmp_path, fh_settings):
     from fh_screen.jobs import PrescreenMaker, read_output
 
     reference_store(fh_settings / "fh_screen.sqlite", "Li-O")  # the configured store knows Li-O
-    job = PrescreenMaker(top_n=2, screen_options={"max_atoms": 4, "charge_neutral": True, "select_p_min": 0.3}).make("Li-O")
+    job = PrescreenMaker(top_n=2, screen_options={"max_atoms": 4, "charge_neutral": True}).make("Li-O")
     jobs = memory_job_store()
     run_locally(job, store=jobs, log=False, ensure_success=True)
     output = read_output(jobs, job.uuid)
-    result = CliRunner().invoke(build_app(), ["screen", "Li-O", "--max-atoms", "4", "--charge-neutral", "--top", "0"])
+    # the job spends its DFT budget of 5 (PRESCREEN_DFT_BUDGET); the CLI asks for the same budget
+    result = CliRunner().invoke(build_app(), ["screen", "Li-O", "--max-atoms", "4", "--charge-neutral", "--top", "0",
+                                              "--dft-budget", "5"])
     assert result.exit_code == 0, result.output
     with FhScreenStore.from_settings() as store:
         rows = store.screen_summaries(chemsys="Li-O")

@@ -26,7 +26,7 @@ from maggma.core import Store
 
 from fh_screen.errors import FhScreenError, one_line
 from fh_screen.jobs.base import fh_screen_job
-from fh_screen.screening import ScreenOptions
+from fh_screen.screening import DEFAULT_SELECT_P_MIN, ScreenError, ScreenOptions
 from fh_screen.store.documents import DEFAULT_KEEP_TOP, ScreenDoc
 
 logger = logging.getLogger(__name__)
@@ -35,6 +35,7 @@ __all__ = [
     "PRESCREEN_SCREEN_DEFAULTS",
     "PrescreenError",
     "PrescreenMaker",
+    "PrescreenOptionsError",
     "read_reference",
     "screen_options_from",
     "select_candidates",
@@ -43,8 +44,12 @@ __all__ = [
 #: Where the prescreen's screen options differ from ``ScreenOptions()`` (= the CLI's defaults):
 #: its selection goes to DFT, so compositions are kept small (≤ 12 atoms per formula unit, which
 #: fits the structure stage's 24-site cells) and charge balanced, and it spends a DFT budget: the
-#: ``PRESCREEN_DFT_BUDGET`` candidates of highest P(stable) are ``selected`` (a mapping of options
-#: that sets neither ``dft_budget`` nor ``select_p_min`` gets this budget too).
+#: ``PRESCREEN_DFT_BUDGET`` candidates of highest P(stable) are ``selected``. ``max_atoms`` and
+#: ``charge_neutral`` apply when ``screen_options`` is not given; the budget also applies to given
+#: options (``ScreenOptions`` or a mapping, the same rule for both) that leave the selection rule
+#: at its defaults (``dft_budget=None``, ``select_p_min`` = 0.3): a job hands DFT a short list,
+#: never an empty one because no candidate reached the threshold. Options that set ``dft_budget``,
+#: or a ``select_p_min`` other than 0.3, select as they say.
 PRESCREEN_DFT_BUDGET = 5
 PRESCREEN_SCREEN_DEFAULTS: dict[str, Any] = {"max_atoms": 12, "charge_neutral": True, "dft_budget": PRESCREEN_DFT_BUDGET}
 
@@ -53,29 +58,37 @@ class PrescreenError(FhScreenError):
     """A prescreen that cannot run as configured (options, reference data, store); one line."""
 
 
+class PrescreenOptionsError(PrescreenError, ScreenError):
+    """Screen options (or an enumeration size) a prescreen refuses: the message ``screen()`` gives, one line.
+
+    Both a :class:`PrescreenError` and a :class:`~fh_screen.screening.ScreenError`, so
+    ``except ScreenError`` catches the same bad option in ``screen()``, the CLI and the Maker.
+    """
+
 
 def screen_options_from(value: ScreenOptions | Mapping[str, Any] | None) -> ScreenOptions:
     """The prescreen's :class:`~fh_screen.screening.options.ScreenOptions` from options, a mapping of them, or None.
 
-    None gives :data:`PRESCREEN_SCREEN_DEFAULTS`; a mapping that sets neither ``dft_budget`` nor
-    ``select_p_min`` gets :data:`PRESCREEN_DFT_BUDGET`. Validation is the options model's own
-    (:meth:`ScreenOptions.from_mapping`: ``extra="forbid"``, strict types, limits); its one-line
-    error becomes a :class:`PrescreenError`.
+    None gives :data:`PRESCREEN_SCREEN_DEFAULTS`; options or a mapping are taken as given (unnamed
+    options at the ``ScreenOptions()`` defaults), except that options leaving the selection rule
+    at its defaults (``dft_budget=None``, ``select_p_min`` = 0.3) get :data:`PRESCREEN_DFT_BUDGET`:
+    ``ScreenOptions(max_atoms=8)`` and ``{"max_atoms": 8}`` give the same options. Validation is the options model's own
+    (``extra="forbid"``, strict types, limits); its one-line error becomes a
+    :class:`PrescreenOptionsError` (a :class:`PrescreenError` and a ``ScreenError``) with the same message.
     """
     if value is None:
         value = dict(PRESCREEN_SCREEN_DEFAULTS)
     elif isinstance(value, ScreenOptions):
         value = dataclasses.asdict(value)
-    elif isinstance(value, Mapping):
-        value = dict(value)
-        if "dft_budget" not in value and "select_p_min" not in value:
-            value["dft_budget"] = PRESCREEN_DFT_BUDGET
-    else:
+    elif not isinstance(value, Mapping):
         raise PrescreenError(f"screen_options must be ScreenOptions or a dict, got {type(value).__name__}")
     try:
-        return ScreenOptions.from_mapping(value)
+        options = ScreenOptions.from_mapping(value)
     except FhScreenError as exc:
-        raise PrescreenError(one_line(exc)) from None
+        raise PrescreenOptionsError(one_line(exc)) from None
+    if options.dft_budget is None and options.select_p_min == DEFAULT_SELECT_P_MIN:
+        options = dataclasses.replace(options, dft_budget=PRESCREEN_DFT_BUDGET)  # a rule of values: idempotent
+    return options
 
 
 def select_candidates(
@@ -127,10 +140,15 @@ class PrescreenMaker(Maker):
     name
         Job name (the job is named ``"<name> <system>"``).
     model
-        Shipped model name or checkpoint path (None: the default model, as the CLI).
+        Shipped model name or checkpoint path (None: the default model, as the CLI); checked when
+        the job is made (a wrong name fails at ``make()`` with the CLI's one-line ``ModelError``).
     screen_options
-        :class:`~fh_screen.screening.options.ScreenOptions` (a dict is converted and validated: a typo
-        fails at once). Defaults: ``ScreenOptions()`` with :data:`PRESCREEN_SCREEN_DEFAULTS`.
+        :class:`~fh_screen.screening.options.ScreenOptions` or a dict of them (converted and
+        validated: a typo fails at once); either form is taken as given, unnamed options at the
+        ``ScreenOptions()`` defaults, and both get ``dft_budget=5`` unless they set ``dft_budget``
+        or a ``select_p_min`` other than 0.3 (:func:`screen_options_from`). Not given:
+        ``ScreenOptions()`` with :data:`PRESCREEN_SCREEN_DEFAULTS` (``max_atoms=12``,
+        ``charge_neutral=True``, ``dft_budget=5``).
     top_n, e_hull_max_ev_per_atom, select_known
         Selection of the candidates handed on (:meth:`ScreenDoc.select`).
     keep_top
@@ -206,6 +224,9 @@ class PrescreenMaker(Maker):
                 raise PrescreenError(one_line(exc)) from None
         if self.model is not None and not isinstance(self.model, str):
             raise PrescreenError(f"model must be a model name or checkpoint path, got {self.model!r}")
+        from fh_screen.service import _check_model
+
+        _check_model(self.model)  # the CLI's and screen()'s one-line ModelError: a wrong name fails at make()
 
     def check_make(self, chemsys: str | Sequence[str]):
         """The checks :meth:`make` runs when the job is made: fields, the system, the enumeration size.
@@ -227,7 +248,7 @@ class PrescreenMaker(Maker):
         try:
             check_size(system, self.screen_options)
         except FhScreenError as exc:
-            raise PrescreenError(one_line(exc)) from None
+            raise PrescreenOptionsError(one_line(exc)) from None
         label = "-".join(system)
         maker = self if self.name.endswith(f" {label}") else dataclasses.replace(self, name=f"{self.name} {label}")
         return maker, (label,), {}

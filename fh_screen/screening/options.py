@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import ConfigDict, ValidationError
 from pydantic.dataclasses import dataclass
 
-from fh_screen.chem.candidates import DEFAULT_MAX_ATOMS
+from fh_screen.chem.candidates import DEFAULT_MAX_ATOMS, MAX_ATOMS_LIMIT
 from fh_screen.errors import FhScreenError
 from fh_screen.screening.probability import DEFAULT_PREFILTER_MODEL, DEFAULT_REFINE_TOP
 
@@ -34,10 +34,12 @@ class ScreenError(FhScreenError):
 class ScreenOptions:
     """What to enumerate and how to judge stability: the one options model of the CLI, ``screen()`` and the Makers.
 
-    A pydantic dataclass (``extra="forbid"``, strict types): an unknown option or a value of the
-    wrong type (``max_atoms="6"``, ``charge_neutral=1``) fails when the options are made;
-    :meth:`from_mapping` turns a dict (a Maker's field, a powerup's update) into options with a
-    one-line :class:`ScreenError`; :meth:`validate` checks the limits.
+    A pydantic dataclass (``extra="forbid"``, strict types) whose constructor checks everything
+    when the options are made and raises a one-line :class:`ScreenError`: an unknown option (with
+    the closest known name), a value of the wrong type (``max_atoms="6"``, ``charge_neutral=1``)
+    or a limit :meth:`validate` refuses (``max_atoms=0``, ``select_p_min=2``, ``dft_budget=0``).
+    :meth:`from_mapping` makes options from a dict (a Maker's field, a powerup's update) with the
+    same checks and messages.
 
     ``max_atoms``: largest formula unit (default 20, see :data:`fh_screen.chem.candidates.DEFAULT_MAX_ATOMS`);
     ``max_per_element``: most atoms of one element (default ``max_atoms - 1``);
@@ -79,27 +81,21 @@ class ScreenOptions:
     def from_mapping(cls, data: Mapping[str, Any]) -> ScreenOptions:
         """Options from a mapping of them (keys starting with ``@`` are serialisation tags and ignored).
 
-        Raises :class:`ScreenError` with one line: an unknown name (with the closest known one),
-        or the first value of the wrong type, or a limit :meth:`validate` refuses.
+        Raises :class:`ScreenError` with one line, as the constructor: an unknown name (with the
+        closest known one), or the first value of the wrong type, or a limit :meth:`validate` refuses.
         """
-        data = {str(k): v for k, v in data.items() if not str(k).startswith("@")}
-        known = list(cls.__dataclass_fields__)
-        for name in data:
-            if name not in known:
-                close = difflib.get_close_matches(name, known, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise ScreenError(f"unknown screen option {name!r}{hint}; known: {', '.join(known)}")
-        try:
-            options = cls(**data)
-        except ValidationError as exc:
-            error = exc.errors()[0]
-            name = ".".join(str(part) for part in error.get("loc", ())) or "?"
-            raise ScreenError(f"screen option {name}: {error.get('msg', 'bad value')} (got {error.get('input')!r})") from None
-        options.validate()
-        return options
+        if not isinstance(data, Mapping):
+            raise ScreenError(f"screen options must be a mapping of option names to values, got {type(data).__name__}")
+        return cls(**{str(k): v for k, v in data.items() if not str(k).startswith("@")})
 
     def validate(self) -> None:
-        """Raise :class:`ScreenError` for absurd limits."""
+        """Raise :class:`ScreenError` (one line) for absurd limits; the constructor runs it."""
+        atoms = self.max_atoms
+        if isinstance(atoms, bool) or not isinstance(atoms, int) or not 2 <= atoms <= MAX_ATOMS_LIMIT:
+            raise ScreenError(f"max_atoms must be an integer from 2 to {MAX_ATOMS_LIMIT}, got {atoms!r}")
+        per = self.max_per_element
+        if per is not None and (isinstance(per, bool) or not isinstance(per, int) or per < 1):
+            raise ScreenError(f"max_per_element must be a positive integer, got {per!r}")
         if isinstance(self.max_candidates, bool) or int(self.max_candidates) != self.max_candidates or self.max_candidates < 1:
             raise ScreenError(f"max_candidates must be a positive integer, got {self.max_candidates!r}")
         tol = self.e_hull_tolerance_ev_per_atom
@@ -117,3 +113,36 @@ class ScreenOptions:
         top = self.refine_top
         if top is not None and (isinstance(top, bool) or not isinstance(top, int) or top < 1):
             raise ScreenError(f"refine_top must be a positive integer or None (the model on every candidate), got {top!r}")
+
+
+def _option_error(exc: ValidationError) -> ScreenError:
+    """The first problem of a pydantic ``ValidationError`` of :class:`ScreenOptions`, as one line."""
+    error = exc.errors()[0]
+    name = ".".join(str(part) for part in error.get("loc", ())) or "?"
+    known = list(ScreenOptions.__dataclass_fields__)
+    if error.get("type") == "unexpected_keyword_argument" or (name not in known and name != "?"):
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return ScreenError(f"unknown screen option {name!r}{hint}; known: {', '.join(known)}")
+    message = " ".join(str(error.get("msg", "bad value")).split())
+    return ScreenError(f"screen option {name}: {message} (got {error.get('input')!r})")
+
+
+def _checked_init(init):
+    """Wrap pydantic's ``__init__``: a wrong name or type and an absurd limit are one-line :class:`ScreenError`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            init(self, *args, **kwargs)
+        except ValidationError as exc:
+            raise _option_error(exc) from None
+        self.validate()
+
+    __init__.__doc__ = init.__doc__
+    __init__.__wrapped__ = init
+    return __init__
+
+
+# pydantic's own errors are multi-line with a URL; every door (the CLI, ``screen()``, the Makers,
+# ``from_mapping``) reports a bad option in one line, so the constructor itself does
+ScreenOptions.__init__ = _checked_init(ScreenOptions.__init__)

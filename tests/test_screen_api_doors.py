@@ -1,0 +1,195 @@
+"""The Python API's door agrees with the CLI's and the Maker's: options, models, the caller's known table, the store.
+
+Real data throughout: the OQMD table shipped with the package, real stores on disk, jobflow run
+locally with a memory JobStore.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+from jobflow import run_locally
+from jobs_fixtures import fh_settings, memory_job_store, reference_store  # noqa: F401 - fixtures
+from store_fixtures import fresh_machine
+from typer.testing import CliRunner
+
+from fh_screen import screen
+from fh_screen.errors import FhScreenError
+from fh_screen.jobs import PrescreenError, PrescreenMaker, read_output
+from fh_screen.jobs.prescreen import PRESCREEN_DFT_BUDGET, PrescreenOptionsError
+from fh_screen.models.checkpoint import ModelError
+from fh_screen.models.predictor import load_predictor
+from fh_screen.screening import ScreenError, ScreenOptions
+from fh_screen.service import ScreenServiceError
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error)
+    assert "\n" not in text and "Traceback" not in text and "pydantic.dev" not in text
+    return text
+
+
+# -- 1. the prescreen's options: a mapping and ScreenOptions are the same options ---------------------
+
+
+def test_prescreen_options_are_the_same_given_as_options_or_as_a_mapping(tmp_path):
+    reference = reference_store(tmp_path / "ref.sqlite", "Li-Fe-O")
+    docs = [PrescreenMaker(model="paper", screen_options=given, save_screen=False, top_n=None,
+                           reference_store=reference).prescreen("Li-Fe-O")
+            for given in ({"max_atoms": 8}, ScreenOptions(max_atoms=8))]
+    assert docs[0].options == docs[1].options == dataclasses.asdict(ScreenOptions(max_atoms=8, dft_budget=PRESCREEN_DFT_BUDGET))
+    assert docs[0].selected_formulas == docs[1].selected_formulas and 0 < len(docs[1].selected) <= PRESCREEN_DFT_BUDGET
+    # options that choose their selection keep it, in either form
+    for given in ({"max_atoms": 8, "select_p_min": 0.5}, ScreenOptions(max_atoms=8, select_p_min=0.5)):
+        assert PrescreenMaker(screen_options=given).screen_options.dft_budget is None
+    for given in ({"max_atoms": 8, "dft_budget": 2}, ScreenOptions(max_atoms=8, dft_budget=2)):
+        assert PrescreenMaker(screen_options=given).screen_options.dft_budget == 2
+
+
+# -- 2. model names ----------------------------------------------------------------------------------------
+
+
+def test_a_bad_model_name_fails_at_make_with_the_cli_s_line(fh_settings):
+    with pytest.raises(ModelError) as made:
+        PrescreenMaker(model="nope").make("Li-O")
+    with pytest.raises(ModelError) as api:
+        screen("Li-O", predictor="nope")
+    assert _one_line(made.value) == _one_line(api.value) and "no shipped model named 'nope'" in str(api.value)
+    for empty in ("", "  "):
+        with pytest.raises(ModelError, match="empty model name") as info:
+            screen("Li-O", predictor=empty)
+        _one_line(info.value)
+        with pytest.raises(ModelError, match="empty model name"):
+            PrescreenMaker(model=empty).make("Li-O")
+    from fh_screen.cli import build_app
+
+    result = CliRunner().invoke(build_app(), ["screen", "Li-O", "--model", "", "--no-store"])
+    assert result.exit_code == 2 and "empty model name" in result.output and "Traceback" not in result.output
+    with pytest.raises(ScreenError, match="predictor must be a Predictor"):
+        screen("Li-O", predictor=42)
+
+
+def test_a_model_name_is_accepted_as_the_predictor(fh_settings):
+    by_name = screen("Li-O", predictor="paper", options=ScreenOptions(max_atoms=6))
+    loaded = screen("Li-O", predictor=load_predictor("paper"), options=ScreenOptions(max_atoms=6))
+    assert by_name.model_name == "paper"
+    pd.testing.assert_frame_equal(by_name.table, loaded.table)
+
+
+# -- 3. the caller's known table is read as ingest reads a table ---------------------------------------
+
+
+def test_the_callers_known_table_refuses_what_ingest_refuses_and_counts_what_it_sets_aside():
+    from fh_screen.store.bootstrap import packaged_reference_frame
+
+    predictor = load_predictor("paper")
+    options = ScreenOptions(max_atoms=6)
+    real = packaged_reference_frame("Li-O")[["formula", "dhf_ev_per_atom"]]
+    clean = screen("Li-O", predictor=predictor, known=real, options=options)
+    assert clean.warnings == [] and clean.n_known > 0
+    bad_rows = pd.DataFrame({"formula": ["abc", "LiO7", "Li5O3", "Li3O7", "Fe2O3", "Li", "O"],
+                             "dhf_ev_per_atom": [-1.0, np.nan, -np.inf, -1e9, -1.7, 0.0, "x"]})
+    noisy = screen("Li-O", predictor=predictor, known=pd.concat([real, bad_rows], ignore_index=True), options=options)
+    assert len(noisy.warnings) == 1
+    warning = _one_line(noisy.warnings[0])
+    assert warning.startswith(f"5 of {len(real) + 7} rows of the known phases given set aside")
+    assert "1 outliers" in warning and "1 bad formulas" in warning and "2 non-numeric or infinite" in warning
+    pd.testing.assert_frame_equal(noisy.table, clean.table)  # Fe2O3 (not in Li-O) and the elements at 0: ignored
+    for refused, words in ((pd.DataFrame({"formula": ["Li2O", "Li2Xx"], "dhf_ev_per_atom": [-2.0, -1.0]}), "Xx"),
+                           (pd.DataFrame({"formula": ["Li2O", "Li"], "dhf_ev_per_atom": [-2.0, 0.5]}), "pure element Li")):
+        with pytest.raises(ScreenError, match=words) as info:
+            screen("Li-O", predictor=predictor, known=refused, options=options)
+        _one_line(info.value)
+    with pytest.raises(ScreenError, match="known must be a pandas DataFrame") as info:
+        screen("Li-O", predictor=predictor, known=[{"formula": "Li2O", "dhf_ev_per_atom": -2.0}])
+    _one_line(info.value)
+    # a table none of whose rows is usable is still the caller's: never silently the store's
+    empty = screen("Li-O", predictor=predictor, known=pd.DataFrame({"formula": ["Li2O"], "dhf_ev_per_atom": [np.nan]}),
+                   options=options)
+    assert empty.n_known == 0 and len(empty.warnings) == 1
+
+
+# -- 4. options are checked when made, with one line, the same in every door ------------------------------
+
+
+@pytest.mark.parametrize("options, words", [
+    ({"max_atom": 6}, "unknown screen option 'max_atom' (did you mean 'max_atoms'?)"),
+    ({"max_atoms": "abc"}, "screen option max_atoms"),
+    ({"select_p_min": 2}, "select_p_min must be a probability"),
+    ({"dft_budget": 0}, "dft_budget must be a positive integer"),
+    ({"max_atoms": 0}, "max_atoms must be an integer from 2 to 200"),
+    ({"max_atoms": 1000}, "max_atoms must be an integer from 2 to 200"),
+])
+def test_a_bad_option_is_one_screen_error_in_every_door(options, words):
+    with pytest.raises(ScreenError) as made:
+        ScreenOptions(**options)
+    with pytest.raises(ScreenError) as mapped:
+        ScreenOptions.from_mapping(options)
+    with pytest.raises(PrescreenError) as job:
+        PrescreenMaker(screen_options=options)
+    assert isinstance(job.value, (ScreenError, PrescreenOptionsError))
+    assert words in _one_line(made.value) and _one_line(made.value) == _one_line(mapped.value) == _one_line(job.value)
+
+
+def test_a_size_limit_is_the_same_error_in_screen_and_in_the_maker():
+    options = {"max_atoms": 20, "max_candidates": 10}
+    with pytest.raises(ScreenError) as api:
+        screen("Li-Fe-O", predictor="paper", options=ScreenOptions(**options))
+    with pytest.raises(ScreenError) as job:
+        PrescreenMaker(screen_options=options).make("Li-Fe-O")
+    assert isinstance(job.value, PrescreenError) and isinstance(api.value, FhScreenError)
+    assert _one_line(api.value) == _one_line(job.value)
+
+
+# -- 5. screen(save=False) is --no-store: nothing is created on a fresh machine ---------------------------
+
+
+def test_screen_without_save_creates_no_store_and_reads_the_shipped_table(tmp_path, monkeypatch):
+    data_dir = fresh_machine(tmp_path, monkeypatch, reference_data=True)
+    result = screen("Li-O", predictor="paper", options=ScreenOptions(max_atoms=6))
+    assert result.n_known > 0 and not (data_dir / "fh_screen.sqlite").exists()
+    from fh_screen.cli import build_app
+
+    cli = CliRunner().invoke(build_app(), ["screen", "Li-O", "-m", "paper", "--max-atoms", "6", "--no-store",
+                                           "--json", str(tmp_path / "cli.json")])
+    assert cli.exit_code == 0, cli.output
+    assert list(pd.read_json(tmp_path / "cli.json")["formula"]) == list(result.table["formula"])
+    assert not (data_dir / "fh_screen.sqlite").exists()
+
+
+def test_an_unusable_data_folder_is_one_line_and_save_false_still_screens(tmp_path, monkeypatch):
+    fresh_machine(tmp_path, monkeypatch, reference_data=True)
+    not_a_folder = tmp_path / "data_is_a_file"
+    not_a_folder.write_text("x")
+    monkeypatch.setenv("FH_SCREEN_DATA_DIR", str(not_a_folder))
+    assert screen("Li-O", predictor="paper", options=ScreenOptions(max_atoms=6)).n_known > 0
+    with pytest.raises(ScreenServiceError, match="is a file, not a folder") as info:
+        screen("Li-O", predictor="paper", options=ScreenOptions(max_atoms=6), save=True)
+    assert str(not_a_folder) in _one_line(info.value)
+
+
+def test_a_prescreen_job_with_options_runs_and_selects_as_with_a_mapping(tmp_path):
+    reference = reference_store(tmp_path / "ref.sqlite", "Li-O")
+    job = PrescreenMaker(model="paper", screen_options=ScreenOptions(max_atoms=6), top_n=None, save_screen=False,
+                         reference_store=reference).make("Li-O")
+    store = memory_job_store()
+    run_locally(job, store=store, log=False, ensure_success=True)
+    doc = read_output(store, job.uuid)
+    assert doc.options["dft_budget"] == PRESCREEN_DFT_BUDGET and 0 < len(doc.selected) <= PRESCREEN_DFT_BUDGET
+    same = PrescreenMaker(model="paper", screen_options={"max_atoms": 6}, top_n=None, save_screen=False,
+                          reference_store=reference).prescreen("Li-O")
+    assert same.selected_formulas == doc.selected_formulas and same.options == doc.options
+
+
+def test_the_jobs_docs_list_every_prescreen_default():
+    from pathlib import Path
+
+    from fh_screen.jobs import PRESCREEN_SCREEN_DEFAULTS
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "jobs.md").read_text()
+    section = text.split("### Defaults: the CLI and the Maker")[1].split("\n## ")[0]
+    rows = {line.split("|")[1].strip().strip("`") for line in section.splitlines() if line.startswith("| `")}
+    assert set(PRESCREEN_SCREEN_DEFAULTS) <= rows

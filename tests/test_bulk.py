@@ -65,7 +65,7 @@ def test_systems_are_every_combination_once_in_a_fixed_order_and_bad_lists_fail_
             systems_from_elements(elements, sizes)
         assert "\n" not in str(info.value)
     listed = tmp_path / "systems.txt"
-    listed.write_text("# ternaries\nLi-Fe-O\nO Fe Li   # the same system\n\nNa,Cl\n")
+    listed.write_text("# ternaries\nLi-Fe-O\nO-Fe-Li   # the same system\n\nNa-Cl\n")
     assert read_systems_file(listed) == ["Fe-Li-O", "Cl-Na"]
     listed.write_text("Li-Fe-O\nLi-Qq\n")
     with pytest.raises(SweepInputError, match=r"systems.txt line 2: unknown element 'Qq'"):

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
 from fh_screen.cli.common import (
     check_outputs,
@@ -59,7 +60,7 @@ def bulk_command(
 ) -> None:
     """Screen every system of an element list (or a file) into the store; a rerun skips what is stored."""
     from fh_screen.screening import ScreenOptions
-    from fh_screen.sweep import SweepOptions, read_systems_file, run_sweep, systems_from_elements
+    from fh_screen.sweep import SweepOptions, check_screen_options, read_systems_file, run_sweep, systems_from_elements
 
     started = time.perf_counter()
     if processes < 1:
@@ -73,7 +74,7 @@ def bulk_command(
         include_known=not exclude_known, max_candidates=max_candidates, e_hull_tolerance_ev_per_atom=tolerance,
         refine_top=refine_top or None, dft_budget=dft_budget, select_p_min=select_p_min,
     )
-    options.validate()
+    check_screen_options(options)  # the screen's limits (max_atoms from 2, ...), before the model is loaded
     if sources is not None:
         from fh_screen.store.query import parse_sources
 
@@ -90,6 +91,8 @@ def bulk_command(
                      "(saved systems are skipped)", highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None
     report.seconds = time.perf_counter() - started
+    for note in report.notes[bar.notes_shown:]:  # the plan's notes were shown before the sweep
+        errors.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
     out = status_console(json_path)
     per_system = f" ({1000 * report.seconds / report.systems_done:.0f} ms per screened system)" if report.systems_done else ""
     out.print(f"{report.systems_done:,} systems screened, {report.systems_skipped:,} skipped (already stored), "
@@ -117,6 +120,7 @@ class _Bar:
         self._progress = None
         self._task = None
         self._next_line = 0
+        self.notes_shown = 0
 
     def __enter__(self):
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
@@ -136,7 +140,8 @@ class _Bar:
     def plan(self, plan) -> None:
         self.total = len(plan.pending)
         for note in plan.notes:
-            self.errors.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+            self.errors.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
+        self.notes_shown = len(plan.notes)
         if plan.skipped:
             self.errors.print(f"fh-screen: {len(plan.skipped):,} of {len(plan.skipped) + self.total:,} systems already "
                               f"stored with {plan.model} and these options: skipped (--redo screens them again)",
@@ -149,8 +154,6 @@ class _Bar:
         if outcome.status == "done":
             self.done += 1
         else:
-            from rich.markup import escape
-
             self._progress.console.print(f"[yellow]skipped[/] {outcome.system}: {escape(outcome.error)}",
                                          highlight=False, soft_wrap=True, markup=True)
         self._progress.update(self._task, advance=1, description=outcome.system)

@@ -40,6 +40,9 @@ class BulkBatchDocument(BaseModel):
     stopped: str = Field("", description="why the batch stopped early, if it did")
     notes: list[str] = Field(default_factory=list, description="lines for the user, e.g. a requested source the store "
                                                                  "holds no reference entry of (a typo)")
+    no_reference: list[str] = Field(default_factory=list, description="systems screened with no reference compound on "
+                                                                        "the hull (a rerun screens them again once the "
+                                                                        "store holds one)")
 
 
 @fh_screen_job(output_schema=BulkBatchDocument)
@@ -48,12 +51,13 @@ def bulk_batch(systems: list[str], screen_options: dict[str, Any] | None = None,
                sources: str | list[str] | None = None) -> BulkBatchDocument:
     """Sweep ``systems`` into the store (the store configured where the job runs, or ``store_file``).
 
-    ``sources``: the reference sources that count for each hull (None: every source in the store).
+    ``sources``: the reference sources that count for each hull (None: every source in the store);
+    ``keep_top``: candidates kept per document (None or 0: all).
     """
     from fh_screen.screening import ScreenOptions
     from fh_screen.sweep import SweepOptions, run_sweep
 
-    report = run_sweep(list(systems), ScreenOptions(**(screen_options or {})),
+    report = run_sweep(list(systems), ScreenOptions.from_mapping(screen_options or {}),
                        SweepOptions(model=model, store_file=store_file, keep_top=keep_top, sources=sources))
     return BulkBatchDocument(**report.to_json())
 
@@ -71,7 +75,7 @@ class BulkScreenMaker(Maker):
     model
         Shipped model name or checkpoint path (None: the default model).
     keep_top
-        Candidates kept per screen document (None: all).
+        Candidates kept per screen document (None or 0: all, as ``fh-screen bulk --keep-top 0``).
     batch_size
         Systems per job (a ternary costs ~0.15 s: 500 systems is a job of a minute or two).
     store_file
@@ -93,12 +97,15 @@ class BulkScreenMaker(Maker):
         """The flow for ``systems`` (checked here: a bad system or option fails at ``make()`` with one line)."""
         from fh_screen.chem.candidates import parse_chemsys
         from fh_screen.screening import ScreenOptions
+        from fh_screen.sweep import check_keep_top, check_screen_options
 
         if isinstance(systems, str):
             systems = [systems]
         if not isinstance(self.screen_options, Mapping):
             raise FhScreenError(f"screen_options must be a mapping of ScreenOptions fields, got {self.screen_options!r}")
-        ScreenOptions.from_mapping(self.screen_options)  # an unknown name or a bad value: one line
+        # an unknown name, a bad value or a limit the screen refuses (max_atoms from 2, ...): one line
+        check_screen_options(ScreenOptions.from_mapping(self.screen_options))
+        keep_top = check_keep_top(self.keep_top)
         if self.sources is not None:
             from fh_screen.store.query import parse_sources
 
@@ -111,7 +118,7 @@ class BulkScreenMaker(Maker):
         jobs = []
         for start in range(0, len(canonical), self.batch_size):
             batch = canonical[start:start + self.batch_size]
-            job = bulk_batch(batch, dict(self.screen_options), self.model, self.keep_top, self.store_file, self.sources)
+            job = bulk_batch(batch, dict(self.screen_options), self.model, keep_top, self.store_file, self.sources)
             job.name = f"{self.name} {start // self.batch_size + 1}"
             jobs.append(job)
         return Flow(jobs, output=[j.output for j in jobs], name=self.name)

@@ -68,7 +68,7 @@ class SweepBuilder(Builder):
         screen_options
             :class:`~fh_screen.screening.ScreenOptions` fields (None: the defaults).
         keep_top, redo
-            Candidates kept per document; screen again systems already stored.
+            Candidates kept per document (None or 0: all); screen again systems already stored.
         reference_sources
             Reference sources that count for each hull (``"oqmd,chgnet"`` or a list; None: all).
             (``sources`` is the maggma Builder's own word for its input stores.)
@@ -79,7 +79,7 @@ class SweepBuilder(Builder):
         self.systems = list(systems)
         self.model = model
         self.screen_options = dict(screen_options or {})
-        self.keep_top = keep_top
+        self.keep_top = keep_top or None  # 0 keeps all, as `fh-screen bulk --keep-top 0`
         self.redo = redo
         self.reference_sources = reference_sources
         self.kwargs = kwargs
@@ -88,9 +88,11 @@ class SweepBuilder(Builder):
 
     def _options(self):
         from fh_screen.screening import ScreenOptions
+        from fh_screen.sweep.runner import check_keep_top, check_screen_options
 
-        options = ScreenOptions(**self.screen_options)
-        options.validate()
+        options = ScreenOptions.from_mapping(self.screen_options)
+        check_screen_options(options)
+        check_keep_top(self.keep_top)
         return options
 
     def _sources(self) -> list[str] | None:
@@ -116,8 +118,8 @@ class SweepBuilder(Builder):
 
         predictor = _predictor(self.model)
         options = self._options()
-        done = set() if self.redo else stored_systems(self._store(screens=self.screens), predictor, options,
-                                                      self.keep_top, self._sources())
+        done = set() if self.redo else stored_systems(self._store(screens=self.screens, reference=self.reference),
+                                                      predictor, options, self.keep_top, self._sources())
         pending = [s for s in self.systems if s not in done]
         self.total = len(pending)
         self.logger.info("%d of %d systems to screen with %s@%s (%d stored)", len(pending), len(self.systems),
@@ -138,6 +140,8 @@ class SweepBuilder(Builder):
         except FhScreenError as exc:
             self.logger.warning("skipping %s: %s", item["system"], one_line(exc))
             return {"system": item["system"], "error": one_line(exc)}
+        if not phases.n_compounds and phases.note:  # the service's note, in the document's problems too
+            self.logger.warning("%s: %s", item["system"], phases.note)
         where = f"{phases.where} ({phases.n_compounds} compounds)" if phases.frame is not None else None
         return {"system": item["system"], "result": result, "reference": where}
 

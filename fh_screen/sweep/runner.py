@@ -10,7 +10,10 @@ killed sweep leaves only whole documents and a rerun screens only the systems th
 
 A system that cannot be screened (refused for size, bad system) is reported and skipped; a store
 that cannot be read or written stops the sweep with one line (:class:`SweepStoreError`): what was
-stored stays stored and a rerun resumes.
+stored stays stored and a rerun resumes. An embedded store file that is new (or holds no
+reference entry) is filled with the OQMD table shipped with fh-screen first, as the configured
+store is (:mod:`fh_screen.store.bootstrap`); a system screened with no reference compound on its
+hull is named in the report, and a rerun screens it again once the store holds one.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from fh_screen.errors import FhScreenError, one_line
 from fh_screen.screening import ScreenOptions
@@ -46,6 +49,9 @@ __all__ = [
     "SweepReport",
     "SweepStoreError",
     "SystemOutcome",
+    "check_keep_top",
+    "check_screen_options",
+    "fill_store_file",
     "plan_sweep",
     "run_sweep",
     "screen_system",
@@ -67,15 +73,46 @@ class SweepStoreError(FhScreenError):
     """The store failed during a sweep (full, locked, disconnected); what was saved stays, a rerun resumes."""
 
 
-class SweepOptions(BaseModel):
-    """How a sweep runs (what each system's screen does is :class:`~fh_screen.screening.ScreenOptions`)."""
+def check_keep_top(value: Any) -> int | None:
+    """``keep_top`` of a sweep's documents: a positive integer, or None for all (0 means all too, as ``--keep-top 0``).
 
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+    Raises :class:`~fh_screen.sweep.systems.SweepInputError` (one line) for anything else.
+    """
+    from fh_screen.sweep.systems import SweepInputError
+
+    if value is None or (isinstance(value, int) and not isinstance(value, bool) and value == 0):
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise SweepInputError(f"keep_top must be a positive integer, or 0 or None (every candidate), got {value!r}")
+    return value
+
+
+def check_screen_options(options: ScreenOptions) -> None:
+    """The checks every screen makes of ``options`` before anything is loaded, made once for the whole sweep.
+
+    :meth:`ScreenOptions.validate` and the enumeration's limits (``max_atoms`` from 2,
+    ``max_per_element`` positive): one line, the screen's own message, instead of every system
+    of the sweep refused with it.
+    """
+    from fh_screen.chem.candidates import count_candidates
+
+    options.validate()
+    count_candidates(2, options.max_atoms, options.max_per_element)  # the enumeration's limits check
+
+
+class SweepOptions(BaseModel):
+    """How a sweep runs (what each system's screen does is :class:`~fh_screen.screening.ScreenOptions`).
+
+    A bad value raises :class:`~fh_screen.sweep.systems.SweepInputError` in one line.
+    """
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True, extra="forbid")
 
     model: str | None = Field(None, description="shipped model name or .pt path (None: the default model)")
     store_file: Path | None = Field(None, description="embedded store file (None: the configured store)")
     processes: int = Field(1, ge=1, le=256, description="worker processes (1: screen in this process)")
-    keep_top: int | None = Field(BULK_KEEP_TOP, ge=1, description="candidates kept per screen document (None: all)")
+    keep_top: int | None = Field(BULK_KEEP_TOP, ge=1, description="candidates kept per screen document "
+                                 "(None or 0: all)")
     redo: bool = Field(False, description="screen again systems already stored with this model and options")
     chunk_size: int | None = Field(None, ge=1, description="systems per task sent to a worker (None: automatic)")
     save_predictions: bool = Field(True, description="also store each screen's predictions (the one saving rule); "
@@ -93,6 +130,30 @@ class SweepOptions(BaseModel):
 
         return None if value is None else tuple(parse_sources(value))
 
+    @field_validator("keep_top", mode="before")
+    @classmethod
+    def _kept(cls, value: Any) -> int | None:
+        """0 keeps every candidate, as ``fh-screen bulk --keep-top 0``; a negative number is refused."""
+        return check_keep_top(value)
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise _one_line_options_error(exc) from None
+
+
+def _one_line_options_error(exc: ValidationError) -> FhScreenError:
+    """The first error of a :class:`SweepOptions` as one :class:`~fh_screen.sweep.systems.SweepInputError` line."""
+    from fh_screen.sweep.systems import SweepInputError
+
+    error = exc.errors()[0]
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, FhScreenError):  # our own validators' message, already one line
+        return SweepInputError(one_line(cause))
+    name = ".".join(str(part) for part in error.get("loc", ())) or "?"
+    return SweepInputError(f"sweep option {name}: {error.get('msg', 'bad value')} (got {error.get('input')!r})")
+
 
 @dataclass(frozen=True)
 class SystemOutcome:
@@ -106,6 +167,8 @@ class SystemOutcome:
     error: str = ""
     seconds: float = 0.0
     cpu_seconds: float = 0.0
+    #: ``done`` with no reference compound on the hull: why (else ``""``); the document's ``problems`` say it too
+    no_reference: str = ""
 
 
 @dataclass(frozen=True)
@@ -136,6 +199,8 @@ class SweepReport:
     failures: list[dict[str, str]] = field(default_factory=list)
     stopped: str = ""
     notes: list[str] = field(default_factory=list)
+    #: systems screened (done) with no reference compound on their hull: the elements and the predictions alone
+    no_reference: list[str] = field(default_factory=list)
 
     def add(self, outcome: SystemOutcome) -> None:
         """Count one finished system."""
@@ -143,15 +208,52 @@ class SweepReport:
             self.systems_done += 1
             self.candidates += outcome.n_candidates
             self.likely += outcome.n_likely
+            if outcome.no_reference:
+                self.no_reference.append(outcome.system)
         else:
             self.systems_failed += 1
             self.failures.append({"system": outcome.system, "error": outcome.error})
+
+    def no_reference_note(self) -> str:
+        """One line naming the systems screened with no reference compound (``""`` when none)."""
+        if not self.no_reference:
+            return ""
+        names = ", ".join(self.no_reference[:5]) + (", ..." if len(self.no_reference) > 5 else "")
+        return (f"{len(self.no_reference):,} system(s) screened with no reference compound on the hull (the elements "
+                f"and the predictions alone): {names}; a rerun screens them again once the store holds reference "
+                f"entries of them (fh-screen ingest PATH)")
 
     def to_json(self) -> dict[str, Any]:
         """``systems_done``, ``systems_skipped``, ``systems_failed``, ``candidates``, ``seconds`` and the rest."""
         data = dataclasses.asdict(self)
         data["seconds"] = round(self.seconds, 3)
         return data
+
+
+def fill_store_file(store_file: str | Path) -> None:
+    """Fill an embedded store file with the OQMD table shipped with fh-screen on first use, as the configured store.
+
+    Done when the file is new, holds no reference entry, or was filled before (then it is kept
+    current, :func:`~fh_screen.store.bootstrap.ensure_reference_data`); a file holding only
+    entries of its own (``fh-screen ingest FILE --store ...``) is left as it is. Nothing happens
+    with ``reference_data: false`` (``FH_SCREEN_REFERENCE_DATA=false``). Raises
+    :class:`~fh_screen.store.StoreFileError` (one line) for a file that is not a store.
+    """
+    from fh_screen.service import _settings
+    from fh_screen.store import SQLiteStore
+    from fh_screen.store.bootstrap import META_COLLECTION, TABLE_FILE, ensure_reference_data
+
+    settings = _settings(None)  # ~/.fh_screen.yaml and FH_SCREEN_*, as the configured store reads them
+    if not settings.reference_data:
+        return
+    path = Path(store_file).expanduser()
+    reference = SQLiteStore(path, "reference", key="formula", read_only=True)
+    stamped = SQLiteStore(path, META_COLLECTION, key="key", read_only=True).collection_exists()
+    if reference.collection_exists() and not stamped:
+        with reference:  # (entries of the shipped table and no stamp: a fill under way elsewhere, completed here)
+            if reference.count() and not reference.count({"source_file": TABLE_FILE}):
+                return  # the user's own entries only: never mixed with the shipped table unasked
+    ensure_reference_data(path, busy_timeout_s=settings.busy_timeout_s)
 
 
 def _open_store(store_file: Path | None) -> FhScreenStore:
@@ -197,14 +299,17 @@ def stored_systems(store: FhScreenStore, predictor: Predictor, options: ScreenOp
     A screen counts whatever wrote it (``fh-screen SYSTEM``, a job, a sweep) when it kept at
     least ``keep_top`` candidates (``keep_top`` None: only a screen that kept all of them) and
     its hull counted the same reference sources (``sources``, parsed, in any order; None: a screen
-    over every source, whose document's ``sources`` is null).
+    over every source, whose document's ``sources`` is null). A screen whose hull had no reference
+    compound (``n_reference`` 0) counts only while the store still holds none of its system
+    (a store without a reference collection: it counts).
     """
     wanted_sources = None if sources is None else sorted(sources)
     wanted = _options_dict(options)
     criteria = {"model_name": predictor.name, "model_version": predictor.version}
     done: set[str] = set()
+    unanchored: set[str] = set()
     with store:
-        properties = ["chemsys", "options", "weights_sha256", "keep_top", "sources"]
+        properties = ["chemsys", "options", "weights_sha256", "keep_top", "sources", "n_reference"]
         for doc in store.screens.query(criteria=criteria, properties=properties):
             if doc.get("weights_sha256", "") != predictor.weights_sha256 or doc.get("options") != wanted:
                 continue
@@ -214,41 +319,74 @@ def stored_systems(store: FhScreenStore, predictor: Predictor, options: ScreenOp
             kept = doc.get("keep_top")
             if kept is not None and (keep_top is None or kept < keep_top):
                 continue
-            done.add(doc["chemsys"])
-    return done
+            (done if doc.get("n_reference", 1) else unanchored).add(doc["chemsys"])
+        unanchored -= done
+        if unanchored and store._reference is not None and store.n_reference():
+            from fh_screen.chem.candidates import MAX_SYSTEM_SIZE
+            from fh_screen.store.query import criteria_for
+
+            compounds = range(2, MAX_SYSTEM_SIZE + 1)  # as the hull reads them: compounds, outliers left out
+            found = {s for s in unanchored if store.reference.count(
+                {**criteria_for(chemsys=s, nelements=compounds, source=sources), "passed_outlier_filter": True})}
+            unanchored -= found  # reference compounds arrived since: screened again
+    return done | unanchored
 
 
-def _store_failure(exc: BaseException) -> SweepStoreError:
-    return SweepStoreError(f"{one_line(exc)}; the systems saved so far stay stored: rerun the same command to resume")
+def _store_failure(exc: BaseException, where: str) -> SweepStoreError:
+    """One line saying what is wrong with the store (before the sweep: nothing of it was saved, no resume hint)."""
+    from fh_screen.service import ScreenServiceError
+    from fh_screen.store import StoreFileError
+
+    if isinstance(exc, (ScreenServiceError, StoreFileError)):  # already one line naming the store
+        return SweepStoreError(one_line(exc))
+    return SweepStoreError(f"cannot use store {where}: {one_line(exc)}")
 
 
 def plan_sweep(systems: Sequence[str], options: ScreenOptions = ScreenOptions(),
                sweep: SweepOptions = SweepOptions(), predictor: Predictor | None = None) -> SweepPlan:
-    """Split ``systems`` into those to screen and those already stored (unless ``sweep.redo``)."""
+    """Split ``systems`` into those to screen and those already stored (unless ``sweep.redo``).
+
+    The options' limits are checked first (:func:`check_screen_options`), then the model is
+    loaded and the store opened (an embedded file filled on first use, :func:`fill_store_file`).
+    A store that cannot be opened or read raises :class:`SweepStoreError`: one line saying what is
+    wrong with it.
+    """
     from fh_screen.models.predictor import load_predictor
     from fh_screen.service import ScreenServiceError, _check_model
     from fh_screen.store import StoreFileError
 
-    options.validate()
+    check_screen_options(options)
     if predictor is None:
         _check_model(sweep.model)
         predictor = load_predictor(sweep.model)
     label = f"{predictor.name}@{predictor.version}"
+    where = str(sweep.store_file) if sweep.store_file is not None else "the configured store"
     try:
+        if sweep.store_file is not None:
+            fill_store_file(sweep.store_file)
         store = _open_store(sweep.store_file)
-        notes = _absent_sources_notes(store, sweep.sources)
+        where = store.name
+        notes = _absent_sources_notes(store, sweep.sources) or _empty_store_notes(store)
         if sweep.redo:
             return SweepPlan(list(systems), [], label, predictor.weights_sha256, notes)
         done = stored_systems(store, predictor, options, sweep.keep_top, sweep.sources)
     except (ScreenServiceError, StoreFileError) as exc:
-        raise _store_failure(exc) from None
+        raise _store_failure(exc, where) from None
     except FhScreenError:
         raise
     except Exception as exc:  # noqa: BLE001 - a store that cannot be read is one line
-        raise _store_failure(exc) from None
+        raise _store_failure(exc, where) from None
     pending = [s for s in systems if s not in done]
     skipped = [s for s in systems if s in done]
     return SweepPlan(pending, skipped, label, predictor.weights_sha256, notes)
+
+
+def _empty_store_notes(store: FhScreenStore) -> list[str]:
+    """The screen's note when the store holds no reference entry at all (reference data off, nothing ingested)."""
+    from fh_screen.service import NO_REFERENCE_NOTE
+
+    with store:
+        return [] if store.n_reference() else [NO_REFERENCE_NOTE]
 
 
 def _absent_sources_notes(store: FhScreenStore, sources: Sequence[str] | None) -> list[str]:
@@ -268,15 +406,16 @@ def screen_system(system: str, predictor: Predictor, store: FhScreenStore, optio
     """Screen one system with the one service (:func:`fh_screen.service.run_screen`) and save it.
 
     Bad input for this system (refused for size, ...) is a ``failed`` outcome; a store that
-    fails is a ``store-error`` outcome (the sweep stops).
+    fails is a ``store-error`` outcome (the sweep stops). A screen with no reference compound on
+    its hull is saved with a note in its ``problems`` and its outcome says so (``no_reference``).
     """
     from fh_screen.service import ScreenServiceError, run_screen
     from fh_screen.store import StoreFileError
 
     started, cpu = time.perf_counter(), time.process_time()
     try:
-        result, _, saved = run_screen(system, predictor, options=options, store=store, save=True, origin=ORIGIN,
-                                      keep_top=keep_top, save_predictions=save_predictions, sources=sources)
+        result, phases, saved = run_screen(system, predictor, options=options, store=store, save=True, origin=ORIGIN,
+                                           keep_top=keep_top, save_predictions=save_predictions, sources=sources)
     except (ScreenServiceError, StoreFileError) as exc:
         return SystemOutcome(system, "store-error", error=one_line(exc), seconds=time.perf_counter() - started)
     except FhScreenError as exc:
@@ -290,7 +429,8 @@ def screen_system(system: str, predictor: Predictor, store: FhScreenStore, optio
     likely = int((new & (table["p_stable"].fillna(0.0).to_numpy(float) >= LIKELY_P)).sum()) \
         if "p_stable" in table else 0
     return SystemOutcome(system, "done", int(result.n_candidates), likely, saved.run_id if saved else None,
-                         seconds=time.perf_counter() - started, cpu_seconds=time.process_time() - cpu)
+                         seconds=time.perf_counter() - started, cpu_seconds=time.process_time() - cpu,
+                         no_reference="" if phases.n_compounds else phases.note)  # the service's note says why
 
 
 # -- workers -----------------------------------------------------------------------------------
@@ -454,6 +594,8 @@ def run_sweep(
                 on_outcome(outcome)
     finally:
         outcomes.close()  # stops the workers now, whatever ended the loop (Ctrl-C, a store error)
+    if report.no_reference:
+        report.notes.append(report.no_reference_note())
     report.seconds = time.perf_counter() - started
     logger.info("sweep: %d done, %d skipped, %d failed in %.1f s", report.systems_done, report.systems_skipped,
                 report.systems_failed, report.seconds)

@@ -33,7 +33,7 @@ ALL_KEYWORD = "all"
 
 
 class SweepInputError(FhScreenError):
-    """An element list, a size list or a systems file that cannot be swept; one line."""
+    """An element list, a size list, a systems file or a sweep option that cannot be swept; one line."""
 
 
 def _split(text: str | Sequence[str]) -> list[str]:
@@ -111,10 +111,12 @@ def systems_from_elements(
 
 
 def read_systems_file(path: str | Path) -> list[str]:
-    """Systems of a text file, one per line (``Li-Fe-O``, ``Li Fe O`` or ``Li,Fe,O``); ``#`` starts a comment.
+    """Systems of a text file, one per line (``Li-Fe-O``: elements joined by ``-``, as ``fh-screen SYSTEM``).
 
-    Each system is checked by the one chemical-system parser; the first bad line raises
-    :class:`SweepInputError` naming the file and the line. Repeats are dropped (first kept).
+    ``#`` starts a comment and blank lines are skipped. Each line is read by the one
+    chemical-system parser (:func:`~fh_screen.chem.candidates.parse_chemsys`, so ``Li--O``,
+    ``Li-O-``, ``Li,O`` or ``Li O`` are refused as everywhere else); the first bad line raises
+    :class:`SweepInputError` naming the file and the line number. Repeats are dropped (first kept).
     """
     path = Path(path).expanduser()
     try:
@@ -132,9 +134,8 @@ def read_systems_file(path: str | Path) -> list[str]:
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
-        symbols = line.replace(",", " ").replace("-", " ").split()
         try:
-            system = parse_chemsys(symbols)
+            system = parse_chemsys(line)
         except ChemsysError as exc:
             raise SweepInputError(f"{path} line {number}: {exc}") from None
         systems["-".join(system)] = None

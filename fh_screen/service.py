@@ -170,7 +170,7 @@ def known_phases(
         with store:
             n_entries = store.n_reference()
             frame = store.reference_frame(chemsys=label, source=sources) if n_entries else None
-            where = store.name
+            where = store.reference_name  # the collection the known phases came from
             note = NO_REFERENCE_NOTE if n_entries == 0 else absent_sources_note(
                 sources, _sources_of(frame), lambda: store.reference.distinct("source"), "the store")
     except FhScreenError:

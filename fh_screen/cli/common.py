@@ -81,7 +81,8 @@ def check_output_path(path: str | Path) -> Path:
     if not os.access(folder, os.W_OK | os.X_OK):
         raise OutputError(f"output folder is not writable: {folder}")
     if path.exists() and not path.is_file():
-        raise OutputError(f"output exists and is not a regular file: {path}")
+        raise OutputError(f"output exists and is not a regular file: {path} (outputs are written whole and "
+                          f"renamed into place; '-' prints on stdout)")
     return path
 
 

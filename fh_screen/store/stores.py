@@ -185,6 +185,11 @@ class FhScreenStore:
             return self.display_name
         return " + ".join(_label(store) for store, _ in self._stores()) or "no collections"
 
+    @property
+    def reference_name(self) -> str:
+        """Where the reference entries live (``sqlite://<file>/reference``; a MongoDB password masked)."""
+        return _label(self.reference)
+
     def connect(self, force_reset: bool = False) -> FhScreenStore:
         """Connect every collection and make sure the query indexes exist."""
         for store, fields in self._stores():

@@ -33,6 +33,8 @@ def screen_command(
     max_candidates: int = typer.Option(250_000, "--max-candidates", help="Refuse larger enumerations unless --force."),
     tolerance: float = typer.Option(0.05, "--tolerance", help="E_hull window (eV/atom) for the probability of being stable."),
     no_store: bool = typer.Option(False, "--no-store", help="Do not save this screen to the store."),
+    store_file: Optional[Path] = typer.Option(None, "--store", help="Embedded store file to use instead of the configured "
+                                              "one (filled with the shipped OQMD table on first use, as the configured one)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Shipped model name or path to a .pt checkpoint."),
     dft_budget: Optional[int] = typer.Option(None, "--dft-budget", help="Select the N new candidates with the highest "
                                              "P(stable) (the most expected discoveries for N DFT calculations)."),
@@ -79,8 +81,9 @@ def screen_command(
         from fh_screen.models.predictor import load_predictor
         from fh_screen.service import run_screen
 
+        store = _store(store_file, read_only=no_store, stages=stages) if store_file is not None else None
         result, phases, saved = run_screen(system, options=options, read_only=no_store, save=not no_store,
-                                           origin="cli", model=model, progress=stages, sources=sources)
+                                           origin="cli", model=model, progress=stages, sources=sources, store=store)
         predictor = load_predictor(model)  # loaded by the screen, kept in the cache
         if plot_path is not None:
             stages("drawing the phase diagram")
@@ -96,8 +99,23 @@ def screen_command(
         if path is not None and not is_stdout(path):
             out.print(f"wrote {label} to {path}", highlight=False, soft_wrap=True)
     if saved is not None:
+        where = f" --store {store_file}" if store_file is not None else ""
         out.print(f"saved run {saved.run_id} ({saved.n_predictions:,} predictions) to the store: "
-                  f"fh-screen query --run {saved.run_id}", highlight=False, soft_wrap=True)
+                  f"fh-screen query --run {saved.run_id}{where}", highlight=False, soft_wrap=True)
+
+
+def _store(store_file: Path, *, read_only: bool, stages):
+    """The embedded store of ``--store FILE``: filled with the shipped table on first use (unless
+    ``--no-store``, which reads the file as it is and creates nothing)."""
+    from fh_screen.store import FhScreenStore
+    from fh_screen.store.bootstrap import fill_store_file
+
+    path = Path(store_file).expanduser()
+    if not read_only:
+        stages(f"filling {path} with the shipped reference table (first use)" if not path.exists()
+               else "reading known phases from the store")
+        fill_store_file(path)
+    return FhScreenStore.embedded(path, read_only=read_only)
 
 
 class _Stages:

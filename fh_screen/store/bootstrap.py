@@ -39,6 +39,7 @@ __all__ = [
     "META_COLLECTION",
     "TABLE_FILE",
     "bootstrap_from_settings",
+    "fill_store_file",
     "SHIPPED_SOURCE",
     "ensure_reference_data",
     "fill_reference",
@@ -321,6 +322,32 @@ def fill_reference(
         return BootstrapResult("filled" if n_before == 0 else "updated", len(rows), seconds)
     finally:
         meta.close()
+
+
+def fill_store_file(store_file: str | Path, settings: FhScreenSettings | None = None) -> None:
+    """Fill an embedded store file with the OQMD table shipped with fh-screen on first use, as the configured store.
+
+    Done when the file is new, holds no reference entry, or was filled before (then it is kept
+    current, :func:`~fh_screen.store.bootstrap.ensure_reference_data`); a file holding only
+    entries of its own (``fh-screen ingest FILE --store ...``) is left as it is. Nothing happens
+    with ``reference_data: false`` (``FH_SCREEN_REFERENCE_DATA=false``). Raises
+    :class:`~fh_screen.store.StoreFileError` (one line) for a file that is not a store.
+    ``settings``: None reads ``~/.fh_screen.yaml`` and ``FH_SCREEN_*``, as the configured store.
+    """
+    from fh_screen.settings import FhScreenSettings
+    from fh_screen.store.backend import SQLiteStore
+
+    settings = settings if settings is not None else FhScreenSettings()
+    if not settings.reference_data:
+        return
+    path = Path(store_file).expanduser()
+    reference = SQLiteStore(path, "reference", key="formula", read_only=True)
+    stamped = SQLiteStore(path, META_COLLECTION, key="key", read_only=True).collection_exists()
+    if reference.collection_exists() and not stamped:
+        with reference:  # (entries of the shipped table and no stamp: a fill under way elsewhere, completed here)
+            if reference.count() and not reference.count({"source_file": TABLE_FILE}):
+                return  # the user's own entries only: never mixed with the shipped table unasked
+    ensure_reference_data(path, busy_timeout_s=settings.busy_timeout_s)
 
 
 def bootstrap_from_settings(settings: FhScreenSettings, on_filled: Callable[[], object] | None = None) -> BootstrapResult | None:

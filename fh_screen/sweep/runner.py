@@ -51,7 +51,6 @@ __all__ = [
     "SystemOutcome",
     "check_keep_top",
     "check_screen_options",
-    "fill_store_file",
     "plan_sweep",
     "run_sweep",
     "screen_system",
@@ -230,32 +229,6 @@ class SweepReport:
         return data
 
 
-def fill_store_file(store_file: str | Path) -> None:
-    """Fill an embedded store file with the OQMD table shipped with fh-screen on first use, as the configured store.
-
-    Done when the file is new, holds no reference entry, or was filled before (then it is kept
-    current, :func:`~fh_screen.store.bootstrap.ensure_reference_data`); a file holding only
-    entries of its own (``fh-screen ingest FILE --store ...``) is left as it is. Nothing happens
-    with ``reference_data: false`` (``FH_SCREEN_REFERENCE_DATA=false``). Raises
-    :class:`~fh_screen.store.StoreFileError` (one line) for a file that is not a store.
-    """
-    from fh_screen.service import _settings
-    from fh_screen.store import SQLiteStore
-    from fh_screen.store.bootstrap import META_COLLECTION, TABLE_FILE, ensure_reference_data
-
-    settings = _settings(None)  # ~/.fh_screen.yaml and FH_SCREEN_*, as the configured store reads them
-    if not settings.reference_data:
-        return
-    path = Path(store_file).expanduser()
-    reference = SQLiteStore(path, "reference", key="formula", read_only=True)
-    stamped = SQLiteStore(path, META_COLLECTION, key="key", read_only=True).collection_exists()
-    if reference.collection_exists() and not stamped:
-        with reference:  # (entries of the shipped table and no stamp: a fill under way elsewhere, completed here)
-            if reference.count() and not reference.count({"source_file": TABLE_FILE}):
-                return  # the user's own entries only: never mixed with the shipped table unasked
-    ensure_reference_data(path, busy_timeout_s=settings.busy_timeout_s)
-
-
 def _open_store(store_file: Path | None) -> FhScreenStore:
     """The sweep's store: the file given or the configured one, its indexes made once here
     (each screen opens and closes it twice; the index checks are not repeated)."""
@@ -347,7 +320,7 @@ def plan_sweep(systems: Sequence[str], options: ScreenOptions = ScreenOptions(),
     """Split ``systems`` into those to screen and those already stored (unless ``sweep.redo``).
 
     The options' limits are checked first (:func:`check_screen_options`), then the model is
-    loaded and the store opened (an embedded file filled on first use, :func:`fill_store_file`).
+    loaded and the store opened (an embedded file filled on first use, :func:`~fh_screen.store.bootstrap.fill_store_file`).
     A store that cannot be opened or read raises :class:`SweepStoreError`: one line saying what is
     wrong with it.
     """
@@ -363,6 +336,8 @@ def plan_sweep(systems: Sequence[str], options: ScreenOptions = ScreenOptions(),
     where = str(sweep.store_file) if sweep.store_file is not None else "the configured store"
     try:
         if sweep.store_file is not None:
+            from fh_screen.store.bootstrap import fill_store_file
+
             fill_store_file(sweep.store_file)
         store = _open_store(sweep.store_file)
         where = store.name

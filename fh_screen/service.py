@@ -332,7 +332,7 @@ def run_screen(
         _check_model(model)  # a wrong name fails before the store is read or the model loaded
     given, set_aside = known is not None, ""
     if given:
-        known, set_aside = read_known(known)  # a table that is not one of ΔH_f fails before anything loads
+        known, set_aside = read_known(known, system)  # a table that is not one of ΔH_f fails before anything loads
     label = "-".join(system)
     if sources is not None:
         from fh_screen.store.query import parse_sources
@@ -374,7 +374,7 @@ def run_screen(
 KNOWN_LABEL = "known phases given"
 
 
-def read_known(known: pd.DataFrame) -> tuple[pd.DataFrame | None, str]:
+def read_known(known: pd.DataFrame, system: Sequence[str] | None = None) -> tuple[pd.DataFrame | None, str]:
     """The caller's known phases read as ``fh-screen ingest`` reads a table: ``(rows kept, note)``.
 
     ``known`` is a DataFrame with ``formula`` and ``dhf_ev_per_atom`` (other columns, such as
@@ -385,7 +385,10 @@ def read_known(known: pd.DataFrame) -> tuple[pd.DataFrame | None, str]:
     :data:`fh_screen.data.OUTLIER_RANGE_EV_PER_ATOM` are set aside and counted in ``note`` (one
     line, ``""`` when none), which the screen adds to its ``warnings``. Formulas are reduced; a
     composition given twice keeps its lowest value per ``source`` (the hull takes the lowest).
-    Rows of elements outside the screened system are valid and simply not used.
+    Rows of elements outside the screened system are valid and simply not used: with ``system``
+    they are left out before the rows are read (a whole OQMD table costs a vectorised pass, not a
+    parse of every row), and only the system's rows, and rows naming a symbol that is no element
+    (a typo), are read and counted.
     """
     import numpy as np
     import pandas as pd
@@ -401,6 +404,11 @@ def read_known(known: pd.DataFrame) -> tuple[pd.DataFrame | None, str]:
     if missing:
         raise ScreenError(f"known entries need columns formula and dhf_ev_per_atom (missing {', '.join(missing)})")
     rows = known.reset_index(drop=True)
+    n_given = len(rows)
+    if system is not None:
+        rows = rows[_may_be_of(rows["formula"], system)]
+        if not len(rows):
+            return None, ""
     # clean() keeps one row per composition: per source, so that ``sources`` still finds each one's value
     groups = (rows["source"].astype(str).str.strip().str.lower() if "source" in rows.columns
               else pd.Series("", index=rows.index))
@@ -429,12 +437,21 @@ def read_known(known: pd.DataFrame) -> tuple[pd.DataFrame | None, str]:
         n = sum(set_aside.values())
         why = ", ".join(f"{count} {REJECTION_REASONS[reason]}" for reason, count in set_aside.items())
         quoted = f" (e.g. {'; '.join(examples[:3])})" if examples else ""
-        note = (f"{n} of {len(rows)} rows of the {KNOWN_LABEL} set aside: {why}{quoted}; "
+        note = (f"{n} of {n_given} rows of the {KNOWN_LABEL} set aside: {why}{quoted}; "
                 f"ΔH_f must be a finite number of eV/atom between {low:g} and {high:g}")
     if frame is None or not len(frame):
         return None, note
     frame["dhf_ev_per_atom"] = np.asarray(frame["dhf_ev_per_atom"], dtype=float)
     return frame.reset_index(drop=True), note
+
+
+def _may_be_of(formulas: pd.Series, system: Sequence[str]) -> pd.Series:
+    """Rows whose every element-like symbol is of ``system`` or is no element at all (a typo to report)."""
+    from fh_screen.chem.formula import ALL_ELEMENT_SYMBOLS
+
+    foreign = set(ALL_ELEMENT_SYMBOLS) - set(system)
+    symbols = formulas.astype(str).str.findall(r"[A-Z][a-z]?")
+    return symbols.map(lambda found: foreign.isdisjoint(found))
 
 
 def _caller_phases(known: pd.DataFrame, sources: Sequence[str] | None) -> KnownPhases:

@@ -79,6 +79,7 @@ def test_csv_round_trip_keeps_columns_and_bad_rows(runner, tmp_path, oqmd_train_
     [
         (["predict", "--input", "missing.csv"], "input file not found"),
         (["predict", "Xx2O", "--model", "nope"], "no shipped model named 'nope'"),
+        (["predict", "LiO2", "--model", "paper@99"], "model 'paper' is version 1, not '99'"),
         (["predict"], "give formulas"),
     ],
 )

@@ -180,3 +180,18 @@ def test_models_kept_outside_the_package_are_found_by_name(tmp_path, monkeypatch
     (tmp_path / "data" / "models").mkdir(parents=True)
     shutil.copytree(tmp_path / "mine", tmp_path / "data" / "models" / "mine-ft")
     assert Predictor.from_name("mine-ft").path == tmp_path / "data" / "models" / "mine-ft" / "model.pt"
+
+
+def test_a_model_is_named_as_exports_name_it(tmp_path, monkeypatch):
+    """``name@version`` (the ``model`` column of every export) loads that model, and only that version."""
+    monkeypatch.setenv("FH_SCREEN_MODEL_DIR", str(tmp_path / "none"))
+    plain = Predictor.from_name("paper")
+    versioned = Predictor.from_name(f"paper@{plain.version}")
+    assert (versioned.name, versioned.version, versioned.weights_sha256) == (plain.name, plain.version,
+                                                                              plain.weights_sha256)
+    with pytest.raises(ModelError, match=f"model 'paper' is version {plain.version}, not '99'"):
+        Predictor.from_name("paper@99")
+    with pytest.raises(ModelError, match="bad model reference '@1'"):
+        Predictor.from_name("@1")
+    with pytest.raises(ModelError, match="no shipped model named 'nope'"):
+        Predictor.from_name("nope@1")

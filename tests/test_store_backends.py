@@ -131,6 +131,12 @@ def test_store_methods_on_both_backends(backend, oqmd_train_raw, tmp_path, monke
         assert isinstance(doc, ScreenDoc) and doc.chemsys == "Li-O" and doc.n_candidates == result.n_candidates
         stored = store.predictions_frame(chemsys="Li-O")
         assert set(stored["model_name"]) == {"paper"} and len(stored) == saved.n_predictions
+        # a model as exports name it (name@version) filters screens and predictions; another version matches none
+        version = doc.model_version
+        assert [r["run_id"] for r in store.screen_summaries(model_name=f"paper@{version}")] == [saved.run_id]
+        assert store.screen_summaries(model_name="paper@not-a-version") == []
+        assert len(store.predictions_frame(chemsys="Li-O", model_name=f"paper@{version}")) == saved.n_predictions
+        assert store.predictions_frame(chemsys="Li-O", model_name="paper@not-a-version").empty
     from fh_screen.service import known_phases
 
     # a source no entry of the store has (a typo) is named in one line; one merely absent from the system is not

@@ -54,7 +54,7 @@ def _has_screens(store) -> bool:
 
 def runs_command(
     chemsys: Optional[str] = typer.Option(None, "--chemsys", "-c", help="Only screens of this system (elements in any order)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Only screens made with this model name."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Only screens made with this model (name or name@version)."),
     limit: int = typer.Option(20, "--limit", help="Newest N screens (0: all)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the listing as JSON here ('-': print it)."),
     store_file: Optional[Path] = typer.Option(None, "--store", help=_STORE_HELP),

@@ -114,7 +114,7 @@ def query_command(
     min_dhf: Optional[float] = typer.Option(None, "--min-dhf", help="Lowest ΔH_f in eV/atom."),
     max_dhf: Optional[float] = typer.Option(None, "--max-dhf", help="Highest ΔH_f in eV/atom."),
     kind: Kind = typer.Option(Kind.both, "--kind", "-k", help="reference (DFT), predicted, or both side by side."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Only predictions of this model name."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Only predictions of this model (name or name@version)."),
     limit: int = typer.Option(50, "--limit", help="Rows in the table (0: all); --json/--csv get every row."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the full result as a JSON list of documents ('-': print it)."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write the full result as CSV ('-': print it)."),
@@ -314,7 +314,7 @@ def _print_table(frame, kind: Kind, limit: int) -> None:
 
 
 def predict_store_command(
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Shipped model name or path to a .pt checkpoint."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Shipped model name (or name@version) or path to a .pt checkpoint."),
     processes: int = typer.Option(1, "--processes", "-p", help="Worker processes (maggma's multiprocessing runner)."),
     store_file: Optional[Path] = typer.Option(None, "--store", help=_STORE_HELP),
 ) -> None:

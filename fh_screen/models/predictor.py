@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_MODEL", "Prediction", "Predictor", "available_models", "load_predictor", "model_dirs", "predict",
-    "shipped_model_path",
+    "shipped_model_path", "split_model_reference",
 ]
 
 #: Name of the shipped model used when none is given: an ensemble of ten attention networks over
@@ -53,13 +53,45 @@ def available_models() -> list[str]:
     return sorted(names)
 
 
+def split_model_reference(reference: str) -> tuple[str, str | None]:
+    """``(name, version)`` of a model reference: ``name`` or ``name@version`` (the form exports and the store record)."""
+    name, sep, version = str(reference).partition("@")
+    if sep and (not name.strip() or not version.strip()):
+        raise ModelError(f"bad model reference {reference!r}: give NAME or NAME@VERSION")
+    return name.strip(), (version.strip() if sep else None)
+
+
+def _check_version(name: str, version: str | None, found: str) -> None:
+    if version is not None and str(found) != version:
+        raise ModelError(f"model {name!r} is version {found}, not {version!r} (one version per name is kept: "
+                         f"give {name!r} or {name}@{found})")
+
+
 def shipped_model_path(name: str = DEFAULT_MODEL) -> Path:
-    """Path of a model's checkpoint by name (:func:`model_dirs`); :class:`ModelError` if there is no such model."""
+    """Path of a model's checkpoint by name or ``name@version`` (:func:`model_dirs`).
+
+    Raises :class:`ModelError` if there is no such model, or if its card names another version.
+    """
+    name, version = split_model_reference(name)
     for root in model_dirs():
         path = root / name / "model.pt"
         if path.is_file():
+            card_version = _card_version(path.parent) if version is not None else None
+            if card_version is not None:
+                _check_version(name, version, card_version)
             return path
     raise ModelError(f"no shipped model named {name!r} (available: {', '.join(available_models()) or 'none'})")
+
+
+def _card_version(directory: Path) -> str | None:
+    import json
+
+    try:
+        card = json.loads((directory / "model_card.json").read_text())
+    except (OSError, ValueError):
+        return None  # no card: the checkpoint's own version is checked when it loads
+    version = card.get("version") if isinstance(card, dict) else None
+    return None if version is None else str(version)
 
 
 @dataclass(frozen=True)
@@ -100,13 +132,16 @@ class Predictor:
 
     @classmethod
     def from_name(cls, name_or_path: str | Path | None = None, **kwargs) -> Predictor:
-        """A shipped model by name (default :data:`DEFAULT_MODEL`) or a checkpoint path."""
+        """A shipped model by name or ``name@version`` (default :data:`DEFAULT_MODEL`), or a checkpoint path."""
         if name_or_path is None:
             name_or_path = DEFAULT_MODEL
         candidate = Path(name_or_path)
         if candidate.suffix == ".pt" or candidate.exists():
             return cls.from_file(candidate, **kwargs)
-        return cls.from_file(shipped_model_path(str(name_or_path)), **kwargs)
+        name, version = split_model_reference(str(name_or_path))
+        predictor = cls.from_file(shipped_model_path(str(name_or_path)), **kwargs)
+        _check_version(name, version, predictor.version)
+        return predictor
 
     def companion(self, name_or_path: str | Path) -> Predictor:
         """Another model (e.g. a screen's prefilter), loaded once per predictor and then reused."""

@@ -257,13 +257,15 @@ class FhScreenStore:
         min_dhf_ev_per_atom: float | None = None, max_dhf_ev_per_atom: float | None = None,
         model_name: str | None = None, limit: int = 0,
     ) -> list[dict]:
-        """Prediction documents matching the filters (the ΔH_f range applies to the prediction)."""
+        """Prediction documents matching the filters (the ΔH_f range applies to the prediction).
+
+        ``model_name`` is a model name, or ``name@version`` for one version of it.
+        """
         criteria = _prediction_criteria(
             formula=formula, chemsys=chemsys, nelements=nelements,
             min_dhf_ev_per_atom=min_dhf_ev_per_atom, max_dhf_ev_per_atom=max_dhf_ev_per_atom,
         )
-        if model_name:
-            criteria["model_name"] = model_name
+        criteria.update(_model_criteria(model_name))
         docs = self.predictions.query(criteria=criteria, properties=PREDICTION_COLUMNS, limit=limit)
         return [_strip_id(d) for d in docs]
 
@@ -353,7 +355,8 @@ class FhScreenStore:
                          limit: int = 0) -> list[dict]:
         """Stored screens, newest first (run ids begin with their UTC time), without their candidate lists (``fh-screen runs``).
 
-        ``chemsys`` matches the screened system exactly (elements in any order).
+        ``chemsys`` matches the screened system exactly (elements in any order); ``model_name`` is
+        a model name, or ``name@version`` for one version of it.
         """
         criteria: dict = {}
         if chemsys:
@@ -361,8 +364,7 @@ class FhScreenStore:
             from fh_screen.chem.formula import ALL_ELEMENT_SYMBOLS
 
             criteria["chemsys"] = "-".join(parse_chemsys(chemsys, ALL_ELEMENT_SYMBOLS))
-        if model_name:
-            criteria["model_name"] = model_name
+        criteria.update(_model_criteria(model_name))
         docs = self.screens.query(criteria=criteria, properties=_SUMMARY_FIELDS,
                                   sort={"run_id": -1}, limit=limit)
         return [_strip_id(d) for d in docs]
@@ -448,6 +450,14 @@ def _finite_or_none(value) -> float | None:
         return None
     value = float(value)
     return value if math.isfinite(value) else None
+
+
+def _model_criteria(model: str | None) -> dict:
+    """Store criteria for a model given as ``name`` or ``name@version`` (the form every export shows)."""
+    if not model:
+        return {}
+    name, _, version = str(model).partition("@")
+    return {"model_name": name, **({"model_version": version} if version else {})}
 
 
 def _prediction_criteria(min_dhf_ev_per_atom=None, max_dhf_ev_per_atom=None, **filters) -> dict:

@@ -38,3 +38,31 @@ def oqmd_slice_csv(oqmd_train_raw, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("oqmd") / "slice.csv"
     oqmd_train_raw.sample(n=5000, random_state=1).to_csv(path, index=False)
     return path
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A folder and a function that makes it truly read-only (even for root); skips if none can be made.
+
+    A non-root user gets a folder without write permission; root (who writes through permissions)
+    gets a tmpfs mounted there and remounted read-only, as a read-only share would be.
+    """
+    import subprocess
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        yield folder, lambda: folder.chmod(0o555)
+        folder.chmod(0o755)
+        return
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("a read-only folder needs a non-root user, or root allowed to mount a tmpfs")
+
+    def make_read_only() -> None:
+        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True, capture_output=True)
+
+    try:
+        yield folder, make_read_only
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)

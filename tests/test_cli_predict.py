@@ -191,20 +191,12 @@ def test_unwritable_outputs_are_refused_up_front(runner, tmp_path, make_target, 
     assert _listing(tmp_path) == before
 
 
-def test_read_only_folder_is_refused(runner, tmp_path):
-    import os
-
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    folder.chmod(0o555)
-    try:
-        if os.access(folder, os.W_OK):
-            pytest.skip("running as a user who can write a read-only folder (root)")
-        result = invoke(runner, "predict", "--model", "paper", "LiFePO4", "--output", str(folder / "out.csv"))
-        assert result.exit_code == 2 and "not writable" in result.output
-        assert _listing(folder) == []
-    finally:
-        folder.chmod(0o755)
+def test_read_only_folder_is_refused(runner, read_only_folder):
+    folder, make_read_only = read_only_folder
+    make_read_only()
+    result = invoke(runner, "predict", "--model", "paper", "LiFePO4", "--output", str(folder / "out.csv"))
+    assert result.exit_code == 2 and "not writable" in result.output
+    assert _listing(folder) == []
 
 
 @pytest.mark.parametrize("error", [OSError(28, "No space left on device"), PermissionError(13, "Permission denied")])

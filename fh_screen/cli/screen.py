@@ -115,6 +115,7 @@ def _store(store_file: Path, *, read_only: bool, stages):
         stages(f"filling {path} with the shipped reference table (first use)" if not path.exists()
                else "reading known phases from the store")
         fill_store_file(path)
+        FhScreenStore.embedded(path).connect().close()  # a file that cannot be written fails here, before the work
     return FhScreenStore.embedded(path, read_only=read_only)
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
 from collections.abc import Iterator
 from datetime import date, datetime, timezone
@@ -250,6 +251,36 @@ class _Narrowing:
 # --------------------------------------------------------------------------------------------
 
 
+def _on_read_only_media(path: Path) -> bool:
+    """Whether the folder of ``path`` cannot be written (a read-only mount, or no permission)."""
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return True
+    except (OSError, AttributeError):  # AttributeError: no statvfs (Windows)
+        pass
+    return not os.access(folder, os.W_OK)
+
+
+def _read_only_uri(path: Path) -> str:
+    """The URI that opens ``path`` for reading.
+
+    A store is kept in WAL mode, and reading a WAL file needs its ``-shm`` index beside it, which
+    SQLite cannot create in a read-only folder. There nobody can write the file either, so it is
+    opened as immutable. A ``-wal`` left there with changes not yet in the file (a writer that did
+    not close) would be ignored that way, so that case is refused.
+    """
+    if not _on_read_only_media(path):
+        return f"file:{path}?mode=ro"
+    wal = path.with_name(path.name + "-wal")
+    if wal.is_file() and wal.stat().st_size > 0:
+        raise StoreFileError(f"store file {path} is in a read-only folder with changes not yet written into it "
+                             f"({wal.name}): open it once where it can be written, or copy the folder")
+    return f"file:{path}?mode=ro&immutable=1"
+
+
 class SQLiteStore(Store):
     """A maggma Store keeping one collection in a table of an SQLite file."""
 
@@ -311,6 +342,11 @@ class SQLiteStore(Store):
         return self._conn
 
     def _error(self, exc: BaseException) -> StoreFileError:
+        if not self.read_only and _on_read_only_media(self.path):
+            if not self.path.is_file():
+                return StoreFileError(f"store file {self.path} cannot be created: its folder is read-only")
+            return StoreFileError(f"store file {self.path} cannot be written: its folder is read-only "
+                                  f"(it can still be read: queries, and screens that do not save: --no-store, save=False)")
         return StoreFileError(f"store file {self.path} cannot be used: {one_line(exc, first_line=True)}")
 
     def collection_exists(self) -> bool:
@@ -323,7 +359,7 @@ class SQLiteStore(Store):
         if not self.path.is_file():
             return False
         try:
-            with closing(sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=self.busy_timeout_s)) as conn:
+            with closing(sqlite3.connect(_read_only_uri(self.path), uri=True, timeout=self.busy_timeout_s)) as conn:
                 tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         except sqlite3.Error as exc:
             raise self._error(exc) from None
@@ -342,11 +378,13 @@ class SQLiteStore(Store):
                 if not path.is_file():
                     raise StoreFileError(f"store file {path} does not exist")
                 conn = sqlite3.connect(
-                    f"file:{path}?mode=ro", uri=True, timeout=self.busy_timeout_s,
+                    _read_only_uri(path), uri=True, timeout=self.busy_timeout_s,
                     isolation_level=None, check_same_thread=False,
                 )
             else:
                 path.parent.mkdir(parents=True, exist_ok=True)
+                if _on_read_only_media(path):  # SQLite would open it for reading and fail at the first write
+                    raise self._error(PermissionError("read-only folder"))
                 conn = sqlite3.connect(
                     path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False
                 )

@@ -114,6 +114,28 @@ def test_closed_loop_recipe_brings_chgnet_results_back_rescreens_and_finetunes(t
     assert Predictor.from_name(finetuned.model_path).name == "paper-ensemble-loop"
 
 
+def test_closed_loop_on_a_laptop_without_oqmd_data_runs_to_the_rescreen_and_says_it_skipped_finetuning(
+        tmp_path, fh_settings, monkeypatch, capsys):
+    """The issue's command on a machine with only the package: no train.csv/val.csv to replay, so the loop
+    runs to the re-screen, says why it did not fine-tune, and exits 0 (it used to refuse to start)."""
+    pytest.importorskip("chgnet")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FH_SCREEN_OQMD_DIR", raising=False)
+    loop = _recipe("closed_loop_chgnet")
+    assert "FH_SCREEN_OQMD_DIR" in loop.finetune_data_note()
+    fh_store = tmp_path / "fh.sqlite"
+    reference_store(fh_store, "Li-P")
+    FhScreenStore.embedded(fh_store).connect().close()
+    loop.main(["Li-P", "--top-n", "1", "--max-atoms", "6", "--structures", "1", "--max-sites", "8", "--steps", "50",
+               "--model", "paper", "--fh-store", str(fh_store), "--store", str(tmp_path / "jobs.sqlite")])
+    out = capsys.readouterr().out
+    assert out.startswith("fine-tuning skipped: it replays train.csv and checks val.csv"), out
+    assert "first screen picked: Li3P" in out and "re-screen picks:" in out and "fine-tuned" not in out
+    assert "Li3P" in out.split("re-screen picks:")[0].split("results back:")[1] and "(chgnet)" in out
+    monkeypatch.setenv("FH_SCREEN_OQMD_DIR", str(tmp_path))
+    assert loop.finetune_data_note() is None
+
+
 def test_closed_loop_recipe_fills_a_new_fh_store_with_the_shipped_reference_and_leaves_an_existing_one(tmp_path, fh_settings):
     """A new ``--fh-store`` file is filled like the configured store on first use; a user's own store is kept as it is."""
     from fh_screen.store import SQLiteStore

@@ -15,7 +15,8 @@ One jobflow flow, run with ``run_locally`` (no DFT, no server):
    ``chgnet`` entries of the system (replay of ``train.csv``, checked on ``val.csv``) and writes
    it as ``<model>-ft`` into the model folder (a rerun writes ``<model>-ft-2``, ``-3``, ... beside
    the earlier ones and says so: :func:`finetuned_model_name`); a val regression above 0.002
-   eV/atom fails that job (nothing written) unless ``--force``.
+   eV/atom fails that job (nothing written) unless ``--force``. Without an OQMD data folder
+   (``FH_SCREEN_OQMD_DIR``: a laptop with only the package) this step is skipped with a note.
 
 The fh-screen store is the configured store (``~/.fh_screen.yaml``, ``FH_SCREEN_*``: the embedded
 file, or MongoDB when ``FH_SCREEN_MONGO_URI`` is set; ``fh-screen runs``, ``fh-screen query
@@ -46,6 +47,23 @@ logger = logging.getLogger(__name__)
 def after(value: Any, upstream: Any = None) -> Any:
     """Pass ``value`` on once ``upstream`` has run (orders the re-screen after the results came back)."""
     return value
+
+
+def finetune_data_note() -> str | None:
+    """Why the loop cannot fine-tune here (None: it can): no OQMD data folder is configured.
+
+    Fine-tuning replays ``train.csv`` and checks ``val.csv``; a laptop with only the package has
+    neither, and the loop up to the re-screen needs neither, so ``main`` runs it without the last
+    step and says so, instead of refusing the whole loop.
+    """
+    from fh_screen.data import DataError, shared_data_dir
+
+    try:
+        shared_data_dir()
+    except DataError:
+        return ("fine-tuning skipped: it replays train.csv and checks val.csv, and no OQMD data folder is configured "
+                "(set FH_SCREEN_OQMD_DIR to the folder holding them; --no-finetune says you do not want it)")
+    return None
 
 
 def finetuned_model_name(model: str | None = None, model_name: str | None = None,
@@ -249,10 +267,14 @@ def main(argv: list[str] | None = None) -> None:
     from fh_screen.jobs import job_store, read_output
 
     torch.set_num_threads(1)
+    finetune = not args.no_finetune
+    if finetune and (note := finetune_data_note()):
+        print(note)
+        finetune = False
     try:
         flow = build(chemsys, top_n=args.top_n, max_atoms=args.max_atoms, n_structures=args.structures,
                      max_sites=args.max_sites, relax_steps=args.steps, model=args.model, fh_store=args.fh_store,
-                     finetune=not args.no_finetune, finetune_options={"val_rows": args.val_rows}, model_name=args.name,
+                     finetune=finetune, finetune_options={"val_rows": args.val_rows}, model_name=args.name,
                      force=args.force)
     except FhScreenError as exc:  # a model name already taken, an unknown model, ...: one line, nothing ran
         parser.exit(2, f"error: {exc}\n")

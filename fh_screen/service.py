@@ -313,7 +313,7 @@ def run_screen(
         was saved (None when nothing was).
     """
     from fh_screen.chem.candidates import parse_chemsys
-    from fh_screen.models.predictor import load_predictor
+    from fh_screen.models.predictor import check_model_reference, load_predictor
     from fh_screen.screening import check_size
     from fh_screen.screening import screen as rank
 
@@ -329,7 +329,7 @@ def run_screen(
         raise ScreenError(f"predictor must be a Predictor, a shipped model name or a checkpoint path, "
                           f"got {type(predictor).__name__}")
     if predictor is None:
-        _check_model(model)  # a wrong name fails before the store is read or the model loaded
+        check_model_reference(model)  # a wrong name fails before the store is read or the model loaded
     given, set_aside = known is not None, ""
     if given:
         known, set_aside = read_known(known, system)  # a table that is not one of ΔH_f fails before anything loads
@@ -470,30 +470,6 @@ def _caller_phases(known: pd.DataFrame, sources: Sequence[str] | None) -> KnownP
     return KnownPhases(None, "the caller", note=(
         f"no known phase of source {', '.join(sources)} among the rows given: the hull is built from the elements "
         "and the predictions alone"))
-
-
-def _check_model(model: str | None) -> None:
-    """Raise the one-line ``ModelError`` for a shipped-model name or checkpoint path that does not exist."""
-    from pathlib import Path
-
-    from fh_screen.models.checkpoint import ModelError
-    from fh_screen.models.predictor import shipped_model_path
-
-    if model is None:
-        return
-    if not isinstance(model, (str, Path)):
-        raise ModelError(f"model must be a shipped model name or a checkpoint path, got {type(model).__name__}")
-    if not str(model).strip():
-        from fh_screen.models.predictor import available_models
-
-        raise ModelError(f"empty model name: give a shipped model name ({', '.join(available_models()) or 'none'}) "
-                         f"or a checkpoint path")
-    candidate = Path(model)
-    if candidate.suffix == ".pt" or candidate.exists():
-        if not candidate.expanduser().is_file():
-            raise ModelError(f"model file not found: {candidate}")
-        return
-    shipped_model_path(str(model))
 
 
 def screen(

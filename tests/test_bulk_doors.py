@@ -196,6 +196,23 @@ def test_the_screen_limits_are_refused_before_anything_is_loaded_with_the_screen
     assert not path.exists()  # nothing was opened
 
 
+def test_a_wrong_model_fails_at_make_in_every_door_with_the_same_line(fh_settings, tmp_path):  # noqa: F811
+    """An unknown model, another version or an empty name: the screen's one line at ``make()``, not at run time."""
+    from fh_screen.jobs.bulk import BulkScreenMaker
+    from fh_screen.jobs.prescreen import PrescreenMaker
+
+    for model, message in [("nope", "no shipped model named 'nope'"), ("paper@9", "model 'paper' is version 1, not '9'"),
+                           ("", "empty model name")]:
+        with pytest.raises(FhScreenError, match=message) as bulk:
+            BulkScreenMaker(model=model).make(["Li-O"])
+        with pytest.raises(FhScreenError) as prescreen:
+            PrescreenMaker(model=model).make("Li-O")
+        assert str(bulk.value) == str(prescreen.value) and "\n" not in str(bulk.value)
+        listed = _invoke("bulk", "--elements", "Li,O", "--nelements", "2", "--model", model,
+                         "--store", str(tmp_path / "sweep.sqlite"))
+        assert listed.exit_code == 2 and listed.output.strip() == f"error: {bulk.value}", listed.output
+
+
 def test_a_store_that_cannot_be_opened_is_named_without_a_resume_hint(fh_settings, tmp_path):  # noqa: F811
     folder = tmp_path / "folder.sqlite"
     folder.mkdir()

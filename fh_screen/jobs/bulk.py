@@ -96,6 +96,7 @@ class BulkScreenMaker(Maker):
     def make(self, systems: Sequence[str] | str) -> Flow:
         """The flow for ``systems`` (checked here: a bad system or option fails at ``make()`` with one line)."""
         from fh_screen.chem.candidates import parse_chemsys
+        from fh_screen.models.predictor import check_model_reference
         from fh_screen.screening import ScreenOptions
         from fh_screen.sweep import check_keep_top, check_screen_options
 
@@ -105,6 +106,7 @@ class BulkScreenMaker(Maker):
             raise FhScreenError(f"screen_options must be a mapping of ScreenOptions fields, got {self.screen_options!r}")
         # an unknown name, a bad value or a limit the screen refuses (max_atoms from 2, ...): one line
         check_screen_options(ScreenOptions.from_mapping(self.screen_options))
+        check_model_reference(self.model)  # a wrong name or version fails here, not in every batch at run time
         keep_top = check_keep_top(self.keep_top)
         if self.sources is not None:
             from fh_screen.store.query import parse_sources

@@ -224,9 +224,9 @@ class PrescreenMaker(Maker):
                 raise PrescreenError(one_line(exc)) from None
         if self.model is not None and not isinstance(self.model, str):
             raise PrescreenError(f"model must be a model name or checkpoint path, got {self.model!r}")
-        from fh_screen.service import _check_model
+        from fh_screen.models.predictor import check_model_reference
 
-        _check_model(self.model)  # the CLI's and screen()'s one-line ModelError: a wrong name fails at make()
+        check_model_reference(self.model)  # the CLI's and screen()'s one-line ModelError: a wrong name fails at make()
 
     def check_make(self, chemsys: str | Sequence[str]):
         """The checks :meth:`make` runs when the job is made: fields, the system, the enumeration size.

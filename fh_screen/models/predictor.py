@@ -18,7 +18,8 @@ from fh_screen.models.ensemble import Model, model_for
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "DEFAULT_MODEL", "Prediction", "Predictor", "available_models", "load_predictor", "model_dirs", "predict",
+    "DEFAULT_MODEL", "Prediction", "Predictor", "available_models", "check_model_reference", "load_predictor",
+    "model_dirs", "predict",
     "shipped_model_path", "split_model_reference",
 ]
 
@@ -92,6 +93,28 @@ def _card_version(directory: Path) -> str | None:
         return None  # no card: the checkpoint's own version is checked when it loads
     version = card.get("version") if isinstance(card, dict) else None
     return None if version is None else str(version)
+
+
+def check_model_reference(model: str | Path | None) -> None:
+    """Check a model as every door names it, without loading it: None (the default), a shipped or
+    user model's name or ``name@version``, or a checkpoint path.
+
+    Raises the one-line :class:`ModelError` the loading would raise: not a string or path, an
+    empty name, a checkpoint file that does not exist, an unknown name, another version.
+    """
+    if model is None:
+        return
+    if not isinstance(model, (str, Path)):
+        raise ModelError(f"model must be a shipped model name or a checkpoint path, got {type(model).__name__}")
+    if not str(model).strip():
+        raise ModelError(f"empty model name: give a shipped model name ({', '.join(available_models()) or 'none'}) "
+                         f"or a checkpoint path")
+    candidate = Path(model)
+    if candidate.suffix == ".pt" or candidate.exists():
+        if not candidate.expanduser().is_file():
+            raise ModelError(f"model file not found: {candidate}")
+        return
+    shipped_model_path(str(model))
 
 
 @dataclass(frozen=True)

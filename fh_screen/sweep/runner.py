@@ -324,13 +324,13 @@ def plan_sweep(systems: Sequence[str], options: ScreenOptions = ScreenOptions(),
     A store that cannot be opened or read raises :class:`SweepStoreError`: one line saying what is
     wrong with it.
     """
-    from fh_screen.models.predictor import load_predictor
-    from fh_screen.service import ScreenServiceError, _check_model
+    from fh_screen.models.predictor import check_model_reference, load_predictor
+    from fh_screen.service import ScreenServiceError
     from fh_screen.store import StoreFileError
 
     check_screen_options(options)
     if predictor is None:
-        _check_model(sweep.model)
+        check_model_reference(sweep.model)
         predictor = load_predictor(sweep.model)
     label = f"{predictor.name}@{predictor.version}"
     where = str(sweep.store_file) if sweep.store_file is not None else "the configured store"

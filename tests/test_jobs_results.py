@@ -231,3 +231,24 @@ def test_results_back_refuses_bad_input_in_one_line_at_make_and_at_call(tmp_path
     # a store file in folders not made yet is fine, and make() leaves nothing behind
     ResultsBackMaker(store_path=str(tmp_path / "new" / "sub" / "fh.sqlite")).make()
     assert not (tmp_path / "new").exists() and not list(tmp_path.glob(".fh-screen-check-*"))
+
+
+def test_a_new_store_file_the_results_go_into_holds_the_shipped_reference_as_every_door_fills_it(tmp_path, monkeypatch):
+    """ResultsBackMaker(store_path=NEW) used to make a store of the results alone: a screen of it then saw
+    one known phase and no note. A new file is now filled with the shipped table first, as `--store` does."""
+    import pandas as pd
+
+    from fh_screen.jobs.results import bring_results_back
+    from fh_screen.store import bootstrap
+    from jobs_fixtures import memory_job_store
+
+    fresh_machine(tmp_path, monkeypatch, reference_data=True)
+    full = bootstrap.load_reference_table()
+    table = pd.concat([full[full["formula"].isin(["Li2O", "LiF", "FeO", "Fe2O3"])], full.sample(n=200, random_state=0)])
+    monkeypatch.setattr(bootstrap, "_cached_table", lambda: table.reset_index(drop=True))
+    path = tmp_path / "new" / "fh.sqlite"
+    summary = bring_results_back(memory_job_store(), str(path))
+    assert summary["states"] == {} and summary["store"] == str(path)
+    with FhScreenStore.embedded(path, read_only=True) as store:
+        shipped = store.reference_frame(chemsys="Fe-O")
+    assert {"FeO", "Fe2O3"} <= set(shipped["formula"]) and set(shipped["source"]) == {"oqmd"}

@@ -110,7 +110,7 @@ def results_stores(
     store_path
         An embedded store file: its ``results``, ``element_references`` and ``reference``
         collections (the file ``fh-screen --store FILE`` and ``FinetuneMaker(store_path=FILE)``
-        read). None: fh-screen's configured store (:class:`~fh_screen.settings.FhScreenSettings`),
+        read); a new file is filled with the shipped OQMD table first, as every door fills it. None: fh-screen's configured store (:class:`~fh_screen.settings.FhScreenSettings`),
         the one :meth:`~fh_screen.store.FhScreenStore.from_settings` opens for screens and
         queries — MongoDB when ``mongo_uri`` is set (one line when the server does not answer),
         else the embedded file (filled with the shipped OQMD table on first use).
@@ -131,6 +131,11 @@ def results_stores(
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ResultsBackError(f"cannot write the store {path}: {exc.strerror or exc}") from None
+        from fh_screen.store.bootstrap import fill_store_file
+
+        # a new file is a whole store filled with the shipped table, as `fh-screen SYSTEM --store FILE` makes it:
+        # a screen of it must not see the results alone as the known phases
+        fill_store_file(path)
         FhScreenStore.embedded(path).connect().close()  # a whole store: `fh-screen query --store FILE` opens it
         return (SQLiteStore(path, RESULTS_COLLECTIONS["results"], key=_KEYS["results"]),
                 SQLiteStore(path, RESULTS_COLLECTIONS["element_references"], key=_KEYS["element_references"]),

@@ -202,3 +202,34 @@ def test_json_dash_prints_the_data_on_stdout_and_nothing_else_in_every_command(s
         result = runner.invoke(build_app(), [*args, "--store", str(store_file), "--json", "-"])
         assert result.exit_code == 0 and check(json.loads(result.stdout)), (args, result.output)
         assert not (tmp_path / "-").exists() and not __import__("pathlib").Path("-").exists()
+
+
+def test_a_source_of_results_brought_back_is_neither_ingested_into_nor_removed_by_hand(store_file, tmp_path):
+    """Ingested values under `chgnet` used to replace the builder's entries (and be replaced back, silently), and
+    `--remove-source chgnet` left results that no rerun restored: both are refused in one line, nothing changes."""
+    from fh_screen.data import DataError
+    from fh_screen.store import SourceOwnedError
+    from fh_screen.store.documents import RESULT_SOURCES
+    from fh_screen.store.ingest import ingest_file
+    from fh_screen.store.results_builder import FORCE_FIELD_SOURCES, SOURCES
+
+    assert RESULT_SOURCES == {*SOURCES.values(), *FORCE_FIELD_SOURCES.values()}  # the builder's labels, all of them
+    mine = tmp_path / "mine.csv"
+    mine.write_text("formula,target\nLiF,-3.9\nLi2F,-1.5\n")
+    with FhScreenStore.embedded(store_file, read_only=True) as store:
+        before = sorted(map(str, store.reference_docs()))
+    for source in sorted(RESULT_SOURCES):
+        result = runner.invoke(build_app(), ["ingest", str(mine), "--source", source])
+        assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+        assert f"source {source!r} holds the results brought back from atomate2" in result.output
+        assert f"'my-{source}'" in result.output
+        removed = runner.invoke(build_app(), ["ingest", "--remove-source", source])
+        assert removed.exit_code == 2 and "are not removed by hand" in removed.output and removed.output.count("\n") == 1
+    with FhScreenStore.embedded(store_file) as store:
+        with pytest.raises(DataError, match="holds the results brought back"):
+            ingest_file(store.reference, mine, source="chgnet")
+        with pytest.raises(SourceOwnedError, match="leave it out of a screen with --sources"):
+            store.remove_source("chgnet")
+        assert sorted(map(str, store.reference_docs())) == before  # nothing changed
+        assert ingest_file(store.reference, mine, source="my-chgnet").inserted == 2  # another name is fine
+        assert store.remove_source("my-chgnet") == 2

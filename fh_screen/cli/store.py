@@ -63,7 +63,7 @@ def ingest_command(
     """Load DFT formation enthalpies into the store under a source name (idempotent per (formula, source))."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from fh_screen.store.ingest import IngestReport, check_source, ingest_file, ingestable_files
+    from fh_screen.store.ingest import IngestReport, check_ingest_source, check_source, ingest_file, ingestable_files
 
     if remove_source is not None:
         if path is not None:
@@ -76,7 +76,7 @@ def ingest_command(
         return
     if path is None:
         fail("give a PATH to ingest (or --remove-source NAME)")
-    check_source(source)
+    check_ingest_source(source)
     files = ingestable_files(path)
     report = IngestReport()
     out = console()

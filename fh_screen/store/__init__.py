@@ -26,7 +26,7 @@ from fh_screen.store.documents import (
     subsystems,
 )
 from fh_screen.store.query import QueryError, criteria_for
-from fh_screen.store.stores import FhScreenStore, ScreenExistsError, ScreenNotFoundError
+from fh_screen.store.stores import FhScreenStore, ScreenExistsError, ScreenNotFoundError, SourceOwnedError
 
 __all__ = [
     "Candidate",
@@ -39,6 +39,7 @@ __all__ = [
     "ScreenDoc",
     "ScreenExistsError",
     "ScreenNotFoundError",
+    "SourceOwnedError",
     "StoreFileError",
     "chemsys_of",
     "criteria_for",

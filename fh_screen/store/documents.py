@@ -26,6 +26,7 @@ from fh_screen.version import __version__
 
 __all__ = [
     "DEFAULT_KEEP_TOP",
+    "RESULT_SOURCES",
     "Candidate",
     "PredictionDoc",
     "Problem",
@@ -39,6 +40,13 @@ __all__ = [
     "subsystems",
     "utcnow",
 ]
+
+
+#: Sources whose reference entries are made from the results brought back from atomate2 (the
+#: results builder's labels, :data:`fh_screen.store.results_builder.SOURCES` and
+#: ``FORCE_FIELD_SOURCES``): each entry is the lowest successful result of its composition, so
+#: these sources are neither ingested into nor removed by hand (that would lose or mix results).
+RESULT_SOURCES = frozenset({"atomate2-vasp", "chgnet", "mace", "m3gnet"})
 
 _SYMBOL = re.compile(r"[A-Z][a-z]?")
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from maggma.core import Store
 
 from fh_screen.data import REJECTION_REASONS, DataError, check_rows, load_oqmd
-from fh_screen.store.documents import ReferenceEntryDoc, chemsys_of, elements_of, utcnow
+from fh_screen.store.documents import RESULT_SOURCES, ReferenceEntryDoc, chemsys_of, elements_of, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +137,18 @@ def check_source(source: str) -> str:
     return source
 
 
+def check_ingest_source(source: str) -> str:
+    """``source`` if values may be ingested under it: a usable name (:func:`check_source`) that the
+    results brought back from atomate2 do not own (:data:`~fh_screen.store.documents.RESULT_SOURCES`);
+    else :class:`DataError` (one line)."""
+    check_source(source)
+    if source in RESULT_SOURCES:
+        raise DataError(f"source {source!r} holds the results brought back from atomate2 (fh-screen results): each "
+                        f"entry is the lowest of its results, and ingested values would replace them or be replaced; "
+                        f"ingest yours under another name, e.g. 'my-{source}'")
+    return source
+
+
 def ingest_path(
     store: Store, path: str | Path, progress: Callable[[int, int], None] | None = None, **kwargs
 ) -> IngestReport:
@@ -200,7 +212,11 @@ def ingest_frame(
     batch_size: int = 5000,
     progress: Callable[[int, int], None] | None = None,
 ) -> IngestReport:
-    """Upsert a tidy table (:data:`fh_screen.data.TIDY_COLUMNS`) into the reference ``store``."""
+    """Upsert a tidy table (:data:`fh_screen.data.TIDY_COLUMNS`) into the reference ``store``.
+
+    Raises :class:`DataError` for a ``source`` that cannot be ingested (:func:`check_ingest_source`).
+    """
+    check_ingest_source(source)
     report = report if report is not None else IngestReport(n_rows=len(frame))
     formulas = frame["formula"].tolist()
     values = frame["dhf_ev_per_atom"].astype(float).tolist()

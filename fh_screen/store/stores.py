@@ -20,6 +20,7 @@ from maggma.core import Store
 from fh_screen.errors import FhScreenError
 from fh_screen.store.backend import SQLiteStore
 from fh_screen.store.documents import (
+    RESULT_SOURCES,
     PredictionDoc,
     ScreenDoc,
     chemsys_of,
@@ -47,6 +48,7 @@ __all__ = [
     "SCREEN_INDEXES",
     "ScreenExistsError",
     "ScreenNotFoundError",
+    "SourceOwnedError",
     "new_run_id",
 ]
 
@@ -68,6 +70,10 @@ COMPARE_COLUMNS = [
 _SUMMARY_FIELDS = ["run_id", "created_at", "chemsys", "origin", "model_name", "model_version", "n_candidates",
                    "n_reference", "selected_formulas", "reference"]
 _SAVE_BATCH = 10000
+
+
+class SourceOwnedError(FhScreenError):
+    """A change by hand to a source that the results builder owns; the message is one line."""
 
 
 class ScreenExistsError(FhScreenError):
@@ -328,7 +334,17 @@ class FhScreenStore:
         return len(docs)
 
     def remove_source(self, source: str) -> int:
-        """Remove every reference entry of ``source``; returns how many were removed."""
+        """Remove every reference entry of ``source``; returns how many were removed.
+
+        Raises :class:`SourceOwnedError` for a source of results brought back from atomate2
+        (:data:`~fh_screen.store.documents.RESULT_SOURCES`): its entries follow the results
+        collection, and removing them alone would leave results that no rerun brings back.
+        """
+        if source in RESULT_SOURCES:
+            raise SourceOwnedError(
+                f"source {source!r} holds the results brought back from atomate2 (fh-screen results): its entries "
+                f"follow those results and are not removed by hand; leave it out of a screen with --sources "
+                f"(e.g. --sources oqmd, sources='oqmd')")
         n = self.reference.count({"source": source})
         if n:
             self.reference.remove_docs({"source": source})

@@ -233,3 +233,15 @@ def test_a_source_of_results_brought_back_is_neither_ingested_into_nor_removed_b
         assert sorted(map(str, store.reference_docs())) == before  # nothing changed
         assert ingest_file(store.reference, mine, source="my-chgnet").inserted == 2  # another name is fine
         assert store.remove_source("my-chgnet") == 2
+
+
+def test_source_and_sources_are_one_flag_in_every_command_that_filters_by_source(store_file):
+    """`fh-screen Li-F --source chgnet` and `query --sources chgnet` used to be "No such option"."""
+    for command in (["query", "--chemsys", "Li-F", "--json", "-"], ["screen", "Li-F", "--model", "paper", "--no-store",
+                                                                      "--max-atoms", "4", "--csv", "-"]):
+        outputs = []
+        for flag in ("--source", "--sources"):
+            result = runner.invoke(build_app(), [*command, flag, "chgnet"])
+            assert result.exit_code == 0, result.output
+            outputs.append(result.stdout)
+        assert outputs[0] == outputs[1] and "chgnet" in outputs[0]

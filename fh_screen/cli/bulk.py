@@ -42,7 +42,7 @@ def bulk_command(
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the summary as JSON here ('-': print it; "
                                              "keys systems_done, systems_skipped, systems_failed, candidates, seconds)."),
     store_file: Optional[Path] = typer.Option(None, "--store", help=_STORE_HELP),
-    sources: Optional[str] = typer.Option(None, "--sources", help="Reference sources on each hull, e.g. oqmd,chgnet "
+    sources: Optional[str] = typer.Option(None, "--sources", "--source", help="Reference sources on each hull, e.g. oqmd,chgnet "
                                           "(default: every source in the store); part of what makes a stored screen count."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Shipped model name (or name@version) or path to a .pt checkpoint."),
     max_atoms: int = typer.Option(20, "--max-atoms", help="Largest formula unit (atoms) to enumerate."),

@@ -60,7 +60,7 @@ def _no_results_yet(store) -> bool:
 
 def results_command(
     state: Optional[str] = typer.Option(None, "--state", help=f"Only results in this state ({', '.join(STATES)})."),
-    source: Optional[str] = typer.Option(None, "--source", help="Only results of these sources (chgnet, atomate2-vasp; comma separated)."),
+    source: Optional[str] = typer.Option(None, "--source", "--sources", help="Only results of these sources (chgnet, atomate2-vasp; comma separated)."),
     formula: Optional[list[str]] = typer.Option(None, "--formula", "-f", help="Formula (repeatable); reduced first."),
     chemsys: Optional[str] = typer.Option(None, "--chemsys", "-c", help="Li-Fe-O: every result whose elements are a subset."),
     limit: int = typer.Option(50, "--limit", help="Rows in the table (0: all); --json/--csv get every row."),

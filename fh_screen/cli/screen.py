@@ -43,7 +43,7 @@ def screen_command(
     refine_top: int = typer.Option(DEFAULT_REFINE_TOP, "--refine-top", min=0,
                                    help="With the (slow) attention model: predict only the best N new candidates of the fast "
                                         "paper prefilter (a fast single network) with it; 0 predicts every candidate with it."),
-    sources: Optional[str] = typer.Option(None, "--sources", help="Reference sources on the hull, e.g. oqmd,chgnet "
+    sources: Optional[str] = typer.Option(None, "--sources", "--source", help="Reference sources on the hull, e.g. oqmd,chgnet "
                                           "(default: every source in the store; the lowest value of a composition counts)."),
 ) -> None:
     """Rank the candidate compositions of a chemical system by predicted stability."""

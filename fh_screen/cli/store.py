@@ -119,7 +119,7 @@ def query_command(
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the full result as a JSON list of documents ('-': print it)."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write the full result as CSV ('-': print it)."),
     include_outliers: bool = typer.Option(False, "--include-outliers", help="Include entries that failed the outlier filter."),
-    source: Optional[str] = typer.Option(None, "--source", help="Reference entries of these sources only (oqmd, chgnet, atomate2-vasp; comma separated)."),
+    source: Optional[str] = typer.Option(None, "--source", "--sources", help="Reference entries of these sources only (oqmd, chgnet, atomate2-vasp; comma separated)."),
     store_file: Optional[Path] = typer.Option(None, "--store", help=_STORE_HELP),
     run: Optional[str] = typer.Option(None, "--run", help="Show the saved screen with this run id (list them: fh-screen runs)."),
     top: Optional[int] = typer.Option(None, "--top", help="The N best new candidates over every stored screen (0: all), "

@@ -86,3 +86,19 @@ def test_screen_footer_explains_selected_and_refined(settings_env):
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
     assert "selected: the short list" in text and "refined: predicted by the screen's own model" in text
+
+
+def test_runs_and_query_take_a_model_as_exports_name_it_and_say_which_models_a_store_holds(settings_env, tmp_path):
+    store = str(tmp_path / "s.sqlite")
+    saved = runner.invoke(build_app(), ["screen", "Li-O", "--model", "paper", "--max-atoms", "4", "--store", store])
+    assert saved.exit_code == 0, saved.output
+    run_id = saved.output.split("saved run ")[1].split()[0]
+    listed = runner.invoke(build_app(), ["runs", "--model", "paper@1", "--store", store, "--json", "-"])
+    assert [row["run_id"] for row in json.loads(listed.stdout)] == [run_id]
+    for model in ("paper@9", "nosuch"):
+        none = runner.invoke(build_app(), ["runs", "--model", model, "--chemsys", "Li-O", "--store", store])
+        assert none.exit_code == 0
+        assert none.output.strip() == f"no saved screens of Li-O by model {model} (the store holds screens of paper@1)"
+    predicted = runner.invoke(build_app(), ["query", "--formula", "Li2O2", "--kind", "predicted", "--model", "paper@1",
+                                            "--store", store, "--json", "-"])
+    assert [row["model_name"] for row in json.loads(predicted.stdout)] == ["paper"]

@@ -52,6 +52,13 @@ def _has_screens(store) -> bool:
     return True
 
 
+def _stored_models(store) -> list[str]:
+    """``name@version`` of every model with a saved screen (to name them when a --model matches none)."""
+    pairs = {(d.get("model_name"), d.get("model_version"))
+             for d in store.screens.query(properties=["model_name", "model_version"])}
+    return sorted(f"{name}@{version}" for name, version in pairs)
+
+
 def runs_command(
     chemsys: Optional[str] = typer.Option(None, "--chemsys", "-c", help="Only screens of this system (elements in any order)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Only screens made with this model (name or name@version)."),
@@ -66,6 +73,7 @@ def runs_command(
     store = _open_store(store_file)
     with store:
         rows = store.screen_summaries(chemsys=chemsys, model_name=model, limit=limit) if _has_screens(store) else []
+        models = _stored_models(store) if model and not rows and _has_screens(store) else []
     if json_path is not None:
         _write_json(rows, json_path)
         if not is_stdout(json_path):
@@ -73,7 +81,9 @@ def runs_command(
         return
     out = console()
     if not rows:
-        out.print("no saved screens" + (f" of {chemsys}" if chemsys else ""))
+        of = (f" of {chemsys}" if chemsys else "") + (f" by model {model}" if model else "")
+        held = f" (the store holds screens of {', '.join(models)})" if models else ""
+        out.print(f"no saved screens{of}{held}", highlight=False, soft_wrap=True)
         return
     from rich.table import Table
 

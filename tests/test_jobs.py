@@ -251,6 +251,12 @@ def test_missing_or_unreadable_reference_fails_the_job_with_one_line(tmp_path, f
     other = reference_store(tmp_path / "other.sqlite", "Na-Cl")
     with pytest.raises(PrescreenError, match="no reference entries for Li-O"):
         _no_save(reference_store=other, screen_options=SMALL).prescreen("Li-O")
+    # a misspelt source: the line names it and the sources the store holds, as the CLI's note does
+    mine = reference_store(tmp_path / "mine.sqlite", "Li-O")
+    with pytest.raises(PrescreenError) as info:
+        _no_save(reference_store=mine, screen_options=SMALL, sources="oqdm").prescreen("Li-O")
+    assert "no reference entries of source oqdm for Li-O" in str(info.value)
+    assert "source oqdm: no reference entry in the store (it holds oqmd)" in str(info.value) and "\n" not in str(info.value)
     corrupt = tmp_path / "corrupt.sqlite"
     corrupt.write_bytes(b"not an sqlite file" * 100)
     with pytest.raises(PrescreenError) as info:

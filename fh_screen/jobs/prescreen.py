@@ -124,9 +124,10 @@ def read_reference(system: Sequence[str], reference_store: Store | None = None,
         raise PrescreenError(f"cannot read reference entries for {label}: {one_line(exc)}") from None
     if phases.n_compounds == 0:
         of_sources = f" of source {', '.join(parse_sources(sources))}" if sources is not None else ""
+        why = f" ({phases.note})" if phases.note else ""  # a misspelt source: named, with the sources the store holds
         raise PrescreenError(
-            f"no reference entries{of_sources} for {label} in {phases.where}: ingest OQMD (fh-screen ingest PATH), give "
-            f"PrescreenMaker(reference_store=...), or set use_reference=False to build the hull from predictions alone"
+            f"no reference entries{of_sources} for {label} in {phases.where}{why}: ingest OQMD (fh-screen ingest PATH), "
+            f"give PrescreenMaker(reference_store=...), or set use_reference=False to build the hull from predictions alone"
         )
     return phases.frame, f"{phases.where} ({phases.n_compounds} compounds)", phases.note
 

@@ -252,3 +252,47 @@ def test_a_new_store_file_the_results_go_into_holds_the_shipped_reference_as_eve
     with FhScreenStore.embedded(path, read_only=True) as store:
         shipped = store.reference_frame(chemsys="Fe-O")
     assert {"FeO", "Fe2O3"} <= set(shipped["formula"]) and set(shipped["source"]) == {"oqmd"}
+
+
+def test_results_waiting_for_a_reference_are_counted_when_it_arrives(lif_references, tmp_path):
+    """A no_reference result that becomes successful on a later run is in that run's summary (it was
+    counted as nothing new: only result ids not seen before were)."""
+    from fh_screen.jobs.results import bring_results_back
+
+    relax = chgnet_prerelax_maker(steps=RELAX_STEPS).make(_rocksalt(4.05))
+    job_store = local_job_store(tmp_path / "jobs.sqlite")
+    run_locally(relax, store=job_store, log=False, ensure_success=True)
+    store_path = tmp_path / "fh.sqlite"
+    waiting = bring_results_back(job_store, store_path)  # no CHGNet Li/F references cached yet
+    assert waiting["states"] == {"no_reference": 1} and waiting["formulas"] == []
+    assert bring_results_back(job_store, store_path)["n_results"] == 0  # rebuilt, but nothing changed
+    elements = SQLiteStore(store_path, "element_references", key="reference_id")
+    with elements:
+        elements.update(lif_references, key="reference_id")
+    arrived = bring_results_back(job_store, store_path)
+    assert arrived["states"] == {"successful": 1} and arrived["n_results"] == 1 and arrived["formulas"] == ["LiF"]
+    assert arrived["duplicates"] == {}
+    results = SQLiteStore(store_path, "results", key="result_id", read_only=True)
+    with results:
+        assert [d["state"] for d in results.query({"job_uuid": relax.uuid})] == ["successful"]
+    assert bring_results_back(job_store, store_path)["states"] == {}
+
+
+def test_r2_is_undefined_for_one_sample_or_constant_targets_and_the_card_json_stays_valid(tmp_path):
+    """R² of one sample or of targets without variance is NaN (was 1 - residual: a meaningless number);
+    the model card's writer turns it into null, valid JSON."""
+    import math
+
+    import numpy as np
+
+    from fh_screen.io import read_json, write_json
+    from fh_screen.models.metrics import error_metrics
+
+    one = error_metrics(np.array([-1.0]), np.array([-0.5]))
+    flat = error_metrics(np.array([-1.0, -1.0, -1.0]), np.array([-0.9, -1.1, -1.0]))
+    assert math.isnan(one["r2"]) and math.isnan(flat["r2"])
+    assert one["n"] == 1 and one["mae_ev_per_atom"] == pytest.approx(0.5)
+    assert error_metrics(np.array([-1.0, -2.0]), np.array([-1.1, -1.9]))["r2"] == pytest.approx(0.96)
+    card = read_json(write_json({"metrics": {"new_entries": one, "val_all_rows": flat}}, tmp_path / "model_card.json"))
+    assert card["metrics"]["new_entries"]["r2"] is None and card["metrics"]["val_all_rows"]["r2"] is None
+    assert f"{one['r2']:.4f}" == "nan"  # the cards' markdown tables format it without error

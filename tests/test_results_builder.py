@@ -474,3 +474,76 @@ def test_fh_screen_results_lists_every_calculation_with_its_state_and_reason(tmp
                             else ["results", *args])
         assert bad.exit_code == 2 and message in bad.output and "Traceback" not in bad.output, bad.output
         assert len(bad.output.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- review fixes
+
+
+def test_a_chgnet_single_point_is_converged_not_stopped_at_its_step_limit(chgnet_run, tmp_path):
+    """atomate2's ForceFieldStaticMaker (steps=1, one step used) is force-converged: a successful result."""
+    pytest.importorskip("chgnet")
+    from atomate2.forcefields.jobs import ForceFieldStaticMaker
+    from jobflow import run_locally
+
+    from fh_screen.jobs.jobstore import local_job_store
+
+    _, element_store, _, _ = chgnet_run
+    job = ForceFieldStaticMaker(force_field_name="CHGNet").make(_rocksalt(4.05))
+    job_store = local_job_store(tmp_path / "jobflow.sqlite")
+    run_locally(job, store=job_store, log=False, ensure_success=True)
+    job_store.connect()
+    output = next(iter(job_store.query({"uuid": job.uuid})))["output"]
+    assert output["is_force_converged"] is True and output["input"]["steps"] == 1 and output["output"]["n_steps"] == 1
+    reference, results, elements = _stores(tmp_path)
+    elements.update(list(element_store.query({})), key="reference_id")
+    _build(job_store, results, reference, elements)
+    doc = next(iter(results.query({"job_uuid": job.uuid})))
+    assert doc["state"] == "successful", doc["message"]
+    assert doc["message"] is None and -4.5 < doc["dhf_ev_per_atom"] < -2.0
+
+
+def test_a_gga_fe_oxide_is_rejected_with_pymatgens_reason(tmp_path):
+    """MP2020 needs GGA+U for Fe oxides: the result says so (the missing U), in one line."""
+    reference, results, elements = _stores(tmp_path)
+    jobs = _fe_o_jobs(tmp_path)
+    jobs.update([_vasp_job("feo-gga", _rocksalt(4.3, ("Fe", "O")), -13.0 * 8, None)], key="uuid")
+    _build(jobs, results, reference, elements)
+    doc = next(iter(results.query({"job_uuid": "feo-gga"})))
+    assert doc["state"] == "rejected" and doc["dhf_ev_per_atom"] is None
+    assert doc["message"].startswith("MaterialsProject2020Compatibility rejects it: ")
+    assert "U value" in doc["message"] and "Fe" in doc["message"] and "5.3" in doc["message"]
+    assert "\n" not in doc["message"] and "{" not in doc["message"]
+
+
+def test_pure_elements_are_not_duplicates_and_a_lower_one_is_a_warning(tmp_path, caplog):
+    """Two Fe tasks are not duplicate entries (the lowest is the pinned reference); a lower Fe arriving
+    later does not re-pin silently: a WARNING and a note name the element, energies, jobs and the refresh."""
+    import logging
+
+    from fh_screen.jobs.results import bring_results_back
+
+    fe, _ = _fe_and_o2()
+    jobs = _fe_o_jobs(tmp_path, ("feo", -13.0), ("feo-2", -12.9))
+    jobs.update([_vasp_job("fe-high", fe, -8.2 * 2, None)], key="uuid")
+    store_path = tmp_path / "fh.sqlite"
+    first = bring_results_back(jobs, store_path)
+    assert first["duplicates"] == {"FeO|atomate2-vasp": ["feo", "feo-2"]}  # no "Fe|atomate2-vasp"
+    assert first["notes"] == [] and first["states"] == {"successful": 5}
+
+    jobs.update([_vasp_job("fe-low", fe, -8.6 * 2, None)], key="uuid")
+    with caplog.at_level(logging.WARNING):
+        second = bring_results_back(jobs, store_path)
+    compat = MaterialsProject2020Compatibility(check_potcar=False)
+    per_atom = {u: compat.process_entries([ComputedEntry.from_dict(d["output"]["entry"])])[0].energy_per_atom
+                for u in ("fe", "fe-low") for d in jobs.query({"uuid": u})}
+    assert second["duplicates"] == {} and second["states"] == {"successful": 1}
+    [note] = second["notes"]
+    for word in ("Fe", "fe-low", "job fe ", f"{per_atom['fe-low']:.4f}", f"{per_atom['fe']:.4f}",
+                 "refresh_vasp_references=True"):
+        assert word in note, word
+    assert "\n" not in note
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING and "refresh_vasp_references=True" in r.getMessage()]
+    assert [r.getMessage() for r in warned] == [note]
+    pinned = SQLiteStore(store_path, "element_references", key="reference_id")
+    with pinned:
+        assert next(iter(pinned.query({"reference_id": "Fe|atomate2-vasp"})))["job_uuid"] == "fe"  # still pinned

@@ -182,8 +182,12 @@ def bring_results_back(
     -------
     dict
         ``{"states": {state: count}, "formulas": [...successful...], "n_results": total, "store": where,
-        "duplicates": {"formula|source": [job uuids, the entry's first]}}``: a composition and
-        source with several successful results keeps them all; the lowest is the reference entry.
+        "duplicates": {"formula|source": [job uuids, the entry's first]}, "notes": [...]}``. The
+        counts cover every result new or changed (state or ΔH_f) by this run, e.g. a ``no_reference``
+        one whose element reference arrived. A composition and source with several successful
+        results keeps them all; the lowest is the reference entry (pure elements are not entries:
+        their lowest VASP task is pinned as the element reference). ``notes``: one line per
+        pure-element VASP task lower than its pinned reference (rebuild with ``refresh_vasp_references=True``).
 
     Raises
     ------
@@ -215,7 +219,8 @@ def bring_results_back(
         force_field_element_references(sorted(wanted), force_field_maker, elements)
         elements.close()
     results.connect()
-    before = set(results.distinct("result_id"))
+    before = {d["result_id"]: (d.get("state"), d.get("dhf_ev_per_atom"))
+              for d in results.query({}, properties=["result_id", "state", "dhf_ev_per_atom"])}
     results.close()
     # the builder's own run() closes every store at the end, the JobStore jobflow is writing to
     # included; the steps run here and only fh-screen's stores are closed
@@ -226,18 +231,21 @@ def bring_results_back(
     for store in (results, reference, elements):
         store.close()
     results.connect()
-    docs = [d for d in results.query({}) if d["result_id"] not in before]
-    duplicates = _duplicates(results, {(d["formula"], d["source"]) for d in docs if d["state"] == "successful"})
+    docs = [d for d in results.query({}) if before.get(d["result_id"]) != (d.get("state"), d.get("dhf_ev_per_atom"))]
+    # pure elements are the pinned element references, not entries: never duplicates
+    duplicates = _duplicates(results, {(d["formula"], d["source"]) for d in docs
+                                       if d.get("formula") and "-" in (d.get("chemsys") or "")})
     results.close()
     states: dict[str, int] = {}
     for doc in docs:
         states[doc["state"]] = states.get(doc["state"], 0) + 1
-    logger.info("results back into %s: %s", where, states or "nothing new")
+    logger.info("results back into %s: %s", where, states or "nothing new or changed")
     for key, jobs in duplicates.items():
         logger.info("%s: %d successful results, all kept (fh-screen results --formula); the lowest is the entry",
                     key, len(jobs))
     return {"states": states, "n_results": len(docs), "store": where, "duplicates": duplicates,
-            "formulas": sorted({d["formula"] for d in docs if d["state"] == "successful" and d["formula"]})}
+            "formulas": sorted({d["formula"] for d in docs if d["state"] == "successful" and d["formula"]}),
+            "notes": list(builder.notes)}
 
 
 def _duplicates(results: Store, touched: set[tuple[str, str]]) -> dict[str, list[str]]:

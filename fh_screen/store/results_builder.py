@@ -27,7 +27,9 @@ force fields (``chgnet``, ``mace``, ``m3gnet``, ...: :func:`force_field_source` 
     the lowest VASP task of each pure element in the same JobStore, pinned in the cache the
     first time it is used (``refresh_vasp_references=True`` re-pins and rebuilds); every entry
     passes pymatgen's ``MaterialsProject2020Compatibility`` first, so GGA and GGA+U results
-    mix on one energy scale (a result the scheme rejects is ``rejected``).
+    mix on one energy scale (a result the scheme rejects is ``rejected``, with pymatgen's reason).
+    A pure-element task that comes back lower than the pinned reference of its element is
+    logged as a WARNING and kept in :attr:`ResultsBuilder.notes`; the pin stays until refreshed.
 
 A composition whose element has no reference yet is ``no_reference`` and is built again by the next run.
 
@@ -182,7 +184,7 @@ def parse_task(job_doc: dict) -> dict | None:
         facts["functional"] = str(output.get("run_type")) if output.get("run_type") is not None else None
         facts["package_version"] = output.get("vasp_version")
         facts["entry"] = output.get("entry")
-    if str(output.get("state") or "successful").lower() not in ("successful", "taskstate.success", "success"):
+    if not _succeeded(output):
         return {**facts, "state": "failed", "message": f"task state {output.get('state')}"}
     if facts["composition"] is None:
         return {**facts, "state": "rejected", "message": "task document without a final structure"}
@@ -208,13 +210,30 @@ def _source(kind: str, output: dict) -> str:
 
 
 def _unconverged(output: dict, inner: dict) -> str | None:
-    """Why a force-field relax did not converge (None when it did)."""
-    steps, n_steps = (output.get("input") or {}).get("steps"), inner.get("n_steps")
-    if output.get("is_force_converged") is False:
+    """Why a force-field relax did not converge (None when it did).
+
+    atomate2's ``is_force_converged`` decides when the document has it: a single point
+    (``ForceFieldStaticMaker``, ``steps=1``) is converged though it used its one step. It tests
+    the atomic forces only, so a cell relax (``relax_cell``/``relax_shape``) that stopped at its
+    step limit without converging (``steps=1`` runs no optimizer at all) is still unconverged.
+    Without the flag, the step limit alone decides.
+    """
+    inputs = output.get("input") or {}
+    steps, n_steps = inputs.get("steps"), inner.get("n_steps")
+    at_limit = bool(steps) and n_steps is not None and n_steps >= steps
+    converged = output.get("is_force_converged")
+    if converged is None:
+        return f"relax stopped at its step limit ({steps})" if at_limit else None
+    if not converged:
         return f"forces not converged after {n_steps} steps" if n_steps is not None else "forces not converged"
-    if steps and n_steps is not None and n_steps >= steps:
-        return f"relax stopped at its step limit ({steps})"
+    if (inputs.get("relax_cell") or inputs.get("relax_shape")) and at_limit and (steps <= 1 or not _succeeded(output)):
+        return f"relax stopped at its step limit ({steps}) before the cell converged"
     return None
+
+
+def _succeeded(output: dict) -> bool:
+    """Whether the task document's state is successful (no state: successful)."""
+    return str(output.get("state") or "successful").lower() in ("successful", "taskstate.success", "success")
 
 
 def _finite(value: Any) -> bool:
@@ -356,6 +375,8 @@ class ResultsBuilder(Builder):
         self.query = query or {}
         self.refresh_vasp_references = refresh_vasp_references
         self.kwargs = kwargs
+        #: One line per pure-element VASP task that came back lower than its pinned reference (also logged).
+        self.notes: list[str] = []
         super().__init__(sources=[jobs], targets=[results, reference, element_references], **kwargs)
 
     # --------------------------------------------------------------------------- maggma steps
@@ -386,6 +407,7 @@ class ResultsBuilder(Builder):
         if not docs:
             return
         self.results.update(docs, key="result_id")
+        self._note_lower_vasp_elements(docs)
         # pure elements are the references themselves, not reference entries
         touched = {(d["formula"], d["source"]) for d in docs if d["formula"] and "-" in (d["chemsys"] or "")}
         for formula, source in sorted(touched):
@@ -434,6 +456,24 @@ class ResultsBuilder(Builder):
                 for e, ref in new.items()]
         return {**pinned, **{e: {k: ref[k] for k in ("energy_per_atom_ev", "job_uuid")} for e, ref in new.items()}}, pins
 
+    def _note_lower_vasp_elements(self, docs: Sequence[dict]) -> None:
+        """Warn (and note) each successful pure-element VASP result lower than the pinned reference of its element."""
+        source = SOURCES["vasp"]
+        for doc in docs:
+            element = doc.get("chemsys") or ""
+            if doc["source"] != source or doc["state"] != "successful" or not element or "-" in element:
+                continue
+            pinned = (doc.get("element_references_ev_per_atom") or {}).get(element)
+            pinned_job = (doc.get("element_reference_jobs") or {}).get(element)
+            energy = doc.get("energy_per_atom_ev")
+            if pinned is None or energy is None or pinned_job == doc["job_uuid"] or energy >= pinned - 1e-9:
+                continue
+            note = (f"{element} ({source}): job {doc['job_uuid']} at {energy:.4f} eV/atom is lower than the pinned "
+                    f"reference, job {pinned_job} at {pinned:.4f} eV/atom; results keep the pinned one so they stay "
+                    f"comparable: rebuild with refresh_vasp_references=True to re-pin")
+            self.logger.warning(note)
+            self.notes.append(note)
+
     def _update_reference(self, formula: str, source: str) -> None:
         rows = list(self.results.query({"formula": formula, "source": source, "state": "successful"}))
         if not rows:
@@ -469,7 +509,7 @@ def _vasp_element_references(tasks: Sequence[dict]) -> dict[str, dict]:
             continue
         if facts["composition"] is None or len(facts["composition"].elements) != 1:
             continue
-        corrected = _vasp_corrected_energy(facts)
+        corrected, _ = _vasp_corrected_energy(facts)
         if corrected is None or not math.isfinite(corrected):
             continue
         element = str(facts["composition"].elements[0])
@@ -481,17 +521,30 @@ def _vasp_element_references(tasks: Sequence[dict]) -> dict[str, dict]:
     return references
 
 
-def _vasp_corrected_energy(facts: dict) -> float | None:
-    """Total energy after ``MaterialsProject2020Compatibility`` (None when the scheme rejects the entry)."""
-    from pymatgen.entries.compatibility import MaterialsProject2020Compatibility
+def _vasp_corrected_energy(facts: dict) -> tuple[float | None, str | None]:
+    """Total energy after ``MaterialsProject2020Compatibility``, or None and why there is none (one line)."""
+    from pymatgen.entries.compatibility import CompatibilityError, MaterialsProject2020Compatibility
     from pymatgen.entries.computed_entries import ComputedEntry
 
     entry_dict = facts.get("entry")
     if not isinstance(entry_dict, dict):
-        return None
+        return None, "task document without a ComputedEntry (entry)"
     entry = ComputedEntry.from_dict(entry_dict)
-    processed = MaterialsProject2020Compatibility(check_potcar=False).process_entries([entry], verbose=False, clean=True)
-    return float(processed[0].energy) if processed else None
+    scheme = MaterialsProject2020Compatibility(check_potcar=False)
+    try:
+        processed = scheme.process_entries([entry], verbose=False, clean=True, on_error="raise")
+    except CompatibilityError as exc:
+        return None, f"MaterialsProject2020Compatibility rejects it: {_compatibility_reason(exc)}"
+    if not processed:
+        return None, "MaterialsProject2020Compatibility rejects it (conflicting energy adjustments)"
+    return float(processed[0].energy), None
+
+
+def _compatibility_reason(exc: Exception) -> str:
+    """pymatgen's reason for a rejection in one short line (the entry dict it appends left out)."""
+    text = " ".join(str(exc).split()).split(" for {", 1)[0]
+    text = re.sub(r"^Entry \S+ has ", "", text).removesuffix(" Discarding.").rstrip(".")
+    return (text[:197] + "...") if len(text) > 200 else (text or type(exc).__name__)
 
 
 def _result_doc(result_id: str, facts: dict, references: dict[str, dict]) -> ComputedResultDoc:
@@ -530,9 +583,9 @@ def _final_energy(facts: dict) -> tuple[float | None, str | None]:
     """The total energy to use (MP2020-corrected for VASP), or why there is none."""
     energy = float(facts["energy_ev"])
     if facts["source"] == SOURCES["vasp"]:
-        corrected = _vasp_corrected_energy(facts)
+        corrected, problem = _vasp_corrected_energy(facts)
         if corrected is None:
-            return None, "no entry, or MaterialsProject2020Compatibility rejects it (mixed functionals?)"
+            return None, problem
         energy = corrected
     if not math.isfinite(energy):
         return None, f"final energy {energy!r} is not a finite number"

@@ -547,3 +547,21 @@ def test_pure_elements_are_not_duplicates_and_a_lower_one_is_a_warning(tmp_path,
     pinned = SQLiteStore(store_path, "element_references", key="reference_id")
     with pinned:
         assert next(iter(pinned.query({"reference_id": "Fe|atomate2-vasp"})))["job_uuid"] == "fe"  # still pinned
+
+
+def test_force_field_references_start_from_the_elements_real_ground_state_types():
+    """A metal lattice cannot reach black P, A7 As or trigonal Te; with CHGNet they lie 0.13-0.29 eV/atom below
+    the best of bcc/fcc/hcp/diamond, and every compound of the element came out that much too stable per atom."""
+    from fh_screen.store.results_builder import GROUND_STATE_TYPES, element_prototypes, ground_state_prototypes
+
+    #: experimental nearest-neighbour (bond) distances, Å
+    bonds = {"P": 2.22, "As": 2.52, "Sb": 2.91, "Bi": 3.07, "Se": 2.37, "Te": 2.83, "S": 2.05, "C": 1.42,
+             "Br": 2.29, "I": 2.72}
+    assert set(bonds) == set(GROUND_STATE_TYPES)
+    for element, bond in bonds.items():
+        (structure,) = ground_state_prototypes(element)
+        assert structure.get_space_group_info(symprec=0.1)[1] == GROUND_STATE_TYPES[element][0]
+        nearest = min(n.nn_distance for n in structure.get_neighbors(structure[0], 4.0))
+        assert abs(nearest - bond) / bond < 0.1, (element, nearest)
+        assert any(s == structure for s in element_prototypes(element))  # relaxed beside the metal lattices
+    assert ground_state_prototypes("Fe") == [] and len(element_prototypes("Fe")) == 3

@@ -67,6 +67,7 @@ __all__ = [
     "ResultsBuilder",
     "element_prototypes",
     "force_field_element_references",
+    "ground_state_prototypes",
     "force_field_source",
     "parse_task",
 ]
@@ -255,10 +256,12 @@ def _kind(output: dict) -> str | None:
 
 
 def element_prototypes(element: str, *, box_angstrom: float = 10.0) -> list:
-    """Simple candidate ground states of ``element`` (pymatgen Structures) for a force-field reference.
+    """Candidate ground states of ``element`` (pymatgen Structures) for a force-field reference.
 
-    bcc, fcc and hcp near the element's metallic radius, plus diamond for the group-14-like
-    covalent elements and a dimer in a ``box_angstrom`` cube for H, N, O, F and Cl.
+    bcc, fcc and hcp near the element's metallic radius, diamond for the group-14-like covalent
+    elements, the experimental ground-state type where a metal lattice cannot reach it
+    (:func:`ground_state_prototypes`: black P, A7 As/Sb/Bi, trigonal Se/Te, graphite, solid
+    Br2/I2), and a dimer in a ``box_angstrom`` cube for H, N, O, F and Cl.
     """
     from pymatgen.core import Element, Lattice, Structure
 
@@ -278,7 +281,40 @@ def element_prototypes(element: str, *, box_angstrom: float = 10.0) -> list:
     if element in ("C", "Si", "Ge", "Sn", "B", "P", "S", "Se", "As"):
         a_diamond = 8 * radius / 3**0.5
         structures.append(Structure.from_spacegroup("Fd-3m", Lattice.cubic(a_diamond), [element], [[0, 0, 0]]))
-    return structures
+    return structures + ground_state_prototypes(element)
+
+
+#: Experimental ground-state structure types of covalent and molecular elements that no simple
+#: metal lattice reaches: (space group number, lattice (a, b, c) in Å, Wyckoff site). The relax
+#: finds the exact geometry. Measured with CHGNet (relax, fmax 0.05 eV/Å), energy per atom
+#: against the lowest of bcc/fcc/hcp/diamond: black P -0.127 eV, A7 As -0.162 eV, trigonal Te
+#: -0.288 eV; trigonal Se equal (its hcp start relaxes into chains). A reference that high makes
+#: every compound of the element too stable by its atomic fraction times that.
+GROUND_STATE_TYPES: dict[str, tuple[int, tuple[float, float, float], tuple[float, float, float]]] = {
+    "P": (64, (3.314, 10.48, 4.376), (0.0, 0.1017, 0.0806)),     # black phosphorus, A17 (Cmce)
+    "As": (166, (3.76, 3.76, 10.55), (0.0, 0.0, 0.227)),        # A7 (R-3m, hexagonal axes)
+    "Sb": (166, (4.31, 4.31, 11.27), (0.0, 0.0, 0.2336)),       # A7
+    "Bi": (166, (4.546, 4.546, 11.86), (0.0, 0.0, 0.2339)),     # A7
+    "Se": (152, (4.366, 4.366, 4.954), (0.2254, 0.0, 1 / 3)),   # trigonal helical chains, A8 (P3_121)
+    "Te": (152, (4.457, 4.457, 5.929), (0.2636, 0.0, 1 / 3)),   # A8
+    "S": (152, (3.8, 3.8, 4.3), (0.22, 0.0, 1 / 3)),            # helical chains (S8 rings: 128-atom cell)
+    "C": (194, (2.464, 2.464, 6.711), (0.0, 0.0, 0.25)),        # graphite, A9 (P6_3/mmc; + (1/3, 2/3, 1/4))
+    "Br": (64, (6.67, 4.48, 8.72), (0.0, 0.1015, 0.1211)),      # molecular crystal, A14 (Cmce)
+    "I": (64, (7.18, 4.71, 9.81), (0.0, 0.1543, 0.1174)),       # A14
+}
+
+
+def ground_state_prototypes(element: str) -> list:
+    """The experimental ground-state structure type of ``element`` (:data:`GROUND_STATE_TYPES`), if listed."""
+    from pymatgen.core import Lattice, Structure
+
+    if element not in GROUND_STATE_TYPES:
+        return []
+    number, (a, b, c), site = GROUND_STATE_TYPES[element]
+    hexagonal = number in (152, 166, 194)
+    lattice = Lattice.hexagonal(a, c) if hexagonal else Lattice.orthorhombic(a, b, c)
+    sites = [list(site)] + ([[1 / 3, 2 / 3, 0.25]] if element == "C" else [])
+    return [Structure.from_spacegroup(number, lattice, [element] * len(sites), sites)]
 
 
 def force_field_element_references(elements: Iterable[str], maker: Maker, store: Store, *,

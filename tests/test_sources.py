@@ -245,3 +245,19 @@ def test_source_and_sources_are_one_flag_in_every_command_that_filters_by_source
             assert result.exit_code == 0, result.output
             outputs.append(result.stdout)
         assert outputs[0] == outputs[1] and "chgnet" in outputs[0]
+
+
+def test_a_hull_where_another_method_replaces_an_oqmd_value_says_so_in_every_door(store_file):
+    """LiF: the made-up CHGNet -3.40 stands below OQMD's -3.2101, so the hull mixes methods; a note names it."""
+    from fh_screen import screen
+    from fh_screen.screening import ScreenOptions
+
+    expected = ("methods mix on this hull: 1 composition(s) stand at another source's value below oqmd's "
+                "(LiF chgnet -3.400 < oqmd -3.210)")
+    cli = runner.invoke(build_app(), ["screen", "Li-F", "--model", "paper", "--max-atoms", "4", "--no-store"])
+    assert cli.exit_code == 0 and f"note: {expected}" in cli.output, cli.output
+    api = screen("Li-F", predictor="paper", options=ScreenOptions(max_atoms=4))
+    assert any(w.startswith(expected) for w in api.warnings)
+    for sources in ("oqmd", "chgnet"):  # one method alone: nothing mixes
+        alone = screen("Li-F", predictor="paper", options=ScreenOptions(max_atoms=4), sources=sources)
+        assert not any("methods mix" in w for w in alone.warnings)

@@ -95,6 +95,40 @@ def _known_sources(known: pd.DataFrame, formulas: Sequence[str], is_known: np.nd
     return out
 
 
+def mixed_sources_note(known: pd.DataFrame, anchor_source: str = "oqmd") -> str:
+    """A line when the hull mixes methods: compositions whose ``anchor_source`` (OQMD) value is
+    replaced by a lower one of another source (a CHGNet or user value), else ``""``.
+
+    The hull takes each composition's lowest value; a value of another method below OQMD's moves
+    the hull, and with it every OQMD phase measured against it. That is a choice (docs/store.md),
+    so a screen says when it happened.
+    """
+    from fh_screen.chem.formula import reduced_formula
+
+    values = pd.to_numeric(known["dhf_ev_per_atom"], errors="coerce")
+    anchor: dict[str, float] = {}
+    other: dict[str, tuple[float, str]] = {}
+    for formula, value, source in zip(known["formula"].astype(str), values, known["source"]):
+        if not math.isfinite(value) or source is None or source != source:
+            continue
+        try:
+            key = reduced_formula(formula)
+        except FormulaError:
+            continue
+        if str(source) == anchor_source:
+            anchor[key] = min(float(value), anchor.get(key, math.inf))
+        elif key not in other or value < other[key][0]:
+            other[key] = (float(value), str(source))
+    replaced = sorted((k, *other[k], anchor[k]) for k in anchor if k in other and other[k][0] < anchor[k])
+    if not replaced:
+        return ""
+    shown = ", ".join(f"{f} {src} {v:.3f} < {anchor_source} {a:.3f}" for f, v, src, a in replaced[:3])
+    more = f" and {len(replaced) - 3} more" if len(replaced) > 3 else ""
+    return (f"methods mix on this hull: {len(replaced)} composition(s) stand at another source's value below "
+            f"{anchor_source}'s ({shown}{more}); --sources {anchor_source} (sources='{anchor_source}') keeps "
+            f"{anchor_source}'s alone")
+
+
 def known_counts(known: pd.DataFrame | None, chemsys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Reduced count rows (over ``chemsys``) and lowest ΔH_f of the known compounds of the system.
 
@@ -368,6 +402,9 @@ def _screen(chemsys: str | Sequence[str], *, predictor: Predictor | None, known:
     table["refined"] = refined
     if known is not None and "source" in known.columns:  # entries from the store: which source each known value is
         table["known_source"] = _known_sources(known, formulas, is_known)
+        mixed = mixed_sources_note(known)
+        if mixed:
+            warnings.append(mixed)
     order = table_order(table)
     table = table.iloc[order]
     features = features[order]

@@ -287,8 +287,9 @@ def element_prototypes(element: str, *, box_angstrom: float = 10.0) -> list:
 #: Experimental ground-state structure types of covalent and molecular elements that no simple
 #: metal lattice reaches: (space group number, lattice (a, b, c) in Å, Wyckoff site). The relax
 #: finds the exact geometry. Measured with CHGNet (relax, fmax 0.05 eV/Å), energy per atom
-#: against the lowest of bcc/fcc/hcp/diamond: black P -0.127 eV, A7 As -0.162 eV, trigonal Te
-#: -0.288 eV; trigonal Se equal (its hcp start relaxes into chains). A reference that high makes
+#: against the lowest of bcc/fcc/hcp/diamond: solid Br2 -0.585 eV, solid I2 -0.425, S chains
+#: -0.338, trigonal Te -0.288, A7 Sb -0.186, A7 As -0.162, black P -0.127, graphite -0.117,
+#: Bi -0.085; trigonal Se equal (its hcp start relaxes into chains). A reference that high makes
 #: every compound of the element too stable by its atomic fraction times that.
 GROUND_STATE_TYPES: dict[str, tuple[int, tuple[float, float, float], tuple[float, float, float]]] = {
     "P": (64, (3.314, 10.48, 4.376), (0.0, 0.1017, 0.0806)),     # black phosphorus, A17 (Cmce)

@@ -102,3 +102,18 @@ def test_runs_and_query_take_a_model_as_exports_name_it_and_say_which_models_a_s
     predicted = runner.invoke(build_app(), ["query", "--formula", "Li2O2", "--kind", "predicted", "--model", "paper@1",
                                             "--store", store, "--json", "-"])
     assert [row["model_name"] for row in json.loads(predicted.stdout)] == ["paper"]
+
+
+def test_the_screen_table_shows_p_stable_for_a_model_without_sigma_too(settings_env):
+    """`paper` (one network, no σ) ranks by P(stable) like every model; its table used to hide the column."""
+    from fh_screen import screen
+    from fh_screen.screening import ScreenOptions
+
+    result = runner.invoke(build_app(), ["screen", "Li-O", "--model", "paper", "--max-atoms", "4", "--no-store",
+                                         "--top", "3"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    header, rows = result.output.split("┡")[0], result.output.split("┡")[1].split("└")[0].splitlines()[1:]
+    assert "P(stable)" in header and "σ" not in header
+    table = screen("Li-O", predictor="paper", options=ScreenOptions(max_atoms=4), save=False).table
+    shown = [float(line.split("│")[5]) for line in rows]
+    assert shown == [round(p, 2) for p in table["p_stable"].head(3)]

@@ -146,7 +146,7 @@ def _print_screen(doc, limit: int) -> None:
         f"{doc.model_name}@{doc.model_version}, {doc.origin}, {doc.created_at:%Y-%m-%d %H:%M:%S} UTC",
         title_justify="left",
     )
-    for title in ("rank", "formula", "ΔH_f pred\n(eV/atom)", "E_hull pred\n(eV/atom)", "ΔH_f DFT\n(eV/atom)", "decomposition"):
+    for title in ("rank", "formula", "ΔH_f pred\n(eV/atom)", "E_hull pred\n(eV/atom)", "ΔH_f known\n(eV/atom)", "decomposition"):
         table.add_column(title, justify="left" if title in ("formula", "decomposition") else "right")
     for c in shown:
         table.add_row(str(c.rank), c.formula, _number(c.dhf_pred_ev_per_atom), _number(c.e_above_hull_pred_ev_per_atom),

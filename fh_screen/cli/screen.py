@@ -192,15 +192,16 @@ def _print(result, top: int, predictor, seconds: float, out) -> None:
     )
     cascade = bool(result.prefilter) and "refined" in result.table
     has_std = "dhf_std_ev_per_atom" in result.table.columns
+    has_p = "p_stable" in result.table.columns  # every screen ranks by it, a model without σ too
     table.add_column("rank", justify="right")
     table.add_column("formula")
     table.add_column("ΔH_f pred\n(eV/atom)", justify="right")
     if has_std:
         table.add_column("σ", justify="right")
     table.add_column("E_hull\n(eV/atom)", justify="right")
-    if has_std:
+    if has_p:
         table.add_column("P(stable)", justify="right")
-    table.add_column("ΔH_f DFT\n(eV/atom)", justify="right")
+    table.add_column("ΔH_f known\n(eV/atom)", justify="right")
     table.add_column("decomposition")
     for row in result.table.head(max(top, 0)).itertuples(index=False):
         prefilter_only = cascade and not row.refined  # the prefilter's value: no σ, not the screen's model
@@ -208,7 +209,7 @@ def _print(result, top: int, predictor, seconds: float, out) -> None:
         if has_std:
             cells.append(_fmt(row.dhf_std_ev_per_atom))
         cells.append(_fmt(row.e_above_hull_pred_ev_per_atom))
-        if has_std:
+        if has_p:
             cells.append(_fmt(row.p_stable, 2))
         source = getattr(row, "known_source", None)
         computed = source if isinstance(source, str) and source != "oqmd" else None  # the user's own result

@@ -285,7 +285,7 @@ def _print_table(frame, kind: Kind, limit: int) -> None:
         out.print("no matching entries")
         return
     columns = {
-        Kind.reference: [("formula", "formula"), ("chemsys", "chemsys"), ("dhf_ev_per_atom", "ΔH_f DFT (eV/atom)"),
+        Kind.reference: [("formula", "formula"), ("chemsys", "chemsys"), ("dhf_ev_per_atom", "ΔH_f ref (eV/atom)"),
                          ("source", "source")],
         Kind.predicted: [
             ("formula", "formula"), ("chemsys", "chemsys"), ("dhf_pred_ev_per_atom", "ΔH_f pred (eV/atom)"),
@@ -293,7 +293,7 @@ def _print_table(frame, kind: Kind, limit: int) -> None:
             ("model_name", "model"), ("run_id", "run"),
         ],
         Kind.both: [
-            ("formula", "formula"), ("chemsys", "chemsys"), ("dhf_ev_per_atom", "ΔH_f DFT (eV/atom)"),
+            ("formula", "formula"), ("chemsys", "chemsys"), ("dhf_ev_per_atom", "ΔH_f ref (eV/atom)"),
             ("source", "source"), ("dhf_pred_ev_per_atom", "ΔH_f pred (eV/atom)"),
             ("dhf_error_ev_per_atom", "pred − DFT (eV/atom)"),
             ("model_name", "model"),

@@ -565,3 +565,33 @@ def test_force_field_references_start_from_the_elements_real_ground_state_types(
         assert abs(nearest - bond) / bond < 0.1, (element, nearest)
         assert any(s == structure for s in element_prototypes(element))  # relaxed beside the metal lattices
     assert ground_state_prototypes("Fe") == [] and len(element_prototypes("Fe")) == 3
+
+
+def test_a_pure_element_force_field_result_below_the_cached_reference_is_a_warning(chgnet_run, tmp_path, caplog):
+    """A CHGNet relax of an element that comes back below its cached prototype reference (its energy set 0.05
+    eV/atom lower here) is named, as a lower VASP element is: results keep the reference they were built with."""
+    import logging
+
+    finished, element_store, references, uuids = chgnet_run
+    job_store = SQLiteStore(tmp_path / "jobs.sqlite", "jobs", key="uuid")
+    job_store.connect()
+    template = next(iter(finished.docs_store.query({"uuid": uuids[0]})))
+    lithium = copy.deepcopy(template)
+    lithium["uuid"] = "lithium"
+    lithium["metadata"] = {}
+    bcc = Structure(Lattice.cubic(3.44), ["Li", "Li"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    lithium["output"]["structure"] = lithium["output"]["output"]["structure"] = bcc.as_dict()
+    lithium["output"]["output"]["energy"] = 2 * (references["Li"] - 0.05)
+    job_store.update([lithium], key="uuid")
+    reference, results, elements = _stores(tmp_path)
+    elements.update(list(element_store.query({})), key="reference_id")
+    builder = ResultsBuilder(job_store, results, reference, elements)
+    builder.connect()
+    with caplog.at_level(logging.WARNING):
+        for item in builder.get_items():
+            builder.update_targets([builder.process_item(item)])
+    [note] = builder.notes
+    assert note.startswith(f"Li (chgnet): job lithium at {references['Li'] - 0.05:.4f} eV/atom is lower than the "
+                           f"cached reference ({references['Li']:.4f} eV/atom") and "\n" not in note
+    assert any(r.getMessage() == note for r in caplog.records if r.levelno == logging.WARNING)
+    assert not list(reference.query({"formula": "Li"}))  # a pure element is never an entry

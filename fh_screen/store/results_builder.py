@@ -494,20 +494,30 @@ class ResultsBuilder(Builder):
         return {**pinned, **{e: {k: ref[k] for k in ("energy_per_atom_ev", "job_uuid")} for e, ref in new.items()}}, pins
 
     def _note_lower_vasp_elements(self, docs: Sequence[dict]) -> None:
-        """Warn (and note) each successful pure-element VASP result lower than the pinned reference of its element."""
-        source = SOURCES["vasp"]
+        """Warn (and note) each successful pure-element result lower than the reference of its element.
+
+        VASP: the pinned reference (``refresh_vasp_references=True`` re-pins). A force field: the
+        cached relax of :func:`element_prototypes` (a structure they do not reach came back lower).
+        Results keep the reference they were built with, so they stay comparable.
+        """
+        vasp = SOURCES["vasp"]
         for doc in docs:
-            element = doc.get("chemsys") or ""
-            if doc["source"] != source or doc["state"] != "successful" or not element or "-" in element:
+            element, source = doc.get("chemsys") or "", doc["source"]
+            if doc["state"] != "successful" or not element or "-" in element:
                 continue
             pinned = (doc.get("element_references_ev_per_atom") or {}).get(element)
             pinned_job = (doc.get("element_reference_jobs") or {}).get(element)
             energy = doc.get("energy_per_atom_ev")
             if pinned is None or energy is None or pinned_job == doc["job_uuid"] or energy >= pinned - 1e-9:
                 continue
-            note = (f"{element} ({source}): job {doc['job_uuid']} at {energy:.4f} eV/atom is lower than the pinned "
-                    f"reference, job {pinned_job} at {pinned:.4f} eV/atom; results keep the pinned one so they stay "
-                    f"comparable: rebuild with refresh_vasp_references=True to re-pin")
+            if source == vasp:
+                note = (f"{element} ({source}): job {doc['job_uuid']} at {energy:.4f} eV/atom is lower than the pinned "
+                        f"reference, job {pinned_job} at {pinned:.4f} eV/atom; results keep the pinned one so they "
+                        f"stay comparable: rebuild with refresh_vasp_references=True to re-pin")
+            else:
+                note = (f"{element} ({source}): job {doc['job_uuid']} at {energy:.4f} eV/atom is lower than the cached "
+                        f"reference ({pinned:.4f} eV/atom, the best prototype relaxed); results keep the cached one so "
+                        f"they stay comparable: a structure the prototypes miss may be the element's ground state")
             self.logger.warning(note)
             self.notes.append(note)
 

@@ -595,3 +595,45 @@ def test_a_pure_element_force_field_result_below_the_cached_reference_is_a_warni
                            f"cached reference ({references['Li']:.4f} eV/atom") and "\n" not in note
     assert any(r.getMessage() == note for r in caplog.records if r.levelno == logging.WARNING)
     assert not list(reference.query({"formula": "Li"}))  # a pure element is never an entry
+
+
+def test_force_field_references_can_be_relaxed_again_and_every_result_rebuilt_against_them(chgnet_run, tmp_path):
+    """A store whose cached Li reference is stale (cached before the ground-state prototypes, or wrong):
+    refresh_force_field_references relaxes it again and rebuilds each CHGNet result and its entry."""
+    from fh_screen.jobs import chgnet_prerelax_maker
+    from fh_screen.jobs.results import ResultsBackError, ResultsBackMaker, bring_results_back
+    from fh_screen.store.results_builder import ElementReferenceDoc
+
+    finished, _, references, uuids = chgnet_run
+    job_store = SQLiteStore(tmp_path / "jobs.sqlite", "jobs", key="uuid")
+    job_store.connect()
+    job_store.update(list(finished.docs_store.query({"uuid": {"$in": uuids[:2]}})), key="uuid")
+    store_path = tmp_path / "fh.sqlite"
+    reference, results, elements = _stores(tmp_path)
+    stale = {"Li": references["Li"] + 0.3, "F": references["F"]}
+    elements.update([ElementReferenceDoc(reference_id=f"{e}|chgnet", element=e, source="chgnet",
+                                         energy_per_atom_ev=v).model_dump() for e, v in stale.items()], key="reference_id")
+    for store in (reference, results, elements):
+        store.close()
+    first = bring_results_back(job_store, store_path)
+    assert first["states"] == {"successful": 2}
+
+    def lif(store_references):
+        with SQLiteStore(store_path, "results", key="result_id") as store:
+            docs = sorted(store.query({"formula": "LiF"}), key=lambda d: d["job_uuid"])
+        return [(d["energy_per_atom_ev"] - (store_references["Li"] + store_references["F"]) / 2) for d in docs], docs
+
+    expected_stale, docs = lif(stale)
+    assert [d["dhf_ev_per_atom"] for d in docs] == pytest.approx(expected_stale)
+    with pytest.raises(ResultsBackError, match="needs the force_field_maker"):
+        bring_results_back(job_store, store_path, refresh_force_field_references=True)
+    with pytest.raises(ResultsBackError, match="needs the force_field_maker"):
+        ResultsBackMaker(store_path=str(store_path), refresh_force_field_references=True).make(job_store=job_store)
+    again = bring_results_back(job_store, store_path, chgnet_prerelax_maker(steps=60), refresh_force_field_references=True)
+    assert again["states"] == {"successful": 2}  # both rebuilt, their ΔH_f changed by 0.15 eV/atom
+    expected, docs = lif(references)
+    assert [d["dhf_ev_per_atom"] for d in docs] == pytest.approx(expected, abs=1e-6)
+    assert [round(a - b, 6) for a, b in zip(expected_stale, expected)] == [-0.15, -0.15]
+    with SQLiteStore(store_path, "reference", key="formula") as store:
+        entry = next(iter(store.query({"formula": "LiF", "source": "chgnet"})))
+    assert entry["dhf_ev_per_atom"] == pytest.approx(min(expected), abs=1e-6)

@@ -164,6 +164,7 @@ def bring_results_back(
     job_store: JobStore | Store,
     store_path: str | Path | None = None,
     force_field_maker: Maker | None = None,
+    refresh_force_field_references: bool = False,
 ) -> dict[str, Any]:
     """Run the results builder from ``job_store`` into fh-screen's store.
 
@@ -177,6 +178,10 @@ def bring_results_back(
     force_field_maker
         The maker the force-field relaxes used: the missing element references are relaxed with
         it (cached in ``element_references``). None: only cached references are used.
+    refresh_force_field_references
+        Relax the element references of ``force_field_maker``'s source again (the cached ones are
+        replaced, e.g. those cached before the ground-state prototypes) and rebuild every result of
+        that source against them. Needs ``force_field_maker``.
 
     Returns
     -------
@@ -206,10 +211,18 @@ def bring_results_back(
         raise ResultsBackError("results back: no JobStore to read (run the job in a flow, or pass job_store)")
     check_job_store(job_store)
     check_force_field_maker(force_field_maker)
+    if refresh_force_field_references and force_field_maker is None:
+        raise ResultsBackError("refresh_force_field_references needs the force_field_maker that relaxes the references")
     results, elements, reference, where = results_stores(store_path)
+    refreshed: str | None = None
     if force_field_maker is not None:
         job_store.connect()
         source = force_field_source(force_field_maker.force_field_name)
+        if refresh_force_field_references:
+            elements.connect()
+            elements.remove_docs({"source": source})  # relaxed again below, for every element its results use
+            elements.close()
+            refreshed = source
         wanted: set[str] = set()
         for doc in job_store.query({"output": {"$ne": None}}, properties=["uuid", "index", "name", "output", "metadata"]):
             facts = parse_task(doc)
@@ -224,7 +237,7 @@ def bring_results_back(
     results.close()
     # the builder's own run() closes every store at the end, the JobStore jobflow is writing to
     # included; the steps run here and only fh-screen's stores are closed
-    builder = ResultsBuilder(job_store, results, reference, elements)
+    builder = ResultsBuilder(job_store, results, reference, elements, rebuild_source=refreshed)
     builder.connect()
     for item in builder.get_items():
         builder.update_targets([builder.process_item(item)])
@@ -274,11 +287,15 @@ class ResultsBackMaker(Maker):
     store_path
         An embedded fh-screen store file to write into. None (default): the configured store,
         MongoDB included (:func:`results_stores`), which screens and ``fh-screen finetune`` read.
+    refresh_force_field_references
+        Relax the force field's element references again and rebuild its results against them
+        (:func:`bring_results_back`).
     """
 
     name: str = "fh-screen results back"
     force_field_maker: Maker | None = None
     store_path: str | None = None
+    refresh_force_field_references: bool = False
 
     def check_make(self, job_store: Any = None) -> None:
         """The checks :meth:`make` runs when the job is made: the store path, the maker, the JobStore (one line)."""
@@ -286,6 +303,11 @@ class ResultsBackMaker(Maker):
             raise ResultsBackError(f"name must be a text, got {self.name!r}")
         check_store_path(self.store_path)
         check_force_field_maker(self.force_field_maker)
+        if not isinstance(self.refresh_force_field_references, bool):
+            raise ResultsBackError(f"refresh_force_field_references must be True or False, got "
+                                   f"{self.refresh_force_field_references!r}")
+        if self.refresh_force_field_references and self.force_field_maker is None:
+            raise ResultsBackError("refresh_force_field_references needs the force_field_maker that relaxes the references")
         check_job_store(job_store)
 
     def make(self, upstream: Any = None, job_store: JobStore | Store | None = None) -> Job:
@@ -299,7 +321,8 @@ class ResultsBackMaker(Maker):
         :class:`ResultsBackError` here, in one line.
         """
         self.check_make(job_store)
-        made = _results_back_job(self.force_field_maker, self.store_path, upstream, job_store)
+        made = _results_back_job(self.force_field_maker, self.store_path, upstream, job_store,
+                                 self.refresh_force_field_references)
         made.name = self.name
         made.config.expose_store = True
         return made
@@ -311,6 +334,7 @@ def _results_back_job(
     store_path: str | Path | None,
     upstream: Any = None,
     job_store: JobStore | Store | None = None,
+    refresh_force_field_references: bool = False,
 ) -> dict[str, Any]:
     """The body of :meth:`ResultsBackMaker.make`'s job."""
     from jobflow import CURRENT_JOB
@@ -318,5 +342,6 @@ def _results_back_job(
     store = job_store if job_store is not None else CURRENT_JOB.store
     from fh_screen.version import __version__
 
-    counts = bring_results_back(store, store_path, force_field_maker)  # None: the configured store
+    counts = bring_results_back(store, store_path, force_field_maker,  # None: the configured store
+                                refresh_force_field_references=refresh_force_field_references)
     return {**counts, "fh_screen_version": __version__}

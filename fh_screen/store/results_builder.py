@@ -385,7 +385,8 @@ class ResultsBuilder(Builder):
     """Bring finished atomate2 calculations back as reference entries (incremental)."""
 
     def __init__(self, jobs: Store, results: Store, reference: Store, element_references: Store,
-                 query: dict | None = None, refresh_vasp_references: bool = False, **kwargs: Any) -> None:
+                 query: dict | None = None, refresh_vasp_references: bool = False, rebuild_source: str | None = None,
+                 **kwargs: Any) -> None:
         """Describe the build.
 
         Parameters
@@ -404,6 +405,9 @@ class ResultsBuilder(Builder):
         refresh_vasp_references
             Re-pin every VASP element reference from the lowest pure-element task now in the
             store and rebuild every VASP result against them (default: keep the pinned ones).
+        rebuild_source
+            Rebuild every result of this source (its element references were just relaxed again:
+            ``bring_results_back(refresh_force_field_references=True)``).
         """
         self.jobs = jobs
         self.results = results
@@ -411,6 +415,7 @@ class ResultsBuilder(Builder):
         self.element_references = element_references
         self.query = query or {}
         self.refresh_vasp_references = refresh_vasp_references
+        self.rebuild_source = rebuild_source
         self.kwargs = kwargs
         #: One line per pure-element VASP task that came back lower than its pinned reference (also logged).
         self.notes: list[str] = []
@@ -465,7 +470,8 @@ class ResultsBuilder(Builder):
         pending = []
         for facts in self._tasks():
             result_id = f"{facts['source']}|{facts['job_uuid']}|{facts['job_index']}"
-            rebuild = self.refresh_vasp_references and facts["source"] == SOURCES["vasp"]
+            rebuild = ((self.refresh_vasp_references and facts["source"] == SOURCES["vasp"])
+                       or (self.rebuild_source is not None and facts["source"] == self.rebuild_source))
             if done.get(result_id) in (None, "no_reference") or rebuild:
                 pending.append((result_id, facts))
         return pending

@@ -225,6 +225,8 @@ def test_a_source_of_results_brought_back_is_neither_ingested_into_nor_removed_b
         assert f"'my-{source}'" in result.output
         removed = runner.invoke(build_app(), ["ingest", "--remove-source", source])
         assert removed.exit_code == 2 and "are not removed by hand" in removed.output and removed.output.count("\n") == 1
+        fresh = runner.invoke(build_app(), ["ingest", "--remove-source", source, "--store", str(tmp_path / "new.db")])
+        assert fresh.exit_code == 2 and not (tmp_path / "new.db").exists()  # refused before a store is made
     with FhScreenStore.embedded(store_file) as store:
         with pytest.raises(DataError, match="holds the results brought back"):
             ingest_file(store.reference, mine, source="chgnet")

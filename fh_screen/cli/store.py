@@ -69,6 +69,9 @@ def ingest_command(
         if path is not None:
             fail("give either a PATH to ingest or --remove-source NAME, not both")
         check_source(remove_source)
+        from fh_screen.store.stores import check_removable_source
+
+        check_removable_source(remove_source)  # before the store is opened (or filled on first use)
         with _open_store(store_file, read_only=False) as store:
             n_removed = store.remove_source(remove_source)
             console().print(f"removed {n_removed:,} reference entries of source {remove_source!r}; store "

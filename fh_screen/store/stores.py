@@ -49,6 +49,7 @@ __all__ = [
     "ScreenExistsError",
     "ScreenNotFoundError",
     "SourceOwnedError",
+    "check_removable_source",
     "new_run_id",
 ]
 
@@ -74,6 +75,17 @@ _SAVE_BATCH = 10000
 
 class SourceOwnedError(FhScreenError):
     """A change by hand to a source that the results builder owns; the message is one line."""
+
+
+def check_removable_source(source: str) -> str:
+    """``source`` if its entries may be removed by hand; :class:`SourceOwnedError` (one line) for a
+    source of results brought back from atomate2 (:data:`~fh_screen.store.documents.RESULT_SOURCES`)."""
+    if source in RESULT_SOURCES:
+        raise SourceOwnedError(
+            f"source {source!r} holds the results brought back from atomate2 (fh-screen results): its entries "
+            f"follow those results and are not removed by hand; leave it out of a screen with --sources "
+            f"(e.g. --sources oqmd, sources='oqmd')")
+    return source
 
 
 class ScreenExistsError(FhScreenError):
@@ -340,11 +352,7 @@ class FhScreenStore:
         (:data:`~fh_screen.store.documents.RESULT_SOURCES`): its entries follow the results
         collection, and removing them alone would leave results that no rerun brings back.
         """
-        if source in RESULT_SOURCES:
-            raise SourceOwnedError(
-                f"source {source!r} holds the results brought back from atomate2 (fh-screen results): its entries "
-                f"follow those results and are not removed by hand; leave it out of a screen with --sources "
-                f"(e.g. --sources oqmd, sources='oqmd')")
+        check_removable_source(source)
         n = self.reference.count({"source": source})
         if n:
             self.reference.remove_docs({"source": source})

@@ -113,6 +113,14 @@ TOP_COLUMNS = ["system", "formula", "p_stable", "model", "e_above_hull_pred_ev_p
                "dhf_std_ev_per_atom", "selected", "run_id"]
 
 
+def model_criteria(model: str | None) -> dict:
+    """Store criteria for a model given as ``name`` or ``name@version`` (the form every export shows)."""
+    if not model:
+        return {}
+    name, _, version = str(model).partition("@")
+    return {"model_name": name, **({"model_version": version} if version else {})}
+
+
 def top_candidates(
     screens: Store,
     top: int = 100,
@@ -144,18 +152,12 @@ def top_candidates(
         raise QueryError(f"top must be 0 (all) or a positive number of rows, got {top!r}")
     if isinstance(min_p, bool) or not isinstance(min_p, (int, float)) or not 0 <= float(min_p) <= 1:
         raise QueryError(f"min_p must be a probability between 0 and 1, got {min_p!r}")
-    criteria: dict = {}
-    version = None
-    if model:
-        name, _, version = str(model).partition("@")
-        criteria["model_name"] = name
+    criteria: dict = model_criteria(model)
     if chemsys is not None:
         criteria["chemsys"] = {"$in": subsystems(chemsys)}
     newest: dict[tuple[str, str], tuple[str, list[dict]]] = {}
     fields = ["run_id", "chemsys", "model_name", "model_version", "candidates"]
     for doc in screens.query(criteria=criteria, properties=fields):
-        if version and str(doc.get("model_version")) != version:
-            continue
         label = f"{doc.get('model_name')}@{doc.get('model_version')}"
         key = (str(doc.get("chemsys")), label)
         run_id = str(doc.get("run_id"))

@@ -449,7 +449,7 @@ class ResultsBuilder(Builder):
         if not docs:
             return
         self.results.update(docs, key="result_id")
-        self._note_lower_vasp_elements(docs)
+        self._note_lower_element_results(docs)
         # pure elements are the references themselves, not reference entries
         touched = {(d["formula"], d["source"]) for d in docs if d["formula"] and "-" in (d["chemsys"] or "")}
         for formula, source in sorted(touched):
@@ -499,7 +499,7 @@ class ResultsBuilder(Builder):
                 for e, ref in new.items()]
         return {**pinned, **{e: {k: ref[k] for k in ("energy_per_atom_ev", "job_uuid")} for e, ref in new.items()}}, pins
 
-    def _note_lower_vasp_elements(self, docs: Sequence[dict]) -> None:
+    def _note_lower_element_results(self, docs: Sequence[dict]) -> None:
         """Warn (and note) each successful pure-element result lower than the reference of its element.
 
         VASP: the pinned reference (``refresh_vasp_references=True`` re-pins). A force field: the

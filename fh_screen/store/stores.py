@@ -29,7 +29,7 @@ from fh_screen.store.documents import (
     prediction_id,
     utcnow,
 )
-from fh_screen.store.query import criteria_for
+from fh_screen.store.query import criteria_for, model_criteria
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -283,7 +283,7 @@ class FhScreenStore:
             formula=formula, chemsys=chemsys, nelements=nelements,
             min_dhf_ev_per_atom=min_dhf_ev_per_atom, max_dhf_ev_per_atom=max_dhf_ev_per_atom,
         )
-        criteria.update(_model_criteria(model_name))
+        criteria.update(model_criteria(model_name))
         docs = self.predictions.query(criteria=criteria, properties=PREDICTION_COLUMNS, limit=limit)
         return [_strip_id(d) for d in docs]
 
@@ -388,7 +388,7 @@ class FhScreenStore:
             from fh_screen.chem.formula import ALL_ELEMENT_SYMBOLS
 
             criteria["chemsys"] = "-".join(parse_chemsys(chemsys, ALL_ELEMENT_SYMBOLS))
-        criteria.update(_model_criteria(model_name))
+        criteria.update(model_criteria(model_name))
         docs = self.screens.query(criteria=criteria, properties=_SUMMARY_FIELDS,
                                   sort={"run_id": -1}, limit=limit)
         return [_strip_id(d) for d in docs]
@@ -474,14 +474,6 @@ def _finite_or_none(value) -> float | None:
         return None
     value = float(value)
     return value if math.isfinite(value) else None
-
-
-def _model_criteria(model: str | None) -> dict:
-    """Store criteria for a model given as ``name`` or ``name@version`` (the form every export shows)."""
-    if not model:
-        return {}
-    name, _, version = str(model).partition("@")
-    return {"model_name": name, **({"model_version": version} if version else {})}
 
 
 def _prediction_criteria(min_dhf_ev_per_atom=None, max_dhf_ev_per_atom=None, **filters) -> dict:

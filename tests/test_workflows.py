@@ -161,7 +161,8 @@ def test_closed_loop_recipe_fills_a_new_fh_store_with_the_shipped_reference_and_
         assert fh.reference_frame(chemsys="Li-Fe-O").empty
 
 
-def test_closed_loop_rerun_writes_the_next_free_model_name_and_a_taken_name_fails_in_one_line(tmp_path, fh_settings, capsys):
+def test_closed_loop_rerun_writes_the_next_free_model_name_and_a_taken_name_fails_in_one_line(tmp_path, fh_settings, capsys,
+                                                                                             oqmd_dir):
     """A rerun of the loop (its fine-tuned model already written) must work: it writes <model>-ft-2, -3, ...
     beside the earlier models; a --name that holds a model stops before anything runs, in one line."""
     import shutil

@@ -23,6 +23,7 @@ from fh_screen.jobs import (
 )
 from fh_screen.jobs.results import ResultsBackMaker
 from fh_screen.store import FhScreenStore, SQLiteStore
+from fh_screen.store.results_builder import force_field_model
 from store_fixtures import fresh_machine
 
 torch.set_num_threads(1)
@@ -177,10 +178,12 @@ def test_a_relax_that_is_not_the_composition_asked_for_is_rejected_in_the_handof
     for doc in job_docs:
         asked = "LiF" if " LiF" in doc["name"] else "NaF"
         assert doc["metadata"]["fh_screen_formula"] == asked
+        assert doc["metadata"]["fh_screen_force_field_model"] == force_field_model(relax)  # the model, for the builder
     assert summary["states"] == {"successful": 1, "rejected": 1} and summary["formulas"] == ["LiF"]
     good = next(d for name, d in results.items() if " LiF" in name)
     wrong = next(d for name, d in results.items() if " NaF" in name)
     assert good["state"] == "successful" and good["expected_formula"] == "LiF"
+    assert good["force_field_model"] == force_field_model(relax) and good["force_field_model"].startswith("CHGNet ")
     assert wrong["state"] == "rejected" and wrong["dhf_ev_per_atom"] is None
     assert wrong["message"] == "structure is LiF, the job was asked for NaF"
     assert [(e["formula"], e["source_id"]) for e in chgnet_entries] == [("LiF", good["job_uuid"])]

@@ -637,3 +637,58 @@ def test_force_field_references_can_be_relaxed_again_and_every_result_rebuilt_ag
     with SQLiteStore(store_path, "reference", key="formula") as store:
         entry = next(iter(store.query({"formula": "LiF", "source": "chgnet"})))
     assert entry["dhf_ev_per_atom"] == pytest.approx(min(expected), abs=1e-6)
+
+
+def test_force_field_model_names_the_model_each_maker_loads():
+    """atomate2's task document holds the package version only; the model comes from the maker's calculator kwargs."""
+    pytest.importorskip("chgnet")
+    from atomate2.forcefields.jobs import ForceFieldRelaxMaker
+    from chgnet.model import CHGNet
+
+    from fh_screen.store.results_builder import force_field_model
+
+    loaded = CHGNet.load(verbose=False)  # what atomate2's CHGNet calculator loads without a model
+    assert force_field_model(ForceFieldRelaxMaker(force_field_name="CHGNet")) == f"CHGNet {loaded.version}"
+    assert force_field_model(ForceFieldRelaxMaker(force_field_name="CHGNet", calculator_kwargs={"model": loaded})) \
+        == f"CHGNet {loaded.version}"
+    assert force_field_model(ForceFieldRelaxMaker(
+        force_field_name="CHGNet", calculator_kwargs={"model": "/models/finetuned.pt"})) == "CHGNet /models/finetuned.pt"
+    assert force_field_model(object()) is None
+
+
+def test_a_result_of_another_model_than_the_cached_references_waits_for_its_own(chgnet_run, tmp_path):
+    """Review 12: the model a relax loaded (job metadata, set by the handoff) is on the result and on the
+    references; one model's energy is never referenced to another model's elements: the result waits
+    (no_reference, one line) until references of its model are cached, then it is built."""
+    from fh_screen.store.results_builder import FORCE_FIELD_MODEL_METADATA_KEY, force_field_model
+    from fh_screen.jobs import chgnet_prerelax_maker
+
+    finished, element_store, references, uuids = chgnet_run
+    model = force_field_model(chgnet_prerelax_maker())
+    assert {d["force_field_model"] for d in element_store.query({})} == {model}
+    job_store = _copy_store(finished, tmp_path)
+    template = next(iter(job_store.query({"uuid": uuids[0]})))
+    same, older = _variant(template, "same-model"), _variant(template, "older-model")
+    same["metadata"] = {FORCE_FIELD_MODEL_METADATA_KEY: model}
+    older["metadata"] = {FORCE_FIELD_MODEL_METADATA_KEY: "CHGNet 0.2.0"}
+    job_store.update([same, older], key="uuid")
+    reference, results, elements = _stores(tmp_path)
+    elements.update(list(element_store.query({})), key="reference_id")
+    _build(job_store, results, reference, elements)
+    docs = {d["job_uuid"]: d for d in results.query({})}
+    assert docs["same-model"]["state"] == "successful" and docs["same-model"]["force_field_model"] == model
+    assert docs[uuids[0]]["state"] == "successful" and docs[uuids[0]]["force_field_model"] is None  # not recorded
+    wrong = docs["older-model"]
+    assert wrong["state"] == "no_reference" and wrong["dhf_ev_per_atom"] is None and wrong["energy_ev"] is not None
+    assert wrong["message"] == (f"computed with CHGNet 0.2.0, but the cached chgnet references of F, Li are {model}: "
+                                "relax them again with a maker of CHGNet 0.2.0 "
+                                "(bring_results_back(..., refresh_force_field_references=True))")
+    assert next(iter(reference.query({"formula": "LiF", "source": "chgnet"})))["source_id"] != "older-model"
+    # references of that model arrive: the waiting result is built against them
+    older_refs = {"Li": references["Li"] + 0.1, "F": references["F"] - 0.1}
+    elements.update([ElementReferenceDoc(reference_id=f"{e}|chgnet", element=e, source="chgnet", energy_per_atom_ev=v,
+                                         force_field_model="CHGNet 0.2.0").model_dump()
+                     for e, v in older_refs.items()], key="reference_id")
+    _build(job_store, results, reference, elements)
+    rebuilt = next(iter(results.query({"job_uuid": "older-model"})))
+    assert rebuilt["state"] == "successful" and rebuilt["element_references_ev_per_atom"] == older_refs

@@ -28,7 +28,8 @@ from fh_screen.cli.common import (
 __all__ = ["register"]
 
 #: Columns of the table and of ``--csv`` (``--json`` has every field but the structure).
-RESULT_COLUMNS = ["formula", "source", "state", "dhf_ev_per_atom", "energy_per_atom_ev", "functional", "job_uuid",
+RESULT_COLUMNS = ["formula", "source", "state", "dhf_ev_per_atom", "energy_per_atom_ev", "functional",
+                  "force_field_model", "job_uuid",
                   "job_name", "message", "expected_formula", "last_updated"]
 STATES = ("successful", "failed", "unconverged", "rejected", "no_reference")
 

@@ -36,6 +36,7 @@ from jobflow import Flow, Job, JobConfig, Maker, OnMissing, Response
 from fh_screen.errors import FhScreenError, one_line
 from fh_screen.jobs.base import fh_screen_job
 from fh_screen.jobs.schemas import HandoffDocument, HandoffEntry, Problem, StructureCandidate, StructuresDocument
+from fh_screen.store.results_builder import FORCE_FIELD_MODEL_METADATA_KEY, FORMULA_METADATA_KEY, force_field_model
 
 logger = logging.getLogger(__name__)
 
@@ -72,22 +73,24 @@ def chgnet_prerelax_maker(steps: int = 500, fmax_ev_per_angstrom: float = 0.1, *
     )
 
 
-#: Job metadata key of the composition a relax / DFT job was asked for: the results builder
-#: (:func:`fh_screen.store.results_builder.parse_task`) rejects a result whose final structure is
-#: another composition.
-FORMULA_METADATA_KEY = "fh_screen_formula"
-
-
-def expect_formula(made: Job | Flow, formula: str) -> Job | Flow:
+def expect_formula(made: Job | Flow, formula: str, maker: Maker | None = None) -> Job | Flow:
     """Record ``formula`` (reduced) as the composition every job of ``made`` is asked for.
 
     Sets ``job.metadata["fh_screen_formula"]`` on each job (of a flow too) and on the jobs they
     create when they run (jobflow's dynamic ``update_metadata``); jobflow stores a job's metadata
-    with its output, where :class:`~fh_screen.store.results_builder.ResultsBuilder` reads it.
+    with its output, where :class:`~fh_screen.store.results_builder.ResultsBuilder` reads it: it
+    rejects a result whose final structure is another composition. With a force-field ``maker``,
+    also the model it loads (``fh_screen_force_field_model``, :func:`force_field_model`), which
+    atomate2's task document does not record: the builder never references one model's energies
+    to another model's elements.
     """
     from pymatgen.core import Composition
 
-    made.update_metadata({FORMULA_METADATA_KEY: Composition(formula).reduced_formula})
+    metadata = {FORMULA_METADATA_KEY: Composition(formula).reduced_formula}
+    model = force_field_model(maker) if maker is not None else None
+    if model:
+        metadata[FORCE_FIELD_MODEL_METADATA_KEY] = model
+    made.update_metadata(metadata)
     return made
 
 
@@ -145,7 +148,7 @@ def _dft_response(doc: HandoffDocument, dft_maker: Maker | None, mode: str, name
             doc.problems.append(Problem(stage="handoff", formula=entry.formula, message=one_line(exc, with_type=True)))
             continue
         made.name = f"{made.name} {entry.formula}"
-        expect_formula(made, entry.formula)
+        expect_formula(made, entry.formula, dft_maker)
         entry.dft_job_uuids = _job_uuids(made)
         entry.dft_flow_name = made.name
         flows.append(made)
@@ -319,7 +322,7 @@ class HandoffMaker(Maker):
             for i, candidate in enumerate(candidates):
                 relax = self.prerelax_maker.make(candidate.structure)
                 relax.name = f"{relax.name} {formula} #{i + 1}"
-                expect_formula(relax, formula)
+                expect_formula(relax, formula, self.prerelax_maker)
                 relax_jobs.append(relax)
                 trials.append({"formula": formula, "index": i + 1, "source": candidate.source,
                                "prototype": candidate.prototype})

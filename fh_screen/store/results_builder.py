@@ -44,6 +44,7 @@ import math
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
+from os import PathLike
 from typing import TYPE_CHECKING, Any, Literal
 
 from maggma.core import Builder, Store
@@ -66,7 +67,10 @@ __all__ = [
     "ResultError",
     "ResultsBuilder",
     "element_prototypes",
+    "FORCE_FIELD_MODEL_METADATA_KEY",
+    "FORMULA_METADATA_KEY",
     "force_field_element_references",
+    "force_field_model",
     "ground_state_prototypes",
     "force_field_source",
     "parse_task",
@@ -78,6 +82,13 @@ SOURCES = {"force_field": "chgnet", "vasp": "atomate2-vasp"}
 FORCE_FIELD_SOURCES = {"CHGNet": "chgnet", "MACE": "mace", "M3GNet": "m3gnet"}
 #: States of a result; only ``successful`` carries a formation enthalpy.
 ResultState = Literal["successful", "failed", "unconverged", "rejected", "no_reference"]
+#: Job metadata key of the composition a relax / DFT job was asked for (set by the handoff):
+#: a result whose final structure is another composition is rejected.
+FORMULA_METADATA_KEY = "fh_screen_formula"
+#: Job metadata key of the force-field model a relax job loads (:func:`force_field_model`, set by
+#: the handoff): atomate2's task document records the package version only, and one package
+#: ships several models whose energies are not on one scale.
+FORCE_FIELD_MODEL_METADATA_KEY = "fh_screen_force_field_model"
 #: Elements whose reference is a dimer in a box (gases at standard conditions).
 DIMER_ELEMENTS = frozenset({"H", "N", "O", "F", "Cl"})
 
@@ -106,6 +117,8 @@ class ComputedResultDoc(BaseModel):
     element_reference_jobs: dict[str, str | None] | None = Field(None, description="Job uuid of each reference used.")
     functional: str | None = Field(None, description="Force field name or VASP run type (GGA, GGA+U, ...).")
     package_version: str | None = Field(None, description="Force-field or VASP version.")
+    force_field_model: str | None = Field(
+        None, description="The force-field model the job loaded (e.g. 'CHGNet 0.3.0'), when the job recorded it.")
     expected_formula: str | None = Field(None, description="The composition the job was asked for, when recorded.")
     last_updated: datetime = Field(default_factory=utcnow)
 
@@ -120,6 +133,7 @@ class ElementReferenceDoc(BaseModel):
     structure: dict | None = None
     functional: str | None = None
     package_version: str | None = None
+    force_field_model: str | None = None
     job_uuid: str | None = None
     last_updated: datetime = Field(default_factory=utcnow)
 
@@ -162,7 +176,8 @@ def parse_task(job_doc: dict) -> dict | None:
         "source": _source(kind, output), "job_uuid": str(job_doc.get("uuid")), "job_index": int(job_doc.get("index", 1) or 1),
         "job_name": job_doc.get("name"), "state": "successful", "message": None, "composition": None,
         "structure": None, "energy_ev": None, "entry": None,
-        "expected_formula": (job_doc.get("metadata") or {}).get("fh_screen_formula"),
+        "expected_formula": (job_doc.get("metadata") or {}).get(FORMULA_METADATA_KEY),
+        "force_field_model": None,
     }
     structure = output.get("structure") or (output.get("output") or {}).get("structure")
     if isinstance(structure, dict):
@@ -177,6 +192,7 @@ def parse_task(job_doc: dict) -> dict | None:
     if kind == "force_field":
         facts["functional"] = output.get("forcefield_name") or output.get("ase_calculator_name")
         facts["package_version"] = output.get("forcefield_version")
+        facts["force_field_model"] = (job_doc.get("metadata") or {}).get(FORCE_FIELD_MODEL_METADATA_KEY)
         # atomate2 marks an unconverged relax as failed: convergence is checked first
         unconverged = _unconverged(output, inner)
         if unconverged:
@@ -343,6 +359,44 @@ def force_field_element_references(elements: Iterable[str], maker: Maker, store:
     return cached
 
 
+def force_field_model(maker: Maker) -> str | None:
+    """The force-field model ``maker`` loads, e.g. ``'CHGNet 0.3.0'`` (None when it cannot be told).
+
+    atomate2 builds the calculator from ``maker.calculator_kwargs``: a model object there gives
+    its ``version`` (a fine-tuned one without a version: ``'CHGNet (custom model)'``), a name or
+    path is quoted as given, and with neither CHGNet loads ``CHGNet.load``'s default model.
+    """
+    name = getattr(maker, "force_field_name", None)
+    if name is None:
+        return None
+    label = str(getattr(name, "value", name)).removeprefix("MLFF.")
+    kwargs = getattr(maker, "calculator_kwargs", None) or {}
+    for key in ("model", "model_name", "model_path", "path"):
+        value = kwargs.get(key)
+        if value is None:
+            continue
+        if isinstance(value, (str, PathLike)):
+            return f"{label} {value}"
+        version = getattr(value, "version", None)
+        return f"{label} {version}" if version else f"{label} (custom model)"
+    if label == "CHGNet":
+        default = _chgnet_default_model()
+        return f"CHGNet {default}" if default else None
+    return None
+
+
+def _chgnet_default_model() -> str | None:
+    """The model name ``CHGNet.load()`` loads by default in the installed chgnet (None without chgnet)."""
+    import inspect
+
+    try:
+        from chgnet.model import CHGNet
+    except ImportError:
+        return None
+    default = inspect.signature(CHGNet.load).parameters.get("model_name")
+    return None if default is None or default.default is inspect.Parameter.empty else str(default.default)
+
+
 def _maker_source(maker: Maker, source: str | None) -> str:
     """The source label of ``maker``'s force field, checked against ``source`` when given."""
     name = getattr(maker, "force_field_name", None)
@@ -363,6 +417,7 @@ def _relax_element(element: str, maker: Maker, source: str) -> ElementReferenceD
     from maggma.stores import MemoryStore
 
     best: ElementReferenceDoc | None = None
+    model = force_field_model(maker)
     for structure in element_prototypes(element):
         job = maker.make(structure)
         job_store = JobStore(MemoryStore(), additional_stores={"data": MemoryStore()})
@@ -377,7 +432,8 @@ def _relax_element(element: str, maker: Maker, source: str) -> ElementReferenceD
             best = ElementReferenceDoc(
                 reference_id=f"{element}|{source}", element=element, source=source, energy_per_atom_ev=energy,
                 structure=output.structure.as_dict(), functional=getattr(output, "forcefield_name", None),
-                package_version=getattr(output, "forcefield_version", None), job_uuid=job.uuid)
+                package_version=getattr(output, "forcefield_version", None), force_field_model=model,
+                job_uuid=job.uuid)
     return best
 
 
@@ -477,7 +533,8 @@ class ResultsBuilder(Builder):
         return pending
 
     def _cached_references(self, source: str) -> dict[str, dict]:
-        return {d["element"]: {"energy_per_atom_ev": d["energy_per_atom_ev"], "job_uuid": d.get("job_uuid")}
+        return {d["element"]: {"energy_per_atom_ev": d["energy_per_atom_ev"], "job_uuid": d.get("job_uuid"),
+                               "force_field_model": d.get("force_field_model")}
                 for d in self.element_references.query({"source": source})}
 
     def _vasp_references(self, facts: Sequence[dict]) -> tuple[dict[str, dict], list[dict]]:
@@ -607,6 +664,7 @@ def _result_doc(result_id: str, facts: dict, references: dict[str, dict]) -> Com
         result_id=result_id, job_uuid=facts["job_uuid"], job_index=facts["job_index"], job_name=facts["job_name"],
         source=facts["source"], structure=facts["structure"], functional=facts.get("functional"),
         package_version=facts.get("package_version"), expected_formula=facts.get("expected_formula"),
+        force_field_model=facts.get("force_field_model"),
         formula=_reduced(composition) if composition is not None else None,
         chemsys=chemsys_of(sorted(str(e) for e in composition.elements)) if composition is not None else None,
     )
@@ -622,6 +680,9 @@ def _result_doc(result_id: str, facts: dict, references: dict[str, dict]) -> Com
     if missing:
         return ComputedResultDoc(**common, state="no_reference", **energies,
                                  message=_missing_message(facts, missing))
+    mismatch = _model_mismatch(facts, references, elements)
+    if mismatch:
+        return ComputedResultDoc(**common, state="no_reference", **energies, message=mismatch)
     mu = {e: float(references[e]["energy_per_atom_ev"]) for e in elements}
     dhf = (energy - sum(composition[e] * mu[e] for e in elements)) / n_atoms
     problem = _implausible(dhf)
@@ -652,6 +713,25 @@ def _missing_message(facts: dict, missing: Sequence[str]) -> str:
         return f"no {source} reference for {elements} yet"
     return (f"no {source} reference for {elements} yet: cache them with force_field_element_references "
             f"and a {facts.get('functional') or source} maker (another force field's are never used)")
+
+
+def _model_mismatch(facts: dict, references: dict[str, dict], elements: Sequence[str]) -> str | None:
+    """Why a force-field result cannot use these references: they were relaxed with another model.
+
+    Only where both the result and the reference name their model (:func:`force_field_model`);
+    one source holds one model's energies, since two models' total energies are not on one scale.
+    """
+    model = facts.get("force_field_model")
+    if not model or not _is_force_field(facts["source"]):
+        return None
+    others = {e: references[e].get("force_field_model") for e in elements}
+    others = {e: m for e, m in others.items() if m and m != model}
+    if not others:
+        return None
+    cached = ", ".join(sorted(set(others.values())))
+    return (f"computed with {model}, but the cached {facts['source']} references of {', '.join(sorted(others))} "
+            f"are {cached}: relax them again with a maker of {model} "
+            f"(bring_results_back(..., refresh_force_field_references=True))")
 
 
 def _implausible(dhf: float) -> str | None:

@@ -692,3 +692,47 @@ def test_a_result_of_another_model_than_the_cached_references_waits_for_its_own(
     _build(job_store, results, reference, elements)
     rebuilt = next(iter(results.query({"job_uuid": "older-model"})))
     assert rebuilt["state"] == "successful" and rebuilt["element_references_ev_per_atom"] == older_refs
+
+
+def test_a_lower_pure_element_relax_in_the_job_store_becomes_the_reference_when_references_are_relaxed(
+        chgnet_run, tmp_path):
+    """A CHGNet relax of Li in the JobStore 0.05 eV/atom below the best prototype: a note while the cached reference
+    stands; relaxing the references again takes the lower one, and LiF's ΔH_f moves by half of that (x_Li = 1/2)."""
+    from fh_screen.jobs import chgnet_prerelax_maker
+    from fh_screen.jobs.results import bring_results_back
+
+    finished, element_store, references, uuids = chgnet_run
+    job_store = SQLiteStore(tmp_path / "jobs.sqlite", "jobs", key="uuid")
+    job_store.connect()
+    job_store.update(list(finished.docs_store.query({"uuid": uuids[0]})), key="uuid")
+    lithium = copy.deepcopy(next(iter(job_store.query({"uuid": uuids[0]}))))
+    lithium.update(uuid="lithium", metadata={})
+    bcc = Structure(Lattice.cubic(3.44), ["Li", "Li"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    lithium["output"]["structure"] = lithium["output"]["output"]["structure"] = bcc.as_dict()
+    lithium["output"]["output"]["energy"] = 2 * (references["Li"] - 0.05)
+    job_store.update([lithium], key="uuid")
+    store_path = tmp_path / "fh.sqlite"
+    reference, results, elements = _stores(tmp_path)
+    elements.update(list(element_store.query({})), key="reference_id")
+    for store in (reference, results, elements):
+        store.close()
+
+    def lif_and_li_reference():
+        with SQLiteStore(store_path, "results", key="result_id") as store:
+            lif = next(iter(store.query({"job_uuid": uuids[0]})))["dhf_ev_per_atom"]
+        with SQLiteStore(store_path, "element_references", key="reference_id") as store:
+            li = next(iter(store.query({"reference_id": "Li|chgnet"})))
+        return lif, li
+
+    first = bring_results_back(job_store, store_path)
+    [note] = first["notes"]
+    assert note.startswith("Li (chgnet): job lithium") and note.endswith("(refresh_force_field_references=True takes "
+                                                                        "the lower one)")
+    before, li = lif_and_li_reference()
+    assert li["job_uuid"] != "lithium" and li["energy_per_atom_ev"] == pytest.approx(references["Li"])
+    again = bring_results_back(job_store, store_path, chgnet_prerelax_maker(steps=60), refresh_force_field_references=True)
+    after, li = lif_and_li_reference()
+    assert li["job_uuid"] == "lithium" and li["energy_per_atom_ev"] == pytest.approx(references["Li"] - 0.05, abs=1e-6)
+    assert li["force_field_model"] == f"CHGNet {li['force_field_model'].split()[-1]}" and li["structure"]
+    assert after - before == pytest.approx(0.025, abs=2e-3)  # the prototypes relax again to within 2 meV/atom
+    assert again["notes"] == [] and again["states"] == {"successful": 2}  # LiF, and Li itself: now 0, not -0.05

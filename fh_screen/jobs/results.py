@@ -177,7 +177,9 @@ def bring_results_back(
         MongoDB (:func:`results_stores`), so that screens and ``fh-screen finetune`` see the results.
     force_field_maker
         The maker the force-field relaxes used: the missing element references are relaxed with
-        it (cached in ``element_references``). None: only cached references are used.
+        it (cached in ``element_references``); a relax of the pure element in ``job_store``
+        that came out lower (of the same model) is the reference instead. None: only cached
+        references are used.
     refresh_force_field_references
         Relax the element references of ``force_field_maker``'s source again (the cached ones are
         replaced, e.g. those cached before the ground-state prototypes) and rebuild every result of
@@ -203,7 +205,9 @@ def bring_results_back(
     from fh_screen.store.results_builder import (
         ResultsBuilder,
         force_field_element_references,
+        force_field_model,
         force_field_source,
+        lowest_force_field_elements,
         parse_task,
     )
 
@@ -223,13 +227,23 @@ def bring_results_back(
             elements.remove_docs({"source": source})  # relaxed again below, for every element its results use
             elements.close()
             refreshed = source
-        wanted: set[str] = set()
+        tasks = []
         for doc in job_store.query({"output": {"$ne": None}}, properties=["uuid", "index", "name", "output", "metadata"]):
             facts = parse_task(doc)
             if facts is not None and facts["source"] == source and facts["composition"] is not None:
-                wanted |= {str(e) for e in facts["composition"].elements}
+                tasks.append(facts)
+        wanted = sorted({str(e) for facts in tasks for e in facts["composition"].elements})
         elements.connect()
-        force_field_element_references(sorted(wanted), force_field_maker, elements)
+        cached = set(elements.distinct("element", {"source": source}))
+        relaxed = force_field_element_references(wanted, force_field_maker, elements)
+        # a reference cached now is the lower of the relaxed prototypes and the JobStore's own relaxes of the element
+        lower = [doc for element, doc in lowest_force_field_elements(tasks, source, force_field_model(force_field_maker)).items()
+                 if element not in cached and doc.energy_per_atom_ev < relaxed[element] - 1e-9]
+        for doc in lower:
+            logger.info("the %s reference of %s is job %s at %.4f eV/atom, below the best prototype (%.4f)",
+                        source, doc.element, doc.job_uuid, doc.energy_per_atom_ev, relaxed[doc.element])
+        if lower:
+            elements.update([doc.model_dump() for doc in lower], key="reference_id")
         elements.close()
     results.connect()
     before = {d["result_id"]: (d.get("state"), d.get("dhf_ev_per_atom"))

@@ -22,7 +22,9 @@ Formation enthalpies use elemental references computed with the same method, cac
 force fields (``chgnet``, ``mace``, ``m3gnet``, ...: :func:`force_field_source` of the task's ``forcefield_name``)
     :func:`force_field_element_references` relaxes a few simple structures of each element
     (bcc, fcc, hcp, diamond, a dimer in a box) once with a maker of the same force field and
-    caches the lowest energy per atom; one force field never uses another's references.
+    caches the lowest energy per atom (``bring_results_back`` also counts the JobStore's own relaxes
+    of the element, :func:`lowest_force_field_elements`); one force field never uses another's
+    references, nor one model another model's (:func:`force_field_model`).
 ``atomate2-vasp``
     the lowest VASP task of each pure element in the same JobStore, pinned in the cache the
     first time it is used (``refresh_vasp_references=True`` re-pins and rebuilds); every entry
@@ -73,6 +75,7 @@ __all__ = [
     "force_field_model",
     "ground_state_prototypes",
     "force_field_source",
+    "lowest_force_field_elements",
     "parse_task",
 ]
 
@@ -397,6 +400,32 @@ def _chgnet_default_model() -> str | None:
     return None if default is None or default.default is inspect.Parameter.empty else str(default.default)
 
 
+def lowest_force_field_elements(tasks: Iterable[dict], source: str, model: str | None = None) -> dict[str, ElementReferenceDoc]:
+    """The lowest successful pure-element task of ``source`` per element among parsed ``tasks`` (:func:`parse_task`).
+
+    A task that names another force-field model than ``model`` is left out (one that names none
+    is used). These stand beside the relaxed prototypes when a force field's references are
+    cached: the lower of the two is the reference.
+    """
+    found: dict[str, ElementReferenceDoc] = {}
+    for facts in tasks:
+        composition = facts.get("composition")
+        if (facts["source"] != source or facts["state"] != "successful" or composition is None
+                or len(composition.elements) != 1 or not _finite(facts.get("energy_ev"))):
+            continue
+        if model and facts.get("force_field_model") and facts["force_field_model"] != model:
+            continue
+        element = str(composition.elements[0])
+        energy = float(facts["energy_ev"]) / composition.num_atoms
+        if element not in found or energy < found[element].energy_per_atom_ev:
+            found[element] = ElementReferenceDoc(
+                reference_id=f"{element}|{source}", element=element, source=source, energy_per_atom_ev=energy,
+                structure=facts.get("structure"), functional=facts.get("functional"),
+                package_version=facts.get("package_version"),
+                force_field_model=facts.get("force_field_model") or model, job_uuid=facts["job_uuid"])
+    return found
+
+
 def _maker_source(maker: Maker, source: str | None) -> str:
     """The source label of ``maker``'s force field, checked against ``source`` when given."""
     name = getattr(maker, "force_field_name", None)
@@ -580,7 +609,8 @@ class ResultsBuilder(Builder):
             else:
                 note = (f"{element} ({source}): job {doc['job_uuid']} at {energy:.4f} eV/atom is lower than the cached "
                         f"reference ({pinned:.4f} eV/atom, the best prototype relaxed); results keep the cached one so "
-                        f"they stay comparable: a structure the prototypes miss may be the element's ground state")
+                        f"they stay comparable: a structure the prototypes miss may be the element's ground state "
+                        f"(refresh_force_field_references=True takes the lower one)")
             self.logger.warning(note)
             self.notes.append(note)
 

@@ -101,7 +101,10 @@ def test_runs_and_query_take_a_model_as_exports_name_it_and_say_which_models_a_s
         assert none.output.strip() == f"no saved screens of Li-O by model {model} (the store holds screens of paper@1)"
     predicted = runner.invoke(build_app(), ["query", "--formula", "Li2O2", "--kind", "predicted", "--model", "paper@1",
                                             "--store", store, "--json", "-"])
-    assert [row["model_name"] for row in json.loads(predicted.stdout)] == ["paper"]
+    assert [(row["model_name"], row["model_version"]) for row in json.loads(predicted.stdout)] == [("paper", "1")]
+    table = runner.invoke(build_app(), ["query", "--formula", "Li2O2", "--kind", "predicted", "--store", store],
+                          env={"COLUMNS": "200"})
+    assert table.exit_code == 0 and "│ paper@1 " in table.output  # the table names it as --model takes it
 
 
 def test_the_screen_table_shows_p_stable_for_a_model_without_sigma_too(settings_env):

@@ -302,6 +302,9 @@ def _print_table(frame, kind: Kind, limit: int) -> None:
             ("model_name", "model"),
         ],
     }[kind]
+    if "model_name" in frame.columns and "model_version" in frame.columns:  # the model as name@version, as --model takes it
+        frame = frame.assign(model_name=[f"{n}@{v}" if isinstance(n, str) and isinstance(v, str) and v else n
+                                         for n, v in zip(frame["model_name"], frame["model_version"])])
     columns = [(name, title) for name, title in columns if name in frame.columns and frame[name].notna().any()
                or name in ("formula", "dhf_ev_per_atom", "dhf_pred_ev_per_atom")]
     shown = frame.head(limit) if limit else frame

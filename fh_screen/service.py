@@ -314,8 +314,11 @@ def run_screen(
     """
     from fh_screen.chem.candidates import parse_chemsys
     from fh_screen.models.predictor import check_model_reference, load_predictor
+    import pandas as pd
+
     from fh_screen.screening import check_size
     from fh_screen.screening import screen as rank
+    from fh_screen.screening.core import NO_KNOWN_COMPOUND
 
     step = progress or (lambda label: None)
     if not isinstance(options, ScreenOptions):
@@ -353,7 +356,12 @@ def run_screen(
     if predictor is None:  # after the store: an unreachable server fails before seconds of loading
         step("loading the model")
         predictor = load_predictor(model)
-    result = rank(system, predictor=predictor, known=phases.frame, options=options, progress=progress)
+    frame = phases.frame
+    if given and frame is None:  # the caller's table holds nothing of the system: the screen says so
+        frame = pd.DataFrame({"formula": pd.Series([], dtype=str), "dhf_ev_per_atom": pd.Series([], dtype=float)})
+    result = rank(system, predictor=predictor, known=frame, options=options, progress=progress)
+    if not given:  # the store's own note names where it looked (or use_reference=False was asked for)
+        result.warnings = [w for w in result.warnings if not w.startswith(NO_KNOWN_COMPOUND)]
     for note in (set_aside, phases.note):
         if note:
             result.warnings.append(note)

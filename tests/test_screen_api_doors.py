@@ -109,7 +109,17 @@ def test_the_callers_known_table_refuses_what_ingest_refuses_and_counts_what_it_
     # a table none of whose rows is usable is still the caller's: never silently the store's
     empty = screen("Li-O", predictor=predictor, known=pd.DataFrame({"formula": ["Li2O"], "dhf_ev_per_atom": [np.nan]}),
                    options=options)
-    assert empty.n_known == 0 and len(empty.warnings) == 1
+    assert empty.n_known == 0 and len(empty.warnings) == 2
+    assert empty.warnings[0] == ("no known compound of Li-O in the known phases given: the hull is the pure elements "
+                                 "alone and every composition counts as new")
+    # the core screen without known phases says so, and how to give them (the audit: NaCl new, P(stable) 0.11)
+    from fh_screen.screening import screen as core_screen
+
+    bare = core_screen("Li-O", predictor=predictor, options=options)
+    assert bare.n_known == 0 and bare.warnings == [
+        "no known compound of Li-O (known=None): the hull is the pure elements alone and every composition counts as "
+        "new; pass known=DataFrame(formula, dhf_ev_per_atom), or screen with fh_screen.screen, which reads the known "
+        "phases from the store"]
 
 
 # -- 4. options are checked when made, with one line, the same in every door ------------------------------

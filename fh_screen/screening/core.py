@@ -61,6 +61,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "MAX_HULL_PROGRAMMES",
+    "NO_KNOWN_COMPOUND",
     "candidates_by_size",
     "check_size",
     "hull_programmes",
@@ -340,6 +341,8 @@ def _screen(chemsys: str | Sequence[str], *, predictor: Predictor | None, known:
     if options.charge_neutral:
         counts = counts[charge_balanced(counts, system)]
     known_rows, known_dhf = known_counts(known, system)
+    if not len(known_rows):
+        warnings.append(_no_known_phases_note(system, known))
     if options.include_known and len(known_rows):
         counts = _unique_rows(np.concatenate([counts, known_rows]))
     elif len(known_rows):
@@ -433,6 +436,21 @@ def _screen(chemsys: str | Sequence[str], *, predictor: Predictor | None, known:
         features=features,
         stability_model=None if classifier is None else classifier.identity,
     )
+
+
+#: The start of the note a screen without a known compound of its system gives.
+NO_KNOWN_COMPOUND = "no known compound of "
+
+
+def _no_known_phases_note(system: tuple[str, ...], known: pd.DataFrame | None) -> str:
+    """One line: the screen has no known compound of ``system``, so its hull is the elements alone."""
+    label = "-".join(system)
+    if known is None:
+        return (f"{NO_KNOWN_COMPOUND}{label} (known=None): the hull is the pure elements alone and every composition "
+                f"counts as new; pass known=DataFrame(formula, dhf_ev_per_atom), or screen with fh_screen.screen, "
+                f"which reads the known phases from the store")
+    return (f"{NO_KNOWN_COMPOUND}{label} in the known phases given: the hull is the pure elements alone and every "
+            f"composition counts as new")
 
 
 def table_order(table: pd.DataFrame) -> np.ndarray:

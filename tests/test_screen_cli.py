@@ -56,6 +56,7 @@ def test_screen_with_store_writes_exact_json_and_csv_and_saves(data_dir, li_fe_o
     result = invoke("screen", "Li-Fe-O", "--max-atoms", "10", "--top", "5", "--json", str(json_path), "--csv", str(csv_path))
     assert result.exit_code == 0, result.output
     assert "Fe-Li-O" in result.output and "ingest" not in result.output
+    assert "shipped OQMD table" not in result.output  # the caveat is the shipped table's; these are the user's
     records = json.loads(json_path.read_text())
     columns = list(records[0])
     # every column of the ranked table, plus the model of each row

@@ -182,6 +182,13 @@ def _fmt(value, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
+#: What "known" means with the shipped OQMD table, printed under a screen whose hull uses it.
+SHIPPED_OQMD_CAVEAT = (
+    "known = in the store: the shipped OQMD table holds the compositions of OQMD's train and val splits (about 85 % "
+    "of them; the other 15 % were held back for testing, docs/store.md), so a candidate new here (e.g. Li3PO4 or "
+    "MnO2) may already be in OQMD, ICSD or the Materials Project: check the short list there before DFT.")
+
+
 def _print(result, top: int, predictor, seconds: float, out) -> None:
     from rich.table import Table
 
@@ -258,6 +265,8 @@ def _print(result, top: int, predictor, seconds: float, out) -> None:
         highlight=False,
         soft_wrap=True,
     )
+    if "known_source" in result.table and (result.table["known_source"] == "oqmd").any():
+        out.print(SHIPPED_OQMD_CAVEAT, highlight=False, soft_wrap=True)
 
 
 def claims_summary(result, top: int = 5) -> str:

@@ -124,6 +124,13 @@ def test_bulk_saves_one_screen_document_per_system_and_a_rerun_skips_them(store_
     assert all(r["model"].startswith("attention-ensemble@") for r in rows)
     with FhScreenStore.embedded(store_file) as store:
         assert store.top_candidates(top=5, min_p=0) == rows
+        stored = {(d["run_id"], c["formula"]): c for d in store.screens.query({}) for c in d["candidates"]}
+    # ΔH_f is credited to the model that predicted it: the cascade's prefilter on a row the screen did not refine
+    for row in rows:
+        candidate = stored[(row["run_id"], row["formula"])]
+        assert row["dhf_model"] == candidate["model"]
+        assert row["dhf_model"].startswith("attention-ensemble@" if candidate["refined"] else "paper@")
+    with FhScreenStore.embedded(store_file) as store:
         assert store.n_predictions() > 0  # the one saving rule: the model's predictions beside the screens
         high = store.top_candidates(top=0, min_p=0.2)
         within = store.top_candidates(top=0, chemsys="Li-O")

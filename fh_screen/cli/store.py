@@ -222,11 +222,19 @@ def _print_top(rows: list[dict], top: int, min_p: float) -> None:
     for title in ("rank", "formula", "system", "P(stable)", "E_hull pred\n(eV/atom)", "ΔH_f pred\n(eV/atom)", "model",
                   "run"):
         table.add_column(title, justify="right" if title in ("rank", "P(stable)") or "eV" in title else "left")
+    prefiltered = set()
     for i, row in enumerate(rows, start=1):
+        other = row.get("dhf_model") not in (None, row["model"])  # the cascade's prefilter predicted this row
+        if other:
+            prefiltered.add(row["dhf_model"])
         table.add_row(str(i), row["formula"], row["system"], f"{row['p_stable']:.2f}",
-                      _number(row["e_above_hull_pred_ev_per_atom"]), _number(row["dhf_pred_ev_per_atom"]),
+                      _number(row["e_above_hull_pred_ev_per_atom"]), _number(row["dhf_pred_ev_per_atom"]) + ("*" if other else ""),
                       row["model"], row["run_id"])
     out.print(table)
+    if prefiltered:
+        out.print(f"model: the screen's (P(stable) and rank); * ΔH_f and E_hull of the cascade's prefilter "
+                  f"({', '.join(sorted(prefiltered))}), which the screen's model did not refine (column dhf_model)",
+                  highlight=False, soft_wrap=True)
 
 
 def dft_first(frame):

@@ -110,7 +110,7 @@ def absent_sources_note(sources: str | Sequence[str] | None, found: Collection[s
 
 #: Columns of a :func:`top_candidates` row.
 TOP_COLUMNS = ["system", "formula", "p_stable", "model", "e_above_hull_pred_ev_per_atom", "dhf_pred_ev_per_atom",
-               "dhf_std_ev_per_atom", "selected", "run_id"]
+               "dhf_std_ev_per_atom", "dhf_model", "selected", "run_id"]
 
 
 def model_criteria(model: str | None) -> dict:
@@ -129,6 +129,9 @@ def top_candidates(
     chemsys: str | Sequence[str] | None = None,
 ) -> list[dict]:
     """The best new candidates over every stored screen: rows of ``system``, ``formula``, ``p_stable``, ``model``.
+
+    ``model`` is the screen's (``name@version``: its P(stable) and rank); ``dhf_model`` the model
+    whose ΔH_f and σ the row carries, the cascade's prefilter on a row the screen did not refine.
 
     Each (system, model ``name@version``) counts once, by its newest screen (run ids sort by
     time); a composition found by several systems' screens (a binary inside many ternaries) is
@@ -172,6 +175,7 @@ def top_candidates(
                          "e_above_hull_pred_ev_per_atom": c.get("e_above_hull_pred_ev_per_atom"),
                          "dhf_pred_ev_per_atom": c.get("dhf_pred_ev_per_atom"),
                          "dhf_std_ev_per_atom": c.get("dhf_std_ev_per_atom"),
+                         "dhf_model": c.get("model") or label,
                          "selected": bool(c.get("selected", False)), "run_id": run_id})
         newest[key] = (run_id, rows)
     best: dict[tuple[str, str], dict] = {}

@@ -50,7 +50,8 @@ def bulk_command(
     charge_neutral: bool = typer.Option(False, "--charge-neutral", help="Keep only charge-balanced new compositions."),
     exclude_known: bool = typer.Option(False, "--exclude-known", help="Leave known compositions out of the lists."),
     max_candidates: int = typer.Option(250_000, "--max-candidates", help="Refuse (report and skip) larger systems."),
-    tolerance: float = typer.Option(0.05, "--tolerance", help="E_hull window (eV/atom) for the probability of being stable."),
+    tolerance: float = typer.Option(0.05, "--tolerance", help="No effect on the shipped P(stable) (P(on or below the known hull), docs/claims.md): the "
+                   "E_hull window (eV/atom) of the σ-only P(E_hull < window) a screen falls back to without a classifier."),
     dft_budget: Optional[int] = typer.Option(None, "--dft-budget", help="Select the N best new candidates of each system."),
     select_p_min: float = typer.Option(DEFAULT_SELECT_P_MIN, "--select-p-min",
                                        help="Without --dft-budget: select new candidates with P(stable) at least this."),

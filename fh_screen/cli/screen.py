@@ -31,7 +31,8 @@ def screen_command(
     exclude_known: bool = typer.Option(False, "--exclude-known", help="Leave known compositions out of the list (they still shape the hull)."),
     force: bool = typer.Option(False, "--force", help="Run even when the enumeration is above --max-candidates."),
     max_candidates: int = typer.Option(250_000, "--max-candidates", help="Refuse larger enumerations unless --force."),
-    tolerance: float = typer.Option(0.05, "--tolerance", help="E_hull window (eV/atom) for the probability of being stable."),
+    tolerance: float = typer.Option(0.05, "--tolerance", help="No effect on the shipped P(stable) (P(on or below the known hull), docs/claims.md): the "
+                   "E_hull window (eV/atom) of the σ-only P(E_hull < window) a screen falls back to without a classifier."),
     no_store: bool = typer.Option(False, "--no-store", help="Do not save this screen to the store."),
     store_file: Optional[Path] = typer.Option(None, "--store", help="Embedded store file to use instead of the configured "
                                               "one (filled with the shipped OQMD table on first use, as the configured one)."),

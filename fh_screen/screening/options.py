@@ -46,8 +46,9 @@ class ScreenOptions:
     ``charge_neutral``: keep only enumerated compositions that can be charge balanced
     (known compositions are always kept); ``include_known``: list known compositions too
     (they always shape the hull); ``max_candidates``: refuse larger enumerations unless
-    ``force``; ``e_hull_tolerance_ev_per_atom``: the window for ``p_stable`` (0.05 eV/atom:
-    about the model's error on held-out OQMD and a common metastability window for synthesis);
+    ``force``; ``e_hull_tolerance_ev_per_atom``: the window of the σ-only ``P(E_hull < window)``
+    that ``p_stable`` falls back to without a classifier (0.05 eV/atom); the shipped classifier
+    does not use it (its ``p_stable`` is P(on or below the known hull), ``docs/claims.md``);
     ``select_e_hull_max_ev_per_atom``: the E_hull window a ``selected`` candidate must lie in
     (0.2 eV/atom keeps 92 % of the hidden stable compounds of the rediscovery test and drops
     41 % of the candidates, ``docs/evaluation.md``); ``select_p_min``: ``selected`` are the new

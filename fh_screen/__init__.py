@@ -2,9 +2,10 @@
 
 The public face::
 
-    from fh_screen import predict, Predictor, screen
+    from fh_screen import predict, Predictor, screen, ScreenOptions
     predict(["LiFePO4", "Fe2O3"])          # numpy array, eV/atom
     screen("Li-Fe-P-O").table              # ranked against the store's known phases (pandas DataFrame)
+    screen("Li-Fe-P-O", options=ScreenOptions(max_atoms=12, dft_budget=5))
 
 Attributes load lazily so that importing the package (and ``fh-screen --help``) stays fast.
 """
@@ -16,12 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 from fh_screen.version import __version__
 
-__all__ = ["Predictor", "__version__", "predict", "screen"]
+__all__ = ["Predictor", "ScreenOptions", "__version__", "predict", "screen"]
 
-_LAZY = {"predict": "fh_screen.models.predictor", "Predictor": "fh_screen.models.predictor", "screen": "fh_screen.service"}
+_LAZY = {"predict": "fh_screen.models.predictor", "Predictor": "fh_screen.models.predictor", "screen": "fh_screen.service",
+         "ScreenOptions": "fh_screen.screening.options"}
 
 if TYPE_CHECKING:  # pragma: no cover
     from fh_screen.models.predictor import Predictor, predict
+    from fh_screen.screening.options import ScreenOptions
     from fh_screen.service import screen
 
 

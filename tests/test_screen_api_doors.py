@@ -203,3 +203,34 @@ def test_the_jobs_docs_list_every_prescreen_default():
     section = text.split("### Defaults: the CLI and the Maker")[1].split("\n## ")[0]
     rows = {line.split("|")[1].strip().strip("`") for line in section.splitlines() if line.startswith("| `")}
     assert set(PRESCREEN_SCREEN_DEFAULTS) <= rows
+
+
+def test_a_system_that_is_no_text_nor_symbols_is_one_line_in_every_door(fh_settings):
+    """The audit: screen(None), screen(123) and PrescreenMaker().make(None) raised a bare TypeError."""
+    from fh_screen.chem.candidates import ChemsysError
+    from fh_screen.screening import screen as core_screen
+
+    expected = "a chemical system is a text such as 'Li-Fe-P-O' or a sequence of element symbols, got "
+    for given in (None, 123, b"Li-O"):
+        for door in (screen, core_screen, PrescreenMaker(model="paper").make):
+            with pytest.raises(ChemsysError) as caught:
+                door(given)
+            assert _one_line(caught.value) == expected + type(given).__name__
+    with pytest.raises(ScreenError) as caught:
+        core_screen("Li-O", options={"max_atoms": 4})
+    assert _one_line(caught.value) == "options must be ScreenOptions (ScreenOptions.from_mapping for a dict), got dict"
+
+
+def test_the_package_exports_its_options_and_says_it_is_typed():
+    """``from fh_screen import ScreenOptions`` (the options of ``screen``); ``py.typed`` ships as package data (PEP 561)."""
+    import tomllib
+    from importlib.resources import files
+    from pathlib import Path
+
+    import fh_screen
+    from fh_screen import ScreenOptions as exported
+
+    assert exported is ScreenOptions and "ScreenOptions" in fh_screen.__all__
+    assert files("fh_screen").joinpath("py.typed").is_file()
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert "py.typed" in pyproject["tool"]["setuptools"]["package-data"]["fh_screen"]

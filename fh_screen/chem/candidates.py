@@ -76,9 +76,12 @@ def parse_chemsys(text: str | Sequence[str], elements: Sequence[str] = DEFAULT_E
         symbols = raw.split("-")
         if any(not s for s in symbols):
             raise ChemsysError(f"malformed chemical system {raw!r}: empty element between '-' separators")
-    else:
+    elif isinstance(text, Sequence) and not isinstance(text, (bytes, bytearray)):
         symbols = [str(s).strip() for s in text]
         raw = "-".join(symbols)
+    else:
+        raise ChemsysError(f"a chemical system is a text such as 'Li-Fe-P-O' or a sequence of element symbols, "
+                           f"got {type(text).__name__}")
     known = set(ALL_ELEMENT_SYMBOLS)
     allowed = set(elements)
     for symbol in symbols:

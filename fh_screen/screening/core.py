@@ -324,6 +324,8 @@ def _screen(chemsys: str | Sequence[str], *, predictor: Predictor | None, known:
     from fh_screen.models.predictor import Predictor
 
     step = progress or (lambda label: None)
+    if not isinstance(options, ScreenOptions):
+        raise ScreenError(f"options must be ScreenOptions (ScreenOptions.from_mapping for a dict), got {type(options).__name__}")
     options.validate()
     if predictor is None:
         predictor = Predictor.from_name(None)

@@ -105,6 +105,8 @@ def test_runs_and_query_take_a_model_as_exports_name_it_and_say_which_models_a_s
     table = runner.invoke(build_app(), ["query", "--formula", "Li2O2", "--kind", "predicted", "--store", store],
                           env={"COLUMNS": "200"})
     assert table.exit_code == 0 and "│ paper@1 " in table.output  # the table names it as --model takes it
+    both = runner.invoke(build_app(), ["query", "--formula", "Li2O2", "--store", store], env={"COLUMNS": "200"})
+    assert both.exit_code == 0 and "Li2O2" in both.output and "nan" not in both.output  # no source: an empty cell
 
 
 def test_the_screen_table_shows_p_stable_for_a_model_without_sigma_too(settings_env):

@@ -321,10 +321,15 @@ def _print_table(frame, kind: Kind, limit: int) -> None:
         table.add_column(title, justify="right" if "ev_per_atom" in name else "left")
     for row in shown.to_dict(orient="records"):
         table.add_row(*[
-            _number(row.get(name)) if "ev_per_atom" in name else ("" if row.get(name) is None else str(row.get(name)))
+            _number(row.get(name)) if "ev_per_atom" in name else _text(row.get(name))
             for name, _ in columns
         ])
     out.print(table)
+
+
+def _text(value) -> str:
+    """A table cell: empty for a missing value (None or NaN: a prediction-only row has no source)."""
+    return "" if value is None or (isinstance(value, float) and value != value) else str(value)
 
 
 def predict_store_command(

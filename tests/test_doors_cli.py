@@ -105,8 +105,12 @@ def test_runs_and_query_take_a_model_as_exports_name_it_and_say_which_models_a_s
     table = runner.invoke(build_app(), ["query", "--formula", "Li2O2", "--kind", "predicted", "--store", store],
                           env={"COLUMNS": "200"})
     assert table.exit_code == 0 and "│ paper@1 " in table.output  # the table names it as --model takes it
-    both = runner.invoke(build_app(), ["query", "--formula", "Li2O2", "--store", store], env={"COLUMNS": "200"})
-    assert both.exit_code == 0 and "Li2O2" in both.output and "nan" not in both.output  # no source: an empty cell
+    (tmp_path / "li2o.csv").write_text("formula,dhf_ev_per_atom\nLi2O,-1.98\n")
+    assert runner.invoke(build_app(), ["ingest", str(tmp_path / "li2o.csv"), "--source", "mine", "--store", store]).exit_code == 0
+    both = runner.invoke(build_app(), ["query", "--chemsys", "Li-O", "--store", store], env={"COLUMNS": "200"})
+    rows = [line for line in both.output.splitlines() if "Li2O2" in line or "│ Li2O " in line]
+    assert both.exit_code == 0 and len(rows) == 2 and "│ mine " in both.output
+    assert not any("nan" in line for line in rows)  # a prediction-only row has no source: an empty cell
 
 
 def test_the_screen_table_shows_p_stable_for_a_model_without_sigma_too(settings_env):

@@ -237,6 +237,39 @@ def test_a_source_of_results_brought_back_is_neither_ingested_into_nor_removed_b
         assert store.remove_source("my-chgnet") == 2
 
 
+def test_the_shipped_oqmd_source_is_neither_ingested_into_nor_removed_by_hand(store_file, tmp_path):
+    """`ingest FILE --source oqmd` used to replace the shipped LiF value (updated LiF: -3.2101 → -3.5) and
+    `--remove-source oqmd` took every shipped entry out without a word: both are refused in one line, in the
+    CLI and the Python API, and the store is left as it was."""
+    from fh_screen.data import DataError
+    from fh_screen.store import SourceOwnedError
+    from fh_screen.store.ingest import ingest_file, ingest_frame
+
+    mine = tmp_path / "mine.csv"
+    mine.write_text("formula,target\nLiF,-3.5\n")
+    with FhScreenStore.embedded(store_file, read_only=True) as store:
+        before = sorted(map(str, store.reference_docs()))
+    ingested = runner.invoke(build_app(), ["ingest", str(mine), "--source", "oqmd", "--store", str(store_file)])
+    assert ingested.exit_code == 2 and ingested.output.count("\n") == 1, ingested.output
+    assert "source 'oqmd' holds the OQMD reference table shipped with fh-screen" in ingested.output
+    assert "'my-oqmd'" in ingested.output
+    removed = runner.invoke(build_app(), ["ingest", "--remove-source", "oqmd", "--store", str(store_file)])
+    assert removed.exit_code == 2 and removed.output.count("\n") == 1, removed.output
+    assert "is not removed by hand" in removed.output and "--sources" in removed.output
+    with FhScreenStore.embedded(store_file) as store:
+        with pytest.raises(DataError, match="shipped with fh-screen"):
+            ingest_file(store.reference, mine, source="oqmd")
+        with pytest.raises(DataError, match="shipped with fh-screen"):
+            ingest_frame(store.reference, __import__("pandas").DataFrame({"formula": ["LiF"], "dhf_ev_per_atom": [-3.5]}),
+                         source="oqmd")
+        with pytest.raises(SourceOwnedError, match="not removed by hand"):
+            store.remove_source("oqmd")
+        assert sorted(map(str, store.reference_docs())) == before  # nothing changed: LiF oqmd is still -3.2101
+        assert store.reference_frame(formula="LiF", source="oqmd")["dhf_ev_per_atom"].tolist() == [-3.2101]
+        assert ingest_file(store.reference, mine, source="my-oqmd").inserted == 1  # another name is fine
+        assert store.remove_source("my-oqmd") == 1
+
+
 def test_source_and_sources_are_one_flag_in_every_command_that_filters_by_source(store_file):
     """`fh-screen Li-F --source chgnet` and `query --sources chgnet` used to be "No such option"."""
     for command in (["query", "--chemsys", "Li-F", "--json", "-"], ["screen", "Li-F", "--model", "paper", "--no-store",

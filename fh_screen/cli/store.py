@@ -51,9 +51,10 @@ def ingest_command(
     path: Optional[Path] = typer.Argument(None, help="OQMD-style file (shared CSV, dump table, OPTIMADE JSON) or a folder of them."),
     source: str = typer.Option(
         "user", "--source", help="Name of these values (e.g. my-dft, oqmd-1.6): they sit beside the shipped OQMD "
-        "entries (source oqmd) and the hull uses the lowest value per composition."),
+        "entries (source oqmd, never ingested into) and the hull uses the lowest value per composition."),
     remove_source: Optional[str] = typer.Option(
-        None, "--remove-source", help="Remove every reference entry of this source instead of ingesting."),
+        None, "--remove-source", help="Remove every reference entry of this source instead of ingesting (not oqmd, "
+        "the shipped table, nor the results' sources chgnet, atomate2-vasp, ...)."),
     source_version: Optional[str] = typer.Option(None, "--source-version", help="Version to record, e.g. 1.6."),
     keep_outliers: bool = typer.Option(
         False, "--keep-outliers", help="Store values outside (-20, 5) eV/atom, flagged, instead of rejecting them."

@@ -1,8 +1,8 @@
 """Ingest DFT files (OQMD style) into the reference collection under a source name, idempotently, in atomic batches.
 
 Entries are unique per (formula, ``source``): a user's values (default source ``user``) sit
-beside the shipped OQMD entries (source ``oqmd``), the hull uses the lowest value of a
-composition, and ``FhScreenStore.remove_source`` (``fh-screen ingest --remove-source NAME``) takes
+beside the shipped OQMD entries (source ``oqmd``, which only the first-use fill writes: an ingest
+under that name is refused), the hull uses the lowest value of a composition, and ``FhScreenStore.remove_source`` (``fh-screen ingest --remove-source NAME``) takes
 a source out again.
 
 Files are read with :func:`fh_screen.data.load_oqmd` (the shared CSV, OQMD dump tables and
@@ -24,6 +24,7 @@ from pathlib import Path
 from maggma.core import Store
 
 from fh_screen.data import REJECTION_REASONS, DataError, check_rows, load_oqmd
+from fh_screen.store.bootstrap import SHIPPED_SOURCE
 from fh_screen.store.documents import RESULT_SOURCES, ReferenceEntryDoc, chemsys_of, elements_of, utcnow
 
 logger = logging.getLogger(__name__)
@@ -138,10 +139,15 @@ def check_source(source: str) -> str:
 
 
 def check_ingest_source(source: str) -> str:
-    """``source`` if values may be ingested under it: a usable name (:func:`check_source`) that the
-    results brought back from atomate2 do not own (:data:`~fh_screen.store.documents.RESULT_SOURCES`);
-    else :class:`DataError` (one line)."""
+    """``source`` if values may be ingested under it: a usable name (:func:`check_source`) that neither
+    the shipped OQMD table (:data:`~fh_screen.store.bootstrap.SHIPPED_SOURCE`, ``oqmd``) nor the results
+    brought back from atomate2 (:data:`~fh_screen.store.documents.RESULT_SOURCES`) own; else
+    :class:`DataError` (one line)."""
     check_source(source)
+    if source == SHIPPED_SOURCE:
+        raise DataError(f"source {source!r} holds the OQMD reference table shipped with fh-screen (filled on first "
+                        f"use): ingested values would replace its entries; ingest yours under another name, e.g. "
+                        f"'oqmd-1.6' or 'my-oqmd'")
     if source in RESULT_SOURCES:
         raise DataError(f"source {source!r} holds the results brought back from atomate2 (fh-screen results): each "
                         f"entry is the lowest of its results, and ingested values would replace them or be replaced; "

@@ -19,6 +19,7 @@ from maggma.core import Store
 
 from fh_screen.errors import FhScreenError
 from fh_screen.store.backend import SQLiteStore
+from fh_screen.store.bootstrap import SHIPPED_SOURCE
 from fh_screen.store.documents import (
     RESULT_SOURCES,
     PredictionDoc,
@@ -78,8 +79,14 @@ class SourceOwnedError(FhScreenError):
 
 
 def check_removable_source(source: str) -> str:
-    """``source`` if its entries may be removed by hand; :class:`SourceOwnedError` (one line) for a
-    source of results brought back from atomate2 (:data:`~fh_screen.store.documents.RESULT_SOURCES`)."""
+    """``source`` if its entries may be removed by hand; :class:`SourceOwnedError` (one line) for the
+    shipped OQMD table (:data:`~fh_screen.store.bootstrap.SHIPPED_SOURCE`) and for a source of results
+    brought back from atomate2 (:data:`~fh_screen.store.documents.RESULT_SOURCES`)."""
+    if source == SHIPPED_SOURCE:
+        raise SourceOwnedError(
+            f"source {source!r} holds the OQMD reference table shipped with fh-screen, which every screen's hull "
+            f"is anchored on: it is not removed by hand; leave it out of a screen with --sources (e.g. --sources "
+            f"my-dft, sources='my-dft'), or start from an empty store (reference_data: false)")
     if source in RESULT_SOURCES:
         raise SourceOwnedError(
             f"source {source!r} holds the results brought back from atomate2 (fh-screen results): its entries "
@@ -348,7 +355,8 @@ class FhScreenStore:
     def remove_source(self, source: str) -> int:
         """Remove every reference entry of ``source``; returns how many were removed.
 
-        Raises :class:`SourceOwnedError` for a source of results brought back from atomate2
+        Raises :class:`SourceOwnedError` for the shipped OQMD table (``oqmd``: the first-use fill
+        owns it) and for a source of results brought back from atomate2
         (:data:`~fh_screen.store.documents.RESULT_SOURCES`): its entries follow the results
         collection, and removing them alone would leave results that no rerun brings back.
         """

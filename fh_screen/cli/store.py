@@ -50,7 +50,7 @@ def _open_store(store_file: Optional[Path], read_only: bool):
 def ingest_command(
     path: Optional[Path] = typer.Argument(None, help="OQMD-style file (shared CSV, dump table, OPTIMADE JSON) or a folder of them."),
     source: str = typer.Option(
-        "user", "--source", help="Name of these values (e.g. my-dft, oqmd-1.6): they sit beside the shipped OQMD "
+        "user", "--source", help="Name of these values (e.g. my-dft, oqmd-1.6; read in lower case): they sit beside the shipped OQMD "
         "entries (source oqmd, never ingested into) and the hull uses the lowest value per composition."),
     remove_source: Optional[str] = typer.Option(
         None, "--remove-source", help="Remove every reference entry of this source instead of ingesting (not oqmd, "
@@ -64,15 +64,14 @@ def ingest_command(
     """Load DFT formation enthalpies into the store under a source name (idempotent per (formula, source))."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from fh_screen.store.ingest import IngestReport, check_ingest_source, check_source, ingest_file, ingestable_files
+    from fh_screen.store.ingest import IngestReport, check_ingest_source, ingest_file, ingestable_files
 
     if remove_source is not None:
         if path is not None:
             fail("give either a PATH to ingest or --remove-source NAME, not both")
-        check_source(remove_source)
         from fh_screen.store.stores import check_removable_source
 
-        check_removable_source(remove_source)  # before the store is opened (or filled on first use)
+        remove_source = check_removable_source(remove_source)  # before the store is opened (or filled on first use)
         with _open_store(store_file, read_only=False) as store:
             n_removed = store.remove_source(remove_source)
             console().print(f"removed {n_removed:,} reference entries of source {remove_source!r}; store "
@@ -80,7 +79,7 @@ def ingest_command(
         return
     if path is None:
         fail("give a PATH to ingest (or --remove-source NAME)")
-    check_ingest_source(source)
+    source = check_ingest_source(source)  # stored stripped and lower case, as --sources selects it
     files = ingestable_files(path)
     report = IngestReport()
     out = console()

@@ -2,8 +2,10 @@
 
 Entries are unique per (formula, ``source``): a user's values (default source ``user``) sit
 beside the shipped OQMD entries (source ``oqmd``, which only the first-use fill writes: an ingest
-under that name is refused), the hull uses the lowest value of a composition, and ``FhScreenStore.remove_source`` (``fh-screen ingest --remove-source NAME``) takes
-a source out again.
+under that name is refused), the hull uses the lowest value of a composition, and
+``FhScreenStore.remove_source`` (``fh-screen ingest --remove-source NAME``) takes a source out
+again. A source name is stored as :func:`~fh_screen.store.query.source_name` reads it (stripped,
+lower case), as every query and screen selects it.
 
 Files are read with :func:`fh_screen.data.load_oqmd` (the shared CSV, OQMD dump tables and
 OPTIMADE JSON), which reduces formulas and keeps the lowest ΔH_f per composition. Each batch of
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from maggma.core import Store
 from fh_screen.data import REJECTION_REASONS, DataError, check_rows, load_oqmd
 from fh_screen.store.bootstrap import SHIPPED_SOURCE
 from fh_screen.store.documents import RESULT_SOURCES, ReferenceEntryDoc, chemsys_of, elements_of, utcnow
+from fh_screen.store.query import source_name
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +41,6 @@ DEFAULT_SOURCE = "user"
 
 #: Files picked up when ``ingest`` is given a folder.
 INGEST_SUFFIXES = (".csv", ".json", ".tsv", ".txt")
-
-_SOURCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+@-]{0,63}")
 
 #: Values closer than this (eV/atom) count as unchanged.
 TOLERANCE_EV_PER_ATOM = 1e-9
@@ -132,18 +132,17 @@ def _load_checked(path: Path):
 
 
 def check_source(source: str) -> str:
-    """``source`` if it is a usable source name (letters, digits, ``.-_+@``), else :class:`DataError`."""
-    if not isinstance(source, str) or not _SOURCE.fullmatch(source):
-        raise DataError(f"source name must be 1-64 letters, digits or .-_+@ characters, got {source!r}")
-    return source
+    """``source`` as stored (:func:`~fh_screen.store.query.source_name`: stripped, lower case), else
+    :class:`~fh_screen.store.query.SourceNameError` (one line)."""
+    return source_name(source)
 
 
 def check_ingest_source(source: str) -> str:
-    """``source`` if values may be ingested under it: a usable name (:func:`check_source`) that neither
+    """``source`` as stored, if values may be ingested under it: a usable name (:func:`check_source`) that neither
     the shipped OQMD table (:data:`~fh_screen.store.bootstrap.SHIPPED_SOURCE`, ``oqmd``) nor the results
     brought back from atomate2 (:data:`~fh_screen.store.documents.RESULT_SOURCES`) own; else
     :class:`DataError` (one line)."""
-    check_source(source)
+    source = check_source(source)
     if source == SHIPPED_SOURCE:
         raise DataError(f"source {source!r} holds the OQMD reference table shipped with fh-screen (filled on first "
                         f"use): ingested values would replace its entries; ingest yours under another name, e.g. "
@@ -220,9 +219,10 @@ def ingest_frame(
 ) -> IngestReport:
     """Upsert a tidy table (:data:`fh_screen.data.TIDY_COLUMNS`) into the reference ``store``.
 
-    Raises :class:`DataError` for a ``source`` that cannot be ingested (:func:`check_ingest_source`).
+    ``source`` is stored as :func:`check_source` reads it (stripped, lower case). Raises a one-line
+    :class:`~fh_screen.errors.FhScreenError` for a ``source`` that cannot be ingested (:func:`check_ingest_source`).
     """
-    check_ingest_source(source)
+    source = check_ingest_source(source)
     report = report if report is not None else IngestReport(n_rows=len(frame))
     formulas = frame["formula"].tolist()
     values = frame["dhf_ev_per_atom"].astype(float).tolist()

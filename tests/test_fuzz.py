@@ -122,7 +122,7 @@ def isolated_environment(tmp_path_factory):
     root = tmp_path_factory.mktemp("fuzz_env")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("FH_SCREEN_DATA_DIR", str(root / "data"))
-        patch.setenv("FH_SCREEN_CONFIG_FILE", str(root / "absent.yaml"))
+        patch.setenv("FH_SCREEN_CONFIG_FILE", os.devnull)
         patch.setenv("FH_SCREEN_REFERENCE_DATA", "false")
         patch.delenv("FH_SCREEN_MONGO_URI", raising=False)
         yield root

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from typer.testing import CliRunner
@@ -19,7 +20,7 @@ ENTRIES = [("LiF", -3.2101, "oqmd"), ("LiF", -3.40, "chgnet"), ("Li2F", -1.0, "c
 @pytest.fixture
 def store_file(tmp_path, monkeypatch):
     monkeypatch.setenv("FH_SCREEN_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("FH_SCREEN_CONFIG_FILE", str(tmp_path / "absent.yaml"))
+    monkeypatch.setenv("FH_SCREEN_CONFIG_FILE", os.devnull)
     from fh_screen.settings import FhScreenSettings
 
     path = FhScreenSettings().store_path

@@ -163,6 +163,45 @@ def test_settings_file_env_and_from_settings(tmp_path, monkeypatch, isolated_set
         FhScreenSettings()
 
 
+def test_a_settings_typo_or_a_missing_settings_file_is_one_line_not_ignored(tmp_path, monkeypatch, isolated_settings):  # noqa: F811
+    """`mongo_ur:` / `data_dri:` in the settings file, or FH_SCREEN_CONFIG_FILE naming a file that is not there,
+    used to be ignored: the local store was used (exit 0), not the MongoDB or folder the user meant."""
+    from typer.testing import CliRunner
+
+    from fh_screen.cli import build_app
+
+    monkeypatch.setenv("FH_SCREEN_REFERENCE_DATA", "false")
+    runner = CliRunner()
+    for text, key, closest in (("mongo_ur: mongodb://127.0.0.1:1\n", "mongo_ur", "mongo_uri"),
+                               (f"data_dri: {tmp_path / 'mine'}\n", "data_dri", "data_dir"),
+                               ("store_file: a.sqlite\nReference_Data: false\n", "Reference_Data", "reference_data")):
+        config = tmp_path / "fh.yaml"
+        config.write_text(text)
+        monkeypatch.setenv("FH_SCREEN_CONFIG_FILE", str(config))
+        with pytest.raises(SettingsError, match=f"settings file {config}: unknown setting '{key}' "
+                                                f"\\(did you mean '{closest}'\\?\\)"):
+            FhScreenSettings()
+        result = runner.invoke(build_app(), ["query", "--chemsys", "Li-O"])
+        assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+        assert f"unknown setting '{key}'" in result.output and "Traceback" not in result.output
+    missing = tmp_path / "nofile.yaml"
+    monkeypatch.setenv("FH_SCREEN_CONFIG_FILE", str(missing))
+    with pytest.raises(SettingsError, match=f"settings file {missing} does not exist"):
+        FhScreenSettings()
+    result = runner.invoke(build_app(), ["runs"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1 and "does not exist" in result.output
+    assert not isolated_settings.exists()  # no store was made anywhere
+    # /dev/null names no file; other environment variables (FH_SCREEN_ or not) are left alone
+    monkeypatch.setenv("FH_SCREEN_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("FH_SCREEN_FUZZ_SCALE", "2")
+    assert FhScreenSettings().data_dir == isolated_settings
+    config.write_text(f"data_dir: {tmp_path / 'from_yaml'}\n")
+    monkeypatch.setenv("FH_SCREEN_CONFIG_FILE", str(config))
+    assert FhScreenSettings().data_dir == isolated_settings  # the environment wins over the file, as before
+    monkeypatch.delenv("FH_SCREEN_DATA_DIR")
+    assert FhScreenSettings().data_dir == tmp_path / "from_yaml"
+
+
 def test_mongo_uri_selects_mongostore(tmp_path, monkeypatch, isolated_settings):  # noqa: F811
     import mongomock_ng
     from maggma.stores import MongoStore
@@ -341,3 +380,4 @@ def test_refused_input_never_creates_or_touches_a_store(tmp_path, files, fragmen
     result = CliRunner().invoke(build_app(), ["ingest", str(target), "--store", str(store)])
     assert result.exit_code == 2 and fragment in result.output and "Traceback" not in result.output
     assert not store.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+

@@ -364,6 +364,10 @@ def test_hydrate_is_stored_under_its_full_composition(tmp_path):
         ({"a.csv": "a,b\n1,2\n"}, "unrecognised format"),
         ({"a.csv": "formula,target\nFeO,-1.5\n", "b.csv": "x\n"}, "unrecognised format"),
         ({"a.json": "{not json"}, "not valid JSON"),
+        ({"a.csv": "formula,dhf_ev_per_atom\nNaCl,-2100\nFe2O3,-1710\n"},
+         "its 2 usable row(s) are all outliers outside (-20, 5) eV/atom (e.g. NaCl -2100; Fe2O3 -1710); ΔH_f must be "
+         "in eV/atom"),
+        ({"a.csv": "formula,target\nFeO,-1.5\n", "b.csv": "formula,target\nNaCl,-2100\n"}, "nothing ingested from"),
     ],
 )
 def test_refused_input_never_creates_or_touches_a_store(tmp_path, files, fragment):
@@ -381,3 +385,30 @@ def test_refused_input_never_creates_or_touches_a_store(tmp_path, files, fragmen
     assert result.exit_code == 2 and fragment in result.output and "Traceback" not in result.output
     assert not store.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["in"]
 
+
+def test_a_file_whose_every_row_is_an_outlier_is_refused_in_every_door(tmp_path):
+    """A file in meV/atom (NaCl,-2100) used to exit 0 with "inserted 0 ... rejected 1 (outliers)": nothing was
+    ingested and nothing said why; the API and the CLI now refuse it in one line naming the units, and
+    --keep-outliers (keep_outliers=True) still stores such rows, flagged."""
+    from typer.testing import CliRunner
+
+    from fh_screen.cli import build_app
+    from fh_screen.data import DataError
+
+    path = tmp_path / "mev.csv"
+    path.write_text("formula,dhf_ev_per_atom\nNaCl,-2100\n")
+    store_file = tmp_path / "s.sqlite"
+    result = CliRunner().invoke(build_app(), ["ingest", str(path), "--source", "mine", "--store", str(store_file)])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert f"error: nothing ingested from {path}" in result.output and "meV/atom" in result.output
+    assert not store_file.exists()
+    with FhScreenStore.embedded(store_file) as store:
+        for call in (lambda: ingest_file(store.reference, path), lambda: ingest_path(store.reference, tmp_path)):
+            with pytest.raises(DataError, match="usable row\\(s\\) are all outliers"):
+                call()
+        assert store.n_reference() == 0
+        kept = ingest_path(store.reference, path, keep_outliers=True)
+        assert kept.inserted == 1 and store.reference.query_one({"formula": "NaCl"})["passed_outlier_filter"] is False
+    flagged = CliRunner().invoke(build_app(), ["ingest", str(path), "--source", "mine2", "--keep-outliers",
+                                               "--store", str(store_file)])
+    assert flagged.exit_code == 0 and "inserted 1" in flagged.output, flagged.output

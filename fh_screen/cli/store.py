@@ -80,7 +80,7 @@ def ingest_command(
     if path is None:
         fail("give a PATH to ingest (or --remove-source NAME)")
     source = check_ingest_source(source)  # stored stripped and lower case, as --sources selects it
-    files = ingestable_files(path)
+    files = ingestable_files(path, keep_outliers=keep_outliers)
     report = IngestReport()
     out = console()
     with _open_store(store_file, read_only=False) as store:

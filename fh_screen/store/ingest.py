@@ -24,7 +24,7 @@ from pathlib import Path
 
 from maggma.core import Store
 
-from fh_screen.data import REJECTION_REASONS, DataError, check_rows, load_oqmd
+from fh_screen.data import OUTLIER_RANGE_EV_PER_ATOM, REJECTION_REASONS, DataError, check_rows, load_oqmd
 from fh_screen.store.bootstrap import SHIPPED_SOURCE
 from fh_screen.store.documents import RESULT_SOURCES, ReferenceEntryDoc, chemsys_of, elements_of, utcnow
 from fh_screen.store.query import source_name
@@ -86,11 +86,12 @@ class IngestReport:
         return self
 
 
-def ingestable_files(path: str | Path) -> list[Path]:
+def ingestable_files(path: str | Path, *, keep_outliers: bool = False) -> list[Path]:
     """``path`` itself, or the data files of a folder (sorted), each read and validated.
 
     Every file is loaded and checked here, before any store is opened or written: a file that
-    cannot be read, has the wrong columns or holds no usable row raises :class:`DataError`, so a
+    cannot be read, has the wrong columns or holds no usable row (every row an outlier outside
+    (−20, 5) eV/atom counts as none unless ``keep_outliers``) raises :class:`DataError`, so a
     refused input never creates or touches a store. :func:`ingest_file` reuses these loads.
     """
     path = Path(path)
@@ -104,7 +105,9 @@ def ingestable_files(path: str | Path) -> list[Path]:
         files = [path]
     _VALIDATED.clear()
     for file in files:
-        _VALIDATED[_file_key(file)] = _load_checked(file)
+        frame, cleaning = _load_checked(file)
+        _check_storable(frame, file, keep_outliers)
+        _VALIDATED[_file_key(file)] = frame, cleaning
     return files
 
 
@@ -129,6 +132,18 @@ def _load_checked(path: Path):
     if frame.empty:
         raise DataError(f"no usable rows in {path}: {cleaning.summary()}")
     return frame, cleaning
+
+
+def _check_storable(frame, path: Path, keep_outliers: bool) -> None:
+    """Raise :class:`DataError` (one line) when every usable row of ``frame`` is an outlier and
+    ``keep_outliers`` is off: nothing would be stored, most likely a file in other units (meV/atom)."""
+    if keep_outliers or frame["passed_outlier_filter"].any():
+        return
+    low, high = OUTLIER_RANGE_EV_PER_ATOM
+    examples = "; ".join(f"{f} {v:g}" for f, v in zip(frame["formula"].head(3), frame["dhf_ev_per_atom"].head(3)))
+    raise DataError(f"nothing ingested from {path}: its {len(frame)} usable row(s) are all outliers outside ({low:g}, "
+                    f"{high:g}) eV/atom (e.g. {examples}); ΔH_f must be in eV/atom (is this file in meV/atom or "
+                    f"kJ/mol?), or store them flagged with --keep-outliers (keep_outliers=True)")
 
 
 def check_source(source: str) -> str:
@@ -162,7 +177,7 @@ def ingest_path(
     Every file is validated before the first write (see :func:`ingestable_files`).
     """
     report = IngestReport()
-    for file in ingestable_files(path):
+    for file in ingestable_files(path, keep_outliers=bool(kwargs.get("keep_outliers", False))):
         report.merge(ingest_file(store, file, progress=progress, **kwargs))
     return report
 
@@ -183,11 +198,13 @@ def ingest_file(
     bad formula, a missing value or a non-numeric or infinite ΔH_f are rejected and counted.
     Outliers outside (−20, 5) eV/atom are rejected unless ``keep_outliers``, in which case they
     are stored with ``passed_outlier_filter=False``. ``progress(n_done, n_total)`` is called
-    after each batch. Raises :class:`DataError` for a file with no usable row.
+    after each batch. Raises :class:`DataError` for a file with no usable row, or whose every
+    usable row is an outlier (without ``keep_outliers``: a file in other units, nothing to store).
     """
     path = Path(path)
     loaded = _VALIDATED.pop(_file_key(path), None) if path.is_file() else None
     frame, cleaning = loaded if loaded is not None else _load_checked(path)
+    _check_storable(frame, path, keep_outliers)
     if not keep_outliers:
         frame = frame[frame["passed_outlier_filter"]].reset_index(drop=True)
     report = IngestReport(files=[str(path)], n_rows=cleaning.n_raw)

@@ -33,16 +33,19 @@ class Kind(str, Enum):
     both = "both"
 
 
-def _open_store(store_file: Optional[Path], read_only: bool):
+def _open_store(store_file: Optional[Path], read_only: bool, must_exist: Optional[bool] = None):
+    """The store of ``--store FILE`` or the configured one; ``must_exist`` (default: ``read_only``) refuses,
+    in one line, a store file that is not there (and would not be filled from the shipped table)."""
     from fh_screen.settings import FhScreenSettings
     from fh_screen.store import FhScreenStore
 
+    must_exist = read_only if must_exist is None else must_exist
     if store_file is not None:
-        if read_only and not store_file.exists():
+        if must_exist and not store_file.exists():
             fail(f"no store at {store_file}: run `fh-screen ingest FILE --store {store_file}` first")
         return FhScreenStore.embedded(store_file, read_only=read_only)
     settings = FhScreenSettings()
-    if read_only and not settings.mongo_uri and not settings.reference_data and not settings.store_path.exists():
+    if must_exist and not settings.mongo_uri and not settings.reference_data and not settings.store_path.exists():
         fail(f"no store at {settings.store_path}: run `fh-screen ingest FILE` first")
     return FhScreenStore.from_settings(settings, read_only=read_only)  # first use: fills the shipped OQMD table
 
@@ -324,7 +327,9 @@ def predict_store_command(
     processes: int = typer.Option(1, "--processes", "-p", help="Worker processes (maggma's multiprocessing runner)."),
     store_file: Optional[Path] = typer.Option(None, "--store", help=_STORE_HELP),
 ) -> None:
-    """Predict every reference entry without a prediction from the model (a maggma Builder)."""
+    """Predict every reference entry without a prediction from the model (a maggma Builder).
+
+    The store must exist (a --store FILE that is not there is refused in one line, as by query)."""
     import asyncio
 
     from maggma.cli.multiprocessing import multi
@@ -332,7 +337,7 @@ def predict_store_command(
 
     from fh_screen.store.builders import PredictionBuilder
 
-    store = _open_store(store_file, read_only=False)
+    store = _open_store(store_file, read_only=False, must_exist=True)  # a typo'd path is not a new, empty store
     before = store.connect().predictions.count()
     store.close()
     builder = PredictionBuilder(store.reference, store.predictions, model=model)

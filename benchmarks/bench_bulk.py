@@ -174,7 +174,7 @@ def main() -> None:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["FH_SCREEN_DATA_DIR"] = tmp
-        os.environ["FH_SCREEN_CONFIG_FILE"] = str(Path(tmp) / "none.yaml")
+        os.environ["FH_SCREEN_CONFIG_FILE"] = os.devnull
         os.environ["FH_SCREEN_REFERENCE_DATA"] = "true"
         os.environ.pop("FH_SCREEN_MONGO_URI", None)
         from fh_screen.settings import FhScreenSettings

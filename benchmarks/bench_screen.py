@@ -133,7 +133,7 @@ def cli_wall_times(repeats: int = 3, known_csv: str | None = None) -> dict:
     from typer.testing import CliRunner
 
     with tempfile.TemporaryDirectory() as tmp:
-        env = dict(os.environ, FH_SCREEN_DATA_DIR=str(Path(tmp) / "data"), FH_SCREEN_CONFIG_FILE=str(Path(tmp) / "none.yaml"))
+        env = dict(os.environ, FH_SCREEN_DATA_DIR=str(Path(tmp) / "data"), FH_SCREEN_CONFIG_FILE=os.devnull)
         os.environ.update(FH_SCREEN_DATA_DIR=env["FH_SCREEN_DATA_DIR"], FH_SCREEN_CONFIG_FILE=env["FH_SCREEN_CONFIG_FILE"])
         n_reference = 0
         if known_csv:

@@ -1,8 +1,10 @@
 """Settings for fh-screen, in the atomate2 style.
 
 Defaults can be changed in ``~/.fh_screen.yaml`` (or the YAML file named by
-``FH_SCREEN_CONFIG_FILE``), and any field can be set with an ``FH_SCREEN_<FIELD>`` environment
-variable, which wins over the file::
+``FH_SCREEN_CONFIG_FILE``; ``/dev/null`` names no file), and any field can be set with an
+``FH_SCREEN_<FIELD>`` environment variable, which wins over the file. A key of the file that is no
+setting (``mongo_ur``), or a named file that does not exist, is a one-line :class:`SettingsError`
+(other environment variables are left alone)::
 
     # ~/.fh_screen.yaml
     data_dir: /scratch/me/fh_screen
@@ -29,6 +31,20 @@ ENV_PREFIX = "FH_SCREEN_"
 
 class SettingsError(FhScreenError):
     """An unreadable or invalid settings file; one-line message naming the file."""
+
+
+def _check_known_keys(loaded: dict[str, Any], path: Path, known: set[str]) -> None:
+    """Raise ``ValueError`` (one line) naming the first key of a settings file that is no setting, and the closest one."""
+    import difflib
+
+    by_lower = {name.lower(): name for name in known}
+    for key in loaded:
+        if key in known:
+            continue
+        close = difflib.get_close_matches(key.lower(), list(by_lower), n=1, cutoff=0.6)
+        hint = (f"did you mean {by_lower[close[0]]!r}?" if close else
+                f"known settings: {', '.join(sorted(k for k in known if k != 'CONFIG_FILE'))}")
+        raise ValueError(f"settings file {path}: unknown setting {key!r} ({hint})")
 
 
 class FhScreenSettings(BaseSettings):
@@ -75,10 +91,18 @@ class FhScreenSettings(BaseSettings):
     @model_validator(mode="before")
     @classmethod
     def load_default_settings(cls, values: dict[str, Any]) -> dict[str, Any]:
-        """Fill values not given explicitly or by environment variables from the YAML file."""
-        path_text = values.get("CONFIG_FILE") or os.environ.get(f"{ENV_PREFIX}CONFIG_FILE") or DEFAULT_CONFIG_FILE
-        path = Path(path_text).expanduser()
+        """Fill values not given explicitly or by environment variables from the YAML file.
+
+        An unknown key of the file, or a file named by ``FH_SCREEN_CONFIG_FILE`` that does not
+        exist, raises one line (the default ``~/.fh_screen.yaml`` may be absent)."""
+        named = values.get("CONFIG_FILE") or os.environ.get(f"{ENV_PREFIX}CONFIG_FILE")
+        path = Path(named or DEFAULT_CONFIG_FILE).expanduser()
+        if named and str(named) == os.devnull:
+            return values  # FH_SCREEN_CONFIG_FILE=/dev/null: no settings file, not even ~/.fh_screen.yaml
         if not path.exists():
+            if named:  # a file named on purpose that is not there: a typo, not "no settings"
+                raise ValueError(f"settings file {path} does not exist ({ENV_PREFIX}CONFIG_FILE): fix the path, "
+                                 f"or set {ENV_PREFIX}CONFIG_FILE={os.devnull} to use no settings file")
             return values
         from monty.serialization import loadfn
 
@@ -89,6 +113,7 @@ class FhScreenSettings(BaseSettings):
         if not isinstance(loaded, dict):
             raise ValueError(f"settings file {path} must hold a mapping of setting: value")
         merged = {str(k): v for k, v in loaded.items()}
+        _check_known_keys(merged, path, set(cls.model_fields))
         merged.update(values)
         return merged
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ def fh_settings(tmp_path, monkeypatch) -> Path:
     """FH_SCREEN_* pointing at a fresh data dir, no config file, no MongoDB, no shipped-table fill."""
     data_dir = tmp_path / "fh_data"
     monkeypatch.setenv("FH_SCREEN_DATA_DIR", str(data_dir))
-    monkeypatch.setenv("FH_SCREEN_CONFIG_FILE", str(tmp_path / "no_such_config.yaml"))
+    monkeypatch.setenv("FH_SCREEN_CONFIG_FILE", os.devnull)
     monkeypatch.setenv("FH_SCREEN_REFERENCE_DATA", "false")
     monkeypatch.delenv("FH_SCREEN_MONGO_URI", raising=False)
     return data_dir

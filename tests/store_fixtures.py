@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ def isolated_settings(tmp_path, monkeypatch) -> Path:
     """FH_SCREEN_* pointing at a fresh tmp data dir and a config file that does not exist."""
     data_dir = tmp_path / "data_dir"
     monkeypatch.setenv("FH_SCREEN_DATA_DIR", str(data_dir))
-    monkeypatch.setenv("FH_SCREEN_CONFIG_FILE", str(tmp_path / "no_such_config.yaml"))
+    monkeypatch.setenv("FH_SCREEN_CONFIG_FILE", os.devnull)
     monkeypatch.delenv("FH_SCREEN_MONGO_URI", raising=False)
     return data_dir
 
@@ -24,7 +25,7 @@ def fresh_machine(tmp_path: Path, monkeypatch, reference_data: bool) -> Path:
     fill of the shipped OQMD table on or off. Returns the data dir."""
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("FH_SCREEN_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("FH_SCREEN_CONFIG_FILE", str(tmp_path / "absent.yaml"))
+    monkeypatch.setenv("FH_SCREEN_CONFIG_FILE", os.devnull)
     monkeypatch.setenv("FH_SCREEN_REFERENCE_DATA", "true" if reference_data else "false")
     monkeypatch.delenv("FH_SCREEN_MONGO_URI", raising=False)
     return tmp_path / "data"

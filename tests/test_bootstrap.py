@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 
 import pytest
 
@@ -69,7 +70,7 @@ def test_packaged_frame_holds_every_known_phase_of_li_fe_p_o_and_nothing_else():
 @pytest.fixture()
 def fresh_settings(tmp_path, monkeypatch):
     monkeypatch.setenv("FH_SCREEN_DATA_DIR", str(tmp_path / "home" / ".fh_screen"))
-    monkeypatch.setenv("FH_SCREEN_CONFIG_FILE", str(tmp_path / "absent.yaml"))
+    monkeypatch.setenv("FH_SCREEN_CONFIG_FILE", os.devnull)
     monkeypatch.setenv("FH_SCREEN_REFERENCE_DATA", "true")
     monkeypatch.delenv("FH_SCREEN_MONGO_URI", raising=False)
     return tmp_path / "home" / ".fh_screen" / "fh_screen.sqlite"

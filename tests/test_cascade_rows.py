@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -51,7 +52,7 @@ def test_a_row_only_the_prefilter_predicted_has_no_sigma_and_the_same_p_stable(l
 
 def test_the_cli_marks_prefilter_rows_and_counts_them_among_the_selected(monkeypatch, tmp_path):
     monkeypatch.setenv("FH_SCREEN_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("FH_SCREEN_CONFIG_FILE", str(tmp_path / "absent.yaml"))
+    monkeypatch.setenv("FH_SCREEN_CONFIG_FILE", os.devnull)
     result = CliRunner().invoke(build_app(), ["screen", "Li-Fe-O", "--max-atoms", "10", "--refine-top", "20",
                                               "--no-store", "--top", "40", "--select-p-min", "0.05",
                                               "--json", str(tmp_path / "s.json")])

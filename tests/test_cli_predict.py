@@ -58,7 +58,9 @@ def test_csv_round_trip_keeps_columns_and_bad_rows(runner, tmp_path, oqmd_train_
     source, target = tmp_path / "in.csv", tmp_path / "out.csv"
     frame.to_csv(source, index=False)
     result = invoke(runner, "predict", "--input", str(source), "--output", str(target))
-    assert result.exit_code == 0, result.output
+    # every row is written; the 3 that could not be predicted give exit 2 and one line, as in the table
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().endswith(f"error: 3 of 203 formulas could not be predicted (see the error column of {target})")
     out = pd.read_csv(target, keep_default_na=False, na_values=[""])
     assert list(out.columns[:3]) == ["id", "formula", "note"]
     assert {"dhf_pred_ev_per_atom", "dhf_std_ev_per_atom", "error"} <= set(out.columns)
@@ -95,6 +97,32 @@ def test_bad_formula_on_the_command_line_is_shown_and_exits_2(runner):
     assert result.exit_code == 2
     assert "LiFePO4" in result.output and "unknown element symbol 'Xx'" in result.output
     assert "Traceback" not in result.output
+
+
+def test_the_exit_code_is_the_same_for_every_output_form(runner, tmp_path):
+    """`predict Xx2O NaCl` exited 2 with the table but 0 with --output - or --output FILE (and with --input): a
+    formula that cannot be predicted now gives exit 2 and one error line in every form, after every row is out."""
+    source = tmp_path / "in.csv"
+    source.write_text("formula\nXx2O\nNaCl\n")
+    target = tmp_path / "o.csv"
+    forms = {"table": ["Xx2O", "NaCl"], "stdout": ["Xx2O", "NaCl", "--output", "-"],
+             "file": ["Xx2O", "NaCl", "--output", str(target)], "input table": ["--input", str(source)],
+             "input stdout": ["--input", str(source), "--output", "-"],
+             "input file": ["--input", str(source), "--output", str(target)]}
+    for form, args in forms.items():
+        target.unlink(missing_ok=True)
+        result = invoke(runner, "predict", "--model", "paper", *args)
+        assert result.exit_code == 2, (form, result.output)
+        assert result.output.strip().splitlines()[-1] == "error: unknown element symbol 'Xx' in formula 'Xx2O'", form
+        assert "Traceback" not in result.output
+        if "file" in form:  # the good row is written all the same
+            out = pd.read_csv(target, keep_default_na=False, na_values=[""])
+            assert out["formula"].tolist() == ["Xx2O", "NaCl"] and np.isfinite(out["dhf_pred_ev_per_atom"][1])
+            assert "unknown element symbol 'Xx'" in out["error"][0] and pd.isna(out["error"][1])
+        elif "stdout" in form:
+            assert "NaCl,-" in result.stdout and result.stdout.startswith("formula,")
+    for args in (["NaCl"], ["NaCl", "--output", "-"], ["NaCl", "--output", str(target)]):
+        assert invoke(runner, "predict", "--model", "paper", *args).exit_code == 0
 
 
 def test_csv_without_formula_column(runner, tmp_path):
@@ -150,7 +178,7 @@ def test_nul_and_line_breaks_in_csv_fields(runner, tmp_path, oqmd_train_raw):
         b"formula,note\r\n" + f'{formulas[0]}\x00Xx,"a\rb"\r\n{formulas[1]},"c\r\nd"\r\n{formulas[2]},"e\r f"\r\n'.encode()
     )
     result = invoke(runner, "predict", "--model", "paper", "--input", str(source), "--output", str(target))
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 2 and "control character U+0000" in result.output, result.output  # row 1 has an error
     from fh_screen.data import read_csv_any
 
     out = read_csv_any(target, dtype={"error": str})

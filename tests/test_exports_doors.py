@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -14,7 +16,7 @@ runner = CliRunner()
 @pytest.fixture
 def settings_home(tmp_path, monkeypatch):
     monkeypatch.setenv("FH_SCREEN_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("FH_SCREEN_CONFIG_FILE", str(tmp_path / "absent.yaml"))
+    monkeypatch.setenv("FH_SCREEN_CONFIG_FILE", os.devnull)
     return tmp_path
 
 

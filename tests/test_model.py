@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -164,7 +166,7 @@ def test_models_kept_outside_the_package_are_found_by_name(tmp_path, monkeypatch
     shipped = shipped_model_path("paper")
     (tmp_path / "mine").mkdir()
     shutil.copy(shipped, tmp_path / "mine" / "model.pt")
-    monkeypatch.setenv("FH_SCREEN_CONFIG_FILE", str(tmp_path / "absent.yaml"))
+    monkeypatch.setenv("FH_SCREEN_CONFIG_FILE", os.devnull)
     monkeypatch.setenv("FH_SCREEN_MODEL_DIR", str(tmp_path))
     assert "mine" in available_models() and "attention-ensemble" in available_models()
     mine = Predictor.from_name("mine")

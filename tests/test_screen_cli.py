@@ -23,7 +23,7 @@ runner = CliRunner()
 def data_dir(tmp_path, monkeypatch):
     path = tmp_path / "fh_data"
     monkeypatch.setenv("FH_SCREEN_DATA_DIR", str(path))
-    monkeypatch.setenv("FH_SCREEN_CONFIG_FILE", str(tmp_path / "absent.yaml"))
+    monkeypatch.setenv("FH_SCREEN_CONFIG_FILE", os.devnull)
     return path
 
 
@@ -123,7 +123,7 @@ def test_bad_input_is_one_line_and_exit_code_2(data_dir, args, fragment):
 
 
 def test_console_script_routes_a_bare_system_to_screen(tmp_path):
-    env = dict(os.environ, FH_SCREEN_DATA_DIR=str(tmp_path / "d"), FH_SCREEN_CONFIG_FILE=str(tmp_path / "none.yaml"))
+    env = dict(os.environ, FH_SCREEN_DATA_DIR=str(tmp_path / "d"), FH_SCREEN_CONFIG_FILE=os.devnull)
     code = "from fh_screen.cli import main; main()"
     done = subprocess.run(
         [sys.executable, "-c", code, "Li-O", "--max-atoms", "6", "--top", "3", "--no-store"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 from typer.testing import CliRunner
 
@@ -14,7 +15,7 @@ runner = CliRunner()
 
 def test_screen_store_option_fills_saves_and_reads_like_the_configured_store(tmp_path, monkeypatch):
     monkeypatch.setenv("FH_SCREEN_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("FH_SCREEN_CONFIG_FILE", str(tmp_path / "absent.yaml"))
+    monkeypatch.setenv("FH_SCREEN_CONFIG_FILE", os.devnull)
     monkeypatch.setenv("FH_SCREEN_REFERENCE_DATA", "true")  # the suite turns the shipped table off by default
     own = tmp_path / "own.sqlite"
     result = runner.invoke(build_app(), ["screen", "Li-Fe-O", "--model", "paper", "--max-atoms", "6", "--store", str(own),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from typer.testing import CliRunner
@@ -19,7 +20,7 @@ ENTRIES = [("LiF", -3.2101, "oqmd"), ("LiF", -3.40, "chgnet"), ("Li2F", -1.0, "c
 @pytest.fixture
 def store_file(tmp_path, monkeypatch):
     monkeypatch.setenv("FH_SCREEN_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("FH_SCREEN_CONFIG_FILE", str(tmp_path / "absent.yaml"))
+    monkeypatch.setenv("FH_SCREEN_CONFIG_FILE", os.devnull)
     from fh_screen.settings import FhScreenSettings
 
     path = FhScreenSettings().store_path
@@ -235,6 +236,90 @@ def test_a_source_of_results_brought_back_is_neither_ingested_into_nor_removed_b
         assert sorted(map(str, store.reference_docs())) == before  # nothing changed
         assert ingest_file(store.reference, mine, source="my-chgnet").inserted == 2  # another name is fine
         assert store.remove_source("my-chgnet") == 2
+
+
+def test_the_shipped_oqmd_source_is_neither_ingested_into_nor_removed_by_hand(store_file, tmp_path):
+    """`ingest FILE --source oqmd` used to replace the shipped LiF value (updated LiF: -3.2101 → -3.5) and
+    `--remove-source oqmd` took every shipped entry out without a word: both are refused in one line, in the
+    CLI and the Python API, and the store is left as it was."""
+    from fh_screen.data import DataError
+    from fh_screen.store import SourceOwnedError
+    from fh_screen.store.ingest import ingest_file, ingest_frame
+
+    mine = tmp_path / "mine.csv"
+    mine.write_text("formula,target\nLiF,-3.5\n")
+    with FhScreenStore.embedded(store_file, read_only=True) as store:
+        before = sorted(map(str, store.reference_docs()))
+    ingested = runner.invoke(build_app(), ["ingest", str(mine), "--source", "oqmd", "--store", str(store_file)])
+    assert ingested.exit_code == 2 and ingested.output.count("\n") == 1, ingested.output
+    assert "source 'oqmd' holds the OQMD reference table shipped with fh-screen" in ingested.output
+    assert "'my-oqmd'" in ingested.output
+    removed = runner.invoke(build_app(), ["ingest", "--remove-source", "oqmd", "--store", str(store_file)])
+    assert removed.exit_code == 2 and removed.output.count("\n") == 1, removed.output
+    assert "is not removed by hand" in removed.output and "--sources" in removed.output
+    with FhScreenStore.embedded(store_file) as store:
+        with pytest.raises(DataError, match="shipped with fh-screen"):
+            ingest_file(store.reference, mine, source="oqmd")
+        with pytest.raises(DataError, match="shipped with fh-screen"):
+            ingest_frame(store.reference, __import__("pandas").DataFrame({"formula": ["LiF"], "dhf_ev_per_atom": [-3.5]}),
+                         source="oqmd")
+        with pytest.raises(SourceOwnedError, match="not removed by hand"):
+            store.remove_source("oqmd")
+        assert sorted(map(str, store.reference_docs())) == before  # nothing changed: LiF oqmd is still -3.2101
+        assert store.reference_frame(formula="LiF", source="oqmd")["dhf_ev_per_atom"].tolist() == [-3.2101]
+        assert ingest_file(store.reference, mine, source="my-oqmd").inserted == 1  # another name is fine
+        assert store.remove_source("my-oqmd") == 1
+
+
+def test_a_source_name_is_read_one_way_in_every_door(store_file, tmp_path):
+    """`ingest --source My-DFT` used to store `My-DFT` beside the rest while `query --source`, `--sources` and
+    `sources=` read `my-dft`, so the ingested values could never be chosen: every door now reads a name stripped
+    and lower case, and refuses an empty name or characters outside the safe set in one line."""
+    from fh_screen import screen
+    from fh_screen.screening import ScreenOptions
+    from fh_screen.store.ingest import ingest_file
+
+    mine = tmp_path / "mine.csv"
+    mine.write_text("formula,target\nLiF,-3.6\nLi2F,-1.2\n")
+    ingested = runner.invoke(build_app(), ["ingest", str(mine), "--source", " My-DFT ", "--store", str(store_file)])
+    assert ingested.exit_code == 0 and "inserted 2" in ingested.output, ingested.output
+    with FhScreenStore.embedded(store_file, read_only=True) as store:
+        assert sorted(store.reference.distinct("source")) == ["chgnet", "my-dft", "oqmd"]
+    again = runner.invoke(build_app(), ["ingest", str(mine), "--source", "MY-DFT", "--store", str(store_file)])
+    assert "inserted 0, updated 0, unchanged 2" in again.output, again.output  # the same source, not a new one
+    query = runner.invoke(build_app(), ["query", "--chemsys", "Li-F", "--source", "My-Dft", "--store", str(store_file),
+                                        "--json", "-"])
+    assert query.exit_code == 0 and {d["source"] for d in json.loads(query.stdout)} == {"my-dft"}, query.output
+    cli = runner.invoke(build_app(), ["screen", "Li-F", "--sources", "MY-DFT", "--model", "paper", "--max-atoms", "4",
+                                      "--no-store", "--json", "-"])
+    assert cli.exit_code == 0, cli.output
+    rows = {r["formula"]: r for r in json.loads(cli.stdout)}
+    assert rows["LiF"]["known_source"] == "my-dft" and rows["LiF"]["known_dhf_ev_per_atom"] == pytest.approx(-3.6)
+    api = screen("Li-F", predictor="paper", options=ScreenOptions(max_atoms=4), sources="My-DFT").table
+    assert api.set_index("formula").loc["LiF", "known_source"] == "my-dft"
+    with FhScreenStore.embedded(store_file) as store:
+        assert ingest_file(store.reference, mine, source="My-Dft").unchanged == 2
+        # an entry written before names were normalised goes with the name it normalises to
+        store.reference.update([ReferenceEntryDoc.from_formula("LiF", -3.7, source="My-DFT").model_dump()],
+                               key=["formula", "source"])
+        assert store.remove_source("MY-DFT") == 3
+        assert sorted(store.reference.distinct("source")) == ["chgnet", "oqmd"]
+        before = sorted(map(str, store.reference_docs()))
+    for bad in ("", "  ", "my dft", "dft/1", "-dft", "énergie", "x" * 65):
+        for args in (["ingest", str(mine), "--source", bad], ["ingest", "--remove-source", bad],
+                     ["query", "--chemsys", "Li-F", "--source", bad],
+                     ["screen", "Li-F", "--sources", bad, "--model", "paper", "--max-atoms", "4", "--no-store"]):
+            result = runner.invoke(build_app(), [*args, "--store", str(store_file)])
+            assert result.exit_code == 2 and result.output.count("\n") == 1, (args, result.output)
+            assert "source" in result.output and "Traceback" not in result.output, (args, result.output)
+        if bad.strip():
+            with FhScreenStore.embedded(store_file) as store:
+                for call in (lambda: ingest_file(store.reference, mine, source=bad), lambda: store.remove_source(bad),
+                             lambda: criteria_for(source=bad)):
+                    with pytest.raises(QueryError, match="source name must be 1-64 letters"):
+                        call()
+    with FhScreenStore.embedded(store_file, read_only=True) as store:
+        assert sorted(map(str, store.reference_docs())) == before  # nothing written by a refused name
 
 
 def test_source_and_sources_are_one_flag_in_every_command_that_filters_by_source(store_file):

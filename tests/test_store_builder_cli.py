@@ -122,3 +122,22 @@ def test_cli_corrupt_store_is_one_line_error(tmp_path, isolated_settings):  # no
     result = CliRunner().invoke(build_app(), ["query", "--chemsys", "Li-O"])
     assert result.exit_code == 2
     assert str(bad) in result.output and "Traceback" not in result.output
+
+
+def test_predict_store_refuses_a_store_that_is_not_there_as_query_does(tmp_path, store_500, isolated_settings):  # noqa: F811
+    """`predict-store --store typo.sqlite` used to create an empty store and say "0 new predictions" (exit 0)
+    where query, runs and results say "no store at ...": it is refused the same way, and nothing is created."""
+    from fh_screen.cli import build_app
+
+    runner = CliRunner()
+    typo = tmp_path / "typo.sqlite"
+    for command in ("predict-store", "query"):
+        result = runner.invoke(build_app(), [command, "--store", str(typo)])
+        assert result.exit_code == 2 and result.output.count("\n") == 1, (command, result.output)
+        assert result.output.startswith(f"error: no store at {typo}: run `fh-screen ingest FILE --store {typo}` first")
+    configured = runner.invoke(build_app(), ["predict-store"])  # the configured store, none yet (reference_data off)
+    assert configured.exit_code == 2 and "no store at" in configured.output and "Traceback" not in configured.output
+    assert not typo.exists() and not isolated_settings.exists()
+    store, tidy = store_500
+    made = runner.invoke(build_app(), ["predict-store", "--store", str(tmp_path / "b.sqlite")])
+    assert made.exit_code == 0 and f"{len(tidy):,} new predictions" in made.output, made.output

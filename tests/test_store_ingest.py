@@ -163,6 +163,45 @@ def test_settings_file_env_and_from_settings(tmp_path, monkeypatch, isolated_set
         FhScreenSettings()
 
 
+def test_a_settings_typo_or_a_missing_settings_file_is_one_line_not_ignored(tmp_path, monkeypatch, isolated_settings):  # noqa: F811
+    """`mongo_ur:` / `data_dri:` in the settings file, or FH_SCREEN_CONFIG_FILE naming a file that is not there,
+    used to be ignored: the local store was used (exit 0), not the MongoDB or folder the user meant."""
+    from typer.testing import CliRunner
+
+    from fh_screen.cli import build_app
+
+    monkeypatch.setenv("FH_SCREEN_REFERENCE_DATA", "false")
+    runner = CliRunner()
+    for text, key, closest in (("mongo_ur: mongodb://127.0.0.1:1\n", "mongo_ur", "mongo_uri"),
+                               (f"data_dri: {tmp_path / 'mine'}\n", "data_dri", "data_dir"),
+                               ("store_file: a.sqlite\nReference_Data: false\n", "Reference_Data", "reference_data")):
+        config = tmp_path / "fh.yaml"
+        config.write_text(text)
+        monkeypatch.setenv("FH_SCREEN_CONFIG_FILE", str(config))
+        with pytest.raises(SettingsError, match=f"settings file {config}: unknown setting '{key}' "
+                                                f"\\(did you mean '{closest}'\\?\\)"):
+            FhScreenSettings()
+        result = runner.invoke(build_app(), ["query", "--chemsys", "Li-O"])
+        assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+        assert f"unknown setting '{key}'" in result.output and "Traceback" not in result.output
+    missing = tmp_path / "nofile.yaml"
+    monkeypatch.setenv("FH_SCREEN_CONFIG_FILE", str(missing))
+    with pytest.raises(SettingsError, match=f"settings file {missing} does not exist"):
+        FhScreenSettings()
+    result = runner.invoke(build_app(), ["runs"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1 and "does not exist" in result.output
+    assert not isolated_settings.exists()  # no store was made anywhere
+    # /dev/null names no file; other environment variables (FH_SCREEN_ or not) are left alone
+    monkeypatch.setenv("FH_SCREEN_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("FH_SCREEN_FUZZ_SCALE", "2")
+    assert FhScreenSettings().data_dir == isolated_settings
+    config.write_text(f"data_dir: {tmp_path / 'from_yaml'}\n")
+    monkeypatch.setenv("FH_SCREEN_CONFIG_FILE", str(config))
+    assert FhScreenSettings().data_dir == isolated_settings  # the environment wins over the file, as before
+    monkeypatch.delenv("FH_SCREEN_DATA_DIR")
+    assert FhScreenSettings().data_dir == tmp_path / "from_yaml"
+
+
 def test_mongo_uri_selects_mongostore(tmp_path, monkeypatch, isolated_settings):  # noqa: F811
     import mongomock_ng
     from maggma.stores import MongoStore
@@ -325,6 +364,10 @@ def test_hydrate_is_stored_under_its_full_composition(tmp_path):
         ({"a.csv": "a,b\n1,2\n"}, "unrecognised format"),
         ({"a.csv": "formula,target\nFeO,-1.5\n", "b.csv": "x\n"}, "unrecognised format"),
         ({"a.json": "{not json"}, "not valid JSON"),
+        ({"a.csv": "formula,dhf_ev_per_atom\nNaCl,-2100\nFe2O3,-1710\n"},
+         "its 2 usable row(s) are all outliers outside (-20, 5) eV/atom (e.g. NaCl -2100; Fe2O3 -1710); ΔH_f must be "
+         "in eV/atom"),
+        ({"a.csv": "formula,target\nFeO,-1.5\n", "b.csv": "formula,target\nNaCl,-2100\n"}, "nothing ingested from"),
     ],
 )
 def test_refused_input_never_creates_or_touches_a_store(tmp_path, files, fragment):
@@ -341,3 +384,31 @@ def test_refused_input_never_creates_or_touches_a_store(tmp_path, files, fragmen
     result = CliRunner().invoke(build_app(), ["ingest", str(target), "--store", str(store)])
     assert result.exit_code == 2 and fragment in result.output and "Traceback" not in result.output
     assert not store.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+def test_a_file_whose_every_row_is_an_outlier_is_refused_in_every_door(tmp_path):
+    """A file in meV/atom (NaCl,-2100) used to exit 0 with "inserted 0 ... rejected 1 (outliers)": nothing was
+    ingested and nothing said why; the API and the CLI now refuse it in one line naming the units, and
+    --keep-outliers (keep_outliers=True) still stores such rows, flagged."""
+    from typer.testing import CliRunner
+
+    from fh_screen.cli import build_app
+    from fh_screen.data import DataError
+
+    path = tmp_path / "mev.csv"
+    path.write_text("formula,dhf_ev_per_atom\nNaCl,-2100\n")
+    store_file = tmp_path / "s.sqlite"
+    result = CliRunner().invoke(build_app(), ["ingest", str(path), "--source", "mine", "--store", str(store_file)])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert f"error: nothing ingested from {path}" in result.output and "meV/atom" in result.output
+    assert not store_file.exists()
+    with FhScreenStore.embedded(store_file) as store:
+        for call in (lambda: ingest_file(store.reference, path), lambda: ingest_path(store.reference, tmp_path)):
+            with pytest.raises(DataError, match="usable row\\(s\\) are all outliers"):
+                call()
+        assert store.n_reference() == 0
+        kept = ingest_path(store.reference, path, keep_outliers=True)
+        assert kept.inserted == 1 and store.reference.query_one({"formula": "NaCl"})["passed_outlier_filter"] is False
+    flagged = CliRunner().invoke(build_app(), ["ingest", str(path), "--source", "mine2", "--keep-outliers",
+                                               "--store", str(store_file)])
+    assert flagged.exit_code == 0 and "inserted 1" in flagged.output, flagged.output

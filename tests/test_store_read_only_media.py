@@ -22,7 +22,7 @@ def test_a_store_in_a_read_only_folder_is_read_by_every_reader_and_refused_to_wr
         read_only_folder, oqmd_slice_csv):
     folder, make_read_only = read_only_folder
     path = folder / "group.db"
-    assert _cli("ingest", str(oqmd_slice_csv), "--source", "oqmd", "--store", str(path)).exit_code == 0
+    assert _cli("ingest", str(oqmd_slice_csv), "--source", "oqmd-slice", "--store", str(path)).exit_code == 0
     saved = _cli("screen", "Li-O", "--model", "paper", "--max-atoms", "4", "--store", str(path))
     assert saved.exit_code == 0, saved.output
     run_id = saved.output.split("saved run ")[1].split()[0]

@@ -18,7 +18,12 @@ def predict_command(
     output_csv: Optional[Path] = typer.Option(None, "--output", "-o", help="Write every input column plus predictions here ('-': print the CSV)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Shipped model name (or name@version) or path to a .pt checkpoint."),
 ) -> None:
-    """Predict formation enthalpies (eV/atom) from composition."""
+    """Predict formation enthalpies (eV/atom) from composition.
+
+    Every row is shown or written, a formula that cannot be predicted with its error (the table's
+    note, the CSV's error column); then, if any could not, one line names it and the exit code is 2,
+    whatever the output (table, --output FILE, --output -).
+    """
     from fh_screen.models.predictor import Predictor
 
     if not formulas and input_csv is None:
@@ -28,21 +33,29 @@ def predict_command(
     check_outputs(output_csv)
     predictor = Predictor.from_name(model)
     if input_csv is not None:
-        _predict_csv(predictor, input_csv, output_csv)
-        return
-    result = _checked(predictor.predict_formulas(formulas))
-    if output_csv is not None:
-        import pandas as pd
+        formulas, result = _predict_csv(predictor, input_csv, output_csv)
+    else:
+        result = _checked(predictor.predict_formulas(formulas))
+        if output_csv is not None:
+            import pandas as pd
 
-        frame = _with_predictions(pd.DataFrame({"formula": formulas}), result, predictor)
-        write_csv(frame, output_csv)
-        if not is_stdout(output_csv):
-            console().print(f"wrote {len(frame)} rows to {output_csv}")
-        return
-    _print_table(formulas, result, predictor)
+            frame = _with_predictions(pd.DataFrame({"formula": formulas}), result, predictor)
+            write_csv(frame, output_csv)
+            if not is_stdout(output_csv):
+                console().print(f"wrote {len(frame)} rows to {output_csv}")
+        else:
+            _print_table(formulas, result, predictor)
+    _fail_on_errors(formulas, result, output_csv)
+
+
+def _fail_on_errors(formulas: list[str], result, output_csv: Optional[Path]) -> None:
+    """Exit 2 with one line when any formula could not be predicted (after every row was shown or written)."""
     bad = [e for e in result.errors if e]
-    if bad:
-        fail(bad[0] if len(bad) == 1 else f"{len(bad)} of {len(formulas)} formulas could not be read (see the table)")
+    if not bad:
+        return
+    where = ("the table" if output_csv is None else "the error column" if is_stdout(output_csv)
+             else f"the error column of {output_csv}")
+    fail(bad[0] if len(bad) == 1 else f"{len(bad)} of {len(formulas)} formulas could not be predicted (see {where})")
 
 
 def _checked(result):
@@ -69,7 +82,8 @@ def _with_predictions(frame, result, predictor):
     return frame
 
 
-def _predict_csv(predictor, input_csv: Path, output_csv: Optional[Path]) -> None:
+def _predict_csv(predictor, input_csv: Path, output_csv: Optional[Path]):
+    """Predict the ``formula`` column of ``input_csv``, show or write every row; returns (formulas, result)."""
     from fh_screen.data import read_csv_any
 
     if not input_csv.exists():
@@ -90,6 +104,7 @@ def _predict_csv(predictor, input_csv: Path, output_csv: Optional[Path]) -> None
         status_console(output_csv).print(f"wrote {len(out)} rows to {output_csv} ({n_bad} with an error)"
                                          if not is_stdout(output_csv) else f"{n_bad} of {len(out)} rows with an error",
                                          highlight=False)
+    return formulas, result
 
 
 def _shown(text: str) -> str:

@@ -33,16 +33,19 @@ class Kind(str, Enum):
     both = "both"
 
 
-def _open_store(store_file: Optional[Path], read_only: bool):
+def _open_store(store_file: Optional[Path], read_only: bool, must_exist: Optional[bool] = None):
+    """The store of ``--store FILE`` or the configured one; ``must_exist`` (default: ``read_only``) refuses,
+    in one line, a store file that is not there (and would not be filled from the shipped table)."""
     from fh_screen.settings import FhScreenSettings
     from fh_screen.store import FhScreenStore
 
+    must_exist = read_only if must_exist is None else must_exist
     if store_file is not None:
-        if read_only and not store_file.exists():
+        if must_exist and not store_file.exists():
             fail(f"no store at {store_file}: run `fh-screen ingest FILE --store {store_file}` first")
         return FhScreenStore.embedded(store_file, read_only=read_only)
     settings = FhScreenSettings()
-    if read_only and not settings.mongo_uri and not settings.reference_data and not settings.store_path.exists():
+    if must_exist and not settings.mongo_uri and not settings.reference_data and not settings.store_path.exists():
         fail(f"no store at {settings.store_path}: run `fh-screen ingest FILE` first")
     return FhScreenStore.from_settings(settings, read_only=read_only)  # first use: fills the shipped OQMD table
 
@@ -50,10 +53,11 @@ def _open_store(store_file: Optional[Path], read_only: bool):
 def ingest_command(
     path: Optional[Path] = typer.Argument(None, help="OQMD-style file (shared CSV, dump table, OPTIMADE JSON) or a folder of them."),
     source: str = typer.Option(
-        "user", "--source", help="Name of these values (e.g. my-dft, oqmd-1.6): they sit beside the shipped OQMD "
-        "entries (source oqmd) and the hull uses the lowest value per composition."),
+        "user", "--source", help="Name of these values (e.g. my-dft, oqmd-1.6; read in lower case): they sit beside the shipped OQMD "
+        "entries (source oqmd, never ingested into) and the hull uses the lowest value per composition."),
     remove_source: Optional[str] = typer.Option(
-        None, "--remove-source", help="Remove every reference entry of this source instead of ingesting."),
+        None, "--remove-source", help="Remove every reference entry of this source instead of ingesting (not oqmd, "
+        "the shipped table, nor the results' sources chgnet, atomate2-vasp, ...)."),
     source_version: Optional[str] = typer.Option(None, "--source-version", help="Version to record, e.g. 1.6."),
     keep_outliers: bool = typer.Option(
         False, "--keep-outliers", help="Store values outside (-20, 5) eV/atom, flagged, instead of rejecting them."
@@ -63,15 +67,14 @@ def ingest_command(
     """Load DFT formation enthalpies into the store under a source name (idempotent per (formula, source))."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from fh_screen.store.ingest import IngestReport, check_ingest_source, check_source, ingest_file, ingestable_files
+    from fh_screen.store.ingest import IngestReport, check_ingest_source, ingest_file, ingestable_files
 
     if remove_source is not None:
         if path is not None:
             fail("give either a PATH to ingest or --remove-source NAME, not both")
-        check_source(remove_source)
         from fh_screen.store.stores import check_removable_source
 
-        check_removable_source(remove_source)  # before the store is opened (or filled on first use)
+        remove_source = check_removable_source(remove_source)  # before the store is opened (or filled on first use)
         with _open_store(store_file, read_only=False) as store:
             n_removed = store.remove_source(remove_source)
             console().print(f"removed {n_removed:,} reference entries of source {remove_source!r}; store "
@@ -79,8 +82,8 @@ def ingest_command(
         return
     if path is None:
         fail("give a PATH to ingest (or --remove-source NAME)")
-    check_ingest_source(source)
-    files = ingestable_files(path)
+    source = check_ingest_source(source)  # stored stripped and lower case, as --sources selects it
+    files = ingestable_files(path, keep_outliers=keep_outliers)
     report = IngestReport()
     out = console()
     with _open_store(store_file, read_only=False) as store:
@@ -337,7 +340,9 @@ def predict_store_command(
     processes: int = typer.Option(1, "--processes", "-p", help="Worker processes (maggma's multiprocessing runner)."),
     store_file: Optional[Path] = typer.Option(None, "--store", help=_STORE_HELP),
 ) -> None:
-    """Predict every reference entry without a prediction from the model (a maggma Builder)."""
+    """Predict every reference entry without a prediction from the model (a maggma Builder).
+
+    The store must exist (a --store FILE that is not there is refused in one line, as by query)."""
     import asyncio
 
     from maggma.cli.multiprocessing import multi
@@ -345,7 +350,7 @@ def predict_store_command(
 
     from fh_screen.store.builders import PredictionBuilder
 
-    store = _open_store(store_file, read_only=False)
+    store = _open_store(store_file, read_only=False, must_exist=True)  # a typo'd path is not a new, empty store
     before = store.connect().predictions.count()
     store.close()
     builder = PredictionBuilder(store.reference, store.predictions, model=model)

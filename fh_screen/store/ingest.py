@@ -1,9 +1,11 @@
 """Ingest DFT files (OQMD style) into the reference collection under a source name, idempotently, in atomic batches.
 
 Entries are unique per (formula, ``source``): a user's values (default source ``user``) sit
-beside the shipped OQMD entries (source ``oqmd``), the hull uses the lowest value of a
-composition, and ``FhScreenStore.remove_source`` (``fh-screen ingest --remove-source NAME``) takes
-a source out again.
+beside the shipped OQMD entries (source ``oqmd``, which only the first-use fill writes: an ingest
+under that name is refused), the hull uses the lowest value of a composition, and
+``FhScreenStore.remove_source`` (``fh-screen ingest --remove-source NAME``) takes a source out
+again. A source name is stored as :func:`~fh_screen.store.query.source_name` reads it (stripped,
+lower case), as every query and screen selects it.
 
 Files are read with :func:`fh_screen.data.load_oqmd` (the shared CSV, OQMD dump tables and
 OPTIMADE JSON), which reduces formulas and keeps the lowest ΔH_f per composition. Each batch of
@@ -16,15 +18,16 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from maggma.core import Store
 
-from fh_screen.data import REJECTION_REASONS, DataError, check_rows, load_oqmd
+from fh_screen.data import OUTLIER_RANGE_EV_PER_ATOM, REJECTION_REASONS, DataError, check_rows, load_oqmd
+from fh_screen.store.bootstrap import SHIPPED_SOURCE
 from fh_screen.store.documents import RESULT_SOURCES, ReferenceEntryDoc, chemsys_of, elements_of, utcnow
+from fh_screen.store.query import source_name
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +41,6 @@ DEFAULT_SOURCE = "user"
 
 #: Files picked up when ``ingest`` is given a folder.
 INGEST_SUFFIXES = (".csv", ".json", ".tsv", ".txt")
-
-_SOURCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+@-]{0,63}")
 
 #: Values closer than this (eV/atom) count as unchanged.
 TOLERANCE_EV_PER_ATOM = 1e-9
@@ -85,11 +86,12 @@ class IngestReport:
         return self
 
 
-def ingestable_files(path: str | Path) -> list[Path]:
+def ingestable_files(path: str | Path, *, keep_outliers: bool = False) -> list[Path]:
     """``path`` itself, or the data files of a folder (sorted), each read and validated.
 
     Every file is loaded and checked here, before any store is opened or written: a file that
-    cannot be read, has the wrong columns or holds no usable row raises :class:`DataError`, so a
+    cannot be read, has the wrong columns or holds no usable row (every row an outlier outside
+    (−20, 5) eV/atom counts as none unless ``keep_outliers``) raises :class:`DataError`, so a
     refused input never creates or touches a store. :func:`ingest_file` reuses these loads.
     """
     path = Path(path)
@@ -103,7 +105,9 @@ def ingestable_files(path: str | Path) -> list[Path]:
         files = [path]
     _VALIDATED.clear()
     for file in files:
-        _VALIDATED[_file_key(file)] = _load_checked(file)
+        frame, cleaning = _load_checked(file)
+        _check_storable(frame, file, keep_outliers)
+        _VALIDATED[_file_key(file)] = frame, cleaning
     return files
 
 
@@ -130,18 +134,34 @@ def _load_checked(path: Path):
     return frame, cleaning
 
 
+def _check_storable(frame, path: Path, keep_outliers: bool) -> None:
+    """Raise :class:`DataError` (one line) when every usable row of ``frame`` is an outlier and
+    ``keep_outliers`` is off: nothing would be stored, most likely a file in other units (meV/atom)."""
+    if keep_outliers or frame["passed_outlier_filter"].any():
+        return
+    low, high = OUTLIER_RANGE_EV_PER_ATOM
+    examples = "; ".join(f"{f} {v:g}" for f, v in zip(frame["formula"].head(3), frame["dhf_ev_per_atom"].head(3)))
+    raise DataError(f"nothing ingested from {path}: its {len(frame)} usable row(s) are all outliers outside ({low:g}, "
+                    f"{high:g}) eV/atom (e.g. {examples}); ΔH_f must be in eV/atom (is this file in meV/atom or "
+                    f"kJ/mol?), or store them flagged with --keep-outliers (keep_outliers=True)")
+
+
 def check_source(source: str) -> str:
-    """``source`` if it is a usable source name (letters, digits, ``.-_+@``), else :class:`DataError`."""
-    if not isinstance(source, str) or not _SOURCE.fullmatch(source):
-        raise DataError(f"source name must be 1-64 letters, digits or .-_+@ characters, got {source!r}")
-    return source
+    """``source`` as stored (:func:`~fh_screen.store.query.source_name`: stripped, lower case), else
+    :class:`~fh_screen.store.query.SourceNameError` (one line)."""
+    return source_name(source)
 
 
 def check_ingest_source(source: str) -> str:
-    """``source`` if values may be ingested under it: a usable name (:func:`check_source`) that the
-    results brought back from atomate2 do not own (:data:`~fh_screen.store.documents.RESULT_SOURCES`);
-    else :class:`DataError` (one line)."""
-    check_source(source)
+    """``source`` as stored, if values may be ingested under it: a usable name (:func:`check_source`) that neither
+    the shipped OQMD table (:data:`~fh_screen.store.bootstrap.SHIPPED_SOURCE`, ``oqmd``) nor the results
+    brought back from atomate2 (:data:`~fh_screen.store.documents.RESULT_SOURCES`) own; else
+    :class:`DataError` (one line)."""
+    source = check_source(source)
+    if source == SHIPPED_SOURCE:
+        raise DataError(f"source {source!r} holds the OQMD reference table shipped with fh-screen (filled on first "
+                        f"use): ingested values would replace its entries; ingest yours under another name, e.g. "
+                        f"'oqmd-1.6' or 'my-oqmd'")
     if source in RESULT_SOURCES:
         raise DataError(f"source {source!r} holds the results brought back from atomate2 (fh-screen results): each "
                         f"entry is the lowest of its results, and ingested values would replace them or be replaced; "
@@ -157,7 +177,7 @@ def ingest_path(
     Every file is validated before the first write (see :func:`ingestable_files`).
     """
     report = IngestReport()
-    for file in ingestable_files(path):
+    for file in ingestable_files(path, keep_outliers=bool(kwargs.get("keep_outliers", False))):
         report.merge(ingest_file(store, file, progress=progress, **kwargs))
     return report
 
@@ -178,11 +198,13 @@ def ingest_file(
     bad formula, a missing value or a non-numeric or infinite ΔH_f are rejected and counted.
     Outliers outside (−20, 5) eV/atom are rejected unless ``keep_outliers``, in which case they
     are stored with ``passed_outlier_filter=False``. ``progress(n_done, n_total)`` is called
-    after each batch. Raises :class:`DataError` for a file with no usable row.
+    after each batch. Raises :class:`DataError` for a file with no usable row, or whose every
+    usable row is an outlier (without ``keep_outliers``: a file in other units, nothing to store).
     """
     path = Path(path)
     loaded = _VALIDATED.pop(_file_key(path), None) if path.is_file() else None
     frame, cleaning = loaded if loaded is not None else _load_checked(path)
+    _check_storable(frame, path, keep_outliers)
     if not keep_outliers:
         frame = frame[frame["passed_outlier_filter"]].reset_index(drop=True)
     report = IngestReport(files=[str(path)], n_rows=cleaning.n_raw)
@@ -214,9 +236,10 @@ def ingest_frame(
 ) -> IngestReport:
     """Upsert a tidy table (:data:`fh_screen.data.TIDY_COLUMNS`) into the reference ``store``.
 
-    Raises :class:`DataError` for a ``source`` that cannot be ingested (:func:`check_ingest_source`).
+    ``source`` is stored as :func:`check_source` reads it (stripped, lower case). Raises a one-line
+    :class:`~fh_screen.errors.FhScreenError` for a ``source`` that cannot be ingested (:func:`check_ingest_source`).
     """
-    check_ingest_source(source)
+    source = check_ingest_source(source)
     report = report if report is not None else IngestReport(n_rows=len(frame))
     formulas = frame["formula"].tolist()
     values = frame["dhf_ev_per_atom"].astype(float).tolist()

@@ -7,6 +7,7 @@ The criteria are plain MongoDB filters, so they run unchanged on the embedded
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import TYPE_CHECKING
 
@@ -16,11 +17,38 @@ from fh_screen.store.documents import subsystems
 if TYPE_CHECKING:
     from maggma.core import Store
 
-__all__ = ["QueryError", "TOP_COLUMNS", "absent_sources_note", "criteria_for", "parse_sources", "top_candidates"]
+__all__ = [
+    "QueryError", "SOURCE_NAME", "SourceNameError", "TOP_COLUMNS", "absent_sources_note", "criteria_for",
+    "parse_sources", "source_name", "top_candidates",
+]
 
 
 class QueryError(FhScreenError):
     """A query that cannot be answered as asked; one-line message."""
+
+
+class SourceNameError(QueryError):
+    """A source name that is empty or has characters outside the safe set; one-line message."""
+
+
+#: A source name as stored: 1-64 lower-case letters, digits or ``.-_+@``, beginning with a letter or digit.
+SOURCE_NAME = re.compile(r"[a-z0-9][a-z0-9._+@-]{0,63}")
+
+
+def source_name(name: object) -> str:
+    """The one form of a source name, used by every door (ingest, ``--remove-source``, ``--sources``,
+    ``query --source``, the Python API and the jobs): stripped and lower case (``' OQMD '`` → ``oqmd``).
+
+    Raises :class:`SourceNameError` (one line) for a name that is not text, is empty, or has
+    characters outside :data:`SOURCE_NAME` once normalised.
+    """
+    if not isinstance(name, str):
+        raise SourceNameError(f"a source name must be text, got {name!r}")
+    text = name.strip().lower()
+    if not SOURCE_NAME.fullmatch(text):
+        raise SourceNameError(f"source name must be 1-64 letters, digits or .-_+@ characters (beginning with a "
+                              f"letter or digit; upper case is read as lower case), got {name!r}")
+    return text
 
 
 def criteria_for(
@@ -76,12 +104,14 @@ def criteria_for(
 
 
 def parse_sources(source: str | Sequence[str]) -> list[str]:
-    """Source names from ``"oqmd,chgnet"`` or a list, stripped, lower case, without repeats (order kept)."""
+    """Source names from ``"oqmd,chgnet"`` or a list, each read by :func:`source_name` (stripped, lower
+    case), without repeats (order kept). Raises :class:`QueryError` (one line) when none is named or a
+    name is not usable."""
     if not isinstance(source, (str, list, tuple)) or not all(isinstance(s, str) for s in
                                                              ([source] if isinstance(source, str) else source)):
         raise QueryError(f"sources must be source names ('oqmd,chgnet' or a list), got {source!r}")
     parts = source.split(",") if isinstance(source, str) else [p for s in source for p in str(s).split(",")]
-    names = list(dict.fromkeys(p.strip().lower() for p in parts if p.strip()))
+    names = list(dict.fromkeys(source_name(p) for p in parts if p.strip()))
     if not names:
         raise QueryError(f"no source named in {source!r} (e.g. oqmd, chgnet, atomate2-vasp)")
     return names

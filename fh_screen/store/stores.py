@@ -19,6 +19,7 @@ from maggma.core import Store
 
 from fh_screen.errors import FhScreenError
 from fh_screen.store.backend import SQLiteStore
+from fh_screen.store.bootstrap import SHIPPED_SOURCE
 from fh_screen.store.documents import (
     RESULT_SOURCES,
     PredictionDoc,
@@ -29,7 +30,7 @@ from fh_screen.store.documents import (
     prediction_id,
     utcnow,
 )
-from fh_screen.store.query import criteria_for, model_criteria
+from fh_screen.store.query import criteria_for, model_criteria, source_name
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -78,8 +79,17 @@ class SourceOwnedError(FhScreenError):
 
 
 def check_removable_source(source: str) -> str:
-    """``source`` if its entries may be removed by hand; :class:`SourceOwnedError` (one line) for a
-    source of results brought back from atomate2 (:data:`~fh_screen.store.documents.RESULT_SOURCES`)."""
+    """``source`` if its entries may be removed by hand; :class:`SourceOwnedError` (one line) for the
+    shipped OQMD table (:data:`~fh_screen.store.bootstrap.SHIPPED_SOURCE`) and for a source of results
+    brought back from atomate2 (:data:`~fh_screen.store.documents.RESULT_SOURCES`). The name is read by
+    :func:`~fh_screen.store.query.source_name` (stripped, lower case; a bad name is one line) and
+    returned in that form."""
+    source = source_name(source)
+    if source == SHIPPED_SOURCE:
+        raise SourceOwnedError(
+            f"source {source!r} holds the OQMD reference table shipped with fh-screen, which every screen's hull "
+            f"is anchored on: it is not removed by hand; leave it out of a screen with --sources (e.g. --sources "
+            f"my-dft, sources='my-dft'), or start from an empty store (reference_data: false)")
     if source in RESULT_SOURCES:
         raise SourceOwnedError(
             f"source {source!r} holds the results brought back from atomate2 (fh-screen results): its entries "
@@ -348,14 +358,20 @@ class FhScreenStore:
     def remove_source(self, source: str) -> int:
         """Remove every reference entry of ``source``; returns how many were removed.
 
-        Raises :class:`SourceOwnedError` for a source of results brought back from atomate2
+        ``source`` is read by :func:`~fh_screen.store.query.source_name` (``My-DFT`` removes ``my-dft``).
+        Raises :class:`SourceOwnedError` for the shipped OQMD table (``oqmd``: the first-use fill
+        owns it) and for a source of results brought back from atomate2
         (:data:`~fh_screen.store.documents.RESULT_SOURCES`): its entries follow the results
         collection, and removing them alone would leave results that no rerun brings back.
         """
-        check_removable_source(source)
-        n = self.reference.count({"source": source})
+        source = check_removable_source(source)
+        # entries written before names were normalised (``My-DFT``) go with the name they normalise to
+        names = sorted({name for name in self.reference.distinct("source")
+                        if isinstance(name, str) and name.strip().lower() == source} | {source})
+        criteria = {"source": names[0] if len(names) == 1 else {"$in": names}}
+        n = self.reference.count(criteria)
         if n:
-            self.reference.remove_docs({"source": source})
+            self.reference.remove_docs(criteria)
         logger.info("removed %d reference entries of source %s", n, source)
         return n
 

@@ -197,7 +197,7 @@ def test_many_element_system_finishes_or_is_refused_with_a_bound():
     # more atoms: candidates with 7+ elements need a linear programme each; too many are refused
     options = ScreenOptions(max_atoms=14, max_candidates=10**8)
     assert hull_programmes(10, 14) > MAX_HULL_PROGRAMMES
-    with pytest.raises(ScreenError, match=r"linear programme.*--max-atoms (\d+) or --force") as info:
+    with pytest.raises(ScreenError, match=r"linear programme.*: use max_atoms=(\d+) \(--max-atoms \1\) or force=True \(--force\)$") as info:
         check_size(system.split("-"), options)
     suggested = int(re.search(r"--max-atoms (\d+)", str(info.value)).group(1))
     assert hull_programmes(10, suggested) <= MAX_HULL_PROGRAMMES < hull_programmes(10, suggested + 1)
@@ -207,7 +207,7 @@ def test_many_element_system_finishes_or_is_refused_with_a_bound():
 
 def test_enumeration_above_the_limit_is_refused_unless_forced():
     predictor = Predictor.from_name("paper")
-    with pytest.raises(ScreenError, match=r"--max-atoms \d+ or --force"):
+    with pytest.raises(ScreenError, match=r"use max_atoms=(\d+) \(--max-atoms \1\) or force=True \(--force\)$"):
         screen("Li-Fe-O", predictor=predictor, options=ScreenOptions(max_atoms=20, max_candidates=500))
     result = screen("Li-Fe-O", predictor=predictor, options=ScreenOptions(max_atoms=20, max_candidates=500, force=True))
     assert result.n_candidates == count_candidates(3, 20)

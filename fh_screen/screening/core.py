@@ -252,6 +252,11 @@ def _suggest_max_atoms(k: int, options: ScreenOptions) -> int:
     return best
 
 
+def _size_advice(max_atoms: int) -> str:
+    """How to get past a size limit, named for the Python doors and the CLI alike."""
+    return f"use max_atoms={max_atoms} (--max-atoms {max_atoms}) or force=True (--force)"
+
+
 def check_size(system: Sequence[str], options: ScreenOptions = ScreenOptions()) -> int:
     """Number of candidates the enumeration will give (exact, without enumerating).
 
@@ -270,7 +275,7 @@ def check_size(system: Sequence[str], options: ScreenOptions = ScreenOptions()) 
         suggestion = _suggest_max_atoms(k, options)
         raise ScreenError(
             f"{name} at max_atoms={options.max_atoms} gives {estimate:,} candidates, above the limit of "
-            f"{options.max_candidates:,}: use --max-atoms {suggestion} or --force"
+            f"{options.max_candidates:,}: {_size_advice(suggestion)}"
         )
     programmes = hull_programmes(k, options.max_atoms, options.max_per_element)
     if programmes > MAX_HULL_PROGRAMMES:
@@ -278,7 +283,7 @@ def check_size(system: Sequence[str], options: ScreenOptions = ScreenOptions()) 
         raise ScreenError(
             f"{name} at max_atoms={options.max_atoms} has {programmes:,} candidates with more than {QHULL_MAX_ELEMENTS} elements, "
             f"each a linear programme on the hull (about {programmes * SECONDS_PER_HULL_PROGRAMME / 60:.0f} min; the limit is "
-            f"{MAX_HULL_PROGRAMMES:,}): use --max-atoms {suggestion} or --force"
+            f"{MAX_HULL_PROGRAMMES:,}): {_size_advice(suggestion)}"
         )
     return estimate
 

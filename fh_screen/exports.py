@@ -9,6 +9,7 @@ sit in one column unmarked.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -18,7 +19,24 @@ if TYPE_CHECKING:
 
     from fh_screen.screening import ScreenResult
 
-__all__ = ["EXPORT_COLUMN_ORDER", "MODEL_COLUMN", "export_frame", "export_records", "stored_screen_frame"]
+__all__ = [
+    "EXPORT_COLUMN_ORDER", "MODEL_COLUMN", "OQMD_ATTRIBUTION", "PROVENANCE_SUFFIX", "export_frame", "export_provenance",
+    "export_records", "provenance_path", "stored_screen_frame",
+]
+
+#: Suffix of the provenance file written beside an exported table (``out.csv`` → ``out.csv.provenance.json``).
+PROVENANCE_SUFFIX = ".provenance.json"
+
+#: The attribution an export owes OQMD when its known phases include the shipped table (CC-BY 4.0,
+#: ``fh_screen/reference_data/ATTRIBUTION.md``).
+OQMD_ATTRIBUTION = {
+    "data": "OQMD (https://oqmd.org), the ElemNet/CrabNet benchmark split (train + val), as shipped with fh-screen",
+    "licence": "CC-BY 4.0 (https://creativecommons.org/licenses/by/4.0/)",
+    "cite": [
+        "J. E. Saal et al., JOM 65, 1501-1509 (2013), doi:10.1007/s11837-013-0755-4",
+        "S. Kirklin et al., npj Computational Materials 1, 15010 (2015), doi:10.1038/npjcompumats.2015.10",
+    ],
+}
 
 #: Name of the added column: ``name@version`` of the model that predicted the row.
 MODEL_COLUMN = "model"
@@ -47,6 +65,39 @@ def export_frame(result: ScreenResult) -> pd.DataFrame:
     frame = result.table.copy()
     frame[MODEL_COLUMN] = result.row_models()
     return frame
+
+
+def provenance_path(path: str | Path) -> Path:
+    """Where the provenance of the table exported to ``path`` is written (:data:`PROVENANCE_SUFFIX`)."""
+    path = Path(path)
+    return path.with_name(path.name + PROVENANCE_SUFFIX)
+
+
+def export_provenance(result: ScreenResult, options: Any = None) -> dict[str, Any]:
+    """What an exported table came from, as JSON-ready data (the table's rows stay bare rows).
+
+    ``run_id`` (the screen's; ``fh-screen query --run RUN`` when it was saved), the fh-screen
+    version, the system, the model (``name@version``, weights sha256), the cascade's prefilter,
+    the P(stable) classifier, the options, the candidate and known counts, the sources of the
+    known phases, the screen's notes, and OQMD's attribution when the shipped table is among them.
+    """
+    import dataclasses
+
+    from fh_screen.version import __version__
+
+    sources = sorted({str(s) for s in result.table.get("known_source", []) if isinstance(s, str)})
+    provenance: dict[str, Any] = {
+        "run_id": result.run_id, "fh_screen_version": __version__, "chemsys": "-".join(result.chemsys),
+        "model": f"{result.model_name}@{result.model_version}", "model_weights_sha256": result.weights_sha256,
+        "prefilter": result.prefilter, "stability_model": result.stability_model,
+        "options": dataclasses.asdict(options) if dataclasses.is_dataclass(options) else None,
+        "n_candidates": result.n_candidates, "n_known": result.n_known, "known_sources": sources,
+        "notes": list(result.warnings),
+        "columns": "docs/screening.md (units in the names: _ev_per_atom is eV/atom)",
+    }
+    if "oqmd" in sources:
+        provenance["attribution"] = OQMD_ATTRIBUTION
+    return provenance
 
 
 def export_records(result: ScreenResult) -> list[dict]:

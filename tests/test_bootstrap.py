@@ -172,3 +172,10 @@ def test_a_screen_on_the_shipped_table_says_what_known_leaves_out(fresh_settings
     table = CliRunner().invoke(build_app(), ["screen", "Li-P-O", "--max-atoms", "8", "--model", "paper", "--no-store"],
                                env={"COLUMNS": "300"})
     assert " ".join(SHIPPED_OQMD_CAVEAT.split()) in " ".join(table.output.split())
+    # an export of a screen on the shipped table carries OQMD's attribution in its provenance
+    exported = fresh_settings.parent.parent.parent / "li-p-o.csv"
+    written = CliRunner().invoke(build_app(), ["screen", "Li-P-O", "--max-atoms", "8", "--model", "paper", "--no-store",
+                                               "--csv", str(exported)])
+    assert written.exit_code == 0, written.output
+    provenance = json.loads(exported.with_name("li-p-o.csv.provenance.json").read_text())
+    assert provenance["known_sources"] == ["oqmd"] and provenance["attribution"]["licence"].startswith("CC-BY 4.0")

@@ -73,6 +73,14 @@ def test_screen_with_store_writes_exact_json_and_csv_and_saves(data_dir, li_fe_o
     assert any(r["known_dhf_ev_per_atom"] is None for r in records)
     csv = pd.read_csv(csv_path)
     assert list(csv.columns) == columns and len(csv) == len(records)
+    # each file's provenance beside it (the rows stay bare rows): the run, the model, the options, the known sources
+    run_id = result.output.split("saved run ")[1].split()[0]
+    for path in (json_path, csv_path):
+        provenance = json.loads((tmp_path / f"{path.name}.provenance.json").read_text())
+        assert provenance["run_id"] == run_id and provenance["chemsys"] == "Fe-Li-O"
+        assert provenance["model"].startswith("attention-ensemble@") and provenance["prefilter"].startswith("paper@")
+        assert provenance["options"]["max_atoms"] == 10 and provenance["known_sources"] == ["user"]
+        assert "attribution" not in provenance  # the user's entries; OQMD's is owed for the shipped table only
     assert list(csv["model"]) == [r["model"] for r in records]
     n_known = sum(r["known_dhf_ev_per_atom"] is not None for r in records)
     assert len(records) - n_known > DEFAULT_REFINE_TOP  # so the default runs as a cascade here

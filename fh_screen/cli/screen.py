@@ -91,14 +91,15 @@ def screen_command(
             from fh_screen.plotting import plot_screen
 
             plot_screen(result, plot_path, top=min(max(top, 0), 30))
-    write_outputs(result, json_path=json_path, csv_path=csv_path)
+    write_outputs(result, json_path=json_path, csv_path=csv_path, options=options)
     out = status_console(json_path, csv_path)  # stderr when the ranked list goes to stdout
     _print(result, top, predictor, time.perf_counter() - started, out)
     for note in result.warnings:
         out.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
     for label, path in (("JSON", json_path), ("CSV", csv_path), ("plot", plot_path)):
         if path is not None and not is_stdout(path):
-            out.print(f"wrote {label} to {path}", highlight=False, soft_wrap=True)
+            beside = "" if label == "plot" else " (its provenance beside it: *.provenance.json)"
+            out.print(f"wrote {label} to {path}{beside}", highlight=False, soft_wrap=True)
     if saved is not None:
         where = f" --store {store_file}" if store_file is not None else ""
         out.print(f"saved run {saved.run_id} ({saved.n_predictions:,} predictions) to the store: "
@@ -163,16 +164,20 @@ class _Stages:
         return None
 
 
-def write_outputs(result, *, json_path: Optional[Path] = None, csv_path: Optional[Path] = None) -> None:
+def write_outputs(result, *, json_path: Optional[Path] = None, csv_path: Optional[Path] = None, options=None) -> None:
     """Write the whole ranked table (every column and the model of each row, :mod:`fh_screen.exports`), atomically
-    (a path of ``-``: printed on stdout)."""
-    from fh_screen.cli.common import write_csv, write_json_file
-    from fh_screen.exports import export_frame, export_records
+    (a path of ``-``: printed on stdout), and beside each file its provenance (``<file>.provenance.json``:
+    run id, versions, model, options, known sources, OQMD's attribution)."""
+    from fh_screen.cli.common import is_stdout, write_csv, write_json_file
+    from fh_screen.exports import export_frame, export_provenance, export_records, provenance_path
 
     if json_path is not None:
         write_json_file(export_records(result), json_path)
     if csv_path is not None:
         write_csv(export_frame(result), csv_path, float_format="%.6g")
+    for path in (json_path, csv_path):
+        if path is not None and not is_stdout(path):
+            write_json_file(export_provenance(result, options), provenance_path(path))
 
 
 def _fmt(value, digits: int = 3) -> str:

@@ -19,7 +19,7 @@ ALLOWED: dict[str, set[str]] = {
     "models": {"chem", "data", "io", "errors", "settings"},
     "screening": {"models", "chem", "errors", "run_ids"},
     "store": {"screening", "models", "chem", "data", "settings", "errors", "run_ids", "version"},
-    "exports": {"screening"},
+    "exports": {"screening", "version"},
     "plotting": {"screening", "errors", "io"},
     "service": {"store", "screening", "models", "chem", "data", "settings", "errors"},
     "study": {"store", "screening", "models", "chem", "data", "io", "errors"},

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EXPORT_COLUMN_ORDER", "MODEL_COLUMN", "OQMD_ATTRIBUTION", "PROVENANCE_SUFFIX", "export_frame", "export_provenance",
-    "export_records", "provenance_path", "stored_screen_frame",
+    "export_records", "provenance_path", "stored_screen_frame", "stored_screen_provenance",
 ]
 
 #: Suffix of the provenance file written beside an exported table (``out.csv`` → ``out.csv.provenance.json``).
@@ -93,6 +93,28 @@ def export_provenance(result: ScreenResult, options: Any = None) -> dict[str, An
         "options": dataclasses.asdict(options) if dataclasses.is_dataclass(options) else None,
         "n_candidates": result.n_candidates, "n_known": result.n_known, "known_sources": sources,
         "notes": list(result.warnings),
+        "columns": "docs/screening.md (units in the names: _ev_per_atom is eV/atom)",
+    }
+    if "oqmd" in sources:
+        provenance["attribution"] = OQMD_ATTRIBUTION
+    return provenance
+
+
+def stored_screen_provenance(doc: Any) -> dict[str, Any]:
+    """:func:`export_provenance` of a stored screen (a ``ScreenDoc``), for ``fh-screen query --run ID --csv``.
+
+    The known sources are the candidates' ``known_source`` values (the document's ``sources`` when it
+    chose some); OQMD's attribution is added when the shipped table is among them.
+    """
+    rows = [c.model_dump() if hasattr(c, "model_dump") else dict(c) for c in doc.candidates]
+    kept = {row["known_source"] for row in rows if isinstance(row.get("known_source"), str)}
+    sources = sorted(set(doc.sources or []) | kept)
+    provenance: dict[str, Any] = {
+        "run_id": doc.run_id, "fh_screen_version": doc.fh_screen_version, "chemsys": doc.chemsys,
+        "model": f"{doc.model_name}@{doc.model_version}", "model_weights_sha256": doc.weights_sha256,
+        "options": doc.options, "n_candidates": doc.n_candidates, "n_known": doc.n_reference,
+        "keep_top": doc.keep_top, "reference": doc.reference, "known_sources": sources,
+        "created_at": doc.created_at.isoformat() if doc.created_at else None,
         "columns": "docs/screening.md (units in the names: _ev_per_atom is eV/atom)",
     }
     if "oqmd" in sources:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pandas as pd
@@ -35,6 +36,11 @@ def test_query_run_csv_equals_the_screen_s_own_csv(settings_home):
     pd.testing.assert_frame_equal(again, own)
     assert set(own["model"]) == {f"attention-ensemble@{own['model'][own['refined']].iloc[0].split('@')[1]}",
                                  own["model"][~own["refined"]].iloc[0]}
+    # both files carry the same provenance beside them: the run, the model and its weights, the options
+    first, second = (json.loads((settings_home / f"{name}.csv.provenance.json").read_text()) for name in ("screen", "stored"))
+    for key in ("run_id", "chemsys", "model", "model_weights_sha256", "options", "n_candidates", "known_sources"):
+        assert first[key] == second[key], key
+    assert first["run_id"] == run_id and first["options"]["refine_top"] == 20
 
 
 def test_two_outputs_naming_one_file_are_refused_before_any_work(settings_home):

@@ -125,12 +125,14 @@ def show_run(run_id: str, *, store_file: Optional[Path] = None, limit: int = 50,
         if not is_stdout(json_path):
             out.print(f"wrote screen {doc.run_id} to {json_path}", highlight=False)
     if csv_path is not None:
-        from fh_screen.exports import stored_screen_frame
+        from fh_screen.exports import provenance_path, stored_screen_frame, stored_screen_provenance
 
         frame = stored_screen_frame(doc)  # the columns and order of the screen's own --csv
         write_csv(frame, csv_path, float_format="%.6g")
         if not is_stdout(csv_path):
-            out.print(f"wrote {len(frame)} candidates to {csv_path}", highlight=False)
+            write_json_file(stored_screen_provenance(doc), provenance_path(csv_path))
+            out.print(f"wrote {len(frame)} candidates to {csv_path} (its provenance beside it: *.provenance.json)",
+                      highlight=False)
     if json_path is None and csv_path is None:
         _print_screen(doc, limit)
 

@@ -93,11 +93,8 @@ def export_provenance(result: ScreenResult, options: Any = None) -> dict[str, An
         "options": dataclasses.asdict(options) if dataclasses.is_dataclass(options) else None,
         "n_candidates": result.n_candidates, "n_known": result.n_known, "known_sources": sources,
         "notes": list(result.warnings),
-        "columns": "docs/screening.md (units in the names: _ev_per_atom is eV/atom)",
     }
-    if "oqmd" in sources:
-        provenance["attribution"] = OQMD_ATTRIBUTION
-    return provenance
+    return _completed(provenance)
 
 
 def stored_screen_provenance(doc: Any) -> dict[str, Any]:
@@ -115,9 +112,14 @@ def stored_screen_provenance(doc: Any) -> dict[str, Any]:
         "options": doc.options, "n_candidates": doc.n_candidates, "n_known": doc.n_reference,
         "keep_top": doc.keep_top, "reference": doc.reference, "known_sources": sources,
         "created_at": doc.created_at.isoformat() if doc.created_at else None,
-        "columns": "docs/screening.md (units in the names: _ev_per_atom is eV/atom)",
     }
-    if "oqmd" in sources:
+    return _completed(provenance)
+
+
+def _completed(provenance: dict[str, Any]) -> dict[str, Any]:
+    """``provenance`` with where its columns are described, and OQMD's attribution when the shipped table is a source."""
+    provenance["columns"] = "docs/screening.md (units in the names: _ev_per_atom is eV/atom)"
+    if "oqmd" in provenance["known_sources"]:
         provenance["attribution"] = OQMD_ATTRIBUTION
     return provenance
 

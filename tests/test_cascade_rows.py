@@ -50,18 +50,40 @@ def test_a_row_only_the_prefilter_predicted_has_no_sigma_and_the_same_p_stable(l
     assert exported[row["formula"]]["model"] == result.prefilter
 
 
-def test_the_cli_marks_prefilter_rows_and_counts_them_among_the_selected(monkeypatch, tmp_path):
+def test_the_cli_marks_prefilter_rows_and_the_selected_rows_are_refined(monkeypatch, tmp_path):
     monkeypatch.setenv("FH_SCREEN_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("FH_SCREEN_CONFIG_FILE", os.devnull)
     result = CliRunner().invoke(build_app(), ["screen", "Li-Fe-O", "--max-atoms", "10", "--refine-top", "20",
-                                              "--no-store", "--top", "40", "--select-p-min", "0.05",
+                                              "--no-store", "--top", "80", "--select-p-min", "0.05",
                                               "--json", str(tmp_path / "s.json")])
     assert result.exit_code == 0, result.output
     rows = json.loads((tmp_path / "s.json").read_text())
     marked = [line for line in result.output.splitlines() if " * │" in line]
-    unrefined_shown = [r for r in rows[:40] if not r["refined"]]
+    unrefined_shown = [r for r in rows[:80] if not r["refined"]]
     assert len(marked) == len(unrefined_shown) > 0
-    n_selected = sum(r["selected"] for r in rows)
-    n_prefilter_selected = sum(r["selected"] and not r["refined"] for r in rows)
+    # the head of the P(stable) order and every selected row carry the screen's own model
+    new = [r for r in rows if not r["is_known"]]
+    assert all(r["refined"] for r in new[:20]) and all(r["refined"] for r in rows if r["selected"])
+    assert sum(r["selected"] for r in rows) > 0
     flat = " ".join(result.output.split())
-    assert f"({n_prefilter_selected} of the {n_selected} selected;" in flat and "(prefilter paper@" in flat
+    assert "Rows marked * keep paper@" in flat and "selected)" not in flat
+
+
+def test_the_short_list_and_the_p_stable_head_never_stand_on_the_prefilter_alone(li_fe_o_known):
+    """Under the cascade, the ``refine_top`` new rows of highest P(stable) and every selected row are
+    predicted by the screen's own model, with the values a screen of the model on every row gives them."""
+    model = Predictor.from_name("attention-ensemble")
+    options = ScreenOptions(max_atoms=10, refine_top=20, select_p_min=0.05)
+    steps: list[str] = []
+    result = screen("Li-Fe-O", predictor=model, known=li_fe_o_known, options=options, progress=steps.append)
+    table = result.table
+    new = table[~table["is_known"]]
+    assert new["refined"].head(20).all() and table.loc[table["selected"], "refined"].all()
+    assert table["selected"].sum() >= 2 and (~new["refined"]).sum() > 100
+    assert any("more of the P(stable) head" in label for label in steps)  # the prefilter's best was not the head
+    full = screen("Li-Fe-O", predictor=model, known=li_fe_o_known,
+                  options=ScreenOptions(max_atoms=10, refine_top=None, select_p_min=0.05)).table
+    both = new.head(20).merge(full, on="formula", suffixes=("", "_full"))
+    assert len(both) == 20
+    np.testing.assert_allclose(both["dhf_pred_ev_per_atom"], both["dhf_pred_ev_per_atom_full"], atol=1e-6)
+    np.testing.assert_allclose(both["dhf_std_ev_per_atom"], both["dhf_std_ev_per_atom_full"], atol=1e-6)

@@ -274,7 +274,9 @@ def test_a_slow_model_refines_the_prefilter_s_best_and_heads_the_table(oqmd):
     assert cascade.prefilter.startswith(f"{DEFAULT_PREFILTER_MODEL}@") and full.prefilter is None
     prefilter = model.companion(DEFAULT_PREFILTER_MODEL)  # loaded by the first screen, kept for the next
     assert model.companion(DEFAULT_PREFILTER_MODEL) is prefilter and cascade.prefilter == f"{prefilter.name}@{prefilter.version}"
-    assert table["refined"].sum() == n_known + 150 and table["is_known"][table["refined"]].sum() == n_known
+    # the known ones, the prefilter's best 150 and the best 150 by P(stable) (which overlap)
+    assert n_known + 150 < table["refined"].sum() <= n_known + 300 and table["is_known"][table["refined"]].sum() == n_known
+    assert table[~table["is_known"]]["refined"].head(150).all()
     # refined rows carry the model's own predictions, exactly as a full screen gives them
     both = table[table["refined"]].merge(full.table, on="formula", suffixes=("", "_full"))
     np.testing.assert_allclose(both["dhf_pred_ev_per_atom"], both["dhf_pred_ev_per_atom_full"], atol=1e-9)

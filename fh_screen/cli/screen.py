@@ -43,7 +43,8 @@ def screen_command(
                                        help="Without --dft-budget: select new candidates with P(stable) at least this."),
     refine_top: int = typer.Option(DEFAULT_REFINE_TOP, "--refine-top", min=0,
                                    help="With the (slow) attention model: predict only the best N new candidates of the fast "
-                                        "paper prefilter (a fast single network) with it; 0 predicts every candidate with it."),
+                                        "paper prefilter (a fast single network) with it, then the best N by P(stable) and "
+                                        "every selected row; 0 predicts every candidate with it."),
     sources: Optional[str] = typer.Option(None, "--sources", "--source", help="Reference sources on the hull, e.g. oqmd,chgnet "
                                           "(default: every source in the store; the lowest value of a composition counts)."),
 ) -> None:
@@ -256,10 +257,12 @@ def _print(result, top: int, predictor, seconds: float, out) -> None:
 
         unrefined = ~result.table["refined"].to_numpy(bool)
         chosen = result.table["selected"].to_numpy(bool) if "selected" in result.table else np.zeros(len(unrefined), bool)
-        out.print(f"{result.prefilter} ranked every candidate; {result.model_name} predicted the best "
-                  f"{int((~unrefined).sum()):,} by the prefilter's score (known ones included). Rows marked * keep "
-                  f"{result.prefilter}'s ΔH_f and have no σ ({int((unrefined & chosen).sum())} of the "
-                  f"{int(chosen.sum())} selected; P(stable) was fitted on this cascade, column `refined`); "
+        stray = int((unrefined & chosen).sum())  # only if the head passes ran out (fh_screen.screening.core)
+        out.print(f"{result.prefilter} ranked every candidate; {result.model_name} predicted the known ones, the "
+                  f"prefilter's best and the head of the P(stable) order with every selected row "
+                  f"({int((~unrefined).sum()):,} rows in all). Rows marked * keep {result.prefilter}'s ΔH_f and have "
+                  f"no σ" + (f" ({stray} of the {int(chosen.sum())} selected)" if stray else "") +
+                  f"; P(stable) was fitted on this cascade (column `refined`); --refine-top N sets both heads, "
                   f"--refine-top 0: {result.model_name} predicts every candidate.",
                   highlight=False, soft_wrap=True)
     likely = int((new & (result.table["e_above_hull_pred_ev_per_atom"] < 0) & (result.table["p_stable"].fillna(0) >= 0.5)).sum()) if "p_stable" in result.table else 0

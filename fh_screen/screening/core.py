@@ -11,12 +11,13 @@ Known compositions enter the hull at their DFT values only (a prediction never r
 and every composition is placed against the hull of the **known** phases:
 ``e_above_hull_pred_ev_per_atom`` is the DFT ΔH_f minus that hull for a known composition (0 for
 a known ground state) and the predicted ΔH_f minus that hull for a new one (negative: predicted
-below the known hull). The table is ranked by ``stability_score`` (:mod:`fh_screen.screening.probability`:
-log P(below the known hull) from the prediction and its σ, plus a log prior learned from the
-OQMD training file), the rule chosen by the rediscovery test of :mod:`fh_screen.study.evaluation`
-(``docs/ranking-experiments.md``). ``selected`` marks the best new candidates (new, predicted
-ΔH_f < 0, E_hull <= ``select_e_hull_max_ev_per_atom``). Without known entries (a fresh machine)
-the hull is that of the elements.
+below the known hull). New candidates are ranked by ``p_stable``, the calibrated P(on or below the
+known hull) of the shipped classifier (:mod:`fh_screen.screening.stability`, ``docs/claims.md``),
+then by ``stability_score`` (:mod:`fh_screen.screening.probability`). ``selected`` marks the short
+list (:func:`fh_screen.screening.selection.selection_mask`). Under the cascade (a slow model) the
+fast prefilter predicts every row and the slow model the known ones, the prefilter's best and the
+head of the P(stable) order with the short list. Without known entries (a fresh machine) the hull
+is that of the elements.
 
 The hull's cost is bounded in any dimension (:func:`fh_screen.chem.hull.hull_energies`: qhull per
 subsystem of at most :data:`fh_screen.chem.hull.QHULL_MAX_ELEMENTS` elements, a linear programme per
@@ -29,6 +30,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -367,10 +369,36 @@ def _screen(chemsys: str | Sequence[str], *, predictor: Predictor | None, known:
 
     step("placing candidates against the hull of the known phases")
     known_value = np.where(is_known, known_dhf[np.maximum(known_index, 0)] if len(known_dhf) else np.nan, np.nan)
-    # a known composition stands at its DFT value, a new one at its prediction
-    dhf_used = np.where(is_known, known_value, dhf_pred)
-    e_known = dhf_used - below.energy_ev_per_atom
-    e_known[np.abs(e_known) < 1e-9] = 0.0
+    index = analogues if analogues is not None else load_analogue_index()
+    substitutions, patterns = analogue_counts(counts, system, index)
+    smact = smact_valid_mask(counts, system)
+    classifier = _stability_model(options)
+
+    def judge() -> _Judgement:
+        return _judge(counts, system, is_known=is_known, known_value=known_value, dhf_pred=dhf_pred, std=std,
+                      refined=refined, prior=prior, balanced=balanced, below_energy=below.energy_ev_per_atom,
+                      cand_fractions=cand_fractions, known_rows=known_rows, known_fractions=known_fractions,
+                      known_dhf=known_dhf, substitutions=substitutions, patterns=patterns, smact=smact,
+                      classifier=classifier, options=options)
+
+    step("P(stable) of every candidate")
+    judged = judge()
+    if prefilter is not None and classifier is not None:
+        # the cascade refined the prefilter's best; P(stable) reads more than the prefilter's score,
+        # so the head of its own order (and the short list) gets the screen's model as well, until
+        # every row there is refined: a short list never stands on the prefilter's ΔH_f alone
+        for _ in range(MAX_HEAD_PASSES):
+            head = _unrefined_head(judged, is_known, refined, options.refine_top)
+            if not len(head):
+                break
+            step(f"predicting {len(head):,} more of the P(stable) head with {predictor.name}@{predictor.version}")
+            second = predictor.predict_counts(counts[head], system)
+            dhf_pred[head] = second.dhf_ev_per_atom
+            if std is not None and second.dhf_std_ev_per_atom is not None:
+                std[head] = second.dhf_std_ev_per_atom
+            refined[head] = True
+            judged = judge()
+    e_known, dhf_used, features = judged.e_known, judged.dhf_used, judged.features
 
     step("naming phases and decompositions")
     formulas = formulas_from_counts(counts, system)
@@ -390,25 +418,13 @@ def _screen(chemsys: str | Sequence[str], *, predictor: Predictor | None, known:
     if std is not None:
         table["dhf_std_ev_per_atom"] = std  # NaN: a row of a prefilter without σ (null in the exports)
         std = np.nan_to_num(std, nan=0.0)  # what P(stable) and the score were fitted with on those rows
-    step("P(stable) of every candidate")
-    index = analogues if analogues is not None else load_analogue_index()
-    substitutions, patterns = analogue_counts(counts, system, index)
-    features = candidate_features(
-        counts, is_known=is_known, e_above_known_hull_ev_per_atom=e_known, dhf_pred_ev_per_atom=dhf_pred,
-        dhf_std_ev_per_atom=std, refined=refined, log_prior=prior, charge_balanced=balanced,
-        smact_valid=smact_valid_mask(counts, system), known_hull_ev_per_atom=below.energy_ev_per_atom,
-        known_counts=known_rows,
-        e_above_predicted_hull_ev_per_atom=_e_above_predicted_hull(system, cand_fractions, dhf_used, e_known, is_known,
-                                                                   known_fractions, known_dhf),
-        substitution_analogues=substitutions, pattern_analogues=patterns)
-    classifier = _stability_model(options)
-    table["p_stable"] = _p_stable(classifier, features, is_known, e_known, std, options)
+    table["p_stable"] = judged.p_stable
     table["is_known"] = is_known
     table["dhf_ev_per_atom"] = dhf_used
     table["charge_balanced"] = balanced
     spread = None if std is None else np.where(is_known, 0.0, std)
     table["stability_score"] = stability_score(e_known, spread, prior)
-    table["selected"] = selection_mask(table, options)
+    table["selected"] = judged.selected
     table["refined"] = refined
     if known is not None and "source" in known.columns:  # entries from the store: which source each known value is
         table["known_source"] = _known_sources(known, formulas, is_known)
@@ -478,6 +494,59 @@ def table_order(table: pd.DataFrame) -> np.ndarray:
     return np.lexsort((formulas, np.nan_to_num(e_hull, nan=np.inf), np.isnan(e_hull),
                        -np.nan_to_num(score, nan=-np.inf), np.isnan(score),
                        -np.nan_to_num(p, nan=-np.inf), np.isnan(p), table["is_known"].to_numpy(bool)))
+
+
+#: Most passes that refine the head of the P(stable) order under the cascade (each refines at
+#: least one row more; one or two suffice in practice).
+MAX_HEAD_PASSES = 4
+
+
+@dataclass(frozen=True)
+class _Judgement:
+    """What the screen concludes from one set of predictions: hull distances, features, P(stable), short list."""
+
+    e_known: np.ndarray
+    dhf_used: np.ndarray
+    features: np.ndarray
+    p_stable: np.ndarray
+    selected: np.ndarray
+
+
+def _judge(counts: np.ndarray, system: tuple[str, ...], *, is_known: np.ndarray, known_value: np.ndarray,
+           dhf_pred: np.ndarray, std: np.ndarray | None, refined: np.ndarray, prior: np.ndarray,
+           balanced: np.ndarray, below_energy: np.ndarray, cand_fractions: np.ndarray, known_rows: np.ndarray,
+           known_fractions: np.ndarray, known_dhf: np.ndarray, substitutions: np.ndarray, patterns: np.ndarray,
+           smact: np.ndarray, classifier: StabilityModel | None, options: ScreenOptions) -> _Judgement:
+    """Place every row against the known hull and compute its features, ``p_stable`` and ``selected``."""
+    # a known composition stands at its DFT value, a new one at its prediction
+    dhf_used = np.where(is_known, known_value, dhf_pred)
+    e_known = dhf_used - below_energy
+    e_known[np.abs(e_known) < 1e-9] = 0.0
+    std0 = None if std is None else np.nan_to_num(std, nan=0.0)  # what P(stable) was fitted with on prefilter rows
+    features = candidate_features(
+        counts, is_known=is_known, e_above_known_hull_ev_per_atom=e_known, dhf_pred_ev_per_atom=dhf_pred,
+        dhf_std_ev_per_atom=std0, refined=refined, log_prior=prior, charge_balanced=balanced,
+        smact_valid=smact, known_hull_ev_per_atom=below_energy,
+        known_counts=known_rows,
+        e_above_predicted_hull_ev_per_atom=_e_above_predicted_hull(system, cand_fractions, dhf_used, e_known, is_known,
+                                                                   known_fractions, known_dhf),
+        substitution_analogues=substitutions, pattern_analogues=patterns)
+    p = _p_stable(classifier, features, is_known, e_known, std0, options)
+    frame = pd.DataFrame({"is_known": is_known, "p_stable": p, "dhf_pred_ev_per_atom": dhf_pred,
+                          "e_above_hull_pred_ev_per_atom": e_known})
+    return _Judgement(e_known=e_known, dhf_used=dhf_used, features=features, p_stable=p,
+                      selected=selection_mask(frame, options))
+
+
+def _unrefined_head(judged: _Judgement, is_known: np.ndarray, refined: np.ndarray, size: int) -> np.ndarray:
+    """Rows of the P(stable) head (the ``size`` new rows of highest ``p_stable``, and the short
+    list) that the screen's own model has not predicted yet."""
+    new = np.flatnonzero(~is_known)
+    p = np.nan_to_num(judged.p_stable[new], nan=0.0)
+    head = np.zeros(len(is_known), dtype=bool)
+    head[new[np.argsort(-p, kind="stable")[:size]]] = True
+    head |= judged.selected
+    return np.flatnonzero(head & ~refined)
 
 
 def _stability_model(options: ScreenOptions) -> StabilityModel | None:

@@ -60,8 +60,9 @@ class ScreenOptions:
     ``refine_top``/``prefilter_model``: with a slow model (the attention ensemble), every new
     candidate is first scored with the fast ``prefilter_model`` and only the best ``refine_top``
     of them (and every known composition) are predicted by the model itself (``refined`` is
-    True), the rest keep the prefilter's predictions; every row gets ``p_stable``. None runs the
-    model on every candidate.
+    True), then the best ``refine_top`` by ``p_stable`` and every ``selected`` row as well, until
+    that head is all refined; the rest keep the prefilter's predictions; every row gets
+    ``p_stable``. None runs the model on every candidate.
     """
 
     max_atoms: int = DEFAULT_MAX_ATOMS

@@ -198,19 +198,39 @@ def _top_candidates(top: int, min_p: float, chemsys, model, store_file, json_pat
         from fh_screen.store.documents import subsystems
 
         subsystems(chemsys)  # a bad system fails before the store is opened
+    files = [path for path in (json_path, csv_path) if path is not None and not is_stdout(path)]
     with _open_store(store_file, read_only=True) as store:
         rows = top_candidates(store.screens, top=top, min_p=min_p, model=model, chemsys=chemsys)
+        screens = _screens_of(store, rows) if files else []
+    if files:
+        from fh_screen.exports import provenance_path, top_candidates_provenance
+
+        provenance = top_candidates_provenance(rows, {"top": top, "min_p": min_p, "chemsys": chemsys, "model": model},
+                                               screens)
     out = status_console(json_path, csv_path)
+    beside = " (its provenance beside it: *.provenance.json)"
     if json_path is not None:
         write_json_file(rows, json_path)
         if not is_stdout(json_path):
-            out.print(f"wrote {len(rows)} rows to {json_path}")
+            write_json_file(provenance, provenance_path(json_path))
+            out.print(f"wrote {len(rows)} rows to {json_path}{beside}", highlight=False)
     if csv_path is not None:
         write_csv(pd.DataFrame(rows, columns=TOP_COLUMNS), csv_path)
         if not is_stdout(csv_path):
-            out.print(f"wrote {len(rows)} rows to {csv_path}")
+            write_json_file(provenance, provenance_path(csv_path))
+            out.print(f"wrote {len(rows)} rows to {csv_path}{beside}", highlight=False)
     if json_path is None and csv_path is None:
         _print_top(rows, top, min_p)
+
+
+def _screens_of(store, rows: list[dict]) -> list[dict]:
+    """The stored screens ``rows`` come from: what their provenance names (model, weights, version, sources)."""
+    run_ids = sorted({row["run_id"] for row in rows})
+    if not run_ids:
+        return []
+    fields = ["run_id", "model_name", "model_version", "weights_sha256", "fh_screen_version", "sources",
+              "candidates.known_source"]
+    return list(store.screens.query(criteria={"run_id": {"$in": run_ids}}, properties=fields))
 
 
 def _print_top(rows: list[dict], top: int, min_p: float) -> None:

@@ -57,7 +57,8 @@ def ingest_command(
         "entries (source oqmd, never ingested into) and the hull uses the lowest value per composition."),
     remove_source: Optional[str] = typer.Option(
         None, "--remove-source", help="Remove every reference entry of this source instead of ingesting (not oqmd, "
-        "the shipped table, nor the results' sources chgnet, atomate2-vasp, ...)."),
+        "the shipped table, nor the results' sources chgnet, atomate2-vasp, ...; OQMD removes entries once ingested "
+        "under that spelling beside them)."),
     source_version: Optional[str] = typer.Option(None, "--source-version", help="Version to record, e.g. 1.6."),
     keep_outliers: bool = typer.Option(
         False, "--keep-outliers", help="Store values outside (-20, 5) eV/atom, flagged, instead of rejecting them."
@@ -72,10 +73,12 @@ def ingest_command(
     if remove_source is not None:
         if path is not None:
             fail("give either a PATH to ingest or --remove-source NAME, not both")
+        from fh_screen.store.query import source_name
         from fh_screen.store.stores import check_removable_source
 
         remove_source = check_removable_source(remove_source)  # before the store is opened (or filled on first use)
-        with _open_store(store_file, read_only=False) as store:
+        legacy = remove_source != source_name(remove_source)  # OQMD beside oqmd: only a store that exists holds it
+        with _open_store(store_file, read_only=False, must_exist=legacy or None) as store:
             n_removed = store.remove_source(remove_source)
             console().print(f"removed {n_removed:,} reference entries of source {remove_source!r}; store "
                             f"{store.name} holds {store.n_reference():,} entries", highlight=False, soft_wrap=True)

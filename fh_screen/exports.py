@@ -5,6 +5,13 @@ lists them with units) and one more, ``model``: the ``name@version`` that predic
 ΔH_f and σ. Under the cascade (a slow model refines the best candidates of a fast prefilter) the
 ``refined`` rows carry the screen's model and the others the prefilter's, so two models never
 sit in one column unmarked.
+
+Beside every exported file (not on stdout) its provenance is written (:func:`provenance_path`):
+:func:`export_provenance` for a screen, :func:`stored_screen_provenance` for a stored one
+(``query --run ID``), :func:`top_candidates_provenance` for the best candidates over the stored
+screens (``query --top``) and :func:`sweep_provenance` for a bulk sweep's summary (``bulk --json``).
+Each names the fh-screen version, where its columns are described and, when the shipped OQMD
+table is among the sources, OQMD's attribution; the rows themselves stay bare rows.
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EXPORT_COLUMN_ORDER", "MODEL_COLUMN", "OQMD_ATTRIBUTION", "PROVENANCE_SUFFIX", "export_frame", "export_provenance",
-    "export_records", "provenance_path", "stored_screen_frame", "stored_screen_provenance",
+    "export_records", "provenance_path", "stored_screen_frame", "stored_screen_provenance", "sweep_provenance",
+    "top_candidates_provenance",
 ]
 
 #: Suffix of the provenance file written beside an exported table (``out.csv`` → ``out.csv.provenance.json``).
@@ -37,6 +45,11 @@ OQMD_ATTRIBUTION = {
         "S. Kirklin et al., npj Computational Materials 1, 15010 (2015), doi:10.1038/npjcompumats.2015.10",
     ],
 }
+
+#: Where the columns of each kind of export are described (the provenance's ``columns``).
+_SCREEN_COLUMNS_NOTE = "docs/screening.md (units in the names: _ev_per_atom is eV/atom)"
+_TOP_COLUMNS_NOTE = "docs/bulk.md, The cross-system answer (units in the names: _ev_per_atom is eV/atom)"
+_SWEEP_COLUMNS_NOTE = "docs/bulk.md (the summary's keys)"
 
 #: Name of the added column: ``name@version`` of the model that predicted the row.
 MODEL_COLUMN = "model"
@@ -104,22 +117,123 @@ def stored_screen_provenance(doc: Any) -> dict[str, Any]:
     chose some); OQMD's attribution is added when the shipped table is among them.
     """
     rows = [c.model_dump() if hasattr(c, "model_dump") else dict(c) for c in doc.candidates]
-    kept = {row["known_source"] for row in rows if isinstance(row.get("known_source"), str)}
-    sources = sorted(set(doc.sources or []) | kept)
     provenance: dict[str, Any] = {
         "run_id": doc.run_id, "fh_screen_version": doc.fh_screen_version, "chemsys": doc.chemsys,
         "model": f"{doc.model_name}@{doc.model_version}", "model_weights_sha256": doc.weights_sha256,
         "options": doc.options, "n_candidates": doc.n_candidates, "n_known": doc.n_reference,
-        "keep_top": doc.keep_top, "reference": doc.reference, "known_sources": sources,
+        "keep_top": doc.keep_top, "reference": doc.reference,
+        "known_sources": sorted(_stored_sources(doc.sources, rows)),
         "created_at": doc.created_at.isoformat() if doc.created_at else None,
     }
     return _completed(provenance)
 
 
-def _completed(provenance: dict[str, Any]) -> dict[str, Any]:
-    """``provenance`` with where its columns are described, and OQMD's attribution when the shipped table is a source."""
-    provenance["columns"] = "docs/screening.md (units in the names: _ev_per_atom is eV/atom)"
-    if "oqmd" in provenance["known_sources"]:
+def top_candidates_provenance(rows: list[dict], filters: dict[str, Any], screens: Any = ()) -> dict[str, Any]:
+    """What the rows of ``fh-screen query --top`` came from (rows across many stored screens).
+
+    Parameters
+    ----------
+    rows
+        The query's rows (``fh_screen.store.query.top_candidates``: ``model``, ``dhf_model``, ``run_id``, ...).
+    filters
+        The query's filters as asked (``top``, ``min_p``, ``chemsys``, ``model``).
+    screens
+        The stored screens the rows come from, as the store returns them (dicts with ``run_id``,
+        ``model_name``, ``model_version``, ``weights_sha256``, ``fh_screen_version``, ``sources`` and
+        ``candidates``' ``known_source``); none gives the rows' run ids and models alone.
+
+    Returns
+    -------
+    dict
+        The filters, the fh-screen version, the number of rows, the run ids and models they come
+        from (``models``: the screens', whose P(stable) ranks them; ``dhf_models``: those whose ΔH_f
+        they carry, the cascade's prefilter included), the weights' sha256 of each model, the
+        fh-screen versions that made those screens, the sources of their known phases, and OQMD's
+        attribution when the shipped table is among them.
+    """
+    from fh_screen.version import __version__
+
+    run_ids = sorted({str(row["run_id"]) for row in rows})
+    wanted = set(run_ids)
+    used = [screen for screen in screens if str(screen.get("run_id")) in wanted]
+    weights: dict[str, set[str]] = {}
+    versions, sources = set(), set()
+    for screen in used:
+        label = f"{screen.get('model_name')}@{screen.get('model_version')}"
+        if screen.get("weights_sha256"):
+            weights.setdefault(label, set()).add(str(screen["weights_sha256"]))
+        if screen.get("fh_screen_version"):
+            versions.add(str(screen["fh_screen_version"]))
+        sources |= _stored_sources(screen.get("sources"), screen.get("candidates") or [])
+    provenance: dict[str, Any] = {
+        "query": "top_candidates", "filters": dict(filters), "fh_screen_version": __version__, "n_rows": len(rows),
+        "run_ids": run_ids, "models": sorted({str(row["model"]) for row in rows}),
+        "dhf_models": sorted({str(row.get("dhf_model") or row["model"]) for row in rows}),
+        "model_weights_sha256": {label: sorted(shas) for label, shas in sorted(weights.items())},
+        "screens_fh_screen_versions": sorted(versions), "known_sources": sorted(sources),
+    }
+    return _completed(provenance, _TOP_COLUMNS_NOTE)
+
+
+def sweep_provenance(report: Any, options: Any = None, sweep: Any = None,
+                     weights_sha256: str | None = None) -> dict[str, Any]:
+    """What a bulk sweep's summary (``fh-screen bulk --json``) came from, from the sweep's own records.
+
+    Parameters
+    ----------
+    report
+        The sweep's ``SweepReport`` (its ``model`` and ``notes``; the counts are the summary itself).
+    options
+        The ``ScreenOptions`` of every system's screen.
+    sweep
+        The ``SweepOptions`` (documents' ``keep_top``, predictions saved or not, ``redo``,
+        processes, the store file, the hull's ``sources``).
+    weights_sha256
+        The model's weights (``SweepPlan.weights_sha256``).
+
+    Returns
+    -------
+    dict
+        The fh-screen version, the model and its weights, the screen options, the sweep's options,
+        where its screens are (``origin`` bulk in that store: ``fh-screen runs`` lists them), the
+        hull's sources (``known_sources``; None: every source the store held) and the sweep's notes,
+        with OQMD's attribution when the shipped table is among the sources, or may be (every source
+        the store held: the sweep does not record whether that included it).
+    """
+    import dataclasses
+
+    from fh_screen.version import __version__
+
+    sources = getattr(sweep, "sources", None)
+    store_file = getattr(sweep, "store_file", None)
+    provenance: dict[str, Any] = {
+        "fh_screen_version": __version__, "model": report.model, "model_weights_sha256": weights_sha256,
+        "options": dataclasses.asdict(options) if dataclasses.is_dataclass(options) else None,
+        "sweep": None if sweep is None else {
+            "keep_top": sweep.keep_top, "save_predictions": sweep.save_predictions, "redo": sweep.redo,
+            "processes": sweep.processes,
+        },
+        "store": str(store_file) if store_file is not None else "the configured store",
+        "origin": "bulk", "known_sources": None if sources is None else sorted(sources),
+        "notes": list(report.notes),
+    }
+    return _completed(provenance, _SWEEP_COLUMNS_NOTE)
+
+
+def _stored_sources(sources: Any, candidates: Any) -> set[str]:
+    """The sources of a stored screen's known phases: its ``sources`` (when it chose some) and its
+    candidates' ``known_source``."""
+    rows = [c.model_dump() if hasattr(c, "model_dump") else c for c in candidates]
+    kept = {row["known_source"] for row in rows if isinstance(row, dict) and isinstance(row.get("known_source"), str)}
+    return set(sources or []) | kept
+
+
+def _completed(provenance: dict[str, Any], columns: str = _SCREEN_COLUMNS_NOTE) -> dict[str, Any]:
+    """``provenance`` with where its columns are described, and OQMD's attribution when the shipped table is a
+    source (``known_sources`` None: every source of the store, which may hold it)."""
+    provenance["columns"] = columns
+    sources = provenance["known_sources"]
+    if sources is None or "oqmd" in sources:
         provenance["attribution"] = OQMD_ATTRIBUTION
     return provenance
 

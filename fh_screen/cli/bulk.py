@@ -104,7 +104,12 @@ def bulk_command(
     if json_path is not None:
         write_json_file(report.to_json(), json_path)
         if not is_stdout(json_path):
-            out.print(f"wrote the summary to {json_path}", highlight=False, soft_wrap=True)
+            from fh_screen.exports import provenance_path, sweep_provenance
+
+            weights = bar.sweep_plan.weights_sha256 if bar.sweep_plan is not None else None
+            write_json_file(sweep_provenance(report, options, sweep, weights), provenance_path(json_path))
+            out.print(f"wrote the summary to {json_path} (its provenance beside it: *.provenance.json)",
+                      highlight=False, soft_wrap=True)
     if report.failures:
         first = report.failures[0]
         fail(f"{report.systems_failed:,} system(s) could not be screened (first: {first['system']}: {first['error']})")
@@ -122,6 +127,7 @@ class _Bar:
         self._task = None
         self._next_line = 0
         self.notes_shown = 0
+        self.sweep_plan = None  # the plan, once made: the model's weights for the summary's provenance
 
     def __enter__(self):
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
@@ -139,6 +145,7 @@ class _Bar:
         return self._progress.__exit__(*exc)
 
     def plan(self, plan) -> None:
+        self.sweep_plan = plan
         self.total = len(plan.pending)
         for note in plan.notes:
             self.errors.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)

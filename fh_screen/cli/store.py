@@ -57,7 +57,8 @@ def ingest_command(
         "entries (source oqmd, never ingested into) and the hull uses the lowest value per composition."),
     remove_source: Optional[str] = typer.Option(
         None, "--remove-source", help="Remove every reference entry of this source instead of ingesting (not oqmd, "
-        "the shipped table, nor the results' sources chgnet, atomate2-vasp, ...)."),
+        "the shipped table, nor the results' sources chgnet, atomate2-vasp, ...; OQMD removes entries once ingested "
+        "under that spelling beside them)."),
     source_version: Optional[str] = typer.Option(None, "--source-version", help="Version to record, e.g. 1.6."),
     keep_outliers: bool = typer.Option(
         False, "--keep-outliers", help="Store values outside (-20, 5) eV/atom, flagged, instead of rejecting them."
@@ -72,10 +73,12 @@ def ingest_command(
     if remove_source is not None:
         if path is not None:
             fail("give either a PATH to ingest or --remove-source NAME, not both")
+        from fh_screen.store.query import source_name
         from fh_screen.store.stores import check_removable_source
 
         remove_source = check_removable_source(remove_source)  # before the store is opened (or filled on first use)
-        with _open_store(store_file, read_only=False) as store:
+        legacy = remove_source != source_name(remove_source)  # OQMD beside oqmd: only a store that exists holds it
+        with _open_store(store_file, read_only=False, must_exist=legacy or None) as store:
             n_removed = store.remove_source(remove_source)
             console().print(f"removed {n_removed:,} reference entries of source {remove_source!r}; store "
                             f"{store.name} holds {store.n_reference():,} entries", highlight=False, soft_wrap=True)
@@ -198,19 +201,39 @@ def _top_candidates(top: int, min_p: float, chemsys, model, store_file, json_pat
         from fh_screen.store.documents import subsystems
 
         subsystems(chemsys)  # a bad system fails before the store is opened
+    files = [path for path in (json_path, csv_path) if path is not None and not is_stdout(path)]
     with _open_store(store_file, read_only=True) as store:
         rows = top_candidates(store.screens, top=top, min_p=min_p, model=model, chemsys=chemsys)
+        screens = _screens_of(store, rows) if files else []
+    if files:
+        from fh_screen.exports import provenance_path, top_candidates_provenance
+
+        provenance = top_candidates_provenance(rows, {"top": top, "min_p": min_p, "chemsys": chemsys, "model": model},
+                                               screens)
     out = status_console(json_path, csv_path)
+    beside = " (its provenance beside it: *.provenance.json)"
     if json_path is not None:
         write_json_file(rows, json_path)
         if not is_stdout(json_path):
-            out.print(f"wrote {len(rows)} rows to {json_path}")
+            write_json_file(provenance, provenance_path(json_path))
+            out.print(f"wrote {len(rows)} rows to {json_path}{beside}", highlight=False)
     if csv_path is not None:
         write_csv(pd.DataFrame(rows, columns=TOP_COLUMNS), csv_path)
         if not is_stdout(csv_path):
-            out.print(f"wrote {len(rows)} rows to {csv_path}")
+            write_json_file(provenance, provenance_path(csv_path))
+            out.print(f"wrote {len(rows)} rows to {csv_path}{beside}", highlight=False)
     if json_path is None and csv_path is None:
         _print_top(rows, top, min_p)
+
+
+def _screens_of(store, rows: list[dict]) -> list[dict]:
+    """The stored screens ``rows`` come from: what their provenance names (model, weights, version, sources)."""
+    run_ids = sorted({row["run_id"] for row in rows})
+    if not run_ids:
+        return []
+    fields = ["run_id", "model_name", "model_version", "weights_sha256", "fh_screen_version", "sources",
+              "candidates.known_source"]
+    return list(store.screens.query(criteria={"run_id": {"$in": run_ids}}, properties=fields))
 
 
 def _print_top(rows: list[dict], top: int, min_p: float) -> None:

@@ -79,23 +79,38 @@ class SourceOwnedError(FhScreenError):
 
 
 def check_removable_source(source: str) -> str:
-    """``source`` if its entries may be removed by hand; :class:`SourceOwnedError` (one line) for the
-    shipped OQMD table (:data:`~fh_screen.store.bootstrap.SHIPPED_SOURCE`) and for a source of results
-    brought back from atomate2 (:data:`~fh_screen.store.documents.RESULT_SOURCES`). The name is read by
-    :func:`~fh_screen.store.query.source_name` (stripped, lower case; a bad name is one line) and
-    returned in that form."""
-    source = source_name(source)
+    """``source`` as :meth:`FhScreenStore.remove_source` matches it, if its entries may be removed by hand;
+    :class:`SourceOwnedError` (one line) for the shipped OQMD table
+    (:data:`~fh_screen.store.bootstrap.SHIPPED_SOURCE`) and for a source of results brought back from
+    atomate2 (:data:`~fh_screen.store.documents.RESULT_SOURCES`).
+
+    The name is read by :func:`~fh_screen.store.query.source_name` (stripped, lower case; a bad name
+    is one line) and returned in that form, except another spelling of an owned name (``OQMD``,
+    ``ChgNet``): entries ingested under it before names were read in lower case sit beside the owned
+    ones, so that spelling (stripped) is returned, to remove those entries and never the owned ones.
+    """
+    name = source_name(source)
+    error = _owned_source_error(name)
+    if error is None:
+        return name
+    if source.strip() != name:  # OQMD, not oqmd: the entries ingested under that spelling
+        return source.strip()
+    raise error
+
+
+def _owned_source_error(source: str) -> SourceOwnedError | None:
+    """Why the entries of ``source`` (as stored: lower case) are not removed by hand; None when they may be."""
     if source == SHIPPED_SOURCE:
-        raise SourceOwnedError(
+        return SourceOwnedError(
             f"source {source!r} holds the OQMD reference table shipped with fh-screen, which every screen's hull "
             f"is anchored on: it is not removed by hand; leave it out of a screen with --sources (e.g. --sources "
             f"my-dft, sources='my-dft'), or start from an empty store (reference_data: false)")
     if source in RESULT_SOURCES:
-        raise SourceOwnedError(
+        return SourceOwnedError(
             f"source {source!r} holds the results brought back from atomate2 (fh-screen results): its entries "
             f"follow those results and are not removed by hand; leave it out of a screen with --sources "
             f"(e.g. --sources oqmd, sources='oqmd')")
-    return source
+    return None
 
 
 class ScreenExistsError(FhScreenError):
@@ -358,21 +373,29 @@ class FhScreenStore:
     def remove_source(self, source: str) -> int:
         """Remove every reference entry of ``source``; returns how many were removed.
 
-        ``source`` is read by :func:`~fh_screen.store.query.source_name` (``My-DFT`` removes ``my-dft``).
-        Raises :class:`SourceOwnedError` for the shipped OQMD table (``oqmd``: the first-use fill
-        owns it) and for a source of results brought back from atomate2
+        ``source`` is read by :func:`~fh_screen.store.query.source_name` (``My-DFT`` removes ``my-dft``),
+        and the entries stored under any spelling of it before names were read in lower case go too
+        (``MyLab`` with ``mylab``). Raises :class:`SourceOwnedError` for the shipped OQMD table
+        (``oqmd``: the first-use fill owns it) and for a source of results brought back from atomate2
         (:data:`~fh_screen.store.documents.RESULT_SOURCES`): its entries follow the results
-        collection, and removing them alone would leave results that no rerun brings back.
+        collection, and removing them alone would leave results that no rerun brings back. Another
+        spelling of those names (``OQMD``) removes only the entries ingested under such a spelling,
+        beside the owned ones, before ingest refused it; with none, it is refused the same way.
         """
-        source = check_removable_source(source)
-        # entries written before names were normalised (``My-DFT``) go with the name they normalise to
-        names = sorted({name for name in self.reference.distinct("source")
-                        if isinstance(name, str) and name.strip().lower() == source} | {source})
+        name = check_removable_source(source)
+        canonical = source_name(name)
+        stored = {s for s in self.reference.distinct("source") if isinstance(s, str) and s.strip().lower() == canonical}
+        if name != canonical:  # another spelling of an owned source: its legacy entries, never the owned ones
+            names = sorted(stored - {canonical})
+            if not names:
+                raise _owned_source_error(canonical)
+        else:  # entries written before names were normalised (``My-DFT``) go with the name they normalise to
+            names = sorted(stored | {canonical})
         criteria = {"source": names[0] if len(names) == 1 else {"$in": names}}
         n = self.reference.count(criteria)
         if n:
             self.reference.remove_docs(criteria)
-        logger.info("removed %d reference entries of source %s", n, source)
+        logger.info("removed %d reference entries of source %s", n, ", ".join(names))
         return n
 
     # -- screens ---------------------------------------------------------------------------

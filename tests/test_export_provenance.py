@@ -1,0 +1,112 @@
+"""Provenance beside the exports of stored screens and sweeps: ``fh-screen query --top --csv/--json`` (rows across
+many stored screens) and ``fh-screen bulk --json`` (the sweep's summary) used to write none, while a screen's
+``--json/--csv`` and ``query --run ID --csv`` did. Real data: the shipped models and OQMD reference entries in an
+SQLite store on disk (one small system, --max-atoms 6)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from jobs_fixtures import fh_settings, reference_store  # noqa: F401 - fixtures
+from typer.testing import CliRunner
+
+from fh_screen.exports import OQMD_ATTRIBUTION, top_candidates_provenance
+from fh_screen.store import FhScreenStore
+from fh_screen.store.query import TOP_COLUMNS
+from fh_screen.version import __version__
+
+SWEEP = ["bulk", "--elements", "Li,Fe,O", "--nelements", "2", "--max-atoms", "6"]
+
+
+@pytest.fixture
+def store_file(tmp_path, fh_settings) -> Path:  # noqa: F811 - the fixture above
+    """An embedded store file whose reference collection holds the real OQMD entries of Li-Fe-O (source oqmd)."""
+    path = tmp_path / "sweep.sqlite"
+    reference_store(path, "Li-Fe-O")
+    return path
+
+
+def _invoke(*args: str):
+    from fh_screen.cli import build_app
+
+    return CliRunner().invoke(build_app(), list(args))
+
+
+def test_a_sweep_summary_and_the_best_candidates_over_stored_screens_carry_their_provenance(store_file, tmp_path):
+    summary = tmp_path / "summary.json"
+    result = _invoke(*SWEEP, "--sources", "oqmd", "--store", str(store_file), "--json", str(summary))
+    assert result.exit_code == 0, result.output
+    assert "its provenance beside it" in result.output
+    report = json.loads(summary.read_text())  # the summary itself is as it was: the counts, no provenance keys
+    assert set(report) == {"model", "systems_total", "systems_done", "systems_skipped", "systems_failed", "candidates",
+                           "likely", "seconds", "processes", "failures", "stopped", "notes", "no_reference"}
+    with FhScreenStore.embedded(store_file, read_only=True) as store:
+        docs = list(store.screens.query(properties=["run_id", "model", "weights_sha256", "origin"]))
+    assert len(docs) == 3 and {d["origin"] for d in docs} == {"bulk"}
+    sweep = json.loads((tmp_path / "summary.json.provenance.json").read_text())
+    assert sweep["fh_screen_version"] == __version__ and sweep["model"] == report["model"] == docs[0]["model"]
+    assert sweep["model_weights_sha256"] == docs[0]["weights_sha256"] and len(sweep["model_weights_sha256"]) == 64
+    assert sweep["options"]["max_atoms"] == 6 and sweep["sweep"]["keep_top"] == 100
+    assert sweep["sweep"]["save_predictions"] is True and sweep["store"] == str(store_file)
+    assert sweep["origin"] == "bulk" and sweep["known_sources"] == ["oqmd"]
+    assert sweep["attribution"] == OQMD_ATTRIBUTION and "docs/bulk.md" in sweep["columns"]
+    # every source of the store counted: the sweep does not record whether the shipped table was one, so it is owed
+    again = tmp_path / "again.json"
+    result = _invoke(*SWEEP, "--store", str(store_file), "--json", str(again))
+    assert result.exit_code == 0, result.output
+    every = json.loads((tmp_path / "again.json.provenance.json").read_text())
+    assert every["known_sources"] is None and every["attribution"] == OQMD_ATTRIBUTION
+    result = _invoke(*SWEEP, "--store", str(store_file), "--json", "-")  # stdout: nothing beside it
+    assert result.exit_code == 0 and not Path("-.provenance.json").exists()
+
+    # query --top: the rows stay the rows; the provenance names the filters, the runs and models they come from
+    printed = _invoke("query", "--top", "8", "--min-p", "0", "--store", str(store_file), "--json", "-")
+    assert printed.exit_code == 0, printed.output
+    rows = json.loads(printed.stdout)
+    csv_path, json_path = tmp_path / "top.csv", tmp_path / "top.json"
+    result = _invoke("query", "--top", "8", "--min-p", "0", "--store", str(store_file), "--csv", str(csv_path),
+                     "--json", str(json_path))
+    assert result.exit_code == 0 and "its provenance beside it" in result.output, result.output
+    assert json.loads(json_path.read_text()) == rows
+    pd.testing.assert_frame_equal(pd.read_csv(csv_path), pd.read_csv(__import__("io").StringIO(
+        pd.DataFrame(rows, columns=TOP_COLUMNS).to_csv(index=False))))
+    first, second = (json.loads(Path(f"{path}.provenance.json").read_text()) for path in (csv_path, json_path))
+    assert first == second
+    assert first["filters"] == {"top": 8, "min_p": 0.0, "chemsys": None, "model": None}
+    assert first["fh_screen_version"] == __version__ and first["n_rows"] == len(rows) == 8
+    assert first["run_ids"] == sorted({r["run_id"] for r in rows})
+    assert first["models"] == sorted({r["model"] for r in rows})
+    assert first["dhf_models"] == sorted({r["dhf_model"] for r in rows})
+    with FhScreenStore.embedded(store_file, read_only=True) as store:
+        stored = {d["run_id"]: d for d in store.screens.query(properties=["run_id", "model", "weights_sha256",
+                                                                          "fh_screen_version"])}
+    assert first["model_weights_sha256"] == {m: sorted({stored[r]["weights_sha256"] for r in first["run_ids"]
+                                                        if stored[r]["model"] == m}) for m in first["models"]}
+    assert first["screens_fh_screen_versions"] == sorted({stored[r]["fh_screen_version"] for r in first["run_ids"]})
+    assert first["known_sources"] == ["oqmd"] and first["attribution"] == OQMD_ATTRIBUTION
+    assert "docs/bulk.md" in first["columns"]
+    result = _invoke("query", "--top", "3", "--store", str(store_file), "--csv", "-")
+    assert result.exit_code == 0 and not Path("-.provenance.json").exists()
+
+
+def test_top_candidates_provenance_owes_oqmd_only_when_the_shipped_table_is_a_source():
+    rows = [{"run_id": "r1", "model": "paper@1", "dhf_model": "paper@1"},
+            {"run_id": "r2", "model": "attention-ensemble@2", "dhf_model": "paper@1"}]
+    screens = [{"run_id": "r1", "model_name": "paper", "model_version": "1", "weights_sha256": "a" * 64,
+                "fh_screen_version": "0.1", "sources": ["my-dft"], "candidates": [{"known_source": "my-dft"}]},
+               {"run_id": "r2", "model_name": "attention-ensemble", "model_version": "2", "weights_sha256": "b" * 64,
+                "fh_screen_version": "0.2", "sources": None, "candidates": [{"known_source": None}, {}]},
+               {"run_id": "r3", "model_name": "paper", "model_version": "1", "weights_sha256": "c" * 64,
+                "sources": ["oqmd"], "candidates": []}]  # no row comes from r3: it is not named
+    provenance = top_candidates_provenance(rows, {"top": 2}, screens)
+    assert provenance["run_ids"] == ["r1", "r2"] and provenance["known_sources"] == ["my-dft"]
+    assert provenance["model_weights_sha256"] == {"attention-ensemble@2": ["b" * 64], "paper@1": ["a" * 64]}
+    assert provenance["dhf_models"] == ["paper@1"] and provenance["screens_fh_screen_versions"] == ["0.1", "0.2"]
+    assert "attribution" not in provenance
+    screens[1]["candidates"].append({"known_source": "oqmd"})
+    assert top_candidates_provenance(rows, {"top": 2}, screens)["attribution"] == OQMD_ATTRIBUTION
+    empty = top_candidates_provenance([], {"top": 0}, [])
+    assert empty["run_ids"] == [] and empty["n_rows"] == 0 and "attribution" not in empty

@@ -81,6 +81,13 @@ def test_the_short_list_and_the_p_stable_head_never_stand_on_the_prefilter_alone
     assert new["refined"].head(20).all() and table.loc[table["selected"], "refined"].all()
     assert table["selected"].sum() >= 2 and (~new["refined"]).sum() > 100
     assert any("more of the P(stable) head" in label for label in steps)  # the prefilter's best was not the head
+    # after the passes (which score again only the rows whose features changed) every new row's
+    # P(stable) is the classifier's on its final features
+    from fh_screen.screening.stability import load_stability_model
+
+    rows = ~table["is_known"].to_numpy(bool)
+    np.testing.assert_allclose(table["p_stable"].to_numpy()[rows], load_stability_model().p_stable(result.features[rows]),
+                               rtol=1e-12, atol=0)
     full = screen("Li-Fe-O", predictor=model, known=li_fe_o_known,
                   options=ScreenOptions(max_atoms=10, refine_top=None, select_p_min=0.05)).table
     both = new.head(20).merge(full, on="formula", suffixes=("", "_full"))

@@ -374,12 +374,12 @@ def _screen(chemsys: str | Sequence[str], *, predictor: Predictor | None, known:
     smact = smact_valid_mask(counts, system)
     classifier = _stability_model(options)
 
-    def judge() -> _Judgement:
+    def judge(previous: _Judgement | None = None) -> _Judgement:
         return _judge(counts, system, is_known=is_known, known_value=known_value, dhf_pred=dhf_pred, std=std,
                       refined=refined, prior=prior, balanced=balanced, below_energy=below.energy_ev_per_atom,
                       cand_fractions=cand_fractions, known_rows=known_rows, known_fractions=known_fractions,
                       known_dhf=known_dhf, substitutions=substitutions, patterns=patterns, smact=smact,
-                      classifier=classifier, options=options)
+                      classifier=classifier, options=options, previous=previous)
 
     step("P(stable) of every candidate")
     judged = judge()
@@ -397,7 +397,7 @@ def _screen(chemsys: str | Sequence[str], *, predictor: Predictor | None, known:
             if std is not None and second.dhf_std_ev_per_atom is not None:
                 std[head] = second.dhf_std_ev_per_atom
             refined[head] = True
-            judged = judge()
+            judged = judge(judged)
     e_known, dhf_used, features = judged.e_known, judged.dhf_used, judged.features
 
     step("naming phases and decompositions")
@@ -516,8 +516,13 @@ def _judge(counts: np.ndarray, system: tuple[str, ...], *, is_known: np.ndarray,
            dhf_pred: np.ndarray, std: np.ndarray | None, refined: np.ndarray, prior: np.ndarray,
            balanced: np.ndarray, below_energy: np.ndarray, cand_fractions: np.ndarray, known_rows: np.ndarray,
            known_fractions: np.ndarray, known_dhf: np.ndarray, substitutions: np.ndarray, patterns: np.ndarray,
-           smact: np.ndarray, classifier: StabilityModel | None, options: ScreenOptions) -> _Judgement:
-    """Place every row against the known hull and compute its features, ``p_stable`` and ``selected``."""
+           smact: np.ndarray, classifier: StabilityModel | None, options: ScreenOptions,
+           previous: _Judgement | None = None) -> _Judgement:
+    """Place every row against the known hull and compute its features, ``p_stable`` and ``selected``.
+
+    With the ``previous`` judgement of the same screen, only the rows whose features changed are
+    scored again by the classifier (the same numbers, a fraction of the work).
+    """
     # a known composition stands at its DFT value, a new one at its prediction
     dhf_used = np.where(is_known, known_value, dhf_pred)
     e_known = dhf_used - below_energy
@@ -531,7 +536,16 @@ def _judge(counts: np.ndarray, system: tuple[str, ...], *, is_known: np.ndarray,
         e_above_predicted_hull_ev_per_atom=_e_above_predicted_hull(system, cand_fractions, dhf_used, e_known, is_known,
                                                                    known_fractions, known_dhf),
         substitution_analogues=substitutions, pattern_analogues=patterns)
-    p = _p_stable(classifier, features, is_known, e_known, std0, options)
+    if previous is not None and classifier is not None:
+        p = known_p_stable(e_known)
+        same = ((features == previous.features) | (np.isnan(features) & np.isnan(previous.features))).all(axis=1)
+        new = ~np.asarray(is_known, dtype=bool)
+        p[new & same] = previous.p_stable[new & same]
+        rescore = new & ~same
+        if rescore.any():
+            p[rescore] = classifier.p_stable(features[rescore])
+    else:
+        p = _p_stable(classifier, features, is_known, e_known, std0, options)
     frame = pd.DataFrame({"is_known": is_known, "p_stable": p, "dhf_pred_ev_per_atom": dhf_pred,
                           "e_above_hull_pred_ev_per_atom": e_known})
     return _Judgement(e_known=e_known, dhf_used=dhf_used, features=features, p_stable=p,

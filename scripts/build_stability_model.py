@@ -64,12 +64,11 @@ def cmd_examples(args) -> None:
     from fh_screen.screening import ScreenOptions
 
     predictor = Predictor.from_name(args.model)
-    # the features depend on a classifier only through the cascade's head: the rows of highest
-    # P(stable) are refined by the screen's model (fh_screen.screening.core). ``--head-classifier``
-    # names the classifier that picks that head (default: the shipped one); "none" screens without
-    # one (a shipped file of another feature set would not load while the next one is being built)
-    head = args.head_classifier
-    options = ScreenOptions(stability_model=str(Path(args.work) / "no-classifier.json") if head == "none" else head)
+    # the features do not depend on the classifier being built: screen without one (a shipped file
+    # of another feature set would not load while the next one is being built). The rows of the
+    # cascade's P(stable) head that the screen's model refines are picked by the fixed head
+    # classifier (fh_screen.screening.stability.STABILITY_HEAD_MODEL_PATH), as in every screen
+    options = ScreenOptions(stability_model=str(Path(args.work) / "no-classifier.json"))
     started = time.perf_counter()
     examples = protocol_examples(known, hidden, predictor, n_systems=args.systems, seed=args.seed, skip=args.skip,
                                  options=options,
@@ -182,9 +181,6 @@ def main(argv=None) -> None:
     ex.add_argument("--seed", type=int, default=0)
     ex.add_argument("--skip", type=int, default=0)
     ex.add_argument("--model", default=None)
-    ex.add_argument("--head-classifier", default=None,
-                    help="P(stable) classifier JSON that picks the cascade's refined head (default: the shipped one; "
-                         "'none': no classifier, no head)")
     fit = sub.add_parser("fit")
     fit.add_argument("--params", default=None, help="JSON overrides of HYPERPARAMETERS")
     fit.add_argument("--log-odds-shift", default=0.0, type=float)

@@ -80,7 +80,7 @@ def test_the_short_list_and_the_p_stable_head_never_stand_on_the_prefilter_alone
     new = table[~table["is_known"]]
     assert new["refined"].head(20).all() and table.loc[table["selected"], "refined"].all()
     assert table["selected"].sum() >= 2 and (~new["refined"]).sum() > 100
-    assert any("more of the P(stable) head" in label for label in steps)  # the prefilter's best was not the head
+    assert any("(the head of the P(stable) order)" in label for label in steps)  # the prefilter's best was not the head
     # after the passes (which score again only the rows whose features changed) every new row's
     # P(stable) is the classifier's on its final features
     from fh_screen.screening.stability import load_stability_model

@@ -49,6 +49,7 @@ from fh_screen.screening.probability import log_prior, stability_score
 from fh_screen.screening.result import ScreenResult
 from fh_screen.screening.selection import selection_mask
 from fh_screen.screening.stability import (
+    STABILITY_HEAD_MODEL_PATH,
     StabilityModel,
     candidate_features,
     known_p_stable,
@@ -374,30 +375,48 @@ def _screen(chemsys: str | Sequence[str], *, predictor: Predictor | None, known:
     smact = smact_valid_mask(counts, system)
     classifier = _stability_model(options)
 
-    def judge(previous: _Judgement | None = None) -> _Judgement:
-        return _judge(counts, system, is_known=is_known, known_value=known_value, dhf_pred=dhf_pred, std=std,
+    def place() -> _Placement:
+        return _place(counts, system, is_known=is_known, known_value=known_value, dhf_pred=dhf_pred, std=std,
                       refined=refined, prior=prior, balanced=balanced, below_energy=below.energy_ev_per_atom,
                       cand_fractions=cand_fractions, known_rows=known_rows, known_fractions=known_fractions,
-                      known_dhf=known_dhf, substitutions=substitutions, patterns=patterns, smact=smact,
-                      classifier=classifier, options=options, previous=previous)
+                      known_dhf=known_dhf, substitutions=substitutions, patterns=patterns, smact=smact)
+
+    def refine(rows: np.ndarray, why: str) -> None:
+        step(f"predicting {len(rows):,} more ({why}) with {predictor.name}@{predictor.version}")
+        second = predictor.predict_counts(counts[rows], system)
+        dhf_pred[rows] = second.dhf_ev_per_atom
+        if std is not None and second.dhf_std_ev_per_atom is not None:
+            std[rows] = second.dhf_std_ev_per_atom
+        refined[rows] = True
 
     step("P(stable) of every candidate")
-    judged = judge()
-    if prefilter is not None and classifier is not None:
-        # the cascade refined the prefilter's best; P(stable) reads more than the prefilter's score,
-        # so the head of its own order (and the short list) gets the screen's model as well, until
-        # every row there is refined: a short list never stands on the prefilter's ΔH_f alone
+    placed = place()
+    # the cascade refined the prefilter's best by its score; P(stable) reads more than that score,
+    # so the head of a P(stable) order gets the screen's model too. A fixed classifier picks that
+    # head (the one the shipped classifier's examples were made with), so the rows refined here
+    # are the rows refined when the classifier was fitted
+    picker = (load_stability_model(STABILITY_HEAD_MODEL_PATH) or classifier) if prefilter is not None else None
+    if picker is not None:
+        picked = _score(picker, placed, is_known, options)
         for _ in range(MAX_HEAD_PASSES):
-            head = _unrefined_head(judged, is_known, refined, options.refine_top)
+            head = _unrefined_head(picked, is_known, refined, options.refine_top)
             if not len(head):
                 break
-            step(f"predicting {len(head):,} more of the P(stable) head with {predictor.name}@{predictor.version}")
-            second = predictor.predict_counts(counts[head], system)
-            dhf_pred[head] = second.dhf_ev_per_atom
-            if std is not None and second.dhf_std_ev_per_atom is not None:
-                std[head] = second.dhf_std_ev_per_atom
-            refined[head] = True
-            judged = judge(judged)
+            refine(head, "the head of the P(stable) order")
+            previous, placed = placed, place()
+            picked = _score(picker, placed, is_known, options, previous=(previous, picked))
+        scored = picked if picker is classifier else _score(classifier, placed, is_known, options)
+        for _ in range(MAX_HEAD_PASSES if classifier is not None else 0):  # a short list never stands on the prefilter alone
+            stray = np.flatnonzero(scored.selected & ~refined)
+            if not len(stray):
+                break
+            refine(stray, "selected")
+            previous, placed = placed, place()
+            scored = _score(classifier, placed, is_known, options, previous=(previous, scored))
+    else:
+        scored = _score(classifier, placed, is_known, options)
+    judged = _Judgement(e_known=placed.e_known, dhf_used=placed.dhf_used, features=placed.features,
+                        p_stable=scored.p_stable, selected=scored.selected)
     e_known, dhf_used, features = judged.e_known, judged.dhf_used, judged.features
 
     step("naming phases and decompositions")
@@ -496,14 +515,33 @@ def table_order(table: pd.DataFrame) -> np.ndarray:
                        -np.nan_to_num(p, nan=-np.inf), np.isnan(p), table["is_known"].to_numpy(bool)))
 
 
-#: Most passes that refine the head of the P(stable) order under the cascade (each refines at
-#: least one row more; one or two suffice in practice).
+#: Most passes that refine the head of the P(stable) order under the cascade, and then the short
+#: list (each refines at least one row more; one or two suffice in practice).
 MAX_HEAD_PASSES = 4
 
 
 @dataclass(frozen=True)
+class _Placement:
+    """Every row against the known hull, and its P(stable) features, for one set of predictions."""
+
+    e_known: np.ndarray
+    dhf_used: np.ndarray
+    dhf_pred: np.ndarray
+    std0: np.ndarray | None
+    features: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Scores:
+    """``p_stable`` and ``selected`` of every row by one classifier."""
+
+    p_stable: np.ndarray
+    selected: np.ndarray
+
+
+@dataclass(frozen=True)
 class _Judgement:
-    """What the screen concludes from one set of predictions: hull distances, features, P(stable), short list."""
+    """What the screen concludes: hull distances, features, P(stable), short list."""
 
     e_known: np.ndarray
     dhf_used: np.ndarray
@@ -512,17 +550,12 @@ class _Judgement:
     selected: np.ndarray
 
 
-def _judge(counts: np.ndarray, system: tuple[str, ...], *, is_known: np.ndarray, known_value: np.ndarray,
+def _place(counts: np.ndarray, system: tuple[str, ...], *, is_known: np.ndarray, known_value: np.ndarray,
            dhf_pred: np.ndarray, std: np.ndarray | None, refined: np.ndarray, prior: np.ndarray,
            balanced: np.ndarray, below_energy: np.ndarray, cand_fractions: np.ndarray, known_rows: np.ndarray,
            known_fractions: np.ndarray, known_dhf: np.ndarray, substitutions: np.ndarray, patterns: np.ndarray,
-           smact: np.ndarray, classifier: StabilityModel | None, options: ScreenOptions,
-           previous: _Judgement | None = None) -> _Judgement:
-    """Place every row against the known hull and compute its features, ``p_stable`` and ``selected``.
-
-    With the ``previous`` judgement of the same screen, only the rows whose features changed are
-    scored again by the classifier (the same numbers, a fraction of the work).
-    """
+           smact: np.ndarray) -> _Placement:
+    """Place every row against the known hull and compute its P(stable) features (copies of the inputs)."""
     # a known composition stands at its DFT value, a new one at its prediction
     dhf_used = np.where(is_known, known_value, dhf_pred)
     e_known = dhf_used - below_energy
@@ -536,30 +569,40 @@ def _judge(counts: np.ndarray, system: tuple[str, ...], *, is_known: np.ndarray,
         e_above_predicted_hull_ev_per_atom=_e_above_predicted_hull(system, cand_fractions, dhf_used, e_known, is_known,
                                                                    known_fractions, known_dhf),
         substitution_analogues=substitutions, pattern_analogues=patterns)
+    return _Placement(e_known=e_known, dhf_used=dhf_used, dhf_pred=dhf_pred.copy(), std0=std0, features=features)
+
+
+def _score(classifier: StabilityModel | None, placed: _Placement, is_known: np.ndarray, options: ScreenOptions,
+           previous: tuple[_Placement, _Scores] | None = None) -> _Scores:
+    """``p_stable`` and ``selected`` of every row of ``placed`` by ``classifier``.
+
+    With the ``previous`` placement and scores of the same screen by the same classifier, only
+    the rows whose features changed are scored again (the same numbers, a fraction of the work).
+    """
     if previous is not None and classifier is not None:
-        p = known_p_stable(e_known)
-        same = ((features == previous.features) | (np.isnan(features) & np.isnan(previous.features))).all(axis=1)
+        before, scores = previous
+        p = known_p_stable(placed.e_known)
+        same = ((placed.features == before.features) | (np.isnan(placed.features) & np.isnan(before.features))).all(axis=1)
         new = ~np.asarray(is_known, dtype=bool)
-        p[new & same] = previous.p_stable[new & same]
+        p[new & same] = scores.p_stable[new & same]
         rescore = new & ~same
         if rescore.any():
-            p[rescore] = classifier.p_stable(features[rescore])
+            p[rescore] = classifier.p_stable(placed.features[rescore])
     else:
-        p = _p_stable(classifier, features, is_known, e_known, std0, options)
-    frame = pd.DataFrame({"is_known": is_known, "p_stable": p, "dhf_pred_ev_per_atom": dhf_pred,
-                          "e_above_hull_pred_ev_per_atom": e_known})
-    return _Judgement(e_known=e_known, dhf_used=dhf_used, features=features, p_stable=p,
-                      selected=selection_mask(frame, options))
+        p = _p_stable(classifier, placed.features, is_known, placed.e_known, placed.std0, options)
+    frame = pd.DataFrame({"is_known": is_known, "p_stable": p, "dhf_pred_ev_per_atom": placed.dhf_pred,
+                          "e_above_hull_pred_ev_per_atom": placed.e_known})
+    return _Scores(p_stable=p, selected=selection_mask(frame, options))
 
 
-def _unrefined_head(judged: _Judgement, is_known: np.ndarray, refined: np.ndarray, size: int) -> np.ndarray:
+def _unrefined_head(scores: _Scores, is_known: np.ndarray, refined: np.ndarray, size: int) -> np.ndarray:
     """Rows of the P(stable) head (the ``size`` new rows of highest ``p_stable``, and the short
     list) that the screen's own model has not predicted yet."""
     new = np.flatnonzero(~is_known)
-    p = np.nan_to_num(judged.p_stable[new], nan=0.0)
+    p = np.nan_to_num(scores.p_stable[new], nan=0.0)
     head = np.zeros(len(is_known), dtype=bool)
     head[new[np.argsort(-p, kind="stable")[:size]]] = True
-    head |= judged.selected
+    head |= scores.selected
     return np.flatnonzero(head & ~refined)
 
 

@@ -34,6 +34,7 @@ import numpy as np
 
 __all__ = [
     "FEATURE_NAMES",
+    "STABILITY_HEAD_MODEL_PATH",
     "STABILITY_MODEL_PATH",
     "StabilityModel",
     "TreeEnsemble",
@@ -44,6 +45,14 @@ __all__ = [
 
 #: The classifier shipped with the package (fitted on train.csv only).
 STABILITY_MODEL_PATH = Path(__file__).parents[1] / "reference_data" / "stability_model.json"
+
+#: The classifier that picks which rows of a cascade screen the screen's own model refines beyond
+#: the prefilter's best (the head of its P(stable) order; :func:`fh_screen.screening.core.screen`).
+#: It stays fixed while the shipped classifier is refitted: the shipped classifier's examples were
+#: screened with this very head, so the rows refined when it scores are the rows refined when it
+#: was fitted (a classifier that picked its own head would read its own liking, ``refined`` and σ,
+#: as evidence). ``stability@2``, the classifier shipped before the head was refined.
+STABILITY_HEAD_MODEL_PATH = Path(__file__).parents[1] / "reference_data" / "stability_head.json"
 
 #: Per-candidate features, in the column order of :func:`candidate_features`.
 FEATURE_NAMES: tuple[str, ...] = (
@@ -288,20 +297,24 @@ class TreeEnsemble:
             return total
         feature, threshold, left, right = self._walk
         flat = np.ascontiguousarray(x).ravel()
-        row_start = (np.arange(n) * x.shape[1])[:, None]
+        n_trees = len(self.offsets)
+        # every (row, tree) pair at once, row-major: its node (flat index); only the pairs not yet at
+        # a leaf take the next step (most trees end well before the deepest leaf)
+        node = np.tile(self.offsets, n)
+        active = np.flatnonzero(~self.is_leaf[node])
+        current = node[active]
+        row_start = (active // n_trees) * x.shape[1]
         has_nan = bool(np.isnan(flat).any())
-        # every tree at once: node index (flat) per (row, tree)
-        node = np.broadcast_to(self.offsets, (n, len(self.offsets))).copy()
-        for _ in range(self.max_depth + 1):
-            value = flat[row_start + feature[node]]
-            go_left = value <= threshold[node]
+        while len(active):
+            value = flat[row_start + feature[current]]
+            go_left = value <= threshold[current]
             if has_nan:
-                go_left = np.where(np.isnan(value), self.missing_left[node] | self.is_leaf[node], go_left)
-            child = np.where(go_left, left[node], right[node])
-            if np.array_equal(child, node):
-                break
-            node = child
-        return total + self.value[node].sum(axis=1)
+                go_left = np.where(np.isnan(value), self.missing_left[current], go_left)
+            current = np.where(go_left, left[current], right[current])
+            node[active] = current
+            going = ~self.is_leaf[current]
+            active, current, row_start = active[going], current[going], row_start[going]
+        return total + self.value[node].reshape(n, n_trees).sum(axis=1)
 
     def to_json(self) -> dict:
         """JSON-ready dict (lists), read back by :meth:`from_json`."""

@@ -352,12 +352,17 @@ def _repeated_misses(report: dict, per_round: int) -> int:
 
 
 def test_the_campaign_shares_misses_across_systems(sets, predictor):
-    # seed 1's eight systems overlap (shared binaries), and alone a system computes what another already missed
-    options = OPTIONS.model_copy(update={"n_systems": 8, "seeds": (1,)})
+    # a draw of eight systems that overlap (shared binaries), where alone a system computes what
+    # another already missed: the first such seed (which one depends on the shipped model and classifier)
+    for seed in range(1, 9):
+        options = OPTIONS.model_copy(update={"n_systems": 8, "seeds": (seed,)})
+        alone = run_campaign(*sets, predictor, options.model_copy(update={"share_outcomes": False}))
+        if _repeated_misses(alone, options.per_round) >= 1:
+            break
+    else:
+        pytest.fail("no seed of 1-8 repeats a miss without sharing: nothing to share on this slice")
     shared = run_campaign(*sets, predictor, options)
-    alone = run_campaign(*sets, predictor, options.model_copy(update={"share_outcomes": False}))
     assert shared["options"]["share_outcomes"] and not alone["options"]["share_outcomes"]
-    assert _repeated_misses(alone, options.per_round) >= 1
     assert _repeated_misses(shared, options.per_round) == 0
     assert shared["picks"]["loop"] == alone["picks"]["loop"]  # a shared miss costs no calculation: the budget is spent
     for a, b in zip(shared["systems"], alone["systems"]):  # the one-shot lists do not depend on it

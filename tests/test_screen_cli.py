@@ -85,8 +85,10 @@ def test_screen_with_store_writes_exact_json_and_csv_and_saves(data_dir, li_fe_o
     n_known = sum(r["known_dhf_ev_per_atom"] is not None for r in records)
     assert len(records) - n_known > DEFAULT_REFINE_TOP  # so the default runs as a cascade here
     with FhScreenStore.from_settings() as store:
-        # only the default's own predictions (known phases + the prefilter's best) are stored as its
-        assert store.n_predictions() == n_known + DEFAULT_REFINE_TOP
+        # only the default's own predictions (known phases, the prefilter's best and the P(stable)
+        # head: the refined rows) are stored as its
+        n_refined = sum(r["refined"] for r in records)
+        assert n_refined > n_known + DEFAULT_REFINE_TOP and store.n_predictions() == n_refined
 
 
 def test_fresh_machine_prints_ingest_hint_and_no_store_writes_nothing(data_dir):

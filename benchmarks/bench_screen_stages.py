@@ -127,6 +127,51 @@ def blas_threads_pair(repeats: int = 7, threads: int = 2, chemsys: str = "Li-Fe-
             "ratio": t_default / t_limited}
 
 
+def head_pairs(repeats: int = 5, threads: int = 2, systems: tuple[str, ...] = SYSTEMS[:2]) -> list[dict]:
+    """Warm ``screen()`` with the default cascade (the prefilter's best and the P(stable) head
+    refined) beside the cascade as it was before 2026-12-07 (the prefilter's best alone, one
+    classifier), alternating, same inputs and process."""
+    import statistics
+    import time
+
+    import torch
+
+    from fh_screen.models.predictor import Predictor
+    from fh_screen.screening import ScreenOptions, core, screen
+    from fh_screen.store.bootstrap import packaged_reference_frame
+
+    torch.set_num_threads(threads)
+    predictor = Predictor.from_name()
+    options = ScreenOptions()
+    out = []
+    for chemsys in systems:
+        known = packaged_reference_frame(chemsys)
+
+        def default():
+            return screen(chemsys, predictor=predictor, known=known, options=options)
+
+        def prefilter_best_only():
+            passes, head = core.MAX_HEAD_PASSES, core.STABILITY_HEAD_MODEL_PATH
+            core.MAX_HEAD_PASSES, core.STABILITY_HEAD_MODEL_PATH = 0, HERE / "no-head-classifier.json"
+            try:
+                return screen(chemsys, predictor=predictor, known=known, options=options)
+            finally:
+                core.MAX_HEAD_PASSES, core.STABILITY_HEAD_MODEL_PATH = passes, head
+
+        n_refined = {"default": int(default().table["refined"].sum()),
+                     "prefilter_best_only": int(prefilter_best_only().table["refined"].sum())}
+        times: dict = {"default": [], "prefilter_best_only": []}
+        for _ in range(repeats):
+            for label, function in (("prefilter_best_only", prefilter_best_only), ("default", default)):
+                started = time.perf_counter()
+                function()
+                times[label].append(time.perf_counter() - started)
+        t_new, t_old = statistics.median(times["default"]), statistics.median(times["prefilter_best_only"])
+        out.append({"chemsys": chemsys, "default_s": t_new, "prefilter_best_only_s": t_old, "ratio": t_new / t_old,
+                    "refined_rows": n_refined})
+    return out
+
+
 def warm_screens(repeats: int = 5, threads: int = 2, systems: tuple[str, ...] = SYSTEMS, options=None) -> list[dict]:
     """Warm ``screen()`` wall time and candidates/s with the shipped default (by default the cascade)."""
     import torch
@@ -156,6 +201,7 @@ def main_with(repeats: int = 5) -> dict:
     pairs = stage_pairs(repeats)
     screens = warm_screens(repeats)
     blas = blas_threads_pair(max(repeats, 7))
+    heads = head_pairs(repeats)
     rows = [{"what": f"{p['stage']} ({p['n']:,} rows): reference {p['reference_s']:.3f} s, vectorised {p['vectorised_s']:.3f} s",
              "value": round(p["ratio"], 1), "unit": "× faster (median)"} for p in pairs]
     rows.append({"what": f"warm `screen()` {blas['chemsys']}: numpy's BLAS at its default "
@@ -163,6 +209,10 @@ def main_with(repeats: int = 5) -> dict:
                          f"{blas['limited_s']:.3f} s", "value": round(blas["ratio"], 2), "unit": "× faster (median)"})
     rows += [{"what": f"warm `screen()` {s['chemsys']} ({s['n_candidates']:,} candidates, {s['model']}, cascade): {s['seconds']:.2f} s",
               "value": round(s["per_s"]), "unit": "candidates/s (median)"} for s in screens]
+    rows += [{"what": f"warm `screen()` {h['chemsys']}: the P(stable) head refined too (default, "
+                      f"{h['refined_rows']['default']:,} rows refined) {h['default_s']:.2f} s, the prefilter's best alone "
+                      f"(before 2026-12-07, {h['refined_rows']['prefilter_best_only']:,} rows) {h['prefilter_best_only_s']:.2f} s",
+              "value": round(h["ratio"], 2), "unit": "× the time (median)"} for h in heads]
     payload = {
         "title": f"Screen stages: reference beside vectorised paths ({CHEMSYS}), and warm screens with the default",
         "command": "python benchmarks/bench_screen_stages.py",
@@ -170,10 +220,12 @@ def main_with(repeats: int = 5) -> dict:
         "rows": rows,
         "notes": ("Each pair ran side by side in one process on the same inputs, and the outputs were checked equal before timing "
                   "(the tests check the same equalities). Warm screens use the shipped reference phases and the default cascade: "
-                  f"{DEFAULT_PREFILTER_MODEL} ranks every candidate, the attention ensemble predicts the known phases and the best "
-                  f"{DEFAULT_REFINE_TOP:,} new ones. "
+                  f"{DEFAULT_PREFILTER_MODEL} ranks every candidate, the attention ensemble predicts the known phases, the best "
+                  f"{DEFAULT_REFINE_TOP:,} new ones by the prefilter's score and the best {DEFAULT_REFINE_TOP:,} by P(stable) "
+                  "with every selected row (the 'before' of the head rows: the same code with no head passes and one "
+                  "classifier). "
                   f"Load average before: {load_before}, after: " + "/".join(f"{v:.2f}" for v in os.getloadavg()) + "."),
-        "pairs": pairs, "screens": screens, "blas_threads": blas,
+        "pairs": pairs, "screens": screens, "blas_threads": blas, "head_pairs": heads,
     }
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "screen_stages.json").write_text(json.dumps(payload, indent=1) + "\n")

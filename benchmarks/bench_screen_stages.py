@@ -20,7 +20,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from timing import median_seconds  # noqa: E402
+from timing import alternating_median_seconds, median_seconds  # noqa: E402
 
 CHEMSYS = "Li-Fe-P-O-Mn"
 
@@ -90,9 +90,6 @@ SYSTEMS = ("Li-Fe-P-O", "Li-Fe-P-O-Mn", "Li-Fe-P-O-Mn-Co")
 def blas_threads_pair(repeats: int = 7, threads: int = 2, chemsys: str = "Li-Fe-P-O") -> dict:
     """Warm ``screen()`` (numpy's BLAS on one thread) beside its body with numpy's default BLAS
     threads, alternating, same inputs; the two tables are checked equal first."""
-    import statistics
-    import time
-
     import torch
     from threadpoolctl import threadpool_info
 
@@ -115,14 +112,9 @@ def blas_threads_pair(repeats: int = 7, threads: int = 2, chemsys: str = "Li-Fe-
     a, b = limited().table, default_blas().table
     if not (a["formula"].equals(b["formula"]) and np.allclose(a["dhf_ev_per_atom"], b["dhf_ev_per_atom"], atol=1e-9)):
         raise AssertionError("the BLAS thread limit changed the screen's table")
-    times: dict = {"limited": [], "default": []}
-    for _ in range(repeats):
-        for label, function in (("default", default_blas), ("limited", limited)):
-            started = time.perf_counter()
-            function()
-            times[label].append(time.perf_counter() - started)
+    medians = alternating_median_seconds({"default": default_blas, "limited": limited}, repeats)
     blas = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
-    t_default, t_limited = statistics.median(times["default"]), statistics.median(times["limited"])
+    t_default, t_limited = medians["default"], medians["limited"]
     return {"chemsys": chemsys, "numpy_blas_threads": blas, "default_s": t_default, "limited_s": t_limited,
             "ratio": t_default / t_limited}
 
@@ -131,9 +123,6 @@ def head_pairs(repeats: int = 5, threads: int = 2, systems: tuple[str, ...] = SY
     """Warm ``screen()`` with the default cascade (the prefilter's best and the P(stable) head
     refined) beside the cascade as it was before 2026-12-07 (the prefilter's best alone, one
     classifier), alternating, same inputs and process."""
-    import statistics
-    import time
-
     import torch
 
     from fh_screen.models.predictor import Predictor
@@ -160,13 +149,8 @@ def head_pairs(repeats: int = 5, threads: int = 2, systems: tuple[str, ...] = SY
 
         n_refined = {"default": int(default().table["refined"].sum()),
                      "prefilter_best_only": int(prefilter_best_only().table["refined"].sum())}
-        times: dict = {"default": [], "prefilter_best_only": []}
-        for _ in range(repeats):
-            for label, function in (("prefilter_best_only", prefilter_best_only), ("default", default)):
-                started = time.perf_counter()
-                function()
-                times[label].append(time.perf_counter() - started)
-        t_new, t_old = statistics.median(times["default"]), statistics.median(times["prefilter_best_only"])
+        medians = alternating_median_seconds({"prefilter_best_only": prefilter_best_only, "default": default}, repeats)
+        t_new, t_old = medians["default"], medians["prefilter_best_only"]
         out.append({"chemsys": chemsys, "default_s": t_new, "prefilter_best_only_s": t_old, "ratio": t_new / t_old,
                     "refined_rows": n_refined})
     return out

@@ -29,3 +29,15 @@ def median_cpu_seconds(function: Callable[[], object], repeats: int) -> float:
         function()
         times.append(time.process_time() - started)
     return statistics.median(times)
+
+
+def alternating_median_seconds(functions: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median wall time in seconds of each function, the calls alternating (one of each per round,
+    in the order given), so that a change of load on a shared machine falls on all of them alike."""
+    times: dict[str, list[float]] = {label: [] for label in functions}
+    for _ in range(repeats):
+        for label, function in functions.items():
+            started = time.perf_counter()
+            function()
+            times[label].append(time.perf_counter() - started)
+    return {label: statistics.median(values) for label, values in times.items()}

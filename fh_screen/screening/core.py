@@ -415,9 +415,7 @@ def _screen(chemsys: str | Sequence[str], *, predictor: Predictor | None, known:
             scored = _score(classifier, placed, is_known, options, previous=(previous, scored))
     else:
         scored = _score(classifier, placed, is_known, options)
-    judged = _Judgement(e_known=placed.e_known, dhf_used=placed.dhf_used, features=placed.features,
-                        p_stable=scored.p_stable, selected=scored.selected)
-    e_known, dhf_used, features = judged.e_known, judged.dhf_used, judged.features
+    e_known, dhf_used, features = placed.e_known, placed.dhf_used, placed.features
 
     step("naming phases and decompositions")
     formulas = formulas_from_counts(counts, system)
@@ -437,13 +435,13 @@ def _screen(chemsys: str | Sequence[str], *, predictor: Predictor | None, known:
     if std is not None:
         table["dhf_std_ev_per_atom"] = std  # NaN: a row of a prefilter without σ (null in the exports)
         std = np.nan_to_num(std, nan=0.0)  # what P(stable) and the score were fitted with on those rows
-    table["p_stable"] = judged.p_stable
+    table["p_stable"] = scored.p_stable
     table["is_known"] = is_known
     table["dhf_ev_per_atom"] = dhf_used
     table["charge_balanced"] = balanced
     spread = None if std is None else np.where(is_known, 0.0, std)
     table["stability_score"] = stability_score(e_known, spread, prior)
-    table["selected"] = judged.selected
+    table["selected"] = scored.selected
     table["refined"] = refined
     if known is not None and "source" in known.columns:  # entries from the store: which source each known value is
         table["known_source"] = _known_sources(known, formulas, is_known)
@@ -535,17 +533,6 @@ class _Placement:
 class _Scores:
     """``p_stable`` and ``selected`` of every row by one classifier."""
 
-    p_stable: np.ndarray
-    selected: np.ndarray
-
-
-@dataclass(frozen=True)
-class _Judgement:
-    """What the screen concludes: hull distances, features, P(stable), short list."""
-
-    e_known: np.ndarray
-    dhf_used: np.ndarray
-    features: np.ndarray
     p_stable: np.ndarray
     selected: np.ndarray
 

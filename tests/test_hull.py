@@ -160,3 +160,27 @@ def test_lower_hull_energy_equals_the_hull_energy_on_a_hull_of_thousands_of_face
     np.testing.assert_allclose(binned, full, rtol=0, atol=1e-12)
     np.testing.assert_allclose(lower_hull_energies(system, points, point_energies, fractions),
                                hull_energies(system, points, point_energies, fractions).energy_ev_per_atom, rtol=0, atol=1e-12)
+
+
+def test_the_hull_built_face_by_face_equals_one_qhull_of_every_point():
+    """Most points of a large system lie on its walls (a subsystem); the hull built face by face
+    from each face's own points and the vertices below it gives every query the energy of one
+    qhull of every point, in every face, down to an element whose own point lies below 0."""
+    from fh_screen.chem.hull import FACE_BY_FACE_MIN_POINTS, face_by_face_hull_energies, lower_hull_energies
+
+    system = ("Co", "Fe", "Li", "O", "P")
+    counts = enumerate_counts(5, max_atoms=14)
+    fractions = counts / counts.sum(axis=1, keepdims=True)
+    rng = np.random.default_rng(1)
+    energies = -1.5 * (1 - (fractions ** 2).sum(axis=1)) + 0.05 * rng.standard_normal(len(fractions))
+    walls = (counts == 0).any(axis=1)
+    assert walls.mean() > 0.5 and len(fractions) > FACE_BY_FACE_MIN_POINTS  # the face-by-face path runs
+    fractions = np.concatenate([fractions, np.eye(5)])  # the elements as points, one of them below 0
+    energies = np.concatenate([energies, [0.0, 0.0, -0.02, 0.0, 0.0]])
+    one_qhull = hull_energies(system, fractions, energies, fractions).energy_ev_per_atom
+    by_face = face_by_face_hull_energies(system, fractions, energies, fractions)
+    np.testing.assert_allclose(by_face, one_qhull, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(lower_hull_energies(system, fractions, energies, fractions), one_qhull, rtol=0, atol=1e-12)
+    # a face with no point below 0 stands at 0; a query off every point gets the hull between them
+    empty = face_by_face_hull_energies(system, fractions[:0], energies[:0], fractions[:50])
+    np.testing.assert_array_equal(empty, np.zeros(50))

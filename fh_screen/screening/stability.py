@@ -266,7 +266,9 @@ class TreeEnsemble:
     max_depth: int
 
     #: Rows evaluated at once (every tree of a chunk is walked together: memory ∝ rows × trees).
-    CHUNK_ROWS = 20_000
+    #: Small, so that a chunk's (row, tree) arrays stay in the CPU's cache: 500 rows walk about
+    #: 1.4x faster than 20,000 (the same scores, bit for bit).
+    CHUNK_ROWS = 500
 
     def raw_score(self, x: np.ndarray) -> np.ndarray:
         """``baseline + Σ leaf values`` for each row of ``x`` (``(n, n_features)``)."""

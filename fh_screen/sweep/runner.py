@@ -124,7 +124,8 @@ class SweepOptions(BaseModel):
     @field_validator("sources", mode="before")
     @classmethod
     def _parsed_sources(cls, value: Any) -> tuple[str, ...] | None:
-        """The names as the store keeps them (stripped, lower case, no repeats); an empty list is refused."""
+        """The names as a selection reads them (stripped, lower case but a legacy spelling of an owned name such as
+        ``OQMD``, no repeats; :func:`~fh_screen.store.query.parse_sources`); an empty list is refused."""
         from fh_screen.store.query import parse_sources
 
         return None if value is None else tuple(parse_sources(value))
@@ -276,12 +277,16 @@ def stored_systems(store: FhScreenStore, predictor: Predictor, options: ScreenOp
     compound (``n_reference`` 0) counts only while the store still holds none of its system
     (a store without a reference collection: it counts).
     """
-    wanted_sources = None if sources is None else sorted(sources)
     wanted = _options_dict(options)
     criteria = {"model_name": predictor.name, "model_version": predictor.version}
     done: set[str] = set()
     unanchored: set[str] = set()
     with store:
+        if sources is not None and store._reference is not None:  # OQMD reads as oqmd unless entries are stored under it
+            from fh_screen.store.query import resolve_sources
+
+            sources = resolve_sources(sources, lambda: store.reference.distinct("source"))
+        wanted_sources = None if sources is None else sorted(sources)
         properties = ["chemsys", "options", "weights_sha256", "keep_top", "sources", "n_reference"]
         for doc in store.screens.query(criteria=criteria, properties=properties):
             if doc.get("weights_sha256", "") != predictor.weights_sha256 or doc.get("options") != wanted:
@@ -296,11 +301,12 @@ def stored_systems(store: FhScreenStore, predictor: Predictor, options: ScreenOp
         unanchored -= done
         if unanchored and store._reference is not None and store.n_reference():
             from fh_screen.chem.candidates import MAX_SYSTEM_SIZE
-            from fh_screen.store.query import criteria_for
+            from fh_screen.store.query import criteria_for, source_criteria
 
             compounds = range(2, MAX_SYSTEM_SIZE + 1)  # as the hull reads them: compounds, outliers left out
+            chosen = {} if sources is None else source_criteria(sources)
             found = {s for s in unanchored if store.reference.count(
-                {**criteria_for(chemsys=s, nelements=compounds, source=sources), "passed_outlier_filter": True})}
+                {**criteria_for(chemsys=s, nelements=compounds), **chosen, "passed_outlier_filter": True})}
             unanchored -= found  # reference compounds arrived since: screened again
     return done | unanchored
 

@@ -137,3 +137,21 @@ def test_a_legacy_spelling_selects_what_it_removes_in_every_door(legacy_store, t
     # once those entries are removed, OQMD reads as oqmd again (as --remove-source OQMD then refuses it as oqmd)
     assert runner.invoke(build_app(), ["ingest", "--remove-source", "OQMD", *legacy_store]).exit_code == 0
     assert _query("OQMD", legacy_store, tmp_path) == {("LiF", "oqmd"), ("Li2F", "oqmd")}
+
+
+def test_removing_a_source_from_a_store_that_is_not_there_makes_no_store(tmp_path, monkeypatch):
+    """``ingest --remove-source NAME`` on a path (or a configured store) that holds no store is one line, as
+    ``query`` and ``predict-store`` say, and leaves no file behind (nor fills one with the shipped table)."""
+    from fh_screen.settings import FhScreenSettings
+
+    fresh_machine(tmp_path, monkeypatch, reference_data=True)
+    missing = tmp_path / "new.db"
+    for name in ("my-dft", "MyLab"):
+        result = runner.invoke(build_app(), ["ingest", "--remove-source", name, "--store", str(missing)])
+        assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+        assert f"no store at {missing}" in result.output and "Traceback" not in result.output
+        assert not missing.exists()
+    configured = runner.invoke(build_app(), ["ingest", "--remove-source", "my-dft"])
+    assert configured.exit_code == 2 and configured.output.count("\n") == 1, configured.output
+    store_path = FhScreenSettings().store_path
+    assert f"no store at {store_path}" in configured.output and not store_path.exists()

@@ -91,7 +91,7 @@ def export_provenance(result: ScreenResult, options: Any = None) -> dict[str, An
 
     ``run_id`` (the screen's; ``fh-screen query --run RUN`` when it was saved), the fh-screen
     version, the system, the model (``name@version``, weights sha256), the cascade's prefilter,
-    the P(stable) classifier, the options, the candidate and known counts, the sources of the
+    the P(stable) classifier and the cascade's head classifier (which rows the model refined), the options, the candidate and known counts, the sources of the
     known phases, the screen's notes, and OQMD's attribution when the shipped table is among them.
     """
     import dataclasses
@@ -103,6 +103,7 @@ def export_provenance(result: ScreenResult, options: Any = None) -> dict[str, An
         "run_id": result.run_id, "fh_screen_version": __version__, "chemsys": "-".join(result.chemsys),
         "model": f"{result.model_name}@{result.model_version}", "model_weights_sha256": result.weights_sha256,
         "prefilter": result.prefilter, "stability_model": result.stability_model,
+        "stability_head_model": result.stability_head_model,
         "options": dataclasses.asdict(options) if dataclasses.is_dataclass(options) else None,
         "n_candidates": result.n_candidates, "n_known": result.n_known, "known_sources": sources,
         "notes": list(result.warnings),

@@ -110,3 +110,28 @@ def test_top_candidates_provenance_owes_oqmd_only_when_the_shipped_table_is_a_so
     assert top_candidates_provenance(rows, {"top": 2}, screens)["attribution"] == OQMD_ATTRIBUTION
     empty = top_candidates_provenance([], {"top": 0}, [])
     assert empty["run_ids"] == [] and empty["n_rows"] == 0 and "attribution" not in empty
+
+
+def test_a_screen_s_provenance_names_the_head_classifier_of_the_cascade(fh_settings, tmp_path, monkeypatch):  # noqa: F811
+    """Under the cascade a fixed head classifier picks the rows the screen's model refines (besides the P(stable)
+    classifier, ``stability_model``): the provenance names it (``stability_head_model``), null without a cascade,
+    and the Python API's ScreenResult carries the same identity."""
+    from fh_screen import screen
+    from fh_screen.screening import ScreenOptions
+    from fh_screen.screening.stability import STABILITY_HEAD_MODEL_PATH, load_stability_model
+
+    monkeypatch.setenv("FH_SCREEN_REFERENCE_DATA", "true")  # the shipped table, read directly: no store is made
+    head = load_stability_model(STABILITY_HEAD_MODEL_PATH).identity
+    provenance = {}
+    for model in ("attention-ensemble", "paper-ensemble"):
+        out = tmp_path / f"{model}.csv"
+        result = _invoke("screen", "Li-O", "--model", model, "--max-atoms", "6", "--refine-top", "5", "--no-store",
+                         "--csv", str(out))
+        assert result.exit_code == 0, result.output
+        provenance[model] = json.loads(Path(f"{out}.provenance.json").read_text())
+    cascade, single = provenance["attention-ensemble"], provenance["paper-ensemble"]
+    assert cascade["prefilter"] is not None and cascade["stability_head_model"] == head
+    assert cascade["stability_model"] is not None and single["prefilter"] is None
+    assert "stability_head_model" in single and single["stability_head_model"] is None
+    api = screen("Li-O", "attention-ensemble", options=ScreenOptions(max_atoms=6, refine_top=5))
+    assert api.stability_head_model == head and api.stability_model == cascade["stability_model"]

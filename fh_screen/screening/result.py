@@ -47,6 +47,9 @@ class ScreenResult:
     features: np.ndarray | None = field(default=None, repr=False)
     #: ``name@version`` of the classifier that gave ``p_stable`` (None: the σ-only fallback)
     stability_model: str | None = None
+    #: ``name@version`` of the classifier that picked the head of the P(stable) order the screen's model
+    #: refined under the cascade (None: no cascade, so no head was picked)
+    stability_head_model: str | None = None
 
     @property
     def expected_new_stable(self) -> float:

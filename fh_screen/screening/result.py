@@ -68,6 +68,11 @@ class ScreenResult:
         """
         return pymatgen_phase_diagram(self.chemsys, *self.phase_diagram_inputs)
 
+    def known_sources(self) -> list[str]:
+        """The sources of the known values the table's rows stand at (``known_source``), sorted: those the
+        hull stood on (none for known phases without a source, or a table without known rows)."""
+        return sorted({str(s) for s in self.table.get("known_source", []) if isinstance(s, str)})
+
     def row_models(self) -> np.ndarray:
         """``name@version`` of the model that predicted each row's ΔH_f and σ: the screen's model on
         ``refined`` rows, the cascade's prefilter on the others."""

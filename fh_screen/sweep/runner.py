@@ -169,6 +169,8 @@ class SystemOutcome:
     cpu_seconds: float = 0.0
     #: ``done`` with no reference compound on the hull: why (else ``""``); the document's ``problems`` say it too
     no_reference: str = ""
+    #: the sources of the known values the screen's rows stand at (``ScreenResult.known_sources``)
+    known_sources: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -201,6 +203,8 @@ class SweepReport:
     notes: list[str] = field(default_factory=list)
     #: systems screened (done) with no reference compound on their hull: the elements and the predictions alone
     no_reference: list[str] = field(default_factory=list)
+    #: the sources the hulls of the screened systems stood on (their provenance; not in :meth:`to_json`'s summary)
+    known_sources: list[str] = field(default_factory=list)
 
     def add(self, outcome: SystemOutcome) -> None:
         """Count one finished system."""
@@ -210,6 +214,7 @@ class SweepReport:
             self.likely += outcome.n_likely
             if outcome.no_reference:
                 self.no_reference.append(outcome.system)
+            self.known_sources = sorted(set(self.known_sources) | set(outcome.known_sources))
         else:
             self.systems_failed += 1
             self.failures.append({"system": outcome.system, "error": outcome.error})
@@ -227,6 +232,7 @@ class SweepReport:
         """``systems_done``, ``systems_skipped``, ``systems_failed``, ``candidates``, ``seconds`` and the rest."""
         data = dataclasses.asdict(self)
         data["seconds"] = round(self.seconds, 3)
+        del data["known_sources"]  # the summary's provenance (fh_screen.exports.sweep_provenance) names them
         return data
 
 
@@ -411,7 +417,8 @@ def screen_system(system: str, predictor: Predictor, store: FhScreenStore, optio
         if "p_stable" in table else 0
     return SystemOutcome(system, "done", int(result.n_candidates), likely, saved.run_id if saved else None,
                          seconds=time.perf_counter() - started, cpu_seconds=time.process_time() - cpu,
-                         no_reference="" if phases.n_compounds else phases.note)  # the service's note says why
+                         no_reference="" if phases.n_compounds else phases.note,  # the service's note says why
+                         known_sources=tuple(result.known_sources()))
 
 
 # -- workers -----------------------------------------------------------------------------------

@@ -91,18 +91,19 @@ def export_provenance(result: ScreenResult, options: Any = None) -> dict[str, An
 
     ``run_id`` (the screen's; ``fh-screen query --run RUN`` when it was saved), the fh-screen
     version, the system, the model (``name@version``, weights sha256), the cascade's prefilter,
-    the P(stable) classifier, the options, the candidate and known counts, the sources of the
+    the P(stable) classifier and the cascade's head classifier (which rows the model refined), the options, the candidate and known counts, the sources of the
     known phases, the screen's notes, and OQMD's attribution when the shipped table is among them.
     """
     import dataclasses
 
     from fh_screen.version import __version__
 
-    sources = sorted({str(s) for s in result.table.get("known_source", []) if isinstance(s, str)})
+    sources = result.known_sources()
     provenance: dict[str, Any] = {
         "run_id": result.run_id, "fh_screen_version": __version__, "chemsys": "-".join(result.chemsys),
         "model": f"{result.model_name}@{result.model_version}", "model_weights_sha256": result.weights_sha256,
         "prefilter": result.prefilter, "stability_model": result.stability_model,
+        "stability_head_model": result.stability_head_model,
         "options": dataclasses.asdict(options) if dataclasses.is_dataclass(options) else None,
         "n_candidates": result.n_candidates, "n_known": result.n_known, "known_sources": sources,
         "notes": list(result.warnings),
@@ -182,7 +183,8 @@ def sweep_provenance(report: Any, options: Any = None, sweep: Any = None,
     Parameters
     ----------
     report
-        The sweep's ``SweepReport`` (its ``model`` and ``notes``; the counts are the summary itself).
+        The sweep's ``SweepReport`` (its ``model``, ``notes`` and ``known_sources``; the counts are the
+        summary itself).
     options
         The ``ScreenOptions`` of every system's screen.
     sweep
@@ -196,9 +198,9 @@ def sweep_provenance(report: Any, options: Any = None, sweep: Any = None,
     dict
         The fh-screen version, the model and its weights, the screen options, the sweep's options,
         where its screens are (``origin`` bulk in that store: ``fh-screen runs`` lists them), the
-        hull's sources (``known_sources``; None: every source the store held) and the sweep's notes,
-        with OQMD's attribution when the shipped table is among the sources, or may be (every source
-        the store held: the sweep does not record whether that included it).
+        sources asked for (``sources``; None: every source the store held), those the hulls of the
+        sweep's screens stood on (``known_sources``, as a screen's :func:`export_provenance` names
+        them) and the sweep's notes, with OQMD's attribution when the shipped table is among them.
     """
     import dataclasses
 
@@ -214,8 +216,8 @@ def sweep_provenance(report: Any, options: Any = None, sweep: Any = None,
             "processes": sweep.processes,
         },
         "store": str(store_file) if store_file is not None else "the configured store",
-        "origin": "bulk", "known_sources": None if sources is None else sorted(sources),
-        "notes": list(report.notes),
+        "origin": "bulk", "sources": None if sources is None else sorted(sources),
+        "known_sources": sorted(report.known_sources), "notes": list(report.notes),
     }
     return _completed(provenance, _SWEEP_COLUMNS_NOTE)
 

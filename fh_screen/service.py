@@ -79,12 +79,16 @@ class KnownPhases:
         Reference entries of the whole store (0: an empty store; -1: not a store).
     note
         A line for the user when the hull has no DFT anchor, else ``""``.
+    sources
+        The sources the entries were restricted to, as the store read them (``OQMD`` is ``oqmd``
+        unless entries are stored under it: :func:`~fh_screen.store.query.resolve_sources`); None: all.
     """
 
     frame: pd.DataFrame | None
     where: str
     n_store_entries: int = -1
     note: str = ""
+    sources: list[str] | None = None
 
     @property
     def n_compounds(self) -> int:
@@ -144,22 +148,24 @@ def known_phases(
         Raises :class:`ScreenServiceError` (one line) when the store cannot be read.
     """
     from fh_screen.store import FhScreenStore
-    from fh_screen.store.query import absent_sources_note, parse_sources
+    from fh_screen.store.query import absent_sources_note, parse_sources, resolve_sources
 
     label = "-".join(system)
+    sources = None if sources is None else parse_sources(sources)
     if store is None:
         settings = _settings(settings)
         if read_only and not settings.mongo_uri and not settings.store_path.exists():
             if not settings.reference_data:
-                return KnownPhases(None, "nothing", 0, NO_REFERENCE_NOTE)
+                return KnownPhases(None, "nothing", 0, NO_REFERENCE_NOTE, sources)
             from fh_screen.store.bootstrap import TABLE_FILE, packaged_reference_frame, reference_metadata
 
             frame = packaged_reference_frame(label)  # the shipped table is OQMD's
             if sources is not None:
-                frame = frame if "oqmd" in parse_sources(sources) else frame.iloc[0:0]
+                sources = resolve_sources(sources, lambda: ["oqmd"])
+                frame = frame if "oqmd" in sources else frame.iloc[0:0]
             return KnownPhases(frame, f"shipped {TABLE_FILE}", int(reference_metadata()["n_compositions"]),
                                absent_sources_note(sources, _sources_of(frame), lambda: ["oqmd"],
-                                                   f"the shipped {TABLE_FILE}"))
+                                                   f"the shipped {TABLE_FILE}"), sources)
         data_dir = settings.store_path.parent
         if not settings.mongo_uri and data_dir.exists() and not data_dir.is_dir():
             raise ScreenServiceError(f"data folder {data_dir} is a file, not a folder: set FH_SCREEN_DATA_DIR (or "
@@ -169,6 +175,8 @@ def known_phases(
     try:
         with store:
             n_entries = store.n_reference()
+            if sources is not None and n_entries:  # OQMD reads as oqmd unless entries are stored under it
+                sources = resolve_sources(sources, lambda: store.reference.distinct("source"))
             frame = store.reference_frame(chemsys=label, source=sources) if n_entries else None
             where = store.reference_name  # the collection the known phases came from
             note = NO_REFERENCE_NOTE if n_entries == 0 else absent_sources_note(
@@ -178,11 +186,11 @@ def known_phases(
     except Exception as exc:  # noqa: BLE001 - a store that cannot be read is one line, naming it
         raise ScreenServiceError(f"cannot read reference entries for {label} from {store.name}: "
                                  f"{one_line(exc)}") from None
-    phases = KnownPhases(frame if frame is not None and len(frame) else None, where, n_entries, note)
+    phases = KnownPhases(frame if frame is not None and len(frame) else None, where, n_entries, note, sources)
     if n_entries and phases.n_compounds == 0 and not note:  # a store with entries, none of this system
-        of = f" of source {', '.join(parse_sources(sources))}" if sources is not None else ""
+        of = f" of source {', '.join(sources)}" if sources is not None else ""
         note = f"no reference compound{of} in {label}: the hull is built from the elements and the predictions alone"
-        phases = KnownPhases(phases.frame, where, n_entries, note)
+        phases = KnownPhases(phases.frame, where, n_entries, note, sources)
     return phases
 
 
@@ -374,7 +382,7 @@ def run_screen(
             f"{phases.where} ({phases.n_compounds} compounds)" if phases.frame is not None else None)
         saved = save_screen(result, options, predictor if save_predictions else None, store=store, origin=origin,
                             reference=where if not given else "the caller", keep_top=keep_top,
-                            sources=sources if not given and use_reference else None)
+                            sources=phases.sources if not given and use_reference else None)
     return result, phases, saved
 
 
@@ -463,8 +471,11 @@ def _may_be_of(formulas: pd.Series, system: Sequence[str]) -> pd.Series:
 
 
 def _caller_phases(known: pd.DataFrame, sources: Sequence[str] | None) -> KnownPhases:
-    """The caller's known phases, restricted to ``sources`` by their ``source`` column when they have one."""
+    """The caller's known phases, restricted to ``sources`` by their ``source`` column when they have one
+    (in any case: a table given is no store with owned names)."""
     import pandas as pd
+
+    from fh_screen.store.query import source_name
 
     if known is None or sources is None:
         return KnownPhases(known, "the caller")
@@ -472,7 +483,7 @@ def _caller_phases(known: pd.DataFrame, sources: Sequence[str] | None) -> KnownP
         return KnownPhases(known, "the caller", note=(
             f"sources {', '.join(sources)} not applied: the known phases given have no 'source' column "
             "(every row counts)"))
-    kept = known[known["source"].astype(str).str.strip().str.lower().isin(sources)]
+    kept = known[known["source"].astype(str).str.strip().str.lower().isin({source_name(name) for name in sources})]
     if len(kept):
         return KnownPhases(kept, "the caller")
     return KnownPhases(None, "the caller", note=(

@@ -51,14 +51,14 @@ def test_a_sweep_summary_and_the_best_candidates_over_stored_screens_carry_their
     assert sweep["model_weights_sha256"] == docs[0]["weights_sha256"] and len(sweep["model_weights_sha256"]) == 64
     assert sweep["options"]["max_atoms"] == 6 and sweep["sweep"]["keep_top"] == 100
     assert sweep["sweep"]["save_predictions"] is True and sweep["store"] == str(store_file)
-    assert sweep["origin"] == "bulk" and sweep["known_sources"] == ["oqmd"]
+    assert sweep["origin"] == "bulk" and sweep["sources"] == sweep["known_sources"] == ["oqmd"]
     assert sweep["attribution"] == OQMD_ATTRIBUTION and "docs/bulk.md" in sweep["columns"]
-    # every source of the store counted: the sweep does not record whether the shipped table was one, so it is owed
+    # every source of the store counted: the sources the hulls stood on are named, the shipped table among them
     again = tmp_path / "again.json"
     result = _invoke(*SWEEP, "--store", str(store_file), "--json", str(again))
     assert result.exit_code == 0, result.output
     every = json.loads((tmp_path / "again.json.provenance.json").read_text())
-    assert every["known_sources"] is None and every["attribution"] == OQMD_ATTRIBUTION
+    assert every["sources"] is None and every["known_sources"] == ["oqmd"] and every["attribution"] == OQMD_ATTRIBUTION
     result = _invoke(*SWEEP, "--store", str(store_file), "--json", "-")  # stdout: nothing beside it
     assert result.exit_code == 0 and not Path("-.provenance.json").exists()
 
@@ -110,3 +110,52 @@ def test_top_candidates_provenance_owes_oqmd_only_when_the_shipped_table_is_a_so
     assert top_candidates_provenance(rows, {"top": 2}, screens)["attribution"] == OQMD_ATTRIBUTION
     empty = top_candidates_provenance([], {"top": 0}, [])
     assert empty["run_ids"] == [] and empty["n_rows"] == 0 and "attribution" not in empty
+
+
+def test_a_screen_s_provenance_names_the_head_classifier_of_the_cascade(fh_settings, tmp_path, monkeypatch):  # noqa: F811
+    """Under the cascade a fixed head classifier picks the rows the screen's model refines (besides the P(stable)
+    classifier, ``stability_model``): the provenance names it (``stability_head_model``), null without a cascade,
+    and the Python API's ScreenResult carries the same identity."""
+    from fh_screen import screen
+    from fh_screen.screening import ScreenOptions
+    from fh_screen.screening.stability import STABILITY_HEAD_MODEL_PATH, load_stability_model
+
+    monkeypatch.setenv("FH_SCREEN_REFERENCE_DATA", "true")  # the shipped table, read directly: no store is made
+    head = load_stability_model(STABILITY_HEAD_MODEL_PATH).identity
+    provenance = {}
+    for model in ("attention-ensemble", "paper-ensemble"):
+        out = tmp_path / f"{model}.csv"
+        result = _invoke("screen", "Li-O", "--model", model, "--max-atoms", "6", "--refine-top", "5", "--no-store",
+                         "--csv", str(out))
+        assert result.exit_code == 0, result.output
+        provenance[model] = json.loads(Path(f"{out}.provenance.json").read_text())
+    cascade, single = provenance["attention-ensemble"], provenance["paper-ensemble"]
+    assert cascade["prefilter"] is not None and cascade["stability_head_model"] == head
+    assert cascade["stability_model"] is not None and single["prefilter"] is None
+    assert "stability_head_model" in single and single["stability_head_model"] is None
+    api = screen("Li-O", "attention-ensemble", options=ScreenOptions(max_atoms=6, refine_top=5))
+    assert api.stability_head_model == head and api.stability_model == cascade["stability_model"]
+
+
+def test_a_sweep_credits_oqmd_only_when_its_hulls_stood_on_the_shipped_table(store_file, tmp_path):
+    """Without --sources every source of the store counts; the sweep's provenance names the sources its hulls stood
+    on (as a screen's does) and owes OQMD's attribution only when the shipped table is one of them: a store of the
+    user's own entries (reference data off) owes none."""
+    from fh_screen.store import ReferenceEntryDoc
+    from fh_screen.store.bootstrap import packaged_reference_frame
+
+    own = tmp_path / "own.sqlite"
+    frame = packaged_reference_frame("Li-Fe-O")  # real values, as the user's own calculations
+    with FhScreenStore.embedded(own) as store:
+        store.reference.update([ReferenceEntryDoc.from_formula(f, v, source="my-dft").model_dump()
+                                for f, v in zip(frame["formula"], frame["dhf_ev_per_atom"])], key=["formula", "source"])
+    provenance = {}
+    for name, path in (("own", own), ("oqmd", store_file)):
+        summary = tmp_path / f"{name}.json"
+        result = _invoke(*SWEEP, "--store", str(path), "--json", str(summary))
+        assert result.exit_code == 0, result.output
+        assert json.loads(summary.read_text())["systems_done"] == 3
+        provenance[name] = json.loads((tmp_path / f"{name}.json.provenance.json").read_text())
+    assert provenance["own"]["known_sources"] == ["my-dft"] and "attribution" not in provenance["own"]
+    assert provenance["oqmd"]["known_sources"] == ["oqmd"] and provenance["oqmd"]["attribution"] == OQMD_ATTRIBUTION
+    assert provenance["own"]["sources"] is None and provenance["oqmd"]["sources"] is None  # none were asked for

@@ -10,6 +10,7 @@ MongoDB (mongomock patched in for pymongo).
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -91,3 +92,66 @@ def test_a_legacy_spelling_of_an_owned_source_makes_no_store(tmp_path, monkeypat
     result = runner.invoke(build_app(), ["ingest", "--remove-source", "OQMD", "--store", str(missing)])
     assert result.exit_code == 2 and result.output.count("\n") == 1, result.output  # no store holds a legacy entry
     assert not missing.exists()  # nothing made (nor filled with the shipped table) to find that out
+
+
+def _query(source: str, store_args: list[str], tmp_path) -> set[tuple[str, str]]:
+    """(formula, source) of the Li-F reference entries ``query --source SOURCE`` selects; no note may be printed."""
+    out = tmp_path / f"{source}.json"
+    result = runner.invoke(build_app(), ["query", "--chemsys", "Li-F", "--source", source, *store_args,
+                                         "--json", str(out)])
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    assert "no reference entry" not in result.output, result.output
+    return {(d["formula"], d["source"]) for d in json.loads(out.read_text())}
+
+
+def test_a_legacy_spelling_selects_what_it_removes_in_every_door(legacy_store, tmp_path):
+    """``--sources OQMD`` (and ``query --source OQMD``, ``screen(sources=)``, ``PrescreenMaker(sources=)``) select the
+    entries stored under a spelling of an owned name other than its own, exactly those ``--remove-source OQMD``
+    removes; the owned name selects its own; any other name selects every spelling of it, as removal does."""
+    from fh_screen import screen
+    from fh_screen.jobs import PrescreenMaker
+    from fh_screen.models.predictor import load_predictor
+    from fh_screen.screening import ScreenOptions
+
+    assert _query("OQMD", legacy_store, tmp_path) == {("LiF", "OQMD"), ("Li2F", "Oqmd")}
+    assert _query("oqmd", legacy_store, tmp_path) == {("LiF", "oqmd"), ("Li2F", "oqmd")}
+    assert _query("ChgNet", legacy_store, tmp_path) == {("Li2F", "ChgNet")}
+    assert _query("mylab", legacy_store, tmp_path) == _query("MyLab", legacy_store, tmp_path) == {("LiF", "MyLab")}
+    screened = tmp_path / "screen.json"
+    result = runner.invoke(build_app(), ["screen", "Li-F", "--sources", "OQMD", "--model", "paper-ensemble",
+                                         "--max-atoms", "6", "--no-store", *legacy_store, "--json", str(screened)])
+    assert result.exit_code == 0 and "no reference entry" not in result.output, result.output
+    rows = {row["formula"]: row for row in json.loads(screened.read_text())}
+    assert (rows["LiF"]["known_dhf_ev_per_atom"], rows["LiF"]["known_source"]) == (-3.5, "OQMD")
+    assert (rows["Li2F"]["known_dhf_ev_per_atom"], rows["Li2F"]["known_source"]) == (-1.1, "Oqmd")
+    predictor = load_predictor("paper-ensemble")
+    options = {"max_atoms": 6, "charge_neutral": False}
+    api = screen("Li-F", predictor=predictor, options=ScreenOptions(**options), sources="OQMD",
+                 store=FhScreenStore.from_settings(read_only=True))
+    known = api.table.dropna(subset=["known_dhf_ev_per_atom"]).set_index("formula")
+    assert known["known_source"].to_dict() == {"LiF": "OQMD", "Li2F": "Oqmd"} and not api.warnings
+    maker = PrescreenMaker(model="paper-ensemble", sources="OQMD", save_screen=False, screen_options=options,
+                           reference_store=FhScreenStore.from_settings(read_only=True).reference)
+    doc = maker.prescreen("Li-F")
+    assert {c.formula: c.known_source for c in doc.candidates if c.known_source} == {"LiF": "OQMD", "Li2F": "Oqmd"}
+    # once those entries are removed, OQMD reads as oqmd again (as --remove-source OQMD then refuses it as oqmd)
+    assert runner.invoke(build_app(), ["ingest", "--remove-source", "OQMD", *legacy_store]).exit_code == 0
+    assert _query("OQMD", legacy_store, tmp_path) == {("LiF", "oqmd"), ("Li2F", "oqmd")}
+
+
+def test_removing_a_source_from_a_store_that_is_not_there_makes_no_store(tmp_path, monkeypatch):
+    """``ingest --remove-source NAME`` on a path (or a configured store) that holds no store is one line, as
+    ``query`` and ``predict-store`` say, and leaves no file behind (nor fills one with the shipped table)."""
+    from fh_screen.settings import FhScreenSettings
+
+    fresh_machine(tmp_path, monkeypatch, reference_data=True)
+    missing = tmp_path / "new.db"
+    for name in ("my-dft", "MyLab"):
+        result = runner.invoke(build_app(), ["ingest", "--remove-source", name, "--store", str(missing)])
+        assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+        assert f"no store at {missing}" in result.output and "Traceback" not in result.output
+        assert not missing.exists()
+    configured = runner.invoke(build_app(), ["ingest", "--remove-source", "my-dft"])
+    assert configured.exit_code == 2 and configured.output.count("\n") == 1, configured.output
+    store_path = FhScreenSettings().store_path
+    assert f"no store at {store_path}" in configured.output and not store_path.exists()

@@ -74,14 +74,16 @@ def results_command(
 
     import pandas as pd
 
-    from fh_screen.store.query import absent_sources_note, criteria_for
+    from fh_screen.store.query import absent_sources_note, criteria_for, parse_sources
 
     if limit < 0:
         fail(f"--limit must be 0 (all rows) or more, got {limit}")
     if state is not None and state.strip().lower() not in STATES:
         fail(f"--state must be one of {', '.join(STATES)}, got {state!r}")
     check_outputs(json_path, csv_path)
-    criteria = criteria_for(formula or None, chemsys, source=source)  # a bad formula or system fails here
+    criteria = criteria_for(formula or None, chemsys)  # a bad formula or system fails here
+    if source is not None:
+        parse_sources(source)  # and a bad source name (the criterion is made once the store is open)
     if state is not None:
         criteria["state"] = state.strip().lower()
     store = _results_store(store_file)
@@ -91,6 +93,8 @@ def results_command(
     if not empty:
         store.connect()
         try:
+            if source is not None:  # ChgNet reads as chgnet unless results are stored under that spelling
+                criteria.update(criteria_for(source=source, sources_present=lambda: store.distinct("source")))
             docs = [{k: v.isoformat() if isinstance(v, datetime) else v for k, v in d.items()
                      if k not in ("_id", "structure")}
                     for d in store.query(criteria=criteria, sort={"last_updated": -1, "result_id": 1})]

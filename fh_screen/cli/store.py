@@ -33,9 +33,10 @@ class Kind(str, Enum):
     both = "both"
 
 
-def _open_store(store_file: Optional[Path], read_only: bool, must_exist: Optional[bool] = None):
+def _open_store(store_file: Optional[Path], read_only: bool, must_exist: Optional[bool] = None, fill: bool = True):
     """The store of ``--store FILE`` or the configured one; ``must_exist`` (default: ``read_only``) refuses,
-    in one line, a store file that is not there (and would not be filled from the shipped table)."""
+    in one line, a store file that is not there (and would not be filled from the shipped table; with
+    ``fill`` False, a configured one that would be is refused too)."""
     from fh_screen.settings import FhScreenSettings
     from fh_screen.store import FhScreenStore
 
@@ -45,7 +46,8 @@ def _open_store(store_file: Optional[Path], read_only: bool, must_exist: Optiona
             fail(f"no store at {store_file}: run `fh-screen ingest FILE --store {store_file}` first")
         return FhScreenStore.embedded(store_file, read_only=read_only)
     settings = FhScreenSettings()
-    if must_exist and not settings.mongo_uri and not settings.reference_data and not settings.store_path.exists():
+    filled = fill and settings.reference_data
+    if must_exist and not settings.mongo_uri and not filled and not settings.store_path.exists():
         fail(f"no store at {settings.store_path}: run `fh-screen ingest FILE` first")
     return FhScreenStore.from_settings(settings, read_only=read_only)  # first use: fills the shipped OQMD table
 
@@ -73,12 +75,11 @@ def ingest_command(
     if remove_source is not None:
         if path is not None:
             fail("give either a PATH to ingest or --remove-source NAME, not both")
-        from fh_screen.store.query import source_name
         from fh_screen.store.stores import check_removable_source
 
-        remove_source = check_removable_source(remove_source)  # before the store is opened (or filled on first use)
-        legacy = remove_source != source_name(remove_source)  # OQMD beside oqmd: only a store that exists holds it
-        with _open_store(store_file, read_only=False, must_exist=legacy or None) as store:
+        remove_source = check_removable_source(remove_source)  # before the store is opened
+        # only a store that exists holds entries to remove: none is made (nor filled with the shipped table)
+        with _open_store(store_file, read_only=False, must_exist=True, fill=False) as store:
             n_removed = store.remove_source(remove_source)
             console().print(f"removed {n_removed:,} reference entries of source {remove_source!r}; store "
                             f"{store.name} holds {store.n_reference():,} entries", highlight=False, soft_wrap=True)

@@ -112,9 +112,15 @@ def read_reference(system: Sequence[str], reference_store: Store | None = None,
     requested source the store has no entry of (else ``""``). Raises :class:`PrescreenError`
     (one line) when the entries cannot be read or the store has no compound of the system.
     """
+    phases = _reference_phases(system, reference_store, sources)
+    return phases.frame, f"{phases.where} ({phases.n_compounds} compounds)", phases.note
+
+
+def _reference_phases(system: Sequence[str], reference_store: Store | None, sources: str | Sequence[str] | None):
+    """:func:`read_reference`'s known phases (a :class:`~fh_screen.service.KnownPhases`, with the sources as
+    the store read them); :class:`PrescreenError` (one line) as there."""
     from fh_screen.service import known_phases
     from fh_screen.store import FhScreenStore
-    from fh_screen.store.query import parse_sources
 
     label = "-".join(system)
     try:
@@ -123,13 +129,13 @@ def read_reference(system: Sequence[str], reference_store: Store | None = None,
     except Exception as exc:  # noqa: BLE001 - any failure to read is fatal here, in one line
         raise PrescreenError(f"cannot read reference entries for {label}: {one_line(exc)}") from None
     if phases.n_compounds == 0:
-        of_sources = f" of source {', '.join(parse_sources(sources))}" if sources is not None else ""
+        of_sources = f" of source {', '.join(phases.sources)}" if phases.sources is not None else ""
         why = f" ({phases.note})" if phases.note else ""  # a misspelt source: named, with the sources the store holds
         raise PrescreenError(
             f"no reference entries{of_sources} for {label} in {phases.where}{why}: ingest OQMD (fh-screen ingest PATH), "
             f"give PrescreenMaker(reference_store=...), or set use_reference=False to build the hull from predictions alone"
         )
-    return phases.frame, f"{phases.where} ({phases.n_compounds} compounds)", phases.note
+    return phases
 
 
 @dataclass
@@ -268,20 +274,20 @@ class PrescreenMaker(Maker):
         from fh_screen.chem.candidates import parse_chemsys
         from fh_screen.models.predictor import load_predictor
         from fh_screen.service import run_screen, save_screen
-        from fh_screen.store.query import parse_sources
 
         self._check()
         system = parse_chemsys(chemsys)
-        known, source, note = (None, None, "")
+        known, source, note, sources = (None, None, "", None)
         if self.use_reference:
-            known, source, note = read_reference(system, self.reference_store, self.sources)
+            phases = _reference_phases(system, self.reference_store, self.sources)
+            known, source, note = phases.frame, f"{phases.where} ({phases.n_compounds} compounds)", phases.note
+            sources = phases.sources  # as the store read them (OQMD is oqmd unless entries are stored under it)
         predictor = load_predictor(self.model)
         result, _, _ = run_screen(system, predictor, known, self.screen_options, use_reference=self.use_reference)
         if note:
             result.warnings.append(note)
         doc = ScreenDoc.from_result(result, self.screen_options, origin="job", keep_top=self.keep_top,
-                                    reference=source, sources=parse_sources(self.sources)
-                                    if self.use_reference and self.sources is not None else None)
+                                    reference=source, sources=sources)
         doc = doc.select(self.top_n, self.e_hull_max_ev_per_atom, self.select_known)
         if self.save_screen:
             from fh_screen.store import FhScreenStore

@@ -475,6 +475,7 @@ def _screen(chemsys: str | Sequence[str], *, predictor: Predictor | None, known:
         prefilter=prefilter,
         features=features,
         stability_model=None if classifier is None else classifier.identity,
+        stability_head_model=None if picker is None else picker.identity,
     )
 
 

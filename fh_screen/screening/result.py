@@ -47,6 +47,9 @@ class ScreenResult:
     features: np.ndarray | None = field(default=None, repr=False)
     #: ``name@version`` of the classifier that gave ``p_stable`` (None: the σ-only fallback)
     stability_model: str | None = None
+    #: ``name@version`` of the classifier that picked the head of the P(stable) order the screen's model
+    #: refined under the cascade (None: no cascade, so no head was picked)
+    stability_head_model: str | None = None
 
     @property
     def expected_new_stable(self) -> float:
@@ -64,6 +67,11 @@ class ScreenResult:
         which a screen that only prints a table does not pay).
         """
         return pymatgen_phase_diagram(self.chemsys, *self.phase_diagram_inputs)
+
+    def known_sources(self) -> list[str]:
+        """The sources of the known values the table's rows stand at (``known_source``), sorted: those the
+        hull stood on (none for known phases without a source, or a table without known rows)."""
+        return sorted({str(s) for s in self.table.get("known_source", []) if isinstance(s, str)})
 
     def row_models(self) -> np.ndarray:
         """``name@version`` of the model that predicted each row's ΔH_f and σ: the screen's model on

@@ -12,14 +12,16 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from fh_screen.errors import FhScreenError
-from fh_screen.store.documents import subsystems
+from fh_screen.store.bootstrap import SHIPPED_SOURCE
+from fh_screen.store.documents import RESULT_SOURCES, subsystems
 
 if TYPE_CHECKING:
     from maggma.core import Store
 
 __all__ = [
     "QueryError", "SOURCE_NAME", "SourceNameError", "TOP_COLUMNS", "absent_sources_note", "criteria_for",
-    "parse_sources", "source_name", "top_candidates",
+    "is_owned_source", "parse_sources", "resolve_sources", "selected_sources", "source_criteria", "source_name",
+    "source_spelling", "top_candidates",
 ]
 
 
@@ -37,7 +39,8 @@ SOURCE_NAME = re.compile(r"[a-z0-9][a-z0-9._+@-]{0,63}")
 
 def source_name(name: object) -> str:
     """The one form of a source name, used by every door (ingest, ``--remove-source``, ``--sources``,
-    ``query --source``, the Python API and the jobs): stripped and lower case (``' OQMD '`` → ``oqmd``).
+    ``query --source``, the Python API and the jobs): stripped and lower case (``' OQMD '`` → ``oqmd``);
+    a selection or a removal keeps another spelling of an owned name (:func:`source_spelling`).
 
     Raises :class:`SourceNameError` (one line) for a name that is not text, is empty, or has
     characters outside :data:`SOURCE_NAME` once normalised.
@@ -51,6 +54,99 @@ def source_name(name: object) -> str:
     return text
 
 
+def is_owned_source(name: str) -> bool:
+    """Whether ``name`` (as stored: lower case) is owned: the shipped OQMD table
+    (:data:`~fh_screen.store.bootstrap.SHIPPED_SOURCE`) or a source of results brought back from
+    atomate2 (:data:`~fh_screen.store.documents.RESULT_SOURCES`), whose entries are not ingested by hand."""
+    return name == SHIPPED_SOURCE or name in RESULT_SOURCES
+
+
+def source_spelling(name: object) -> str:
+    """A source name as a selection (``--sources``) and a removal (``--remove-source``) read it:
+    :func:`source_name`, except another spelling of an owned name (``OQMD``, ``ChgNet``), which is
+    kept as given (stripped): it names the entries once ingested under such a spelling beside the
+    owned ones (:func:`selected_sources`)."""
+    canonical = source_name(name)
+    spelled = str(name).strip()
+    return spelled if spelled != canonical and is_owned_source(canonical) else canonical
+
+
+def _selected(name: str, present: Sequence[str]) -> list[str]:
+    """The values of ``present`` that the source ``name`` (a :func:`source_spelling`) selects
+    (:func:`selected_sources`)."""
+    canonical = source_name(name)
+    spelled = [s for s in present if isinstance(s, str) and s.strip().lower() == canonical]
+    if name != canonical:  # OQMD: the entries stored under a spelling of oqmd other than its own, if any
+        legacy = [s for s in spelled if s != canonical]
+        if legacy:
+            return legacy
+    if is_owned_source(canonical):
+        return [s for s in spelled if s == canonical]
+    return spelled
+
+
+def selected_sources(sources: str | Sequence[str], present: Iterable[str]) -> list[str]:
+    """The stored source values among ``present`` (a store's) that ``sources`` select; the one rule of
+    a selection (``--sources``, ``query --source``: :func:`resolve_sources`, :func:`source_criteria`)
+    and of a removal (``FhScreenStore.remove_source``):
+
+    * an owned name (``oqmd``, ``chgnet``; :func:`is_owned_source`) selects its own entries;
+    * another spelling of it (``OQMD``) selects the entries stored under any spelling of it but the
+      owned one (ingested before names were read in lower case), or, when the store holds none, the
+      owned name's;
+    * any other name (``my-dft``, ``My-DFT``) selects its entries under any spelling (``MyLab`` with ``mylab``).
+    """
+    present = list(present)
+    return list(dict.fromkeys(value for name in parse_sources(sources) for value in _selected(name, present)))
+
+
+def resolve_sources(sources: str | Sequence[str], present: Callable[[], Iterable[str]]) -> list[str]:
+    """:func:`parse_sources`'s names as a store whose source values are ``present()`` reads them: another
+    spelling of an owned name (``OQMD``) stays when the store holds entries under such a spelling
+    and reads as the owned name (``oqmd``) when it holds none (:func:`selected_sources`).
+    ``present`` (a store-wide look-up) runs only for such a spelling."""
+    held: list[str] | None = None
+    names = []
+    for name in parse_sources(sources):
+        canonical = source_name(name)
+        if name != canonical:
+            held = list(present()) if held is None else held
+            if all(value == canonical for value in _selected(name, held)):
+                name = canonical
+        names.append(name)
+    return list(dict.fromkeys(names))
+
+
+def source_criteria(sources: str | Sequence[str]) -> dict:
+    """The criterion on ``source`` selecting what the names ``sources`` (:func:`resolve_sources`'s) name,
+    by the rule of :func:`selected_sources`: an owned name exactly, another spelling of it (``OQMD``)
+    as every stored spelling of it but the owned one, any other name whatever its case (a regular
+    expression)."""
+    exact, legacy, patterns = [], [], []
+    for name in parse_sources(sources):
+        canonical = source_name(name)
+        if name != canonical:
+            legacy.append(canonical)
+        elif is_owned_source(canonical):
+            exact.append(canonical)
+        else:
+            patterns.append(canonical)
+    legacy = list(dict.fromkeys(legacy))
+    clauses = []
+    if exact:
+        clauses.append({"source": exact[0] if len(exact) == 1 else {"$in": exact}})
+    if patterns:
+        clauses.append({"source": _spellings_of(patterns)})
+    if legacy:
+        clauses.append({"source": {**_spellings_of(legacy), "$nin": legacy}})
+    return clauses[0] if len(clauses) == 1 else {"$or": clauses}
+
+
+def _spellings_of(names: list[str]) -> dict:
+    """A regular expression matching ``names`` in any case, with any surrounding spaces (as stored by old versions)."""
+    return {"$regex": rf"^\s*(?:{'|'.join(re.escape(name) for name in names)})\s*$", "$options": "i"}
+
+
 def criteria_for(
     formula: str | Sequence[str] | None = None,
     chemsys: str | Sequence[str] | None = None,
@@ -59,6 +155,7 @@ def criteria_for(
     max_dhf_ev_per_atom: float | None = None,
     dhf_field: str = "dhf_ev_per_atom",
     source: str | Sequence[str] | None = None,
+    sources_present: Callable[[], Iterable[str]] | None = None,
 ) -> dict:
     """A MongoDB filter for the given conditions (all must hold).
 
@@ -67,7 +164,9 @@ def criteria_for(
     ``Fe2O3`` (fh-screen's one formula reducer, :func:`fh_screen.chem.formula.reduced_formula`).
     The system is read by the one chemical-system parser (:func:`fh_screen.chem.candidates.parse_chemsys`).
     ``source`` (``oqmd``, ``chgnet``, ``atomate2-vasp``, ``user``; one or several, or a comma
-    separated text) keeps the reference entries of those sources only.
+    separated text) keeps the reference entries of those sources only (:func:`source_criteria`); with
+    ``sources_present`` (a store-wide look-up of its source values) the names are read as that store
+    reads them first (:func:`resolve_sources`: ``OQMD`` is ``oqmd`` unless entries are stored under it).
     """
     from fh_screen.chem.formula import reduced_formula
 
@@ -77,8 +176,8 @@ def criteria_for(
         reduced = sorted({reduced_formula(f) for f in formulas})
         criteria["formula"] = reduced[0] if len(reduced) == 1 else {"$in": reduced}
     if source is not None:
-        sources = parse_sources(source)
-        criteria["source"] = sources[0] if len(sources) == 1 else {"$in": sources}
+        names = source if sources_present is None else resolve_sources(source, sources_present)
+        criteria.update(source_criteria(names))
     if chemsys is not None:
         criteria["chemsys"] = {"$in": subsystems(chemsys)}
     if nelements is not None:
@@ -104,14 +203,14 @@ def criteria_for(
 
 
 def parse_sources(source: str | Sequence[str]) -> list[str]:
-    """Source names from ``"oqmd,chgnet"`` or a list, each read by :func:`source_name` (stripped, lower
-    case), without repeats (order kept). Raises :class:`QueryError` (one line) when none is named or a
-    name is not usable."""
+    """Source names from ``"oqmd,chgnet"`` or a list, each read by :func:`source_spelling` (stripped, lower
+    case, but another spelling of an owned name such as ``OQMD`` kept as given), without repeats (order
+    kept). Raises :class:`QueryError` (one line) when none is named or a name is not usable."""
     if not isinstance(source, (str, list, tuple)) or not all(isinstance(s, str) for s in
                                                              ([source] if isinstance(source, str) else source)):
         raise QueryError(f"sources must be source names ('oqmd,chgnet' or a list), got {source!r}")
     parts = source.split(",") if isinstance(source, str) else [p for s in source for p in str(s).split(",")]
-    names = list(dict.fromkeys(source_name(p) for p in parts if p.strip()))
+    names = list(dict.fromkeys(source_spelling(p) for p in parts if p.strip()))
     if not names:
         raise QueryError(f"no source named in {source!r} (e.g. oqmd, chgnet, atomate2-vasp)")
     return names
@@ -127,11 +226,12 @@ def absent_sources_note(sources: str | Sequence[str] | None, found: Collection[s
     """
     if sources is None:
         return ""
-    missing = [name for name in parse_sources(sources) if name not in found]
+    found = list(found)
+    missing = [name for name in parse_sources(sources) if not selected_sources([name], found)]
     if not missing:
         return ""
     present = sorted({str(name) for name in sources_present() if name})
-    absent = [name for name in missing if name not in present]
+    absent = [name for name in missing if not selected_sources([name], present)]
     if not absent:
         return ""
     return (f"source {', '.join(absent)}: no {what} in {where} (it holds "

@@ -30,7 +30,7 @@ from fh_screen.store.documents import (
     prediction_id,
     utcnow,
 )
-from fh_screen.store.query import criteria_for, model_criteria, source_name
+from fh_screen.store.query import criteria_for, model_criteria, selected_sources, source_name, source_spelling
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -84,18 +84,16 @@ def check_removable_source(source: str) -> str:
     (:data:`~fh_screen.store.bootstrap.SHIPPED_SOURCE`) and for a source of results brought back from
     atomate2 (:data:`~fh_screen.store.documents.RESULT_SOURCES`).
 
-    The name is read by :func:`~fh_screen.store.query.source_name` (stripped, lower case; a bad name
-    is one line) and returned in that form, except another spelling of an owned name (``OQMD``,
+    The name is read by :func:`~fh_screen.store.query.source_spelling` (stripped, lower case; a bad
+    name is one line) and returned in that form, except another spelling of an owned name (``OQMD``,
     ``ChgNet``): entries ingested under it before names were read in lower case sit beside the owned
     ones, so that spelling (stripped) is returned, to remove those entries and never the owned ones.
     """
-    name = source_name(source)
-    error = _owned_source_error(name)
-    if error is None:
-        return name
-    if source.strip() != name:  # OQMD, not oqmd: the entries ingested under that spelling
-        return source.strip()
-    raise error
+    name = source_spelling(source)
+    error = _owned_source_error(name)  # None for another spelling (OQMD): the entries ingested under it
+    if error is not None:
+        raise error
+    return name
 
 
 def _owned_source_error(source: str) -> SourceOwnedError | None:
@@ -281,7 +279,8 @@ class FhScreenStore:
 
         ``source``: only entries of these sources (``"oqmd,chgnet"`` or a list); all when None.
         """
-        criteria = criteria_for(formula, chemsys, nelements, min_dhf_ev_per_atom, max_dhf_ev_per_atom, source=source)
+        criteria = criteria_for(formula, chemsys, nelements, min_dhf_ev_per_atom, max_dhf_ev_per_atom, source=source,
+                                sources_present=lambda: self.reference.distinct("source"))
         if not include_outliers:
             criteria["passed_outlier_filter"] = True
         docs = self.reference.query(criteria=criteria, properties=REFERENCE_COLUMNS, limit=limit)
@@ -380,17 +379,16 @@ class FhScreenStore:
         (:data:`~fh_screen.store.documents.RESULT_SOURCES`): its entries follow the results
         collection, and removing them alone would leave results that no rerun brings back. Another
         spelling of those names (``OQMD``) removes only the entries ingested under such a spelling,
-        beside the owned ones, before ingest refused it; with none, it is refused the same way.
+        beside the owned ones, before ingest refused it; with none, it is refused the same way. What is
+        removed is what ``--sources NAME`` selects (:func:`~fh_screen.store.query.selected_sources`).
         """
         name = check_removable_source(source)
         canonical = source_name(name)
-        stored = {s for s in self.reference.distinct("source") if isinstance(s, str) and s.strip().lower() == canonical}
+        names = sorted(set(selected_sources([name], self.reference.distinct("source"))) | {canonical})  # --sources NAME's
         if name != canonical:  # another spelling of an owned source: its legacy entries, never the owned ones
-            names = sorted(stored - {canonical})
+            names.remove(canonical)
             if not names:
                 raise _owned_source_error(canonical)
-        else:  # entries written before names were normalised (``My-DFT``) go with the name they normalise to
-            names = sorted(stored | {canonical})
         criteria = {"source": names[0] if len(names) == 1 else {"$in": names}}
         n = self.reference.count(criteria)
         if n:

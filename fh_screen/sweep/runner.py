@@ -124,7 +124,8 @@ class SweepOptions(BaseModel):
     @field_validator("sources", mode="before")
     @classmethod
     def _parsed_sources(cls, value: Any) -> tuple[str, ...] | None:
-        """The names as the store keeps them (stripped, lower case, no repeats); an empty list is refused."""
+        """The names as a selection reads them (stripped, lower case but a legacy spelling of an owned name such as
+        ``OQMD``, no repeats; :func:`~fh_screen.store.query.parse_sources`); an empty list is refused."""
         from fh_screen.store.query import parse_sources
 
         return None if value is None else tuple(parse_sources(value))
@@ -168,6 +169,8 @@ class SystemOutcome:
     cpu_seconds: float = 0.0
     #: ``done`` with no reference compound on the hull: why (else ``""``); the document's ``problems`` say it too
     no_reference: str = ""
+    #: the sources of the known values the screen's rows stand at (``ScreenResult.known_sources``)
+    known_sources: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -200,6 +203,8 @@ class SweepReport:
     notes: list[str] = field(default_factory=list)
     #: systems screened (done) with no reference compound on their hull: the elements and the predictions alone
     no_reference: list[str] = field(default_factory=list)
+    #: the sources the hulls of the screened systems stood on (their provenance; not in :meth:`to_json`'s summary)
+    known_sources: list[str] = field(default_factory=list)
 
     def add(self, outcome: SystemOutcome) -> None:
         """Count one finished system."""
@@ -209,6 +214,7 @@ class SweepReport:
             self.likely += outcome.n_likely
             if outcome.no_reference:
                 self.no_reference.append(outcome.system)
+            self.known_sources = sorted(set(self.known_sources) | set(outcome.known_sources))
         else:
             self.systems_failed += 1
             self.failures.append({"system": outcome.system, "error": outcome.error})
@@ -226,6 +232,7 @@ class SweepReport:
         """``systems_done``, ``systems_skipped``, ``systems_failed``, ``candidates``, ``seconds`` and the rest."""
         data = dataclasses.asdict(self)
         data["seconds"] = round(self.seconds, 3)
+        del data["known_sources"]  # the summary's provenance (fh_screen.exports.sweep_provenance) names them
         return data
 
 
@@ -276,12 +283,16 @@ def stored_systems(store: FhScreenStore, predictor: Predictor, options: ScreenOp
     compound (``n_reference`` 0) counts only while the store still holds none of its system
     (a store without a reference collection: it counts).
     """
-    wanted_sources = None if sources is None else sorted(sources)
     wanted = _options_dict(options)
     criteria = {"model_name": predictor.name, "model_version": predictor.version}
     done: set[str] = set()
     unanchored: set[str] = set()
     with store:
+        if sources is not None and store._reference is not None:  # OQMD reads as oqmd unless entries are stored under it
+            from fh_screen.store.query import resolve_sources
+
+            sources = resolve_sources(sources, lambda: store.reference.distinct("source"))
+        wanted_sources = None if sources is None else sorted(sources)
         properties = ["chemsys", "options", "weights_sha256", "keep_top", "sources", "n_reference"]
         for doc in store.screens.query(criteria=criteria, properties=properties):
             if doc.get("weights_sha256", "") != predictor.weights_sha256 or doc.get("options") != wanted:
@@ -296,11 +307,12 @@ def stored_systems(store: FhScreenStore, predictor: Predictor, options: ScreenOp
         unanchored -= done
         if unanchored and store._reference is not None and store.n_reference():
             from fh_screen.chem.candidates import MAX_SYSTEM_SIZE
-            from fh_screen.store.query import criteria_for
+            from fh_screen.store.query import criteria_for, source_criteria
 
             compounds = range(2, MAX_SYSTEM_SIZE + 1)  # as the hull reads them: compounds, outliers left out
+            chosen = {} if sources is None else source_criteria(sources)
             found = {s for s in unanchored if store.reference.count(
-                {**criteria_for(chemsys=s, nelements=compounds, source=sources), "passed_outlier_filter": True})}
+                {**criteria_for(chemsys=s, nelements=compounds), **chosen, "passed_outlier_filter": True})}
             unanchored -= found  # reference compounds arrived since: screened again
     return done | unanchored
 
@@ -405,7 +417,8 @@ def screen_system(system: str, predictor: Predictor, store: FhScreenStore, optio
         if "p_stable" in table else 0
     return SystemOutcome(system, "done", int(result.n_candidates), likely, saved.run_id if saved else None,
                          seconds=time.perf_counter() - started, cpu_seconds=time.process_time() - cpu,
-                         no_reference="" if phases.n_compounds else phases.note)  # the service's note says why
+                         no_reference="" if phases.n_compounds else phases.note,  # the service's note says why
+                         known_sources=tuple(result.known_sources()))
 
 
 # -- workers -----------------------------------------------------------------------------------

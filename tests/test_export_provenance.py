@@ -159,3 +159,19 @@ def test_a_sweep_credits_oqmd_only_when_its_hulls_stood_on_the_shipped_table(sto
     assert provenance["own"]["known_sources"] == ["my-dft"] and "attribution" not in provenance["own"]
     assert provenance["oqmd"]["known_sources"] == ["oqmd"] and provenance["oqmd"]["attribution"] == OQMD_ATTRIBUTION
     assert provenance["own"]["sources"] is None and provenance["oqmd"]["sources"] is None  # none were asked for
+
+
+def test_a_screen_without_its_known_rows_still_credits_the_sources_its_hull_stood_on(store_file, tmp_path):
+    """--exclude-known leaves the known compositions out of the table, not out of the hull: the provenance still
+    names the sources the hull stood on and owes OQMD's attribution (it named none and owed nothing)."""
+    provenance = {}
+    for flag in ("--exclude-known", None):
+        out = tmp_path / f"{flag or 'all'}.json"
+        args = ["screen", "Li-Fe-O", "--max-atoms", "6", "--store", str(store_file), "--json", str(out)]
+        result = _invoke(*args, *([flag] if flag else []))
+        assert result.exit_code == 0, result.output
+        rows = json.loads(out.read_text())
+        assert any(r["is_known"] for r in rows) is (flag is None)
+        provenance[flag] = json.loads(Path(f"{out}.provenance.json").read_text())
+    assert provenance["--exclude-known"]["known_sources"] == provenance[None]["known_sources"] == ["oqmd"]
+    assert provenance["--exclude-known"]["attribution"] == provenance[None]["attribution"] == OQMD_ATTRIBUTION

@@ -443,8 +443,12 @@ def _screen(chemsys: str | Sequence[str], *, predictor: Predictor | None, known:
     table["stability_score"] = stability_score(e_known, spread, prior)
     table["selected"] = scored.selected
     table["refined"] = refined
+    hull_sources = None
     if known is not None and "source" in known.columns:  # entries from the store: which source each known value is
         table["known_source"] = _known_sources(known, formulas, is_known)
+        # what the hull stood on, whether or not the table keeps the known rows (--exclude-known)
+        hull_sources = sorted({s for s in _known_sources(known, known_formulas, np.ones(len(known_formulas), dtype=bool))
+                               if s is not None})
         mixed = mixed_sources_note(known)
         if mixed:
             warnings.append(mixed)
@@ -476,6 +480,7 @@ def _screen(chemsys: str | Sequence[str], *, predictor: Predictor | None, known:
         features=features,
         stability_model=None if classifier is None else classifier.identity,
         stability_head_model=None if picker is None else picker.identity,
+        hull_sources=hull_sources,
     )
 
 

@@ -50,6 +50,9 @@ class ScreenResult:
     #: ``name@version`` of the classifier that picked the head of the P(stable) order the screen's model
     #: refined under the cascade (None: no cascade, so no head was picked)
     stability_head_model: str | None = None
+    #: the sources of the known values the hull stood on (each known composition's lowest entry's),
+    #: sorted; None when the known table names no sources (the table's ``known_source`` is then absent)
+    hull_sources: list[str] | None = None
 
     @property
     def expected_new_stable(self) -> float:
@@ -69,8 +72,10 @@ class ScreenResult:
         return pymatgen_phase_diagram(self.chemsys, *self.phase_diagram_inputs)
 
     def known_sources(self) -> list[str]:
-        """The sources of the known values the table's rows stand at (``known_source``), sorted: those the
-        hull stood on (none for known phases without a source, or a table without known rows)."""
+        """The sources of the known values the hull stood on, sorted (:attr:`hull_sources`; none for known
+        phases without a source). Without it, those of the table's known rows (``known_source``)."""
+        if self.hull_sources is not None:
+            return list(self.hull_sources)
         return sorted({str(s) for s in self.table.get("known_source", []) if isinstance(s, str)})
 
     def row_models(self) -> np.ndarray:

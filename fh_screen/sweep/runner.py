@@ -169,7 +169,7 @@ class SystemOutcome:
     cpu_seconds: float = 0.0
     #: ``done`` with no reference compound on the hull: why (else ``""``); the document's ``problems`` say it too
     no_reference: str = ""
-    #: the sources of the known values the screen's rows stand at (``ScreenResult.known_sources``)
+    #: the sources of the known values the screen's hull stood on (``ScreenResult.known_sources``)
     known_sources: tuple[str, ...] = ()
 
 

@@ -156,6 +156,49 @@ def head_pairs(repeats: int = 5, threads: int = 2, systems: tuple[str, ...] = SY
     return out
 
 
+def predicted_hull_pairs(repeats: int = 3, threads: int = 2, systems: tuple[str, ...] = SYSTEMS[1:]) -> list[dict]:
+    """The hull of the predictions (P(stable)'s ``e_above_predicted_hull`` feature): one qhull of
+    every point beside the hull built face by face (``face_by_face_hull_energies``, what
+    ``lower_hull_energies`` does beyond ``FACE_BY_FACE_MIN_POINTS``), alternating, on the points
+    the screen gives it: the known phases and every candidate the fast ``paper`` network puts
+    below their hull; queried at every candidate. The energies are checked equal (1e-12) first."""
+    import torch
+
+    from fh_screen.chem.candidates import enumerate_counts, parse_chemsys
+    from fh_screen.chem.hull import build_hull, face_by_face_hull_energies, hull_energies
+    from fh_screen.models.predictor import Predictor
+    from fh_screen.screening import known_counts
+    from fh_screen.store.bootstrap import packaged_reference_frame
+
+    torch.set_num_threads(threads)
+    predictor = Predictor.from_name("paper")
+    out = []
+    for chemsys in systems:
+        system = parse_chemsys(chemsys)
+        counts = enumerate_counts(len(system), 20)
+        fractions = counts / counts.sum(axis=1, keepdims=True)
+        known_rows, known_dhf = known_counts(packaged_reference_frame(chemsys), system)
+        known_fractions = known_rows / known_rows.sum(axis=1, keepdims=True)
+        dhf = predictor.predict_counts(counts, system).dhf_ev_per_atom.astype(np.float64)
+        below = dhf < hull_energies(system, known_fractions, known_dhf, fractions).energy_ev_per_atom
+        points = np.concatenate([known_fractions, fractions[below]])
+        energies = np.concatenate([known_dhf, dhf[below]])
+
+        def one_qhull():
+            return build_hull(system, points, energies).lower_hull_energy(fractions)
+
+        def face_by_face():
+            return face_by_face_hull_energies(system, points, energies, fractions)
+
+        if not np.allclose(one_qhull(), face_by_face(), rtol=0, atol=1e-12):
+            raise AssertionError(f"{chemsys}: the hull built face by face differs from one qhull")
+        medians = alternating_median_seconds({"one_qhull": one_qhull, "face_by_face": face_by_face}, repeats)
+        out.append({"chemsys": chemsys, "candidates": len(counts), "points": len(points),
+                    "one_qhull_s": medians["one_qhull"], "face_by_face_s": medians["face_by_face"],
+                    "ratio": medians["one_qhull"] / medians["face_by_face"]})
+    return out
+
+
 def warm_screens(repeats: int = 5, threads: int = 2, systems: tuple[str, ...] = SYSTEMS, options=None) -> list[dict]:
     """Warm ``screen()`` wall time and candidates/s with the shipped default (by default the cascade)."""
     import torch
@@ -186,6 +229,7 @@ def main_with(repeats: int = 5) -> dict:
     screens = warm_screens(repeats)
     blas = blas_threads_pair(max(repeats, 7))
     heads = head_pairs(repeats)
+    hulls = predicted_hull_pairs(max(2, repeats // 2))
     rows = [{"what": f"{p['stage']} ({p['n']:,} rows): reference {p['reference_s']:.3f} s, vectorised {p['vectorised_s']:.3f} s",
              "value": round(p["ratio"], 1), "unit": "× faster (median)"} for p in pairs]
     rows.append({"what": f"warm `screen()` {blas['chemsys']}: numpy's BLAS at its default "
@@ -197,6 +241,9 @@ def main_with(repeats: int = 5) -> dict:
                       f"{h['refined_rows']['default']:,} rows refined) {h['default_s']:.2f} s, the prefilter's best alone "
                       f"(before 2026-12-07, {h['refined_rows']['prefilter_best_only']:,} rows) {h['prefilter_best_only_s']:.2f} s",
               "value": round(h["ratio"], 2), "unit": "× the time (median)"} for h in heads]
+    rows += [{"what": f"the predictions' hull {h['chemsys']} ({h['points']:,} points, queried at {h['candidates']:,} "
+                      f"candidates): one qhull {h['one_qhull_s']:.2f} s, face by face {h['face_by_face_s']:.2f} s",
+              "value": round(h["ratio"], 1), "unit": "× faster (median)"} for h in hulls]
     payload = {
         "title": f"Screen stages: reference beside vectorised paths ({CHEMSYS}), and warm screens with the default",
         "command": "python benchmarks/bench_screen_stages.py",
@@ -210,6 +257,7 @@ def main_with(repeats: int = 5) -> dict:
                   "classifier). "
                   f"Load average before: {load_before}, after: " + "/".join(f"{v:.2f}" for v in os.getloadavg()) + "."),
         "pairs": pairs, "screens": screens, "blas_threads": blas, "head_pairs": heads,
+        "predicted_hull_pairs": hulls,
     }
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "screen_stages.json").write_text(json.dumps(payload, indent=1) + "\n")

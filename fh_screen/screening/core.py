@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from fh_screen.chem.candidates import count_candidates, enumerate_counts, formulas_from_counts, parse_chemsys, reduce_counts
-from fh_screen.chem.formula import ELEMENTS_ABSENT_FROM_OQMD, FormulaError, _amounts_fast, _amounts_of, parse_formula
+from fh_screen.chem.formula import ELEMENTS_ABSENT_FROM_OQMD, FormulaError, _amounts_fast, _amounts_of, parse_formula, reduced_formula
 from fh_screen.chem.hull import QHULL_MAX_ELEMENTS, hull_energies, lower_hull_energies, probability_within
 from fh_screen.chem.oxidation import charge_balanced
 from fh_screen.run_ids import new_run_id
@@ -74,15 +74,13 @@ __all__ = [
 ]
 
 
-def _known_sources(known: pd.DataFrame, formulas: Sequence[str], is_known: np.ndarray) -> list[str | None]:
-    """The ``source`` of the value a known row stands at (its lowest entry's), None for new rows.
+def _lowest_sources(known: pd.DataFrame) -> dict[str, str | None]:
+    """The ``source`` of each known composition's lowest entry (the value it stands at), by reduced formula.
 
     A composition computed by several sources (``oqmd`` and ``chgnet``) stands at its lowest
     value, as :func:`known_counts` keeps it; that entry's source is the one shown.
     """
-    from fh_screen.chem.formula import reduced_formula
-
-    lowest: dict[str, tuple[float, str]] = {}
+    lowest: dict[str, tuple[float, str | None]] = {}
     values = pd.to_numeric(known["dhf_ev_per_atom"], errors="coerce")
     for formula, value, source in zip(known["formula"].astype(str), values, known["source"]):
         if not math.isfinite(value):
@@ -93,10 +91,7 @@ def _known_sources(known: pd.DataFrame, formulas: Sequence[str], is_known: np.nd
             continue
         if key not in lowest or value < lowest[key][0]:
             lowest[key] = (float(value), None if source is None or source != source else str(source))
-    out: list[str | None] = []
-    for formula, known_row in zip(formulas, is_known):
-        out.append(lowest.get(reduced_formula(formula), (0.0, None))[1] if known_row else None)
-    return out
+    return {key: source for key, (_, source) in lowest.items()}
 
 
 def mixed_sources_note(known: pd.DataFrame, anchor_source: str = "oqmd") -> str:
@@ -107,8 +102,6 @@ def mixed_sources_note(known: pd.DataFrame, anchor_source: str = "oqmd") -> str:
     the hull, and with it every OQMD phase measured against it. That is a choice (docs/store.md),
     so a screen says when it happened.
     """
-    from fh_screen.chem.formula import reduced_formula
-
     values = pd.to_numeric(known["dhf_ev_per_atom"], errors="coerce")
     anchor: dict[str, float] = {}
     other: dict[str, tuple[float, str]] = {}
@@ -445,10 +438,10 @@ def _screen(chemsys: str | Sequence[str], *, predictor: Predictor | None, known:
     table["refined"] = refined
     hull_sources = None
     if known is not None and "source" in known.columns:  # entries from the store: which source each known value is
-        table["known_source"] = _known_sources(known, formulas, is_known)
+        lowest = _lowest_sources(known)
+        table["known_source"] = [lowest.get(reduced_formula(f)) if k else None for f, k in zip(formulas, is_known)]
         # what the hull stood on, whether or not the table keeps the known rows (--exclude-known)
-        hull_sources = sorted({s for s in _known_sources(known, known_formulas, np.ones(len(known_formulas), dtype=bool))
-                               if s is not None})
+        hull_sources = sorted({s for f in known_formulas if (s := lowest.get(reduced_formula(f))) is not None})
         mixed = mixed_sources_note(known)
         if mixed:
             warnings.append(mixed)

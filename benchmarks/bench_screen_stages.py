@@ -199,6 +199,36 @@ def predicted_hull_pairs(repeats: int = 3, threads: int = 2, systems: tuple[str,
     return out
 
 
+def tree_chunk_pair(repeats: int = 7, chemsys: str = "Li-Fe-P-O-Mn") -> dict:
+    """The P(stable) classifier's tree walk over every row of a warm screen's features, 500 rows at
+    a time (shipped, ``TreeEnsemble.CHUNK_ROWS``) beside 20,000 (before 2026-12-07), alternating;
+    the scores are checked equal bit for bit first."""
+    from fh_screen.models.predictor import Predictor
+    from fh_screen.screening import screen
+    from fh_screen.screening.stability import TreeEnsemble, load_stability_model
+    from fh_screen.store.bootstrap import packaged_reference_frame
+
+    features = screen(chemsys, predictor=Predictor.from_name(), known=packaged_reference_frame(chemsys)).features
+    trees = load_stability_model().trees
+    shipped = TreeEnsemble.CHUNK_ROWS
+
+    def walk(rows: int):
+        def run():
+            TreeEnsemble.CHUNK_ROWS = rows
+            try:
+                return trees.raw_score(features)
+            finally:
+                TreeEnsemble.CHUNK_ROWS = shipped
+        return run
+
+    small, large = walk(shipped), walk(20_000)
+    if not np.array_equal(small(), large()):
+        raise AssertionError("the tree walk's scores depend on its chunk size")
+    medians = alternating_median_seconds({"large": large, "small": small}, repeats)
+    return {"chemsys": chemsys, "rows": len(features), "chunk_rows": shipped, "small_s": medians["small"],
+            "large_s": medians["large"], "ratio": medians["large"] / medians["small"]}
+
+
 def warm_screens(repeats: int = 5, threads: int = 2, systems: tuple[str, ...] = SYSTEMS, options=None) -> list[dict]:
     """Warm ``screen()`` wall time and candidates/s with the shipped default (by default the cascade)."""
     import torch
@@ -230,6 +260,7 @@ def main_with(repeats: int = 5) -> dict:
     blas = blas_threads_pair(max(repeats, 7))
     heads = head_pairs(repeats)
     hulls = predicted_hull_pairs(max(2, repeats // 2))
+    chunks = tree_chunk_pair(max(repeats, 7))
     rows = [{"what": f"{p['stage']} ({p['n']:,} rows): reference {p['reference_s']:.3f} s, vectorised {p['vectorised_s']:.3f} s",
              "value": round(p["ratio"], 1), "unit": "× faster (median)"} for p in pairs]
     rows.append({"what": f"warm `screen()` {blas['chemsys']}: numpy's BLAS at its default "
@@ -244,6 +275,9 @@ def main_with(repeats: int = 5) -> dict:
     rows += [{"what": f"the predictions' hull {h['chemsys']} ({h['points']:,} points, queried at {h['candidates']:,} "
                       f"candidates): one qhull {h['one_qhull_s']:.2f} s, face by face {h['face_by_face_s']:.2f} s",
               "value": round(h["ratio"], 1), "unit": "× faster (median)"} for h in hulls]
+    rows.append({"what": f"P(stable)'s tree walk over {chunks['rows']:,} rows ({chunks['chemsys']}): "
+                         f"{chunks['chunk_rows']} rows at a time {chunks['small_s']:.3f} s, 20,000 at a time {chunks['large_s']:.3f} s",
+                 "value": round(chunks["ratio"], 2), "unit": "× faster (median)"})
     payload = {
         "title": f"Screen stages: reference beside vectorised paths ({CHEMSYS}), and warm screens with the default",
         "command": "python benchmarks/bench_screen_stages.py",
@@ -257,7 +291,7 @@ def main_with(repeats: int = 5) -> dict:
                   "classifier). "
                   f"Load average before: {load_before}, after: " + "/".join(f"{v:.2f}" for v in os.getloadavg()) + "."),
         "pairs": pairs, "screens": screens, "blas_threads": blas, "head_pairs": heads,
-        "predicted_hull_pairs": hulls,
+        "predicted_hull_pairs": hulls, "tree_chunk_pair": chunks,
     }
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "screen_stages.json").write_text(json.dumps(payload, indent=1) + "\n")

@@ -1,7 +1,8 @@
 """Phase-diagram figures of a screen: known OQMD phases and the best predicted new ones.
 
-Ternary systems are drawn in a triangle, quaternary systems as a tetrahedron seen at a fixed
-oblique angle (a 2D projection, so every label can be placed without overlap). Known stable
+Binary systems are drawn as the convex-hull plot (ΔH_f against composition, the hull as a line),
+ternary systems in a triangle, quaternary systems as a tetrahedron seen at a fixed oblique angle
+(a 2D projection, so every label can be placed without overlap). Known stable
 phases, predicted new phases (on or above the hull of known + predicted) and known phases above
 the hull have their own colour and marker, explained in a legend. Labels are placed greedily
 around their point at the first position that overlaps no other label, point or the title.
@@ -23,7 +24,7 @@ from fh_screen.io import save_figure
 if TYPE_CHECKING:
     from fh_screen.screening import ScreenResult
 
-__all__ = ["PlotError", "draw_screen", "plot_screen", "projected_coordinates"]
+__all__ = ["DRAWN_SIZES", "PlotError", "draw_screen", "plot_screen", "projected_coordinates"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,10 @@ _TRIANGLE = np.array([[0.0, 0.0], [1.0, 0.0], [0.5, np.sqrt(3) / 2]])
 
 
 class PlotError(FhScreenError):
-    """A system that cannot be drawn (not a ternary or quaternary); one-line message."""
+    """A system that cannot be drawn (not a binary, ternary or quaternary); one-line message."""
+
+#: Systems :func:`draw_screen` draws, by number of elements.
+DRAWN_SIZES = (2, 3, 4)
 
 
 def _rotation(degrees_x: float, degrees_y: float) -> np.ndarray:
@@ -84,6 +88,7 @@ class _Point:
     kind: str  # "known", "predicted", "unstable"
     on_hull: bool
     label: bool
+    dhf_ev_per_atom: float = 0.0
 
 
 def _points(result: ScreenResult, top: int, show_unstable_ev_per_atom: float):
@@ -114,12 +119,13 @@ def _points(result: ScreenResult, top: int, show_unstable_ev_per_atom: float):
         fractions = np.array([entry.composition.get_atomic_fraction(el) for el in elements])
         predicted = entry.attribute == "predicted"
         on_hull = entry in stable
+        dhf = float(diagram.get_form_energy_per_atom(entry))
         if predicted:
-            points.append(_Point(formula, fractions, "predicted", on_hull, True))
+            points.append(_Point(formula, fractions, "predicted", on_hull, True, dhf))
         elif on_hull:
-            points.append(_Point(formula, fractions, "known", True, len(entry.composition.elements) > 1))
+            points.append(_Point(formula, fractions, "known", True, len(entry.composition.elements) > 1, dhf))
         elif diagram.get_e_above_hull(entry) <= show_unstable_ev_per_atom:
-            points.append(_Point(formula, fractions, "unstable", False, False))
+            points.append(_Point(formula, fractions, "unstable", False, False, dhf))
     return diagram, elements, points
 
 
@@ -212,12 +218,12 @@ _LEADER_MIN = 24.0
 
 
 def plot_screen(result: ScreenResult, path: str | Path, *, top: int = 10, show_unstable_ev_per_atom: float = 0.1) -> Path:
-    """Draw the screen's phase diagram (ternary or quaternary) to a PNG file.
+    """Draw the screen's phase diagram (binary, ternary or quaternary) to a PNG file.
 
     Parameters
     ----------
     result
-        A screen of a ternary or quaternary system.
+        A screen of a binary, ternary or quaternary system.
     path
         The ``.png`` to write (atomically: a temporary file is renamed).
     top
@@ -248,7 +254,7 @@ def draw_screen(result: ScreenResult, *, top: int = 10, show_unstable_ev_per_ato
     Parameters
     ----------
     result
-        A screen of a ternary or quaternary system.
+        A screen of a binary, ternary or quaternary system.
     top
         Number of the best-ranked new compositions to draw, labelled.
     show_unstable_ev_per_atom
@@ -262,7 +268,7 @@ def draw_screen(result: ScreenResult, *, top: int = 10, show_unstable_ev_per_ato
     Raises
     ------
     PlotError
-        For a system that is not a ternary or a quaternary.
+        For a system that is not a binary, a ternary or a quaternary.
     """
     import matplotlib
 
@@ -272,51 +278,17 @@ def draw_screen(result: ScreenResult, *, top: int = 10, show_unstable_ev_per_ato
     from pymatgen.util.string import latexify
 
     system = "-".join(result.chemsys)
-    if len(result.chemsys) not in (3, 4):
-        raise PlotError(f"phase diagrams are drawn for ternary and quaternary systems, not {system}")
+    if len(result.chemsys) not in DRAWN_SIZES:
+        raise PlotError(f"phase diagrams are drawn for binary, ternary and quaternary systems, not {system}")
     diagram, elements, points = _points(result, max(int(top), 0), show_unstable_ev_per_atom)
-    quaternary = len(elements) == 4
-    figure, ax = plt.subplots(figsize=(10, 9) if quaternary else (9, 8), dpi=_DPI)
-    figure.subplots_adjust(left=0.03, right=0.97, bottom=0.10, top=0.87)
-    ax.set_aspect("equal")
-    ax.axis("off")
-
-    corners = projected_coordinates(np.eye(len(elements)))
-    hidden = _hidden_edge() if quaternary else None
-    for i in range(len(elements)):
-        for j in range(i + 1, len(elements)):
-            ax.plot(*corners[[i, j]].T, color="black", lw=1.2, zorder=1, ls="--" if (i, j) == hidden else "-")
-    for a, b in _hull_edges(diagram, elements):
-        ax.plot(*projected_coordinates(np.array([a, b])).T, color="#b0b0b0", lw=0.5 if quaternary else 0.7,
-                alpha=0.6 if quaternary else 1.0, zorder=2)
-
-    xy = projected_coordinates(np.array([p.fractions for p in points])) if points else np.zeros((0, 2))
-    for kind, style in (("unstable", UNSTABLE_STYLE), ("known", KNOWN_STYLE), ("predicted", PREDICTED_STYLE)):
-        chosen = [i for i, p in enumerate(points) if p.kind == kind]
-        if not chosen:
-            continue
-        filled = [i for i in chosen if kind != "predicted" or points[i].on_hull]
-        hollow = [i for i in chosen if i not in filled]
-        ax.scatter(xy[filled, 0], xy[filled, 1], c=style["color"], marker=style["marker"], s=style["s"],
-                   edgecolors="white", linewidths=0.6, zorder=4)
-        if hollow:
-            ax.scatter(xy[hollow, 0], xy[hollow, 1], facecolors="white", edgecolors=style["color"],
-                       marker=style["marker"], s=style["s"], linewidths=1.5, zorder=4)
-
-    # Element names just outside their corner, away from the centre.
-    centre = corners.mean(axis=0)
-    span = np.ptp(corners, axis=0).max()
-    for corner, element in zip(corners, elements):
-        direction = (corner - centre) / np.linalg.norm(corner - centre)
-        ax.text(*(corner + direction * 0.045 * span), str(element), fontsize=15, fontweight="bold",
-                ha="center", va="center", zorder=6)
-    pad = 0.12 * span
-    ax.set_xlim(corners[:, 0].min() - pad, corners[:, 0].max() + pad)
-    ax.set_ylim(corners[:, 1].min() - pad, corners[:, 1].max() + pad)
-
-    figure.canvas.draw()
-    renderer = figure.canvas.get_renderer()
-    blocked = [t.get_window_extent(renderer).expanded(1.2, 1.3) for t in ax.texts]
+    if len(elements) == 2:
+        figure, ax = plt.subplots(figsize=(9, 7), dpi=_DPI)
+        figure.subplots_adjust(left=0.11, right=0.97, bottom=0.20, top=0.87)
+        xy = _draw_binary(ax, diagram, elements, points)
+        figure.canvas.draw()
+        blocked: list = []
+    else:
+        figure, ax, xy, blocked = _draw_simplex(plt, diagram, elements, points)
     colours = {"known": KNOWN_STYLE["color"], "predicted": PREDICTED_STYLE["color"]}
     order = sorted((i for i, p in enumerate(points) if p.label), key=lambda i: points[i].kind != "predicted")
     _place_labels(ax, figure, [(latexify(points[i].formula), xy[i], colours[points[i].kind]) for i in order], xy, blocked)
@@ -336,7 +308,83 @@ def draw_screen(result: ScreenResult, *, top: int = 10, show_unstable_ev_per_ato
                label="predicted new, above the hull"),
         Line2D([], [], ls="", marker="o", color=UNSTABLE_STYLE["color"], ms=4,
                label=f"known, ≤ {show_unstable_ev_per_atom:g} eV/atom above the hull"),
-        Line2D([], [], color="#b0b0b0", lw=1, label="hull tie-lines"),
+        Line2D([], [], color="#b0b0b0" if len(elements) > 2 else "black", lw=1,
+               label="hull tie-lines" if len(elements) > 2 else "hull"),
     ]
     figure.legend(handles=handles, loc="lower center", ncol=3, frameon=False, fontsize=9.5, bbox_to_anchor=(0.5, 0.01))
     return figure
+
+
+def _scatter_points(ax, xy: np.ndarray, points: list[_Point]) -> None:
+    """Markers of every point: filled on the hull, hollow for a prediction above it."""
+    for kind, style in (("unstable", UNSTABLE_STYLE), ("known", KNOWN_STYLE), ("predicted", PREDICTED_STYLE)):
+        chosen = [i for i, p in enumerate(points) if p.kind == kind]
+        if not chosen:
+            continue
+        filled = [i for i in chosen if kind != "predicted" or points[i].on_hull]
+        hollow = [i for i in chosen if i not in filled]
+        ax.scatter(xy[filled, 0], xy[filled, 1], c=style["color"], marker=style["marker"], s=style["s"],
+                   edgecolors="white", linewidths=0.6, zorder=4)
+        if hollow:
+            ax.scatter(xy[hollow, 0], xy[hollow, 1], facecolors="white", edgecolors=style["color"],
+                       marker=style["marker"], s=style["s"], linewidths=1.5, zorder=4)
+
+
+def _draw_binary(ax, diagram, elements, points: list[_Point]) -> np.ndarray:
+    """The convex-hull plot of a binary: ΔH_f (eV/atom) against the second element's atom fraction,
+    the hull of the known phases and the drawn predictions as a line; returns the points' xy."""
+    xy = np.array([[p.fractions[1], p.dhf_ev_per_atom] for p in points]) if points else np.zeros((0, 2))
+    stable = sorted(diagram.stable_entries, key=lambda e: e.composition.get_atomic_fraction(elements[1]))
+    hull = np.array([[e.composition.get_atomic_fraction(elements[1]), diagram.get_form_energy_per_atom(e)] for e in stable])
+    ax.plot(hull[:, 0], hull[:, 1], color="black", lw=1.2, zorder=2)
+    ax.axhline(0.0, color="#b0b0b0", lw=0.7, zorder=1)
+    _scatter_points(ax, xy, points)
+    low = float(min(hull[:, 1].min(), xy[:, 1].min() if len(xy) else 0.0))
+    high = float(max(0.0, xy[:, 1].max() if len(xy) else 0.0))
+    pad = 0.15 * max(high - low, 0.1)
+    ax.set_xlim(-0.05, 1.05)
+    ax.set_ylim(low - pad, high + pad)
+    ax.set_xticks([0, 0.25, 0.5, 0.75, 1], [str(elements[0]), "0.25", "0.5", "0.75", str(elements[1])])
+    ax.set_xlabel(f"atom fraction of {elements[1]} (the rest {elements[0]})", fontsize=11)
+    ax.set_ylabel(r"$\Delta H_\mathrm{f}$ (eV/atom)", fontsize=11)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    return xy
+
+
+def _draw_simplex(plt, diagram, elements, points: list[_Point]):
+    """The triangle (ternary) or tetrahedron (quaternary) with its tie-lines and points: the figure,
+    its axes, the points' xy and the label boxes already taken (the element names)."""
+    quaternary = len(elements) == 4
+    figure, ax = plt.subplots(figsize=(10, 9) if quaternary else (9, 8), dpi=_DPI)
+    figure.subplots_adjust(left=0.03, right=0.97, bottom=0.10, top=0.87)
+    ax.set_aspect("equal")
+    ax.axis("off")
+
+    corners = projected_coordinates(np.eye(len(elements)))
+    hidden = _hidden_edge() if quaternary else None
+    for i in range(len(elements)):
+        for j in range(i + 1, len(elements)):
+            ax.plot(*corners[[i, j]].T, color="black", lw=1.2, zorder=1, ls="--" if (i, j) == hidden else "-")
+    for a, b in _hull_edges(diagram, elements):
+        ax.plot(*projected_coordinates(np.array([a, b])).T, color="#b0b0b0", lw=0.5 if quaternary else 0.7,
+                alpha=0.6 if quaternary else 1.0, zorder=2)
+
+    xy = projected_coordinates(np.array([p.fractions for p in points])) if points else np.zeros((0, 2))
+    _scatter_points(ax, xy, points)
+
+    # Element names just outside their corner, away from the centre.
+    centre = corners.mean(axis=0)
+    span = np.ptp(corners, axis=0).max()
+    for corner, element in zip(corners, elements):
+        direction = (corner - centre) / np.linalg.norm(corner - centre)
+        ax.text(*(corner + direction * 0.045 * span), str(element), fontsize=15, fontweight="bold",
+                ha="center", va="center", zorder=6)
+    pad = 0.12 * span
+    ax.set_xlim(corners[:, 0].min() - pad, corners[:, 0].max() + pad)
+    ax.set_ylim(corners[:, 1].min() - pad, corners[:, 1].max() + pad)
+
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    blocked = [t.get_window_extent(renderer).expanded(1.2, 1.3) for t in ax.texts]
+    return figure, ax, xy, blocked

@@ -1,4 +1,4 @@
-"""``--plot``: readable ternary and quaternary figures (labels apart, known vs predicted, legend, title)."""
+"""``--plot``: readable binary, ternary and quaternary figures (labels apart, known vs predicted, legend, title)."""
 
 from __future__ import annotations
 
@@ -68,3 +68,35 @@ def test_projection_keeps_vertices_apart_and_refuses_other_sizes():
     assert np.allclose(projected_coordinates(np.eye(3))[1], [1, 0])
     with pytest.raises(PlotError, match="5 elements"):
         projected_coordinates(np.eye(5))
+
+
+def test_a_binary_is_drawn_as_its_convex_hull_plot(predictor, tmp_path):
+    """A binary is the convex-hull plot a chemist draws: ΔH_f against composition, the hull a line through
+    the stable phases (the elements at 0), each point at its own ΔH_f, labels apart."""
+    import matplotlib.pyplot as plt
+
+    result = _result("Fe-O", predictor, 12)
+    figure = draw_screen(result, top=10)
+    try:
+        figure.canvas.draw()
+        ax = figure.axes[0]
+        diagram = result.phase_diagram
+        stable = {e.composition.reduced_formula: diagram.get_form_energy_per_atom(e) for e in diagram.stable_entries
+                  if e.attribute != "predicted"}
+        hull_line = max(ax.lines, key=lambda line: len(line.get_xdata()))
+        xs, ys = np.asarray(hull_line.get_xdata()), np.asarray(hull_line.get_ydata())
+        assert xs[0] == 0 and xs[-1] == 1 and ys[0] == ys[-1] == 0 and np.all(np.diff(xs) > 0)
+        assert ys.min() == pytest.approx(min(stable.values()))  # Fe2O3 or Fe3O4, about -1.6 eV/atom
+        assert np.all(np.diff(np.diff(ys) / np.diff(xs)) > -1e-9)  # convex: slopes never fall
+        labels = [t for t in ax.texts if t.get_text()]
+        assert len(labels) >= len(stable) - 2 + 1  # every known compound and the predictions
+        boxes = _boxes(figure, labels)
+        for a, b in itertools.combinations(boxes, 2):
+            assert not a.overlaps(b) or min(a.x1, b.x1) - max(a.x0, b.x0) < 1 or min(a.y1, b.y1) - max(a.y0, b.y0) < 1
+        assert "O" in ax.get_xlabel() and "eV/atom" in ax.get_ylabel()
+        assert [t.get_text() for t in ax.get_xticklabels()][::4] == ["Fe", "O"]
+    finally:
+        plt.close(figure)
+    assert plot_screen(result, tmp_path / "fe-o.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(PlotError, match="binary, ternary and quaternary"):
+        draw_screen(_result("Li-Fe-P-O-Mn", predictor, 4))

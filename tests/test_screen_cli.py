@@ -98,9 +98,10 @@ def test_fresh_machine_prints_ingest_hint_and_no_store_writes_nothing(data_dir):
     assert not data_dir.exists()
 
 
-def test_plot_draws_a_png(data_dir, tmp_path):
+@pytest.mark.parametrize("system", ["Li-Fe-O", "Li-O"])
+def test_plot_draws_a_png(data_dir, tmp_path, system):
     png = tmp_path / "pd.png"
-    result = invoke("screen", "Li-Fe-O", "--max-atoms", "6", "--no-store", "--plot", str(png), "--top", "3")
+    result = invoke("screen", system, "--max-atoms", "6", "--no-store", "--plot", str(png), "--top", "3")
     assert result.exit_code == 0, result.output
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -119,7 +120,7 @@ def test_plot_draws_a_png(data_dir, tmp_path):
         (["Li-O", "--max-per-element", "-3"], "max_per_element"),
         (["Li-O", "--top", "-1"], "--top"),
         (["Li-Fe-P-O-Mn-Co-Ni"], "--force"),
-        (["Li-O", "--plot", "x.png"], "ternary and quaternary"),
+        (["Li-Fe-P-O-Mn", "--max-atoms", "4", "--plot", "x.png"], "binary, ternary and quaternary"),
         (["Li-Fe-O", "--plot", "x.pdf"], ".png"),
         (["Li-O", "--json", "/no/such/folder/x.json"], "output folder does not exist"),
         (["Li-O", "--model", "no-such-model"], "no shipped model"),

@@ -24,7 +24,7 @@ def screen_command(
     top: int = typer.Option(20, "--top", "-n", help="Rows of the ranked table to print."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the full ranked list as JSON here ('-': print it; the table then goes to stderr)."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write the full ranked list as CSV here ('-': print it; the table then goes to stderr)."),
-    plot_path: Optional[Path] = typer.Option(None, "--plot", help="Draw the phase diagram (ternary/quaternary) to a .png."),
+    plot_path: Optional[Path] = typer.Option(None, "--plot", help="Draw the phase diagram (binary hull plot, ternary, quaternary) to a .png."),
     max_atoms: int = typer.Option(20, "--max-atoms", help="Largest formula unit (atoms) to enumerate."),
     max_per_element: Optional[int] = typer.Option(None, "--max-per-element", help="Most atoms of one element (default max-atoms - 1)."),
     charge_neutral: bool = typer.Option(False, "--charge-neutral", help="Keep only charge-balanced new compositions."),
@@ -62,8 +62,10 @@ def screen_command(
     if plot_path is not None:
         if Path(plot_path).suffix.lower() != ".png":
             fail(f"--plot needs a .png path, got {plot_path}")
-        if len(system) not in (3, 4):
-            fail(f"--plot draws ternary and quaternary systems only; {'-'.join(system)} has {len(system)} elements")
+        from fh_screen.plotting import DRAWN_SIZES
+
+        if len(system) not in DRAWN_SIZES:
+            fail(f"--plot draws binary, ternary and quaternary systems only; {'-'.join(system)} has {len(system)} elements")
     options = ScreenOptions(
         max_atoms=max_atoms,
         max_per_element=max_per_element,

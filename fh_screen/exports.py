@@ -114,8 +114,9 @@ def export_provenance(result: ScreenResult, options: Any = None) -> dict[str, An
 def stored_screen_provenance(doc: Any) -> dict[str, Any]:
     """:func:`export_provenance` of a stored screen (a ``ScreenDoc``), for ``fh-screen query --run ID --csv``.
 
-    The known sources are the candidates' ``known_source`` values (the document's ``sources`` when it
-    chose some); OQMD's attribution is added when the shipped table is among them.
+    The known sources are those the screen's hull stood on (``hull_sources``; for a document made before
+    2026-12-07, the kept candidates' ``known_source`` values and the document's ``sources`` when it chose
+    some); OQMD's attribution is added when the shipped table is among them.
     """
     rows = [c.model_dump() if hasattr(c, "model_dump") else dict(c) for c in doc.candidates]
     provenance: dict[str, Any] = {
@@ -123,7 +124,7 @@ def stored_screen_provenance(doc: Any) -> dict[str, Any]:
         "model": f"{doc.model_name}@{doc.model_version}", "model_weights_sha256": doc.weights_sha256,
         "options": doc.options, "n_candidates": doc.n_candidates, "n_known": doc.n_reference,
         "keep_top": doc.keep_top, "reference": doc.reference,
-        "known_sources": sorted(_stored_sources(doc.sources, rows)),
+        "known_sources": sorted(_stored_sources(doc.sources, rows, doc.hull_sources)),
         "created_at": doc.created_at.isoformat() if doc.created_at else None,
     }
     return _completed(provenance)
@@ -165,7 +166,7 @@ def top_candidates_provenance(rows: list[dict], filters: dict[str, Any], screens
             weights.setdefault(label, set()).add(str(screen["weights_sha256"]))
         if screen.get("fh_screen_version"):
             versions.add(str(screen["fh_screen_version"]))
-        sources |= _stored_sources(screen.get("sources"), screen.get("candidates") or [])
+        sources |= _stored_sources(screen.get("sources"), screen.get("candidates") or [], screen.get("hull_sources"))
     provenance: dict[str, Any] = {
         "query": "top_candidates", "filters": dict(filters), "fh_screen_version": __version__, "n_rows": len(rows),
         "run_ids": run_ids, "models": sorted({str(row["model"]) for row in rows}),
@@ -222,9 +223,12 @@ def sweep_provenance(report: Any, options: Any = None, sweep: Any = None,
     return _completed(provenance, _SWEEP_COLUMNS_NOTE)
 
 
-def _stored_sources(sources: Any, candidates: Any) -> set[str]:
-    """The sources of a stored screen's known phases: its ``sources`` (when it chose some) and its
-    candidates' ``known_source``."""
+def _stored_sources(sources: Any, candidates: Any, hull_sources: Any = None) -> set[str]:
+    """The sources of a stored screen's known phases: those its hull stood on (``hull_sources``, when the
+    document records them); for an older document its ``sources`` (when it chose some) and its
+    candidates' ``known_source`` (the known rows kept)."""
+    if hull_sources is not None:
+        return {str(s) for s in hull_sources}
     rows = [c.model_dump() if hasattr(c, "model_dump") else c for c in candidates]
     kept = {row["known_source"] for row in rows if isinstance(row, dict) and isinstance(row.get("known_source"), str)}
     return set(sources or []) | kept

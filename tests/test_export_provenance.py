@@ -163,7 +163,8 @@ def test_a_sweep_credits_oqmd_only_when_its_hulls_stood_on_the_shipped_table(sto
 
 def test_a_screen_without_its_known_rows_still_credits_the_sources_its_hull_stood_on(store_file, tmp_path):
     """--exclude-known leaves the known compositions out of the table, not out of the hull: the provenance still
-    names the sources the hull stood on and owes OQMD's attribution (it named none and owed nothing)."""
+    names the sources the hull stood on and owes OQMD's attribution (it named none and owed nothing), beside the
+    screen's own file and beside the files of the stored screen (``query --run``, ``query --top``)."""
     provenance = {}
     for flag in ("--exclude-known", None):
         out = tmp_path / f"{flag or 'all'}.json"
@@ -173,5 +174,14 @@ def test_a_screen_without_its_known_rows_still_credits_the_sources_its_hull_stoo
         rows = json.loads(out.read_text())
         assert any(r["is_known"] for r in rows) is (flag is None)
         provenance[flag] = json.loads(Path(f"{out}.provenance.json").read_text())
+        if flag:  # the store holds this screen alone: its rows are every row --top can show
+            stored, top = tmp_path / "stored.csv", tmp_path / "top.csv"
+            run_id = provenance[flag]["run_id"]
+            assert _invoke("query", "--run", run_id, "--store", str(store_file), "--csv", str(stored)).exit_code == 0
+            assert _invoke("query", "--top", "3", "--min-p", "0", "--chemsys", "Li-Fe-O", "--store", str(store_file),
+                           "--csv", str(top)).exit_code == 0
     assert provenance["--exclude-known"]["known_sources"] == provenance[None]["known_sources"] == ["oqmd"]
     assert provenance["--exclude-known"]["attribution"] == provenance[None]["attribution"] == OQMD_ATTRIBUTION
+    for path in (stored, top):
+        beside = json.loads(Path(f"{path}.provenance.json").read_text())
+        assert beside["known_sources"] == ["oqmd"] and beside["attribution"] == OQMD_ATTRIBUTION, path

@@ -233,7 +233,7 @@ def _screens_of(store, rows: list[dict]) -> list[dict]:
     if not run_ids:
         return []
     fields = ["run_id", "model_name", "model_version", "weights_sha256", "fh_screen_version", "sources",
-              "candidates.known_source"]
+              "hull_sources", "candidates.known_source"]
     return list(store.screens.query(criteria={"run_id": {"$in": run_ids}}, properties=fields))
 
 

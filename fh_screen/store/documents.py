@@ -226,6 +226,10 @@ class ScreenDoc(BaseModel):
     reference: str | None = Field(None, description="where the known phases came from (None: none used)")
     sources: list[str] | None = Field(None, description="reference sources that counted for the hull, e.g. "
                                                          "['chgnet', 'oqmd'], sorted (None: every source the store held)")
+    hull_sources: list[str] | None = Field(
+        None, description="sources of the known values the hull stood on (each known composition's lowest "
+                          "entry's), sorted, whether or not the candidates kept hold the known rows (None: not "
+                          "recorded, documents made before 2026-12-07)")
     n_reference: int = Field(0, description="known phases of the system that shaped the hull")
     n_candidates: int = Field(0, description="number of candidate compositions screened")
     keep_top: int | None = Field(DEFAULT_KEEP_TOP, description="candidates kept in this document (None: all)")
@@ -276,6 +280,7 @@ class ScreenDoc(BaseModel):
             options=opts,
             reference=reference,
             sources=None if sources is None else sorted(str(name) for name in sources),
+            hull_sources=result.known_sources() if getattr(result, "hull_sources", None) is not None else None,
             n_reference=int(getattr(result, "n_known", 0)),
             n_candidates=int(result.n_candidates),
             keep_top=keep_top,

@@ -294,14 +294,16 @@ def draw_screen(result: ScreenResult, *, top: int = 10, show_unstable_ev_per_ato
     _place_labels(ax, figure, [(latexify(points[i].formula), xy[i], colours[points[i].kind]) for i in order], xy, blocked)
 
     n_predicted = sum(p.kind == "predicted" for p in points)
-    n_known = sum(p.kind == "known" for p in points)
+    n_known = sum(p.kind == "known" and p.fractions.max() < 1 for p in points)  # compounds: not the elements
+    sources = _sources_text(result.known_sources())
     figure.suptitle(
-        f"{system}: {n_known} known stable phases (OQMD) and the {n_predicted} best-ranked new compositions\n"
-        f"model {result.model_name}; hull of the known phases and these predictions",
+        f"{system}: {n_known} known stable compound{'s' if n_known != 1 else ''}{sources} and the {n_predicted} "
+        f"best-ranked new compositions\nmodel {result.model_name}; hull of the known phases and these predictions",
         fontsize=12.5, y=0.975,
     )
     handles = [
-        Line2D([], [], ls="", marker=KNOWN_STYLE["marker"], color=KNOWN_STYLE["color"], ms=8, label="known, on the hull (OQMD DFT)"),
+        Line2D([], [], ls="", marker=KNOWN_STYLE["marker"], color=KNOWN_STYLE["color"], ms=8,
+               label=f"known, on the hull{sources}"),
         Line2D([], [], ls="", marker=PREDICTED_STYLE["marker"], color=PREDICTED_STYLE["color"], ms=8,
                label="predicted new, on the hull"),
         Line2D([], [], ls="", marker=PREDICTED_STYLE["marker"], mfc="white", mec=PREDICTED_STYLE["color"], mew=1.5, ms=8,
@@ -313,6 +315,13 @@ def draw_screen(result: ScreenResult, *, top: int = 10, show_unstable_ev_per_ato
     ]
     figure.legend(handles=handles, loc="lower center", ncol=3, frameon=False, fontsize=9.5, bbox_to_anchor=(0.5, 0.01))
     return figure
+
+
+def _sources_text(sources: list[str]) -> str:
+    """`` (OQMD)``, `` (OQMD, chgnet)`` for a title and a legend: the sources the hull's known values came
+    from (the shipped table named OQMD), empty when the known phases name none."""
+    names = ["OQMD" if name == "oqmd" else name for name in sources]
+    return f" ({', '.join(names)})" if names else ""
 
 
 def _scatter_points(ax, xy: np.ndarray, points: list[_Point]) -> None:

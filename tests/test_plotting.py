@@ -94,9 +94,38 @@ def test_a_binary_is_drawn_as_its_convex_hull_plot(predictor, tmp_path):
         for a, b in itertools.combinations(boxes, 2):
             assert not a.overlaps(b) or min(a.x1, b.x1) - max(a.x0, b.x0) < 1 or min(a.y1, b.y1) - max(a.y0, b.y0) < 1
         assert "O" in ax.get_xlabel() and "eV/atom" in ax.get_ylabel()
+        from fh_screen.plotting import KNOWN_STYLE
+
+        # the title counts the known compounds drawn on the hull (each labelled), not the elements, and names their source
+        n_compounds = sum(matplotlib.colors.to_hex(t.get_color()) == KNOWN_STYLE["color"] for t in labels)
+        assert n_compounds >= 3  # FeO, Fe3O4, Fe2O3
+        assert figure._suptitle.get_text().startswith(f"Fe-O: {n_compounds} known stable compounds (OQMD)")
         assert [t.get_text() for t in ax.get_xticklabels()][::4] == ["Fe", "O"]
     finally:
         plt.close(figure)
     assert plot_screen(result, tmp_path / "fe-o.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(PlotError, match="binary, ternary and quaternary"):
         draw_screen(_result("Li-Fe-P-O-Mn", predictor, 4))
+
+
+def test_the_title_names_the_known_phases_source_and_counts_no_element(predictor):
+    """Known phases of the user's own source are not credited to OQMD; the elements are not counted."""
+    import matplotlib.pyplot as plt
+
+    known = packaged_reference_frame("Li-Fe-O").assign(source="my-dft")
+    from fh_screen.screening import ScreenOptions
+
+    result = screen("Li-Fe-O", predictor=predictor, known=known, options=ScreenOptions(max_atoms=8))
+    figure = draw_screen(result, top=5)
+    try:
+        title = figure._suptitle.get_text()
+        legend_texts = [t.get_text() for legend in figure.legends for t in legend.get_texts()]
+        from fh_screen.plotting import KNOWN_STYLE
+
+        n_compounds = sum(matplotlib.colors.to_hex(t.get_color()) == KNOWN_STYLE["color"] for t in figure.axes[0].texts
+                          if t.get_text() and t.get_text() not in {"Fe", "Li", "O"})
+        assert n_compounds > 3
+        assert title.startswith(f"Fe-Li-O: {n_compounds} known stable compounds (my-dft)") and "OQMD" not in title
+        assert "known, on the hull (my-dft)" in legend_texts
+    finally:
+        plt.close(figure)

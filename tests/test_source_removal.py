@@ -155,3 +155,29 @@ def test_removing_a_source_from_a_store_that_is_not_there_makes_no_store(tmp_pat
     assert configured.exit_code == 2 and configured.output.count("\n") == 1, configured.output
     store_path = FhScreenSettings().store_path
     assert f"no store at {store_path}" in configured.output and not store_path.exists()
+
+
+def test_removing_a_source_from_an_empty_file_or_an_unused_mongodb_writes_nothing(tmp_path, monkeypatch):
+    """An empty file is no store (``query`` finds no collection in it) and a configured MongoDB database that was
+    never used holds none: ``ingest --remove-source`` refuses both in one line and writes nothing, neither the
+    shipped table nor empty collections (it filled an unused MongoDB with the whole table, and made an empty file
+    a store)."""
+    import mongomock_ng
+    from mongomock_ng.mongo_client import MongoClient
+
+    fresh_machine(tmp_path, monkeypatch, reference_data=True)
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    result = runner.invoke(build_app(), ["ingest", "--remove-source", "my-dft", "--store", str(empty)])
+    assert result.exit_code == 2 and result.output.count("\n") == 1 and f"no store at {empty}" in result.output
+    assert empty.stat().st_size == 0
+
+    monkeypatch.setattr(MongoClient, "close", lambda self: None)  # mongomock's close empties the whole server
+    database = f"fh_unused_{time.time_ns()}"
+    monkeypatch.setenv("FH_SCREEN_MONGO_URI", "mongodb://localhost:27017")
+    monkeypatch.setenv("FH_SCREEN_MONGO_DATABASE", database)
+    with mongomock_ng.patch(servers=(("localhost", 27017),)):
+        result = runner.invoke(build_app(), ["ingest", "--remove-source", "my-dft"])
+        assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+        assert f"no store at MongoDB localhost:27017/{database}" in result.output and "Traceback" not in result.output
+        assert MongoClient("mongodb://localhost:27017")[database].list_collection_names() == []

@@ -42,14 +42,26 @@ def _open_store(store_file: Optional[Path], read_only: bool, must_exist: Optiona
 
     must_exist = read_only if must_exist is None else must_exist
     if store_file is not None:
-        if must_exist and not store_file.exists():
+        if must_exist and not _holds_a_file(store_file):
             fail(f"no store at {store_file}: run `fh-screen ingest FILE --store {store_file}` first")
         return FhScreenStore.embedded(store_file, read_only=read_only)
     settings = FhScreenSettings()
-    filled = fill and settings.reference_data
-    if must_exist and not settings.mongo_uri and not filled and not settings.store_path.exists():
-        fail(f"no store at {settings.store_path}: run `fh-screen ingest FILE` first")
+    if not fill:  # nothing is written on opening: neither the shipped table nor (MongoDB) empty collections
+        settings = settings.model_copy(update={"reference_data": False})
+    if must_exist and not settings.reference_data:
+        if settings.mongo_uri:
+            from fh_screen.store.mongo import mongo_label, mongo_reference_exists
+
+            if not mongo_reference_exists(settings):
+                fail(f"no store at {mongo_label(settings)}: run `fh-screen ingest FILE` first")
+        elif not _holds_a_file(settings.store_path):
+            fail(f"no store at {settings.store_path}: run `fh-screen ingest FILE` first")
     return FhScreenStore.from_settings(settings, read_only=read_only)  # first use: fills the shipped OQMD table
+
+
+def _holds_a_file(path: Path) -> bool:
+    """Whether ``path`` is a file with something in it (an empty file is no store)."""
+    return path.is_file() and path.stat().st_size > 0
 
 
 def ingest_command(

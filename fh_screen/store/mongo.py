@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FhMongoStore", "MongoUnreachableError", "check_reachable", "mask_uri", "mongo_collection", "mongo_collections",
-    "mongo_label",
+    "mongo_label", "mongo_reference_exists",
 ]
 
 logger = logging.getLogger(__name__)
@@ -88,6 +88,17 @@ def check_reachable(store: MongoStore, uri: str) -> None:
         raise MongoUnreachableError(
             f"cannot reach MongoDB at {_host_of(uri)} ({mask_uri(uri)}): {reason or type(exc).__name__}"
         ) from None
+
+
+def mongo_reference_exists(settings: FhScreenSettings) -> bool:
+    """Whether the configured database holds the reference collection (a store once used), without
+    creating it; :class:`MongoUnreachableError` (one line) when the server does not answer."""
+    reference = mongo_collection(settings, settings.reference_collection, "formula")
+    check_reachable(reference, settings.mongo_uri)
+    try:
+        return settings.reference_collection in reference._collection.database.list_collection_names()
+    finally:
+        reference.close()
 
 
 def mongo_label(settings: FhScreenSettings) -> str:

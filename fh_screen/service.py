@@ -425,8 +425,9 @@ def read_known(known: pd.DataFrame, system: Sequence[str] | None = None) -> tupl
         rows = rows[_may_be_of(rows["formula"], system)]
         if not len(rows):
             return None, ""
-    # clean() keeps one row per composition: per source, so that ``sources`` still finds each one's value
-    groups = (rows["source"].astype(str).str.strip().str.lower() if "source" in rows.columns
+    # clean() keeps one row per composition: per source as spelled (``oqmd`` beside a legacy ``OQMD``), so that
+    # ``sources`` still finds each one's value
+    groups = (rows["source"].astype(str) if "source" in rows.columns
               else pd.Series("", index=rows.index))
     kept, rejected, n_outliers, examples = [], dict.fromkeys(REJECTION_REASONS, 0), 0, []
     for _, part in rows.groupby(groups, sort=False):
@@ -471,11 +472,13 @@ def _may_be_of(formulas: pd.Series, system: Sequence[str]) -> pd.Series:
 
 
 def _caller_phases(known: pd.DataFrame, sources: Sequence[str] | None) -> KnownPhases:
-    """The caller's known phases, restricted to ``sources`` by their ``source`` column when they have one
-    (in any case: a table given is no store with owned names)."""
+    """The caller's known phases, restricted to ``sources`` by their ``source`` column when they have one,
+    by the store's rule (:func:`~fh_screen.store.query.selected_sources`: ``oqmd`` takes ``oqmd`` alone,
+    ``OQMD`` the other spellings of it, ``mylab`` any spelling of itself), so a table read from a store
+    gives the hull the store gives."""
     import pandas as pd
 
-    from fh_screen.store.query import source_name
+    from fh_screen.store.query import selected_sources
 
     if known is None or sources is None:
         return KnownPhases(known, "the caller")
@@ -483,7 +486,8 @@ def _caller_phases(known: pd.DataFrame, sources: Sequence[str] | None) -> KnownP
         return KnownPhases(known, "the caller", note=(
             f"sources {', '.join(sources)} not applied: the known phases given have no 'source' column "
             "(every row counts)"))
-    kept = known[known["source"].astype(str).str.strip().str.lower().isin({source_name(name) for name in sources})]
+    stored = known["source"].astype(str)
+    kept = known[stored.isin(selected_sources(sources, stored.unique()))]
     if len(kept):
         return KnownPhases(kept, "the caller")
     return KnownPhases(None, "the caller", note=(

@@ -181,3 +181,22 @@ def test_removing_a_source_from_an_empty_file_or_an_unused_mongodb_writes_nothin
         assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
         assert f"no store at MongoDB localhost:27017/{database}" in result.output and "Traceback" not in result.output
         assert MongoClient("mongodb://localhost:27017")[database].list_collection_names() == []
+
+
+def test_the_known_phases_given_to_screen_are_selected_by_the_store_s_rule(legacy_store):
+    """screen(known=<a table read from the store>, sources=...) gives the hull the store door gives for every
+    spelling (it read the names in any case, so `oqmd` also took the legacy OQMD rows)."""
+    from fh_screen import screen
+    from fh_screen.models.predictor import load_predictor
+    from fh_screen.screening import ScreenOptions
+
+    predictor, options = load_predictor("paper"), ScreenOptions(max_atoms=4)
+    with FhScreenStore.from_settings(read_only=True) as store:
+        frame = store.reference_frame(chemsys="Li-F")
+    for sources in ("oqmd", "OQMD", "mylab", "chgnet", "oqmd,MyLab"):
+        from_store = screen("Li-F", predictor=predictor, options=options, sources=sources, save=False)
+        given = screen("Li-F", predictor=predictor, options=options, sources=sources, known=frame, save=False)
+        columns = ["formula", "known_dhf_ev_per_atom", "known_source"]
+        assert from_store.table.reindex(columns=columns).equals(given.table.reindex(columns=columns)), sources
+    oqmd = screen("Li-F", predictor=predictor, options=options, sources="oqmd", known=frame, save=False).table.set_index("formula")
+    assert oqmd.loc["LiF", "known_dhf_ev_per_atom"] == pytest.approx(-3.2101) and oqmd.loc["LiF", "known_source"] == "oqmd"

@@ -185,3 +185,19 @@ def test_a_screen_without_its_known_rows_still_credits_the_sources_its_hull_stoo
     for path in (stored, top):
         beside = json.loads(Path(f"{path}.provenance.json").read_text())
         assert beside["known_sources"] == ["oqmd"] and beside["attribution"] == OQMD_ATTRIBUTION, path
+
+
+def test_entries_with_fractional_formulas_are_credited_to_their_source():
+    """``Fe0.4O0.6`` stands on the hull as Fe2O3 (the known phases are read to whole numbers): its row and the
+    hull's sources name its source (they named none, as the formula was looked up as written)."""
+    from fh_screen import screen
+    from fh_screen.models.predictor import load_predictor
+    from fh_screen.screening import ScreenOptions
+
+    known = pd.DataFrame({"formula": ["Fe0.4O0.6", "Fe0.5O0.5", "Fe2O3"], "dhf_ev_per_atom": [-1.7, -1.5, -1.6],
+                          "source": ["frac", "frac", "oqmd"]})
+    result = screen("Fe-O", predictor=load_predictor("paper"), known=known, options=ScreenOptions(max_atoms=6), save=False)
+    rows = result.table.set_index("formula")
+    assert rows.loc["Fe2O3", "known_dhf_ev_per_atom"] == pytest.approx(-1.7) and rows.loc["Fe2O3", "known_source"] == "frac"
+    assert rows.loc["FeO", "known_source"] == "frac" and result.known_sources() == ["frac"]
+    assert any("Fe2O3 frac -1.700 < oqmd -1.600" in w for w in result.warnings)  # the methods-mix note names it

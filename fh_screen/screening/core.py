@@ -74,20 +74,20 @@ __all__ = [
 ]
 
 
-def _lowest_sources(known: pd.DataFrame) -> dict[str, str | None]:
-    """The ``source`` of each known composition's lowest entry (the value it stands at), by reduced formula.
+def _lowest_sources(known: pd.DataFrame) -> dict[tuple, str | None]:
+    """The ``source`` of each known composition's lowest entry (the value it stands at), by
+    :func:`composition_key` (``Fe0.4O0.6`` is ``Fe2O3``, as :func:`known_counts` reads it).
 
     A composition computed by several sources (``oqmd`` and ``chgnet``) stands at its lowest
     value, as :func:`known_counts` keeps it; that entry's source is the one shown.
     """
-    lowest: dict[str, tuple[float, str | None]] = {}
+    lowest: dict[tuple, tuple[float, str | None]] = {}
     values = pd.to_numeric(known["dhf_ev_per_atom"], errors="coerce")
     for formula, value, source in zip(known["formula"].astype(str), values, known["source"]):
         if not math.isfinite(value):
             continue
-        try:
-            key = reduced_formula(formula)
-        except FormulaError:
+        key = composition_key(formula)
+        if key is None:
             continue
         if key not in lowest or value < lowest[key][0]:
             lowest[key] = (float(value), None if source is None or source != source else str(source))
@@ -108,15 +108,14 @@ def mixed_sources_note(known: pd.DataFrame, anchor_source: str = "oqmd") -> str:
     for formula, value, source in zip(known["formula"].astype(str), values, known["source"]):
         if not math.isfinite(value) or source is None or source != source:
             continue
-        try:
-            key = reduced_formula(formula)
-        except FormulaError:
+        key = composition_key(formula)
+        if key is None:
             continue
         if str(source) == anchor_source:
             anchor[key] = min(float(value), anchor.get(key, math.inf))
         elif key not in other or value < other[key][0]:
             other[key] = (float(value), str(source))
-    replaced = sorted((k, *other[k], anchor[k]) for k in anchor if k in other and other[k][0] < anchor[k])
+    replaced = sorted((_key_formula(k), *other[k], anchor[k]) for k in anchor if k in other and other[k][0] < anchor[k])
     if not replaced:
         return ""
     shown = ", ".join(f"{f} {src} {v:.3f} < {anchor_source} {a:.3f}" for f, v, src, a in replaced[:3])
@@ -124,6 +123,36 @@ def mixed_sources_note(known: pd.DataFrame, anchor_source: str = "oqmd") -> str:
     return (f"methods mix on this hull: {len(replaced)} composition(s) stand at another source's value below "
             f"{anchor_source}'s ({shown}{more}); --sources {anchor_source} (sources='{anchor_source}') keeps "
             f"{anchor_source}'s alone")
+
+
+def _integer_amounts(formula: str) -> dict[str, int] | None:
+    """A formula's element amounts as the smallest whole numbers in the same ratio (fractional amounts read
+    to 1/1000: ``Fe0.4O0.6`` is ``{Fe: 2, O: 3}``); None when it cannot be read or has no element."""
+    amounts = _amounts_fast(formula.strip())
+    if amounts is None:
+        try:
+            amounts = _amounts_of(parse_formula(formula))
+        except FormulaError:
+            return None
+    fractions = {s: Fraction(a).limit_denominator(1000) for s, a in amounts.items() if a > 0}
+    if not fractions:
+        return None
+    scale = math.lcm(*(f.denominator for f in fractions.values()))
+    whole = {s: int(f * scale) for s, f in fractions.items()}
+    divisor = math.gcd(*whole.values())
+    return {s: n // divisor for s, n in whole.items()}
+
+
+def _key_formula(key: tuple[tuple[str, int], ...]) -> str:
+    """The reduced formula of a :func:`composition_key`."""
+    return reduced_formula("".join(f"{element}{n}" for element, n in key))
+
+
+def composition_key(formula: str) -> tuple[tuple[str, int], ...] | None:
+    """One key per composition, as :func:`known_counts` reads a formula (``Fe0.4O0.6``, ``Fe4O6`` and
+    ``Fe2O3`` share one); None for a formula that cannot be read."""
+    amounts = _integer_amounts(formula)
+    return None if amounts is None else tuple(sorted(amounts.items()))
 
 
 def known_counts(known: pd.DataFrame | None, chemsys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -144,20 +173,12 @@ def known_counts(known: pd.DataFrame | None, chemsys: Sequence[str]) -> tuple[np
     for formula, dhf in zip(known["formula"].astype(str), pd.to_numeric(known["dhf_ev_per_atom"], errors="coerce")):
         if not math.isfinite(dhf):
             continue
-        amounts = _amounts_fast(formula.strip())
-        if amounts is None:
-            try:
-                amounts = _amounts_of(parse_formula(formula))
-            except FormulaError:
-                continue
-        amounts = {s: a for s, a in amounts.items() if a > 0}
-        if len(amounts) < 2 or any(s not in index for s in amounts):
+        amounts = _integer_amounts(formula)
+        if amounts is None or len(amounts) < 2 or any(s not in index for s in amounts):
             continue
-        fractions = {s: Fraction(a).limit_denominator(1000) for s, a in amounts.items()}
-        scale = math.lcm(*(f.denominator for f in fractions.values()))
         row = [0] * k
-        for s, f in fractions.items():
-            row[index[s]] = int(f * scale)
+        for s, n in amounts.items():
+            row[index[s]] = n
         rows.append(row)
         values.append(float(dhf))
     if not rows:
@@ -439,9 +460,9 @@ def _screen(chemsys: str | Sequence[str], *, predictor: Predictor | None, known:
     hull_sources = None
     if known is not None and "source" in known.columns:  # entries from the store: which source each known value is
         lowest = _lowest_sources(known)
-        table["known_source"] = [lowest.get(reduced_formula(f)) if k else None for f, k in zip(formulas, is_known)]
+        table["known_source"] = [lowest.get(composition_key(f)) if k else None for f, k in zip(formulas, is_known)]
         # what the hull stood on, whether or not the table keeps the known rows (--exclude-known)
-        hull_sources = sorted({s for f in known_formulas if (s := lowest.get(reduced_formula(f))) is not None})
+        hull_sources = sorted({s for f in known_formulas if (s := lowest.get(composition_key(f))) is not None})
         mixed = mixed_sources_note(known)
         if mixed:
             warnings.append(mixed)

@@ -76,7 +76,7 @@ __all__ = [
 
 def _lowest_sources(known: pd.DataFrame) -> dict[tuple, str | None]:
     """The ``source`` of each known composition's lowest entry (the value it stands at), by
-    :func:`composition_key` (``Fe0.4O0.6`` is ``Fe2O3``, as :func:`known_counts` reads it).
+    :func:`_composition_key` (``Fe0.4O0.6`` is ``Fe2O3``, as :func:`known_counts` reads it).
 
     A composition computed by several sources (``oqmd`` and ``chgnet``) stands at its lowest
     value, as :func:`known_counts` keeps it; that entry's source is the one shown.
@@ -86,7 +86,7 @@ def _lowest_sources(known: pd.DataFrame) -> dict[tuple, str | None]:
     for formula, value, source in zip(known["formula"].astype(str), values, known["source"]):
         if not math.isfinite(value):
             continue
-        key = composition_key(formula)
+        key = _composition_key(formula)
         if key is None:
             continue
         if key not in lowest or value < lowest[key][0]:
@@ -103,12 +103,12 @@ def mixed_sources_note(known: pd.DataFrame, anchor_source: str = "oqmd") -> str:
     so a screen says when it happened.
     """
     values = pd.to_numeric(known["dhf_ev_per_atom"], errors="coerce")
-    anchor: dict[str, float] = {}
-    other: dict[str, tuple[float, str]] = {}
+    anchor: dict[tuple, float] = {}
+    other: dict[tuple, tuple[float, str]] = {}
     for formula, value, source in zip(known["formula"].astype(str), values, known["source"]):
         if not math.isfinite(value) or source is None or source != source:
             continue
-        key = composition_key(formula)
+        key = _composition_key(formula)
         if key is None:
             continue
         if str(source) == anchor_source:
@@ -144,11 +144,11 @@ def _integer_amounts(formula: str) -> dict[str, int] | None:
 
 
 def _key_formula(key: tuple[tuple[str, int], ...]) -> str:
-    """The reduced formula of a :func:`composition_key`."""
+    """The reduced formula of a :func:`_composition_key`."""
     return reduced_formula("".join(f"{element}{n}" for element, n in key))
 
 
-def composition_key(formula: str) -> tuple[tuple[str, int], ...] | None:
+def _composition_key(formula: str) -> tuple[tuple[str, int], ...] | None:
     """One key per composition, as :func:`known_counts` reads a formula (``Fe0.4O0.6``, ``Fe4O6`` and
     ``Fe2O3`` share one); None for a formula that cannot be read."""
     amounts = _integer_amounts(formula)
@@ -460,9 +460,9 @@ def _screen(chemsys: str | Sequence[str], *, predictor: Predictor | None, known:
     hull_sources = None
     if known is not None and "source" in known.columns:  # entries from the store: which source each known value is
         lowest = _lowest_sources(known)
-        table["known_source"] = [lowest.get(composition_key(f)) if k else None for f, k in zip(formulas, is_known)]
+        table["known_source"] = [lowest.get(_composition_key(f)) if k else None for f, k in zip(formulas, is_known)]
         # what the hull stood on, whether or not the table keeps the known rows (--exclude-known)
-        hull_sources = sorted({s for f in known_formulas if (s := lowest.get(composition_key(f))) is not None})
+        hull_sources = sorted({s for f in known_formulas if (s := lowest.get(_composition_key(f))) is not None})
         mixed = mixed_sources_note(known)
         if mixed:
             warnings.append(mixed)

@@ -184,8 +184,8 @@ def sweep_provenance(report: Any, options: Any = None, sweep: Any = None,
     Parameters
     ----------
     report
-        The sweep's ``SweepReport`` (its ``model``, ``notes`` and ``known_sources``; the counts are the
-        summary itself).
+        The sweep's ``SweepReport`` (its ``model``, ``notes``, ``sources`` and ``known_sources``; the
+        counts are the summary itself).
     options
         The ``ScreenOptions`` of every system's screen.
     sweep
@@ -207,7 +207,7 @@ def sweep_provenance(report: Any, options: Any = None, sweep: Any = None,
 
     from fh_screen.version import __version__
 
-    sources = getattr(sweep, "sources", None)
+    sources = getattr(report, "sources", None) or getattr(sweep, "sources", None)  # the report's: as the store read them
     store_file = getattr(sweep, "store_file", None)
     provenance: dict[str, Any] = {
         "fh_screen_version": __version__, "model": report.model, "model_weights_sha256": weights_sha256,

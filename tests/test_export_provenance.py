@@ -161,6 +161,41 @@ def test_a_sweep_credits_oqmd_only_when_its_hulls_stood_on_the_shipped_table(sto
     assert provenance["own"]["sources"] is None and provenance["oqmd"]["sources"] is None  # none were asked for
 
 
+def test_a_rerun_that_skips_every_system_credits_the_sources_of_the_stored_screens(store_file, tmp_path):
+    """A rerun that finds every system stored screens none, yet its summary covers them: the provenance names the
+    sources their stored hulls stood on (and owes OQMD). ``--sources OQMD`` reads as ``oqmd`` in a store that holds
+    no entry under that spelling, and the provenance records it as the store read it."""
+    first, rerun = tmp_path / "first.json", tmp_path / "rerun.json"
+    for summary in (first, rerun):
+        result = _invoke(*SWEEP, "--sources", "OQMD", "--store", str(store_file), "--json", str(summary))
+        assert result.exit_code == 0, result.output
+    assert json.loads(first.read_text())["systems_done"] == 3
+    assert json.loads(rerun.read_text())["systems_skipped"] == 3 and json.loads(rerun.read_text())["systems_done"] == 0
+    for summary in (first, rerun):
+        provenance = json.loads(Path(f"{summary}.provenance.json").read_text())
+        assert provenance["sources"] == provenance["known_sources"] == ["oqmd"], summary.name
+        assert provenance["attribution"] == OQMD_ATTRIBUTION
+
+
+def test_a_stored_screen_made_before_hull_sources_were_recorded_is_credited_by_its_known_rows(store_file, tmp_path):
+    """A document without ``hull_sources`` (made before 2026-12-07) is read by its known rows' sources."""
+    from fh_screen.models.predictor import load_predictor
+    from fh_screen.screening import ScreenOptions
+    from fh_screen.sweep import stored_screens
+
+    result = _invoke(*SWEEP, "--store", str(store_file), "--json", str(tmp_path / "s.json"))
+    assert result.exit_code == 0, result.output
+    options = ScreenOptions(max_atoms=6)
+    predictor = load_predictor(None)
+    recorded = stored_screens(FhScreenStore.embedded(store_file), predictor, options)
+    assert recorded == {s: frozenset({"oqmd"}) for s in ("Fe-O", "Fe-Li", "Li-O")}
+    with FhScreenStore.embedded(store_file) as store:
+        older = [{k: v for k, v in doc.items() if k != "hull_sources"} for doc in store.screens.query()]
+        store.screens.update(older, key="run_id")
+        assert all("hull_sources" not in doc for doc in store.screens.query(properties=["run_id", "hull_sources"]))
+    assert stored_screens(FhScreenStore.embedded(store_file), predictor, options) == recorded
+
+
 def test_a_screen_without_its_known_rows_still_credits_the_sources_its_hull_stood_on(store_file, tmp_path):
     """--exclude-known leaves the known compositions out of the table, not out of the hull: the provenance still
     names the sources the hull stood on and owes OQMD's attribution (it named none and owed nothing), beside the

@@ -24,6 +24,7 @@ from fh_screen.sweep.runner import (
     plan_sweep,
     run_sweep,
     screen_system,
+    stored_screens,
     stored_systems,
 )
 from fh_screen.sweep.systems import (
@@ -52,6 +53,7 @@ __all__ = [
     "read_systems_file",
     "run_sweep",
     "screen_system",
+    "stored_screens",
     "stored_systems",
     "systems_from_elements",
 ]

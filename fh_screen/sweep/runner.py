@@ -54,6 +54,7 @@ __all__ = [
     "plan_sweep",
     "run_sweep",
     "screen_system",
+    "stored_screens",
     "stored_systems",
 ]
 
@@ -183,6 +184,11 @@ class SweepPlan:
     weights_sha256: str
     #: lines for the user before the sweep starts (a requested source the store holds nothing of)
     notes: list[str] = field(default_factory=list)
+    #: the sources that count for each hull as the store reads them (``OQMD`` reads as ``oqmd`` unless
+    #: entries are stored under that spelling; :func:`~fh_screen.store.query.resolve_sources`); None: every source
+    sources: tuple[str, ...] | None = None
+    #: the sources the hulls of the skipped systems' stored screens stood on
+    skipped_sources: tuple[str, ...] = ()
 
 
 @dataclass
@@ -203,8 +209,11 @@ class SweepReport:
     notes: list[str] = field(default_factory=list)
     #: systems screened (done) with no reference compound on their hull: the elements and the predictions alone
     no_reference: list[str] = field(default_factory=list)
-    #: the sources the hulls of the screened systems stood on (their provenance; not in :meth:`to_json`'s summary)
+    #: the sources the hulls of the sweep's systems stood on, screened or skipped as stored (their
+    #: provenance; not in :meth:`to_json`'s summary)
     known_sources: list[str] = field(default_factory=list)
+    #: the sources asked for, as the store read them (None: every source; not in :meth:`to_json`'s summary)
+    sources: list[str] | None = None
 
     def add(self, outcome: SystemOutcome) -> None:
         """Count one finished system."""
@@ -232,7 +241,7 @@ class SweepReport:
         """``systems_done``, ``systems_skipped``, ``systems_failed``, ``candidates``, ``seconds`` and the rest."""
         data = dataclasses.asdict(self)
         data["seconds"] = round(self.seconds, 3)
-        del data["known_sources"]  # the summary's provenance (fh_screen.exports.sweep_provenance) names them
+        del data["known_sources"], data["sources"]  # the summary's provenance (fh_screen.exports.sweep_provenance)
         return data
 
 
@@ -283,17 +292,27 @@ def stored_systems(store: FhScreenStore, predictor: Predictor, options: ScreenOp
     compound (``n_reference`` 0) counts only while the store still holds none of its system
     (a store without a reference collection: it counts).
     """
+    return set(stored_screens(store, predictor, options, keep_top, sources))
+
+
+def stored_screens(store: FhScreenStore, predictor: Predictor, options: ScreenOptions,
+                   keep_top: int | None = BULK_KEEP_TOP,
+                   sources: Sequence[str] | None = None) -> dict[str, frozenset[str]]:
+    """:func:`stored_systems`, each with the sources its stored screen's hull stood on (the
+    document's ``hull_sources``; for a document made before they were recorded, its ``sources``
+    and the sources of the known rows it kept)."""
     wanted = _options_dict(options)
     criteria = {"model_name": predictor.name, "model_version": predictor.version}
-    done: set[str] = set()
-    unanchored: set[str] = set()
+    done: dict[str, frozenset[str]] = {}
+    unanchored: dict[str, frozenset[str]] = {}
     with store:
         if sources is not None and store._reference is not None:  # OQMD reads as oqmd unless entries are stored under it
             from fh_screen.store.query import resolve_sources
 
             sources = resolve_sources(sources, lambda: store.reference.distinct("source"))
         wanted_sources = None if sources is None else sorted(sources)
-        properties = ["chemsys", "options", "weights_sha256", "keep_top", "sources", "n_reference"]
+        properties = ["run_id", "chemsys", "options", "weights_sha256", "keep_top", "sources", "n_reference",
+                      "hull_sources"]
         for doc in store.screens.query(criteria=criteria, properties=properties):
             if doc.get("weights_sha256", "") != predictor.weights_sha256 or doc.get("options") != wanted:
                 continue
@@ -303,18 +322,32 @@ def stored_systems(store: FhScreenStore, predictor: Predictor, options: ScreenOp
             kept = doc.get("keep_top")
             if kept is not None and (keep_top is None or kept < keep_top):
                 continue
-            (done if doc.get("n_reference", 1) else unanchored).add(doc["chemsys"])
-        unanchored -= done
+            hull_sources = _hull_sources(store, doc)
+            found = done if doc.get("n_reference", 1) else unanchored
+            found[doc["chemsys"]] = found.get(doc["chemsys"], frozenset()) | hull_sources
+        for system in set(unanchored) & set(done):
+            del unanchored[system]
         if unanchored and store._reference is not None and store.n_reference():
             from fh_screen.chem.candidates import MAX_SYSTEM_SIZE
             from fh_screen.store.query import criteria_for, source_criteria
 
             compounds = range(2, MAX_SYSTEM_SIZE + 1)  # as the hull reads them: compounds, outliers left out
             chosen = {} if sources is None else source_criteria(sources)
-            found = {s for s in unanchored if store.reference.count(
+            arrived = {s for s in unanchored if store.reference.count(
                 {**criteria_for(chemsys=s, nelements=compounds), **chosen, "passed_outlier_filter": True})}
-            unanchored -= found  # reference compounds arrived since: screened again
-    return done | unanchored
+            for system in arrived:  # reference compounds arrived since: screened again
+                del unanchored[system]
+    return {**unanchored, **done}
+
+
+def _hull_sources(store: FhScreenStore, doc: dict[str, Any]) -> frozenset[str]:
+    """The sources a stored screen's hull stood on: its ``hull_sources``, or for an older document
+    its ``sources`` with the ``known_source`` of the known rows it kept."""
+    if doc.get("hull_sources") is not None:
+        return frozenset(str(s) for s in doc["hull_sources"])
+    older = store.screens.query_one({"run_id": doc.get("run_id")}, properties=["candidates"]) or {}
+    kept = {row.get("known_source") for row in older.get("candidates") or [] if isinstance(row, dict)}
+    return frozenset(doc.get("sources") or []) | {s for s in kept if isinstance(s, str)}
 
 
 def _store_failure(exc: BaseException, where: str) -> SweepStoreError:
@@ -354,9 +387,10 @@ def plan_sweep(systems: Sequence[str], options: ScreenOptions = ScreenOptions(),
         store = _open_store(sweep.store_file)
         where = store.name
         notes = _absent_sources_notes(store, sweep.sources) or _empty_store_notes(store)
+        sources = _resolved_sources(store, sweep.sources)
         if sweep.redo:
-            return SweepPlan(list(systems), [], label, predictor.weights_sha256, notes)
-        done = stored_systems(store, predictor, options, sweep.keep_top, sweep.sources)
+            return SweepPlan(list(systems), [], label, predictor.weights_sha256, notes, sources)
+        done = stored_screens(store, predictor, options, sweep.keep_top, sources)
     except (ScreenServiceError, StoreFileError) as exc:
         raise _store_failure(exc, where) from None
     except FhScreenError:
@@ -365,7 +399,18 @@ def plan_sweep(systems: Sequence[str], options: ScreenOptions = ScreenOptions(),
         raise _store_failure(exc, where) from None
     pending = [s for s in systems if s not in done]
     skipped = [s for s in systems if s in done]
-    return SweepPlan(pending, skipped, label, predictor.weights_sha256, notes)
+    skipped_sources = tuple(sorted(set().union(*(done[s] for s in skipped))))
+    return SweepPlan(pending, skipped, label, predictor.weights_sha256, notes, sources, skipped_sources)
+
+
+def _resolved_sources(store: FhScreenStore, sources: Sequence[str] | None) -> tuple[str, ...] | None:
+    """``sources`` as the store reads them (:func:`~fh_screen.store.query.resolve_sources`; None: every source)."""
+    if sources is None or store._reference is None:
+        return None if sources is None else tuple(sources)
+    from fh_screen.store.query import resolve_sources
+
+    with store:
+        return tuple(resolve_sources(sources, lambda: store.reference.distinct("source")))
 
 
 def _empty_store_notes(store: FhScreenStore) -> list[str]:
@@ -565,11 +610,12 @@ def run_sweep(
     started = time.perf_counter()
     plan = plan_sweep(systems, options, sweep)
     report = SweepReport(model=plan.model, systems_total=len(systems), systems_skipped=len(plan.skipped),
-                         processes=sweep.processes, notes=list(plan.notes))
+                         processes=sweep.processes, notes=list(plan.notes), known_sources=list(plan.skipped_sources),
+                         sources=None if plan.sources is None else sorted(plan.sources))
     if on_plan is not None:
         on_plan(plan)
     work = _Work(sweep.model, str(sweep.store_file) if sweep.store_file else None, options, sweep.keep_top,
-                 plan.weights_sha256, sweep.threads, os.getpid(), sweep.save_predictions, sweep.sources)
+                 plan.weights_sha256, sweep.threads, os.getpid(), sweep.save_predictions, plan.sources)
     outcomes = _outcomes(plan.pending, work, sweep.processes, sweep.chunk_size)
     try:
         for outcome in outcomes:

@@ -247,6 +247,30 @@ def test_user_values_sit_beside_the_shipped_ones_and_are_removed_by_source(tmp_p
     assert result.exit_code == 2 and "source name" in result.output
 
 
+def test_a_fractional_formula_is_stored_and_found_as_the_composition_it_stands_for(tmp_path):
+    """``Fe0.4O0.6`` is Fe2O3: ingest keys it so (pymatgen's reduced formula keeps the fractions), the
+    formula query for Fe2O3 finds it, and it stands beside, not under, another source's Fe2O3."""
+    from typer.testing import CliRunner
+
+    from fh_screen.chem.formula import reduced_formula, whole_amounts
+    from fh_screen.cli import build_app
+
+    assert reduced_formula("Fe0.4O0.6") == reduced_formula("Fe4O6") == "Fe2O3"
+    assert reduced_formula("Li0.5Fe0.5O") == "LiFeO2" and whole_amounts("Fe0.3333O0.6667") == {"Fe": 1, "O": 2}
+    path = tmp_path / "mine.csv"
+    path.write_text("formula,dhf_ev_per_atom\nFe0.4O0.6,-1.9\nLi0.5Fe0.5O,-1.6\n")
+    db = tmp_path / "s.sqlite"
+    app = build_app()
+    result = CliRunner().invoke(app, ["ingest", str(path), "--store", str(db), "--source", "my-dft"])
+    assert result.exit_code == 0 and "inserted 2" in result.output, result.output
+    result = CliRunner().invoke(app, ["query", "-f", "Fe2O3", "--store", str(db), "--source", "my-dft", "--json", "-"])
+    assert result.exit_code == 0, result.output
+    assert "Fe2O3" in result.output and "-1.9" in result.output, result.output
+    with FhScreenStore.embedded(db) as store:
+        assert sorted(store.reference_frame()["formula"]) == ["Fe2O3", "LiFeO2"]
+        assert list(store.reference_frame(formula="Fe0.4O0.6")["dhf_ev_per_atom"]) == [-1.9]
+
+
 def _mongo_available() -> str | None:
     import shutil
 

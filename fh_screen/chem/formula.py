@@ -47,6 +47,7 @@ __all__ = [
     "parse_amounts",
     "parse_formula",
     "reduced_formula",
+    "whole_amounts",
 ]
 
 # Symbols Z = 1..118 in order (pymatgen's periodic table, written out so that importing this
@@ -357,8 +358,43 @@ def fraction_vector(composition, elements: Sequence[str] = DEFAULT_ELEMENTS) -> 
 
 
 def reduced_formula(formula: str) -> str:
-    """pymatgen's reduced formula (``Fe2O3`` for ``Fe4O6``, ``H10CuS O9`` for ``CuSO4·5H2O``)."""
-    return parse_formula(formula, ALL_ELEMENT_SYMBOLS).reduced_formula
+    """pymatgen's reduced formula (``Fe2O3`` for ``Fe4O6``, ``H10CuS O9`` for ``CuSO4·5H2O``); fractional
+    amounts are first read as the smallest whole numbers in their ratio (:func:`whole_amounts`), so
+    ``Fe0.4O0.6`` is ``Fe2O3`` too (pymatgen keeps ``Fe0.4O0.6``): one key per composition."""
+    composition = parse_formula(formula, ALL_ELEMENT_SYMBOLS)
+    amounts = _amounts_of(composition)
+    if all(float(a).is_integer() for a in amounts.values()):
+        return composition.reduced_formula
+    from pymatgen.core import Composition
+
+    return Composition(_whole_ratio(amounts)).reduced_formula
+
+
+def whole_amounts(formula: str) -> dict[str, int] | None:
+    """A formula's element amounts as the smallest whole numbers in the same ratio (fractional amounts
+    read to 1/1000: ``Fe0.4O0.6`` is ``{Fe: 2, O: 3}``); None when it cannot be read or has no element."""
+    amounts = _amounts_fast(formula.strip())
+    if amounts is None:
+        try:
+            amounts = _amounts_of(parse_formula(formula))
+        except FormulaError:
+            return None
+    return _whole_ratio(amounts) or None
+
+
+def _whole_ratio(amounts: dict[str, float]) -> dict[str, int]:
+    """The positive ``amounts`` as the smallest whole numbers in the same ratio (to 1/1000)."""
+    import math
+    from fractions import Fraction
+
+    fractions = {s: Fraction(a).limit_denominator(1000) for s, a in amounts.items() if a > 0}
+    fractions = {s: f for s, f in fractions.items() if f > 0}
+    if not fractions:
+        return {}
+    scale = math.lcm(*(f.denominator for f in fractions.values()))
+    whole = {s: int(f * scale) for s, f in fractions.items()}
+    divisor = math.gcd(*whole.values())
+    return {s: n // divisor for s, n in whole.items()}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -31,7 +31,6 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -39,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from fh_screen.chem.candidates import count_candidates, enumerate_counts, formulas_from_counts, parse_chemsys, reduce_counts
-from fh_screen.chem.formula import ELEMENTS_ABSENT_FROM_OQMD, FormulaError, _amounts_fast, _amounts_of, parse_formula, reduced_formula
+from fh_screen.chem.formula import ELEMENTS_ABSENT_FROM_OQMD, reduced_formula, whole_amounts
 from fh_screen.chem.hull import QHULL_MAX_ELEMENTS, hull_energies, lower_hull_energies, probability_within
 from fh_screen.chem.oxidation import charge_balanced
 from fh_screen.run_ids import new_run_id
@@ -125,24 +124,6 @@ def mixed_sources_note(known: pd.DataFrame, anchor_source: str = "oqmd") -> str:
             f"{anchor_source}'s alone")
 
 
-def _integer_amounts(formula: str) -> dict[str, int] | None:
-    """A formula's element amounts as the smallest whole numbers in the same ratio (fractional amounts read
-    to 1/1000: ``Fe0.4O0.6`` is ``{Fe: 2, O: 3}``); None when it cannot be read or has no element."""
-    amounts = _amounts_fast(formula.strip())
-    if amounts is None:
-        try:
-            amounts = _amounts_of(parse_formula(formula))
-        except FormulaError:
-            return None
-    fractions = {s: Fraction(a).limit_denominator(1000) for s, a in amounts.items() if a > 0}
-    if not fractions:
-        return None
-    scale = math.lcm(*(f.denominator for f in fractions.values()))
-    whole = {s: int(f * scale) for s, f in fractions.items()}
-    divisor = math.gcd(*whole.values())
-    return {s: n // divisor for s, n in whole.items()}
-
-
 def _key_formula(key: tuple[tuple[str, int], ...]) -> str:
     """The reduced formula of a :func:`_composition_key`."""
     return reduced_formula("".join(f"{element}{n}" for element, n in key))
@@ -151,7 +132,7 @@ def _key_formula(key: tuple[tuple[str, int], ...]) -> str:
 def _composition_key(formula: str) -> tuple[tuple[str, int], ...] | None:
     """One key per composition, as :func:`known_counts` reads a formula (``Fe0.4O0.6``, ``Fe4O6`` and
     ``Fe2O3`` share one); None for a formula that cannot be read."""
-    amounts = _integer_amounts(formula)
+    amounts = whole_amounts(formula)
     return None if amounts is None else tuple(sorted(amounts.items()))
 
 
@@ -173,7 +154,7 @@ def known_counts(known: pd.DataFrame | None, chemsys: Sequence[str]) -> tuple[np
     for formula, dhf in zip(known["formula"].astype(str), pd.to_numeric(known["dhf_ev_per_atom"], errors="coerce")):
         if not math.isfinite(dhf):
             continue
-        amounts = _integer_amounts(formula)
+        amounts = whole_amounts(formula)
         if amounts is None or len(amounts) < 2 or any(s not in index for s in amounts):
             continue
         row = [0] * k

@@ -20,10 +20,12 @@ the atoms; formulas are at most :data:`MAX_FORMULA_LENGTH` characters.
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from functools import lru_cache
 
 import numpy as np
@@ -384,9 +386,6 @@ def whole_amounts(formula: str) -> dict[str, int] | None:
 
 def _whole_ratio(amounts: dict[str, float]) -> dict[str, int]:
     """The positive ``amounts`` as the smallest whole numbers in the same ratio (to 1/1000)."""
-    import math
-    from fractions import Fraction
-
     fractions = {s: Fraction(a).limit_denominator(1000) for s, a in amounts.items() if a > 0}
     fractions = {s: f for s, f in fractions.items() if f > 0}
     if not fractions:

@@ -75,7 +75,7 @@ def test_a_legacy_mixed_case_source_is_removed_by_name_and_the_owned_ones_are_no
     again = runner.invoke(build_app(), ["ingest", "--remove-source", "OQMD", *legacy_store])
     assert again.exit_code == 2 and again.output.count("\n") == 1 and "is not removed by hand" in again.output
     removed = runner.invoke(build_app(), ["ingest", "--remove-source", "MyLab", *legacy_store])
-    assert removed.exit_code == 0 and "removed 1 reference entries of source 'mylab'" in removed.output
+    assert removed.exit_code == 0 and "removed 1 reference entry of source 'mylab'" in removed.output
     # the Python API: the same rule for a source of results brought back (chgnet)
     with FhScreenStore.from_settings() as store:
         with pytest.raises(SourceOwnedError, match="are not removed by hand"):

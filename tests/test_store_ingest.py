@@ -263,6 +263,8 @@ def test_a_fractional_formula_is_stored_and_found_as_the_composition_it_stands_f
     app = build_app()
     result = CliRunner().invoke(app, ["ingest", str(path), "--store", str(db), "--source", "my-dft"])
     assert result.exit_code == 0 and "inserted 2" in result.output, result.output
+    # the summary names the reference collection and counts its entries in words that agree
+    assert f"sqlite://{db}/reference holds 2 reference entries" in " ".join(result.output.split()), result.output
     result = CliRunner().invoke(app, ["query", "-f", "Fe2O3", "--store", str(db), "--source", "my-dft", "--json", "-"])
     assert result.exit_code == 0, result.output
     assert "Fe2O3" in result.output and "-1.9" in result.output, result.output

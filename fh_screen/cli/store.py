@@ -33,6 +33,16 @@ class Kind(str, Enum):
     both = "both"
 
 
+def _entries(n: int) -> str:
+    """``1 reference entry``, ``2 reference entries``."""
+    return f"{n:,} reference {'entry' if n == 1 else 'entries'}"
+
+
+def _holds(store) -> str:
+    """What the store's reference collection holds now, naming it (``sqlite://s.db/reference holds 3 reference entries``)."""
+    return f"{store.reference_name} holds {_entries(store.n_reference())}"
+
+
 def _open_store(store_file: Optional[Path], read_only: bool, must_exist: Optional[bool] = None, fill: bool = True):
     """The store of ``--store FILE`` or the configured one; ``must_exist`` (default: ``read_only``) refuses,
     in one line, a store file that is not there (and would not be filled from the shipped table; with
@@ -93,8 +103,8 @@ def ingest_command(
         # only a store that exists holds entries to remove: none is made (nor filled with the shipped table)
         with _open_store(store_file, read_only=False, must_exist=True, fill=False) as store:
             n_removed = store.remove_source(remove_source)
-            console().print(f"removed {n_removed:,} reference entries of source {remove_source!r}; store "
-                            f"{store.name} holds {store.n_reference():,} entries", highlight=False, soft_wrap=True)
+            console().print(f"removed {_entries(n_removed)} of source {remove_source!r}; "
+                            f"{_holds(store)}", highlight=False, soft_wrap=True)
         return
     if path is None:
         fail("give a PATH to ingest (or --remove-source NAME)")
@@ -126,7 +136,7 @@ def ingest_command(
             out.print(f"updated {formula}: {old:.4f} → {new:.4f} eV/atom", highlight=False, soft_wrap=True)
         if report.updated > len(report.updated_examples):
             out.print(f"… and {report.updated - len(report.updated_examples)} more updated", highlight=False, soft_wrap=True)
-        out.print(f"{report.summary()}; store {store.name} holds {store.n_reference():,} entries", highlight=False, soft_wrap=True)
+        out.print(f"{report.summary()}; {_holds(store)}", highlight=False, soft_wrap=True)
 
 
 def query_command(

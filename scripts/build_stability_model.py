@@ -62,13 +62,14 @@ def cmd_examples(args) -> None:
             train = pd.concat([train, half], ignore_index=True)
         known, hidden = _set(train), _set(val)
     from fh_screen.screening import ScreenOptions
+    from fh_screen.screening.options import NO_STABILITY_MODEL
 
     predictor = Predictor.from_name(args.model)
     # the features do not depend on the classifier being built: screen without one (a shipped file
     # of another feature set would not load while the next one is being built). The rows of the
     # cascade's P(stable) head that the screen's model refines are picked by the fixed head
     # classifier (fh_screen.screening.stability.STABILITY_HEAD_MODEL_PATH), as in every screen
-    options = ScreenOptions(stability_model=str(Path(args.work) / "no-classifier.json"))
+    options = ScreenOptions(stability_model=NO_STABILITY_MODEL)
     started = time.perf_counter()
     examples = protocol_examples(known, hidden, predictor, n_systems=args.systems, seed=args.seed, skip=args.skip,
                                  options=options,

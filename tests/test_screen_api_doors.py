@@ -144,6 +144,39 @@ def test_a_bad_option_is_one_screen_error_in_every_door(options, words):
     assert words in _one_line(made.value) and _one_line(made.value) == _one_line(mapped.value) == _one_line(job.value)
 
 
+@pytest.mark.parametrize("given, words", [
+    ("missing.json", "no P(stable) classifier at"),
+    ("folder", "it is a folder"),
+    ("not-json.json", "not a P(stable) classifier file"),
+    ("other.json", "missing field 'feature_names'"),
+])
+def test_a_stability_model_that_is_no_classifier_is_refused_not_swapped_for_the_fallback(tmp_path, given, words):
+    """A typo in ``stability_model`` used to screen quietly with the σ-only fallback (another P(stable), another
+    short list); ``"none"`` asks for that fallback by name."""
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "not-json.json").write_text("{not json")
+    (tmp_path / "other.json").write_text('{"bad": 1}')
+    options = {"stability_model": str(tmp_path / given)}
+    with pytest.raises(ScreenError) as made:
+        ScreenOptions(**options)
+    with pytest.raises(PrescreenError) as job:
+        PrescreenMaker(screen_options=options)
+    assert words in _one_line(made.value) and str(tmp_path / given) in _one_line(made.value)
+    assert _one_line(made.value) == _one_line(job.value)
+
+
+def test_the_fallback_by_name_and_the_shipped_classifier_by_its_path_screen_as_documented():
+    from fh_screen.screening.stability import STABILITY_MODEL_PATH
+
+    shipped = screen("Li-O", predictor="paper", save=False)
+    by_path = screen("Li-O", predictor="paper", save=False, options=ScreenOptions(stability_model=str(STABILITY_MODEL_PATH)))
+    fallback = screen("Li-O", predictor="paper", save=False, options=ScreenOptions(stability_model="none"))
+    assert by_path.table["p_stable"].tolist() == shipped.table["p_stable"].tolist()
+    assert shipped.stability_model is not None and fallback.stability_model is None
+    new = ~fallback.table["is_known"]  # paper has no σ: the σ-only fallback has no probability to give
+    assert fallback.table.loc[new, "p_stable"].isna().all() and shipped.table.loc[new, "p_stable"].notna().all()
+
+
 def test_a_size_limit_is_the_same_error_in_screen_and_in_the_maker():
     options = {"max_atoms": 20, "max_candidates": 10}
     with pytest.raises(ScreenError) as api:

@@ -53,6 +53,7 @@ from fh_screen.screening.stability import (
     candidate_features,
     known_p_stable,
     load_stability_model,
+    stability_classifier,
     smact_valid_mask,
 )
 
@@ -368,7 +369,7 @@ def _screen(chemsys: str | Sequence[str], *, predictor: Predictor | None, known:
     index = analogues if analogues is not None else load_analogue_index()
     substitutions, patterns = analogue_counts(counts, system, index)
     smact = smact_valid_mask(counts, system)
-    classifier = _stability_model(options)
+    classifier = stability_classifier(options)
 
     def place() -> _Placement:
         return _place(counts, system, is_known=is_known, known_value=known_value, dhf_pred=dhf_pred, std=std,
@@ -592,11 +593,6 @@ def _unrefined_head(scores: _Scores, is_known: np.ndarray, refined: np.ndarray, 
     head[new[np.argsort(-p, kind="stable")[:size]]] = True
     head |= scores.selected
     return np.flatnonzero(head & ~refined)
-
-
-def _stability_model(options: ScreenOptions) -> StabilityModel | None:
-    """The P(stable) classifier of ``options`` (the shipped one unless a path is given)."""
-    return load_stability_model(options.stability_model) if options.stability_model else load_stability_model()
 
 
 def _p_stable(model: StabilityModel | None, features: np.ndarray, is_known: np.ndarray, e_known: np.ndarray,

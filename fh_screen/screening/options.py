@@ -14,7 +14,7 @@ from fh_screen.chem.candidates import DEFAULT_MAX_ATOMS, MAX_ATOMS_LIMIT
 from fh_screen.errors import FhScreenError
 from fh_screen.screening.probability import DEFAULT_PREFILTER_MODEL, DEFAULT_REFINE_TOP
 
-__all__ = ["DEFAULT_MAX_CANDIDATES", "DEFAULT_SELECT_P_MIN", "ScreenError", "ScreenOptions"]
+__all__ = ["DEFAULT_MAX_CANDIDATES", "DEFAULT_SELECT_P_MIN", "NO_STABILITY_MODEL", "ScreenError", "ScreenOptions"]
 
 #: Largest enumeration a screen runs without ``force``: a senary system at the default 20
 #: atoms (221,155 candidates) still fits, a septenary one (~865,000) needs ``--force`` or a
@@ -24,6 +24,10 @@ DEFAULT_MAX_CANDIDATES = 250_000
 #: ``selected`` (without a DFT budget): new candidates with at least this ``p_stable``; the short
 #: list a chemist would sign (chosen on val by ``fh-screen evaluate --study claims``, docs/claims.md).
 DEFAULT_SELECT_P_MIN = 0.3
+
+#: ``stability_model`` spelling for "no classifier": ``p_stable`` is the σ-only ``P(E_hull < window)``
+#: (how ``scripts/build_stability_model.py`` screens the examples it fits a classifier on)
+NO_STABILITY_MODEL = "none"
 
 
 class ScreenError(FhScreenError):
@@ -55,7 +59,8 @@ class ScreenOptions:
     candidates with ``p_stable`` at least this (the short list), or with ``dft_budget = N`` the
     ``N`` of highest ``p_stable`` (the most expected discoveries for ``N`` calculations);
     ``stability_model``: path of a P(stable) classifier JSON (None: the shipped one,
-    :mod:`fh_screen.screening.stability`). Charge neutrality is off by default: as a
+    :mod:`fh_screen.screening.stability`; ``"none"``: no classifier, the σ-only fallback below;
+    a path that is not a classifier file is refused). Charge neutrality is off by default: as a
     filter it drops 32 % of the stable compounds; the ranking's prior weighs it instead.
     ``refine_top``/``prefilter_model``: with a slow model (the attention ensemble), every new
     candidate is first scored with the fast ``prefilter_model`` and only the best ``refine_top``
@@ -115,6 +120,13 @@ class ScreenOptions:
         top = self.refine_top
         if top is not None and (isinstance(top, bool) or not isinstance(top, int) or top < 1):
             raise ScreenError(f"refine_top must be a positive integer or None (the model on every candidate), got {top!r}")
+        if self.stability_model is not None and self.stability_model != NO_STABILITY_MODEL:
+            from fh_screen.screening.stability import read_stability_model
+
+            try:  # a typo must not quietly swap the classifier for the σ-only fallback
+                read_stability_model(self.stability_model)
+            except ValueError as exc:
+                raise ScreenError(f"stability_model: {exc}") from None
 
 
 def _option_error(exc: ValidationError) -> ScreenError:

@@ -40,7 +40,9 @@ __all__ = [
     "TreeEnsemble",
     "candidate_features",
     "load_stability_model",
+    "read_stability_model",
     "smact_valid_mask",
+    "stability_classifier",
 ]
 
 #: The classifier shipped with the package (fitted on train.csv only).
@@ -403,11 +405,48 @@ class StabilityModel:
 
 @lru_cache(maxsize=4)
 def load_stability_model(path: str | Path = STABILITY_MODEL_PATH) -> StabilityModel | None:
-    """The classifier at ``path`` (the shipped one by default); None when the file is absent."""
+    """The classifier at ``path`` (the shipped one by default); None when the file is absent.
+
+    A screen given a path reads it with :func:`read_stability_model`, which refuses a missing or bad file.
+    """
     path = Path(path)
     if not path.exists():
         return None
     return StabilityModel.from_json(json.loads(path.read_text()))
+
+
+def read_stability_model(path: str | Path) -> StabilityModel:
+    """The classifier at ``path``; a missing, unreadable or malformed file raises ``ValueError`` with one
+    line naming the file and what is wrong (:class:`~fh_screen.screening.options.ScreenError` at the doors)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ValueError(f"no P(stable) classifier at {path}: "
+                         f"{'it is a folder' if path.is_dir() else 'no such file'} (give a classifier JSON file, "
+                         f"as scripts/build_stability_model.py writes)")
+    try:
+        model = load_stability_model(path)
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        what = f"missing field {exc}" if isinstance(exc, KeyError) else " ".join(str(exc).split())[:200]
+        raise ValueError(f"not a P(stable) classifier file: {path} ({what})") from None
+    if model is None:  # pragma: no cover - removed between the two checks
+        raise ValueError(f"no P(stable) classifier at {path}")
+    return model
+
+
+def stability_classifier(options) -> StabilityModel | None:
+    """The P(stable) classifier of a screen's :class:`~fh_screen.screening.options.ScreenOptions`: the shipped
+    one, the file ``options.stability_model`` names (a bad one is a one-line ``ScreenError``), or None for
+    ``"none"`` (the σ-only fallback)."""
+    from fh_screen.screening.options import NO_STABILITY_MODEL, ScreenError
+
+    if options.stability_model == NO_STABILITY_MODEL:
+        return None
+    if options.stability_model:
+        try:
+            return read_stability_model(options.stability_model)
+        except ValueError as exc:  # the file changed since the options were made
+            raise ScreenError(f"stability_model: {exc}") from None
+    return load_stability_model()
 
 
 def known_p_stable(e_above_known_hull_ev_per_atom: np.ndarray, tolerance_ev_per_atom: float = 1e-3) -> np.ndarray:

@@ -342,9 +342,9 @@ def evaluate_claims(predictor: Predictor, train_path: str | Path, val_path: str 
     examples = protocol_examples(_frame_set(train), _frame_set(val), predictor, n_systems=n_systems, seed=seed,
                                  options=options,
                                  progress=lambda i, n: step(f"claims: {i}/{n} systems") if i % 25 == 0 else None)
-    from fh_screen.screening.stability import FEATURE_NAMES, load_stability_model
+    from fh_screen.screening.stability import FEATURE_NAMES, stability_classifier
 
-    model = load_stability_model(options.stability_model) if options.stability_model else load_stability_model()
+    model = stability_classifier(options)
     p = model.p_stable(examples.features) if model is not None else np.full(len(examples.label), np.nan)
     metrics = claims_metrics(examples, p, select_p_min=options.select_p_min, dft_budget=options.dft_budget)
     metrics["reliability_within_factor_2"] = reliability_ok(metrics)

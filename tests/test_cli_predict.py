@@ -76,6 +76,20 @@ def test_csv_round_trip_keeps_columns_and_bad_rows(runner, tmp_path, oqmd_train_
     assert np.mean(np.abs(out["dhf_pred_ev_per_atom"].iloc[:200] - sample["target"])) < 0.3
 
 
+def test_a_file_predicted_again_by_a_model_without_sigma_keeps_no_earlier_sigma(runner, tmp_path, oqmd_train_raw):
+    """The σ column of an earlier model's predictions must not stand beside another model's values."""
+    source, first, second = tmp_path / "in.csv", tmp_path / "first.csv", tmp_path / "second.csv"
+    pd.DataFrame({"formula": oqmd_train_raw["formula"].head(5), "id": range(5)}).to_csv(source, index=False)
+    assert invoke(runner, "predict", "--input", str(source), "--output", str(first)).exit_code == 0
+    assert pd.read_csv(first)["dhf_std_ev_per_atom"].notna().all()  # the default ensemble gives σ
+    result = invoke(runner, "predict", "--input", str(first), "--output", str(second), "--model", "paper")
+    assert result.exit_code == 0, result.output
+    out = pd.read_csv(second)
+    assert set(out["model"]) == {"paper@1"} and out["dhf_std_ev_per_atom"].isna().all()
+    expected = Predictor.from_name("paper").predict_formulas(out["formula"].tolist()).dhf_ev_per_atom
+    np.testing.assert_allclose(out["dhf_pred_ev_per_atom"], expected, rtol=1e-6)
+
+
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [

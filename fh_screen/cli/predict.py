@@ -76,6 +76,8 @@ def _with_predictions(frame, result, predictor):
     frame["dhf_pred_ev_per_atom"] = result.dhf_ev_per_atom
     if result.dhf_std_ev_per_atom is not None:
         frame["dhf_std_ev_per_atom"] = result.dhf_std_ev_per_atom
+    elif "dhf_std_ev_per_atom" in frame.columns:  # an earlier model's σ (a file predicted before): none of this one's
+        frame["dhf_std_ev_per_atom"] = float("nan")
     frame["out_of_domain"] = result.out_of_domain
     frame["error"] = [e or "" for e in result.errors]
     frame["model"] = f"{predictor.name}@{predictor.version}"

@@ -286,6 +286,7 @@ def read_csv_any(path: str | Path, **kwargs) -> pd.DataFrame:
 
     path = Path(path)
     text = read_text(path)
+    _refuse_cut_off(text, path)
     options = {"keep_default_na": False, "na_values": [""], **kwargs}
     lone_cr = text.count("\r") != text.count("\r\n")  # CRLF line ends alone suit the C tokenizer
     if (lone_cr or "\x00" in text) and options.get("engine") != "python":
@@ -294,6 +295,32 @@ def read_csv_any(path: str | Path, **kwargs) -> pd.DataFrame:
         return pd.read_csv(io.StringIO(text, newline=""), **options)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, csv.Error, ValueError) as exc:
         raise DataError(f"cannot read {path}: {one_line(exc, first_line=True)}") from None
+
+
+def _refuse_cut_off(text: str, path: Path) -> None:
+    """Raise :class:`DataError` when the file looks cut off (a copy or download stopped mid-write): its
+    last line has no line end and stops inside a number (``-1.``, ``2e``), an open quote or right after a
+    separator, or has fewer fields than the header. Such a value (``-1.`` for ``-1.7``) would be read as a whole one."""
+    import csv
+    import re
+
+    if not text or text.endswith(("\n", "\r")):
+        return
+    lines = re.split(r"\r\n|\r|\n", text.lstrip("\ufeff"))
+    if len(lines) < 2:
+        return
+    last = lines[-1]
+    try:
+        header_fields = next(csv.reader([lines[0]]))
+        fields = next(csv.reader([last], strict=True))
+    except (csv.Error, StopIteration):
+        fields = None
+    cut = (fields is None or last.count('"') % 2 == 1 or len(fields) < len(header_fields) or fields[-1] == ""
+           or any(re.fullmatch(r"[-+]?(\d+\.|\d*\.?\d+[eE][-+]?|[-+.])", f.strip()) for f in fields))
+    if cut:
+        shown = last if len(last) <= 60 else last[:57] + "..."
+        raise DataError(f"{path} looks cut off: its last line {shown!r} has no line end and ends mid-line; "
+                        f"complete the file (end it with a line break if that line is whole)")
 
 
 def _first_line(text: str) -> str:

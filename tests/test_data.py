@@ -102,6 +102,31 @@ def test_bad_files_give_one_line_errors(tmp_path, content, suffix, fragment):
     assert "\n" not in str(excinfo.value)
 
 
+@pytest.mark.parametrize("cut_at", ["-1.", "-1", "-1.7e", "", '"Li'])
+def test_a_file_cut_off_mid_line_is_refused_and_a_whole_last_line_without_line_end_is_read(
+        oqmd_slice_csv, tmp_path, cut_at):
+    """A copy stopped mid-write (``LiFeO2,-1.`` of ``LiFeO2,-1.7``) must not be read as whole values; a complete
+    last line without a line break is whole. Every door reads files this way (ingest, predict, finetune)."""
+    from fh_screen.data import read_csv_any
+
+    text = oqmd_slice_csv.read_text().rstrip("\n")
+    head, last = text.rsplit("\n", 1)
+    whole = tmp_path / "whole.csv"
+    whole.write_text(text)  # no line end after the last line, which is whole
+    expected, _ = load_oqmd_csv(oqmd_slice_csv)
+    frame, _ = load_oqmd_csv(whole)
+    pd.testing.assert_frame_equal(frame.reset_index(drop=True), expected.reset_index(drop=True))
+    formula = last.split(",")[0]
+    cut = tmp_path / "cut.csv"
+    cut.write_text(f"{head}\n{cut_at if cut_at.startswith(chr(34)) else formula + ',' + cut_at}"
+                   if cut_at != "-1" else f"{head}\n{formula}")  # "-1": a line cut before its value
+    with pytest.raises(DataError, match="looks cut off") as excinfo:
+        read_csv_any(cut)
+    assert "\n" not in str(excinfo.value) and "cut.csv" in str(excinfo.value)
+    with pytest.raises(DataError, match="looks cut off"):
+        load_oqmd_csv(cut)
+
+
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(DataError, match="not found: .*nothing.csv"):
         load_oqmd(tmp_path / "nothing.csv")

@@ -159,6 +159,20 @@ def test_console_script_runs():
     assert "NaCl" in completed.stdout
 
 
+def test_a_reader_that_closes_the_pipe_ends_the_command_quietly(tmp_path, oqmd_train_raw):
+    """``fh-screen predict --output - | head -1``: no ``error: Broken pipe`` and no traceback, exit code 141
+    (128 + SIGPIPE, what a shell reports for ``yes | head``), as Unix tools end."""
+    source = tmp_path / "in.csv"
+    oqmd_train_raw[["formula"]].head(20000).to_csv(source, index=False)  # far more than a pipe's buffer
+    process = subprocess.Popen([sys.executable, "-m", "fh_screen.cli", "predict", "--input", str(source), "--output",
+                                "-", "--model", "paper"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = process.stdout.readline()
+    process.stdout.close()  # the reader is gone
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 141, stderr
+    assert first.startswith(b"formula,") and stderr == "", stderr
+
+
 def test_public_names_are_functions_even_after_submodule_imports():
     import fh_screen.models.predictor  # noqa: F401 - importing submodules must not shadow the functions
     import fh_screen.screening  # noqa: F401

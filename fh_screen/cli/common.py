@@ -7,7 +7,7 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from fh_screen.errors import FhScreenError, one_line
 from fh_screen import io
@@ -164,6 +164,26 @@ def write_csv(frame, path: str | Path, **to_csv_kwargs) -> None:
     atomic_write(Path(path).expanduser(), lambda tmp: frame.to_csv(tmp, **options))
 
 
+#: exit code of a command whose standard output was closed by its reader (128 + SIGPIPE, as a shell
+#: reports ``yes | head``)
+STDOUT_CLOSED_EXIT_CODE = 141
+
+
+def stdout_closed() -> NoReturn:
+    """End the command quietly because its reader closed standard output (``fh-screen ... | head``):
+    no message (the reader wanted no more), exit code :data:`STDOUT_CLOSED_EXIT_CODE`."""
+    import os
+    import sys
+
+    import typer
+
+    try:  # what is still buffered would fail again when the interpreter flushes at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # pragma: no cover - a stdout without a file descriptor
+        pass
+    raise typer.Exit(STDOUT_CLOSED_EXIT_CODE)
+
+
 def one_line_errors(function: F) -> F:
     """Turn fh-screen's user-facing errors (and OS errors) into one line and exit code 2.
 
@@ -182,6 +202,8 @@ def one_line_errors(function: F) -> F:
                 return function(*args, **kwargs)
             except FhScreenError as exc:
                 fail(one_line(exc, first_line=True))
+            except BrokenPipeError:  # the reader went away (| head): stop quietly, as Unix tools do
+                stdout_closed()
             except OSError as exc:
                 where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
                 fail(f"{exc.strerror or exc}{where}")

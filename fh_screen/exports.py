@@ -112,7 +112,7 @@ def export_provenance(result: ScreenResult, options: Any = None) -> dict[str, An
 
 
 def stored_screen_provenance(doc: Any) -> dict[str, Any]:
-    """:func:`export_provenance` of a stored screen (a ``ScreenDoc``), for ``fh-screen query --run ID --csv``.
+    """:func:`export_provenance` of a stored screen (a ``ScreenDoc``), for ``fh-screen query --run ID --csv/--json``.
 
     The known sources are those the screen's hull stood on (``hull_sources``; for a document made before
     2026-12-07, the kept candidates' ``known_source`` values and the document's ``sources`` when it chose
@@ -122,12 +122,40 @@ def stored_screen_provenance(doc: Any) -> dict[str, Any]:
     provenance: dict[str, Any] = {
         "run_id": doc.run_id, "fh_screen_version": doc.fh_screen_version, "chemsys": doc.chemsys,
         "model": f"{doc.model_name}@{doc.model_version}", "model_weights_sha256": doc.weights_sha256,
+        "prefilter": doc.prefilter, "stability_model": doc.stability_model,
+        "stability_head_model": doc.stability_head_model,
         "options": doc.options, "n_candidates": doc.n_candidates, "n_known": doc.n_reference,
         "keep_top": doc.keep_top, "reference": doc.reference,
         "known_sources": sorted(_stored_sources(doc.sources, rows, doc.hull_sources)),
+        "notes": [problem.message for problem in doc.problems if problem.stage == "screen"],
         "created_at": doc.created_at.isoformat() if doc.created_at else None,
     }
     return _completed(provenance)
+
+
+def store_query_provenance(frame: Any, filters: dict[str, Any], kind: str) -> dict[str, Any]:
+    """What the rows of ``fh-screen query --csv/--json`` (reference entries, predictions or both) came from.
+
+    The filters as asked, the kind, the fh-screen version, the number of rows, the sources of the
+    reference rows and the models (``name@version``) of the predicted ones, and OQMD's attribution
+    when a row comes from the shipped table (``source`` ``oqmd``).
+    """
+    from fh_screen.version import __version__
+
+    sources = sorted({str(s) for s in frame["source"].dropna()}) if "source" in frame else []
+    models: list[str] = []
+    if "model_name" in frame and "model_version" in frame:
+        named = frame[["model_name", "model_version"]].dropna()
+        models = sorted({f"{name}@{version}" for name, version in zip(named["model_name"], named["model_version"])})
+    provenance: dict[str, Any] = {
+        "fh_screen_version": __version__, "kind": kind,
+        "filters": {key: value for key, value in filters.items() if value is not None},
+        "n_rows": int(len(frame)), "known_sources": sources, "models": models,
+    }
+    provenance["columns"] = "docs/store.md (the collections' fields)"
+    if "oqmd" in sources:
+        provenance["attribution"] = OQMD_ATTRIBUTION
+    return provenance
 
 
 def top_candidates_provenance(rows: list[dict], filters: dict[str, Any], screens: Any = ()) -> dict[str, Any]:

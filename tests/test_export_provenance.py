@@ -236,3 +236,30 @@ def test_entries_with_fractional_formulas_are_credited_to_their_source():
     assert rows.loc["Fe2O3", "known_dhf_ev_per_atom"] == pytest.approx(-1.7) and rows.loc["Fe2O3", "known_source"] == "frac"
     assert rows.loc["FeO", "known_source"] == "frac" and result.known_sources() == ["frac"]
     assert any("Fe2O3 frac -1.700 < oqmd -1.600" in w for w in result.warnings)  # the methods-mix note names it
+
+
+def test_a_query_of_reference_entries_exported_carries_oqmd_s_credit_only_for_its_rows(store_file, tmp_path):
+    """``query --kind reference --csv/--json`` exports raw OQMD values (CC-BY 4.0): the provenance beside the files
+    names the filters, the sources of the rows and OQMD's attribution; rows of the user's own source owe none."""
+    from fh_screen.store import ReferenceEntryDoc
+
+    FhScreenStore.embedded(store_file).connect().close()  # every collection, as fh-screen makes a store
+    csv_path, json_path = tmp_path / "ref.csv", tmp_path / "ref.json"
+    result = _invoke("query", "-c", "Li-O", "--kind", "reference", "--store", str(store_file), "--csv", str(csv_path),
+                     "--json", str(json_path))
+    assert result.exit_code == 0 and result.output.count("its provenance beside it") == 2, result.output
+    rows = pd.read_csv(csv_path)
+    for path in (csv_path, json_path):
+        provenance = json.loads(Path(f"{path}.provenance.json").read_text())
+        assert provenance["kind"] == "reference" and provenance["filters"] == {"chemsys": "Li-O"}
+        assert provenance["n_rows"] == len(rows) > 0 and provenance["known_sources"] == ["oqmd"] == sorted(set(rows["source"]))
+        assert provenance["attribution"] == OQMD_ATTRIBUTION and provenance["fh_screen_version"] == __version__
+    with FhScreenStore.embedded(store_file) as store:
+        store.reference.update([ReferenceEntryDoc.from_formula("Li2O2", -1.1, source="my-dft").model_dump()],
+                               key=["formula", "source"])
+    mine = tmp_path / "mine.csv"
+    result = _invoke("query", "-c", "Li-O", "--source", "my-dft", "--store", str(store_file), "--csv", str(mine))
+    assert result.exit_code == 0, result.output
+    provenance = json.loads(Path(f"{mine}.provenance.json").read_text())
+    assert provenance["known_sources"] == ["my-dft"] and "attribution" not in provenance
+    assert provenance["filters"] == {"chemsys": "Li-O", "source": "my-dft"}

@@ -38,9 +38,18 @@ def test_query_run_csv_equals_the_screen_s_own_csv(settings_home):
                                  own["model"][~own["refined"]].iloc[0]}
     # both files carry the same provenance beside them: the run, the model and its weights, the options
     first, second = (json.loads((settings_home / f"{name}.csv.provenance.json").read_text()) for name in ("screen", "stored"))
-    for key in ("run_id", "chemsys", "model", "model_weights_sha256", "options", "n_candidates", "known_sources"):
+    for key in ("run_id", "chemsys", "model", "model_weights_sha256", "prefilter", "stability_model",
+                "stability_head_model", "options", "n_candidates", "known_sources", "notes"):
         assert first[key] == second[key], key
+    assert first.get("attribution") == second.get("attribution")
     assert first["run_id"] == run_id and first["options"]["refine_top"] == 20
+    assert first["prefilter"].startswith("paper@") and first["stability_model"].startswith("stability@")
+    assert first["stability_head_model"].startswith("stability@") and first["notes"]  # e.g. where known phases come from
+    # the stored document as JSON carries the same provenance beside it
+    as_json = runner.invoke(build_app(), ["query", "--run", run_id, "--json", str(settings_home / "stored.json")])
+    assert as_json.exit_code == 0 and "its provenance beside it" in as_json.output, as_json.output
+    assert json.loads((settings_home / "stored.json.provenance.json").read_text()) == second
+    assert json.loads((settings_home / "stored.json").read_text())["stability_model"] == first["stability_model"]
 
 
 def test_two_outputs_naming_one_file_are_refused_before_any_work(settings_home):

@@ -120,12 +120,16 @@ def show_run(run_id: str, *, store_file: Optional[Path] = None, limit: int = 50,
             fail(f"no screen with run id {run_id!r}: no screen has been saved in {store.screens.name}")
         doc = store.get_screen(run_id)
     out = status_console(json_path, csv_path)
+    from fh_screen.exports import provenance_path, stored_screen_provenance
+
     if json_path is not None:
         write_text_output(doc.model_dump_json(indent=1) + "\n", json_path)
         if not is_stdout(json_path):
-            out.print(f"wrote screen {doc.run_id} to {json_path}", highlight=False)
+            write_json_file(stored_screen_provenance(doc), provenance_path(json_path))
+            out.print(f"wrote screen {doc.run_id} to {json_path} (its provenance beside it: *.provenance.json)",
+                      highlight=False)
     if csv_path is not None:
-        from fh_screen.exports import provenance_path, stored_screen_frame, stored_screen_provenance
+        from fh_screen.exports import stored_screen_frame
 
         frame = stored_screen_frame(doc)  # the columns and order of the screen's own --csv
         write_csv(frame, csv_path, float_format="%.6g")

@@ -195,14 +195,22 @@ def query_command(
             frame = dft_first(store.compare_frame(model_name=model, include_outliers=include_outliers, **filters))
             frame = frame.head(table_limit) if table_limit else frame
     out = status_console(json_path, csv_path)
+    beside = " (its provenance beside it: *.provenance.json)"
+    if any(path is not None and not is_stdout(path) for path in (json_path, csv_path)):
+        from fh_screen.exports import provenance_path, store_query_provenance
+
+        provenance = store_query_provenance(frame, {**filters, "source": source, "model": model,
+                                                    "include_outliers": include_outliers or None}, kind.value)
     if json_path is not None:
         _write_json(frame, json_path)
         if not is_stdout(json_path):
-            out.print(f"wrote {len(frame)} documents to {json_path}")
+            write_json_file(provenance, provenance_path(json_path))
+            out.print(f"wrote {len(frame)} documents to {json_path}{beside}", highlight=False)
     if csv_path is not None:
         _write_csv(frame, csv_path)
         if not is_stdout(csv_path):
-            out.print(f"wrote {len(frame)} rows to {csv_path}")
+            write_json_file(provenance, provenance_path(csv_path))
+            out.print(f"wrote {len(frame)} rows to {csv_path}{beside}", highlight=False)
     if json_path is None and csv_path is None:
         _print_table(frame, kind, limit)
     if note:

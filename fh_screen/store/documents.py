@@ -230,6 +230,13 @@ class ScreenDoc(BaseModel):
         None, description="sources of the known values the hull stood on (each known composition's lowest "
                           "entry's), sorted, whether or not the candidates kept hold the known rows (None: not "
                           "recorded, documents made before 2026-12-07)")
+    prefilter: str | None = Field(None, description="the cascade's fast model as name@version (None: no cascade, "
+                                                     "or not recorded: documents made before 2026-12-07)")
+    stability_model: str | None = Field(None, description="the P(stable) classifier as name@version (None: none, "
+                                                           "or not recorded: documents made before 2026-12-07)")
+    stability_head_model: str | None = Field(
+        None, description="the classifier that picked the P(stable) head the model refined under the cascade "
+                          "(None: no cascade, or not recorded: documents made before 2026-12-07)")
     n_reference: int = Field(0, description="known phases of the system that shaped the hull")
     n_candidates: int = Field(0, description="number of candidate compositions screened")
     keep_top: int | None = Field(DEFAULT_KEEP_TOP, description="candidates kept in this document (None: all)")
@@ -281,6 +288,9 @@ class ScreenDoc(BaseModel):
             reference=reference,
             sources=None if sources is None else sorted(str(name) for name in sources),
             hull_sources=result.known_sources() if getattr(result, "hull_sources", None) is not None else None,
+            prefilter=getattr(result, "prefilter", None),
+            stability_model=getattr(result, "stability_model", None),
+            stability_head_model=getattr(result, "stability_head_model", None),
             n_reference=int(getattr(result, "n_known", 0)),
             n_candidates=int(result.n_candidates),
             keep_top=keep_top,

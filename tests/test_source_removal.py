@@ -76,6 +76,11 @@ def test_a_legacy_mixed_case_source_is_removed_by_name_and_the_owned_ones_are_no
     assert again.exit_code == 2 and again.output.count("\n") == 1 and "is not removed by hand" in again.output
     removed = runner.invoke(build_app(), ["ingest", "--remove-source", "MyLab", *legacy_store])
     assert removed.exit_code == 0 and "removed 1 reference entry of source 'mylab'" in removed.output
+    assert "note:" not in removed.output
+    # a misspelt name removes nothing and says which sources the store holds
+    typo = runner.invoke(build_app(), ["ingest", "--remove-source", "chgent", *legacy_store])
+    assert typo.exit_code == 0 and "removed 0 reference entries of source 'chgent'" in typo.output, typo.output
+    assert "source chgent: no reference entry in the store (it holds ChgNet, chgnet, oqmd)" in " ".join(typo.output.split())
     # the Python API: the same rule for a source of results brought back (chgnet)
     with FhScreenStore.from_settings() as store:
         with pytest.raises(SourceOwnedError, match="are not removed by hand"):

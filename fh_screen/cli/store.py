@@ -105,6 +105,15 @@ def ingest_command(
             n_removed = store.remove_source(remove_source)
             console().print(f"removed {_entries(n_removed)} of source {remove_source!r}; "
                             f"{_holds(store)}", highlight=False, soft_wrap=True)
+            if not n_removed:  # a misspelt name: say which sources the store holds
+                from rich.markup import escape
+
+                from fh_screen.store.query import absent_sources_note
+
+                note = absent_sources_note(remove_source, set(), lambda: store.reference.distinct("source"),
+                                           "the store")
+                if note:
+                    console().print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
         return
     if path is None:
         fail("give a PATH to ingest (or --remove-source NAME)")

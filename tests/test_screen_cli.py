@@ -96,6 +96,8 @@ def test_fresh_machine_prints_ingest_hint_and_no_store_writes_nothing(data_dir):
     assert result.exit_code == 0, result.output
     assert "fh-screen ingest PATH" in result.output
     assert not data_dir.exists()
+    # the run id is shown, and said not to be stored (fh-screen query --run would not find it)
+    assert "(not saved: --no-store)" in result.output and "saved run" not in result.output
 
 
 @pytest.mark.parametrize("system", ["Li-Fe-O", "Li-O"])

@@ -96,7 +96,7 @@ def screen_command(
             plot_screen(result, plot_path, top=min(max(top, 0), 30))
     write_outputs(result, json_path=json_path, csv_path=csv_path, options=options)
     out = status_console(json_path, csv_path)  # stderr when the ranked list goes to stdout
-    _print(result, top, predictor, time.perf_counter() - started, out)
+    _print(result, top, predictor, time.perf_counter() - started, out, saved=saved is not None)
     for note in result.warnings:
         out.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
     for label, path in (("JSON", json_path), ("CSV", csv_path), ("plot", plot_path)):
@@ -198,7 +198,7 @@ SHIPPED_OQMD_CAVEAT = (
     "MnO2) may already be in OQMD, ICSD or the Materials Project: check the short list there before DFT.")
 
 
-def _print(result, top: int, predictor, seconds: float, out) -> None:
+def _print(result, top: int, predictor, seconds: float, out, *, saved: bool = True) -> None:
     from rich.table import Table
 
     table = Table(
@@ -272,7 +272,7 @@ def _print(result, top: int, predictor, seconds: float, out) -> None:
         f"{result.n_candidates:,} candidates ({n_known:,} known); {n_below:,} new ones predicted below the known hull, "
         f"{likely:,} of them with P(stable) >= 0.5 (a prediction below the hull is not a claim: P(stable) is); "
         f"{n_selected:,} selected; {result.n_known:,} known phases in the hull; {seconds:.2f} s; "
-        f"run {result.run_id}",
+        f"run {result.run_id}" + ("" if saved else " (not saved: --no-store)"),
         highlight=False,
         soft_wrap=True,
     )

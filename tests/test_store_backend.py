@@ -280,3 +280,20 @@ def test_sqlite_error_does_not_escape_as_raw_exception(tmp_path):
         with pytest.raises(StoreFileError):
             store._run(lambda: store._collection.execute("SELECT * FROM no_such_table"))
     assert issubclass(StoreFileError, ValueError) and not issubclass(StoreFileError, sqlite3.Error)
+
+
+def test_a_store_used_before_it_is_connected_says_so_in_one_plain_line(tmp_path):
+    """maggma's own StoreError reads ``(StoreError(...), 'Must connect ...')``; ours names the store and the fix,
+    and is still a maggma StoreError for code that catches those."""
+    from maggma.core import StoreError
+
+    from fh_screen.store import FhScreenStore
+
+    store = FhScreenStore.embedded(tmp_path / "s.sqlite")
+    with pytest.raises(StoreError) as info:
+        store.reference_frame(chemsys="Li-O")
+    text = str(info.value)
+    assert text.startswith(f"store sqlite://{tmp_path / 's.sqlite'}/reference is not connected")
+    assert "with store:" in text and "StoreError(" not in text and "\n" not in text
+    with store:
+        assert store.reference_frame(chemsys="Li-O").empty

@@ -49,6 +49,14 @@ _NUMBER_TYPES = frozenset({"integer", "real"})
 _MAX_SQL_INT = 2**63 - 1
 
 
+class StoreUsageError(StoreError):
+    """maggma's :class:`~maggma.core.StoreError` with a plain one-line message (maggma's own
+    ``StoreError`` passes itself as its first argument, so its text reads ``(StoreError(...), '...')``)."""
+
+    def __init__(self, message: str) -> None:
+        Exception.__init__(self, message)
+
+
 class StoreFileError(FhScreenError):
     """A store file that cannot be opened, read or written; the message names the file."""
 
@@ -338,7 +346,8 @@ class SQLiteStore(Store):
     def _collection(self) -> sqlite3.Connection:
         """The open :class:`sqlite3.Connection` (maggma's handle to the backend)."""
         if self._conn is None:
-            raise StoreError("Must connect SQLiteStore before attempting to use it")
+            raise StoreUsageError(f"store {self.name} is not connected: use it inside `with store:` "
+                                  f"(or call store.connect() first)")
         return self._conn
 
     def _error(self, exc: BaseException) -> StoreFileError:
@@ -510,7 +519,7 @@ class SQLiteStore(Store):
                 continue
             path = _json_path(field)
             if path is None:
-                raise StoreError(f"cannot sort on field {field!r}")
+                raise StoreUsageError(f"cannot sort on field {field!r}")
             terms.append(f"json_extract(doc, '{path}') {word}")
         return ", ".join(terms + ["id"])
 
@@ -732,7 +741,7 @@ class SQLiteStore(Store):
                 doc = {k: v for k, v in doc.items() if k != "_id"}
             key_value = _get(doc, self.key)
             if key_value is not None and (isinstance(key_value, bool) or not isinstance(key_value, (str, int, float))):
-                raise StoreError(f"{self.name}: key {self.key!r} must be a string or number, got {key_value!r}")
+                raise StoreUsageError(f"{self.name}: key {self.key!r} must be a string or number, got {key_value!r}")
             rows.append((search, key_value, self._lu_text(doc), _encode(doc)))
         if not rows:
             return
@@ -873,7 +882,7 @@ def _projection(properties: dict | list | None):
         return lambda doc: doc
     flags = {bool(v) for v in fields.values()}
     if len(flags) > 1:
-        raise StoreError("cannot mix including and excluding fields in a projection")
+        raise StoreUsageError("cannot mix including and excluding fields in a projection")
     tree: dict = {}
     for field in fields:
         node = tree

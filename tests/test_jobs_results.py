@@ -103,6 +103,13 @@ def test_results_back_reach_every_door_of_the_configured_store(backend, lif_refe
     elements.connect()
     elements.update(lif_references, key="reference_id")
     elements.close()
+    # before anything comes back every backend says so with the same words (MongoDB said "no matching results")
+    from typer.testing import CliRunner
+
+    from fh_screen.cli import build_app
+
+    before = CliRunner().invoke(build_app(), ["results"])
+    assert before.exit_code == 0 and "yet: nothing has come back" in " ".join(before.output.split()), before.output
     relax = chgnet_prerelax_maker(steps=RELAX_STEPS).make(_rocksalt(4.05))
     back = ResultsBackMaker(force_field_maker=chgnet_prerelax_maker(steps=RELAX_STEPS)).make(relax.output)
     job_store = local_job_store(tmp_path / "jobs.sqlite")

@@ -93,13 +93,15 @@ def results_command(
     if not empty:
         store.connect()
         try:
-            if source is not None:  # ChgNet reads as chgnet unless results are stored under that spelling
-                criteria.update(criteria_for(source=source, sources_present=lambda: store.distinct("source")))
-            docs = [{k: v.isoformat() if isinstance(v, datetime) else v for k, v in d.items()
-                     if k not in ("_id", "structure")}
-                    for d in store.query(criteria=criteria, sort={"last_updated": -1, "result_id": 1})]
-            note = absent_sources_note(source, {d.get("source") for d in docs}, lambda: store.distinct("source"),
-                                       "the store", what="result")
+            empty = not store.count()  # MongoDB: a collection never written reads as empty, as a new file does
+            if not empty:
+                if source is not None:  # ChgNet reads as chgnet unless results are stored under that spelling
+                    criteria.update(criteria_for(source=source, sources_present=lambda: store.distinct("source")))
+                docs = [{k: v.isoformat() if isinstance(v, datetime) else v for k, v in d.items()
+                         if k not in ("_id", "structure")}
+                        for d in store.query(criteria=criteria, sort={"last_updated": -1, "result_id": 1})]
+                note = absent_sources_note(source, {d.get("source") for d in docs}, lambda: store.distinct("source"),
+                                           "the store", what="result")
         finally:
             store.close()
     out = status_console(json_path, csv_path)
@@ -113,7 +115,8 @@ def results_command(
             out.print(f"wrote {len(docs)} rows to {csv_path}", highlight=False)
     if json_path is None and csv_path is None:
         if empty:
-            out.print(f"no results in {store.path} yet: nothing has come back (ResultsBackMaker, "
+            where = store.path if hasattr(store, "path") else store.name
+            out.print(f"no results in {where} yet: nothing has come back (ResultsBackMaker, "
                       "workflows/closed_loop_chgnet.py)", highlight=False, soft_wrap=True)
         else:
             _print_results(docs, limit)

@@ -306,12 +306,12 @@ def _refuse_cut_off(text: str, path: Path) -> None:
 
     if not text or text.endswith(("\n", "\r")):
         return
-    lines = re.split(r"\r\n|\r|\n", text.lstrip("\ufeff"))
-    if len(lines) < 2:
+    end = max(text.rfind("\n"), text.rfind("\r"))
+    if end < 0:  # one line: a header alone
         return
-    last = lines[-1]
+    last = text[end + 1:]  # only the first and the last line are read: a large file is not split
     try:
-        header_fields = next(csv.reader([lines[0]]))
+        header_fields = next(csv.reader([_first_line(text)]))
         fields = next(csv.reader([last], strict=True))
     except (csv.Error, StopIteration):
         fields = None

@@ -43,7 +43,7 @@ from fh_screen.chem.hull import QHULL_MAX_ELEMENTS, hull_energies, lower_hull_en
 from fh_screen.chem.oxidation import charge_balanced
 from fh_screen.run_ids import new_run_id
 from fh_screen.screening.analogues import AnalogueIndex, analogue_counts, load_analogue_index
-from fh_screen.screening.options import ScreenError, ScreenOptions
+from fh_screen.screening.options import NO_STABILITY_MODEL, ScreenError, ScreenOptions
 from fh_screen.screening.probability import log_prior, stability_score
 from fh_screen.screening.result import ScreenResult
 from fh_screen.screening.selection import selection_mask
@@ -53,7 +53,7 @@ from fh_screen.screening.stability import (
     candidate_features,
     known_p_stable,
     load_stability_model,
-    stability_classifier,
+    read_stability_model,
     smact_valid_mask,
 )
 
@@ -70,6 +70,7 @@ __all__ = [
     "hull_programmes",
     "known_counts",
     "screen",
+    "stability_classifier",
     "table_order",
 ]
 
@@ -593,6 +594,19 @@ def _unrefined_head(scores: _Scores, is_known: np.ndarray, refined: np.ndarray, 
     head[new[np.argsort(-p, kind="stable")[:size]]] = True
     head |= scores.selected
     return np.flatnonzero(head & ~refined)
+
+
+def stability_classifier(options: ScreenOptions) -> StabilityModel | None:
+    """The P(stable) classifier of a screen's options: the shipped one, the file ``options.stability_model``
+    names (a bad one is a one-line :class:`ScreenError`), or None for ``"none"`` (the σ-only fallback)."""
+    if options.stability_model == NO_STABILITY_MODEL:
+        return None
+    if options.stability_model:
+        try:
+            return read_stability_model(options.stability_model)
+        except ValueError as exc:  # the file changed since the options were made
+            raise ScreenError(f"stability_model: {exc}") from None
+    return load_stability_model()
 
 
 def _p_stable(model: StabilityModel | None, features: np.ndarray, is_known: np.ndarray, e_known: np.ndarray,

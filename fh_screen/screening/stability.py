@@ -42,7 +42,6 @@ __all__ = [
     "load_stability_model",
     "read_stability_model",
     "smact_valid_mask",
-    "stability_classifier",
 ]
 
 #: The classifier shipped with the package (fitted on train.csv only).
@@ -431,22 +430,6 @@ def read_stability_model(path: str | Path) -> StabilityModel:
     if model is None:  # pragma: no cover - removed between the two checks
         raise ValueError(f"no P(stable) classifier at {path}")
     return model
-
-
-def stability_classifier(options) -> StabilityModel | None:
-    """The P(stable) classifier of a screen's :class:`~fh_screen.screening.options.ScreenOptions`: the shipped
-    one, the file ``options.stability_model`` names (a bad one is a one-line ``ScreenError``), or None for
-    ``"none"`` (the σ-only fallback)."""
-    from fh_screen.screening.options import NO_STABILITY_MODEL, ScreenError
-
-    if options.stability_model == NO_STABILITY_MODEL:
-        return None
-    if options.stability_model:
-        try:
-            return read_stability_model(options.stability_model)
-        except ValueError as exc:  # the file changed since the options were made
-            raise ScreenError(f"stability_model: {exc}") from None
-    return load_stability_model()
 
 
 def known_p_stable(e_above_known_hull_ev_per_atom: np.ndarray, tolerance_ev_per_atom: float = 1e-3) -> np.ndarray:

@@ -342,7 +342,8 @@ def evaluate_claims(predictor: Predictor, train_path: str | Path, val_path: str 
     examples = protocol_examples(_frame_set(train), _frame_set(val), predictor, n_systems=n_systems, seed=seed,
                                  options=options,
                                  progress=lambda i, n: step(f"claims: {i}/{n} systems") if i % 25 == 0 else None)
-    from fh_screen.screening.stability import FEATURE_NAMES, stability_classifier
+    from fh_screen.screening.core import stability_classifier
+    from fh_screen.screening.stability import FEATURE_NAMES
 
     model = stability_classifier(options)
     p = model.p_stable(examples.features) if model is not None else np.full(len(examples.label), np.nan)

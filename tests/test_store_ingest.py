@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -142,6 +143,46 @@ def test_save_predictions_side_by_side_any_maggma_store(train_slice_csv):  # noq
     row = both.set_index("formula").loc["ZrTa2Te"]
     assert row["dhf_error_ev_per_atom"] == pytest.approx(row["dhf_pred_ev_per_atom"] - row["dhf_ev_per_atom"])
     assert pd.isna(both.set_index("formula").loc["LiFePO4", "dhf_ev_per_atom"])
+
+
+def test_a_model_filter_naming_no_model_is_refused_but_a_stored_one_is_kept(tmp_path, train_slice_csv,  # noqa: F811
+                                                                            isolated_settings):  # noqa: F811
+    """``query --model`` (and the store's model filters) refuse, in one line, a name that is neither a shipped or
+    user model nor stored; a model no longer shipped (a fine-tuned one, renamed here) whose predictions are stored is kept."""
+    from dataclasses import replace
+
+    from typer.testing import CliRunner
+
+    from fh_screen.cli import build_app
+    from fh_screen.models.checkpoint import ModelError
+    from fh_screen.models.predictor import Predictor
+
+    db = tmp_path / "s.sqlite"
+    paper = Predictor.from_name("paper", threads=1)
+    gone = Predictor(replace(paper.checkpoint, name="my-finetuned", version="3"), threads=1)  # no longer on disk
+    with FhScreenStore.embedded(db) as store:
+        ingest_file(store.reference, train_slice_csv, batch_size=500)
+        formulas = store.reference_frame(nelements=2, limit=20)["formula"].tolist()
+        assert len(formulas) == 20
+        for predictor in (paper, gone):
+            values = predictor.predict_formulas(formulas).dhf_ev_per_atom
+            store.save_predictions(pd.DataFrame({"formula": formulas, "dhf_pred_ev_per_atom": values}), predictor)
+    app, runner = build_app(), CliRunner()
+    for args in (["--kind", "predicted"], ["--kind", "both"], ["--top", "3"]):
+        result = runner.invoke(app, ["query", "--model", "nosuch", "--store", str(db), *args])
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1 and "no model named 'nosuch'" in result.output, result.output
+    for model, rows in (("my-finetuned", 20), ("my-finetuned@3", 20), ("paper", 20), ("paper@1", 20),
+                        ("my-finetuned@2", 0)):  # another version of a known name: none, as before
+        result = runner.invoke(app, ["query", "--model", model, "--kind", "predicted", "--store", str(db), "--json", "-"])
+        assert result.exit_code == 0 and len(json.loads(result.output)) == rows, (model, result.output)
+    result = runner.invoke(app, ["query", "--model", "nosuch@3", "--store", str(db)])
+    assert result.exit_code == 2 and "no model named 'nosuch'" in result.output, result.output
+    with FhScreenStore.embedded(db, read_only=True) as store:
+        with pytest.raises(ModelError, match="no model named 'nosuch'"):
+            store.predictions_frame(model_name="nosuch")
+        with pytest.raises(ModelError, match="no model named 'nosuch'"):
+            store.top_candidates(model="nosuch")
 
 
 def test_settings_file_env_and_from_settings(tmp_path, monkeypatch, isolated_settings):  # noqa: F811

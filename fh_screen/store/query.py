@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from maggma.core import Store
 
 __all__ = [
-    "QueryError", "SOURCE_NAME", "SourceNameError", "TOP_COLUMNS", "absent_sources_note", "criteria_for",
-    "is_owned_source", "parse_sources", "resolve_sources", "selected_sources", "source_criteria", "source_name",
+    "QueryError", "SOURCE_NAME", "SourceNameError", "TOP_COLUMNS", "absent_sources_note", "check_model_filter",
+    "criteria_for", "is_owned_source", "parse_sources", "resolve_sources", "selected_sources", "source_criteria", "source_name",
     "source_spelling", "top_candidates",
 ]
 
@@ -249,6 +249,35 @@ def model_criteria(model: str | None) -> dict:
         return {}
     name, _, version = str(model).partition("@")
     return {"model_name": name, **({"model_version": version} if version else {})}
+
+
+def check_model_filter(model: str | None, collections: Sequence[Store]) -> None:
+    """Refuse, with the one-line :class:`~fh_screen.models.checkpoint.ModelError`, a model filter
+    (``query --model``, ``prediction_docs(model_name=)``, ``top_candidates(model=)``) whose name names no model.
+
+    The name of ``name`` or ``name@version`` must be a shipped or user model's
+    (:func:`~fh_screen.models.predictor.available_models`) or one that ``collections`` (predictions,
+    screens) hold documents of: a fine-tuned model since removed or renamed stays selectable. A
+    version is not checked: another version of a known name matches nothing, as before.
+    """
+    if model is None:
+        return
+    from fh_screen.models.checkpoint import ModelError
+    from fh_screen.models.predictor import available_models, split_model_reference
+
+    if not isinstance(model, str) or not model.strip():
+        raise ModelError(f"a model filter must be a model name or name@version, got {model!r}")
+    split_model_reference(model)  # NAME@ or @VERSION: one line
+    name = model_criteria(model)["model_name"]
+    shipped = available_models()
+    if name in shipped:
+        return
+    if any(collection.query_one(criteria={"model_name": name}, properties=["model_name"]) is not None
+           for collection in collections):
+        return
+    stored = sorted({str(n) for collection in collections for n in collection.distinct("model_name") if n})
+    raise ModelError(f"no model named {name!r}: neither a shipped or user model ({', '.join(shipped) or 'none'}) "
+                     f"nor one the store holds predictions or screens of ({', '.join(stored) or 'none'})")
 
 
 def top_candidates(

@@ -114,6 +114,28 @@ def test_other_filters_against_pandas(ingested, train_slice_csv):  # noqa: F811
     assert list(store.reference_frame(chemsys="He-Ne").columns[:5]) == ["formula", "dhf_ev_per_atom", "elements", "chemsys", "nelements"]
 
 
+@pytest.mark.parametrize("option, value", [("--min-dhf", "nan"), ("--max-dhf", "nan"), ("--max-dhf", "inf"),
+                                           ("--min-dhf", "-inf")])
+def test_a_non_finite_dhf_bound_is_refused_in_one_line(ingested, option, value):
+    """NaN or an infinite ΔH_f bound used to return nothing (or everything) silently; the CLI and the API refuse it."""
+    from typer.testing import CliRunner
+
+    from fh_screen.cli import build_app
+    from fh_screen.store.query import QueryError
+
+    store, _ = ingested
+    db = store.reference.path
+    assert len(store.reference_frame(nelements=2, min_dhf_ev_per_atom=-1.0)) > 0
+    keyword = "min_dhf_ev_per_atom" if option == "--min-dhf" else "max_dhf_ev_per_atom"
+    with pytest.raises(QueryError, match=f"{option}.* must be a finite number"):
+        store.reference_frame(**{keyword: float(value)})
+    with pytest.raises(QueryError, match="must be a finite number"):
+        store.predictions_frame(**{keyword: float(value)})
+    result = CliRunner().invoke(build_app(), ["query", option, value, "--store", str(db)])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+    assert f"({option}) must be a finite number of eV/atom, got {value}" in result.output, result.output
+
+
 def test_subsystems():
     assert subsystems("O-Li") == ["Li", "O", "Li-O"]
     assert len(subsystems(["Li", "Fe", "P", "O"])) == 15

@@ -7,6 +7,7 @@ The criteria are plain MongoDB filters, so they run unchanged on the embedded
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import TYPE_CHECKING
@@ -186,6 +187,8 @@ def criteria_for(
             raise QueryError(f"number of elements must be at least 1, got {nelements}")
         criteria["nelements"] = int(counts[0]) if len(counts) == 1 else {"$in": [int(n) for n in counts]}
     if min_dhf_ev_per_atom is not None or max_dhf_ev_per_atom is not None:
+        min_dhf_ev_per_atom = _finite_bound("min", min_dhf_ev_per_atom)
+        max_dhf_ev_per_atom = _finite_bound("max", max_dhf_ev_per_atom)
         if (
             min_dhf_ev_per_atom is not None
             and max_dhf_ev_per_atom is not None
@@ -200,6 +203,19 @@ def criteria_for(
         criteria[dhf_field] = bounds
     return criteria
 
+
+
+def _finite_bound(which: str, value: object) -> float | None:
+    """A ΔH_f bound as a float; :class:`QueryError` (one line) for one that is not a finite number (NaN, inf, text)."""
+    if value is None:
+        return None
+    try:
+        bound = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        bound = float("nan")
+    if isinstance(value, bool) or not math.isfinite(bound):
+        raise QueryError(f"{which} ΔH_f (--{which}-dhf) must be a finite number of eV/atom, got {value!r}")
+    return bound
 
 
 def parse_sources(source: str | Sequence[str]) -> list[str]:

@@ -34,7 +34,7 @@ def campaign_command(
                                "and a composition another system computes this round waits for its result."),
     prior: Optional[Path] = typer.Option(None, "--prior", help="Start the loop's learned recalibration from these weights: an "
                                          "earlier campaign's --json report, or a prior from scripts/build_campaign_prior.py."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Shipped model name (or name@version) or .pt path (default model)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Shipped model name (or name@version) or .pt path or model folder (default model)."),
     json_path: Path = typer.Option(..., "--json", help="Write the report here (JSON; '-': print it)."),
     figure: Optional[Path] = typer.Option(None, "--figure", help="Also write the discovery curve here (PNG)."),
 ) -> None:

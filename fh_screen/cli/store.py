@@ -382,7 +382,7 @@ def _text(value) -> str:
 
 
 def predict_store_command(
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Shipped model name (or name@version) or path to a .pt checkpoint."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Shipped model name (or name@version), or path to a .pt checkpoint or a model folder holding model.pt."),
     processes: int = typer.Option(1, "--processes", "-p", help="Worker processes (maggma's multiprocessing runner)."),
     store_file: Optional[Path] = typer.Option(None, "--store", help=_STORE_HELP),
 ) -> None:

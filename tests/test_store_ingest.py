@@ -207,6 +207,24 @@ def test_a_model_filter_naming_no_model_is_refused_but_a_stored_one_is_kept(tmp_
             store.top_candidates(model="nosuch")
 
 
+def test_the_store_docs_python_block_runs_and_save_predictions_returns_a_count(isolated_settings):  # noqa: F811
+    """docs/store.md showed ``run_id = store.save_predictions(...)``; the call returns how many predictions it wrote."""
+    from pathlib import Path
+
+    from fh_screen.models.predictor import Predictor
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "store.md").read_text()
+    block = text.split("\n## Python\n", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    predictor = Predictor.from_name("paper", threads=1)
+    formulas = ["Li2O", "LiFeO2", "Fe2O3"]
+    frame = pd.DataFrame({"formula": formulas, "dhf_pred_ev_per_atom": predictor.predict_formulas(formulas).dhf_ev_per_atom})
+    namespace = {"frame": frame, "predictor": predictor}
+    exec(compile(block, "docs/store.md", "exec"), namespace)  # noqa: S102 - the documented example, on a fresh store
+    (line,) = [line for line in block.splitlines() if "store.save_predictions(" in line]
+    target = line.split("=", 1)[0].strip()
+    assert namespace[target] == len(frame) and "run_id" not in target, line
+
+
 def test_settings_file_env_and_from_settings(tmp_path, monkeypatch, isolated_settings):  # noqa: F811
     settings = FhScreenSettings()
     assert settings.data_dir == isolated_settings and settings.mongo_uri is None

@@ -537,19 +537,36 @@ class OqmdSet:
         return {key: np.array(rows, dtype=np.int64) for key, rows in groups.items()}
 
 
-def load_set(path: str | Path) -> OqmdSet:
-    """Read a shared OQMD CSV (``formula,target``); unparsable rows are dropped with a log line."""
+def load_set(path: str | Path, *, refused: str | None = None) -> OqmdSet:
+    """Read a shared OQMD CSV (``formula,target``); unparsable rows are dropped with a log line.
+
+    With ``refused`` (what a refusal means, e.g. ``"the campaign did not start"``) the table is
+    first checked as ``ingest`` and ``finetune`` check theirs (:func:`check_rows`, via :func:`make_set`).
+    """
     frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
     frame = frame[frame["formula"].notna() & frame["target"].notna()]
-    return make_set(frame["formula"].astype(str).tolist(), frame["target"].to_numpy(np.float64), label=str(path))
+    return make_set(frame["formula"].astype(str).tolist(), frame["target"].to_numpy(np.float64), label=str(path),
+                    refused=refused)
 
 
-def make_set(formulas: Sequence[str], dhf_ev_per_atom: Sequence[float], label: str = "entries") -> OqmdSet:
-    """:class:`OqmdSet` of formulas and ΔH_f values (eV/atom); unparsable formulas are dropped."""
+def make_set(formulas: Sequence[str], dhf_ev_per_atom: Sequence[float], label: str = "entries", *,
+             refused: str | None = None) -> OqmdSet:
+    """:class:`OqmdSet` of formulas and ΔH_f values (eV/atom); unparsable formulas are dropped.
+
+    With ``refused`` (the end of the message, e.g. ``"the campaign did not start"``) a table that
+    :func:`check_rows` refuses raises its one-line :class:`DataError`: a formula naming an element
+    that does not exist, or a pure element whose ΔH_f is not 0.
+    """
     formulas = list(formulas)
     values = np.asarray(dhf_ev_per_atom, dtype=np.float64)
     features = fraction_matrix(formulas, DEFAULT_ELEMENTS, dtype=np.float64)
     valid = np.array([e is None for e in features.errors], dtype=bool)
+    if refused is not None:
+        report = CleaningReport(n_raw=len(formulas))
+        report.reject("bad_formula", int((~valid).sum()), [e for e in features.errors if e][:N_EXAMPLES])
+        pure = np.flatnonzero(valid & ((features.matrix > 0).sum(axis=1) == 1))  # what check_rows reads as pure
+        check_rows(pd.DataFrame({"formula": [formulas[i] for i in pure], "dhf_ev_per_atom": values[pure]}),
+                   report, label, refused)
     if not valid.all():
         logger.info("%s: %d unparsable rows dropped", label, int((~valid).sum()))
     fractions = features.matrix[valid]

@@ -463,12 +463,13 @@ def read_known(known: pd.DataFrame, system: Sequence[str] | None = None) -> tupl
 
 
 def _may_be_of(formulas: pd.Series, system: Sequence[str]) -> pd.Series:
-    """Rows whose every element-like symbol is of ``system`` or is no element at all (a typo to report)."""
+    """Rows whose every element-like symbol is of ``system`` or is no element at all (a typo to report),
+    and rows without a formula (None, NaN, ``pd.NA``: missing values to count, not ``"None"`` read as nobelium)."""
     from fh_screen.chem.formula import ALL_ELEMENT_SYMBOLS
 
     foreign = set(ALL_ELEMENT_SYMBOLS) - set(system)
     symbols = formulas.astype(str).str.findall(r"[A-Z][a-z]?")
-    return symbols.map(lambda found: foreign.isdisjoint(found))
+    return symbols.map(lambda found: foreign.isdisjoint(found)) | formulas.isna()
 
 
 def _caller_phases(known: pd.DataFrame, sources: Sequence[str] | None) -> KnownPhases:

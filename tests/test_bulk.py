@@ -54,12 +54,13 @@ def _screens(path: Path) -> list[dict]:
 def test_systems_are_every_combination_once_in_a_fixed_order_and_bad_lists_fail_in_one_line(tmp_path):
     systems = systems_from_elements("Li,Fe,P,O", "2,3")
     assert len(systems) == 6 + 4 and systems[0] == "Fe-Li" and systems[-1] == "Li-O-P"
-    assert systems == systems_from_elements(["O", "P", "Fe", "Li", "Li"], [3, 2])  # order and repeats do not matter
+    assert systems == systems_from_elements(["O", "P", "Fe", "Li"], [3, 2])  # order does not matter
     assert len(systems_from_elements("all", "2")) == 86 * 85 // 2
     assert parse_nelements("2-4") == (2, 3, 4)
     for elements, sizes, message in [
         ("Li,Xx,O", "2", "unknown element 'Xx'"), ("li,fe", "2", "did you mean Li?"), (" , ", "2", "empty element list"),
         ("Li,Fe", "1", "between 2 and"), ("Li,Fe", "two", "must be an integer"), ("Li,Fe", "3", "give no system"),
+        ("Li,Li,O", "2", "duplicate element 'Li'"), (["O", "P", "Fe", "Li", "Li"], "3", "duplicate element 'Li'"),
     ]:
         with pytest.raises(SweepInputError, match=message) as info:
             systems_from_elements(elements, sizes)
@@ -72,6 +73,15 @@ def test_systems_are_every_combination_once_in_a_fixed_order_and_bad_lists_fail_
         read_systems_file(listed)
     with pytest.raises(SweepInputError, match="not found"):
         read_systems_file(tmp_path / "missing.txt")
+
+
+
+def test_bulk_refuses_a_repeated_element_in_one_line_before_any_store_is_made(tmp_path):
+    """``--elements Li,Li,O`` used to run as Li,O; it is refused as ``Li-Li-O`` is everywhere else."""
+    store_file = tmp_path / "bulk.sqlite"
+    result = _invoke("bulk", "--elements", "Li,Li,O", "--nelements", "2", "--store", str(store_file))
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+    assert "duplicate element 'Li' in the element list" in result.output and not store_file.exists()
 
 
 def test_bulk_saves_one_screen_document_per_system_and_a_rerun_skips_them(store_file, tmp_path):

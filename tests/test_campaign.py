@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -508,7 +509,7 @@ def test_a_table_without_rows_is_refused_by_the_api_and_the_cli_with_nothing_wri
     header = tmp_path / "header.csv"
     header.write_text("formula,target\n")
     unparsable = tmp_path / "unparsable.csv"
-    unparsable.write_text("formula,target\nXx2Qq,-1.0\n")
+    unparsable.write_text("formula,target\nLi2O),-1.0\n")  # a bad formula, set aside (an unknown element refuses the table)
     for empty in (make_set([], []), load_set(header), load_set(unparsable)):
         assert len(empty) == 0 and empty.systems == [] and empty.fractions.shape[0] == 0 and empty.index() == {}
     full = load_set(small)
@@ -522,6 +523,32 @@ def test_a_table_without_rows_is_refused_by_the_api_and_the_cli_with_nothing_wri
                                                   "3", "--model", "paper", "--json", str(out)])
         assert _campaign_error_line(result) == f"error: {flag} {empty}: no usable rows"
         assert not out.exists() and list(tmp_path.glob(".*")) == []
+
+
+@pytest.mark.parametrize("row, message", [
+    ("Xx2O,-1.0", "unknown element symbol 'Xx' in formula 'Xx2O'"),
+    ("Li,-1.9", "pure element Li has ΔH_f -1.9 eV/atom (1 such rows); an element's formation enthalpy is 0 by definition"),
+])
+def test_an_oracle_or_known_table_that_ingest_refuses_is_refused_by_the_campaign(oqmd_train_raw, tmp_path, row, message):
+    """--oracle and --known are read with ingest's and finetune's checks (check_rows); such a table used to run."""
+    from typer.testing import CliRunner
+
+    from fh_screen.cli import build_app
+    from fh_screen.data import DataError, load_set
+
+    good, bad = tmp_path / "good.csv", tmp_path / "bad.csv"
+    oqmd_train_raw.head(3000).to_csv(good, index=False)
+    bad.write_text(good.read_text() + row + "\n")
+    assert len(load_set(bad)) == 3001 - ("Xx" in row)  # unchecked: the row is dropped or kept silently
+    assert len(load_set(good, refused="the campaign did not start")) == 3000
+    with pytest.raises(DataError, match=f"{re.escape(f'{bad}: {message}')}.*; the campaign did not start$"):
+        load_set(bad, refused="the campaign did not start")
+    out = tmp_path / "c.json"
+    for flag, oracle, known in (("--oracle", bad, good), ("--known", good, bad)):
+        result = CliRunner().invoke(build_app(), ["campaign", "--oracle", str(oracle), "--known", str(known), "--systems",
+                                                  "2", "--budget", "2", "--model", "paper", "--json", str(out)])
+        line = _campaign_error_line(result)
+        assert line.startswith(f"error: {flag} {bad}: ") and message in line and not out.exists(), line
 
 
 def test_a_negative_seed_is_refused_by_the_api_and_the_cli(tables, sets, predictor, tmp_path):

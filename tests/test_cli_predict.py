@@ -153,6 +153,32 @@ def test_incompatible_model_file_is_one_line(runner, tmp_path):
     assert result.exit_code == 2 and "cannot read model file" in result.output
 
 
+def test_a_model_folder_holding_model_pt_is_a_model_in_every_door(runner, tmp_path):
+    """train and finetune write <folder>/model.pt: --model <folder> used to say 'model file not found: <folder>'."""
+    import shutil
+
+    from fh_screen.models.checkpoint import ModelError
+    from fh_screen.models.predictor import check_model_reference, load_predictor, predict
+
+    folder = tmp_path / "mine"
+    shutil.copytree(Predictor.from_name("paper").path.parent, folder)
+    expected = predict(["LiFePO4"], model="paper")[0]
+    result = invoke(runner, "predict", "LiFePO4", "--model", str(folder), "--output", "-")
+    assert result.exit_code == 0, result.output
+    assert pd.read_csv(__import__("io").StringIO(result.output))["dhf_pred_ev_per_atom"].iloc[0] == pytest.approx(expected, abs=1e-3)
+    check_model_reference(folder)
+    assert Predictor.from_name(folder).path == folder / "model.pt"
+    assert load_predictor(str(folder)).weights_sha256 == Predictor.from_name("paper").weights_sha256
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = invoke(runner, "predict", "LiFePO4", "--model", str(empty))
+    assert result.exit_code == 2 and result.output.strip() == f"error: model folder {empty} holds no model.pt: give a " \
+                                                              f"model file, or the folder train or finetune wrote"
+    for door in (check_model_reference, Predictor.from_name, load_predictor):
+        with pytest.raises(ModelError, match="holds no model.pt"):
+            door(empty)
+
+
 def test_console_script_runs():
     completed = subprocess.run([sys.executable, "-m", "fh_screen.cli", "predict", "NaCl"], capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr

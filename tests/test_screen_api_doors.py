@@ -125,6 +125,21 @@ def test_the_callers_known_table_refuses_what_ingest_refuses_and_counts_what_it_
 # -- 4. options are checked when made, with one line, the same in every door ------------------------------
 
 
+@pytest.mark.parametrize("missing", [None, np.nan, pd.NA], ids=["None", "nan", "NA"])
+def test_a_known_row_without_a_formula_is_counted_as_set_aside(missing):
+    """A row whose formula is None was read as "None" (nobelium, outside the system) and dropped uncounted."""
+    from fh_screen.store.bootstrap import packaged_reference_frame
+
+    real = packaged_reference_frame("Li-O")[["formula", "dhf_ev_per_atom"]]
+    given = pd.concat([real, pd.DataFrame({"formula": [missing], "dhf_ev_per_atom": [-1.0]})], ignore_index=True)
+    result = screen("Li-O", predictor=load_predictor("paper"), known=given, options=ScreenOptions(max_atoms=6))
+    assert len(result.warnings) == 1, result.warnings
+    assert _one_line(result.warnings[0]).startswith(f"1 of {len(real) + 1} rows of the known phases given set aside: "
+                                                    f"1 missing values")
+    assert result.n_known == screen("Li-O", predictor=load_predictor("paper"), known=real,
+                                    options=ScreenOptions(max_atoms=6)).n_known
+
+
 @pytest.mark.parametrize("options, words", [
     ({"max_atom": 6}, "unknown screen option 'max_atom' (did you mean 'max_atoms'?)"),
     ({"max_atoms": "abc"}, "screen option max_atoms"),

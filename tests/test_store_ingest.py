@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -113,6 +114,28 @@ def test_other_filters_against_pandas(ingested, train_slice_csv):  # noqa: F811
     assert list(store.reference_frame(chemsys="He-Ne").columns[:5]) == ["formula", "dhf_ev_per_atom", "elements", "chemsys", "nelements"]
 
 
+@pytest.mark.parametrize("option, value", [("--min-dhf", "nan"), ("--max-dhf", "nan"), ("--max-dhf", "inf"),
+                                           ("--min-dhf", "-inf")])
+def test_a_non_finite_dhf_bound_is_refused_in_one_line(ingested, option, value):
+    """NaN or an infinite ΔH_f bound used to return nothing (or everything) silently; the CLI and the API refuse it."""
+    from typer.testing import CliRunner
+
+    from fh_screen.cli import build_app
+    from fh_screen.store.query import QueryError
+
+    store, _ = ingested
+    db = store.reference.path
+    assert len(store.reference_frame(nelements=2, min_dhf_ev_per_atom=-1.0)) > 0
+    keyword = "min_dhf_ev_per_atom" if option == "--min-dhf" else "max_dhf_ev_per_atom"
+    with pytest.raises(QueryError, match=f"{option}.* must be a finite number"):
+        store.reference_frame(**{keyword: float(value)})
+    with pytest.raises(QueryError, match="must be a finite number"):
+        store.predictions_frame(**{keyword: float(value)})
+    result = CliRunner().invoke(build_app(), ["query", option, value, "--store", str(db)])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+    assert f"({option}) must be a finite number of eV/atom, got {value}" in result.output, result.output
+
+
 def test_subsystems():
     assert subsystems("O-Li") == ["Li", "O", "Li-O"]
     assert len(subsystems(["Li", "Fe", "P", "O"])) == 15
@@ -142,6 +165,64 @@ def test_save_predictions_side_by_side_any_maggma_store(train_slice_csv):  # noq
     row = both.set_index("formula").loc["ZrTa2Te"]
     assert row["dhf_error_ev_per_atom"] == pytest.approx(row["dhf_pred_ev_per_atom"] - row["dhf_ev_per_atom"])
     assert pd.isna(both.set_index("formula").loc["LiFePO4", "dhf_ev_per_atom"])
+
+
+def test_a_model_filter_naming_no_model_is_refused_but_a_stored_one_is_kept(tmp_path, train_slice_csv,  # noqa: F811
+                                                                            isolated_settings):  # noqa: F811
+    """``query --model`` (and the store's model filters) refuse, in one line, a name that is neither a shipped or
+    user model nor stored; a model no longer shipped (a fine-tuned one, renamed here) whose predictions are stored is kept."""
+    from dataclasses import replace
+
+    from typer.testing import CliRunner
+
+    from fh_screen.cli import build_app
+    from fh_screen.models.checkpoint import ModelError
+    from fh_screen.models.predictor import Predictor
+
+    db = tmp_path / "s.sqlite"
+    paper = Predictor.from_name("paper", threads=1)
+    gone = Predictor(replace(paper.checkpoint, name="my-finetuned", version="3"), threads=1)  # no longer on disk
+    with FhScreenStore.embedded(db) as store:
+        ingest_file(store.reference, train_slice_csv, batch_size=500)
+        formulas = store.reference_frame(nelements=2, limit=20)["formula"].tolist()
+        assert len(formulas) == 20
+        for predictor in (paper, gone):
+            values = predictor.predict_formulas(formulas).dhf_ev_per_atom
+            store.save_predictions(pd.DataFrame({"formula": formulas, "dhf_pred_ev_per_atom": values}), predictor)
+    app, runner = build_app(), CliRunner()
+    for args in (["--kind", "predicted"], ["--kind", "both"], ["--top", "3"]):
+        result = runner.invoke(app, ["query", "--model", "nosuch", "--store", str(db), *args])
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1 and "no model named 'nosuch'" in result.output, result.output
+    for model, rows in (("my-finetuned", 20), ("my-finetuned@3", 20), ("paper", 20), ("paper@1", 20),
+                        ("my-finetuned@2", 0)):  # another version of a known name: none, as before
+        result = runner.invoke(app, ["query", "--model", model, "--kind", "predicted", "--store", str(db), "--json", "-"])
+        assert result.exit_code == 0 and len(json.loads(result.output)) == rows, (model, result.output)
+    result = runner.invoke(app, ["query", "--model", "nosuch@3", "--store", str(db)])
+    assert result.exit_code == 2 and "no model named 'nosuch'" in result.output, result.output
+    with FhScreenStore.embedded(db, read_only=True) as store:
+        with pytest.raises(ModelError, match="no model named 'nosuch'"):
+            store.predictions_frame(model_name="nosuch")
+        with pytest.raises(ModelError, match="no model named 'nosuch'"):
+            store.top_candidates(model="nosuch")
+
+
+def test_the_store_docs_python_block_runs_and_save_predictions_returns_a_count(isolated_settings):  # noqa: F811
+    """docs/store.md showed ``run_id = store.save_predictions(...)``; the call returns how many predictions it wrote."""
+    from pathlib import Path
+
+    from fh_screen.models.predictor import Predictor
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "store.md").read_text()
+    block = text.split("\n## Python\n", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    predictor = Predictor.from_name("paper", threads=1)
+    formulas = ["Li2O", "LiFeO2", "Fe2O3"]
+    frame = pd.DataFrame({"formula": formulas, "dhf_pred_ev_per_atom": predictor.predict_formulas(formulas).dhf_ev_per_atom})
+    namespace = {"frame": frame, "predictor": predictor}
+    exec(compile(block, "docs/store.md", "exec"), namespace)  # noqa: S102 - the documented example, on a fresh store
+    (line,) = [line for line in block.splitlines() if "store.save_predictions(" in line]
+    target = line.split("=", 1)[0].strip()
+    assert namespace[target] == len(frame) and "run_id" not in target, line
 
 
 def test_settings_file_env_and_from_settings(tmp_path, monkeypatch, isolated_settings):  # noqa: F811

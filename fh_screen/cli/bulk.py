@@ -44,7 +44,7 @@ def bulk_command(
     store_file: Optional[Path] = typer.Option(None, "--store", help=_STORE_HELP),
     sources: Optional[str] = typer.Option(None, "--sources", "--source", help="Reference sources on each hull, e.g. oqmd,chgnet "
                                           "(default: every source in the store); part of what makes a stored screen count."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Shipped model name (or name@version) or path to a .pt checkpoint."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Shipped model name (or name@version), or path to a .pt checkpoint or a model folder holding model.pt."),
     max_atoms: int = typer.Option(20, "--max-atoms", help="Largest formula unit (atoms) to enumerate."),
     max_per_element: Optional[int] = typer.Option(None, "--max-per-element", help="Most atoms of one element (default max-atoms - 1)."),
     charge_neutral: bool = typer.Option(False, "--charge-neutral", help="Keep only charge-balanced new compositions."),

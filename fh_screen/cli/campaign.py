@@ -12,7 +12,7 @@ from typing import List, Optional
 import typer
 
 from fh_screen.cli.common import check_outputs, fail, is_stdout, one_line_errors, status_console, write_json_file
-from fh_screen.errors import one_line
+from fh_screen.errors import FhScreenError, one_line
 
 __all__ = ["register"]
 
@@ -34,7 +34,7 @@ def campaign_command(
                                "and a composition another system computes this round waits for its result."),
     prior: Optional[Path] = typer.Option(None, "--prior", help="Start the loop's learned recalibration from these weights: an "
                                          "earlier campaign's --json report, or a prior from scripts/build_campaign_prior.py."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Shipped model name (or name@version) or .pt path (default model)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Shipped model name (or name@version) or .pt path or model folder (default model)."),
     json_path: Path = typer.Option(..., "--json", help="Write the report here (JSON; '-': print it)."),
     figure: Optional[Path] = typer.Option(None, "--figure", help="Also write the discovery curve here (PNG)."),
 ) -> None:
@@ -70,7 +70,7 @@ def campaign_command(
             raise CampaignError(f"{label}: no such file: {path}")
     out = status_console(json_path)
     started = time.perf_counter()
-    known_set = _load(load_set, known, "--known")
+    known_set = _load(load_set, known, "--known")  # refused as ingest and finetune refuse a table (check_rows)
     oracle_set = _load(load_set, oracle, "--oracle")
     predictor = Predictor.from_name(model)
     with Progress(TextColumn("campaign"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=out) as bar:
@@ -99,11 +99,13 @@ def campaign_command(
 
 
 def _load(loader, path: Path, label: str):
-    """``loader(path)`` with a file that is not a formula,target CSV reported as one line."""
+    """``loader(path)`` with a file that is not a formula,target CSV, or a table ``ingest`` would refuse, reported as one line."""
     from fh_screen.study.campaign import CampaignError
 
     try:
-        table = loader(path)
+        table = loader(path, refused="the campaign did not start")
+    except FhScreenError as exc:  # an unknown element or a pure element's nonzero ΔH_f (check_rows)
+        raise CampaignError(f"{label} {exc}") from None
     except (KeyError, ValueError, UnicodeDecodeError) as exc:
         raise CampaignError(f"{label} {path}: not a CSV with columns formula,target ({one_line(exc, with_type=True)})") from None
     if len(table) == 0:

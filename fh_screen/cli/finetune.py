@@ -34,7 +34,7 @@ def finetune_command(
     source: Optional[str] = typer.Option(None, "--source", help="Learn from the store's reference entries of this source instead (e.g. chgnet)."),
     chemsys: Optional[str] = typer.Option(None, "--chemsys", help="With --source: only entries of this system and its subsystems."),
     store_file: Optional[Path] = typer.Option(None, "--store", help="With --source: an embedded store file (default: the configured store)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model to start from: shipped name (or name@version) or .pt path (default model)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model to start from: shipped name (or name@version) or .pt path or model folder (default model)."),
     name: Optional[str] = typer.Option(None, "--name", help="Name of the new model (default <model>-ft)."),
     output_dir: Optional[Path] = typer.Option(None, "--output", "-o", help="Folder of the new model (default <model_dir>/<name>, else ~/.fh_screen/models/<name>)."),
     train_path: Optional[Path] = typer.Option(None, "--train", help="File the replay sample is drawn from (default: shared oqmd/train.csv)."),

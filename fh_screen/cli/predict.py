@@ -16,7 +16,7 @@ def predict_command(
     formulas: list[str] = typer.Argument(None, help="Formulas such as LiFePO4 Fe2O3."),
     input_csv: Optional[Path] = typer.Option(None, "--input", "-i", help="CSV file with a 'formula' column."),
     output_csv: Optional[Path] = typer.Option(None, "--output", "-o", help="Write every input column plus predictions here ('-': print the CSV)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Shipped model name (or name@version) or path to a .pt checkpoint."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Shipped model name (or name@version), or path to a .pt checkpoint or a model folder holding model.pt."),
 ) -> None:
     """Predict formation enthalpies (eV/atom) from composition.
 

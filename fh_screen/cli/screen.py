@@ -36,7 +36,7 @@ def screen_command(
     no_store: bool = typer.Option(False, "--no-store", help="Do not save this screen to the store."),
     store_file: Optional[Path] = typer.Option(None, "--store", help="Embedded store file to use instead of the configured "
                                               "one (filled with the shipped OQMD table on first use, as the configured one)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Shipped model name (or name@version) or path to a .pt checkpoint."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Shipped model name (or name@version), or path to a .pt checkpoint or a model folder holding model.pt."),
     dft_budget: Optional[int] = typer.Option(None, "--dft-budget", help="Select the N new candidates with the highest "
                                              "P(stable) (the most expected discoveries for N DFT calculations)."),
     select_p_min: float = typer.Option(DEFAULT_SELECT_P_MIN, "--select-p-min",

@@ -155,7 +155,7 @@ def query_command(
     min_dhf: Optional[float] = typer.Option(None, "--min-dhf", help="Lowest ΔH_f in eV/atom."),
     max_dhf: Optional[float] = typer.Option(None, "--max-dhf", help="Highest ΔH_f in eV/atom."),
     kind: Kind = typer.Option(Kind.both, "--kind", "-k", help="reference (DFT), predicted, or both side by side."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Only predictions of this model (name or name@version)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Only predictions of this model (name or name@version): a shipped or user model, or one the store holds predictions or screens of (else refused)."),
     limit: int = typer.Option(50, "--limit", help="Rows in the table (0: all); --json/--csv get every row."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the full result as a JSON list of documents ('-': print it)."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write the full result as CSV ('-': print it)."),
@@ -230,7 +230,7 @@ def _top_candidates(top: int, min_p: float, chemsys, model, store_file, json_pat
     """``fh-screen query --top N --min-p P``: the best new candidates over every stored screen."""
     import pandas as pd
 
-    from fh_screen.store.query import TOP_COLUMNS, top_candidates
+    from fh_screen.store.query import TOP_COLUMNS
 
     if top < 0:
         fail(f"--top must be 0 (all) or more, got {top}")
@@ -243,7 +243,7 @@ def _top_candidates(top: int, min_p: float, chemsys, model, store_file, json_pat
         subsystems(chemsys)  # a bad system fails before the store is opened
     files = [path for path in (json_path, csv_path) if path is not None and not is_stdout(path)]
     with _open_store(store_file, read_only=True) as store:
-        rows = top_candidates(store.screens, top=top, min_p=min_p, model=model, chemsys=chemsys)
+        rows = store.top_candidates(top=top, min_p=min_p, model=model, chemsys=chemsys)
         screens = _screens_of(store, rows) if files else []
     if files:
         from fh_screen.exports import provenance_path, top_candidates_provenance
@@ -399,7 +399,7 @@ def _text(value) -> str:
 
 
 def predict_store_command(
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Shipped model name (or name@version) or path to a .pt checkpoint."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Shipped model name (or name@version), or path to a .pt checkpoint or a model folder holding model.pt."),
     processes: int = typer.Option(1, "--processes", "-p", help="Worker processes (maggma's multiprocessing runner)."),
     store_file: Optional[Path] = typer.Option(None, "--store", help=_STORE_HELP),
 ) -> None:

@@ -36,7 +36,7 @@ def _parse_sizes(text: str) -> list[int | None]:
 
 def evaluate_command(
     study: str = typer.Option("cv", "--study", "-s", help="cv, size, arch, overfit or all (run in that order), stability, or claims (what P(stable) and the short list claim, on val)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="stability: shipped model name (or name@version) or .pt path (default model)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="stability: shipped model name (or name@version) or .pt path or model folder (default model)."),
     systems: int = typer.Option(400, "--systems", min=1, help="stability: chemical systems of the rediscovery test."),
     hull_systems: int = typer.Option(5000, "--hull-systems", min=1, help="stability: val systems of the hull classification."),
     refine_top: int = typer.Option(DEFAULT_REFINE_TOP, "--refine-top", min=0, help="stability: the screens' --refine-top (0: the model predicts every candidate)."),

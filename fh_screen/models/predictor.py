@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_MODEL", "Prediction", "Predictor", "available_models", "check_model_reference", "load_predictor",
-    "model_dirs", "predict",
+    "model_dirs", "model_file", "predict",
     "shipped_model_path", "split_model_reference",
 ]
 
@@ -95,6 +95,22 @@ def _card_version(directory: Path) -> str | None:
     return None if version is None else str(version)
 
 
+def model_file(path: str | Path) -> Path:
+    """The checkpoint of ``path``: the file itself, or the ``model.pt`` of a model folder (as ``train``,
+    ``finetune --output`` and the shipped models lay one out: ``<folder>/model.pt`` beside its card).
+
+    Raises :class:`ModelError` (one line) for a folder without a ``model.pt``.
+    """
+    path = Path(path)
+    if path.expanduser().is_dir():
+        inside = path / "model.pt"
+        if not inside.expanduser().is_file():
+            raise ModelError(f"model folder {path} holds no model.pt: give a model file, or the folder train or "
+                             f"finetune wrote")
+        return inside
+    return path
+
+
 def check_model_reference(model: str | Path | None) -> None:
     """Check a model as every door names it, without loading it: None (the default), a shipped or
     user model's name or ``name@version``, or a checkpoint path.
@@ -111,6 +127,7 @@ def check_model_reference(model: str | Path | None) -> None:
                          f"or a checkpoint path")
     candidate = Path(model)
     if candidate.suffix == ".pt" or candidate.exists():
+        candidate = model_file(candidate)
         if not candidate.expanduser().is_file():
             raise ModelError(f"model file not found: {candidate}")
         return
@@ -149,13 +166,15 @@ class Predictor:
 
     @classmethod
     def from_file(cls, path: str | Path, **kwargs) -> Predictor:
-        """Load a checkpoint file written by :func:`fh_screen.models.checkpoint.save_checkpoint`."""
-        path = Path(path)
+        """Load a checkpoint file written by :func:`fh_screen.models.checkpoint.save_checkpoint`, or the
+        ``model.pt`` of a model folder (:func:`model_file`)."""
+        path = model_file(path)
         return cls(load_checkpoint(path), path=path, **kwargs)
 
     @classmethod
     def from_name(cls, name_or_path: str | Path | None = None, **kwargs) -> Predictor:
-        """A shipped model by name or ``name@version`` (default :data:`DEFAULT_MODEL`), or a checkpoint path."""
+        """A shipped model by name or ``name@version`` (default :data:`DEFAULT_MODEL`), or a checkpoint path
+        (a file, or a model folder holding ``model.pt``)."""
         if name_or_path is None:
             name_or_path = DEFAULT_MODEL
         candidate = Path(name_or_path)
@@ -269,7 +288,7 @@ def load_predictor(name_or_path: str | Path | None = None) -> Predictor:
     candidate = Path(name)
     if candidate.suffix == ".pt" or candidate.exists():
         try:
-            resolved = candidate.expanduser().resolve()
+            resolved = model_file(candidate).expanduser().resolve()
             return _load_cached(name, str(resolved), resolved.stat().st_mtime_ns)
         except OSError:
             return Predictor.from_name(candidate)  # raises the one-line ModelError

@@ -7,6 +7,7 @@ The criteria are plain MongoDB filters, so they run unchanged on the embedded
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import TYPE_CHECKING
@@ -19,8 +20,8 @@ if TYPE_CHECKING:
     from maggma.core import Store
 
 __all__ = [
-    "QueryError", "SOURCE_NAME", "SourceNameError", "TOP_COLUMNS", "absent_sources_note", "criteria_for",
-    "is_owned_source", "parse_sources", "resolve_sources", "selected_sources", "source_criteria", "source_name",
+    "QueryError", "SOURCE_NAME", "SourceNameError", "TOP_COLUMNS", "absent_sources_note", "check_model_filter",
+    "criteria_for", "is_owned_source", "parse_sources", "resolve_sources", "selected_sources", "source_criteria", "source_name",
     "source_spelling", "top_candidates",
 ]
 
@@ -186,6 +187,8 @@ def criteria_for(
             raise QueryError(f"number of elements must be at least 1, got {nelements}")
         criteria["nelements"] = int(counts[0]) if len(counts) == 1 else {"$in": [int(n) for n in counts]}
     if min_dhf_ev_per_atom is not None or max_dhf_ev_per_atom is not None:
+        min_dhf_ev_per_atom = _finite_bound("min", min_dhf_ev_per_atom)
+        max_dhf_ev_per_atom = _finite_bound("max", max_dhf_ev_per_atom)
         if (
             min_dhf_ev_per_atom is not None
             and max_dhf_ev_per_atom is not None
@@ -200,6 +203,19 @@ def criteria_for(
         criteria[dhf_field] = bounds
     return criteria
 
+
+
+def _finite_bound(which: str, value: object) -> float | None:
+    """A ΔH_f bound as a float; :class:`QueryError` (one line) for one that is not a finite number (NaN, inf, text)."""
+    if value is None:
+        return None
+    try:
+        bound = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        bound = float("nan")
+    if isinstance(value, bool) or not math.isfinite(bound):
+        raise QueryError(f"{which} ΔH_f (--{which}-dhf) must be a finite number of eV/atom, got {value!r}")
+    return bound
 
 
 def parse_sources(source: str | Sequence[str]) -> list[str]:
@@ -249,6 +265,35 @@ def model_criteria(model: str | None) -> dict:
         return {}
     name, _, version = str(model).partition("@")
     return {"model_name": name, **({"model_version": version} if version else {})}
+
+
+def check_model_filter(model: str | None, collections: Sequence[Store]) -> None:
+    """Refuse, with the one-line :class:`~fh_screen.models.checkpoint.ModelError`, a model filter
+    (``query --model``, ``prediction_docs(model_name=)``, ``top_candidates(model=)``) whose name names no model.
+
+    The name of ``name`` or ``name@version`` must be a shipped or user model's
+    (:func:`~fh_screen.models.predictor.available_models`) or one that ``collections`` (predictions,
+    screens) hold documents of: a fine-tuned model since removed or renamed stays selectable. A
+    version is not checked: another version of a known name matches nothing, as before.
+    """
+    if model is None:
+        return
+    from fh_screen.models.checkpoint import ModelError
+    from fh_screen.models.predictor import available_models, split_model_reference
+
+    if not isinstance(model, str) or not model.strip():
+        raise ModelError(f"a model filter must be a model name or name@version, got {model!r}")
+    split_model_reference(model)  # NAME@ or @VERSION: one line
+    name = model_criteria(model)["model_name"]
+    shipped = available_models()
+    if name in shipped:
+        return
+    if any(collection.query_one(criteria={"model_name": name}, properties=["model_name"]) is not None
+           for collection in collections):
+        return
+    stored = sorted({str(n) for collection in collections for n in collection.distinct("model_name") if n})
+    raise ModelError(f"no model named {name!r}: neither a shipped or user model ({', '.join(shipped) or 'none'}) "
+                     f"nor one the store holds predictions or screens of ({', '.join(stored) or 'none'})")
 
 
 def top_candidates(

@@ -30,7 +30,14 @@ from fh_screen.store.documents import (
     prediction_id,
     utcnow,
 )
-from fh_screen.store.query import criteria_for, model_criteria, selected_sources, source_name, source_spelling
+from fh_screen.store.query import (
+    check_model_filter,
+    criteria_for,
+    model_criteria,
+    selected_sources,
+    source_name,
+    source_spelling,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -301,8 +308,10 @@ class FhScreenStore:
     ) -> list[dict]:
         """Prediction documents matching the filters (the ΔH_f range applies to the prediction).
 
-        ``model_name`` is a model name, or ``name@version`` for one version of it.
+        ``model_name`` is a model name, or ``name@version`` for one version of it; one that is neither
+        a shipped or user model nor stored here is refused (:meth:`check_model_filter`).
         """
+        self.check_model_filter(model_name)
         criteria = _prediction_criteria(
             formula=formula, chemsys=chemsys, nelements=nelements,
             min_dhf_ev_per_atom=min_dhf_ev_per_atom, max_dhf_ev_per_atom=max_dhf_ev_per_atom,
@@ -439,7 +448,13 @@ class FhScreenStore:
         """
         from fh_screen.store.query import top_candidates
 
+        self.check_model_filter(model)
         return top_candidates(self.screens, top=top, min_p=min_p, model=model, chemsys=chemsys)
+
+    def check_model_filter(self, model: str | None) -> None:
+        """Refuse (one-line ``ModelError``) a model filter naming neither a shipped or user model nor
+        one whose predictions or screens this store holds (:func:`~fh_screen.store.query.check_model_filter`)."""
+        check_model_filter(model, [store for store in (self._predictions, self._screens) if store is not None])
 
     def get_screen(self, run_id: str) -> ScreenDoc:
         """The screen stored under ``run_id``; :class:`ScreenNotFoundError` (one line) if none."""

@@ -45,10 +45,11 @@ def _split(text: str | Sequence[str]) -> list[str]:
 
 
 def parse_elements(text: str | Sequence[str]) -> tuple[str, ...]:
-    """Element symbols of ``"Li,Fe,P,O"`` (or a list), in the given order without repeats.
+    """Element symbols of ``"Li,Fe,P,O"`` (or a list), in the given order.
 
     ``"all"`` gives every element of the model's slots that OQMD holds. Raises
-    :class:`SweepInputError` for an empty list or an unknown symbol (with a hint for ``fe``).
+    :class:`SweepInputError` for an empty list, an unknown symbol (with a hint for ``fe``) or a
+    repeated one (``Li,Li,O``, refused as ``Li-Li-O`` is everywhere else).
     """
     symbols = _split(text)
     if not symbols:
@@ -63,7 +64,10 @@ def parse_elements(text: str | Sequence[str]) -> tuple[str, ...]:
         if symbol not in allowed:
             raise SweepInputError(
                 f"element {symbol!r} is outside the model's elements ({DEFAULT_ELEMENTS[0]}–{DEFAULT_ELEMENTS[-1]})")
-    return tuple(dict.fromkeys(symbols))
+    repeated = [s for i, s in enumerate(symbols) if s in symbols[:i]]
+    if repeated:
+        raise SweepInputError(f"duplicate element {repeated[0]!r} in the element list: name each element once")
+    return tuple(symbols)
 
 
 def parse_nelements(text: str | int | Sequence[int | str]) -> tuple[int, ...]:

@@ -543,7 +543,8 @@ def load_set(path: str | Path, *, refused: str | None = None) -> OqmdSet:
     With ``refused`` (what a refusal means, e.g. ``"the campaign did not start"``) the table is
     first checked as ``ingest`` and ``finetune`` check theirs (:func:`check_rows`, via :func:`make_set`).
     """
-    frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    frame = read_csv_any(path)  # any encoding; a file cut off mid-write is refused
+    _require(frame, ["formula", "target"], Path(path))
     frame = frame[frame["formula"].notna() & frame["target"].notna()]
     return make_set(frame["formula"].astype(str).tolist(), frame["target"].to_numpy(np.float64), label=str(path),
                     refused=refused)

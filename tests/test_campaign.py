@@ -551,6 +551,22 @@ def test_an_oracle_or_known_table_that_ingest_refuses_is_refused_by_the_campaign
         assert line.startswith(f"error: {flag} {bad}: ") and message in line and not out.exists(), line
 
 
+def test_an_oracle_table_cut_off_mid_write_is_refused_by_the_campaign(oqmd_train_raw, tmp_path):
+    """A copy stopped mid-line (``Li2O,-0.``) is refused as ingest refuses it, not read as a whole value."""
+    from typer.testing import CliRunner
+
+    from fh_screen.cli import build_app
+
+    good, cut = tmp_path / "good.csv", tmp_path / "cut.csv"
+    oqmd_train_raw.head(3000).to_csv(good, index=False)
+    cut.write_text(good.read_text() + "Li2O,-0.")
+    out = tmp_path / "c.json"
+    result = CliRunner().invoke(build_app(), ["campaign", "--oracle", str(cut), "--known", str(good), "--systems", "2",
+                                              "--budget", "2", "--model", "paper", "--json", str(out)])
+    line = _campaign_error_line(result)
+    assert line.startswith(f"error: --oracle {cut}") and "looks cut off" in line and not out.exists(), line
+
+
 def test_a_negative_seed_is_refused_by_the_api_and_the_cli(tables, sets, predictor, tmp_path):
     from pydantic import ValidationError
     from typer.testing import CliRunner

@@ -263,3 +263,23 @@ def test_a_query_of_reference_entries_exported_carries_oqmd_s_credit_only_for_it
     provenance = json.loads(Path(f"{mine}.provenance.json").read_text())
     assert provenance["known_sources"] == ["my-dft"] and "attribution" not in provenance
     assert provenance["filters"] == {"chemsys": "Li-O", "source": "my-dft"}
+
+
+def test_a_query_of_predictions_names_each_row_s_model_as_every_export_does(store_file, tmp_path):
+    """``query --kind predicted/both --csv/--json`` rows carry ``model`` (name@version) beside ``model_name`` and
+    ``model_version``, as the screen's exports and ``query --top`` name it; the provenance lists those models."""
+    result = _invoke(*SWEEP, "--store", str(store_file))
+    assert result.exit_code == 0, result.output
+    for kind in ("predicted", "both"):
+        csv_path, json_path = tmp_path / f"{kind}.csv", tmp_path / f"{kind}.json"
+        result = _invoke("query", "-c", "Li-O", "--kind", kind, "--store", str(store_file), "--csv", str(csv_path),
+                         "--json", str(json_path))
+        assert result.exit_code == 0, result.output
+        rows = pd.read_csv(csv_path, dtype={"model_version": str})
+        docs = json.loads(json_path.read_text())
+        predicted = rows["model_name"].notna()
+        assert predicted.any() and [d.get("model") for d in docs] == rows["model"].where(rows["model"].notna(), None).tolist()
+        assert (rows.loc[predicted, "model"] == rows.loc[predicted, "model_name"] + "@" + rows.loc[predicted, "model_version"]).all()
+        assert list(rows.columns).index("model") == list(rows.columns).index("model_version") + 1
+        provenance = json.loads(Path(f"{csv_path}.provenance.json").read_text())
+        assert provenance["models"] == sorted(set(rows.loc[predicted, "model"]))

@@ -335,12 +335,24 @@ def _records(frame) -> list[dict]:
     return records
 
 
+def _with_model_label(frame):
+    """``frame`` with a ``model`` column (``name@version``, as every other export names a model) after
+    ``model_name``/``model_version``, which stay; empty where a row has no prediction."""
+    if "model_name" not in frame.columns or "model_version" not in frame.columns or "model" in frame.columns:
+        return frame
+    frame = frame.copy()
+    labels = [f"{name}@{version}" if isinstance(name, str) and name and version is not None and version == version
+              else None for name, version in zip(frame["model_name"], frame["model_version"])]
+    frame.insert(list(frame.columns).index("model_version") + 1, "model", labels)
+    return frame
+
+
 def _write_json(frame, path: Path) -> None:
-    write_json_file(_records(frame), path)
+    write_json_file(_records(_with_model_label(frame)), path)
 
 
 def _write_csv(frame, path: Path) -> None:
-    frame = frame.copy()
+    frame = _with_model_label(frame)
     if "elements" in frame.columns:
         frame["elements"] = [" ".join(e) if isinstance(e, (list, tuple)) else e for e in frame["elements"]]
     write_csv(frame, path)

@@ -338,6 +338,9 @@ def test_a_fractional_formula_is_stored_and_found_as_the_composition_it_stands_f
 
     assert reduced_formula("Fe0.4O0.6") == reduced_formula("Fe4O6") == "Fe2O3"
     assert reduced_formula("Li0.5Fe0.5O") == "LiFeO2" and whole_amounts("Fe0.3333O0.6667") == {"Fe": 1, "O": 2}
+    # no element is lost however little of it there is (amounts are read as ratios to the smallest one)
+    assert reduced_formula("Li0.0001O") == "LiO10000" and reduced_formula("Fe0.0001O0.0001") == "FeO"
+    assert whole_amounts("Li1001O1002") == {"Li": 1001, "O": 1002}  # whole amounts stay exact
     path = tmp_path / "mine.csv"
     path.write_text("formula,dhf_ev_per_atom\nFe0.4O0.6,-1.9\nLi0.5Fe0.5O,-1.6\n")
     db = tmp_path / "s.sqlite"

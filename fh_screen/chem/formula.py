@@ -373,8 +373,9 @@ def reduced_formula(formula: str) -> str:
 
 
 def whole_amounts(formula: str) -> dict[str, int] | None:
-    """A formula's element amounts as the smallest whole numbers in the same ratio (fractional amounts
-    read to 1/1000: ``Fe0.4O0.6`` is ``{Fe: 2, O: 3}``); None when it cannot be read or has no element."""
+    """A formula's element amounts as the smallest whole numbers in the same ratio (fractional amounts as
+    ratios to the smallest one, read to 1/1000: ``Fe0.4O0.6`` is ``{Fe: 2, O: 3}``; no element is lost);
+    None when it cannot be read or has no element."""
     amounts = _amounts_fast(formula.strip())
     if amounts is None:
         try:
@@ -385,13 +386,19 @@ def whole_amounts(formula: str) -> dict[str, int] | None:
 
 
 def _whole_ratio(amounts: dict[str, float]) -> dict[str, int]:
-    """The positive ``amounts`` as the smallest whole numbers in the same ratio (to 1/1000)."""
-    fractions = {s: Fraction(a).limit_denominator(1000) for s, a in amounts.items() if a > 0}
-    fractions = {s: f for s, f in fractions.items() if f > 0}
-    if not fractions:
+    """The positive ``amounts`` as the smallest whole numbers in the same ratio: whole amounts exactly,
+    fractional ones as ratios to the smallest amount read to 1/1000 (so no element is lost, however
+    little of it there is: ``Li0.0001O`` is ``LiO10000``)."""
+    positive = {s: a for s, a in amounts.items() if a > 0}
+    if not positive:
         return {}
-    scale = math.lcm(*(f.denominator for f in fractions.values()))
-    whole = {s: int(f * scale) for s, f in fractions.items()}
+    if all(float(a).is_integer() for a in positive.values()):
+        whole = {s: int(a) for s, a in positive.items()}
+    else:
+        smallest = min(positive.values())
+        fractions = {s: max(Fraction(a / smallest).limit_denominator(1000), Fraction(1)) for s, a in positive.items()}
+        scale = math.lcm(*(f.denominator for f in fractions.values()))
+        whole = {s: int(f * scale) for s, f in fractions.items()}
     divisor = math.gcd(*whole.values())
     return {s: n // divisor for s, n in whole.items()}
 

@@ -567,6 +567,37 @@ def test_an_oracle_table_cut_off_mid_write_is_refused_by_the_campaign(oqmd_train
     assert line.startswith(f"error: --oracle {cut}") and "looks cut off" in line and not out.exists(), line
 
 
+def test_an_oracle_written_in_fractions_plays_dft_as_the_same_table_in_whole_numbers(oqmd_train_raw, tmp_path):
+    """``Fe0.4O0.6`` is Fe2O3 in every door: an oracle table written in atomic fractions returns the same energies
+    for the screen's candidates (written in whole numbers) as the same table in whole numbers."""
+    import json
+
+    from pymatgen.core import Composition
+    from typer.testing import CliRunner
+
+    from fh_screen.cli import build_app
+
+    rows = oqmd_train_raw.head(4000)
+    known, oracle, fractional = tmp_path / "known.csv", tmp_path / "oracle.csv", tmp_path / "fractional.csv"
+    rows.iloc[:2500].to_csv(known, index=False)
+    rows.iloc[2500:].to_csv(oracle, index=False)
+    as_fractions = rows.iloc[2500:].copy()
+    as_fractions["formula"] = [Composition(f).fractional_composition.formula.replace(" ", "") for f in as_fractions["formula"]]
+    assert any("." in f for f in as_fractions["formula"])
+    as_fractions.to_csv(fractional, index=False)
+    reports = []
+    for table in (oracle, fractional):
+        out = tmp_path / f"{table.stem}.json"
+        result = CliRunner().invoke(build_app(), ["campaign", "--oracle", str(table), "--known", str(known), "--systems",
+                                                  "3", "--budget", "2", "--model", "paper", "--json", str(out)])
+        assert result.exit_code == 0, result.output
+        reports.append(json.loads(out.read_text()))
+    whole, fractions = reports
+    assert whole["picks_with_energy_share"] > 0
+    for key in ("loop_discoveries", "one_shot_discoveries", "picks_with_energy_share"):
+        assert fractions[key] == whole[key], key
+
+
 def test_a_negative_seed_is_refused_by_the_api_and_the_cli(tables, sets, predictor, tmp_path):
     from pydantic import ValidationError
     from typer.testing import CliRunner

@@ -222,9 +222,11 @@ class SystemOutcome:
 
 
 def _reduced(formula: str) -> str:
-    from pymatgen.core import Composition
+    """fh-screen's one reducer (:func:`fh_screen.chem.formula.reduced_formula`: ``Fe0.4O0.6`` is ``Fe2O3``, as
+    the screen's candidates are written)."""
+    from fh_screen.chem.formula import reduced_formula
 
-    return Composition(formula).reduced_formula
+    return reduced_formula(formula)
 
 
 def _counts(formulas: Sequence[str], chemsys: Sequence[str]) -> np.ndarray:

@@ -283,3 +283,25 @@ def test_a_query_of_predictions_names_each_row_s_model_as_every_export_does(stor
         assert list(rows.columns).index("model") == list(rows.columns).index("model_version") + 1
         provenance = json.loads(Path(f"{csv_path}.provenance.json").read_text())
         assert provenance["models"] == sorted(set(rows.loc[predicted, "model"]))
+
+
+def test_a_hull_of_no_known_compound_credits_no_source_however_it_is_read_back(fh_settings, tmp_path):  # noqa: F811
+    """A store holding nothing of the system: the hull stood on no source. The stored screen, the bulk rerun that skips
+    it and ``query --run`` say so too; they used to fall back to the sources asked for (``OQMD``) and credit OQMD."""
+    store = tmp_path / "empty.sqlite"
+    FhScreenStore.embedded(store).connect().close()
+    sweep = ["bulk", "--elements", "Li,O", "--nelements", "2", "--model", "paper", "--max-atoms", "6",
+             "--sources", "OQMD", "--store", str(store)]
+    for name in ("first", "rerun"):
+        result = _invoke(*sweep, "--json", str(tmp_path / f"{name}.json"))
+        assert result.exit_code == 0, result.output
+        provenance = json.loads((tmp_path / f"{name}.json.provenance.json").read_text())
+        assert provenance["known_sources"] == [] and "attribution" not in provenance, name
+    assert json.loads((tmp_path / "rerun.json").read_text())["systems_skipped"] == 1
+    with FhScreenStore.embedded(store, read_only=True) as opened:
+        (doc,) = list(opened.screens.query(properties=["run_id", "hull_sources", "sources"]))
+    assert doc["hull_sources"] == [] and doc["sources"] == ["oqmd"]
+    result = _invoke("query", "--run", doc["run_id"], "--store", str(store), "--json", str(tmp_path / "run.json"))
+    assert result.exit_code == 0, result.output
+    provenance = json.loads((tmp_path / "run.json.provenance.json").read_text())
+    assert provenance["known_sources"] == [] and "attribution" not in provenance

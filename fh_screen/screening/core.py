@@ -449,6 +449,8 @@ def _screen(chemsys: str | Sequence[str], *, predictor: Predictor | None, known:
         mixed = mixed_sources_note(known)
         if mixed:
             warnings.append(mixed)
+    if hull_sources is None and not known_formulas:  # no known compound shaped the hull: it stood on no source
+        hull_sources = []
     order = table_order(table)
     table = table.iloc[order]
     features = features[order]

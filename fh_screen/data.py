@@ -269,9 +269,20 @@ def _decode(raw: bytes, encodings: tuple[str, ...], path: Path) -> str:
     for encoding in encodings:
         try:
             return raw.decode(encoding)
-        except UnicodeDecodeError:
+        except UnicodeDecodeError as exc:
+            if encoding == "utf-8" and exc.reason == "unexpected end of data" and _decodes(raw[:exc.start], "utf-8"):
+                raise DataError(f"{path} looks cut off: it ends inside a UTF-8 character (a copy stopped "
+                                f"mid-write); complete the file") from None
             continue
     raise DataError(f"cannot read {path}: not text in {', '.join(encodings)}")
+
+
+def _decodes(raw: bytes, encoding: str) -> bool:
+    try:
+        raw.decode(encoding)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def read_csv_any(path: str | Path, **kwargs) -> pd.DataFrame:
@@ -299,9 +310,9 @@ def read_csv_any(path: str | Path, **kwargs) -> pd.DataFrame:
 
 def _refuse_cut_off(text: str, path: Path) -> None:
     """Raise :class:`DataError` when the file looks cut off (a copy or download stopped mid-write): its
-    last line has no line end and stops inside a number (``-1.``, ``2e``), an open quote or right after a
-    separator, or has fewer fields than the header. Such a value (``-1.`` for ``-1.7``) would be read as a whole one."""
-    import csv
+    last line has no line end and stops in a number's decimals (``-1.`` of ``-1.7``), which would be
+    read as a whole, other value. A last line cut anywhere else reads as a row the readers set aside
+    and count (a missing or non-numeric value), or fails to parse; a whole last line reads as it is."""
     import re
 
     if not text or text.endswith(("\n", "\r")):
@@ -309,18 +320,11 @@ def _refuse_cut_off(text: str, path: Path) -> None:
     end = max(text.rfind("\n"), text.rfind("\r"))
     if end < 0:  # one line: a header alone
         return
-    last = text[end + 1:]  # only the first and the last line are read: a large file is not split
-    try:
-        header_fields = next(csv.reader([_first_line(text)]))
-        fields = next(csv.reader([last], strict=True))
-    except (csv.Error, StopIteration):
-        fields = None
-    cut = (fields is None or last.count('"') % 2 == 1 or len(fields) < len(header_fields) or fields[-1] == ""
-           or any(re.fullmatch(r"[-+]?(\d+\.|\d*\.?\d+[eE][-+]?|[-+.])", f.strip()) for f in fields))
-    if cut:
-        shown = last if len(last) <= 60 else last[:57] + "..."
-        raise DataError(f"{path} looks cut off: its last line {shown!r} has no line end and ends mid-line; "
-                        f"complete the file (end it with a line break if that line is whole)")
+    last = text[end + 1:]  # only the last line is read: a large file is not split
+    if re.search(r"(?:^|[,;\t |])[-+]?\d+\.$", last):
+        shown = last if len(last) <= 60 else "..." + last[-57:]
+        raise DataError(f"{path} looks cut off: its last line {shown!r} has no line end and stops in a number's "
+                        f"decimals; complete the file (end it with a line break if that value is whole)")
 
 
 def _first_line(text: str) -> str:

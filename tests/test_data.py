@@ -102,29 +102,57 @@ def test_bad_files_give_one_line_errors(tmp_path, content, suffix, fragment):
     assert "\n" not in str(excinfo.value)
 
 
-@pytest.mark.parametrize("cut_at", ["-1.", "-1", "-1.7e", "", '"Li'])
-def test_a_file_cut_off_mid_line_is_refused_and_a_whole_last_line_without_line_end_is_read(
-        oqmd_slice_csv, tmp_path, cut_at):
-    """A copy stopped mid-write (``LiFeO2,-1.`` of ``LiFeO2,-1.7``) must not be read as whole values; a complete
-    last line without a line break is whole. Every door reads files this way (ingest, predict, finetune)."""
+def test_a_file_cut_off_in_a_number_s_decimals_is_refused_and_a_whole_last_line_without_line_end_is_read(
+        oqmd_slice_csv, tmp_path):
+    """A copy stopped mid-write (``LiFeO2,-1.`` of ``LiFeO2,-1.7``) must not be read as a whole, other value; a
+    complete last line without a line break is whole. Every door reads files this way (ingest, predict, finetune,
+    the campaign). A line cut anywhere else is a row set aside and counted (a missing or non-numeric value)."""
     from fh_screen.data import read_csv_any
 
     text = oqmd_slice_csv.read_text().rstrip("\n")
     head, last = text.rsplit("\n", 1)
+    formula = last.split(",")[0]
     whole = tmp_path / "whole.csv"
     whole.write_text(text)  # no line end after the last line, which is whole
     expected, _ = load_oqmd_csv(oqmd_slice_csv)
     frame, _ = load_oqmd_csv(whole)
     pd.testing.assert_frame_equal(frame.reset_index(drop=True), expected.reset_index(drop=True))
-    formula = last.split(",")[0]
-    cut = tmp_path / "cut.csv"
-    cut.write_text(f"{head}\n{cut_at if cut_at.startswith(chr(34)) else formula + ',' + cut_at}"
-                   if cut_at != "-1" else f"{head}\n{formula}")  # "-1": a line cut before its value
-    with pytest.raises(DataError, match="looks cut off") as excinfo:
-        read_csv_any(cut)
-    assert "\n" not in str(excinfo.value) and "cut.csv" in str(excinfo.value)
+    for cut_at in ("-1.", "12."):
+        cut = tmp_path / "cut.csv"
+        cut.write_text(f"{head}\n{formula},{cut_at}")
+        with pytest.raises(DataError, match="looks cut off") as excinfo:
+            read_csv_any(cut)
+        assert "\n" not in str(excinfo.value) and "cut.csv" in str(excinfo.value)
+        with pytest.raises(DataError, match="looks cut off"):
+            load_oqmd_csv(cut)
+    for cut_at in ("", "-1.7e"):  # read, the last row set aside and counted
+        cut = tmp_path / "set-aside.csv"
+        cut.write_text(f"{head}\n{formula},{cut_at}")
+        frame, report = load_oqmd_csv(cut)
+        _, whole_report = load_oqmd_csv(whole)
+        assert sum(report.rejected.values()) == sum(whole_report.rejected.values()) + 1  # the cut row, counted
+        assert report.n_kept == whole_report.n_kept - 1
+    # a tab-separated dump cut the same way, and a UTF-8 file cut inside a character, are refused too
+    dump = tmp_path / "dump.tsv"
+    dump.write_text("composition\tdelta_e\nLiFeO2\t-1.7\nFe2O3\t-1.")
     with pytest.raises(DataError, match="looks cut off"):
-        load_oqmd_csv(cut)
+        load_oqmd(dump)
+    broken = tmp_path / "broken.csv"
+    broken.write_bytes("formula,target\nCuSO4·5H2O,-1.0\nNa".encode() + "·".encode()[:1])
+    with pytest.raises(DataError, match="ends inside a UTF-8 character"):
+        read_csv_any(broken)
+
+
+@pytest.mark.parametrize("content", [
+    'formula,target,note\nLi2O,-2.0,a\nFe2O3,-1.5,"line 1\nline 2"',  # a quoted last field with a line break
+    "formula,target,\nLi2O,-2.0,\nFe2O3,-1.5,",  # a spreadsheet's trailing separator on every line
+    "formula,target\r\nLi2O,-2.0\r\nFe2O3,-1.5",  # CRLF
+])
+def test_whole_files_without_a_final_line_end_are_read(tmp_path, content):
+    path = tmp_path / "whole.csv"
+    path.write_text(content, newline="")
+    frame, _ = load_oqmd_csv(path)
+    assert sorted(frame["formula"]) == ["Fe2O3", "Li2O"]
 
 
 def test_missing_file_is_named(tmp_path):

@@ -197,6 +197,12 @@ def test_a_reader_that_closes_the_pipe_ends_the_command_quietly(tmp_path, oqmd_t
     stderr = process.stderr.read().decode()
     assert process.wait(timeout=120) == 141, stderr
     assert first.startswith(b"formula,") and stderr == "", stderr
+    # a table on the terminal's stdout (rich) ends the same way when its reader is already gone
+    table = subprocess.Popen([sys.executable, "-m", "fh_screen.cli", "predict", "--input", str(source), "--model", "paper"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    table.stdout.close()
+    stderr = table.stderr.read().decode()
+    assert table.wait(timeout=120) == 141 and stderr == "", stderr
 
 
 def test_public_names_are_functions_even_after_submodule_imports():

@@ -28,19 +28,29 @@ class OutputError(FhScreenError):
 
 
 def console():
-    """A rich console on stdout (160 columns when piped, so tables are not cut to 80)."""
+    """A rich console on stdout (160 columns when piped, so tables are not cut to 80); a reader that
+    closes the pipe ends the command as :func:`stdout_closed` says."""
     import sys
 
-    from rich.console import Console
-
-    return Console(width=None if sys.stdout.isatty() else 160)
+    return _console_class()(width=None if sys.stdout.isatty() else 160)
 
 
 def error_console():
     """A rich console on stderr."""
+    return _console_class()(stderr=True)
+
+
+def _console_class():
+    """rich's ``Console`` whose closed pipe ends the command quietly with :data:`STDOUT_CLOSED_EXIT_CODE`
+    (rich's own exits with 1)."""
     from rich.console import Console
 
-    return Console(stderr=True)
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            stdout_closed()
+
+    return _Console
 
 
 

@@ -192,6 +192,28 @@ def test_the_fallback_by_name_and_the_shipped_classifier_by_its_path_screen_as_d
     assert fallback.table.loc[new, "p_stable"].isna().all() and shipped.table.loc[new, "p_stable"].notna().all()
 
 
+def test_a_relative_stability_model_path_is_the_file_where_the_options_were_made(tmp_path, monkeypatch):
+    """``sub/model.json`` or ``~/model.json`` is read where the options are made; a screen run from another folder
+    (a job in its own folder) opens the same file instead of failing there."""
+    import shutil
+
+    from fh_screen.screening.stability import STABILITY_MODEL_PATH
+
+    (tmp_path / "sub").mkdir()
+    shutil.copy(STABILITY_MODEL_PATH, tmp_path / "sub" / "model.json")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "sub"))
+    relative = ScreenOptions(stability_model="sub/model.json")
+    home = ScreenOptions.from_mapping({"stability_model": "~/model.json"})
+    assert relative.stability_model == home.stability_model == str(tmp_path / "sub" / "model.json")
+    elsewhere = tmp_path / "job"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    shipped = screen("Li-O", predictor="paper", save=False)
+    moved = screen("Li-O", predictor="paper", save=False, options=relative)
+    assert moved.table["p_stable"].tolist() == shipped.table["p_stable"].tolist()
+
+
 def test_a_size_limit_is_the_same_error_in_screen_and_in_the_maker():
     options = {"max_atoms": 20, "max_candidates": 10}
     with pytest.raises(ScreenError) as api:

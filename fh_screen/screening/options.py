@@ -7,7 +7,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import ConfigDict, ValidationError
+from pydantic import ConfigDict, ValidationError, field_validator
 from pydantic.dataclasses import dataclass
 
 from fh_screen.chem.candidates import DEFAULT_MAX_ATOMS, MAX_ATOMS_LIMIT
@@ -83,6 +83,17 @@ class ScreenOptions:
     select_p_min: float = DEFAULT_SELECT_P_MIN
     dft_budget: int | None = None
     stability_model: str | None = None
+
+    @field_validator("stability_model")
+    @classmethod
+    def _absolute_stability_model(cls, value: str | None) -> str | None:
+        """A classifier path made absolute where the options are made (``~`` and a relative path read from
+        the working directory there), so a job running in its own folder opens the same file."""
+        if value is None or value == NO_STABILITY_MODEL:
+            return value
+        from pathlib import Path
+
+        return str(Path(value).expanduser().absolute())
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> ScreenOptions:

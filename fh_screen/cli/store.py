@@ -214,12 +214,12 @@ def query_command(
         _write_json(frame, json_path)
         if not is_stdout(json_path):
             write_json_file(provenance, provenance_path(json_path))
-            out.print(f"wrote {len(frame)} documents to {json_path}{beside}", highlight=False)
+            out.print(f"wrote {len(frame)} document{'' if len(frame) == 1 else 's'} to {json_path}{beside}", highlight=False)
     if csv_path is not None:
         _write_csv(frame, csv_path)
         if not is_stdout(csv_path):
             write_json_file(provenance, provenance_path(csv_path))
-            out.print(f"wrote {len(frame)} rows to {csv_path}{beside}", highlight=False)
+            out.print(f"wrote {len(frame)} row{'' if len(frame) == 1 else 's'} to {csv_path}{beside}", highlight=False)
     if json_path is None and csv_path is None:
         _print_table(frame, kind, limit)
     if note:

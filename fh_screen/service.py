@@ -454,8 +454,9 @@ def read_known(known: pd.DataFrame, system: Sequence[str] | None = None) -> tupl
         n = sum(set_aside.values())
         why = ", ".join(f"{count} {REJECTION_REASONS[reason]}" for reason, count in set_aside.items())
         quoted = f" (e.g. {'; '.join(examples[:3])})" if examples else ""
-        note = (f"{n} of {n_given} rows of the {KNOWN_LABEL} set aside: {why}{quoted}; "
-                f"ΔH_f must be a finite number of eV/atom between {low:g} and {high:g}")
+        rule = (f"; ΔH_f must be a finite number of eV/atom between {low:g} and {high:g}"
+                if set_aside.keys() & {"outlier", "bad_value"} else "")  # a missing formula breaks no value rule
+        note = f"{n} of {n_given} rows of the {KNOWN_LABEL} set aside: {why}{quoted}{rule}"
     if frame is None or not len(frame):
         return None, note
     frame["dhf_ev_per_atom"] = np.asarray(frame["dhf_ev_per_atom"], dtype=float)

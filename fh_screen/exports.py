@@ -86,13 +86,14 @@ def provenance_path(path: str | Path) -> Path:
     return path.with_name(path.name + PROVENANCE_SUFFIX)
 
 
-def export_provenance(result: ScreenResult, options: Any = None) -> dict[str, Any]:
+def export_provenance(result: ScreenResult, options: Any = None, *, saved: bool | None = None) -> dict[str, Any]:
     """What an exported table came from, as JSON-ready data (the table's rows stay bare rows).
 
     ``run_id`` (the screen's; ``fh-screen query --run RUN`` when it was saved), the fh-screen
     version, the system, the model (``name@version``, weights sha256), the cascade's prefilter,
     the P(stable) classifier and the cascade's head classifier (which rows the model refined), the options, the candidate and known counts, the sources of the
-    known phases, the screen's notes, and OQMD's attribution when the shipped table is among them.
+    known phases, the screen's notes, and OQMD's attribution when the shipped table is among them;
+    ``saved`` (when given) says whether the run was saved to the store (``query --run`` finds it).
     """
     import dataclasses
 
@@ -108,6 +109,8 @@ def export_provenance(result: ScreenResult, options: Any = None) -> dict[str, An
         "n_candidates": result.n_candidates, "n_known": result.n_known, "known_sources": sources,
         "notes": list(result.warnings),
     }
+    if saved is not None:  # the CLI knows: with --no-store the run id names no stored screen
+        provenance["saved"] = saved
     return _completed(provenance)
 
 

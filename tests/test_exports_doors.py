@@ -50,6 +50,9 @@ def test_query_run_csv_equals_the_screen_s_own_csv(settings_home):
     assert as_json.exit_code == 0 and "its provenance beside it" in as_json.output, as_json.output
     assert json.loads((settings_home / "stored.json.provenance.json").read_text()) == second
     assert json.loads((settings_home / "stored.json").read_text())["stability_model"] == first["stability_model"]
+    # --run shows the screen as saved: a filter beside it is refused, not ignored
+    filtered = runner.invoke(build_app(), ["query", "--run", run_id, "--model", "paper"])
+    assert filtered.exit_code == 2 and "--run shows one stored screen as it was saved" in filtered.output
 
 
 def test_two_outputs_naming_one_file_are_refused_before_any_work(settings_home):

@@ -100,6 +100,17 @@ def test_fresh_machine_prints_ingest_hint_and_no_store_writes_nothing(data_dir):
     assert "(not saved: --no-store)" in result.output and "saved run" not in result.output
 
 
+def test_an_export_s_provenance_says_whether_its_run_was_saved(tmp_path, data_dir):
+    import json
+
+    for saved in (False, True):
+        path = tmp_path / f"{saved}.csv"
+        args = ["screen", "Li-O", "--max-atoms", "4", "--model", "paper", "--csv", str(path)]
+        result = invoke(*args, *([] if saved else ["--no-store"]))
+        assert result.exit_code == 0, result.output
+        assert json.loads((tmp_path / f"{saved}.csv.provenance.json").read_text())["saved"] is saved
+
+
 @pytest.mark.parametrize("system", ["Li-Fe-O", "Li-O"])
 def test_plot_draws_a_png(data_dir, tmp_path, system):
     png = tmp_path / "pd.png"

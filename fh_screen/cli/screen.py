@@ -94,7 +94,7 @@ def screen_command(
             from fh_screen.plotting import plot_screen
 
             plot_screen(result, plot_path, top=min(max(top, 0), 30))
-    write_outputs(result, json_path=json_path, csv_path=csv_path, options=options)
+    write_outputs(result, json_path=json_path, csv_path=csv_path, options=options, saved=saved is not None)
     out = status_console(json_path, csv_path)  # stderr when the ranked list goes to stdout
     _print(result, top, predictor, time.perf_counter() - started, out, saved=saved is not None)
     for note in result.warnings:
@@ -167,7 +167,8 @@ class _Stages:
         return None
 
 
-def write_outputs(result, *, json_path: Optional[Path] = None, csv_path: Optional[Path] = None, options=None) -> None:
+def write_outputs(result, *, json_path: Optional[Path] = None, csv_path: Optional[Path] = None, options=None,
+                  saved: bool | None = None) -> None:
     """Write the whole ranked table (every column and the model of each row, :mod:`fh_screen.exports`), atomically
     (a path of ``-``: printed on stdout), and beside each file its provenance (``<file>.provenance.json``:
     run id, versions, model, options, known sources, OQMD's attribution)."""
@@ -180,7 +181,7 @@ def write_outputs(result, *, json_path: Optional[Path] = None, csv_path: Optiona
         write_csv(export_frame(result), csv_path, float_format="%.6g")
     for path in (json_path, csv_path):
         if path is not None and not is_stdout(path):
-            write_json_file(export_provenance(result, options), provenance_path(path))
+            write_json_file(export_provenance(result, options, saved=saved), provenance_path(path))
 
 
 def _fmt(value, digits: int = 3) -> str:

@@ -179,6 +179,9 @@ def query_command(
         return _top_candidates(100 if top is None else top, 0.0 if min_p is None else min_p, chemsys, model,
                                store_file, json_path, csv_path)
     if run is not None:
+        if formula or chemsys or nelements is not None or min_dhf is not None or max_dhf is not None or model or source \
+                or kind is not Kind.both or include_outliers:
+            fail("--run shows one stored screen as it was saved: combine it with --limit, --json, --csv and --store only")
         from fh_screen.cli.runs import show_run
 
         return show_run(run, store_file=store_file, limit=limit, json_path=json_path, csv_path=csv_path)

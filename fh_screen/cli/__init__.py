@@ -81,13 +81,11 @@ def main(argv: list[str] | None = None) -> None:
         # (typer.Exit, --help) comes back as its code, a finished command as its None
         code = app(args=argv, prog_name="fh-screen", standalone_mode=False)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's flush at exit
-    except BrokenPipeError:
-        from fh_screen.cli.common import STDOUT_CLOSED_EXIT_CODE, stdout_closed
+    except BrokenPipeError:  # the reader went away (| head): quietly, as Unix tools end
+        from fh_screen.cli.common import STDOUT_CLOSED_EXIT_CODE, silence_stdout
 
-        try:
-            stdout_closed()
-        except typer.Exit:
-            code = STDOUT_CLOSED_EXIT_CODE
+        silence_stdout()
+        code = STDOUT_CLOSED_EXIT_CODE
     except _click_exception_class() as exc:
         if type(exc).__name__ != "NoArgsIsHelpError":  # no arguments: the help is printed already
             print_error(exc.format_message(), first_line=False)

@@ -179,18 +179,24 @@ def write_csv(frame, path: str | Path, **to_csv_kwargs) -> None:
 STDOUT_CLOSED_EXIT_CODE = 141
 
 
-def stdout_closed() -> NoReturn:
-    """End the command quietly because its reader closed standard output (``fh-screen ... | head``):
-    no message (the reader wanted no more), exit code :data:`STDOUT_CLOSED_EXIT_CODE`."""
+def silence_stdout() -> None:
+    """Point standard output at the null device once its reader has gone, so that what is still
+    buffered does not fail again when the interpreter flushes at exit."""
     import os
     import sys
 
-    import typer
-
-    try:  # what is still buffered would fail again when the interpreter flushes at exit
+    try:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     except (OSError, ValueError):  # pragma: no cover - a stdout without a file descriptor
         pass
+
+
+def stdout_closed() -> NoReturn:
+    """End the command quietly because its reader closed standard output (``fh-screen ... | head``):
+    no message (the reader wanted no more), exit code :data:`STDOUT_CLOSED_EXIT_CODE`."""
+    import typer
+
+    silence_stdout()
     raise typer.Exit(STDOUT_CLOSED_EXIT_CODE)
 
 

@@ -343,9 +343,11 @@ def _with_model_label(frame):
     ``model_name``/``model_version``, which stay; empty where a row has no prediction."""
     if "model_name" not in frame.columns or "model_version" not in frame.columns or "model" in frame.columns:
         return frame
+    import pandas as pd
+
     frame = frame.copy()
-    labels = [f"{name}@{version}" if isinstance(name, str) and name and version is not None and version == version
-              else None for name, version in zip(frame["model_name"], frame["model_version"])]
+    labels = [f"{name}@{version}" if isinstance(name, str) and name and pd.notna(version) else None
+              for name, version in zip(frame["model_name"], frame["model_version"])]
     frame.insert(list(frame.columns).index("model_version") + 1, "model", labels)
     return frame
 

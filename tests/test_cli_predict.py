@@ -205,6 +205,19 @@ def test_a_reader_that_closes_the_pipe_ends_the_command_quietly(tmp_path, oqmd_t
     assert table.wait(timeout=120) == 141 and stderr == "", stderr
 
 
+def test_help_to_a_closed_pipe_ends_quietly_and_help_to_the_null_device_succeeds():
+    """typer prints help through its own rich console, which exits 1 on a closed pipe
+    (``fh-screen --help | true``); fh-screen ends it as every other closed pipe: 141, nothing on stderr."""
+    process = subprocess.Popen([sys.executable, "-m", "fh_screen.cli", "--help"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 141 and stderr == "", stderr
+    to_null = subprocess.run([sys.executable, "-m", "fh_screen.cli", "screen", "--help"], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True, timeout=120)
+    assert to_null.returncode == 0 and to_null.stderr == "", to_null.stderr
+
+
 def test_public_names_are_functions_even_after_submodule_imports():
     import fh_screen.models.predictor  # noqa: F401 - importing submodules must not shadow the functions
     import fh_screen.screening  # noqa: F401

@@ -61,6 +61,17 @@ def _click_exception_class() -> type[Exception]:
     return ClickException
 
 
+def _stdout_is_null_device() -> bool:
+    """Whether standard output is the null device (``os.devnull``)."""
+    import os
+
+    try:
+        stdout, null = os.fstat(sys.stdout.fileno()), os.stat(os.devnull)
+    except (OSError, ValueError):  # a stdout without a file descriptor (captured in a test)
+        return False
+    return (stdout.st_dev, stdout.st_ino) == (null.st_dev, null.st_ino)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script.
 
@@ -74,6 +85,7 @@ def main(argv: list[str] | None = None) -> None:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     app = build_app()
+    stdout_was_null_device = _stdout_is_null_device()
     if argv and not argv[0].startswith("-") and argv[0] not in _command_names(app):
         argv.insert(0, "screen")
     try:
@@ -85,6 +97,14 @@ def main(argv: list[str] | None = None) -> None:
         from fh_screen.cli.common import STDOUT_CLOSED_EXIT_CODE, silence_stdout
 
         silence_stdout()
+        code = STDOUT_CLOSED_EXIT_CODE
+    except SystemExit as exc:
+        # typer prints help and its own messages through a plain rich console, which ends a closed
+        # pipe with exit code 1 after pointing stdout at the null device (fh-screen --help | head)
+        if exc.code != 1 or stdout_was_null_device or not _stdout_is_null_device():
+            raise
+        from fh_screen.cli.common import STDOUT_CLOSED_EXIT_CODE
+
         code = STDOUT_CLOSED_EXIT_CODE
     except _click_exception_class() as exc:
         if type(exc).__name__ != "NoArgsIsHelpError":  # no arguments: the help is printed already

@@ -126,3 +126,40 @@ def test_the_screen_table_shows_p_stable_for_a_model_without_sigma_too(settings_
     table = screen("Li-O", predictor="paper", options=ScreenOptions(max_atoms=4), save=False).table
     shown = [float(line.split("│")[5]) for line in rows]
     assert shown == [round(p, 2) for p in table["p_stable"].head(3)]
+
+
+def test_runs_and_results_on_a_new_machine_answer_as_an_unused_mongodb_does(settings_env, tmp_path, monkeypatch):
+    """Before anything is saved, ``runs`` and ``results`` say there is nothing yet and exit 0, on the embedded
+    store (no file yet) as on a MongoDB database never used (it exited 2 with "no store at" on the embedded
+    store). A ``--store`` path that does not exist is still refused (most likely a typo), and writes nothing."""
+    import time
+
+    import mongomock_ng
+    from mongomock_ng.mongo_client import MongoClient
+
+    from fh_screen.settings import FhScreenSettings
+
+    def answers() -> dict:
+        out = {}
+        for command in ("runs", "results"):
+            table = runner.invoke(build_app(), [command])
+            listing = runner.invoke(build_app(), [command, "--json", "-"])
+            assert table.exit_code == 0 and listing.exit_code == 0, table.output + listing.output
+            assert "Traceback" not in table.output
+            out[command] = (json.loads(listing.stdout), "yet" in table.output)
+        return out
+
+    embedded = answers()
+    assert embedded == {"runs": ([], True), "results": ([], True)}
+    assert not FhScreenSettings().store_path.exists()  # reading made no store
+    run = runner.invoke(build_app(), ["query", "--run", "20260101-abc"])
+    assert run.exit_code == 2 and "no screen has been saved yet" in run.output and len(run.output.splitlines()) == 1
+    for command in ("runs", "results"):
+        typo = runner.invoke(build_app(), [command, "--store", str(tmp_path / "typo.sqlite")])
+        assert typo.exit_code == 2 and "no store at" in typo.output and not (tmp_path / "typo.sqlite").exists()
+
+    monkeypatch.setattr(MongoClient, "close", lambda self: None)  # mongomock's close empties the whole server
+    monkeypatch.setenv("FH_SCREEN_MONGO_URI", "mongodb://localhost:27017")
+    monkeypatch.setenv("FH_SCREEN_MONGO_DATABASE", f"fh_unused_{time.time_ns()}")
+    with mongomock_ng.patch(servers=(("localhost", 27017),)):
+        assert answers() == embedded

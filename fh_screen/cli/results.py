@@ -35,7 +35,9 @@ STATES = ("successful", "failed", "unconverged", "rejected", "no_reference")
 
 
 def _results_store(store_file: Optional[Path]):
-    """The ``results`` collection, read-only: of ``store_file``, else of the configured store (embedded or MongoDB)."""
+    """The ``results`` collection, read-only: of ``store_file``, else of the configured store (embedded or
+    MongoDB); None when the configured embedded store has not been written yet (nothing has come back,
+    as an empty MongoDB database reads). A ``--store`` path that does not exist is an error."""
     from fh_screen.settings import FhScreenSettings
     from fh_screen.store import SQLiteStore
 
@@ -45,6 +47,8 @@ def _results_store(store_file: Optional[Path]):
 
         return mongo_collection(settings, settings.results_collection, "result_id")
     path = store_file if store_file is not None else settings.store_path
+    if store_file is None and not Path(path).exists():
+        return None
     if not Path(path).is_file():
         fail(f"no store at {path}: nothing has come back yet (ResultsBackMaker, workflows/closed_loop_chgnet.py)")
     return SQLiteStore(path, settings.results_collection if store_file is None else "results", key="result_id",
@@ -52,9 +56,12 @@ def _results_store(store_file: Optional[Path]):
 
 
 def _no_results_yet(store) -> bool:
-    """An embedded store file that has never held a results collection (nothing brought back into it)."""
+    """No store written yet, or an embedded store file that has never held a results collection
+    (nothing brought back into it)."""
     from fh_screen.store import SQLiteStore
 
+    if store is None:
+        return True
     # MongoDB: a collection that does not exist reads as empty
     return isinstance(store, SQLiteStore) and not store.collection_exists()
 
@@ -115,7 +122,9 @@ def results_command(
             out.print(f"wrote {len(docs)} rows to {csv_path}", highlight=False)
     if json_path is None and csv_path is None:
         if empty:
-            where = store.path if hasattr(store, "path") else store.name
+            from fh_screen.settings import FhScreenSettings
+
+            where = FhScreenSettings().store_path if store is None else store.path if hasattr(store, "path") else store.name
             out.print(f"no results in {where} yet: nothing has come back (ResultsBackMaker, "
                       "workflows/closed_loop_chgnet.py)", highlight=False, soft_wrap=True)
         else:

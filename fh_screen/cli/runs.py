@@ -29,6 +29,9 @@ _STORE_HELP = "Embedded store file to use instead of the configured one (setting
 
 
 def _open_store(store_file: Optional[Path]):
+    """The store to read, read-only; None when the configured embedded store has not been written
+    yet (nothing saved: as an empty MongoDB database reads). A ``--store`` path that does not exist
+    is an error (most likely a typo)."""
     from fh_screen.settings import FhScreenSettings
     from fh_screen.store import FhScreenStore
 
@@ -38,7 +41,7 @@ def _open_store(store_file: Optional[Path]):
         return FhScreenStore.embedded(store_file, read_only=True)
     settings = FhScreenSettings()
     if not settings.mongo_uri and not settings.store_path.exists():
-        fail(f"no store at {settings.store_path}: no screen has been saved yet (run `fh-screen SYSTEM`)")
+        return None
     return FhScreenStore.from_settings(settings, read_only=True)
 
 
@@ -71,9 +74,12 @@ def runs_command(
         fail(f"--limit must be 0 or more, got {limit}")
     check_outputs(json_path)
     store = _open_store(store_file)
-    with store:
-        rows = store.screen_summaries(chemsys=chemsys, model_name=model, limit=limit) if _has_screens(store) else []
-        models = _stored_models(store) if model and not rows and _has_screens(store) else []
+    rows: list[dict] = []
+    models: list[str] = []
+    if store is not None:
+        with store:
+            rows = store.screen_summaries(chemsys=chemsys, model_name=model, limit=limit) if _has_screens(store) else []
+            models = _stored_models(store) if model and not rows and _has_screens(store) else []
     if json_path is not None:
         _write_json(rows, json_path)
         if not is_stdout(json_path):
@@ -83,6 +89,8 @@ def runs_command(
     if not rows:
         of = (f" of {chemsys}" if chemsys else "") + (f" by model {model}" if model else "")
         held = f" (the store holds screens of {', '.join(models)})" if models else ""
+        if not of:  # nothing saved at all: no store file yet, an unused MongoDB database, an empty store
+            held = " yet (run `fh-screen SYSTEM` to save one)"
         out.print(f"no saved screens{of}{held}", highlight=False, soft_wrap=True)
         return
     from rich.table import Table
@@ -115,6 +123,11 @@ def show_run(run_id: str, *, store_file: Optional[Path] = None, limit: int = 50,
     """Print (or write) the screen stored under ``run_id``: its ranked candidates and selection."""
     check_outputs(json_path, csv_path)
     store = _open_store(store_file)
+    if store is None:
+        from fh_screen.settings import FhScreenSettings
+
+        fail(f"no screen with run id {run_id!r}: no screen has been saved yet "
+             f"(no store at {FhScreenSettings().store_path}; run `fh-screen SYSTEM`)")
     with store:
         if not _has_screens(store):
             fail(f"no screen with run id {run_id!r}: no screen has been saved in {store.screens.name}")

@@ -195,6 +195,20 @@ def test_unreachable_mongodb_is_one_line_naming_the_host_within_seconds(settings
     assert seconds < 10
 
 
+@pytest.mark.parametrize("command", [["runs"], ["results"], ["results", "--json", "-"], ["query", "--chemsys", "Li-O"],
+                                     ["query", "--run", "20260101-abc"]])
+def test_every_reading_command_says_an_unreachable_mongodb_in_one_line(settings_env, monkeypatch, command):
+    """``results`` raised pymongo's traceback (81 lines) where the other commands say one line."""
+    from fh_screen.cli import build_app
+
+    monkeypatch.setenv("FH_SCREEN_MONGO_URI", "mongodb://me:s3cret@127.0.0.1:9/fh")
+    monkeypatch.setenv("FH_SCREEN_MONGO_TIMEOUT_S", "0.5")
+    result = runner.invoke(build_app(), command)
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: cannot reach MongoDB at 127.0.0.1:9") and len(result.output.splitlines()) == 1
+    assert "s3cret" not in result.output
+
+
 def test_an_unreachable_server_leaves_no_open_client(settings_env, monkeypatch):
     import gc
     import warnings

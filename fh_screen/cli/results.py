@@ -43,9 +43,11 @@ def _results_store(store_file: Optional[Path]):
 
     settings = FhScreenSettings()
     if store_file is None and settings.mongo_uri:
-        from fh_screen.store.mongo import mongo_collection
+        from fh_screen.store.mongo import check_reachable, mongo_collection
 
-        return mongo_collection(settings, settings.results_collection, "result_id")
+        results = mongo_collection(settings, settings.results_collection, "result_id")
+        check_reachable(results, settings.mongo_uri)  # one line, as every other command says it
+        return results
     path = store_file if store_file is not None else settings.store_path
     if store_file is None and not Path(path).exists():
         return None

@@ -736,3 +736,144 @@ def test_a_lower_pure_element_relax_in_the_job_store_becomes_the_reference_when_
     assert li["force_field_model"] == f"CHGNet {li['force_field_model'].split()[-1]}" and li["structure"]
     assert after - before == pytest.approx(0.025, abs=2e-3)  # the prototypes relax again to within 2 meV/atom
     assert again["notes"] == [] and again["states"] == {"successful": 2}  # LiF, and Li itself: now 0, not -0.05
+
+
+# --------------------------------------------------------------------------- audit of 2026-12-07
+
+
+def test_one_malformed_job_is_rejected_alone_and_odd_energies_or_species_are_not_energies(chgnet_run, tmp_path):
+    """A job whose formula metadata is not a formula, an energy that is True or a text, and a structure with a
+    dummy species are each one rejected result with its reason; the good jobs beside them are built (a bad
+    metadata formula stopped the whole build with a TypeError, in every door, at every rerun; True was 1 eV)."""
+    from pymatgen.core import Structure
+
+    finished, element_store, _, uuids = chgnet_run
+    job_store = _copy_store(finished, tmp_path)
+    template = next(iter(job_store.query({"uuid": uuids[0]})))
+    odd = []
+    for uuid, formula in (("meta-int", 5), ("meta-bad", "Li((F"), ("meta-lower", "lif"), ("meta-dummy", "LiX")):
+        doc = _variant(template, uuid)
+        doc["metadata"] = {**(doc.get("metadata") or {}), "fh_screen_formula": formula}
+        odd.append(doc)
+    odd += [_variant(template, "energy-true", energy=True), _variant(template, "energy-text", energy="-10.3")]
+    dummy = _variant(template, "dummy")
+    structure = Structure.from_dict(dummy["output"]["structure"])
+    structure.replace(0, "X0+")
+    dummy["output"]["structure"] = structure.as_dict()
+    job_store.update(odd + [dummy], key="uuid")
+    reference, results, elements = _stores(tmp_path)
+    elements.update(list(element_store.query({})), key="reference_id")
+    _build(job_store, results, reference, elements)
+    docs = {d["job_uuid"]: d for d in results.query({})}
+    for uuid in ("meta-int", "meta-bad", "meta-lower", "meta-dummy"):
+        assert docs[uuid]["state"] == "rejected" and "is not a formula" in docs[uuid]["message"], docs[uuid]
+    for uuid in ("energy-true", "energy-text"):
+        assert docs[uuid]["state"] == "rejected" and "not a finite number" in docs[uuid]["message"], docs[uuid]
+    assert docs["dummy"]["state"] == "rejected" and docs["dummy"]["message"] == "structure holds dummy species X0+"
+    assert all(docs[u]["state"] == "successful" for u in uuids[:2])  # the good relaxes beside them
+    assert next(iter(reference.query({"formula": "LiF", "source": "chgnet"})))["source_id"] in uuids[:2]
+
+
+def test_a_vasp_entry_that_disagrees_with_its_structure_is_rejected(tmp_path):
+    """The energy comes from the task's entry and is divided by its structure's atoms: an entry of another
+    composition (NiO on an FeO structure) or of another cell size became a wrong FeO entry; now rejected."""
+    reference, results, elements = _stores(tmp_path)
+    jobs = _fe_o_jobs(tmp_path, ("feo", -13.0))
+    feo = _rocksalt(4.3, ("Fe", "O"))  # 8 atoms
+    other = _vasp_job("nio-entry", feo, -13.0 * 8, {"Fe": 5.3, "O": 0.0})
+    nio = feo.copy()
+    nio.replace_species({"Fe": "Ni"})
+    other["output"]["entry"] = ComputedEntry(nio.composition, -13.0 * 8, parameters=other["output"]["entry"]["parameters"]).as_dict()
+    small = _vasp_job("small-entry", feo, -13.0 * 2, {"Fe": 5.3, "O": 0.0})
+    small["output"]["entry"] = ComputedEntry("FeO", -13.0 * 2, parameters=small["output"]["entry"]["parameters"]).as_dict()
+    jobs.update([other, small], key="uuid")
+    _build(jobs, results, reference, elements)
+    out = {d["job_uuid"]: d for d in results.query({})}
+    assert out["nio-entry"]["state"] == "rejected" and out["nio-entry"]["message"] == "the task's entry is Ni4O4 (NiO), its structure FeO"
+    assert out["small-entry"]["state"] == "rejected" and "entry is for 2 atoms (Fe1O1), its structure has 8" in out["small-entry"]["message"]
+    assert out["feo"]["state"] == "successful"
+    entry = next(iter(reference.query({"formula": "FeO", "source": "atomate2-vasp"})))
+    assert entry["source_id"] == "feo"
+
+
+def test_refreshing_force_field_references_never_loses_the_cache(chgnet_run, tmp_path):
+    """A refresh relaxed only the elements of the JobStore at hand after deleting every cached one: a JobStore
+    without the earlier tasks emptied the cache, and a relax that failed left it empty too. Now every cached
+    element is relaxed again into a scratch store, and the cache changes only when every relax succeeded."""
+    from fh_screen.jobs import chgnet_prerelax_maker
+    from fh_screen.jobs.jobstore import local_job_store
+    from fh_screen.jobs.results import bring_results_back
+    from fh_screen.store.results_builder import ResultError
+
+    finished, element_store, references, uuids = chgnet_run
+    job_store = _copy_store(finished, tmp_path)
+    store_path = tmp_path / "fh.sqlite"
+    reference, results, elements = _stores(tmp_path)
+    elements.update(list(element_store.query({})), key="reference_id")
+    for store in (reference, results, elements):
+        store.close()
+    assert bring_results_back(job_store, store_path)["states"]["successful"] == 2
+
+    def cached() -> dict:
+        with SQLiteStore(store_path, "element_references", key="reference_id") as store:
+            return {d["element"]: d["energy_per_atom_ev"] for d in store.query({"source": "chgnet"})}
+
+    before = cached()
+    assert set(before) == {"Li", "F"}
+    failing = chgnet_prerelax_maker(steps=5)
+    failing.calculator_kwargs = {**(failing.calculator_kwargs or {}), "model": str(tmp_path / "no-such-model.pt")}
+    with pytest.raises(ResultError, match="every prototype relax failed"):
+        bring_results_back(job_store, store_path, failing, refresh_force_field_references=True)
+    assert cached() == before
+    empty = local_job_store(tmp_path / "other-jobs.sqlite")  # a JobStore without the LiF relaxes
+    again = bring_results_back(empty, store_path, chgnet_prerelax_maker(steps=3), refresh_force_field_references=True)
+    after = cached()
+    assert set(after) == {"Li", "F"} and after != before  # both relaxed again (3 steps: other energies)
+    assert again["states"] == {"successful": 2}  # the LiF results rebuilt against them, not left without
+    with SQLiteStore(store_path, "results", key="result_id") as store:
+        lif = [d for d in store.query({"formula": "LiF"}) if d["state"] == "successful"]
+    assert [d["element_references_ev_per_atom"] for d in lif] == [after, after]
+
+
+def test_every_door_refuses_what_the_results_job_cannot_use_before_it_runs(chgnet_run, tmp_path):
+    """bring_results_back took any truthy switch ("no") as a refresh where the Maker refused it; the Maker took a
+    file that is no store, /dev/null and a Flow in place of its output; refresh_vasp_references, which the
+    builder's note asks for, existed in the builder alone."""
+    from jobflow import Flow
+
+    from fh_screen.jobs import chgnet_prerelax_maker
+    from fh_screen.jobs.results import ResultsBackError, ResultsBackMaker, bring_results_back
+
+    finished, _, _, uuids = chgnet_run
+    job_store = _copy_store(finished, tmp_path)
+    with pytest.raises(ResultsBackError, match="refresh_force_field_references must be True or False, got 'no'"):
+        bring_results_back(job_store, tmp_path / "a.sqlite", chgnet_prerelax_maker(steps=5), refresh_force_field_references="no")
+    with pytest.raises(ResultsBackError, match="refresh_vasp_references must be True or False, got 1"):
+        ResultsBackMaker(refresh_vasp_references=1).make()
+    assert not (tmp_path / "a.sqlite").exists()
+    text = tmp_path / "notes.txt"
+    text.write_text("my notes\n")
+    for path, message in ((text, "is not an fh-screen store"), ("/dev/null", "is not a file")):
+        with pytest.raises(ResultsBackError, match=message):
+            ResultsBackMaker(store_path=str(path)).make()
+        with pytest.raises(ResultsBackError, match=message):
+            bring_results_back(job_store, path)
+    assert text.read_text() == "my notes\n"
+    flow = Flow([chgnet_prerelax_maker(steps=5).make(_rocksalt(4.0))])
+    with pytest.raises(ResultsBackError, match=r"takes the output of the calculations \(flow.output\), not the Flow"):
+        ResultsBackMaker().make(flow)
+    ResultsBackMaker().make(flow.output)  # what the docs show
+
+    # the VASP re-pin the builder's note asks for, through bring_results_back and the Maker
+    jobs = _fe_o_jobs(tmp_path, ("feo", -13.0))
+    fe, _ = _fe_and_o2()
+    store_path = tmp_path / "vasp.sqlite"
+    bring_results_back(jobs, store_path)
+    jobs.update([_vasp_job("fe-low", fe, -8.6 * 2, None)], key="uuid")
+    noted = bring_results_back(jobs, store_path)
+    assert any("refresh_vasp_references=True" in note for note in noted["notes"])
+    repinned = bring_results_back(jobs, store_path, refresh_vasp_references=True)
+    assert repinned["states"] == {"successful": 3} and repinned["notes"] == []  # FeO, Fe and fe-low against the new pin
+    with SQLiteStore(store_path, "element_references", key="reference_id") as store:
+        assert next(iter(store.query({"reference_id": "Fe|atomate2-vasp"})))["job_uuid"] == "fe-low"
+    assert ResultsBackMaker(store_path=str(store_path), refresh_vasp_references=True).make().function_args[-1] is True

@@ -33,13 +33,17 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "RESULTS_COLLECTIONS", "ResultsBackError", "ResultsBackMaker", "bring_results_back", "check_force_field_maker",
-    "check_job_store", "check_store_path", "results_stores",
+    "check_flag", "check_job_store", "check_store_path", "check_upstream", "results_stores",
 ]
 
 #: Default names of the two collections the results builder adds beside ``reference``
 #: (``results_collection`` / ``element_references_collection`` in the settings name them instead).
 RESULTS_COLLECTIONS = {"results": "results", "element_references": "element_references"}
 _KEYS = {"results": "result_id", "element_references": "reference_id"}
+
+
+#: the first bytes of every SQLite database file (an embedded store is one)
+_SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 class ResultsBackError(FhScreenError):
@@ -69,8 +73,14 @@ def check_store_path(store_path: Any) -> Path | None:
     if not folder.is_dir():
         raise ResultsBackError(f"cannot write the store {path}: {folder} is not a folder")
     if path.exists():
+        if not path.is_file():
+            raise ResultsBackError(f"store_path {path} is not a file: give the path of a store file")
         if not os.access(path, os.R_OK | os.W_OK):
             raise ResultsBackError(f"cannot write the store {path}: the file is not writable")
+        with open(path, "rb") as handle:
+            header = handle.read(len(_SQLITE_HEADER))
+        if header and header != _SQLITE_HEADER:  # an empty file is a new store, as SQLite reads it
+            raise ResultsBackError(f"store_path {path} is not an fh-screen store (not an SQLite database file)")
         return path
     try:  # the one sure test that a file (or its folders) can be made there: make one, remove it
         os.rmdir(tempfile.mkdtemp(prefix=".fh-screen-check-", dir=folder))
@@ -98,6 +108,21 @@ def check_job_store(job_store: Any) -> None:
 
     if job_store is not None and not isinstance(job_store, (JobStore, Store)):
         raise ResultsBackError(f"job_store must be a jobflow JobStore or a maggma Store, got {type(job_store).__name__}")
+
+
+def check_flag(name: str, value: Any) -> None:
+    """Refuse (one line) a switch that is not True or False (``"no"`` would read as on)."""
+    if not isinstance(value, bool):
+        raise ResultsBackError(f"{name} must be True or False, got {value!r}")
+
+
+def check_upstream(upstream: Any) -> None:
+    """Refuse (one line) a Flow or Job given where its output is meant: the job would not wait for it."""
+    from jobflow import Flow
+
+    if isinstance(upstream, (Flow, Job)):
+        raise ResultsBackError(f"make() takes the output of the calculations ({type(upstream).__name__.lower()}.output), "
+                               f"not the {type(upstream).__name__} itself: the job would not wait for it to finish")
 
 
 def results_stores(
@@ -165,6 +190,7 @@ def bring_results_back(
     store_path: str | Path | None = None,
     force_field_maker: Maker | None = None,
     refresh_force_field_references: bool = False,
+    refresh_vasp_references: bool = False,
 ) -> dict[str, Any]:
     """Run the results builder from ``job_store`` into fh-screen's store.
 
@@ -183,7 +209,12 @@ def bring_results_back(
     refresh_force_field_references
         Relax the element references of ``force_field_maker``'s source again (the cached ones are
         replaced, e.g. those cached before the ground-state prototypes) and rebuild every result of
-        that source against them. Needs ``force_field_maker``.
+        that source against them. Needs ``force_field_maker``. Every element cached before is
+        relaxed again, and the cache changes only once every relax succeeded: a failed relax
+        leaves the earlier references as they were.
+    refresh_vasp_references
+        Pin the VASP element references again to the lowest pure-element task in ``job_store``
+        and rebuild every VASP result against them (what a note about a lower element task asks for).
 
     Returns
     -------
@@ -215,18 +246,17 @@ def bring_results_back(
         raise ResultsBackError("results back: no JobStore to read (run the job in a flow, or pass job_store)")
     check_job_store(job_store)
     check_force_field_maker(force_field_maker)
+    check_flag("refresh_force_field_references", refresh_force_field_references)
+    check_flag("refresh_vasp_references", refresh_vasp_references)
     if refresh_force_field_references and force_field_maker is None:
         raise ResultsBackError("refresh_force_field_references needs the force_field_maker that relaxes the references")
     results, elements, reference, where = results_stores(store_path)
     refreshed: str | None = None
     if force_field_maker is not None:
+        from maggma.stores import MemoryStore
+
         job_store.connect()
         source = force_field_source(force_field_maker.force_field_name)
-        if refresh_force_field_references:
-            elements.connect()
-            elements.remove_docs({"source": source})  # relaxed again below, for every element its results use
-            elements.close()
-            refreshed = source
         tasks = []
         for doc in job_store.query({"output": {"$ne": None}}, properties=["uuid", "index", "name", "output", "metadata"]):
             facts = parse_task(doc)
@@ -235,7 +265,17 @@ def bring_results_back(
         wanted = sorted({str(e) for facts in tasks for e in facts["composition"].elements})
         elements.connect()
         cached = set(elements.distinct("element", {"source": source}))
-        relaxed = force_field_element_references(wanted, force_field_maker, elements)
+        if refresh_force_field_references:
+            # every element cached before is relaxed again too (its results are rebuilt), into a scratch
+            # store first: the cache changes only once every relax succeeded (a failure raises here)
+            fresh = MemoryStore(collection_name="element_references", key="reference_id")
+            fresh.connect()
+            relaxed = force_field_element_references(sorted(set(wanted) | cached), force_field_maker, fresh)
+            elements.update([{k: v for k, v in doc.items() if k != "_id"} for doc in fresh.query({})],
+                            key="reference_id")  # one key per element and source: replaced
+            cached, refreshed = set(), source
+        else:
+            relaxed = force_field_element_references(wanted, force_field_maker, elements)
         # a reference cached now is the lower of the relaxed prototypes and the JobStore's own relaxes of the element
         lower = [doc for element, doc in lowest_force_field_elements(tasks, source, force_field_model(force_field_maker)).items()
                  if element not in cached and doc.energy_per_atom_ev < relaxed[element] - 1e-9]
@@ -251,7 +291,8 @@ def bring_results_back(
     results.close()
     # the builder's own run() closes every store at the end, the JobStore jobflow is writing to
     # included; the steps run here and only fh-screen's stores are closed
-    builder = ResultsBuilder(job_store, results, reference, elements, rebuild_source=refreshed)
+    builder = ResultsBuilder(job_store, results, reference, elements, rebuild_source=refreshed,
+                             refresh_vasp_references=refresh_vasp_references)
     builder.connect()
     for item in builder.get_items():
         builder.update_targets([builder.process_item(item)])
@@ -304,12 +345,15 @@ class ResultsBackMaker(Maker):
     refresh_force_field_references
         Relax the force field's element references again and rebuild its results against them
         (:func:`bring_results_back`).
+    refresh_vasp_references
+        Pin the VASP element references again and rebuild the VASP results (:func:`bring_results_back`).
     """
 
     name: str = "fh-screen results back"
     force_field_maker: Maker | None = None
     store_path: str | None = None
     refresh_force_field_references: bool = False
+    refresh_vasp_references: bool = False
 
     def check_make(self, job_store: Any = None) -> None:
         """The checks :meth:`make` runs when the job is made: the store path, the maker, the JobStore (one line)."""
@@ -317,9 +361,8 @@ class ResultsBackMaker(Maker):
             raise ResultsBackError(f"name must be a text, got {self.name!r}")
         check_store_path(self.store_path)
         check_force_field_maker(self.force_field_maker)
-        if not isinstance(self.refresh_force_field_references, bool):
-            raise ResultsBackError(f"refresh_force_field_references must be True or False, got "
-                                   f"{self.refresh_force_field_references!r}")
+        check_flag("refresh_force_field_references", self.refresh_force_field_references)
+        check_flag("refresh_vasp_references", self.refresh_vasp_references)
         if self.refresh_force_field_references and self.force_field_maker is None:
             raise ResultsBackError("refresh_force_field_references needs the force_field_maker that relaxes the references")
         check_job_store(job_store)
@@ -335,8 +378,9 @@ class ResultsBackMaker(Maker):
         :class:`ResultsBackError` here, in one line.
         """
         self.check_make(job_store)
+        check_upstream(upstream)
         made = _results_back_job(self.force_field_maker, self.store_path, upstream, job_store,
-                                 self.refresh_force_field_references)
+                                 self.refresh_force_field_references, self.refresh_vasp_references)
         made.name = self.name
         made.config.expose_store = True
         return made
@@ -349,6 +393,7 @@ def _results_back_job(
     upstream: Any = None,
     job_store: JobStore | Store | None = None,
     refresh_force_field_references: bool = False,
+    refresh_vasp_references: bool = False,
 ) -> dict[str, Any]:
     """The body of :meth:`ResultsBackMaker.make`'s job."""
     from jobflow import CURRENT_JOB
@@ -357,5 +402,6 @@ def _results_back_job(
     from fh_screen.version import __version__
 
     counts = bring_results_back(store, store_path, force_field_maker,  # None: the configured store
-                                refresh_force_field_references=refresh_force_field_references)
+                                refresh_force_field_references=refresh_force_field_references,
+                                refresh_vasp_references=refresh_vasp_references)
     return {**counts, "fh_screen_version": __version__}

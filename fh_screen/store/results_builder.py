@@ -179,17 +179,20 @@ def parse_task(job_doc: dict) -> dict | None:
         "source": _source(kind, output), "job_uuid": str(job_doc.get("uuid")), "job_index": int(job_doc.get("index", 1) or 1),
         "job_name": job_doc.get("name"), "state": "successful", "message": None, "composition": None,
         "structure": None, "energy_ev": None, "entry": None,
-        "expected_formula": (job_doc.get("metadata") or {}).get(FORMULA_METADATA_KEY),
+        "expected_formula": _text_or_none((job_doc.get("metadata") or {}).get(FORMULA_METADATA_KEY)),
         "force_field_model": None,
     }
     structure = output.get("structure") or (output.get("output") or {}).get("structure")
     if isinstance(structure, dict):
         try:
             parsed = Structure.from_dict(structure)
-            facts["structure"] = structure
-            facts["composition"] = parsed.composition
         except Exception as exc:  # noqa: BLE001 - a malformed structure is bad input, reported
             return {**facts, "state": "rejected", "message": f"unreadable structure ({type(exc).__name__})"}
+        facts["structure"] = structure
+        dummies = sorted({str(e) for e in parsed.composition.elements if not _is_element(e)})
+        if dummies:  # a placeholder site (X0+) has no element reference, and no place on a hull
+            return {**facts, "state": "rejected", "message": f"structure holds dummy species {', '.join(dummies)}"}
+        facts["composition"] = parsed.composition.element_composition  # Fe2+ is Fe: references are per element
     inner = output.get("output") or {}
     facts["energy_ev"] = inner.get("energy")
     if kind == "force_field":
@@ -213,13 +216,42 @@ def parse_task(job_doc: dict) -> dict | None:
     if not _finite(facts["energy_ev"]):
         return {**facts, "state": "rejected", "message": f"final energy {facts['energy_ev']!r} is not a finite number"}
     expected = facts["expected_formula"]
-    if expected:
-        from pymatgen.core import Composition
-
-        if Composition(expected).reduced_formula != _reduced(facts["composition"]):
+    if expected is not None:
+        asked = _formula_or_none(expected)
+        if asked is None:
+            return {**facts, "state": "rejected",
+                    "message": f"the job's metadata {FORMULA_METADATA_KEY} {expected!r} is not a formula"}
+        if asked != _reduced(facts["composition"]):
             return {**facts, "state": "rejected",
                     "message": f"structure is {_reduced(facts['composition'])}, the job was asked for {expected}"}
     return facts
+
+
+def _text_or_none(value: Any) -> str | None:
+    """``value`` as text for a result document (a number in the metadata is kept, as text), None staying None."""
+    return None if value is None else str(value)
+
+
+def _is_element(species: Any) -> bool:
+    """Whether a composition's key is a chemical element (an ``Element``, or a ``Species`` such as Fe2+), not a dummy."""
+    from pymatgen.core import Element
+
+    return isinstance(getattr(species, "element", species), Element)
+
+
+def _formula_or_none(formula: Any) -> str | None:
+    """The reduced formula of a formula text of real elements, else None (not a text, not a formula, a dummy)."""
+    from pymatgen.core import Composition
+
+    if not isinstance(formula, str) or not formula.strip():
+        return None
+    try:
+        composition = Composition(formula)
+    except Exception:  # noqa: BLE001 - pymatgen raises ValueError, KeyError, ... for what is not a formula
+        return None
+    if not composition or not all(_is_element(e) for e in composition.elements):
+        return None
+    return composition.reduced_formula
 
 
 def _source(kind: str, output: dict) -> str:
@@ -257,11 +289,12 @@ def _succeeded(output: dict) -> bool:
 
 
 def _finite(value: Any) -> bool:
-    """Whether ``value`` is a finite number."""
-    try:
-        return math.isfinite(float(value))
-    except (TypeError, ValueError):
+    """Whether ``value`` is a finite real number (True and the text "-10.3" are not energies)."""
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return False
+    return math.isfinite(float(value))
 
 
 def _kind(output: dict) -> str | None:
@@ -553,12 +586,19 @@ class ResultsBuilder(Builder):
         """(result id, facts) of the tasks to build: new, ``no_reference``, or VASP ones being refreshed."""
         done = {d["result_id"]: d["state"] for d in self.results.query({}, properties=["result_id", "state"])}
         pending = []
+        seen = set()
         for facts in self._tasks():
             result_id = f"{facts['source']}|{facts['job_uuid']}|{facts['job_index']}"
+            seen.add(result_id)
             rebuild = ((self.refresh_vasp_references and facts["source"] == SOURCES["vasp"])
                        or (self.rebuild_source is not None and facts["source"] == self.rebuild_source))
             if done.get(result_id) in (None, "no_reference") or rebuild:
                 pending.append((result_id, facts))
+        if self.rebuild_source is not None and _is_force_field(self.rebuild_source):
+            # a result whose job is not in this JobStore is rebuilt from its own document (its energy and structure)
+            for doc in self.results.query({"source": self.rebuild_source, "energy_ev": {"$ne": None}}):
+                if doc["result_id"] not in seen and doc.get("structure"):
+                    pending.append((doc["result_id"], _facts_of_result(doc)))
         return pending
 
     def _cached_references(self, source: str) -> dict[str, dict]:
@@ -641,6 +681,22 @@ class ResultsBuilder(Builder):
             self.logger.warning("%s (%s): no successful result left, its reference entry removed", formula, source)
 
 
+def _facts_of_result(doc: dict) -> dict:
+    """The facts (:func:`parse_task`) of a stored force-field result with an energy, to build it again
+    against new element references when its job is no longer in the JobStore at hand."""
+    from pymatgen.core import Structure
+
+    structure = doc["structure"]
+    return {
+        "source": doc["source"], "job_uuid": doc.get("job_uuid"), "job_index": int(doc.get("job_index") or 1),
+        "job_name": doc.get("job_name"), "state": "successful", "message": None,
+        "composition": Structure.from_dict(structure).composition.element_composition, "structure": structure,
+        "energy_ev": doc["energy_ev"], "entry": None, "expected_formula": doc.get("expected_formula"),
+        "force_field_model": doc.get("force_field_model"), "functional": doc.get("functional"),
+        "package_version": doc.get("package_version"),
+    }
+
+
 def _vasp_element_references(tasks: Sequence[dict]) -> dict[str, dict]:
     """Lowest corrected energy per atom of each element among the successful VASP tasks of pure elements, with provenance."""
     references: dict[str, dict] = {}
@@ -669,7 +725,13 @@ def _vasp_corrected_energy(facts: dict) -> tuple[float | None, str | None]:
     entry_dict = facts.get("entry")
     if not isinstance(entry_dict, dict):
         return None, "task document without a ComputedEntry (entry)"
-    entry = ComputedEntry.from_dict(entry_dict)
+    try:
+        entry = ComputedEntry.from_dict(entry_dict)
+    except Exception as exc:  # noqa: BLE001 - a malformed entry is bad input, reported
+        return None, f"unreadable ComputedEntry ({type(exc).__name__})"
+    mismatch = _entry_structure_mismatch(entry.composition, facts["composition"])
+    if mismatch:
+        return None, mismatch
     scheme = MaterialsProject2020Compatibility(check_potcar=False)
     try:
         processed = scheme.process_entries([entry], verbose=False, clean=True, on_error="raise")
@@ -678,6 +740,18 @@ def _vasp_corrected_energy(facts: dict) -> tuple[float | None, str | None]:
     if not processed:
         return None, "MaterialsProject2020Compatibility rejects it (conflicting energy adjustments)"
     return float(processed[0].energy), None
+
+
+def _entry_structure_mismatch(entry: Composition, structure: Composition) -> str | None:
+    """Why a VASP task's entry (its energy) and its structure (the atoms it is divided by) disagree, or None."""
+    entry = entry.element_composition
+    if entry.reduced_formula != structure.reduced_formula:
+        return (f"the task's entry is {entry.formula.replace(' ', '')} ({entry.reduced_formula}), "
+                f"its structure {structure.reduced_formula}")
+    if abs(entry.num_atoms - structure.num_atoms) > 1e-6:
+        return (f"the task's entry is for {entry.num_atoms:g} atoms ({entry.formula.replace(' ', '')}), "
+                f"its structure has {structure.num_atoms:g}")
+    return None
 
 
 def _compatibility_reason(exc: Exception) -> str:

@@ -350,7 +350,8 @@ def _require(frame: pd.DataFrame, columns: list[str], path: Path) -> None:
         )
 
 
-def load_oqmd_csv(path: str | Path, *, drop_outliers: bool = True) -> tuple[pd.DataFrame, CleaningReport]:
+def load_oqmd_csv(path: str | Path, *, drop_outliers: bool = True,
+                  keep_written: bool = False) -> tuple[pd.DataFrame, CleaningReport]:
     """Load a CSV of ``formula`` and ΔH_f in eV/atom into the tidy table.
 
     The value column is ``target`` (the shared OQMD files) or ``dhf_ev_per_atom`` (the package's
@@ -362,10 +363,11 @@ def load_oqmd_csv(path: str | Path, *, drop_outliers: bool = True) -> tuple[pd.D
     _require(raw, ["formula", value_column], path)
     frame = pd.DataFrame({"formula": raw["formula"], "dhf_ev_per_atom": raw[value_column]})
     frame["source_id"] = None
-    return clean(frame, drop_outliers=drop_outliers)
+    return clean(frame, drop_outliers=drop_outliers, keep_written=keep_written)
 
 
-def load_oqmd_dump(path: str | Path, *, drop_outliers: bool = True) -> tuple[pd.DataFrame, CleaningReport]:
+def load_oqmd_dump(path: str | Path, *, drop_outliers: bool = True,
+                   keep_written: bool = False) -> tuple[pd.DataFrame, CleaningReport]:
     """Load an OQMD dataset dump exported as a table (``composition`` or ``name``, ``delta_e``).
 
     OQMD's ``formationenergy`` table export has ``composition_id`` / ``name`` / ``delta_e`` /
@@ -385,10 +387,11 @@ def load_oqmd_dump(path: str | Path, *, drop_outliers: bool = True) -> tuple[pd.
     })
     id_column = next((c for c in ("entry_id", "id", "calculation_id") if c in raw.columns), None)
     frame["source_id"] = raw[id_column].astype(str) if id_column else None
-    return clean(frame, drop_outliers=drop_outliers)
+    return clean(frame, drop_outliers=drop_outliers, keep_written=keep_written)
 
 
-def load_optimade_json(paths: str | Path | list[str | Path], *, drop_outliers: bool = True) -> tuple[pd.DataFrame, CleaningReport]:
+def load_optimade_json(paths: str | Path | list[str | Path], *, drop_outliers: bool = True,
+                       keep_written: bool = False) -> tuple[pd.DataFrame, CleaningReport]:
     """Load one or more OPTIMADE ``/structures`` JSON responses from OQMD (or its REST API).
 
     Uses ``attributes.chemical_formula_reduced`` and ``attributes._oqmd_delta_e`` (eV/atom), the
@@ -416,31 +419,35 @@ def load_optimade_json(paths: str | Path | list[str | Path], *, drop_outliers: b
             rows.append({"formula": formula, "dhf_ev_per_atom": value, "source_id": None if source_id is None else str(source_id)})
     frame = pd.DataFrame(rows, columns=["formula", "dhf_ev_per_atom", "source_id"])
     frame["dhf_ev_per_atom"] = pd.to_numeric(frame["dhf_ev_per_atom"], errors="coerce")
-    return clean(frame, drop_outliers=drop_outliers)
+    return clean(frame, drop_outliers=drop_outliers, keep_written=keep_written)
 
 
-def load_oqmd(path: str | Path, *, drop_outliers: bool = True) -> tuple[pd.DataFrame, CleaningReport]:
-    """Load any supported OQMD file, choosing the loader from its suffix and columns."""
+def load_oqmd(path: str | Path, *, drop_outliers: bool = True,
+              keep_written: bool = False) -> tuple[pd.DataFrame, CleaningReport]:
+    """Load any supported OQMD file, choosing the loader from its suffix and columns (``keep_written``: :func:`clean`)."""
     path = _check_file(path)
     if path.suffix.lower() == ".json":
-        return load_optimade_json(path, drop_outliers=drop_outliers)
+        return load_optimade_json(path, drop_outliers=drop_outliers, keep_written=keep_written)
     header = _first_line(read_text(path)).strip()
     columns = {c.strip() for c in header.replace("\t", ",").replace(" ", ",").split(",")}
     if "formula" in columns and columns & set(VALUE_COLUMNS):
-        return load_oqmd_csv(path, drop_outliers=drop_outliers)
+        return load_oqmd_csv(path, drop_outliers=drop_outliers, keep_written=keep_written)
     if "delta_e" in columns:
-        return load_oqmd_dump(path, drop_outliers=drop_outliers)
+        return load_oqmd_dump(path, drop_outliers=drop_outliers, keep_written=keep_written)
     raise DataError(
         f"{path}: unrecognised format (expected formula,target or formula,dhf_ev_per_atom or composition,delta_e "
         "columns, or OPTIMADE JSON)"
     )
 
 
-def clean(frame: pd.DataFrame, *, drop_outliers: bool = True) -> tuple[pd.DataFrame, CleaningReport]:
+def clean(frame: pd.DataFrame, *, drop_outliers: bool = True,
+          keep_written: bool = False) -> tuple[pd.DataFrame, CleaningReport]:
     """Reduce formulas, keep the lowest ΔH_f per composition, drop outliers; report counts.
 
     ``frame`` has ``formula``, ``dhf_ev_per_atom`` and ``source_id``. With
-    ``drop_outliers=False`` outliers are kept and marked ``passed_outlier_filter=False``.
+    ``drop_outliers=False`` outliers are kept and marked ``passed_outlier_filter=False``. With
+    ``keep_written`` a last column ``written_formula`` holds each kept row's formula as the input
+    wrote it (``OgF`` for the reduced ``FOg``), for messages that quote the user's own words.
     """
     report = CleaningReport(n_raw=len(frame))
     frame = frame.copy()
@@ -461,6 +468,8 @@ def clean(frame: pd.DataFrame, *, drop_outliers: bool = True) -> tuple[pd.DataFr
     valid = features.valid
     report.reject("bad_formula", (~valid).sum(), [e for e in features.errors if e][:N_EXAMPLES])
     frame = frame[valid].copy()
+    if keep_written:
+        frame["written_formula"] = frame["formula"].astype(str)
     frame["formula"] = canonical_formulas(frame["formula"].astype(str))
 
     frame = frame.sort_values("dhf_ev_per_atom", kind="stable")
@@ -475,7 +484,7 @@ def clean(frame: pd.DataFrame, *, drop_outliers: bool = True) -> tuple[pd.DataFr
     report.outliers_kept = not drop_outliers
     if drop_outliers:
         frame = frame[inside]
-    frame = frame.sort_index()[TIDY_COLUMNS].reset_index(drop=True)
+    frame = frame.sort_index()[TIDY_COLUMNS + (["written_formula"] if keep_written else [])].reset_index(drop=True)
     report.n_kept = len(frame)
     logger.info(report.summary())
     return frame, report

@@ -7,6 +7,7 @@ base model is the shipped ``paper`` (fast). Each test here failed before the fix
 from __future__ import annotations
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -199,3 +200,125 @@ def test_empty_entries_give_the_cli_message(files, tmp_path):
         maker.make(None, entries=[])
     with pytest.raises(FinetuneError, match="entries must be a list"):
         maker.make(None, entries="NaCl")
+
+
+def _paper_run(files, out, **kwargs):
+    """run_finetune (the Python API) of the shipped ``paper`` model on the set-aside table, tiny; the epochs it ran."""
+    from fh_screen.models.finetune import FinetuneOptions, read_entries, run_finetune
+    from fh_screen.models.predictor import Predictor
+
+    epochs = []
+    run_finetune(Predictor.from_name("paper").checkpoint, read_entries(files / "set_aside.csv"), files / "tr.csv",
+                 files / "va.csv", out, FinetuneOptions(epochs=1, replay_rows=16), force=True,
+                 on_epoch=lambda *a: epochs.append(a), **kwargs)
+    return epochs
+
+
+def test_an_output_folder_that_is_not_empty_is_refused_by_every_door_and_left_as_it_was(files, tmp_path):
+    """Audit 4: -o FOLDER holding the user's README.md replaced it with the model's (model_card.json too)."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "README.md").write_text("my notes\n")
+    (mine / "model_card.json").write_text("{}")
+    message = f"{mine} is not empty: the new model needs a new or empty folder"
+    result, text = _run([files / "set_aside.csv", "--model", "paper", "--train", files / "tr.csv", "--val",
+                         files / "va.csv", "--output", mine, *QUICK])
+    _one_line_error(result, text, message)
+    with pytest.raises(FinetuneError, match=re.escape(message)):
+        FinetuneMaker(model="paper", train_path=str(files / "tr.csv"), val_path=str(files / "va.csv"),
+                      output_dir=str(mine)).make()
+    with pytest.raises(FinetuneError, match=re.escape(message)):
+        _paper_run(files, mine)
+    assert sorted(p.name for p in mine.iterdir()) == ["README.md", "model_card.json"]
+    assert (mine / "README.md").read_text() == "my notes\n" and (mine / "model_card.json").read_text() == "{}"
+    # an empty folder is still a good place for the model
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert _paper_run(files, empty) and (empty / "model.pt").is_file()
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_training_by_every_door(files, tmp_path):
+    """Audit 7: -o /proc/aud or -o FILE/sub trained first, then failed (No such file or directory / Not a directory)."""
+    import os
+
+    a_file = tmp_path / "good.csv"
+    a_file.write_text("x\n")
+    places = {a_file / "sub": f"cannot write the new model into {a_file / 'sub'}: {a_file} is not a folder"}
+    if os.path.isdir("/proc/self"):  # a place where no folder can be made, even by root
+        places["/proc/aud"] = "cannot write the new model into /proc/aud: "
+    maker = {"model": "paper", "train_path": str(files / "tr.csv"), "val_path": str(files / "va.csv")}
+    for place, message in places.items():
+        result, text = _run([files / "set_aside.csv", *maker_args(maker), "--output", place, *QUICK])
+        _one_line_error(result, text, message)
+        assert "fine-tuned" not in text  # refused before any member trained
+        with pytest.raises(FinetuneError, match=re.escape(message)):
+            FinetuneMaker(**maker, output_dir=str(place)).make()
+        with pytest.raises(FinetuneError, match=re.escape(message)):
+            _paper_run(files, place)
+    assert a_file.read_text() == "x\n" and not os.path.exists("/proc/aud")
+    # the probe of a good place leaves nothing behind
+    FinetuneMaker(**maker, output_dir=str(tmp_path / "new" / "model")).make()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good.csv"]
+
+
+def maker_args(maker: dict) -> list:
+    """The CLI flags of a FinetuneMaker's model, train and val fields."""
+    return ["--model", maker["model"], "--train", maker["train_path"], "--val", maker["val_path"]]
+
+
+def test_an_entry_outside_the_models_elements_is_refused_at_make_in_the_words_it_was_written(files, tmp_path):
+    """Audit 8: the Maker took OgF at make() and failed when the job ran; the CLI quoted the reduced FOg."""
+    og = tmp_path / "og.csv"
+    og.write_text("formula,dhf_ev_per_atom\nOgF,-1.0\nNaCl,-2.0\n")
+    message = "new entry outside the model's elements (H–Pu): OgF: element 'Og' in formula 'OgF'"
+    result, text = _run([og, "--model", "paper", "--train", files / "tr.csv", "--val", files / "va.csv",
+                         "--output", tmp_path / "out", *QUICK])
+    _one_line_error(result, text, message)
+    assert "FOg" not in text and not (tmp_path / "out").exists()
+    with pytest.raises(FinetuneError, match=re.escape(message)):
+        FinetuneMaker(model="paper", train_path=str(files / "tr.csv"), val_path=str(files / "va.csv"),
+                      output_dir=str(tmp_path / "job")).make(None, entries=[{"formula": "OgF", "dhf_ev_per_atom": -1.0},
+                                                                              {"formula": "NaCl", "dhf_ev_per_atom": -2.0}])
+    assert not (tmp_path / "job").exists()
+
+
+def test_a_name_a_user_model_already_has_is_refused_by_every_door(files, tmp_path, monkeypatch):
+    """Audit 9: --name aud-ft -o other was accepted beside the user's model aud-ft; --model aud-ft@NEW then failed."""
+    import shutil
+
+    from fh_screen.models.predictor import Predictor, shipped_model_path
+
+    models = tmp_path / "models"
+    (models / "aud-ft").mkdir(parents=True)
+    shutil.copy(shipped_model_path("paper"), models / "aud-ft" / "model.pt")
+    monkeypatch.setenv("FH_SCREEN_MODEL_DIR", str(models))
+    assert Predictor.from_name("aud-ft").name == "paper"  # found by name
+    message = f"a model named 'aud-ft' is already in {models}"
+    other = tmp_path / "other"
+    result, text = _run([files / "set_aside.csv", "--model", "paper", "--name", "aud-ft", "--train", files / "tr.csv",
+                         "--val", files / "va.csv", "--output", other, *QUICK])
+    _one_line_error(result, text, message)
+    with pytest.raises(FinetuneError, match=re.escape(message)):
+        FinetuneMaker(model="paper", model_name="aud-ft", train_path=str(files / "tr.csv"), val_path=str(files / "va.csv"),
+                      output_dir=str(other)).make()
+    with pytest.raises(FinetuneError, match=re.escape(message)):
+        _paper_run(files, other, name="aud-ft")
+    assert not other.exists() and sorted(p.name for p in models.iterdir()) == ["aud-ft"]
+
+
+def test_an_infinite_val_regression_limit_is_refused_by_every_door(files, tmp_path):
+    """Audit 10: --max-val-regression inf (and the options' inf) let any regression through without --force."""
+    from pydantic import ValidationError
+
+    from fh_screen.models.finetune import FinetuneOptions
+
+    for value in ("inf", "Infinity"):
+        result, text = _run([files / "set_aside.csv", "--model", "paper", "--train", files / "tr.csv", "--val",
+                             files / "va.csv", "--output", tmp_path / "out", "--max-val-regression", value, *QUICK])
+        _one_line_error(result, text, "option --max-val-regression: Input should be a finite number")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ValidationError, match="finite"):
+        FinetuneOptions(max_val_regression_ev_per_atom=float("inf"))
+    with pytest.raises(FinetuneError, match="finetune option max_val_regression_ev_per_atom: Input should be a finite number"):
+        FinetuneMaker(model="paper", options={"max_val_regression_ev_per_atom": float("inf")}).make()
+    assert FinetuneOptions(max_val_regression_ev_per_atom=0).max_val_regression_ev_per_atom == 0

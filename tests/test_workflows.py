@@ -195,6 +195,61 @@ def test_closed_loop_rerun_writes_the_next_free_model_name_and_a_taken_name_fail
     assert not (tmp_path / "jobs.sqlite").exists()
 
 
+def test_closed_loop_skips_the_finetuning_when_no_new_successful_entry_came_back(tmp_path, fh_settings, oqmd_slice_csv,
+                                                                                  oqmd_dir):
+    """A rerun with nothing new fine-tuned again (paper-ft-2 identical to paper-ft): the loop now stops that job
+    when the results back brought no new successful entry, and says so."""
+    from jobflow import Flow
+
+    from fh_screen.jobs.finetune import FinetuneMaker
+
+    loop = _recipe("closed_loop_chgnet")
+    nothing = {"states": {}, "formulas": [], "n_results": 0}
+    failed_only = {"states": {"failed": 2}, "formulas": [], "n_results": 2}
+    assert loop.finetune_skip_note(nothing) == ("fine-tuning skipped: the results brought back no new successful entry "
+                                                "(nothing new), so the model has nothing new to learn")
+    assert "(2 failed)" in loop.finetune_skip_note(failed_only)
+    assert loop.finetune_skip_note({"states": {"successful": 1}, "formulas": ["Li3P"], "n_results": 1}) is None
+    # the flow: the fine-tuning (still jobs[4]) runs after the job that decides (jobs[5]), on its output
+    flow = loop.build("Li-P", top_n=1, model="paper", reference_store=reference_store(tmp_path / "ref.sqlite", "Li-P"))
+    learn, decide = flow.jobs[4], flow.jobs[5]
+    assert isinstance(learn.maker, FinetuneMaker) and {r.uuid for r in learn.input_references} == {decide.uuid}
+    assert {r.uuid for r in decide.input_references} == {flow.jobs[1].uuid, flow.jobs[3].uuid}
+    # nothing new back: the fine-tuning job is stopped, not failed, and writes nothing
+    for results in (nothing, failed_only):
+        gate = loop.when_new_entries(results)
+        job = FinetuneMaker(model="paper", model_name="paper-again", store_path=str(tmp_path / "later.sqlite"),
+                            output_dir=str(tmp_path / "again"), train_path=str(oqmd_slice_csv),
+                            val_path=str(oqmd_dir / "val.csv")).make(gate.output)
+        responses = run_locally(Flow([gate, job]), store=local_job_store(tmp_path / "jobs.sqlite"), log=False)
+        assert gate.uuid in responses and job.uuid not in responses
+        assert responses[gate.uuid][1].output == {"finetune": False, "note": loop.finetune_skip_note(results)}
+        assert responses[gate.uuid][1].stop_children and not (tmp_path / "again").exists()
+    new = loop.when_new_entries({"states": {"successful": 1}, "formulas": ["Li3P"], "n_results": 1})
+    response = run_locally(new, store=local_job_store(tmp_path / "jobs.sqlite"), log=False)[new.uuid][1]
+    assert response.output == {"finetune": True, "note": None} and not response.stop_children
+
+
+def test_closed_loop_with_nothing_new_back_skips_the_finetuning_and_says_so(tmp_path, fh_settings, capsys, monkeypatch,
+                                                                            oqmd_dir):
+    """The script end to end where nothing new comes back (Li-O: OQMD knows every small charge-balanced
+    candidate, so nothing is relaxed): it used to fine-tune anyway (and, with no chgnet entry at all, stop
+    the loop there); now it stops the fine-tuning, says so in its last line, and exits 0."""
+    monkeypatch.chdir(tmp_path)
+    loop = _recipe("closed_loop_chgnet")
+    fh_store = tmp_path / "fh.sqlite"
+    reference_store(fh_store, "Li-O")
+    FhScreenStore.embedded(fh_store).connect().close()
+    loop.main(["Li-O", "--top-n", "1", "--max-atoms", "4", "--model", "paper", "--fh-store", str(fh_store),
+               "--store", str(tmp_path / "jobs.sqlite"), "--workdir", str(tmp_path / "runs")])
+    out = capsys.readouterr().out
+    assert "first screen picked: nothing" in out and "results back: {}" in out, out
+    assert out.strip().splitlines()[-1] == ("fine-tuning skipped: the results brought back no new successful entry "
+                                            "(nothing new), so the model has nothing new to learn"), out
+    assert "fine-tuned" not in out and "the loop stopped" not in out
+    assert not (fh_settings / "models").exists()  # no paper-ft written
+
+
 def test_bulk_recipe_screens_several_systems(tmp_path, fh_settings):
     bulk = _recipe("bulk_screen")
     flow = bulk.build(["Li-O", "Na-Cl"], top_n=1, max_atoms=4, use_reference=False)

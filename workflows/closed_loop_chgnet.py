@@ -16,7 +16,9 @@ One jobflow flow, run with ``run_locally`` (no DFT, no server):
    it as ``<model>-ft`` into the model folder (a rerun writes ``<model>-ft-2``, ``-3``, ... beside
    the earlier ones and says so: :func:`finetuned_model_name`); a val regression above 0.002
    eV/atom fails that job (nothing written) unless ``--force``. Without an OQMD data folder
-   (``FH_SCREEN_OQMD_DIR``: a laptop with only the package) this step is skipped with a note.
+   (``FH_SCREEN_OQMD_DIR``: a laptop with only the package) this step is skipped with a note;
+   so it is when step 3 brought no new successful entry back (:func:`finetune_skip_note`: a
+   rerun with nothing new would learn what the last model learned, under a new name).
 
 The fh-screen store is the configured store (``~/.fh_screen.yaml``, ``FH_SCREEN_*``: the embedded
 file, or MongoDB when ``FH_SCREEN_MONGO_URI`` is set; ``fh-screen runs``, ``fh-screen query
@@ -32,7 +34,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jobflow import Flow, job
+from jobflow import Flow, Response, job
 
 if TYPE_CHECKING:
     from maggma.core import Store
@@ -47,6 +49,33 @@ logger = logging.getLogger(__name__)
 def after(value: Any, upstream: Any = None) -> Any:
     """Pass ``value`` on once ``upstream`` has run (orders the re-screen after the results came back)."""
     return value
+
+
+def finetune_skip_note(results: dict[str, Any]) -> str | None:
+    """Why the loop does not fine-tune after these results came back (None: it does).
+
+    ``results`` is the ResultsBackMaker's output. The fine-tuning learns from the store's entries
+    of the system; when no new or changed successful entry came back, those are the entries an
+    earlier run learned from, and the new model would be that run's model again under a new name.
+    """
+    if results.get("formulas"):
+        return None
+    states = ", ".join(f"{n} {state}" for state, n in sorted((results.get("states") or {}).items())) or "nothing new"
+    return (f"fine-tuning skipped: the results brought back no new successful entry ({states}), "
+            "so the model has nothing new to learn")
+
+
+@job
+def when_new_entries(results: dict[str, Any], upstream: Any = None) -> Response:
+    """Let the fine-tuning (its child) run only when ``results`` brought a new successful entry back.
+
+    Output ``{"finetune": bool, "note": the skip line or None}`` (:func:`finetune_skip_note`); when
+    there is nothing new the fine-tuning job is stopped (``stop_children``), not failed.
+    """
+    note = finetune_skip_note(results)
+    if note is not None:
+        logger.info(note)
+    return Response(output={"finetune": note is None, "note": note}, stop_children=note is not None)
 
 
 def finetune_data_note() -> str | None:
@@ -72,7 +101,7 @@ def finetuned_model_name(model: str | None = None, model_name: str | None = None
 
     Without ``model_name`` and ``model_output``: ``<model>-ft`` (``<model>`` the screening model's
     own name), or when its folder (:func:`~fh_screen.jobs.finetune.default_output_dir`) already
-    holds a model from an earlier run, the first free one of ``<model>-ft-2``, ``<model>-ft-3``,
+    holds a model from an earlier run (or anything else: it is not written over), the first free one of ``<model>-ft-2``, ``<model>-ft-3``,
     ...: a rerun writes a new model beside the last, never over it. A name or folder given that
     already holds a model raises :class:`~fh_screen.models.finetune.FinetuneError` (one line)
     before anything runs.
@@ -81,13 +110,14 @@ def finetuned_model_name(model: str | None = None, model_name: str | None = None
     from fh_screen.models.finetune import FinetuneError, check_model_name
     from fh_screen.models.predictor import load_predictor
 
-    def taken(folder: Path) -> bool:
-        return (Path(folder).expanduser() / "model.pt").exists()
+    def taken(folder: Path) -> bool:  # a model, or anything else the fine-tuning may not write over
+        folder = Path(folder).expanduser()
+        return folder.exists() and (not folder.is_dir() or next(folder.iterdir(), None) is not None)
 
     if model_name is not None or model_output is not None:
         name = check_model_name(model_name or f"{load_predictor(model).checkpoint.name}-ft", shipped_model_names())
         folder = Path(model_output) if model_output is not None else default_output_dir(name)
-        if taken(folder):
+        if (folder.expanduser() / "model.pt").exists():  # other refusals: FinetuneMaker.make, in the CLI's words
             raise FinetuneError(f"{folder} already holds a model: give the fine-tuned model another name (--name) "
                                 "or leave --name out (a rerun then writes <model>-ft-2, -3, ...)")
         return name, None
@@ -99,7 +129,8 @@ def finetuned_model_name(model: str | None = None, model_name: str | None = None
     check_model_name(name, shipped_model_names())
     if n == 1:
         return name, None
-    return name, (f"{stem} already holds a model ({default_output_dir(stem)}): this run writes the fine-tuned "
+    held = "already holds a model" if (default_output_dir(stem) / "model.pt").exists() else "already holds other files"
+    return name, (f"{stem} {held} ({default_output_dir(stem)}): this run writes the fine-tuned "
                   f"model as {name} ({default_output_dir(name)})")
 
 
@@ -122,6 +153,10 @@ def build(
     force: bool = False,
 ) -> Flow:
     """The closed-loop flow; its output is ``{"first", "rescreen", "results", "finetune"}``.
+
+    Its jobs: the first screen's flow, the results back, the gate ordering the re-screen after
+    them, the re-screen, then with ``finetune`` the fine-tuning and the job before it that lets it
+    run only when a new successful entry came back (:func:`when_new_entries`).
 
     Parameters
     ----------
@@ -193,10 +228,12 @@ def build(
         if note:
             logger.info(note)
         options = {"val_rows": 5000, **(finetune_options or {})}
+        new = when_new_entries(back.output, rescreen.output)
+        new.name = "fh-screen new entries back?"
         learn = FinetuneMaker(model=model, model_name=model_name, chemsys=label, store_path=fh_store,
                               output_dir=model_output,
-                              train_path=train_path, val_path=val_path, options=options, force=force).make(rescreen.output)
-        jobs.append(learn)
+                              train_path=train_path, val_path=val_path, options=options, force=force).make(new.output)
+        jobs += [learn, new]  # the fine-tuning stays jobs[4]
         output["finetune"] = learn.output
     return Flow(jobs, output=output, name=f"fh-screen closed loop {label}")
 
@@ -282,7 +319,11 @@ def main(argv: list[str] | None = None) -> None:
     Path(args.workdir).mkdir(parents=True, exist_ok=True)
     responses = run_locally(flow, store=store, log=False, create_folders=True, root_dir=args.workdir)
     steps = [*flow.jobs[0].jobs, *flow.jobs[1:]]
-    failed = [job.name for job in steps if job.uuid not in responses]
+    skip_note = None
+    if len(flow.jobs) > 5 and flow.jobs[5].uuid in responses:  # the fine-tuning was stopped: nothing new came back
+        with store:
+            skip_note = (read_output(store, flow.jobs[5].uuid) or {}).get("note")
+    failed = [job.name for job in steps if job.uuid not in responses and not (skip_note and job is flow.jobs[4])]
     with store:
         first = read_output(store, flow.jobs[0].jobs[0].uuid) if flow.jobs[0].jobs[0].uuid in responses else None
         if first is not None and not first.selected_formulas:
@@ -291,9 +332,11 @@ def main(argv: list[str] | None = None) -> None:
         if failed[:1] == ["fh-screen finetune"] or not failed:
             rescreen = read_output(store, flow.jobs[3].uuid)
             results = read_output(store, flow.jobs[1].uuid)
-            finetuned = read_output(store, flow.jobs[4].uuid) if len(flow.jobs) > 4 and not failed else None
+            finetuned = read_output(store, flow.jobs[4].uuid) if len(flow.jobs) > 4 and not failed and not skip_note else None
             for line in loop_lines(first, rescreen, results, finetuned):
                 print(line)
+    if skip_note:
+        print(skip_note)
     if failed:
         print(f"the loop stopped at: {', '.join(failed)} (the error is logged above)")
         raise SystemExit(1)

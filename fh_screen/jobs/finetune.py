@@ -144,12 +144,14 @@ def plan_finetune(
     """Every check of a fine-tuning that needs no new entries, in one place for the CLI and :class:`FinetuneMaker`.
 
     The model loads (name or path; None: the default model), the new name is usable (``""`` is
-    refused, None gives ``<model>-ft``), the train and val files exist and differ, and the output
-    folder (default :func:`default_output_dir`) is not a file and holds no model yet. Raises
-    :class:`FinetuneError` or the model's one-line error.
+    refused, None gives ``<model>-ft``; no shipped or user model has it:
+    :func:`~fh_screen.models.finetune.check_new_model_name`), the train and val files exist and
+    differ, and the output folder (default :func:`default_output_dir`) is new or empty and can be
+    written (:func:`~fh_screen.models.finetune.check_output_dir`, which leaves nothing behind).
+    Raises :class:`FinetuneError` or the model's one-line error.
     """
     from fh_screen.data import shared_data_dir
-    from fh_screen.models.finetune import check_model_name
+    from fh_screen.models.finetune import check_new_model_name, check_output_dir
     from fh_screen.models.predictor import Predictor
 
     if model is not None and not isinstance(model, (str, Path)):
@@ -158,7 +160,7 @@ def plan_finetune(
         if value is not None and not isinstance(value, (str, Path)):
             raise FinetuneError(f"{label} must be {'a text' if label == 'name' else 'a path'}, got {value!r}")
     base = Predictor.from_name(model).checkpoint  # an unknown model fails here, before any work
-    name = check_model_name(name if name is not None else f"{base.name}-ft", shipped_model_names())
+    name = check_new_model_name(name if name is not None else f"{base.name}-ft")
     if train_path is None or val_path is None:
         folder = shared_data_dir()
         train_path = train_path or folder / "train.csv"
@@ -170,10 +172,7 @@ def plan_finetune(
     if train_path.resolve() == val_path.resolve():
         raise FinetuneError(f"the replay file and the val file are the same ({train_path}): replay from train.csv only")
     output_dir = Path(output_dir) if output_dir is not None else default_output_dir(name)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise FinetuneError(f"{output_dir} is a file: the new model needs a folder (choose another name or output folder)")
-    if (output_dir / "model.pt").exists():
-        raise FinetuneError(f"{output_dir} already holds a model: choose another name or output folder")
+    check_output_dir(output_dir)
     return FinetunePlan(base, name, output_dir, train_path, val_path)
 
 
@@ -294,7 +293,8 @@ class FinetuneMaker(Maker):
 
         Everything that needs no upstream data: the options, the model, the new model's name, the
         train and val files, the output folder, the source, system and store file the entries
-        are read from, and entries given here (read as the job will read them). A store file
+        are read from, and entries given here (read as the job will read them, and within the
+        model's elements). A store file
         may be missing when ``upstream`` is another job's output (it may write it); entries
         holding another job's output are read when the job runs. Returns ``(maker, args, kwargs)``.
         """
@@ -316,15 +316,15 @@ class FinetuneMaker(Maker):
             raise FinetuneError(f"options must be FinetuneOptions or a dict of them, got {type(self.options).__name__}")
         if not isinstance(self.force, bool):
             raise FinetuneError(f"force must be True or False, got {self.force!r}")
-        plan_finetune(self.model, name=self.model_name, output_dir=self.output_dir, train_path=self.train_path,
-                      val_path=self.val_path)
+        plan = plan_finetune(self.model, name=self.model_name, output_dir=self.output_dir, train_path=self.train_path,
+                             val_path=self.val_path)
         if entries is None:
             check_store_entries(self.source, chemsys=self.chemsys, store_path=self.store_path,
                                 store_must_exist=not find_and_get_references(upstream))
         elif not find_and_get_references(entries):
-            from fh_screen.models.finetune import read_entries
+            from fh_screen.models.finetune import check_entry_elements, read_entries
 
-            read_entries(_entries_frame(entries), _entries_label(entries))
+            check_entry_elements(read_entries(_entries_frame(entries), _entries_label(entries)), plan.base.elements)
         return maker, (upstream,), {"entries": entries}
 
     @fh_screen_job(output_schema=FinetuneDocument, check=check_make)

@@ -28,7 +28,7 @@ import platform
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +49,10 @@ __all__ = [
     "FinetuneOptions",
     "FinetuneResult",
     "NewEntries",
+    "check_entry_elements",
     "check_model_name",
+    "check_new_model_name",
+    "check_output_dir",
     "entries_table",
     "finetune",
     "read_entries",
@@ -78,7 +81,8 @@ class FinetuneOptions(BaseModel):
     threads: int = Field(1, ge=1, description="torch CPU threads")
     val_rows: int | None = Field(None, ge=1, description="evaluate on a seeded sample of this many val rows (None: all)")
     max_val_regression_ev_per_atom: float = Field(
-        0.002, ge=0, description="largest rise of the val MAE (abs(ΔH_f) < 5 rows) accepted without force")
+        0.002, ge=0, allow_inf_nan=False,
+        description="largest rise of the val MAE (abs(ΔH_f) < 5 rows) accepted without force (finite: inf would let any through)")
 
 
 @dataclass
@@ -116,6 +120,58 @@ def check_model_name(name: str, taken: list[str] | tuple[str, ...] = ()) -> str:
     return name
 
 
+def check_new_model_name(name: str) -> str:
+    """``name`` if a new model may take it: :func:`check_model_name`, and no model found by that name has it.
+
+    Models are found by name in the user's model folder, then among the shipped ones
+    (:func:`~fh_screen.models.predictor.model_dirs`): a second model of the same name would be
+    shadowed by the first (``--model NAME@VERSION`` could not reach it). Raises :class:`FinetuneError`.
+    """
+    from fh_screen.models.predictor import model_dirs
+
+    users, shipped = model_dirs()
+    check_model_name(name, sorted(p.name for p in shipped.iterdir() if (p / "model.pt").is_file()))
+    if (users / name / "model.pt").is_file():
+        raise FinetuneError(f"a model named {name!r} is already in {users} (models are found by name there); "
+                            f"give the fine-tuned model its own name")
+    return name
+
+
+def check_output_dir(output_dir: str | Path) -> Path:
+    """``output_dir`` as a path if the new model can be written there: a new folder, or an empty one.
+
+    Refused in one line (:class:`FinetuneError`), before any training: a file in its place, a
+    folder holding a model or anything else (nothing of the user's is overwritten), and a place
+    where the folder cannot be made or written (a file as parent, no permission, ``/proc``).
+    The probe leaves nothing behind.
+    """
+    import os
+    import tempfile
+
+    path = Path(output_dir).expanduser()
+    if path.exists() and not path.is_dir():
+        raise FinetuneError(f"{output_dir} is a file: the new model needs a folder (choose another name or output folder)")
+    if (path / "model.pt").exists():
+        raise FinetuneError(f"{output_dir} already holds a model: choose another name or output folder")
+    try:
+        holds = path.is_dir() and next(path.iterdir(), None) is not None
+    except OSError as exc:
+        raise FinetuneError(f"cannot write the new model into {output_dir}: {exc.strerror or exc}") from None
+    if holds:
+        raise FinetuneError(f"{output_dir} is not empty: the new model needs a new or empty folder "
+                            f"(choose another name or output folder)")
+    folder = path
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise FinetuneError(f"cannot write the new model into {output_dir}: {folder} is not a folder")
+    try:  # the one sure test that the folder can be made and written: make one inside, remove it
+        os.rmdir(tempfile.mkdtemp(prefix=".fh-screen-check-", dir=folder))
+    except OSError as exc:
+        raise FinetuneError(f"cannot write the new model into {output_dir}: {exc.strerror or exc} in {folder}") from None
+    return path
+
+
 @dataclass
 class NewEntries:
     """New entries read as ``fh-screen ingest`` reads a file: the usable table and the rows set aside."""
@@ -124,6 +180,8 @@ class NewEntries:
     label: str
     n_rows: int
     set_aside: dict[str, int]
+    #: Each reduced formula of :attr:`table` as the entries wrote it (``FOg`` -> ``OgF``), for messages.
+    written: dict[str, str] = field(default_factory=dict)
 
     @property
     def n_set_aside(self) -> int:
@@ -159,7 +217,7 @@ def read_entries(entries: pd.DataFrame | str | Path, label: str | None = None) -
     if isinstance(entries, (str, Path)):
         label = label or str(entries)
         try:
-            table, report = load_oqmd(entries, drop_outliers=False)
+            table, report = load_oqmd(entries, drop_outliers=False, keep_written=True)
         except DataError as exc:
             raise FinetuneError(str(exc)) from None
     else:
@@ -172,7 +230,7 @@ def read_entries(entries: pd.DataFrame | str | Path, label: str | None = None) -
                                   "source_id": None})
         else:  # no rows at all (e.g. an empty list of records)
             frame = pd.DataFrame({"formula": [], "dhf_ev_per_atom": [], "source_id": []})
-        table, report = clean(frame, drop_outliers=False)
+        table, report = clean(frame, drop_outliers=False, keep_written=True)
     try:
         check_rows(table, report, label, "nothing was fine-tuned")
     except DataError as exc:
@@ -186,7 +244,25 @@ def read_entries(entries: pd.DataFrame | str | Path, label: str | None = None) -
         why = ", ".join(f"{n} {reason}" for reason, n in set_aside.items()) or "no rows"
         raise FinetuneError(f"no usable new entries in {label} (compounds of two or more elements with a finite "
                             f"ΔH_f): {report.n_raw} rows, set aside: {why}")
-    return NewEntries(multi.reset_index(drop=True), label, report.n_raw, set_aside)
+    written = dict(zip(multi["formula"], multi["written_formula"]))
+    return NewEntries(multi.drop(columns="written_formula").reset_index(drop=True), label, report.n_raw, set_aside, written)
+
+
+def check_entry_elements(entries: NewEntries | pd.DataFrame, elements: list[str] | tuple[str, ...]) -> None:
+    """Refuse new entries with an element outside the model's ``elements``, quoting the formula as written.
+
+    The model has no input for such an element: nothing could be learned from the row. Raises
+    :class:`FinetuneError` (one line) naming the first such entry.
+    """
+    from fh_screen.chem.formula import fraction_matrix
+
+    written = entries.written if isinstance(entries, NewEntries) else {}
+    table = entries.table if isinstance(entries, NewEntries) else entries
+    formulas = [written.get(f, f) for f in table["formula"]]
+    elements = list(elements)
+    for formula, error in zip(formulas, fraction_matrix(formulas, elements).errors):
+        if error:
+            raise FinetuneError(f"new entry outside the model's elements ({elements[0]}–{elements[-1]}): {formula}: {error}")
 
 
 def entries_table(entries: pd.DataFrame | str | Path, label: str | None = None) -> pd.DataFrame:
@@ -338,6 +414,7 @@ def finetune(
     started = time.perf_counter()
     if val_path is not None and Path(train_path).resolve() == Path(val_path).resolve():
         raise FinetuneError(f"the replay file and the val file are the same ({train_path}): replay from train.csv only")
+    check_entry_elements(entries, base.elements)
     if isinstance(entries, NewEntries):
         n_rows, set_aside, entries = entries.n_rows, dict(entries.set_aside), entries.table
     else:
@@ -415,10 +492,13 @@ def finetune(
 
 
 def write_finetuned_model(result: FinetuneResult, directory: str | Path) -> Path:
-    """Save ``model.pt``, ``model_card.json`` and ``README.md`` of a fine-tuned model into ``directory``."""
+    """Save ``model.pt``, ``model_card.json`` and ``README.md`` of a fine-tuned model into ``directory``.
+
+    ``directory`` must be new or empty (:func:`check_output_dir`): nothing already there is overwritten.
+    """
     from fh_screen.io import atomic_write_text, write_json
 
-    directory = Path(directory)
+    directory = check_output_dir(directory)
     directory.mkdir(parents=True, exist_ok=True)
     checkpoint = result.checkpoint
     save_checkpoint(checkpoint, directory / "model.pt")
@@ -498,15 +578,14 @@ def run_finetune(
 ) -> FinetuneResult:
     """:func:`finetune`, then refuse a val regression (unless ``force``) before writing ``output_dir``.
 
-    Raises :class:`FinetuneError` (one line; nothing written) when ``output_dir`` already holds a
-    model, when the val MAE rose by more than ``options.max_val_regression_ev_per_atom`` or when
-    no ``val_path`` is given, unless ``force``.
+    Raises :class:`FinetuneError` (one line; nothing written), before any training, when the name
+    is taken (:func:`check_new_model_name`) or ``output_dir`` cannot take the model
+    (:func:`check_output_dir`: a file, not empty, not writable); after it, when the val MAE rose
+    by more than ``options.max_val_regression_ev_per_atom`` or when no ``val_path`` is given,
+    unless ``force``.
     """
-    output_dir = Path(output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise FinetuneError(f"{output_dir} is a file: the new model needs a folder (choose another name or output folder)")
-    if (output_dir / "model.pt").exists():
-        raise FinetuneError(f"{output_dir} already holds a model: choose another name or output folder")
+    check_new_model_name(name if name is not None else f"{base.name}-ft")
+    output_dir = check_output_dir(output_dir)
     if val_path is None and not force:
         raise FinetuneError("no val file to check the fine-tuned model against: give one (or force)")
     result = finetune(base, entries, train_path, val_path, options, name=name, entries_label=entries_label, on_epoch=on_epoch)

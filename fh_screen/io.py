@@ -12,11 +12,10 @@ import json
 import math
 import os
 import secrets
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 __all__ = ["atomic_write", "atomic_write_text", "json_text", "read_json", "save_figure", "write_json"]
 
@@ -60,13 +59,21 @@ def _finite(value):
         return {k: _finite(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_finite(v) for v in value]
-    if isinstance(value, (float, np.floating)) and not math.isfinite(float(value)):
+    np = _loaded_numpy()
+    if (isinstance(value, float) or (np is not None and isinstance(value, np.floating))) and not math.isfinite(float(value)):
         return None
     return value
 
 
+def _loaded_numpy():
+    """numpy if something has imported it, else None (then no value can be a numpy scalar): the
+    command line's help writes no JSON and need not load it."""
+    return sys.modules.get("numpy")
+
+
 def _json_default(value):
-    if isinstance(value, np.generic):
+    np = _loaded_numpy()
+    if np is not None and isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 

@@ -201,7 +201,7 @@ def test_a_wrong_model_fails_at_make_in_every_door_with_the_same_line(fh_setting
     from fh_screen.jobs.bulk import BulkScreenMaker
     from fh_screen.jobs.prescreen import PrescreenMaker
 
-    for model, message in [("nope", "no shipped model named 'nope'"), ("paper@9", "model 'paper' is version 1, not '9'"),
+    for model, message in [("nope", "no model named 'nope'"), ("paper@9", "model 'paper' is version 1, not '9'"),
                            ("", "empty model name")]:
         with pytest.raises(FhScreenError, match=message) as bulk:
             BulkScreenMaker(model=model).make(["Li-O"])

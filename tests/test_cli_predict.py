@@ -94,7 +94,7 @@ def test_a_file_predicted_again_by_a_model_without_sigma_keeps_no_earlier_sigma(
     ("args", "fragment"),
     [
         (["predict", "--input", "missing.csv"], "input file not found"),
-        (["predict", "Xx2O", "--model", "nope"], "no shipped model named 'nope'"),
+        (["predict", "Xx2O", "--model", "nope"], "no model named 'nope'"),
         (["predict", "LiO2", "--model", "paper@99"], "model 'paper' is version 1, not '99'"),
         (["predict"], "give formulas"),
     ],
@@ -343,3 +343,16 @@ def test_cli_silences_warnings_and_never_relays_weights_only_advice(runner, monk
     assert result.exit_code == 2 and result.output.count("\n") == 1
     assert "UserWarning" not in result.output and "weights_only=False" not in result.output
     assert "False" not in result.output and "cannot load model x.pt" in result.output
+
+
+def test_help_loads_none_of_the_heavy_libraries():
+    """``fh-screen --help`` (and a command's help) builds every command with its defaults but imports neither
+    pandas, numpy, torch nor pymatgen (BENCHMARKS.md says so; the screen's defaults pulled in pandas through
+    fh_screen.screening, and fh_screen.io numpy)."""
+    probe = ("import sys; from fh_screen.cli import main\n"
+             "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+             "print(sorted(m for m in ('pandas', 'numpy', 'torch', 'pymatgen') if m in sys.modules), file=sys.stderr)")
+    for args in (["--help"], ["screen", "--help"], ["bulk", "--help"]):
+        completed = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=120)
+        assert completed.stderr.strip().splitlines()[-1] == "[]", (args, completed.stderr)
+        assert "Usage" in completed.stdout

@@ -104,7 +104,7 @@ def test_bad_input_is_one_line(files, tmp_path, monkeypatch):
         "no usable new entries": [str(empty)],
         "two or more elements": [str(elements)],
         "set aside: 1 outliers outside (-20, 5) eV/atom, 1 pure elements": [str(outlier)],
-        "no shipped model named 'no-such-model'": [str(files["new"]), "--model", "no-such-model"],
+        "no model named 'no-such-model'": [str(files["new"]), "--model", "no-such-model"],
         "one of them": [],
         "no reference entries of source 'chgnet'": ["--source", "chgnet", "--store", str(store)],
         "no store at": ["--source", "chgnet", "--store", str(tmp_path / "absent.sqlite")],

@@ -159,7 +159,7 @@ def test_the_maker_checks_at_make_what_the_cli_checks(files, tmp_path):
     good = {"model": "paper", "train_path": str(files / "tr.csv"), "val_path": str(files / "va.csv"),
             "output_dir": str(tmp_path / "new")}
     cases = {
-        "no shipped model named 'nosuch'": ({"model": "nosuch"}, ["--model", "nosuch"]),
+        "no model named 'nosuch'": ({"model": "nosuch"}, ["--model", "nosuch"]),
         "no source named in ''": ({"source": ""}, ["--source", ""]),
         "sources must be source names": ({"source": 5}, None),
         "unknown element 'Xx' in chemical system 'Li-Xx'": ({"chemsys": "Li-Xx"}, ["--source", "chgnet", "--chemsys", "Li-Xx"]),

@@ -129,8 +129,26 @@ def test_unreadable_and_incompatible_model_files(tmp_path):
         Predictor.from_file(foreign)
     with pytest.raises(ModelError, match="model file not found"):
         Predictor.from_file(tmp_path / "missing.pt")
-    with pytest.raises(ModelError, match="no shipped model named 'nope'"):
+    with pytest.raises(ModelError, match="no model named 'nope'"):
         Predictor.from_name("nope")
+
+
+def test_an_unknown_model_name_lists_shipped_and_user_models_apart(tmp_path, monkeypatch):
+    """The message called a user's fine-tuned model shipped ("no shipped model named 'nope' (available: ...,
+    paper-ft)"); it now names the shipped models and the user's, with their folder."""
+    import shutil
+
+    from fh_screen.models.predictor import shipped_model_path
+
+    monkeypatch.setenv("FH_SCREEN_MODEL_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("FH_SCREEN_CONFIG_FILE", "/dev/null")
+    (tmp_path / "models" / "my-ft").mkdir(parents=True)
+    shutil.copy(shipped_model_path("paper"), tmp_path / "models" / "my-ft" / "model.pt")
+    with pytest.raises(ModelError) as error:
+        Predictor.from_name("nope")
+    message = str(error.value)
+    assert message.startswith("no model named 'nope' (shipped: attention-ensemble, paper,") and "my-ft" not in message.split(";")[0]
+    assert message.endswith(f"; yours in {tmp_path / 'models'}: my-ft)")
 
 
 def test_fast_stacked_path_equals_reference_members(small_run, oqmd_train_raw):
@@ -195,5 +213,5 @@ def test_a_model_is_named_as_exports_name_it(tmp_path, monkeypatch):
         Predictor.from_name("paper@99")
     with pytest.raises(ModelError, match="bad model reference '@1'"):
         Predictor.from_name("@1")
-    with pytest.raises(ModelError, match="no shipped model named 'nope'"):
+    with pytest.raises(ModelError, match="no model named 'nope'"):
         Predictor.from_name("nope@1")

@@ -57,7 +57,7 @@ def test_a_bad_model_name_fails_at_make_with_the_cli_s_line(fh_settings):
         PrescreenMaker(model="nope").make("Li-O")
     with pytest.raises(ModelError) as api:
         screen("Li-O", predictor="nope")
-    assert _one_line(made.value) == _one_line(api.value) and "no shipped model named 'nope'" in str(api.value)
+    assert _one_line(made.value) == _one_line(api.value) and "no model named 'nope'" in str(api.value)
     for empty in ("", "  "):
         with pytest.raises(ModelError, match="empty model name") as info:
             screen("Li-O", predictor=empty)

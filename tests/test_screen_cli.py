@@ -136,7 +136,7 @@ def test_plot_draws_a_png(data_dir, tmp_path, system):
         (["Li-Fe-P-O-Mn", "--max-atoms", "4", "--plot", "x.png"], "binary, ternary and quaternary"),
         (["Li-Fe-O", "--plot", "x.pdf"], ".png"),
         (["Li-O", "--json", "/no/such/folder/x.json"], "output folder does not exist"),
-        (["Li-O", "--model", "no-such-model"], "no shipped model"),
+        (["Li-O", "--model", "no-such-model"], "no model named"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(data_dir, args, fragment):

@@ -146,7 +146,7 @@ def test_cli_evaluate_cv_writes_json_and_png(oqmd_slice_csv, tmp_path):
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--study", "nope"], "unknown study"),
+    (["--study", "nope"], "unknown study 'nope' (choose from cv, size, arch, overfit, all, stability or claims)"),
     (["--folds", "1"], "--folds must be at least 2"),
     (["--study", "size", "--sizes", "5000,abc"], "bad training-set size"),
     (["--study", "arch", "--presets", "fig2-32,big"], "unknown preset"),

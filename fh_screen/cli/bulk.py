@@ -18,8 +18,7 @@ from fh_screen.cli.common import (
     status_console,
     write_json_file,
 )
-from fh_screen.screening.options import DEFAULT_SELECT_P_MIN
-from fh_screen.screening.probability import DEFAULT_REFINE_TOP
+from fh_screen.defaults import DEFAULT_REFINE_TOP, DEFAULT_SELECT_P_MIN
 
 __all__ = ["register"]
 

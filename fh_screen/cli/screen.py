@@ -14,8 +14,7 @@ from typing import Optional
 import typer
 
 from fh_screen.cli.common import check_outputs, error_console, fail, is_stdout, one_line_errors, status_console
-from fh_screen.screening.options import DEFAULT_SELECT_P_MIN
-from fh_screen.screening.probability import DEFAULT_REFINE_TOP
+from fh_screen.defaults import DEFAULT_REFINE_TOP, DEFAULT_SELECT_P_MIN
 
 __all__ = ["register", "write_outputs"]
 

@@ -14,7 +14,7 @@ from typing import Optional
 import typer
 
 from fh_screen.cli.common import console, fail, one_line_errors
-from fh_screen.screening.probability import DEFAULT_PREFILTER_MODEL, DEFAULT_REFINE_TOP
+from fh_screen.defaults import DEFAULT_PREFILTER_MODEL, DEFAULT_REFINE_TOP
 
 __all__ = ["register"]
 
@@ -77,7 +77,7 @@ def evaluate_command(
         return
     chosen = list(STUDIES) if study == "all" else [study]
     if any(s not in STUDIES for s in chosen):
-        fail(f"unknown study {study!r} (choose from {', '.join(STUDIES)}, all or stability)")
+        fail(f"unknown study {study!r} (choose from {', '.join(STUDIES)}, all, stability or claims)")
     if preset not in PRESETS:
         fail(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
     if folds < 2:

@@ -81,7 +81,18 @@ def shipped_model_path(name: str = DEFAULT_MODEL) -> Path:
             if card_version is not None:
                 _check_version(name, version, card_version)
             return path
-    raise ModelError(f"no shipped model named {name!r} (available: {', '.join(available_models()) or 'none'})")
+    raise ModelError(f"no model named {name!r} ({_models_found()})")
+
+
+def _models_found() -> str:
+    """``shipped: a, b; yours in DIR: c`` — the models :func:`model_dirs` holds, told apart (for messages)."""
+    users, shipped = model_dirs()
+
+    def names(root: Path) -> list[str]:
+        return sorted(p.name for p in root.iterdir() if p.is_dir() and (p / "model.pt").is_file()) if root.is_dir() else []
+
+    mine = [n for n in names(users) if n not in names(shipped)]
+    return f"shipped: {', '.join(names(shipped)) or 'none'}" + (f"; yours in {users}: {', '.join(mine)}" if mine else "")
 
 
 def _card_version(directory: Path) -> str | None:

@@ -11,6 +11,7 @@ from pydantic import ConfigDict, ValidationError, field_validator
 from pydantic.dataclasses import dataclass
 
 from fh_screen.chem.candidates import DEFAULT_MAX_ATOMS, MAX_ATOMS_LIMIT
+from fh_screen.defaults import DEFAULT_SELECT_P_MIN
 from fh_screen.errors import FhScreenError
 from fh_screen.screening.probability import DEFAULT_PREFILTER_MODEL, DEFAULT_REFINE_TOP
 
@@ -21,9 +22,6 @@ __all__ = ["DEFAULT_MAX_CANDIDATES", "DEFAULT_SELECT_P_MIN", "NO_STABILITY_MODEL
 #: smaller ``max_atoms``. Enumeration + prediction + hull of 250k candidates take seconds.
 DEFAULT_MAX_CANDIDATES = 250_000
 
-#: ``selected`` (without a DFT budget): new candidates with at least this ``p_stable``; the short
-#: list a chemist would sign (chosen on val by ``fh-screen evaluate --study claims``, docs/claims.md).
-DEFAULT_SELECT_P_MIN = 0.3
 
 #: ``stability_model`` spelling for "no classifier": ``p_stable`` is the σ-only ``P(E_hull < window)``
 #: (how ``scripts/build_stability_model.py`` screens the examples it fits a classifier on)

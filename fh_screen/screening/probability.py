@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fh_screen.defaults import DEFAULT_PREFILTER_MODEL, DEFAULT_REFINE_TOP
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -60,19 +62,6 @@ def _electronegativity_order(chemsys: tuple[str, ...]) -> np.ndarray:
     return np.array(sorted(range(len(chemsys)), key=lambda j: key(chemsys[j])), dtype=np.int64)
 
 
-#: New candidates the default (attention) model predicts after the fast prefilter has ranked all
-#: of them by its score; P(stable), fitted on this cascade, may still rank a row only the prefilter
-#: predicted above them (``refined`` False, σ null).
-#: The rediscovery test (``docs/evaluation.md``) measured 50, 100, 200, 300, 500, 1,000 and every
-#: candidate: the cascade rows agree within their noise on two seeds' samples of systems (and are
-#: no worse than the ensemble on every candidate), while a warm quaternary screen spends about
-#: 0.1 s in the default model instead of ~4.5 s.
-DEFAULT_REFINE_TOP = 100
-
-#: The fast model that ranks every candidate before a slow model refines the best of them. The
-#: single ``paper`` network (about 1.3 million candidates/s) finds the hidden stable compounds as
-#: well as ``paper-ensemble`` (8× slower) does: recall@10 0.340 vs 0.324 (``docs/evaluation.md``).
-DEFAULT_PREFILTER_MODEL = "paper"
 
 
 def pattern_rows(counts: np.ndarray, chemsys: Sequence[str]) -> np.ndarray:

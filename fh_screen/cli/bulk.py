@@ -10,13 +10,14 @@ import typer
 from rich.markup import escape
 
 from fh_screen.cli.common import (
+    OutputBatch,
     check_outputs,
     error_console,
     fail,
     is_stdout,
     one_line_errors,
     status_console,
-    write_json_file,
+    store_file_in_use,
 )
 from fh_screen.defaults import DEFAULT_REFINE_TOP, DEFAULT_SELECT_P_MIN
 
@@ -67,7 +68,8 @@ def bulk_command(
         fail(f"--processes must be 1 or more, got {processes}")
     if (elements is None) == (systems_file is None):
         fail("give either --elements Li,Fe,P,O (with --nelements) or --systems-file FILE")
-    check_outputs(json_path)
+    check_outputs(json_path, provenance_of=(json_path,),
+                  inputs={"the store file": store_file_in_use(store_file), "the systems file": systems_file})
     systems = systems_from_elements(elements, nelements) if elements is not None else read_systems_file(systems_file)
     options = ScreenOptions(
         max_atoms=max_atoms, max_per_element=max_per_element, charge_neutral=charge_neutral,
@@ -101,12 +103,14 @@ def bulk_command(
               f"process{'es' if processes > 1 else ''}. Best over every stored screen: fh-screen query --top 100 --min-p 0.5",
               highlight=False, soft_wrap=True)
     if json_path is not None:
-        write_json_file(report.to_json(), json_path)
-        if not is_stdout(json_path):
-            from fh_screen.exports import provenance_path, sweep_provenance
+        from fh_screen.exports import provenance_path, sweep_provenance
 
-            weights = bar.sweep_plan.weights_sha256 if bar.sweep_plan is not None else None
-            write_json_file(sweep_provenance(report, options, sweep, weights), provenance_path(json_path))
+        with OutputBatch() as outputs:  # the summary and its provenance, both or neither
+            outputs.json(report.to_json(), json_path)
+            if not is_stdout(json_path):
+                weights = bar.sweep_plan.weights_sha256 if bar.sweep_plan is not None else None
+                outputs.json(sweep_provenance(report, options, sweep, weights), provenance_path(json_path))
+        if not is_stdout(json_path):
             out.print(f"wrote the summary to {json_path} (its provenance beside it: *.provenance.json)",
                       highlight=False, soft_wrap=True)
     if report.failures:

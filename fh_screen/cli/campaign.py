@@ -57,7 +57,7 @@ def campaign_command(
             load_prior(prior)
         except ValueError as exc:
             raise CampaignError(f"--prior: {exc}") from None
-    check_outputs(json_path, figure)
+    check_outputs(json_path, figure, inputs={"the oracle table": oracle, "the known table": known})
     if figure is not None:
         if is_stdout(figure) or figure.suffix.lower() != ".png":
             fail(f"--figure needs a .png path, got {figure}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import NoReturn, TypeVar
 
@@ -101,21 +101,115 @@ def is_stdout(path: str | Path | None) -> bool:
     return path is not None and str(path) == STDOUT
 
 
-def check_outputs(*paths: str | Path | None) -> None:
+def check_outputs(*paths: str | Path | None, provenance_of: Sequence[str | Path | None] = (),
+                  inputs: Mapping[str, str | Path | None] | None = None) -> None:
     """:func:`check_output_path` for every output given (``None``: not asked for), before any work.
 
     ``-`` is stdout and needs no check; at most one output may be ``-``, and no two name one file.
+    ``provenance_of``: the outputs that get ``<file>.provenance.json`` beside them, checked as
+    outputs too (a folder there, or another output of that name). ``inputs``: files the command reads or
+    keeps, by what they are (``{"the store file": path}``): an output naming one is refused, as it
+    would overwrite it (a store replaced by a JSON summary).
     """
     given = [path for path in paths if path is not None]
     if sum(is_stdout(path) for path in given) > 1:
         raise OutputError("only one output can be '-' (stdout)")
     files = [Path(path).expanduser() for path in given if not is_stdout(path)]
+    beside = [Path(path).expanduser() for path in provenance_of if path is not None and not is_stdout(path)]
+    if beside:
+        from fh_screen.exports import provenance_path
+
+        files += [provenance_path(path) for path in beside]
     for path in files:
         check_output_path(path)
     resolved = [path.resolve() for path in files]
     for i, path in enumerate(resolved):
         if path in resolved[:i]:
             raise OutputError(f"two outputs name the same file: {files[i]}")
+    for what, source in (inputs or {}).items():
+        if source is None or is_stdout(source):
+            continue
+        kept = Path(source).expanduser().resolve()
+        for path, full in zip(files, resolved):
+            if full == kept:
+                raise OutputError(f"output {path} is {what}: it would be overwritten (choose another path)")
+
+
+def store_file_in_use(store_file: str | Path | None) -> Path | None:
+    """The embedded store file a command reads or writes: ``store_file`` (``--store``), else the configured
+    one; None when the configured store is MongoDB (no file an output could overwrite)."""
+    if store_file is not None:
+        return Path(store_file)
+    from fh_screen.settings import FhScreenSettings
+
+    settings = FhScreenSettings()
+    return None if settings.mongo_uri else Path(settings.store_path)
+
+
+class OutputBatch:
+    """Output files written as one set: each on a hidden temporary file beside it, all renamed into
+    place when the ``with`` block ends without an error; an error (a full disk on the third file,
+    Ctrl-C) removes every temporary file and leaves each output as it was, so a table never stands
+    beside the provenance of another run. An output of ``-`` is printed on stdout at once.
+    """
+
+    def __init__(self) -> None:
+        self._staged: list[tuple[Path, Path]] = []
+
+    def __enter__(self) -> OutputBatch:
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        try:
+            if exc_type is None:
+                for temporary, path in self._staged:
+                    try:
+                        os.replace(temporary, path)
+                    except OSError as error:
+                        raise OutputError(f"cannot write {path}: {error.strerror or error}") from None
+        finally:
+            for temporary, _ in self._staged:
+                temporary.unlink(missing_ok=True)
+            self._staged.clear()
+
+    def text(self, text: str, path: str | Path) -> None:
+        """``text`` (UTF-8) to ``path``, or on stdout for ``-``."""
+        if is_stdout(path):
+            import sys
+
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            return
+        self._stage(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
+
+    def json(self, payload, path: str | Path) -> None:
+        """``payload`` as strict JSON (:func:`fh_screen.io.json_text`)."""
+        self.text(io.json_text(payload), path)
+
+    def csv(self, frame, path: str | Path, **to_csv_kwargs) -> None:
+        """``frame`` as CSV, as :func:`write_csv` writes it."""
+        options = _csv_options(frame, to_csv_kwargs)
+        if is_stdout(path):
+            import sys
+
+            frame.to_csv(sys.stdout, **options)
+            sys.stdout.flush()
+            return
+        self._stage(path, lambda temporary: frame.to_csv(temporary, **options))
+
+    def _stage(self, path: str | Path, write: Callable[[Path], object]) -> None:
+        import secrets
+
+        path = check_output_path(Path(path).expanduser())
+        # ends in .tmp, so that pandas infers no compression from the name
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        try:
+            with open(temporary, "x", encoding="utf-8"):  # created with the umask's permissions
+                pass
+            self._staged.append((temporary, path))
+            write(temporary)
+        except OSError as error:
+            raise OutputError(f"cannot write {path}: {error.strerror or error}") from None
 
 
 def status_console(*outputs: str | Path | None):
@@ -159,12 +253,7 @@ def write_csv(frame, path: str | Path, **to_csv_kwargs) -> None:
     Python's csv writer quotes a field holding ``\n`` but not one holding a lone ``\r``, which
     readers then take for a line break; such tables are written with every text cell quoted.
     """
-    import csv
-
-    options = {"index": False, **to_csv_kwargs}
-    text_columns = frame.select_dtypes(include=["object", "string"]).columns
-    if any(frame[c].map(lambda v: isinstance(v, str) and "\r" in v).any() for c in text_columns):
-        options.setdefault("quoting", csv.QUOTE_NONNUMERIC)
+    options = _csv_options(frame, to_csv_kwargs)
     if is_stdout(path):
         import sys
 
@@ -172,6 +261,17 @@ def write_csv(frame, path: str | Path, **to_csv_kwargs) -> None:
         sys.stdout.flush()
         return
     atomic_write(Path(path).expanduser(), lambda tmp: frame.to_csv(tmp, **options))
+
+
+def _csv_options(frame, to_csv_kwargs: dict) -> dict:
+    """``to_csv`` options: no index, and every text cell quoted when any holds a lone CR."""
+    import csv
+
+    options = {"index": False, **to_csv_kwargs}
+    text_columns = frame.select_dtypes(include=["object", "string"]).columns
+    if any(frame[c].map(lambda v: isinstance(v, str) and "\r" in v).any() for c in text_columns):
+        options.setdefault("quoting", csv.QUOTE_NONNUMERIC)
+    return options
 
 
 #: exit code of a command whose standard output was closed by its reader (128 + SIGPIPE, as a shell

@@ -21,6 +21,7 @@ from fh_screen.cli.common import (
     is_stdout,
     one_line_errors,
     status_console,
+    store_file_in_use,
     write_csv,
     write_json_file,
 )
@@ -89,7 +90,7 @@ def results_command(
         fail(f"--limit must be 0 (all rows) or more, got {limit}")
     if state is not None and state.strip().lower() not in STATES:
         fail(f"--state must be one of {', '.join(STATES)}, got {state!r}")
-    check_outputs(json_path, csv_path)
+    check_outputs(json_path, csv_path, inputs={"the store file": store_file_in_use(store_file)})
     criteria = criteria_for(formula or None, chemsys)  # a bad formula or system fails here
     if source is not None:
         parse_sources(source)  # and a bad source name (the criterion is made once the store is open)

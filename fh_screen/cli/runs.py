@@ -12,15 +12,15 @@ from typing import Optional
 import typer
 
 from fh_screen.cli.common import (
+    OutputBatch,
     check_outputs,
     console,
     fail,
     is_stdout,
     one_line_errors,
     status_console,
-    write_csv,
+    store_file_in_use,
     write_json_file,
-    write_text_output,
 )
 
 __all__ = ["register", "runs_command", "show_run"]
@@ -72,7 +72,7 @@ def runs_command(
     """List the saved screens (CLI runs and prescreen jobs), newest first."""
     if limit < 0:
         fail(f"--limit must be 0 or more, got {limit}")
-    check_outputs(json_path)
+    check_outputs(json_path, inputs={"the store file": store_file_in_use(store_file)})
     store = _open_store(store_file)
     rows: list[dict] = []
     models: list[str] = []
@@ -121,7 +121,8 @@ def _short_list(formulas: list[str]) -> str:
 def show_run(run_id: str, *, store_file: Optional[Path] = None, limit: int = 50,
              json_path: Optional[Path] = None, csv_path: Optional[Path] = None) -> None:
     """Print (or write) the screen stored under ``run_id``: its ranked candidates and selection."""
-    check_outputs(json_path, csv_path)
+    check_outputs(json_path, csv_path, provenance_of=(json_path, csv_path),
+                  inputs={"the store file": store_file_in_use(store_file)})
     store = _open_store(store_file)
     if store is None:
         from fh_screen.settings import FhScreenSettings
@@ -135,21 +136,24 @@ def show_run(run_id: str, *, store_file: Optional[Path] = None, limit: int = 50,
     out = status_console(json_path, csv_path)
     from fh_screen.exports import provenance_path, stored_screen_provenance
 
-    if json_path is not None:
-        write_text_output(doc.model_dump_json(indent=1) + "\n", json_path)
-        if not is_stdout(json_path):
-            write_json_file(stored_screen_provenance(doc), provenance_path(json_path))
-            out.print(f"wrote screen {doc.run_id} to {json_path} (its provenance beside it: *.provenance.json)",
-                      highlight=False)
-    if csv_path is not None:
-        from fh_screen.exports import stored_screen_frame
+    from fh_screen.exports import stored_screen_frame
 
-        frame = stored_screen_frame(doc)  # the columns and order of the screen's own --csv
-        write_csv(frame, csv_path, float_format="%.6g")
-        if not is_stdout(csv_path):
-            write_json_file(stored_screen_provenance(doc), provenance_path(csv_path))
-            out.print(f"wrote {len(frame)} candidates to {csv_path} (its provenance beside it: *.provenance.json)",
-                      highlight=False)
+    frame = stored_screen_frame(doc) if csv_path is not None else None  # the columns and order of the screen's own --csv
+    with OutputBatch() as outputs:  # the tables and their provenance files, all or none
+        if json_path is not None:
+            outputs.text(doc.model_dump_json(indent=1) + "\n", json_path)
+            if not is_stdout(json_path):
+                outputs.json(stored_screen_provenance(doc), provenance_path(json_path))
+        if csv_path is not None:
+            outputs.csv(frame, csv_path, float_format="%.6g")
+            if not is_stdout(csv_path):
+                outputs.json(stored_screen_provenance(doc), provenance_path(csv_path))
+    if json_path is not None and not is_stdout(json_path):
+        out.print(f"wrote screen {doc.run_id} to {json_path} (its provenance beside it: *.provenance.json)",
+                  highlight=False)
+    if csv_path is not None and not is_stdout(csv_path):
+        out.print(f"wrote {len(frame)} candidates to {csv_path} (its provenance beside it: *.provenance.json)",
+                  highlight=False)
     if json_path is None and csv_path is None:
         _print_screen(doc, limit)
 

@@ -13,7 +13,15 @@ from typing import Optional
 
 import typer
 
-from fh_screen.cli.common import check_outputs, error_console, fail, is_stdout, one_line_errors, status_console
+from fh_screen.cli.common import (
+    check_outputs,
+    error_console,
+    fail,
+    is_stdout,
+    one_line_errors,
+    status_console,
+    store_file_in_use,
+)
 from fh_screen.defaults import DEFAULT_REFINE_TOP, DEFAULT_SELECT_P_MIN
 
 __all__ = ["register", "write_outputs"]
@@ -55,7 +63,9 @@ def screen_command(
     system = parse_chemsys(chemsys)
     if top < 0:
         fail(f"--top must be 0 or more, got {top}")
-    check_outputs(json_path, csv_path, plot_path)  # before any work: folder exists, writable, not a folder
+    # before any work: folder exists, writable, not a folder, not the store, nor one file named twice
+    check_outputs(json_path, csv_path, plot_path, provenance_of=(json_path, csv_path),
+                  inputs={"the store file": store_file_in_use(store_file)})
     if is_stdout(plot_path):
         fail("--plot needs a .png path, not '-'")
     if plot_path is not None:
@@ -170,17 +180,19 @@ def write_outputs(result, *, json_path: Optional[Path] = None, csv_path: Optiona
                   saved: bool | None = None) -> None:
     """Write the whole ranked table (every column and the model of each row, :mod:`fh_screen.exports`), atomically
     (a path of ``-``: printed on stdout), and beside each file its provenance (``<file>.provenance.json``:
-    run id, versions, model, options, known sources, OQMD's attribution)."""
-    from fh_screen.cli.common import is_stdout, write_csv, write_json_file
+    run id, versions, model, options, known sources, OQMD's attribution); the files as one set
+    (:class:`~fh_screen.cli.common.OutputBatch`)."""
+    from fh_screen.cli.common import OutputBatch
     from fh_screen.exports import export_frame, export_provenance, export_records, provenance_path
 
-    if json_path is not None:
-        write_json_file(export_records(result), json_path)
-    if csv_path is not None:
-        write_csv(export_frame(result), csv_path, float_format="%.6g")
-    for path in (json_path, csv_path):
-        if path is not None and not is_stdout(path):
-            write_json_file(export_provenance(result, options, saved=saved), provenance_path(path))
+    with OutputBatch() as outputs:  # the tables and their provenance files, all or none
+        if json_path is not None:
+            outputs.json(export_records(result), json_path)
+        if csv_path is not None:
+            outputs.csv(export_frame(result), csv_path, float_format="%.6g")
+        for path in (json_path, csv_path):
+            if path is not None and not is_stdout(path):
+                outputs.json(export_provenance(result, options, saved=saved), provenance_path(path))
 
 
 def _fmt(value, digits: int = 3) -> str:

@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from fh_screen.cli.common import (
+    OutputBatch,
     check_outputs,
     console,
     error_console,
@@ -16,8 +17,7 @@ from fh_screen.cli.common import (
     is_stdout,
     one_line_errors,
     status_console,
-    write_csv,
-    write_json_file,
+    store_file_in_use,
 )
 
 __all__ = ["dft_first", "register"]
@@ -186,7 +186,9 @@ def query_command(
 
         return show_run(run, store_file=store_file, limit=limit, json_path=json_path, csv_path=csv_path)
 
-    check_outputs(json_path, csv_path)  # before any work: folder exists, writable, not a folder
+    # before any work: folder exists, writable, not a folder, not the store
+    check_outputs(json_path, csv_path, provenance_of=(json_path, csv_path),
+                  inputs={"the store file": store_file_in_use(store_file)})
     criteria_for(formula, chemsys, nelements, min_dhf, max_dhf, source=source)  # validate before opening the store
     if source is not None and kind is not Kind.reference:
         kind = Kind.reference  # a source belongs to reference entries; predictions have none
@@ -213,16 +215,19 @@ def query_command(
 
         provenance = store_query_provenance(frame, {**filters, "source": source, "model": model,
                                                     "include_outliers": include_outliers or None}, kind.value)
-    if json_path is not None:
-        _write_json(frame, json_path)
-        if not is_stdout(json_path):
-            write_json_file(provenance, provenance_path(json_path))
-            out.print(f"wrote {len(frame)} document{'' if len(frame) == 1 else 's'} to {json_path}{beside}", highlight=False)
-    if csv_path is not None:
-        _write_csv(frame, csv_path)
-        if not is_stdout(csv_path):
-            write_json_file(provenance, provenance_path(csv_path))
-            out.print(f"wrote {len(frame)} row{'' if len(frame) == 1 else 's'} to {csv_path}{beside}", highlight=False)
+    with OutputBatch() as outputs:  # the tables and their provenance files, all or none
+        if json_path is not None:
+            _write_json(frame, json_path, outputs)
+            if not is_stdout(json_path):
+                outputs.json(provenance, provenance_path(json_path))
+        if csv_path is not None:
+            _write_csv(frame, csv_path, outputs)
+            if not is_stdout(csv_path):
+                outputs.json(provenance, provenance_path(csv_path))
+    if json_path is not None and not is_stdout(json_path):
+        out.print(f"wrote {len(frame)} document{'' if len(frame) == 1 else 's'} to {json_path}{beside}", highlight=False)
+    if csv_path is not None and not is_stdout(csv_path):
+        out.print(f"wrote {len(frame)} row{'' if len(frame) == 1 else 's'} to {csv_path}{beside}", highlight=False)
     if json_path is None and csv_path is None:
         _print_table(frame, kind, limit)
     if note:
@@ -239,7 +244,8 @@ def _top_candidates(top: int, min_p: float, chemsys, model, store_file, json_pat
         fail(f"--top must be 0 (all) or more, got {top}")
     if not 0 <= min_p <= 1:
         fail(f"--min-p must be a probability between 0 and 1, got {min_p}")
-    check_outputs(json_path, csv_path)
+    check_outputs(json_path, csv_path, provenance_of=(json_path, csv_path),
+                  inputs={"the store file": store_file_in_use(store_file)})
     if chemsys is not None:
         from fh_screen.store.documents import subsystems
 
@@ -255,16 +261,18 @@ def _top_candidates(top: int, min_p: float, chemsys, model, store_file, json_pat
                                                screens)
     out = status_console(json_path, csv_path)
     beside = " (its provenance beside it: *.provenance.json)"
-    if json_path is not None:
-        write_json_file(rows, json_path)
-        if not is_stdout(json_path):
-            write_json_file(provenance, provenance_path(json_path))
-            out.print(f"wrote {len(rows)} rows to {json_path}{beside}", highlight=False)
-    if csv_path is not None:
-        write_csv(pd.DataFrame(rows, columns=TOP_COLUMNS), csv_path)
-        if not is_stdout(csv_path):
-            write_json_file(provenance, provenance_path(csv_path))
-            out.print(f"wrote {len(rows)} rows to {csv_path}{beside}", highlight=False)
+    with OutputBatch() as outputs:  # the tables and their provenance files, all or none
+        if json_path is not None:
+            outputs.json(rows, json_path)
+            if not is_stdout(json_path):
+                outputs.json(provenance, provenance_path(json_path))
+        if csv_path is not None:
+            outputs.csv(pd.DataFrame(rows, columns=TOP_COLUMNS), csv_path)
+            if not is_stdout(csv_path):
+                outputs.json(provenance, provenance_path(csv_path))
+    for path in (json_path, csv_path):
+        if path is not None and not is_stdout(path):
+            out.print(f"wrote {len(rows)} rows to {path}{beside}", highlight=False)
     if json_path is None and csv_path is None:
         _print_top(rows, top, min_p)
 
@@ -352,15 +360,15 @@ def _with_model_label(frame):
     return frame
 
 
-def _write_json(frame, path: Path) -> None:
-    write_json_file(_records(_with_model_label(frame)), path)
+def _write_json(frame, path: Path, outputs: OutputBatch) -> None:
+    outputs.json(_records(_with_model_label(frame)), path)
 
 
-def _write_csv(frame, path: Path) -> None:
+def _write_csv(frame, path: Path, outputs: OutputBatch) -> None:
     frame = _with_model_label(frame)
     if "elements" in frame.columns:
         frame["elements"] = [" ".join(e) if isinstance(e, (list, tuple)) else e for e in frame["elements"]]
-    write_csv(frame, path)
+    outputs.csv(frame, path)
 
 
 def _number(value, digits: int = 3) -> str:

@@ -10,9 +10,10 @@ The top layer: may import everything (``study``, ``plotting``, ``jobs``, ``store
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
-__all__ = ["build_app", "main"]
+__all__ = ["build_app", "ended_by_sigterm_as_exit", "main"]
 
 COMMAND_MODULES = ("predict", "train", "finetune", "study", "store", "screen", "runs", "campaign", "bulk", "results")
 
@@ -61,6 +62,35 @@ def _click_exception_class() -> type[Exception]:
     return ClickException
 
 
+@contextlib.contextmanager
+def ended_by_sigterm_as_exit():
+    """While the command runs, SIGTERM (``kill``, a batch system's time limit) ends it as Ctrl-C does:
+    an exception, so that temporary files are removed and open transactions rolled back (Python's
+    default ends the process at once and leaves them), exit code 143 (128 + SIGTERM). The earlier
+    handler is put back afterwards; outside the main thread nothing changes."""
+    import os
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    command = os.getpid()
+
+    def terminate(signum, frame):
+        if os.getpid() != command:  # a worker forked by the command (bulk -p N): ended at once, as by default
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _stdout_is_null_device() -> bool:
     """Whether standard output is the null device (``os.devnull``)."""
     import os
@@ -79,6 +109,11 @@ def main(argv: list[str] | None = None) -> None:
     ``error: ...`` on stderr and exit code 2, like the commands' own errors; help, ``fh-screen``
     alone (help, exit code 2), Ctrl-C and every command's exit code are typer's.
     """
+    with ended_by_sigterm_as_exit():
+        _run(argv)
+
+
+def _run(argv: list[str] | None) -> None:
     import typer
 
     from fh_screen.cli.common import print_error

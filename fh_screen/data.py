@@ -440,6 +440,16 @@ def load_oqmd(path: str | Path, *, drop_outliers: bool = True,
     )
 
 
+def _truth_values(column: pd.Series) -> np.ndarray:
+    """Which cells are True/False: pandas reads them as 1.0/0.0, and no ΔH_f is written so (a file's
+    ``True`` is text, set aside as not a number; a table handed to ``screen(known=...)`` may hold bools)."""
+    if pd.api.types.is_bool_dtype(column.dtype):
+        return np.ones(len(column), dtype=bool)
+    if column.dtype != object:
+        return np.zeros(len(column), dtype=bool)
+    return column.map(lambda value: isinstance(value, (bool, np.bool_))).to_numpy(dtype=bool)
+
+
 def clean(frame: pd.DataFrame, *, drop_outliers: bool = True,
           keep_written: bool = False) -> tuple[pd.DataFrame, CleaningReport]:
     """Reduce formulas, keep the lowest ΔH_f per composition, drop outliers; report counts.
@@ -456,7 +466,7 @@ def clean(frame: pd.DataFrame, *, drop_outliers: bool = True,
     frame = frame[~missing]
 
     values = pd.to_numeric(frame["dhf_ev_per_atom"], errors="coerce").astype(float)
-    bad_value = ~np.isfinite(values.to_numpy())
+    bad_value = ~np.isfinite(values.to_numpy()) | _truth_values(frame["dhf_ev_per_atom"])
     report.reject("bad_value", bad_value.sum(), [
         f"{formula!s:.40}: {value!r:.40}" for formula, value in
         zip(frame["formula"][bad_value][:N_EXAMPLES], frame["dhf_ev_per_atom"][bad_value][:N_EXAMPLES])

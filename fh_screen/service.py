@@ -328,6 +328,17 @@ def run_screen(
     from fh_screen.screening import screen as rank
     from fh_screen.screening.core import NO_KNOWN_COMPOUND
 
+    for name, value in (("save", save), ("read_only", read_only)):
+        if not isinstance(value, bool):  # "no" would read as on and save a run
+            raise ScreenError(f"{name} must be True or False, got {value!r}")
+    if progress is not None and not callable(progress):
+        raise ScreenError(f"progress must be a function of a stage's label, got {type(progress).__name__}")
+    if store is not None:
+        from fh_screen.store import FhScreenStore
+
+        if not isinstance(store, FhScreenStore):
+            raise ScreenError(f"store must be an FhScreenStore (FhScreenStore.embedded(path) for a file), "
+                              f"got {type(store).__name__}")
     step = progress or (lambda label: None)
     if not isinstance(options, ScreenOptions):
         raise ScreenError(f"options must be ScreenOptions (ScreenOptions.from_mapping for a dict), got {type(options).__name__}")

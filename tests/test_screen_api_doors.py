@@ -122,6 +122,24 @@ def test_the_callers_known_table_refuses_what_ingest_refuses_and_counts_what_it_
         "phases from the store"]
 
 
+@pytest.mark.parametrize("truth", [True, False, np.True_], ids=["True", "False", "numpy-True"])
+def test_a_truth_value_in_the_known_table_is_set_aside_not_read_as_one_or_zero(truth):
+    """True/False in the ΔH_f column became 1.0/0.0 eV/atom (every known row at +1.0, no warning); a file's
+    "True" is set aside as not a number, and so is a table's, whether the column is bool or mixed."""
+    from fh_screen.store.bootstrap import packaged_reference_frame
+
+    real = packaged_reference_frame("Li-O")[["formula", "dhf_ev_per_atom"]]
+    mixed = real.astype({"dhf_ev_per_atom": object})
+    mixed.loc[mixed.index[0], "dhf_ev_per_atom"] = truth
+    options = ScreenOptions(max_atoms=6)
+    result = screen("Li-O", predictor=load_predictor("paper"), known=mixed, options=options)
+    assert _one_line(result.warnings[0]).startswith(f"1 of {len(real)} rows of the known phases given set aside: "
+                                                    "1 non-numeric or infinite values")
+    all_bool = real.assign(dhf_ev_per_atom=True)
+    every = screen("Li-O", predictor=load_predictor("paper"), known=all_bool, options=options)
+    assert every.n_known == 0 and f"{len(real)} non-numeric or infinite values" in every.warnings[1]
+
+
 # -- 4. options are checked when made, with one line, the same in every door ------------------------------
 
 
@@ -304,3 +322,27 @@ def test_the_package_exports_its_options_and_says_it_is_typed():
     assert files("fh_screen").joinpath("py.typed").is_file()
     pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
     assert "py.typed" in pyproject["tool"]["setuptools"]["package-data"]["fh_screen"]
+
+
+def test_screen_refuses_switches_and_objects_it_cannot_use_in_one_line(tmp_path, monkeypatch):
+    """save="no" saved a run (any truthy value counted); progress=3, store="x.sqlite" and a prefilter_model typo
+    failed deep inside (TypeError, AttributeError) or only once the cascade ran; a folder in the working directory
+    named like a shipped model hid it; predict() took no loaded Predictor."""
+    from fh_screen import predict
+    from fh_screen.models.predictor import Predictor
+
+    for kwargs, words in (({"save": "no"}, "save must be True or False, got 'no'"),
+                          ({"progress": 3}, "progress must be a function"),
+                          ({"store": "x.sqlite"}, "store must be an FhScreenStore")):
+        with pytest.raises(ScreenError, match=words) as info:
+            screen("Li-O", predictor="paper", options=ScreenOptions(max_atoms=4), **kwargs)
+        _one_line(info.value)
+    for name, words in (("nope", "prefilter_model: no model named 'nope'"), ("", "prefilter_model: empty model name"),
+                        ("paper@99", "prefilter_model: model 'paper' is version 1, not '99'")):
+        with pytest.raises(ScreenError, match=words):
+            ScreenOptions(prefilter_model=name)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "paper").mkdir()  # a folder that holds no model is not the model named paper
+    assert load_predictor("paper").name == "paper" and Predictor.from_name("paper").name == "paper"
+    loaded = Predictor.from_name("paper")
+    assert predict(["NaCl"], model=loaded) == pytest.approx(predict(["NaCl"], model="paper"))

@@ -51,7 +51,7 @@ def test_cli_screens_are_saved_listed_and_shown_and_never_overwritten(tmp_path, 
 
     app, runner = build_app(), CliRunner()
     result = runner.invoke(app, ["runs"])
-    assert result.exit_code == 2 and "no store" in result.output  # nothing saved yet: one line
+    assert result.exit_code == 0 and "no saved screens yet" in result.output  # nothing saved yet, as on MongoDB
     ids = []
     for _ in range(2):
         result = runner.invoke(app, ["screen", "Li-O", "--max-atoms", "4", "--top", "2"])
@@ -141,3 +141,26 @@ def test_a_cascaded_screen_stores_only_the_model_s_own_predictions(tmp_path, oqm
     assert set(stored["formula"]) == set(refined["formula"])
     by_formula = dict(zip(refined["formula"], refined["dhf_pred_ev_per_atom"]))
     assert all(abs(by_formula[f] - v) < 1e-6 for f, v in zip(stored["formula"], stored["dhf_pred_ev_per_atom"]))
+
+
+def test_keep_top_trims_the_stored_list_but_never_what_a_selection_hands_on(tmp_path, fh_settings):
+    """A prescreen with keep_top=3 handed one candidate to DFT where the same screen without it handed five: the
+    document kept only the best three rows and select() chose among them. The short list and the known
+    compositions are now kept beyond keep_top; the rest is trimmed as before."""
+    from fh_screen.jobs import PrescreenMaker, read_output
+
+    reference_store(fh_settings / "fh_screen.sqlite", "Li-Fe-O")
+    outputs = {}
+    for keep_top in (None, 3):
+        job = PrescreenMaker(model="paper", save_screen=False, screen_options={"max_atoms": 6},
+                             keep_top=keep_top).make("Li-Fe-O")
+        jobs = memory_job_store()
+        run_locally(job, store=jobs, log=False, ensure_success=True)
+        outputs[keep_top] = read_output(jobs, job.uuid)
+    full, trimmed = outputs[None], outputs[3]
+    assert len(full.selected) >= 2 and not trimmed.problems
+    assert [c.formula for c in trimmed.selected] == [c.formula for c in full.selected]
+    assert [c.formula for c in trimmed.candidates[:3]] == [c.formula for c in full.candidates[:3]]
+    extra = [c.formula for c in trimmed.candidates[3:]]
+    assert extra == [c.formula for c in full.candidates[3:] if c.selected or c.is_known]
+    assert any(c.is_known for c in trimmed.candidates[3:]) and len(trimmed.candidates) < len(full.candidates)

@@ -136,13 +136,32 @@ def check_model_reference(model: str | Path | None) -> None:
     if not str(model).strip():
         raise ModelError(f"empty model name: give a shipped model name ({', '.join(available_models()) or 'none'}) "
                          f"or a checkpoint path")
-    candidate = Path(model)
-    if candidate.suffix == ".pt" or candidate.exists():
+    candidate = model_path_of(model)
+    if candidate is not None:
         candidate = model_file(candidate)
         if not candidate.expanduser().is_file():
             raise ModelError(f"model file not found: {candidate}")
         return
     shipped_model_path(str(model))
+
+
+def model_path_of(model: str | Path) -> Path | None:
+    """``model`` as a checkpoint path when it names one, else None (a model name, looked up by name).
+
+    A path is a ``.pt`` file, anything with a folder separator or ``~``, a file, or a folder holding
+    ``model.pt``; a bare name is a name even where a folder of that name stands in the working
+    directory without a model in it (a folder ``paper`` hid the shipped ``paper``).
+    """
+    import os
+
+    text = str(model)
+    candidate = Path(text)
+    if isinstance(model, Path) or candidate.suffix == ".pt" or os.sep in text or (os.altsep and os.altsep in text) \
+            or text.startswith("~"):
+        return candidate
+    if candidate.is_file() or (candidate / "model.pt").is_file():
+        return candidate
+    return None
 
 
 @dataclass(frozen=True)
@@ -188,8 +207,10 @@ class Predictor:
         (a file, or a model folder holding ``model.pt``)."""
         if name_or_path is None:
             name_or_path = DEFAULT_MODEL
-        candidate = Path(name_or_path)
-        if candidate.suffix == ".pt" or candidate.exists():
+        if not str(name_or_path).strip():
+            check_model_reference(name_or_path)  # an empty name: one line
+        candidate = model_path_of(name_or_path)
+        if candidate is not None:
             return cls.from_file(candidate, **kwargs)
         name, version = split_model_reference(str(name_or_path))
         predictor = cls.from_file(shipped_model_path(str(name_or_path)), **kwargs)
@@ -288,16 +309,23 @@ def _load_cached(name: str, path: str | None, mtime_ns: int | None) -> Predictor
     return Predictor.from_name(path or name)
 
 
-def load_predictor(name_or_path: str | Path | None = None) -> Predictor:
-    """A shipped model by name or a checkpoint path, loaded once per process and then reused.
+def load_predictor(name_or_path: str | Path | Predictor | None = None) -> Predictor:
+    """A shipped model by name or a checkpoint path, loaded once per process and then reused (a
+    :class:`Predictor` given is returned as it is).
 
     The cache is keyed by the name, or by the resolved path and its modification time (a
     checkpoint written again is loaded again). Keep your own :class:`Predictor` to control
     threads or batch size.
     """
+    if isinstance(name_or_path, Predictor):  # a model the caller loaded
+        return name_or_path
+    if name_or_path is not None and not isinstance(name_or_path, (str, Path)):
+        check_model_reference(name_or_path)  # the one-line refusal of what is no model
     name = str(name_or_path) if name_or_path is not None else DEFAULT_MODEL
-    candidate = Path(name)
-    if candidate.suffix == ".pt" or candidate.exists():
+    if not name.strip():
+        check_model_reference(name)
+    candidate = model_path_of(name)
+    if candidate is not None:
         try:
             resolved = model_file(candidate).expanduser().resolve()
             return _load_cached(name, str(resolved), resolved.stat().st_mtime_ns)

@@ -129,6 +129,13 @@ class ScreenOptions:
         top = self.refine_top
         if top is not None and (isinstance(top, bool) or not isinstance(top, int) or top < 1):
             raise ScreenError(f"refine_top must be a positive integer or None (the model on every candidate), got {top!r}")
+        if self.prefilter_model != DEFAULT_PREFILTER_MODEL:  # a typo must fail here, not only when the cascade runs
+            from fh_screen.models.predictor import check_model_reference
+
+            try:
+                check_model_reference(self.prefilter_model)
+            except FhScreenError as exc:
+                raise ScreenError(f"prefilter_model: {exc}") from None
         if self.stability_model is not None and self.stability_model != NO_STABILITY_MODEL:
             from fh_screen.screening.stability import read_stability_model
 

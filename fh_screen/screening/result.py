@@ -86,14 +86,21 @@ class ScreenResult:
             return np.where(self.table["refined"].to_numpy(bool), own, self.prefilter)
         return np.full(len(self.table), own, dtype=object)
 
-    def records(self, limit: int | None = None) -> list[dict]:
-        """The ranked table (its first ``limit`` rows when given) and each row's ``model``
-        (:meth:`row_models`) as JSON-ready dicts (NaN becomes None, numpy scalars plain Python):
-        what ``--json`` writes and what a stored screen keeps of each candidate."""
+    def records(self, limit: int | None = None, *, also: np.ndarray | None = None) -> list[dict]:
+        """The ranked table (its first ``limit`` rows when given, plus the rows of the boolean mask
+        ``also`` beyond them, in table order) and each row's ``model`` (:meth:`row_models`) as
+        JSON-ready dicts (NaN becomes None, numpy scalars plain Python): what ``--json`` writes and
+        what a stored screen keeps of each candidate."""
         n = len(self.table) if limit is None else min(max(int(limit), 0), len(self.table))
-        models = self.row_models()[:n]
+        if also is None:
+            rows, models = self.table.head(n), self.row_models()[:n]
+        else:
+            keep = np.zeros(len(self.table), dtype=bool)
+            keep[:n] = True
+            keep |= np.asarray(also, dtype=bool)
+            rows, models = self.table[keep], [m for m, kept in zip(self.row_models(), keep) if kept]
         return [{**{key: plain_value(value) for key, value in row.items()}, "model": str(model)}
-                for row, model in zip(self.table.head(n).to_dict("records"), models)]
+                for row, model in zip(rows.to_dict("records"), models)]
 
 
 def plain_value(value):

@@ -239,7 +239,8 @@ class ScreenDoc(BaseModel):
                           "(None: no cascade, or not recorded: documents made before 2026-12-07)")
     n_reference: int = Field(0, description="known phases of the system that shaped the hull")
     n_candidates: int = Field(0, description="number of candidate compositions screened")
-    keep_top: int | None = Field(DEFAULT_KEEP_TOP, description="candidates kept in this document (None: all)")
+    keep_top: int | None = Field(DEFAULT_KEEP_TOP, description="best candidates kept in this document (None: all); "
+                                                          "the short list and the known compositions are kept beyond them")
     candidates: list[Candidate] = Field(default_factory=list, description="ranked candidates (best first)")
     selection: dict[str, Any] = Field(default_factory=dict, description="top_n / e_hull_max_ev_per_atom / select_known")
     selected: list[Candidate] = Field(default_factory=list, description="candidates handed to the next stage")
@@ -274,7 +275,16 @@ class ScreenDoc(BaseModel):
         """
         import dataclasses
 
-        records = result.records(limit=keep_top)  # only the rows kept are converted
+        import numpy as np
+
+        # only the rows kept are converted: the best keep_top, and beyond them every row a selection can
+        # hand on (the short list, the known compositions), so that what select() hands on never depends on keep_top
+        table = result.table
+        handed_on = np.zeros(len(table), dtype=bool)
+        for column in ("selected", "is_known"):
+            if column in table.columns:
+                handed_on |= table[column].to_numpy(dtype=bool)
+        records = result.records(limit=keep_top, also=handed_on if keep_top is not None else None)
         run_id = result.run_id if RUN_ID_PATTERN.fullmatch(str(result.run_id)) else new_run_id()
         opts = dataclasses.asdict(options) if dataclasses.is_dataclass(options) else dict(options or {})
         return cls(

@@ -14,23 +14,69 @@ Every fh-screen Maker decorates its ``make`` with :func:`fh_screen_job`, so that
   **kwargs)``, which returns ``(maker, args, kwargs)``: it validates the maker's fields and the
   arguments (a typo in the screen options, a malformed chemical system, an enumeration above the
   limit fail at ``make()`` with one line) and may return a renamed copy of the maker (the
-  prescreen job is named after its system). Nothing is looked up by name.
+  prescreen job is named after its system). Nothing is looked up by name;
+* a powerup re-validates: ``update_maker_kwargs`` rebuilds each maker it reaches with
+  ``from_dict``, and a :class:`CheckedMaker` refuses there, in one line, a field it does not have
+  (a typo) and every bad value its ``_check`` refuses (:func:`refuse_unknown_fields`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import functools
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
 
 from jobflow import Job, Maker, job
 from pydantic import BaseModel
 
-__all__ = ["DATA_KEYS", "fh_screen_job"]
+from fh_screen.errors import FhScreenError
+
+__all__ = ["DATA_KEYS", "CheckedMaker", "fh_screen_job", "refuse_unknown_fields"]
 
 #: Output keys stored in the JobStore's ``data`` store: the full ranked candidate list of a
 #: prescreen and the DFT outputs gathered by a handoff in ``replace`` mode.
 DATA_KEYS: tuple[str, ...] = ("candidates", "dft_output")
+
+
+def refuse_unknown_fields(cls: type, data: Mapping[str, Any], error: type[Exception]) -> None:
+    """Refuse, with one ``error`` line, a key of ``data`` (a serialised maker) that is not a field of ``cls``.
+
+    Keys starting with ``@`` (monty's ``@module``, ``@class``, ...) are not fields and pass.
+    """
+    known = [f.name for f in dataclasses.fields(cls) if f.init]
+    for key in data:
+        if str(key).startswith("@") or key in known:
+            continue
+        close = difflib.get_close_matches(str(key), known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise error(f"{cls.__name__} has no field {key!r}{hint}; fields: {', '.join(known)}")
+
+
+class CheckedMaker(Maker):
+    """A Maker whose ``from_dict`` re-validates: what a powerup (``update_maker_kwargs``) or a load makes.
+
+    jobflow's powerups rebuild every maker they reach from its ``as_dict()`` with the update applied
+    (``Maker.update_kwargs``, plain or ``dict_mod``). This ``from_dict`` refuses a key that is not
+    a field (the subclass's ``error`` class, one line, instead of the constructor's ``TypeError``),
+    then runs the subclass's ``_check()``, so a bad value fails where the update is made, not when
+    the job runs. Subclasses are dataclasses with ``error`` (the module's one-line error class) and
+    a ``_check()`` method.
+    """
+
+    error: ClassVar[type[Exception]] = FhScreenError
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        """The maker of ``d`` (its ``as_dict()``, possibly updated), checked: one line for a bad field."""
+        refuse_unknown_fields(cls, d, cls.error)
+        maker = super().from_dict(d)
+        maker._check()
+        return maker
+
+    def _check(self) -> None:  # pragma: no cover - every subclass defines its own
+        """Validate every field (one ``error`` line)."""
 
 
 def fh_screen_job(

@@ -1,6 +1,7 @@
 """The bulk sweep as a jobflow flow: systems in disjoint batches, one job per batch.
 
-``BulkScreenMaker().make(systems)`` returns a :class:`jobflow.Flow` of ``bulk_batch`` jobs, each
+``BulkScreenMaker().make(systems)`` returns a :class:`jobflow.Flow` of batch jobs, each made by a
+:class:`BulkBatchMaker` (a ``BulkScreenMaker`` whose ``make`` is the job, so powerups reach it) and
 running :func:`fh_screen.sweep.run_sweep` on its own slice (the one screen service, one screen
 document per system, systems already stored with this model and these options skipped). Run it
 with ``run_locally`` or hand the jobs to jobflow-remote / FireWorks workers: each worker reads
@@ -11,17 +12,19 @@ is simply rerun, and resumes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import dataclasses
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
-from jobflow import Flow, Maker
+from jobflow import Flow
 from pydantic import BaseModel, Field
 
-from fh_screen.errors import FhScreenError
-from fh_screen.jobs.base import fh_screen_job
+from fh_screen.errors import FhScreenError, one_line
+from fh_screen.jobs.base import CheckedMaker, fh_screen_job
 
-__all__ = ["BulkBatchDocument", "BulkScreenMaker", "bulk_batch"]
+__all__ = ["BulkBatchDocument", "BulkBatchMaker", "BulkScreenMaker", "bulk_batch"]
 
 
 class BulkBatchDocument(BaseModel):
@@ -45,6 +48,17 @@ class BulkBatchDocument(BaseModel):
                                                                         "store holds one)")
 
 
+def _sweep_batch(systems: list[str], screen_options: Mapping[str, Any] | None, model: str | None,
+                 keep_top: int | None, store_file: str | None, sources: str | list[str] | None) -> BulkBatchDocument:
+    """:func:`fh_screen.sweep.run_sweep` of ``systems``, as a :class:`BulkBatchDocument`."""
+    from fh_screen.screening import ScreenOptions
+    from fh_screen.sweep import SweepOptions, run_sweep
+
+    report = run_sweep(list(systems), ScreenOptions.from_mapping(dict(screen_options or {})),
+                       SweepOptions(model=model, store_file=store_file, keep_top=keep_top, sources=sources))
+    return BulkBatchDocument(**report.to_json())
+
+
 @fh_screen_job(output_schema=BulkBatchDocument)
 def bulk_batch(systems: list[str], screen_options: dict[str, Any] | None = None, model: str | None = None,
                keep_top: int | None = 100, store_file: str | None = None,
@@ -52,26 +66,31 @@ def bulk_batch(systems: list[str], screen_options: dict[str, Any] | None = None,
     """Sweep ``systems`` into the store (the store configured where the job runs, or ``store_file``).
 
     ``sources``: the reference sources that count for each hull (None: every source in the store);
-    ``keep_top``: candidates kept per document (None or 0: all).
+    ``keep_top``: candidates kept per document (None or 0: all). A job with its values fixed
+    (powerups do not reach it): :class:`BulkScreenMaker` makes its batches with
+    :class:`BulkBatchMaker` instead.
     """
-    from fh_screen.screening import ScreenOptions
-    from fh_screen.sweep import SweepOptions, run_sweep
+    return _sweep_batch(systems, screen_options, model, keep_top, store_file, sources)
 
-    report = run_sweep(list(systems), ScreenOptions.from_mapping(screen_options or {}),
-                       SweepOptions(model=model, store_file=store_file, keep_top=keep_top, sources=sources))
-    return BulkBatchDocument(**report.to_json())
+
+def _screen_options_mapping(value: Any) -> Any:
+    """``ScreenOptions`` as the mapping of its fields (what the maker holds and serialises); anything else as given."""
+    from fh_screen.screening import ScreenOptions
+
+    return dataclasses.asdict(value) if isinstance(value, ScreenOptions) else value
 
 
 @dataclass
-class BulkScreenMaker(Maker):
-    """Split a sweep into ``batch_size`` batches, one :func:`bulk_batch` job each.
+class BulkScreenMaker(CheckedMaker):
+    """Split a sweep into ``batch_size`` batches, one :class:`BulkBatchMaker` job each.
 
     Parameters
     ----------
     name
-        Name of the flow.
+        Name of the flow (the batch jobs are ``"<name> 1"``, ``"<name> 2"``, ...).
     screen_options
-        :class:`~fh_screen.screening.ScreenOptions` fields (empty: the defaults, as ``fh-screen bulk``).
+        :class:`~fh_screen.screening.ScreenOptions`, or a mapping of its fields (empty: the
+        defaults, as ``fh-screen bulk``); options are held as the mapping of their fields.
     model
         Shipped model name or checkpoint path (None: the default model).
     keep_top
@@ -79,11 +98,20 @@ class BulkScreenMaker(Maker):
     batch_size
         Systems per job (a ternary costs ~0.15 s: 500 systems is a job of a minute or two).
     store_file
-        Embedded store file (None: the store configured where each job runs).
+        Embedded store file (None: the store configured where each job runs); a file that does
+        not exist yet is made (and filled) when the first batch runs. A value that is not a path,
+        a folder, a file that is not a store or a place where no file can be written fails at
+        ``make()``.
     sources
         Reference sources that count for each hull (``"oqmd,chgnet"`` or a list; None: every
         source in the store), as ``fh-screen bulk --sources``.
+
+    Every field is checked at ``make()`` and again when a powerup updates the maker
+    (``flow.update_maker_kwargs({...}, class_filter=BulkScreenMaker)`` reaches every batch job):
+    one line, a typo included.
     """
+
+    error: ClassVar[type[Exception]] = FhScreenError
 
     name: str = "bulk screen"
     screen_options: dict[str, Any] = field(default_factory=dict)
@@ -93,17 +121,24 @@ class BulkScreenMaker(Maker):
     store_file: str | None = None
     sources: str | list[str] | None = None
 
-    def make(self, systems: Sequence[str] | str) -> Flow:
-        """The flow for ``systems`` (checked here: a bad system or option fails at ``make()`` with one line)."""
-        from fh_screen.chem.candidates import parse_chemsys
+    def __post_init__(self) -> None:
+        self.screen_options = _screen_options_mapping(self.screen_options)
+        if isinstance(self.store_file, os.PathLike):
+            self.store_file = os.fspath(self.store_file)
+
+    def _check(self) -> int | None:
+        """Validate every field (one line); returns ``keep_top`` as the sweep takes it (0 → None)."""
+        from fh_screen.jobs.results import check_store_path
         from fh_screen.models.predictor import check_model_reference
         from fh_screen.screening import ScreenOptions
         from fh_screen.sweep import check_keep_top, check_screen_options
 
-        if isinstance(systems, str):
-            systems = [systems]
+        if not isinstance(self.name, str):
+            raise FhScreenError(f"{type(self).__name__}.name must be a text, got {self.name!r}")
+        self.__post_init__()  # fields set after construction: the same conversions
         if not isinstance(self.screen_options, Mapping):
-            raise FhScreenError(f"screen_options must be a mapping of ScreenOptions fields, got {self.screen_options!r}")
+            raise FhScreenError(f"screen_options must be ScreenOptions or a mapping of their fields, "
+                                f"got {type(self.screen_options).__name__}")
         # an unknown name, a bad value or a limit the screen refuses (max_atoms from 2, ...): one line
         check_screen_options(ScreenOptions.from_mapping(self.screen_options))
         check_model_reference(self.model)  # a wrong name or version fails here, not in every batch at run time
@@ -114,13 +149,62 @@ class BulkScreenMaker(Maker):
             parse_sources(self.sources)  # a bad list fails at make(), in one line
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise FhScreenError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        try:  # a store file may be new; a folder, a non-store file or an unwritable place is refused
+            check_store_path(self.store_file)
+        except FhScreenError as exc:
+            raise FhScreenError(one_line(exc).replace("store_path", "store_file")) from None
+        return keep_top
+
+    def make(self, systems: Sequence[str] | str) -> Flow:
+        """The flow for ``systems`` (checked here: a bad system or option fails at ``make()`` with one line)."""
+        from fh_screen.chem.candidates import parse_chemsys
+
+        keep_top = self._check()
+        if isinstance(systems, str):
+            systems = [systems]
+        if isinstance(systems, (Mapping, bytes)) or not isinstance(systems, Iterable):
+            raise FhScreenError(f"systems must be a chemical system such as 'Li-Fe-O' or a list of them, "
+                                f"got {type(systems).__name__}")
         canonical = list(dict.fromkeys("-".join(parse_chemsys(s)) for s in systems))
         if not canonical:
             raise FhScreenError("no system to sweep")
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(BulkScreenMaker) if f.init}
         jobs = []
         for start in range(0, len(canonical), self.batch_size):
-            batch = canonical[start:start + self.batch_size]
-            job = bulk_batch(batch, dict(self.screen_options), self.model, keep_top, self.store_file, self.sources)
-            job.name = f"{self.name} {start // self.batch_size + 1}"
-            jobs.append(job)
+            batch_maker = BulkBatchMaker(**{**fields, "name": f"{self.name} {start // self.batch_size + 1}",
+                                           "screen_options": dict(self.screen_options), "keep_top": keep_top})
+            jobs.append(batch_maker.make(canonical[start:start + self.batch_size]))
         return Flow(jobs, output=[j.output for j in jobs], name=self.name)
+
+
+@dataclass
+class BulkBatchMaker(BulkScreenMaker):
+    """The maker of one batch job of a :class:`BulkScreenMaker` flow: its ``make`` is the job.
+
+    A ``BulkScreenMaker`` (the same fields, ``batch_size`` unused), so
+    ``flow.update_maker_kwargs(update, class_filter=BulkScreenMaker)`` (or ``BulkBatchMaker``)
+    reaches every batch and re-validates it. The job sweeps its systems into the store
+    (the one configured where it runs, or ``store_file``) and returns a :class:`BulkBatchDocument`.
+    """
+
+    name: str = "bulk screen batch"
+
+    def check_make(self, systems: Sequence[str] | str):
+        """The checks the batch job runs when it is made: the fields and the systems (one line)."""
+        from fh_screen.chem.candidates import parse_chemsys
+
+        self._check()
+        if isinstance(systems, str):
+            systems = [systems]
+        if isinstance(systems, (Mapping, bytes)) or not isinstance(systems, Iterable):
+            raise FhScreenError(f"systems must be a list of chemical systems, got {type(systems).__name__}")
+        batch = list(dict.fromkeys("-".join(parse_chemsys(s)) for s in systems))
+        if not batch:
+            raise FhScreenError("no system to sweep")
+        return self, (batch,), {}
+
+    @fh_screen_job(output_schema=BulkBatchDocument, check=check_make)
+    def make(self, systems: list[str]) -> BulkBatchDocument:
+        """The batch job: :func:`fh_screen.sweep.run_sweep` of ``systems`` with this maker's fields."""
+        keep_top = self._check()  # what a worker loaded: the same checks, one line
+        return _sweep_batch(systems, self.screen_options, self.model, keep_top, self.store_file, self.sources)

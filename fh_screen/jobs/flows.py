@@ -16,6 +16,7 @@ from typing import Any, Literal
 from jobflow import Flow, Job, Maker
 
 from fh_screen.errors import FhScreenError
+from fh_screen.jobs.base import CheckedMaker
 from fh_screen.jobs.handoff import HandoffMaker
 from fh_screen.jobs.prescreen import PrescreenMaker
 from fh_screen.jobs.structures import StructureMaker
@@ -24,7 +25,7 @@ __all__ = ["PrescreenToDFTMaker", "insert_prescreen", "read_output"]
 
 
 @dataclass
-class PrescreenToDFTMaker(Maker):
+class PrescreenToDFTMaker(CheckedMaker):
     """Prescreen a chemical system, make structures for the selection, hand them to DFT.
 
     Parameters
@@ -43,8 +44,22 @@ class PrescreenToDFTMaker(Maker):
     structure_maker: StructureMaker = field(default_factory=StructureMaker)
     handoff_maker: HandoffMaker = field(default_factory=HandoffMaker)
 
+    def _check(self) -> None:
+        """Each stage is its maker (a subclass too); one-line :class:`FhScreenError` otherwise."""
+        if not isinstance(self.name, str):
+            raise FhScreenError(f"PrescreenToDFTMaker.name must be a text, got {self.name!r}")
+        for name, kind in (("prescreen_maker", PrescreenMaker), ("structure_maker", StructureMaker),
+                           ("handoff_maker", HandoffMaker)):
+            value = getattr(self, name)
+            if not isinstance(value, kind):
+                raise FhScreenError(f"PrescreenToDFTMaker.{name} must be a {kind.__name__}, got {type(value).__name__}")
+
     def make(self, chemsys: str | Sequence[str]) -> Flow:
-        """Flow for ``chemsys``; its output is the handoff document (problems of every stage included)."""
+        """Flow for ``chemsys``; its output is the handoff document (problems of every stage included).
+
+        Bad stages (not their makers) are refused here, in one line, before any job is made.
+        """
+        self._check()
         prescreen = self.prescreen_maker.make(chemsys)
         structures = self.structure_maker.make(prescreen.output.selected_formulas, model=prescreen.output.model)
         handoff = self.handoff_maker.make(structures.output, problems=prescreen.output.problems)

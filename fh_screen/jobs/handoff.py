@@ -34,7 +34,7 @@ from typing import Any, Literal
 from jobflow import Flow, Job, JobConfig, Maker, OnMissing, Response
 
 from fh_screen.errors import FhScreenError, one_line
-from fh_screen.jobs.base import fh_screen_job
+from fh_screen.jobs.base import CheckedMaker, fh_screen_job
 from fh_screen.jobs.schemas import HandoffDocument, HandoffEntry, Problem, StructureCandidate, StructuresDocument
 from fh_screen.store.results_builder import FORCE_FIELD_MODEL_METADATA_KEY, FORMULA_METADATA_KEY, force_field_model
 
@@ -247,7 +247,7 @@ def choose_lowest_energy(
 
 
 @dataclass
-class HandoffMaker(Maker):
+class HandoffMaker(CheckedMaker):
     """Maker of the DFT handoff for a :class:`StructuresDocument` (see the module docstring).
 
     Parameters
@@ -276,6 +276,9 @@ class HandoffMaker(Maker):
         self._check()
 
     def _check(self) -> None:
+        """Validate the fields; one-line :class:`FhScreenError` (also when a powerup updates them)."""
+        if not isinstance(self.name, str):
+            raise FhScreenError(f"HandoffMaker.name must be a text, got {self.name!r}")
         if self.mode not in HANDOFF_MODES:
             raise FhScreenError(f"handoff mode must be one of {', '.join(HANDOFF_MODES)}, got {self.mode!r}")
         spf = self.structures_per_formula
@@ -287,8 +290,32 @@ class HandoffMaker(Maker):
                 raise FhScreenError(f"{name} must be a Maker (or None), got {type(value).__name__}")
 
     def check_make(self, structures, problems=None):
-        """The checks :meth:`make` runs when the job is made (fields set after construction too)."""
+        """The checks :meth:`make` runs when the job is made (fields set after construction too).
+
+        ``structures``: a :class:`StructuresDocument` (or its dict), a list of pymatgen
+        ``Structure`` / :class:`StructureCandidate`, or another job's output reference (e.g.
+        ``structure_job.output``); anything else is refused in one line.
+        """
+        from jobflow import OutputReference
+        from pymatgen.core import Structure
+
         self._check()
+        if isinstance(structures, dict):
+            try:
+                _as_structures(structures)
+            except Exception as exc:  # noqa: BLE001 - pydantic's report, in one line
+                raise FhScreenError(f"HandoffMaker.make: not a StructuresDocument: {one_line(exc)}") from None
+        elif isinstance(structures, (list, tuple)):
+            for item in structures:
+                if not isinstance(item, (Structure, StructureCandidate, OutputReference)):
+                    raise FhScreenError(f"HandoffMaker.make takes structures (pymatgen Structure or StructureCandidate), "
+                                        f"got {type(item).__name__} {item!r:.60}")
+        elif not isinstance(structures, (StructuresDocument, OutputReference)):
+            raise FhScreenError(f"HandoffMaker.make takes a StructuresDocument, a list of structures or an output "
+                                f"reference (e.g. structure_job.output), got {type(structures).__name__}")
+        if problems is not None and not isinstance(problems, (list, tuple, OutputReference)):
+            raise FhScreenError(f"HandoffMaker.make: problems must be a list of problems or an output reference, "
+                                f"got {type(problems).__name__}")
         return self, (structures,), {"problems": problems}
 
     @fh_screen_job(output_schema=HandoffDocument, check=check_make)

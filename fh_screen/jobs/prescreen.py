@@ -19,13 +19,12 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
-from jobflow import Maker
 from maggma.core import Store
 
 from fh_screen.errors import FhScreenError, one_line
-from fh_screen.jobs.base import fh_screen_job
+from fh_screen.jobs.base import CheckedMaker, fh_screen_job
 from fh_screen.screening import DEFAULT_SELECT_P_MIN, ScreenError, ScreenOptions
 from fh_screen.store.documents import DEFAULT_KEEP_TOP, ScreenDoc
 
@@ -139,7 +138,7 @@ def _reference_phases(system: Sequence[str], reference_store: Store | None, sour
 
 
 @dataclass
-class PrescreenMaker(Maker):
+class PrescreenMaker(CheckedMaker):
     """Maker of the prescreen job: a chemical system in, a :class:`ScreenDoc` out.
 
     Parameters
@@ -179,6 +178,8 @@ class PrescreenMaker(Maker):
         maggma Store of the screens (key ``run_id``); None: the configured store's ``screens``.
     """
 
+    error: ClassVar[type[Exception]] = PrescreenError  # a powerup's bad field or typo: one line of it
+
     name: str = "fh-screen prescreen"
     model: str | None = None
     screen_options: ScreenOptions = field(default_factory=lambda: ScreenOptions(**PRESCREEN_SCREEN_DEFAULTS))
@@ -199,7 +200,8 @@ class PrescreenMaker(Maker):
         """Serialised maker; ``screen_options`` as a plain dict, re-validated when loaded.
 
         So ``update_maker_kwargs`` (plain or ``dict_mod``) and a worker loading the job both go
-        through :func:`screen_options_from`: a typo fails there, in one line.
+        through :func:`screen_options_from` and :meth:`_check` (``from_dict``): a typo or a bad
+        value fails there, in one line.
         """
         data = super().as_dict()
         data["screen_options"] = dataclasses.asdict(screen_options_from(self.screen_options))
@@ -207,6 +209,8 @@ class PrescreenMaker(Maker):
 
     def _check(self) -> None:
         """Validate every field; one-line :class:`PrescreenError`."""
+        if not isinstance(self.name, str):
+            raise PrescreenError(f"name must be a text, got {self.name!r}")
         self.screen_options = screen_options_from(self.screen_options)
         for name in ("top_n", "keep_top"):
             value = getattr(self, name)

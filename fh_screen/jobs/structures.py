@@ -29,11 +29,10 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from jobflow import Maker
 from pymatgen.core import Composition, Species, Structure
 
 from fh_screen.errors import FhScreenError, one_line
-from fh_screen.jobs.base import fh_screen_job
+from fh_screen.jobs.base import CheckedMaker, fh_screen_job
 from fh_screen.jobs.schemas import Problem, StructureCandidate, StructuresDocument
 
 logger = logging.getLogger(__name__)
@@ -337,7 +336,7 @@ def make_structures(
 
 
 @dataclass
-class StructureMaker(Maker):
+class StructureMaker(CheckedMaker):
     """Maker of trial structures for selected compositions (prototype decoration + pyxtal fallback).
 
     Parameters
@@ -349,7 +348,7 @@ class StructureMaker(Maker):
     max_sites
         Largest cell made (keeps the force-field pre-relax and DFT cheap).
     use_prototypes, use_random
-        Turn either source off.
+        Turn either source off (True or False; anything else is refused).
     seed
         Seed of the random structures (the same seed gives the same structures).
     """
@@ -365,7 +364,12 @@ class StructureMaker(Maker):
         self._check()
 
     def _check(self) -> None:
-        """Validate the fields; one-line :class:`FhScreenError`."""
+        """Validate the fields; one-line :class:`FhScreenError` (also when a powerup updates them)."""
+        if not isinstance(self.name, str):
+            raise FhScreenError(f"StructureMaker.name must be a text, got {self.name!r}")
+        for name in ("use_prototypes", "use_random"):
+            if not isinstance(getattr(self, name), bool):
+                raise FhScreenError(f"StructureMaker.{name} must be True or False, got {getattr(self, name)!r}")
         for name in ("n_structures", "max_sites"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -373,12 +377,34 @@ class StructureMaker(Maker):
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise FhScreenError(f"StructureMaker.seed must be an integer, got {self.seed!r}")
 
-    def check_make(self, formulas, **kwargs):
-        """The checks :meth:`make` runs when the job is made (fields set after construction too); one formula becomes a list."""
+    def check_make(self, formulas, model=None):
+        """The checks :meth:`make` runs when the job is made (fields set after construction too).
+
+        ``formulas``: a formula, a list of formulas (texts or pymatgen ``Composition``, which
+        become their reduced formula) or another job's output reference; anything else is
+        refused in one line. One formula becomes a list.
+        """
+        from jobflow import OutputReference
+
         self._check()
-        if isinstance(formulas, str):
+        if isinstance(formulas, (str, Composition)):
             formulas = [formulas]
-        return self, (formulas,), kwargs
+        if not isinstance(formulas, OutputReference):
+            if not isinstance(formulas, (list, tuple)):
+                raise FhScreenError(f"StructureMaker.make takes a list of formulas (or an output reference such as "
+                                    f"prescreen.output.selected_formulas), got {type(formulas).__name__}")
+            given = formulas
+            formulas = []
+            for formula in given:
+                if isinstance(formula, Composition):
+                    formula = formula.reduced_formula
+                elif not isinstance(formula, (str, OutputReference)):
+                    raise FhScreenError(f"StructureMaker.make: a formula is a text such as 'LiFePO4', "
+                                        f"got {type(formula).__name__} {formula!r}")
+                formulas.append(formula)
+        if model is not None and not isinstance(model, (str, OutputReference)):
+            raise FhScreenError(f"StructureMaker.make: model must be a model's name@version or None, got {model!r}")
+        return self, (formulas,), {"model": model}
 
     @fh_screen_job(output_schema=StructuresDocument, check=check_make)
     def make(self, formulas: Sequence[str], model: str | None = None) -> StructuresDocument:

@@ -32,7 +32,7 @@ fh-screen imports ``jobs`` except ``cli`` and the workflows.
 from __future__ import annotations
 
 from fh_screen.jobs.base import DATA_KEYS, fh_screen_job
-from fh_screen.jobs.bulk import BulkBatchDocument, BulkScreenMaker
+from fh_screen.jobs.bulk import BulkBatchDocument, BulkBatchMaker, BulkScreenMaker
 from fh_screen.jobs.flows import PrescreenToDFTMaker, insert_prescreen, read_output
 from fh_screen.jobs.handoff import HandoffMaker, chgnet_prerelax_maker, default_dft_maker
 from fh_screen.jobs.jobstore import job_store, job_store_spec, jobflow_yaml, local_job_store
@@ -58,6 +58,7 @@ from fh_screen.jobs.structures import StructureMaker, make_structures, structure
 __all__ = [
     "DATA_KEYS",
     "BulkBatchDocument",
+    "BulkBatchMaker",
     "BulkScreenMaker",
     "PRESCREEN_SCREEN_DEFAULTS",
     "Candidate",

@@ -59,12 +59,12 @@ def bulk_command(
                                         "(0: every candidate)."),
 ) -> None:
     """Screen every system of an element list (or a file) into the store; a rerun skips what is stored."""
+    from fh_screen.errors import check_processes
     from fh_screen.screening import ScreenOptions
     from fh_screen.sweep import SweepOptions, check_screen_options, read_systems_file, run_sweep, systems_from_elements
 
     started = time.perf_counter()
-    if processes < 1:
-        fail(f"--processes must be 1 or more, got {processes}")
+    check_processes(processes)  # 1 to 256 (SweepOptions' bounds), in the words predict-store uses
     if (elements is None) == (systems_file is None):
         fail("give either --elements Li,Fe,P,O (with --nelements) or --systems-file FILE")
     check_outputs(json_path)

@@ -428,8 +428,10 @@ def predict_store_command(
     from maggma.cli.multiprocessing import multi
     from maggma.cli.serial import serial
 
+    from fh_screen.errors import check_processes
     from fh_screen.store.builders import PredictionBuilder
 
+    check_processes(processes)  # bulk's rule: 1 to 256
     store = _open_store(store_file, read_only=False, must_exist=True)  # a typo'd path is not a new, empty store
     before = store.connect().predictions.count()
     store.close()

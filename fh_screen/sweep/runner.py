@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from fh_screen.errors import FhScreenError, one_line
+from fh_screen.errors import MAX_PROCESSES, FhScreenError, one_line
 from fh_screen.screening import ScreenOptions
 
 if TYPE_CHECKING:
@@ -110,7 +110,7 @@ class SweepOptions(BaseModel):
 
     model: str | None = Field(None, description="shipped model name or .pt path (None: the default model)")
     store_file: Path | None = Field(None, description="embedded store file (None: the configured store)")
-    processes: int = Field(1, ge=1, le=256, description="worker processes (1: screen in this process)")
+    processes: int = Field(1, ge=1, le=MAX_PROCESSES, description="worker processes (1: screen in this process)")
     keep_top: int | None = Field(BULK_KEEP_TOP, ge=1, description="candidates kept per screen document "
                                  "(None or 0: all)")
     redo: bool = Field(False, description="screen again systems already stored with this model and options")

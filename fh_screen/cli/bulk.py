@@ -86,9 +86,11 @@ def bulk_command(
     try:
         with bar:
             report = run_sweep(systems, options, sweep, on_plan=bar.plan, on_outcome=bar.advance)
-    except KeyboardInterrupt:
-        errors.print(f"interrupted after {bar.done:,} saved systems; rerun the same command to resume "
-                     "(saved systems are skipped)", highlight=False, soft_wrap=True)
+    except KeyboardInterrupt as exc:
+        # the store's count: workers save systems before the sweep hears of them (SweepInterrupted.saved)
+        saved = getattr(exc, "saved", None)
+        errors.print(f"interrupted after {bar.done if saved is None else saved:,} saved systems; rerun the same "
+                     "command to resume (saved systems are skipped)", highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None
     report.seconds = time.perf_counter() - started
     for note in report.notes[bar.notes_shown:]:  # the plan's notes were shown before the sweep

@@ -519,7 +519,10 @@ def canonical_formulas(formulas) -> list[str]:
 
 
 def split_frame(frame: pd.DataFrame, fractions: tuple[float, ...], seed: int = 0) -> list[pd.DataFrame]:
-    """Random split of ``frame`` into parts of the given fractions (reproducible from ``seed``)."""
+    """Random split of ``frame`` into parts of the given fractions (reproducible from ``seed``, 0 to 2**32 - 1)."""
+    from fh_screen.errors import check_seed
+
+    check_seed(seed, "seed", DataError)
     if not np.isclose(sum(fractions), 1.0):
         raise DataError(f"split fractions must sum to 1, got {fractions}")
     order = np.random.default_rng(seed).permutation(len(frame))
@@ -528,7 +531,10 @@ def split_frame(frame: pd.DataFrame, fractions: tuple[float, ...], seed: int = 0
 
 
 def kfold_indices(n_rows: int, n_folds: int = 10, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(train, test) index arrays of a shuffled k-fold split, reproducible from ``seed``."""
+    """(train, test) index arrays of a shuffled k-fold split, reproducible from ``seed`` (0 to 2**32 - 1)."""
+    from fh_screen.errors import check_seed
+
+    check_seed(seed, "seed", DataError)
     order = np.random.default_rng(seed).permutation(n_rows)
     folds = np.array_split(order, n_folds)
     return [

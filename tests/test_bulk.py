@@ -372,3 +372,58 @@ def test_a_sweep_counts_the_sources_it_is_given_and_resumes_by_them(store_file):
     assert [item["system"] for item in builder.get_items()] == ["Fe-O"]
     result = _invoke("bulk", "--elements", "Li,O", "--nelements", "2", "--sources", ",", "--store", str(store_file))
     assert result.exit_code == 2 and "no source named" in result.output and "Traceback" not in result.output
+
+
+def test_an_interrupted_sweep_with_workers_counts_the_systems_the_store_holds(store_file):
+    """Workers save a chunk of systems before the sweep hears of them: the count is the store's, not the outcomes heard."""
+    from fh_screen.sweep import SweepInterrupted
+
+    systems = systems_from_elements("Li,Fe,Mn,P,O", "2")
+    options = ScreenOptions(max_atoms=6)
+    heard: list[str] = []
+
+    def stop_at_the_first(outcome) -> None:
+        heard.append(outcome.system)
+        raise KeyboardInterrupt
+
+    with pytest.raises(SweepInterrupted) as info:
+        run_sweep(systems, options, SweepOptions(store_file=store_file, processes=2, chunk_size=3),
+                  on_outcome=stop_at_the_first)
+    stored = _screens(store_file)
+    assert len(heard) == 1 and info.value.saved == len(stored) >= 3  # a whole chunk of three was saved first
+    report = run_sweep(systems, options, SweepOptions(store_file=store_file))
+    assert report.systems_skipped == len(stored) and report.systems_done == len(systems) - len(stored)
+
+
+def test_bulk_interrupted_with_two_processes_reports_the_systems_saved(store_file, monkeypatch):
+    from fh_screen.cli import bulk
+
+    def interrupt(self, outcome) -> None:  # Ctrl-C as the first outcome arrives: the workers saved it already
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bulk._Bar, "advance", interrupt)
+    result = _invoke("bulk", "--elements", "Li,Fe,Mn,P,O", "--nelements", "2", *SMALL, "--store", str(store_file),
+                     "--processes", "2")
+    saved = len(_screens(store_file))
+    assert result.exit_code == 130 and saved >= 1, result.output
+    assert f"interrupted after {saved:,} saved systems; rerun the same command to resume" in result.output
+
+
+def test_a_store_error_after_workers_saved_unheard_systems_names_the_stored_count(store_file, monkeypatch):
+    """Workers hand their outcomes over a chunk at a time: a full disk is reported with what the store holds."""
+    from fh_screen.sweep import SweepStoreError, runner
+
+    original = runner._outcomes
+
+    def workers_ahead_of_the_parent(pending, work, processes, chunk_size):
+        screened = original(pending[:3], work, 1, None)  # three systems saved ...
+        first = next(screened)
+        list(screened)
+        yield first  # ... one heard of, then the disk is full
+        yield runner.SystemOutcome(pending[3], "store-error", error="database or disk is full")
+
+    monkeypatch.setattr(runner, "_outcomes", workers_ahead_of_the_parent)
+    with pytest.raises(SweepStoreError) as info:
+        run_sweep(systems_from_elements("Li,Fe,Mn,O", "2"), ScreenOptions(max_atoms=6), SweepOptions(store_file=store_file))
+    assert len(_screens(store_file)) == 3
+    assert "after 3 saved systems: database or disk is full" in str(info.value), str(info.value)

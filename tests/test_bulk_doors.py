@@ -229,3 +229,87 @@ def test_a_store_that_cannot_be_opened_is_named_without_a_resume_hint(fh_setting
             run_sweep(["Li-O"], ScreenOptions(max_atoms=6), SweepOptions(model="paper", store_file=where))
         assert message in str(info.value) and "resume" not in str(info.value)
     assert text.read_text() == "not a database\n" * 100  # the file is left as it was
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--elements", "Li,,O", "malformed element list 'Li,,O': an empty item between commas"),
+    ("--elements", "Li,O,", "malformed element list 'Li,O,': an empty item between commas"),
+    ("--elements", "Li O", "malformed element list 'Li O': 'Li O' is not one item"),
+    ("--elements", "Li;O", "malformed element list 'Li;O': 'Li;O' is not one item"),
+    ("--nelements", "2-", "number of elements must be an integer or a range like 2-4, got '2-'"),
+    ("--nelements", "2,,3", "malformed list of system sizes '2,,3': an empty item between commas"),
+    ("--nelements", "2 3", "malformed list of system sizes '2 3': '2 3' is not one item"),
+    ("--nelements", "3-2", "range of system sizes '3-2' runs backwards"),
+])
+def test_a_malformed_element_or_size_list_is_refused_in_one_line(fh_settings, tmp_path, option, value, message):  # noqa: F811
+    args = {"--elements": "Li,Fe,O", "--nelements": "2", option: value}
+    store = tmp_path / "never.sqlite"
+    result = _invoke("bulk", "--elements", args["--elements"], "--nelements", args["--nelements"], *SMALL,
+                     "--store", str(store))
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert result.output.count("error:") == 1 and message in result.output, result.output
+    assert not store.exists()
+
+
+def test_a_systems_file_with_a_byte_order_mark_reads_its_first_line(fh_settings, tmp_path):  # noqa: F811
+    listed = tmp_path / "systems.txt"
+    listed.write_bytes("Li-O\nFe-O  # a comment\n".encode("utf-8-sig"))  # as Windows editors save UTF-8
+    assert read_systems_file(listed) == ["Li-O", "Fe-O"]
+
+
+def test_a_store_whose_first_use_fill_was_stopped_says_so_and_bulk_completes_it(shipped_slice, tmp_path):
+    """A fill killed mid-way left a reference collection and nothing else: `query` and `runs` said the
+    store had no collection 'predictions'."""
+    from fh_screen.store.backend import SQLiteStore
+    from fh_screen.store.documents import utcnow
+
+    stopped = tmp_path / "F.sqlite"
+    reference = SQLiteStore(stopped, "reference", key="formula")
+    with reference:  # what a killed first use leaves: some batches of the shipped table, no stamp, no other collection
+        reference.update(bootstrap._docs(shipped_slice, list(range(len(shipped_slice) // 2)), utcnow()), key="formula")
+    for args in (["query", "--top", "5"], ["runs"], ["query", "--formula", "Li2O"]):
+        result = _invoke(*args, "--store", str(stopped))
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        assert result.output.count("error:") == 1 and "has no collection" not in result.output
+        assert f"store file {stopped} was not completely made" in result.output, result.output
+        assert f"`fh-screen bulk ... --store {stopped}`" in result.output
+    listed = tmp_path / "systems.txt"
+    listed.write_text("Li-O\n")
+    result = _invoke("bulk", "--systems-file", str(listed), *SMALL, "--store", str(stopped))
+    assert result.exit_code == 0, result.output
+    with FhScreenStore.embedded(stopped) as store:
+        assert store.n_reference() == len(shipped_slice)  # the fill completed
+    result = _invoke("query", "--top", "5", "--store", str(stopped))
+    assert result.exit_code == 0 and "Li-O" in result.output, result.output
+
+
+def test_a_store_file_a_full_disk_kept_from_being_made_is_not_left_behind(fh_settings, tmp_path, monkeypatch):  # noqa: F811
+    import sqlite3
+
+    from fh_screen.store.backend import SQLiteStore
+
+    original = SQLiteStore._setup
+
+    def disk_full(self):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(SQLiteStore, "_setup", disk_full)
+    listed = tmp_path / "systems.txt"
+    listed.write_text("Li-O\n")
+    new = tmp_path / "x.sqlite"
+    result = _invoke("bulk", "--systems-file", str(listed), *SMALL, "--store", str(new))
+    assert result.exit_code == 2 and "database or disk is full" in result.output, result.output
+    assert not new.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["systems.txt"]
+    # a file that was there is never removed, nor one that failed for another reason (another process may be making it)
+    monkeypatch.setattr(SQLiteStore, "_setup", original)
+    reference_store(tmp_path / "kept.sqlite", "Li-O")
+    monkeypatch.setattr(SQLiteStore, "_setup", disk_full)
+    assert _invoke("bulk", "--systems-file", str(listed), *SMALL, "--store", str(tmp_path / "kept.sqlite")).exit_code == 2
+    assert (tmp_path / "kept.sqlite").stat().st_size > 0
+
+    def locked(self):
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(SQLiteStore, "_setup", locked)
+    assert _invoke("bulk", "--systems-file", str(listed), *SMALL, "--store", str(new)).exit_code == 2
+    assert new.exists() and new.stat().st_size == 0

@@ -522,3 +522,42 @@ def test_a_file_whose_every_row_is_an_outlier_is_refused_in_every_door(tmp_path)
     flagged = CliRunner().invoke(build_app(), ["ingest", str(path), "--source", "mine2", "--keep-outliers",
                                                "--store", str(store_file)])
     assert flagged.exit_code == 0 and "inserted 1" in flagged.output, flagged.output
+
+
+def test_an_interrupted_ingest_says_how_far_it_got_in_one_line_and_a_rerun_completes(tmp_path, train_slice_csv,  # noqa: F811
+                                                                                      monkeypatch):
+    """Ctrl-C used to end ``fh-screen ingest`` with exit code 130 and nothing said, part of the source stored."""
+    from typer.testing import CliRunner
+
+    import fh_screen.store.ingest as ingest_module
+    from fh_screen.cli import build_app
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    rows = pd.read_csv(train_slice_csv)
+    rows.head(50).to_csv(folder / "a.csv", index=False)
+    rows.iloc[50:350].to_csv(folder / "b.csv", index=False)
+    store_path = tmp_path / "s.sqlite"
+    original = ingest_module.ingest_file
+
+    def interrupted_after_two_batches_of_b(store, path, **kwargs):
+        def progress(done, total):
+            kwargs["progress"](done, total)
+            if path.name == "b.csv" and done == 200:
+                raise KeyboardInterrupt
+
+        return original(store, path, **{**kwargs, "batch_size": 100, "progress": progress})
+
+    monkeypatch.setattr(ingest_module, "ingest_file", interrupted_after_two_batches_of_b)
+    args = ["ingest", str(folder), "--source", "my-tr", "--store", str(store_path)]
+    result = CliRunner().invoke(build_app(), args)
+    assert result.exit_code == 130, result.output
+    assert result.output.strip().splitlines()[-1] == ("interrupted after 250 entries of source my-tr; "
+                                                      "rerun the same command to complete it")
+    with FhScreenStore.embedded(store_path) as store:
+        assert store.n_reference() == 250
+    monkeypatch.setattr(ingest_module, "ingest_file", original)
+    result = CliRunner().invoke(build_app(), args)
+    assert result.exit_code == 0 and "inserted 100, updated 0, unchanged 250" in result.output, result.output
+    with FhScreenStore.embedded(store_path) as store:
+        assert store.n_reference() == 350 and set(store.reference.distinct("source")) == {"my-tr"}

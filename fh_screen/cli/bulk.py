@@ -60,12 +60,12 @@ def bulk_command(
                                         "(0: every candidate)."),
 ) -> None:
     """Screen every system of an element list (or a file) into the store; a rerun skips what is stored."""
+    from fh_screen.errors import check_processes
     from fh_screen.screening import ScreenOptions
     from fh_screen.sweep import SweepOptions, check_screen_options, read_systems_file, run_sweep, systems_from_elements
 
     started = time.perf_counter()
-    if processes < 1:
-        fail(f"--processes must be 1 or more, got {processes}")
+    check_processes(processes)  # 1 to 256 (SweepOptions' bounds), in the words predict-store uses
     if (elements is None) == (systems_file is None):
         fail("give either --elements Li,Fe,P,O (with --nelements) or --systems-file FILE")
     check_outputs(json_path, provenance_of=(json_path,),
@@ -88,9 +88,11 @@ def bulk_command(
     try:
         with bar:
             report = run_sweep(systems, options, sweep, on_plan=bar.plan, on_outcome=bar.advance)
-    except KeyboardInterrupt:
-        errors.print(f"interrupted after {bar.done:,} saved systems; rerun the same command to resume "
-                     "(saved systems are skipped)", highlight=False, soft_wrap=True)
+    except KeyboardInterrupt as exc:
+        # the store's count: workers save systems before the sweep hears of them (SweepInterrupted.saved)
+        saved = getattr(exc, "saved", None)
+        errors.print(f"interrupted after {bar.done if saved is None else saved:,} saved systems; rerun the same "
+                     "command to resume (saved systems are skipped)", highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None
     report.seconds = time.perf_counter() - started
     for note in report.notes[bar.notes_shown:]:  # the plan's notes were shown before the sweep

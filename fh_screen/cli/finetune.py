@@ -76,7 +76,7 @@ def finetune_command(
     except ValidationError as exc:
         error = exc.errors()[0]
         field = str(error["loc"][0]) if error["loc"] else ""
-        fail(f"option {FLAGS.get(field, field)}: {error['msg']}")
+        fail(f"option {FLAGS.get(field, field)}: {error['msg']} (got {error.get('input')!r})")
     if entries is not None and not entries.is_file():
         fail(f"new entries file not found: {entries}")
     if source is not None:

@@ -90,9 +90,7 @@ def ingest_command(
     store_file: Optional[Path] = typer.Option(None, "--store", help=_STORE_HELP),
 ) -> None:
     """Load DFT formation enthalpies into the store under a source name (idempotent per (formula, source))."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from fh_screen.store.ingest import IngestReport, check_ingest_source, ingest_file, ingestable_files
+    from fh_screen.store.ingest import check_ingest_source
 
     if remove_source is not None:
         if path is not None:
@@ -118,6 +116,23 @@ def ingest_command(
     if path is None:
         fail("give a PATH to ingest (or --remove-source NAME)")
     source = check_ingest_source(source)  # stored stripped and lower case, as --sources selects it
+    stored = [0, 0]  # entries of the files ingested, of the file being ingested (written in whole batches)
+    try:
+        _ingest(path, source, source_version, keep_outliers, store_file, stored)
+    except KeyboardInterrupt:
+        error_console().print(f"interrupted after {sum(stored):,} {'entry' if sum(stored) == 1 else 'entries'} of "
+                              f"source {source}; rerun the same command to complete it", highlight=False,
+                              soft_wrap=True, markup=False)
+        raise typer.Exit(130) from None
+
+
+def _ingest(path: Path, source: str, source_version: Optional[str], keep_outliers: bool, store_file: Optional[Path],
+            stored: list[int]) -> None:
+    """Ingest ``path`` into the store; ``stored`` counts the entries written (or found unchanged) so far."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from fh_screen.store.ingest import IngestReport, ingest_file, ingestable_files
+
     files = ingestable_files(path, keep_outliers=keep_outliers)
     report = IngestReport()
     out = console()
@@ -132,12 +147,14 @@ def ingest_command(
                 task = progress.add_task(f"ingest {file.name}", total=None)
 
                 def advance(done: int, total: int, task=task) -> None:
+                    stored[1] = done  # a batch is one store update: these are in the store
                     progress.update(task, completed=done, total=total)
 
                 part = ingest_file(
                     store.reference, file, source=source, source_version=source_version, keep_outliers=keep_outliers,
                     progress=advance,
                 )
+                stored[0], stored[1] = stored[0] + stored[1], 0
                 if len(files) > 1:
                     out.print(f"{file.name}: {part.summary()}", highlight=False, soft_wrap=True)
                 report.merge(part)
@@ -436,8 +453,10 @@ def predict_store_command(
     from maggma.cli.multiprocessing import multi
     from maggma.cli.serial import serial
 
+    from fh_screen.errors import check_processes
     from fh_screen.store.builders import PredictionBuilder
 
+    check_processes(processes)  # bulk's rule: 1 to 256
     store = _open_store(store_file, read_only=False, must_exist=True)  # a typo'd path is not a new, empty store
     before = store.connect().predictions.count()
     store.close()

@@ -69,6 +69,11 @@ def evaluate_command(
     from fh_screen.models.mlp import PRESETS
     from fh_screen.models.fit import TrainConfig
 
+    from fh_screen.errors import check_positive, check_seed
+
+    check_seed(seed, "--seed")
+    if max_minutes is not None:
+        check_positive(max_minutes, "--max-minutes")
     if study == "claims":
         _claims(model, train_path, val_path, output_dir, systems, seed, threads, refine_top, prefilter)
         return
@@ -82,8 +87,6 @@ def evaluate_command(
         fail(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
     if folds < 2:
         fail(f"--folds must be at least 2, got {folds}")
-    if max_minutes is not None and max_minutes <= 0:
-        fail(f"--max-minutes must be positive, got {max_minutes}")
     size_list = _parse_sizes(sizes)
     preset_list = [p.strip() for p in presets.split(",") if p.strip()]
     if unknown := [p for p in preset_list if p not in PRESETS]:

@@ -40,6 +40,14 @@ def train_command(
     """
     from dataclasses import replace
 
+    from fh_screen.errors import check_count, check_positive, check_seed
+
+    check_seed(seed, "--seed")  # the numbers first, in one line each, before any file is read
+    if max_rows is not None:
+        check_count(max_rows, "--max-rows")
+    check_positive(learning_rate, "--learning-rate")
+    if max_minutes is not None:
+        check_positive(max_minutes, "--max-minutes")
     name = user_model_name(name, output_dir)
     if recipe is not None:
         _train_attention(train_path, output_dir, val_path, recipe, device, epochs if epochs != 400 else None,

@@ -271,6 +271,16 @@ class AttentionTrainConfig:
     threads: int = field(default=1, metadata={"help": "torch CPU threads"})
     device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
 
+    def __post_init__(self) -> None:
+        """Refuse, in one :class:`TrainingError` line, a count below 1, a learning rate that is not a finite
+        number above 0, or a negative seed (members add their number to it)."""
+        from fh_screen.errors import check_count, check_positive
+
+        for name in ("epochs", "batch_size", "threads"):
+            check_count(getattr(self, name), name, TrainingError)
+        check_count(self.seed, "seed", TrainingError, minimum=0)
+        check_positive(self.learning_rate, "learning_rate", TrainingError)
+
     def as_dict(self) -> dict:
         """Plain-type dictionary for model cards."""
         return asdict(self)

@@ -77,7 +77,8 @@ class FinetuneOptions(BaseModel):
     new_share: float = Field(0.25, gt=0, lt=1, description="share of each epoch's rows that are new entries (oversampled)")
     nll_weight: float = Field(0.1, ge=0, description="weight of the σ head's Laplace NLL (attention models), as in training")
     grad_clip: float = Field(1.0, ge=0, description="gradient-norm clip (0: none)")
-    seed: int = Field(0, description="seed of the replay sample, the val sample and the batch order")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="seed of the replay sample, the val sample and the batch order "
+                      "(0 to 2**32 - 1)")
     threads: int = Field(1, ge=1, description="torch CPU threads")
     val_rows: int | None = Field(None, ge=1, description="evaluate on a seeded sample of this many val rows (None: all)")
     max_val_regression_ev_per_atom: float = Field(

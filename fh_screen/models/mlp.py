@@ -147,6 +147,18 @@ class TrainConfig:
     threads: int = 1
     max_minutes: float | None = None
 
+    def __post_init__(self) -> None:
+        """Refuse, in one :class:`TrainingError` line, a count below 1, a learning rate or time cap that is not a
+        finite number above 0, or a negative seed (members and folds add their number to it)."""
+        from fh_screen.errors import check_count, check_positive
+
+        for name in ("epochs", "batch_size", "threads", "early_stopping_patience"):
+            check_count(getattr(self, name), name, TrainingError)
+        check_count(self.seed, "seed", TrainingError, minimum=0)
+        check_positive(self.learning_rate, "learning_rate", TrainingError)
+        if self.max_minutes is not None:
+            check_positive(self.max_minutes, "max_minutes", TrainingError)
+
     def as_dict(self) -> dict:
         """Plain-type dictionary for model cards."""
         return asdict(self)

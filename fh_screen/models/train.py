@@ -72,8 +72,14 @@ def carve_training_file(train_path: str | Path, *, holdout_fraction: float = 0.0
     """Load ``train_path`` (outliers dropped), sample ``max_rows`` (seeded), carve ``holdout_fraction``.
 
     ``provenance`` holds what every card records: file name and sha256, the cleaning summary,
-    ``n_fit``, ``split_seed`` and the outlier filter.
+    ``n_fit``, ``split_seed`` and the outlier filter. A ``seed`` outside 0 .. 2**32 - 1 or a
+    ``max_rows`` below 1 raises :class:`TrainingError` before the file is read.
     """
+    from fh_screen.errors import check_count, check_seed
+
+    check_seed(seed, "seed", TrainingError)
+    if max_rows is not None:
+        check_count(max_rows, "max_rows", TrainingError)
     frame, report = load_oqmd(train_path)
     if max_rows is not None and max_rows < len(frame):
         frame = frame.sample(n=max_rows, random_state=seed).reset_index(drop=True)

@@ -23,6 +23,7 @@ documents sort by their JSON text (MongoDB compares them element-wise).
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -382,6 +383,7 @@ class SQLiteStore(Store):
         path = self.path
         if path.is_dir():
             raise StoreFileError(f"store file {path} is a folder, not an SQLite file")
+        new_file = not self.read_only and not path.exists()
         try:
             if self.read_only:
                 if not path.is_file():
@@ -398,8 +400,10 @@ class SQLiteStore(Store):
                     path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False
                 )
         except OSError as exc:
+            self._remove_if_never_made(new_file, exc)
             raise StoreFileError(f"store file {path} cannot be created: {exc.strerror or exc}") from None
         except sqlite3.Error as exc:
+            self._remove_if_never_made(new_file, exc)
             raise self._error(exc) from None
         try:
             self._conn = conn
@@ -407,11 +411,28 @@ class SQLiteStore(Store):
         except sqlite3.Error as exc:
             self._conn = None
             conn.close()
+            self._remove_if_never_made(new_file, exc)
             raise self._error(exc) from None
         except StoreFileError:
             self._conn = None
             conn.close()
             raise
+
+    def _remove_if_never_made(self, new_file: bool, exc: BaseException) -> None:
+        """Remove the empty file this connection created when a full disk stopped it from making the store.
+
+        Only a file that was not there before, still holds 0 bytes and failed for lack of space: a
+        locked or busy file may be one another process is making at this moment.
+        """
+        full = "full" in str(exc).lower() or getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+        if not new_file or not full:
+            return
+        for path in (self.path, *(self.path.with_name(self.path.name + suffix) for suffix in ("-wal", "-shm"))):
+            try:
+                if path.is_file() and path.stat().st_size == 0:
+                    path.unlink()
+            except OSError:  # pragma: no cover - a leftover empty file is all that remains
+                pass
 
     def _setup(self) -> None:
         conn = self._collection

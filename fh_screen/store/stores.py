@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from maggma.core import Store
 
 from fh_screen.errors import FhScreenError
-from fh_screen.store.backend import SQLiteStore
+from fh_screen.store.backend import SQLiteStore, StoreFileError
 from fh_screen.store.bootstrap import SHIPPED_SOURCE
 from fh_screen.store.documents import (
     RESULT_SOURCES,
@@ -239,9 +239,18 @@ class FhScreenStore:
         return _label(self.reference)
 
     def connect(self, force_reset: bool = False) -> FhScreenStore:
-        """Connect every collection and make sure the query indexes exist."""
+        """Connect every collection and make sure the query indexes exist.
+
+        A read-only store file holding some of its collections but not all (its making, the
+        first-use fill, was stopped) raises :class:`~fh_screen.store.StoreFileError` saying how to
+        complete it.
+        """
         for store, fields in self._stores():
-            store.connect(force_reset=force_reset)
+            try:
+                store.connect(force_reset=force_reset)
+            except StoreFileError:
+                self._unfinished_file()
+                raise
             if not self.ensure_indexes:
                 continue
             for field in fields:
@@ -249,6 +258,23 @@ class FhScreenStore:
                     continue  # array field: SQLite answers element questions through chemsys
                 store.ensure_index(field)
         return self
+
+    def _unfinished_file(self) -> None:
+        """Raise :class:`StoreFileError` when this read-only embedded store's file holds some of the
+        collections but not all: a first use stopped before it had made them (Ctrl-C, kill, power);
+        the commands that fill a store on first use complete it."""
+        files = [store for store, _ in self._stores() if isinstance(store, SQLiteStore) and store.read_only]
+        if not files or len({store.path for store in files}) != 1:
+            return
+        try:
+            present = [store.collection_exists() for store in files]
+        except StoreFileError:
+            return
+        if any(present) and not all(present):
+            path = files[0].path
+            raise StoreFileError(f"store file {path} was not completely made (its first use was stopped before it "
+                                 f"finished): run `fh-screen SYSTEM --store {path}` or `fh-screen bulk ... --store "
+                                 f"{path}` once to complete it")
 
     def close(self) -> None:
         """Close every collection."""

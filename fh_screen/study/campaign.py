@@ -118,8 +118,8 @@ class CampaignOptions(BaseModel):
     n_systems: int = Field(100, ge=1, description="systems per seed")
     budget: int = Field(10, ge=1, description="calculations per system")
     per_round: int = Field(2, ge=1, description="calculations per round of the loop")
-    seeds: tuple[Annotated[int, Field(ge=0)], ...] = Field((0,), min_length=1, description="seeds of the system draw "
-                                                            "(non-negative); pooled")
+    seeds: tuple[Annotated[int, Field(ge=0, le=2**32 - 1)], ...] = Field((0,), min_length=1, description="seeds of the system draw "
+                                                            "(0 to 2**32 - 1); pooled")
     score_column: str = Field("p_stable", description="screen table column ranked on (higher is better)")
     kernel_width: float = Field(0.03, gt=0, description="width of the composition kernel (fraction space)")
     diversity_strength: float = Field(0.0, ge=0, lt=1, description="score cut at a pending pick (loop and diverse)")

@@ -329,9 +329,11 @@ def evaluate_claims(predictor: Predictor, train_path: str | Path, val_path: str 
     """
     import time
 
+    from fh_screen.errors import check_seed
     from fh_screen.data import load_oqmd
     from fh_screen.screening import ScreenOptions
 
+    check_seed(seed)  # 0 .. 2**32 - 1, in one line before any file is read
     options = options or ScreenOptions()
     step = progress or (lambda label: None)
     started = time.perf_counter()

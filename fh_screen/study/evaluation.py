@@ -489,8 +489,12 @@ def evaluate_model(predictor: Predictor, train_path: str | Path, val_path: str |
     """Run (a)–(d) for ``predictor``; returns the JSON-ready payload and the rediscovery records.
 
     ``options`` are the :class:`~fh_screen.screening.options.ScreenOptions` of the rediscovery screens
-    (default: the screen's defaults).
+    (default: the screen's defaults). A ``seed`` outside 0 .. 2**32 - 1 raises a one-line
+    :class:`~fh_screen.errors.FhScreenError` before any file is read.
     """
+    from fh_screen.errors import check_seed
+
+    check_seed(seed)
     step = progress or (lambda label: None)
     started = time.perf_counter()
     step("reading the OQMD split")

@@ -95,8 +95,14 @@ def load_study_data(
 ) -> StudyData:
     """Union of the cleaned OQMD files ``paths`` (outliers dropped, lowest ΔH_f per composition).
 
-    ``max_rows`` keeps a seeded random subset (quick runs and tests).
+    ``max_rows`` keeps a seeded random subset (quick runs and tests); a ``seed`` outside
+    0 .. 2**32 - 1 or a ``max_rows`` below 1 raises :class:`StudyError`.
     """
+    from fh_screen.errors import check_count, check_seed
+
+    check_seed(seed, "seed", StudyError)
+    if max_rows is not None:
+        check_count(max_rows, "max_rows", StudyError)
     frames, sources = [], []
     for path in paths:
         frame, report = load_oqmd(path)

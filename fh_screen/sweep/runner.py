@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from fh_screen.errors import FhScreenError, one_line
+from fh_screen.errors import MAX_PROCESSES, FhScreenError, one_line
 from fh_screen.screening import ScreenOptions
 
 if TYPE_CHECKING:
@@ -47,6 +47,7 @@ __all__ = [
     "SweepOptions",
     "SweepPlan",
     "SweepReport",
+    "SweepInterrupted",
     "SweepStoreError",
     "SystemOutcome",
     "check_keep_top",
@@ -71,6 +72,16 @@ ORIGIN = "bulk"
 
 class SweepStoreError(FhScreenError):
     """The store failed during a sweep (full, locked, disconnected); what was saved stays, a rerun resumes."""
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """A sweep stopped by Ctrl-C; ``saved``: the systems it saved, counted in the store once its workers
+    stopped (None when the store could not tell). Workers save before the sweep hears of it, so the
+    outcomes it heard of may be fewer."""
+
+    def __init__(self, saved: int | None = None) -> None:
+        super().__init__()
+        self.saved = saved
 
 
 def check_keep_top(value: Any) -> int | None:
@@ -110,7 +121,7 @@ class SweepOptions(BaseModel):
 
     model: str | None = Field(None, description="shipped model name or .pt path (None: the default model)")
     store_file: Path | None = Field(None, description="embedded store file (None: the configured store)")
-    processes: int = Field(1, ge=1, le=256, description="worker processes (1: screen in this process)")
+    processes: int = Field(1, ge=1, le=MAX_PROCESSES, description="worker processes (1: screen in this process)")
     keep_top: int | None = Field(BULK_KEEP_TOP, ge=1, description="candidates kept per screen document "
                                  "(None or 0: all)")
     redo: bool = Field(False, description="screen again systems already stored with this model and options")
@@ -580,6 +591,25 @@ def _outcomes(pending: list[str], work: _Work, processes: int, chunk_size: int |
         pool.join()
 
 
+def _saved_since(store_file: Path | str | None, plan: SweepPlan, since: str) -> int | None:
+    """The systems of ``plan`` a sweep saved since run id ``since``, counted in its store (None: it cannot be read).
+
+    Workers save a system before the sweep hears of it, and a stopped sweep never hears of
+    some: the store is what counts.
+    """
+    pending = set(plan.pending)
+    try:
+        store = _open_store(Path(store_file) if store_file else None)
+        with store:
+            docs = store.screens.query(criteria={"run_id": {"$gte": since}, "origin": ORIGIN,
+                                                 "weights_sha256": plan.weights_sha256},
+                                       properties=["chemsys"])
+            return len({doc["chemsys"] for doc in docs if doc.get("chemsys") in pending})
+    except Exception:  # noqa: BLE001 - the count is a courtesy: the caller falls back on the outcomes heard
+        logger.debug("cannot count the saved systems", exc_info=True)
+        return None
+
+
 def run_sweep(
     systems: Sequence[str],
     options: ScreenOptions = ScreenOptions(),
@@ -605,7 +635,8 @@ def run_sweep(
     -------
     SweepReport
         Raises :class:`SweepStoreError` (one line) when the store fails mid-sweep, and
-        ``KeyboardInterrupt`` passes through; in both cases every saved system stays saved.
+        :class:`SweepInterrupted` (a ``KeyboardInterrupt``) on Ctrl-C; in both cases every saved
+        system stays saved, and the count they give is the store's.
     """
     started = time.perf_counter()
     plan = plan_sweep(systems, options, sweep)
@@ -616,18 +647,30 @@ def run_sweep(
         on_plan(plan)
     work = _Work(sweep.model, str(sweep.store_file) if sweep.store_file else None, options, sweep.keep_top,
                  plan.weights_sha256, sweep.threads, os.getpid(), sweep.save_predictions, plan.sources)
+    from fh_screen.store import new_run_id
+
+    since = new_run_id()  # the run ids of the screens this sweep saves sort after it
     outcomes = _outcomes(plan.pending, work, sweep.processes, sweep.chunk_size)
+    failed: SystemOutcome | None = None
     try:
         for outcome in outcomes:
             if outcome.status == "store-error":
-                report.seconds = time.perf_counter() - started
-                raise SweepStoreError(f"sweep stopped at {outcome.system} after {report.systems_done:,} saved systems: "
-                                      f"{outcome.error}; what was saved stays stored: rerun the same command to resume")
+                failed = outcome
+                break
             report.add(outcome)
             if on_outcome is not None:
                 on_outcome(outcome)
+    except KeyboardInterrupt:
+        outcomes.close()  # the workers stop before the store is counted
+        raise SweepInterrupted(_saved_since(sweep.store_file, plan, since)) from None
     finally:
         outcomes.close()  # stops the workers now, whatever ended the loop (Ctrl-C, a store error)
+    if failed is not None:
+        report.seconds = time.perf_counter() - started
+        saved = _saved_since(sweep.store_file, plan, since)
+        raise SweepStoreError(f"sweep stopped at {failed.system} after "
+                              f"{report.systems_done if saved is None else saved:,} saved systems: {failed.error}; "
+                              "what was saved stays stored: rerun the same command to resume")
     if report.no_reference:
         report.notes.append(report.no_reference_note())
     report.seconds = time.perf_counter() - started

@@ -10,6 +10,7 @@ Bad input raises :class:`SweepInputError` (one line) before anything is screened
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from itertools import combinations
 from pathlib import Path
@@ -36,12 +37,24 @@ class SweepInputError(FhScreenError):
     """An element list, a size list, a systems file or a sweep option that cannot be swept; one line."""
 
 
-def _split(text: str | Sequence[str]) -> list[str]:
-    if isinstance(text, str):
-        parts = text.replace(";", ",").replace(" ", ",").split(",")
-    else:
-        parts = [p for item in text for p in str(item).replace(" ", ",").split(",")]
-    return [p.strip() for p in parts if p.strip()]
+def _split(text: str | Sequence[str], what: str, example: str) -> list[str]:
+    """The comma-separated items of ``text`` (or of each string of a list), stripped; an empty item
+    (``Li,,O``, ``Li,O,``) or one holding a space or a semicolon (``Li O``) is refused in one line."""
+    texts = [text] if isinstance(text, str) else [str(item) for item in text]
+    if not any(part.strip() for t in texts for part in t.split(",")):
+        return []  # nothing given: the caller's "empty list" line
+    items = []
+    for whole in texts:
+        for part in whole.split(","):
+            item = part.strip()
+            if not item:
+                raise SweepInputError(f"malformed {what} {whole!r}: an empty item between commas; "
+                                      f"separate items by single commas, e.g. {example}")
+            if any(c.isspace() or c == ";" for c in item):
+                raise SweepInputError(f"malformed {what} {whole!r}: {item!r} is not one item; "
+                                      f"separate items by commas, e.g. {example}")
+            items.append(item)
+    return items
 
 
 def parse_elements(text: str | Sequence[str]) -> tuple[str, ...]:
@@ -51,7 +64,7 @@ def parse_elements(text: str | Sequence[str]) -> tuple[str, ...]:
     :class:`SweepInputError` for an empty list, an unknown symbol (with a hint for ``fe``) or a
     repeated one (``Li,Li,O``, refused as ``Li-Li-O`` is everywhere else).
     """
-    symbols = _split(text)
+    symbols = _split(text, "element list", "--elements Li,Fe,P,O")
     if not symbols:
         raise SweepInputError("empty element list: give symbols separated by commas, e.g. --elements Li,Fe,P,O")
     if [s.lower() for s in symbols] == [ALL_KEYWORD]:
@@ -71,16 +84,24 @@ def parse_elements(text: str | Sequence[str]) -> tuple[str, ...]:
 
 
 def parse_nelements(text: str | int | Sequence[int | str]) -> tuple[int, ...]:
-    """System sizes of ``"2,3"`` (or ``"2-4"``, an int, a list), sorted, each from 2 to :data:`MAX_SYSTEM_SIZE`."""
-    parts = [str(text)] if isinstance(text, int) else _split(text if isinstance(text, str) else [str(t) for t in text])
+    """System sizes of ``"2,3"`` (or ``"2-4"``, an int, a list), sorted, each from 2 to :data:`MAX_SYSTEM_SIZE`.
+
+    A malformed list (``2,,3``, ``2-``, ``4-2``, ``2 3``) raises :class:`SweepInputError` in one line.
+    """
+    if isinstance(text, (int, float)) or not isinstance(text, (str, Sequence)):
+        parts = [str(text)]
+    else:
+        parts = _split(text if isinstance(text, str) else [str(t) for t in text], "list of system sizes",
+                       "--nelements 2,3 or 2-4")
     sizes: set[int] = set()
     for part in parts:
-        low, _, high = part.partition("-")
-        try:
-            span = range(int(low), int(high or low) + 1)
-        except ValueError:
-            raise SweepInputError(f"number of elements must be an integer or a range like 2-4, got {part!r}") from None
-        for n in span:
+        match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if match is None:
+            raise SweepInputError(f"number of elements must be an integer or a range like 2-4, got {part!r}")
+        low, high = int(match[1]), int(match[2] or match[1])
+        if high < low:
+            raise SweepInputError(f"range of system sizes {part!r} runs backwards: write it as {high}-{low}")
+        for n in range(low, high + 1):
             if not 2 <= n <= MAX_SYSTEM_SIZE:
                 raise SweepInputError(f"number of elements must be between 2 and {MAX_SYSTEM_SIZE}, got {n}")
             sizes.add(n)
@@ -124,7 +145,7 @@ def read_systems_file(path: str | Path) -> list[str]:
     """
     path = Path(path).expanduser()
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is no part of line 1
     except FileNotFoundError:
         raise SweepInputError(f"systems file not found: {path}") from None
     except IsADirectoryError:

@@ -12,12 +12,12 @@ PACKAGE = Path(__file__).resolve().parents[1] / "fh_screen"
 
 #: docs/architecture.md, "may import" (and each package's __init__ docstring)
 ALLOWED: dict[str, set[str]] = {
-    "errors": set(), "version": set(), "run_ids": set(), "io": set(),
+    "errors": set(), "version": set(), "run_ids": set(), "io": set(), "defaults": set(),
     "settings": {"errors"},
     "chem": {"errors"},
     "data": {"chem", "errors", "settings"},
     "models": {"chem", "data", "io", "errors", "settings"},
-    "screening": {"models", "chem", "errors", "run_ids"},
+    "screening": {"models", "chem", "errors", "run_ids", "defaults"},
     "store": {"screening", "models", "chem", "data", "settings", "errors", "run_ids", "version"},
     "exports": {"screening", "version"},
     "plotting": {"screening", "errors", "io"},

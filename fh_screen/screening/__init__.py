@@ -11,7 +11,8 @@ learned classifier), :mod:`~fh_screen.screening.selection` (the one rule for ``s
     result = screen("Li-Fe-P-O", known=reference_frame)   # known: formula, dhf_ev_per_atom
 
 May import: :mod:`fh_screen.models`, :mod:`fh_screen.chem`, :mod:`fh_screen.data`,
-:mod:`fh_screen.errors`, :mod:`fh_screen.run_ids`; never ``store``, ``study``, ``jobs``, ``cli``
+:mod:`fh_screen.errors`, :mod:`fh_screen.run_ids`, :mod:`fh_screen.defaults` (the shared
+defaults, re-exported); never ``store``, ``study``, ``jobs``, ``cli``
 or ``plotting`` (figures of a result: :func:`fh_screen.plotting.plot_screen`).
 """
 

@@ -106,6 +106,8 @@ class BulkScreenMaker(CheckedMaker):
         Reference sources that count for each hull (``"oqmd,chgnet"`` or a list; None: every
         source in the store), as ``fh-screen bulk --sources``.
 
+    Notes
+    -----
     Every field is checked at ``make()`` and again when a powerup updates the maker
     (``flow.update_maker_kwargs({...}, class_filter=BulkScreenMaker)`` reaches every batch job):
     one line, a typo included.

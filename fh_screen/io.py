@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "atomic_write_text", "json_text", "read_json", "save_figure", "write_json"]
+__all__ = ["atomic_write", "atomic_write_text", "json_text", "read_json", "save_figure", "temporary_beside", "write_json"]
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], object], *, keep_suffix: bool = False) -> Path:
@@ -28,11 +28,8 @@ def atomic_write(path: str | Path, write: Callable[[Path], object], *, keep_suff
     ``np.savez``); it is removed whatever happens. ``OSError`` propagates.
     """
     path = Path(path)
-    token = f"{os.getpid()}.{secrets.token_hex(4)}"
-    tmp = path.with_name(f".{path.stem}.{token}.tmp{path.suffix}" if keep_suffix else f".{path.name}.{token}.tmp")
+    tmp = temporary_beside(path, keep_suffix=keep_suffix)
     try:
-        with open(tmp, "x", encoding="utf-8"):  # created with the umask's permissions
-            pass
         write(tmp)
         os.replace(tmp, path)
     finally:
@@ -41,6 +38,17 @@ def atomic_write(path: str | Path, write: Callable[[Path], object], *, keep_suff
         except FileNotFoundError:
             pass
     return path
+
+
+def temporary_beside(path: str | Path, *, keep_suffix: bool = False) -> Path:
+    """Create and return an empty hidden temporary file beside ``path`` (the umask's permissions),
+    named as :func:`atomic_write` names it; the caller renames it into place or removes it."""
+    path = Path(path)
+    token = f"{os.getpid()}.{secrets.token_hex(4)}"
+    tmp = path.with_name(f".{path.stem}.{token}.tmp{path.suffix}" if keep_suffix else f".{path.name}.{token}.tmp")
+    with open(tmp, "x", encoding="utf-8"):
+        pass
+    return tmp
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

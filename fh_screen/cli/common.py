@@ -198,14 +198,9 @@ class OutputBatch:
         self._stage(path, lambda temporary: frame.to_csv(temporary, **options))
 
     def _stage(self, path: str | Path, write: Callable[[Path], object]) -> None:
-        import secrets
-
         path = check_output_path(Path(path).expanduser())
-        # ends in .tmp, so that pandas infers no compression from the name
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         try:
-            with open(temporary, "x", encoding="utf-8"):  # created with the umask's permissions
-                pass
+            temporary = io.temporary_beside(path)  # named as atomic_write names it (.tmp: no compression inferred)
             self._staged.append((temporary, path))
             write(temporary)
         except OSError as error:

@@ -173,12 +173,13 @@ def test_the_screen_limits_are_refused_before_anything_is_loaded_with_the_screen
         screened = _invoke("screen", "Li-O", "--max-atoms", str(value), "--model", "paper", "--no-store")
         assert screened.exit_code == 2
         message = screened.output.strip().removeprefix("error: ")
-        assert message == f"max_atoms must be an integer from 2 to 200, got {value}"
+        # the commands name the flag a user typed; the Python doors the field, in the same words
+        assert message == f"--max-atoms must be an integer from 2 to 200, got {value}"
         with pytest.raises(FhScreenError) as prescreen:
             PrescreenMaker(screen_options={"max_atoms": value}).make("Li-O")
         with pytest.raises(FhScreenError) as bulk:
             BulkScreenMaker(screen_options={"max_atoms": value}).make(["Li-O"])
-        assert str(bulk.value) == str(prescreen.value) == message
+        assert str(bulk.value) == str(prescreen.value) == message.replace("--max-atoms", "max_atoms")
 
         def no_model(*args, **kwargs):
             raise AssertionError("the model was loaded")
@@ -192,7 +193,7 @@ def test_the_screen_limits_are_refused_before_anything_is_loaded_with_the_screen
         BulkScreenMaker(screen_options={"max_atoms": 6, "max_per_element": 0}).make(["Li-O"])
     result = _invoke("bulk", "--elements", "Li,O", "--nelements", "2", "--max-per-element", "0", *SMALL,
                      "--store", str(path))
-    assert result.exit_code == 2 and "max_per_element must be a positive integer, got 0" in result.output
+    assert result.exit_code == 2 and "--max-per-element must be a positive integer, got 0" in result.output
     assert not path.exists()  # nothing was opened
 
 
@@ -313,3 +314,17 @@ def test_a_store_file_a_full_disk_kept_from_being_made_is_not_left_behind(fh_set
     monkeypatch.setattr(SQLiteStore, "_setup", locked)
     assert _invoke("bulk", "--systems-file", str(listed), *SMALL, "--store", str(new)).exit_code == 2
     assert new.exists() and new.stat().st_size == 0
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--max-candidates", "0", "--max-candidates must be a positive integer, got 0"),
+    ("--dft-budget", "0", "--dft-budget must be a positive integer (calculations), got 0"),
+    ("--select-p-min", "1.5", "--select-p-min must be a probability between 0 and 1, got 1.5"),
+])
+def test_bulk_and_screen_name_the_flag_of_a_refused_screen_option(fh_settings, tmp_path, flag, value, message):  # noqa: F811
+    path = tmp_path / "sweep.sqlite"
+    swept = _invoke("bulk", "--elements", "Li,O", "--nelements", "2", flag, value, "--model", "paper", "--store", str(path))
+    screened = _invoke("screen", "Li-O", flag, value, "--model", "paper", "--no-store")
+    assert swept.exit_code == screened.exit_code == 2
+    assert swept.output.strip() == screened.output.strip() == f"error: {message}"
+    assert not path.exists()  # refused before the store was made

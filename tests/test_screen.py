@@ -283,7 +283,11 @@ def test_a_slow_model_refines_the_prefilter_s_best_and_heads_the_table(oqmd):
     # every row has P(stable), prefilter rows included
     assert table["p_stable"].notna().all()
     with pytest.raises(ScreenError, match="refine_top"):
-        screen("Li-O", predictor=model, options=ScreenOptions(refine_top=0))
+        screen("Li-O", predictor=model, options=ScreenOptions(refine_top=-1))
+    # 0 means what --refine-top 0 means in every command: the model on every candidate
+    assert ScreenOptions(refine_top=0) == ScreenOptions(refine_top=None)
+    every = screen("Li-Fe-O", predictor=model, known=li_fe_o_known, options=ScreenOptions(max_atoms=12, refine_top=0))
+    assert every.prefilter is None and every.table["refined"].all()
 
 
 @pytest.mark.parametrize("max_count", [20, 10**9])  # packed keys, and rows too large to pack

@@ -16,6 +16,7 @@ from fh_screen.cli.common import (
     fail,
     is_stdout,
     one_line_errors,
+    screen_options_from_flags,
     status_console,
     store_file_in_use,
 )
@@ -61,7 +62,6 @@ def bulk_command(
 ) -> None:
     """Screen every system of an element list (or a file) into the store; a rerun skips what is stored."""
     from fh_screen.errors import check_processes
-    from fh_screen.screening import ScreenOptions
     from fh_screen.sweep import SweepOptions, check_screen_options, read_systems_file, run_sweep, systems_from_elements
 
     started = time.perf_counter()
@@ -71,7 +71,7 @@ def bulk_command(
     check_outputs(json_path, provenance_of=(json_path,),
                   inputs={"the store file": store_file_in_use(store_file), "the systems file": systems_file})
     systems = systems_from_elements(elements, nelements) if elements is not None else read_systems_file(systems_file)
-    options = ScreenOptions(
+    options = screen_options_from_flags(
         max_atoms=max_atoms, max_per_element=max_per_element, charge_neutral=charge_neutral,
         include_known=not exclude_known, max_candidates=max_candidates, e_hull_tolerance_ev_per_atom=tolerance,
         refine_top=refine_top or None, dft_budget=dft_budget, select_p_min=select_p_min,

@@ -16,8 +16,16 @@ F = TypeVar("F", bound=Callable)
 
 __all__ = [
     "STDOUT", "OutputError", "atomic_write", "check_output_path", "check_outputs", "console", "error_console", "fail",
-    "is_stdout", "one_line_errors", "print_error", "status_console", "write_csv", "write_json_file", "write_text_output",
+    "is_stdout", "one_line_errors", "print_error", "screen_options_from_flags", "status_console", "write_csv",
+    "write_json_file", "write_text_output",
 ]
+
+#: The command-line flag of each screen option the screen, bulk and evaluate commands take.
+SCREEN_OPTION_FLAGS = {
+    "max_atoms": "--max-atoms", "max_per_element": "--max-per-element", "max_candidates": "--max-candidates",
+    "e_hull_tolerance_ev_per_atom": "--tolerance", "select_p_min": "--select-p-min", "dft_budget": "--dft-budget",
+    "refine_top": "--refine-top", "prefilter_model": "--prefilter",
+}
 
 #: An output path of ``-`` (``--json -``, ``--csv -``) writes the data to stdout; status lines then go to stderr.
 STDOUT = "-"
@@ -205,6 +213,31 @@ class OutputBatch:
             write(temporary)
         except OSError as error:
             raise OutputError(f"cannot write {path}: {error.strerror or error}") from None
+
+
+def screen_options_from_flags(**fields):
+    """:class:`~fh_screen.screening.ScreenOptions` from a command's flags, checked as a screen checks them
+    (limits, the enumeration's bounds) before anything heavy loads; a refused value fails in one line
+    that names the flag (``--max-candidates must be a positive integer, got 0``), not the Python field."""
+    from fh_screen.chem.candidates import count_candidates
+    from fh_screen.screening import ScreenOptions
+
+    try:
+        options = ScreenOptions(**fields)
+        count_candidates(2, options.max_atoms, options.max_per_element)
+    except FhScreenError as exc:
+        fail(_in_flag_words(one_line(exc, first_line=True)))
+    return options
+
+
+def _in_flag_words(message: str) -> str:
+    """A screen option's message with the option's Python name replaced by its flag."""
+    for field, flag in SCREEN_OPTION_FLAGS.items():
+        for prefix in (f"screen option {field}: ", f"{field}: ", f"{field} "):
+            if message.startswith(prefix):
+                rest = message[len(prefix):].replace(", or 0 or None", ", or 0").replace(" or None", "")
+                return f"{flag}: {rest}" if prefix.endswith(": ") else f"{flag} {rest}"
+    return message
 
 
 def status_console(*outputs: str | Path | None):

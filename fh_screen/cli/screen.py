@@ -19,6 +19,7 @@ from fh_screen.cli.common import (
     fail,
     is_stdout,
     one_line_errors,
+    screen_options_from_flags,
     status_console,
     store_file_in_use,
 )
@@ -57,7 +58,7 @@ def screen_command(
 ) -> None:
     """Rank the candidate compositions of a chemical system by predicted stability."""
     from fh_screen.chem.candidates import parse_chemsys
-    from fh_screen.screening import ScreenOptions, check_size
+    from fh_screen.screening import check_size
 
     started = time.perf_counter()
     system = parse_chemsys(chemsys)
@@ -75,7 +76,7 @@ def screen_command(
 
         if len(system) not in DRAWN_SIZES:
             fail(f"--plot draws binary, ternary and quaternary systems only; {'-'.join(system)} has {len(system)} elements")
-    options = ScreenOptions(
+    options = screen_options_from_flags(
         max_atoms=max_atoms,
         max_per_element=max_per_element,
         charge_neutral=charge_neutral,
@@ -87,7 +88,6 @@ def screen_command(
         dft_budget=dft_budget,
         select_p_min=select_p_min,
     )
-    options.validate()
     check_size(system, options)  # limits and size are checked before loading anything heavy
 
     with _Stages() as stages:

@@ -65,7 +65,7 @@ class ScreenOptions:
     of them (and every known composition) are predicted by the model itself (``refined`` is
     True), then the best ``refine_top`` by ``p_stable`` and every ``selected`` row as well, until
     that head is all refined; the rest keep the prefilter's predictions; every row gets
-    ``p_stable``. None runs the model on every candidate.
+    ``p_stable``. None (or 0, as ``--refine-top 0``) runs the model on every candidate.
     """
 
     max_atoms: int = DEFAULT_MAX_ATOMS
@@ -81,6 +81,12 @@ class ScreenOptions:
     select_p_min: float = DEFAULT_SELECT_P_MIN
     dft_budget: int | None = None
     stability_model: str | None = None
+
+    @field_validator("refine_top")
+    @classmethod
+    def _zero_refines_every_candidate(cls, value: int | None) -> int | None:
+        """``0`` means what ``--refine-top 0`` means in every command: the model on every candidate (None)."""
+        return None if value == 0 else value
 
     @field_validator("stability_model")
     @classmethod
@@ -128,7 +134,7 @@ class ScreenOptions:
             raise ScreenError(f"dft_budget must be a positive integer (calculations) or None, got {budget!r}")
         top = self.refine_top
         if top is not None and (isinstance(top, bool) or not isinstance(top, int) or top < 1):
-            raise ScreenError(f"refine_top must be a positive integer or None (the model on every candidate), got {top!r}")
+            raise ScreenError(f"refine_top must be a positive integer, or 0 or None (the model on every candidate), got {top!r}")
         if self.prefilter_model != DEFAULT_PREFILTER_MODEL:  # a typo must fail here, not only when the cascade runs
             from fh_screen.models.predictor import check_model_reference
 

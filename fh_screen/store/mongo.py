@@ -22,36 +22,84 @@ if TYPE_CHECKING:
     from fh_screen.settings import FhScreenSettings
 
 __all__ = [
-    "FhMongoStore", "MongoUnreachableError", "check_reachable", "mask_uri", "mongo_collection", "mongo_collections",
-    "mongo_label", "mongo_reference_exists",
+    "FhMongoStore", "MongoStoreError", "MongoUnreachableError", "check_reachable", "mask_uri", "mongo_collection",
+    "mongo_collections", "mongo_label", "mongo_reference_exists",
 ]
 
 logger = logging.getLogger(__name__)
 
-_CREDENTIALS = re.compile(r"^(?P<scheme>[a-z+]+://)(?P<user>[^:@/]*)(?::[^@/]*)?@")
+_SCHEME = re.compile(r"^(?P<scheme>[a-z][a-z0-9+.-]*://)", re.IGNORECASE)
 
 
 class MongoUnreachableError(FhScreenError):
     """The MongoDB server does not answer (wrong host, port, credentials, or it is down)."""
 
 
+class MongoStoreError(FhScreenError):
+    """A MongoDB read or write that failed (a user without the right, a duplicate key, a server gone
+    mid-command); one line naming the collection, password masked: what :class:`~fh_screen.store.backend.StoreFileError`
+    is to the embedded store."""
+
+
 def mask_uri(uri: str) -> str:
-    """``uri`` with its password replaced by ``***`` (``mongodb://me:***@host/db``)."""
-    return _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@" if m["user"] else m["scheme"], str(uri))
+    """``uri`` with its password replaced by ``***`` (``mongodb://me:***@host/db``).
+
+    The user information ends at the last ``@`` (as pymongo reads it), so a password holding an
+    unescaped ``@`` or ``/`` is masked whole too.
+    """
+    text = str(uri)
+    match = _SCHEME.match(text)
+    if match is None or "@" not in text[match.end():]:
+        return text
+    userinfo, _, rest = text[match.end():].rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    if "/" in user:  # an '@' after the host (in the path or options), not user information
+        return text
+    return f"{match['scheme']}{user}:***@{rest}" if colon else f"{match['scheme']}{user}@{rest}"
 
 
 def _host_of(uri: str) -> str:
-    rest = mask_uri(uri).split("://", 1)[-1]
-    rest = rest.split("@", 1)[-1]
+    rest = mask_uri(uri)
+    match = _SCHEME.match(rest)
+    rest = rest[match.end():] if match else rest
+    if "***@" in rest:
+        rest = rest.split("***@", 1)[1]
+    elif "@" in rest.split("/", 1)[0]:
+        rest = rest.split("@", 1)[1]
     return rest.split("/", 1)[0].split("?", 1)[0] or "localhost"
 
 
+def _reason(exc: BaseException) -> str:
+    """pymongo's message in one line, without its topology description and the documents of a write error."""
+    details = getattr(exc, "details", None)
+    if isinstance(details, dict) and details.get("writeErrors"):  # BulkWriteError: the first write's own reason
+        text = str(details["writeErrors"][0].get("errmsg") or exc)
+    else:
+        text = str(exc)
+    for cut in (", Timeout:", ", Topology Description:", ", full error:"):
+        text = text.split(cut)[0]
+    return " ".join(text.split()) or type(exc).__name__
+
+
 class FhMongoStore(MongoStore):
-    """maggma's ``MongoStore``, whose client is ``pymongo.MongoClient`` looked up when it connects.
+    """maggma's ``MongoStore``, whose client is ``pymongo.MongoClient`` looked up when it connects, and
+    whose failures are one line.
 
     maggma binds ``MongoClient`` when it is imported; looking it up at connect time lets
-    ``mongomock_ng.patch`` (the tests) reach every store made afterwards. All else is maggma's.
+    ``mongomock_ng.patch`` (the tests) reach every store made afterwards. A pymongo error of a read
+    or a write (a read-only user, a duplicate key, a server gone mid-command) is raised as
+    :class:`MongoStoreError` naming the collection, as the embedded store raises
+    :class:`~fh_screen.store.backend.StoreFileError`; :attr:`name` carries no password. All else is maggma's.
     """
+
+    @property
+    def name(self) -> str:
+        """``mongodb://host/database/collection``: where the collection lives, without credentials
+        (maggma's ``MongoStore.name`` is the whole URI, password included)."""
+        scheme = _SCHEME.match(str(self.uri or ""))
+        prefix = scheme["scheme"].lower() if scheme else "mongodb://"
+        host = _host_of(self.uri) if self.uri else f"{self.host}:{self.port}"
+        return f"{prefix}{host}/{self.database}/{self.collection_name}"
 
     def connect(self, force_reset: bool = False) -> None:
         """Connect to the collection (a new client when not connected or ``force_reset``)."""
@@ -60,6 +108,55 @@ class FhMongoStore(MongoStore):
 
             client = pymongo.MongoClient(self.uri, **self.mongoclient_kwargs)
             self._coll = client[self.database][self.collection_name]
+
+    def _failure(self, doing: str, exc: BaseException) -> MongoStoreError:
+        return MongoStoreError(f"cannot {doing} {self.name}: {_reason(exc)}")
+
+    def query(self, *args, **kwargs):
+        """maggma's ``query``; a pymongo error is :class:`MongoStoreError` (one line)."""
+        from pymongo.errors import PyMongoError
+
+        try:
+            yield from super().query(*args, **kwargs)
+        except PyMongoError as exc:
+            raise self._failure("read", exc) from None
+
+    def groupby(self, *args, **kwargs):
+        """maggma's ``groupby``; a pymongo error is :class:`MongoStoreError` (one line)."""
+        from pymongo.errors import PyMongoError
+
+        try:
+            yield from super().groupby(*args, **kwargs)
+        except PyMongoError as exc:
+            raise self._failure("read", exc) from None
+
+    def count(self, *args, **kwargs) -> int:
+        """maggma's ``count``; a pymongo error is :class:`MongoStoreError` (one line)."""
+        return self._guarded("read", super().count, *args, **kwargs)
+
+    def distinct(self, *args, **kwargs) -> list:
+        """maggma's ``distinct``; a pymongo error is :class:`MongoStoreError` (one line)."""
+        return self._guarded("read", super().distinct, *args, **kwargs)
+
+    def update(self, *args, **kwargs) -> None:
+        """maggma's ``update`` (one unordered bulk write); a pymongo error is :class:`MongoStoreError` (one line)."""
+        return self._guarded("write to", super().update, *args, **kwargs)
+
+    def remove_docs(self, *args, **kwargs) -> None:
+        """maggma's ``remove_docs``; a pymongo error is :class:`MongoStoreError` (one line)."""
+        return self._guarded("write to", super().remove_docs, *args, **kwargs)
+
+    def ensure_index(self, *args, **kwargs) -> bool:
+        """maggma's ``ensure_index``; a pymongo error is :class:`MongoStoreError` (one line)."""
+        return self._guarded("index", super().ensure_index, *args, **kwargs)
+
+    def _guarded(self, doing: str, method, *args, **kwargs):
+        from pymongo.errors import PyMongoError
+
+        try:
+            return method(*args, **kwargs)
+        except PyMongoError as exc:
+            raise self._failure(doing, exc) from None
 
 
 def mongo_collection(settings: FhScreenSettings, collection: str, key: str) -> MongoStore:
@@ -81,12 +178,11 @@ def check_reachable(store: MongoStore, uri: str) -> None:
     try:
         store.connect()
         store._collection.database.command("ping")
-    except PyMongoError as exc:
-        reason = " ".join(str(exc).split(", Timeout:")[0].split(", Topology Description:")[0].split())
+    except (PyMongoError, ValueError) as exc:  # ValueError: a URI pymongo cannot read (a port that is no number)
         if store._coll is not None:  # the client's monitor threads would outlive the error
             store.close()
         raise MongoUnreachableError(
-            f"cannot reach MongoDB at {_host_of(uri)} ({mask_uri(uri)}): {reason or type(exc).__name__}"
+            f"cannot reach MongoDB at {_host_of(uri)} ({mask_uri(uri)}): {_reason(exc)}"
         ) from None
 
 

@@ -185,3 +185,55 @@ def test_the_python_api_raises_the_one_line_store_error_too(tmp_path, monkeypatc
             store.save_predictions(pd.DataFrame({"formula": ["Li2O"], "dhf_pred_ev_per_atom": [-2.0]}),
                                    load_predictor("paper"))
 
+
+def test_reading_screens_of_an_unused_mongodb_writes_nothing(tmp_path, monkeypatch, mongo_server):
+    """``runs`` and ``query --run`` filled an unused MongoDB database with the shipped table (290,363 entries)
+    where the embedded store makes no file; and ``query --run`` said so in other words."""
+    from mongomock_ng.mongo_client import MongoClient
+
+    from fh_screen.store import bootstrap
+
+    fresh_machine(tmp_path, monkeypatch, reference_data=True)
+    table = bootstrap.load_reference_table().head(300)
+    monkeypatch.setattr(bootstrap, "_cached_table", lambda: table)
+    database = f"fh_unused_{time.time_ns()}"
+    monkeypatch.setenv("FH_SCREEN_MONGO_URI", "mongodb://localhost:27017")
+    monkeypatch.setenv("FH_SCREEN_MONGO_DATABASE", database)
+    listed = runner.invoke(build_app(), ["runs"])
+    assert listed.exit_code == 0 and "no saved screens yet" in listed.output, listed.output
+    line = _one_error_line(runner.invoke(build_app(), ["query", "--run", "20260101T000000000-abcdef12"]))
+    assert "no screen has been saved" in line
+    assert MongoClient("mongodb://localhost:27017")[database].list_collection_names() == []
+
+
+def test_runs_and_query_json_are_the_same_documents_in_the_same_field_order(backend):
+    """The embedded store returned a projection's fields in the projection's order, MongoDB in the document's."""
+    from fh_screen.store import FhScreenStore, ScreenDoc
+
+    saved = runner.invoke(build_app(), ["screen", "Li-O", "--max-atoms", "4", "--model", "paper", "--top", "1"])
+    assert saved.exit_code == 0, saved.output
+    listed = runner.invoke(build_app(), ["runs", "--json", "-"])
+    rows = json.loads(listed.stdout)
+    assert list(rows[0]) == [f for f in ScreenDoc.model_fields if f in rows[0]]  # the document's own order
+    assert list(rows[0])[:2] == ["run_id", "chemsys"] and len(rows[0]) == 10
+    with FhScreenStore.from_settings(read_only=True) as store:
+        doc = store.predictions.query_one(properties=["last_updated", "formula", "dhf_pred_ev_per_atom"])
+    assert [k for k in doc if k != "_id"] == ["formula", "dhf_pred_ev_per_atom", "last_updated"]
+
+
+def test_query_rows_of_one_composition_come_in_the_same_order_whatever_order_the_store_holds_them(backend, tmp_path):
+    """Two sources of Li2O and two models' predictions: the table and --json are sorted by source and model,
+    not by the order the store returns them in (insertion order here, an index's order on a MongoDB server)."""
+    from fh_screen.store import FhScreenStore, ReferenceEntryDoc
+
+    with FhScreenStore.from_settings() as store:  # written in reverse order of source, and of model
+        store.reference.update([ReferenceEntryDoc.from_formula("Li2O", value, source=source).model_dump()
+                                for source, value in (("zz-lab", -1.95), ("aa-lab", -2.0))], key=["formula", "source"])
+        for name in ("zz-model", "aa-model"):
+            store.predictions.update([{"prediction_id": f"Li2O|{name}", "formula": "Li2O", "elements": ["Li", "O"],
+                                       "chemsys": "Li-O", "nelements": 2, "dhf_pred_ev_per_atom": -1.9,
+                                       "model_name": name, "model_version": "1"}], key="prediction_id")
+    listed = runner.invoke(build_app(), ["query", "--formula", "Li2O", "--json", "-"])
+    assert listed.exit_code == 0, listed.output
+    rows = [(r["source"], r["model_name"]) for r in json.loads(listed.stdout)]
+    assert rows == [("aa-lab", "aa-model"), ("aa-lab", "zz-model"), ("zz-lab", "aa-model"), ("zz-lab", "zz-model")]

@@ -42,17 +42,20 @@ def _open_store(store_file: Optional[Path]):
     settings = FhScreenSettings()
     if not settings.mongo_uri and not settings.store_path.exists():
         return None
+    if settings.mongo_uri:  # reading screens writes nothing: no first-use fill of an unused database (no file is made either)
+        settings = settings.model_copy(update={"reference_data": False})
     return FhScreenStore.from_settings(settings, read_only=True)
 
 
 def _has_screens(store) -> bool:
-    """False for an embedded file written before the screens collection existed (nothing to list)."""
+    """Whether any screen is saved in ``store`` (False for an embedded file written before the screens collection
+    existed, or a MongoDB database whose screens collection is empty or not there): nothing to list."""
     from fh_screen.store import SQLiteStore
 
     screens = store.screens
-    if isinstance(screens, SQLiteStore) and screens.read_only:
-        return screens.collection_exists()
-    return True
+    if isinstance(screens, SQLiteStore) and screens.read_only and not screens.collection_exists():
+        return False
+    return screens.count() > 0
 
 
 def _stored_models(store) -> list[str]:

@@ -891,8 +891,9 @@ def _guarded(store: SQLiteStore, iterator: Iterator) -> Iterator:
 def _projection(properties: dict | list | None):
     """A function applying a Mongo projection to a document (``_id`` does not exist here).
 
-    Dotted fields project into embedded documents and into each document of an array, as in
-    MongoDB (tested against mongomock's projection through maggma's ``MemoryStore``).
+    Dotted fields project into embedded documents and into each document of an array, and the fields
+    come back in the document's order (not the projection's), as in MongoDB (tested against
+    mongomock's projection through maggma's ``MemoryStore``).
     """
     if not properties:
         return lambda doc: doc
@@ -922,10 +923,10 @@ def _projection(properties: dict | list | None):
 
 def _project_include(doc: dict, tree: dict) -> dict:
     out = {}
-    for name, sub in tree.items():
-        if name not in doc:
+    for name, value in doc.items():  # in the document's order, as MongoDB returns the fields
+        sub = tree.get(name)
+        if sub is None:
             continue
-        value = doc[name]
         if sub is True:
             out[name] = value
         elif isinstance(value, dict):

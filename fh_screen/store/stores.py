@@ -359,7 +359,8 @@ class FhScreenStore:
         """DFT and predicted ΔH_f side by side, one row per formula, reference source (and model).
 
         ``dhf_error_ev_per_atom`` is prediction − DFT where both exist; a row is kept when its DFT
-        or predicted value lies in the ΔH_f range.
+        or predicted value lies in the ΔH_f range. Rows are sorted by size, system, formula, source and
+        model, whatever order the store returned them in (the same on every backend).
         """
         import pandas as pd
 
@@ -381,7 +382,9 @@ class FhScreenStore:
             high = float("inf") if max_dhf_ev_per_atom is None else max_dhf_ev_per_atom
             keep = merged["dhf_ev_per_atom"].between(low, high) | merged["dhf_pred_ev_per_atom"].between(low, high)
         merged = merged[keep][COMPARE_COLUMNS]
-        merged = merged.sort_values(["nelements", "chemsys", "formula"], kind="stable").reset_index(drop=True)
+        # every column a row differs by: the store's own order (MongoDB's index order, SQLite's insertion order) never shows
+        merged = merged.sort_values(["nelements", "chemsys", "formula", "source", "model_name", "model_version"],
+                                    kind="stable").reset_index(drop=True)
         return merged.head(limit) if limit else merged
 
     # -- writing ---------------------------------------------------------------------------

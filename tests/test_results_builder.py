@@ -877,3 +877,30 @@ def test_every_door_refuses_what_the_results_job_cannot_use_before_it_runs(chgne
     with SQLiteStore(store_path, "element_references", key="reference_id") as store:
         assert next(iter(store.query({"reference_id": "Fe|atomate2-vasp"})))["job_uuid"] == "fe-low"
     assert ResultsBackMaker(store_path=str(store_path), refresh_vasp_references=True).make().function_args[-1] is True
+
+
+def test_a_write_that_fails_between_results_and_entries_is_completed_by_the_next_run(tmp_path, monkeypatch):
+    """The results were written before the reference entries: when the entries' write failed (a full disk, a
+    MongoDB user without rights on one collection), the next run found the results done and never made the entries."""
+    from fh_screen.store import StoreFileError
+
+    reference, results, elements = _stores(tmp_path)
+    jobs = _fe_o_jobs(tmp_path, ("feo", -13.0))
+    real = SQLiteStore.update
+
+    def full_disk_on_entries(self, docs, key=None):
+        if self.collection_name == "reference":
+            raise StoreFileError(f"store file {self.path} cannot be used: database or disk is full")
+        return real(self, docs, key=key)
+
+    monkeypatch.setattr(SQLiteStore, "update", full_disk_on_entries)
+    with pytest.raises(StoreFileError, match="disk is full"):
+        _build(jobs, results, reference, elements)
+    monkeypatch.setattr(SQLiteStore, "update", real)
+    for store in (jobs, results, reference, elements):
+        store.connect()
+    _build(jobs, results, reference, elements)
+    feo = next(iter(results.query({"job_uuid": "feo"})))
+    entry = next(iter(reference.query({"formula": "FeO", "source": "atomate2-vasp"})), None)
+    assert entry is not None and entry["result_id"] == feo["result_id"]
+    assert entry["dhf_ev_per_atom"] == pytest.approx(feo["dhf_ev_per_atom"])

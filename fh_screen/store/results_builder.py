@@ -566,12 +566,16 @@ class ResultsBuilder(Builder):
         docs = [d for item in items for d in item["results"]]
         if not docs:
             return
-        self.results.update(docs, key="result_id")
-        self._note_lower_element_results(docs)
         # pure elements are the references themselves, not reference entries
         touched = {(d["formula"], d["source"]) for d in docs if d["formula"] and "-" in (d["chemsys"] or "")}
+        # the entries first, from the stored results and these, then the results: a write that fails between
+        # the two (a full disk, a MongoDB user without rights on one collection, a server gone) leaves results
+        # not yet stored, which the next run builds again; results stored first were never built again, and
+        # their entries never made
         for formula, source in sorted(touched):
-            self._update_reference(formula, source)
+            self._update_reference(formula, source, docs)
+        self.results.update(docs, key="result_id")
+        self._note_lower_element_results(docs)
 
     # --------------------------------------------------------------------------- helpers
     def _tasks(self) -> Iterator[dict]:
@@ -654,10 +658,15 @@ class ResultsBuilder(Builder):
             self.logger.warning(note)
             self.notes.append(note)
 
-    def _update_reference(self, formula: str, source: str) -> None:
-        rows = list(self.results.query({"formula": formula, "source": source, "state": "successful"}))
+    def _update_reference(self, formula: str, source: str, new: Sequence[dict] = ()) -> None:
+        """The reference entry of (formula, source) from its stored successful results and ``new`` ones (not yet
+        stored; they replace stored ones of the same result id)."""
+        new = [d for d in new if d["formula"] == formula and d["source"] == source]
+        ids = {d["result_id"] for d in new}
+        rows = [d for d in self.results.query({"formula": formula, "source": source, "state": "successful"})
+                if d["result_id"] not in ids] + [d for d in new if d["state"] == "successful"]
         if not rows:
-            self._drop_stale_reference(formula, source)
+            self._drop_stale_reference(formula, source, {d.get("job_uuid") for d in new})
             return
         rows.sort(key=lambda d: (d["dhf_ev_per_atom"], d["result_id"]))
         best = rows[0]
@@ -672,9 +681,10 @@ class ResultsBuilder(Builder):
         ).model_dump()
         self.reference.update([doc], key=["formula", "source"])
 
-    def _drop_stale_reference(self, formula: str, source: str) -> None:
-        """Remove the entry this builder made of (formula, source) once none of its results is successful."""
-        ours = set(self.results.distinct("job_uuid", {"formula": formula, "source": source}))
+    def _drop_stale_reference(self, formula: str, source: str, new_jobs: set = frozenset()) -> None:
+        """Remove the entry this builder made of (formula, source) once none of its results is successful
+        (``new_jobs``: the jobs of its results not stored yet)."""
+        ours = set(self.results.distinct("job_uuid", {"formula": formula, "source": source})) | set(new_jobs)
         entries = list(self.reference.query({"formula": formula, "source": source}))
         if any(d.get("source_id") in ours for d in entries):
             self.reference.remove_docs({"formula": formula, "source": source})

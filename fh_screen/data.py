@@ -567,7 +567,10 @@ class OqmdSet:
 
 
 def load_set(path: str | Path, *, refused: str | None = None) -> OqmdSet:
-    """Read a shared OQMD CSV (``formula,target``); unparsable rows are dropped with a log line.
+    """Read a shared OQMD CSV (``formula,target``); unparsable formulas and empty cells are dropped with a log line.
+
+    A value that is not a finite number (a text, ``inf``) or a column of true/false values raises
+    :class:`DataError` naming the line.
 
     With ``refused`` (what a refusal means, e.g. ``"the campaign did not start"``) the table is
     first checked as ``ingest`` and ``finetune`` check theirs (:func:`check_rows`, via :func:`make_set`).
@@ -575,8 +578,25 @@ def load_set(path: str | Path, *, refused: str | None = None) -> OqmdSet:
     frame = read_csv_any(path)  # any encoding; a file cut off mid-write is refused
     _require(frame, ["formula", "target"], Path(path))
     frame = frame[frame["formula"].notna() & frame["target"].notna()]
-    return make_set(frame["formula"].astype(str).tolist(), frame["target"].to_numpy(np.float64), label=str(path),
-                    refused=refused)
+    values = _finite_targets(frame["target"], Path(path), refused)
+    return make_set(frame["formula"].astype(str).tolist(), values, label=str(path), refused=refused)
+
+
+def _finite_targets(column: pd.Series, path: Path, refused: str | None) -> np.ndarray:
+    """``column`` (ΔH_f, eV/atom) as floats; :class:`DataError` naming the first line whose value is not
+    a finite number (a text, ``inf``), or a column of true/false values."""
+    end = f"; {refused}" if refused else ""
+    if pd.api.types.is_bool_dtype(column):
+        raise DataError(f"{path}: column target holds true/false values, not ΔH_f in eV/atom{end}")
+    values = pd.to_numeric(column, errors="coerce").to_numpy(np.float64)
+    bad = np.flatnonzero(~np.isfinite(values))
+    if len(bad):
+        line = int(column.index[bad[0]]) + 2  # the header is line 1
+        value = column.iloc[bad[0]]
+        shown = repr(value) if isinstance(value, str) else str(value)
+        raise DataError(f"{path}: line {line}: target {shown} is not a finite number (ΔH_f in "
+                        f"eV/atom; {len(bad)} such rows){end}")
+    return values
 
 
 def make_set(formulas: Sequence[str], dhf_ev_per_atom: Sequence[float], label: str = "entries", *,

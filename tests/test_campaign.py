@@ -682,3 +682,33 @@ def test_checked_options_and_a_mapping_give_the_same_campaign(report, sets, pred
     from_mapping = run_campaign(*sets, predictor, OPTIONS.model_dump(mode="json"))
     assert json.dumps(from_mapping["systems"]) == json.dumps(report["systems"])
     assert from_mapping["options"] == report["options"]
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda t: t.assign(target=t["target"].astype(object).where(t.index != 7, "abc")),
+     "line 9: target 'abc' is not a finite number (ΔH_f in eV/atom; 1 such rows); the campaign did not start"),
+    (lambda t: t.assign(target=t["target"].where(t.index % 2 == 1, np.inf)),
+     "line 2: target inf is not a finite number (ΔH_f in eV/atom; 1500 such rows); the campaign did not start"),
+    (lambda t: t.assign(target=t.index % 2 == 0),
+     "column target holds true/false values, not ΔH_f in eV/atom; the campaign did not start"),
+])
+def test_an_oracle_or_known_value_that_is_no_finite_number_is_refused_naming_its_line(oqmd_train_raw, tmp_path, edit,
+                                                                                       message):
+    """A text value was refused as 'not a CSV with columns formula,target'; inf (half the oracle) and a column of
+    true/false (read as 1 and 0) ran and reported a campaign."""
+    from typer.testing import CliRunner
+
+    from fh_screen.cli import build_app
+    from fh_screen.data import DataError, load_set
+
+    good, bad = tmp_path / "good.csv", tmp_path / "bad.csv"
+    oqmd_train_raw.head(3000).to_csv(good, index=False)
+    edit(oqmd_train_raw.head(3000).copy()).to_csv(bad, index=False)
+    with pytest.raises(DataError, match=f"^{re.escape(f'{bad}: {message}')}$"):
+        load_set(bad, refused="the campaign did not start")
+    out = tmp_path / "c.json"
+    for flag, oracle, known in (("--oracle", bad, good), ("--known", good, bad)):
+        result = CliRunner().invoke(build_app(), ["campaign", "--oracle", str(oracle), "--known", str(known), "--systems",
+                                                  "2", "--budget", "2", "--model", "paper", "--json", str(out)])
+        assert _campaign_error_line(result) == f"error: {flag} {bad}: {message}"
+        assert not out.exists()

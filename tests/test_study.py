@@ -204,3 +204,22 @@ def test_cli_evaluate_stability_bad_model_is_one_line_error(tmp_path):
                                               "--output-dir", str(tmp_path)])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert not (tmp_path / "evaluation").exists()
+
+
+def test_cli_evaluate_stability_refuses_a_value_that_is_no_number_in_one_line(oqmd_train_raw, tmp_path):
+    """A text ΔH_f in --val ended the stability study with a ValueError traceback (exit code 1)."""
+    from typer.testing import CliRunner
+
+    from fh_screen.cli import build_app
+
+    train, val = tmp_path / "train.csv", tmp_path / "val.csv"
+    oqmd_train_raw.head(2000).to_csv(train, index=False)
+    table = oqmd_train_raw.iloc[2000:2500].reset_index(drop=True)
+    table.assign(target=table["target"].astype(object).where(table.index != 3, "n/a")).to_csv(val, index=False)
+    result = CliRunner().invoke(build_app(), ["evaluate", "--study", "stability", "--model", "paper", "--systems", "2",
+                                              "--hull-systems", "2", "--train", str(train), "--val", str(val),
+                                              "--output-dir", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert result.output.splitlines()[-1] == (f"error: {val}: line 5: target 'n/a' is not a finite number (ΔH_f in "
+                                              f"eV/atom; 1 such rows)")
+    assert not (tmp_path / "out").exists()

@@ -163,3 +163,39 @@ def test_runs_and_results_on_a_new_machine_answer_as_an_unused_mongodb_does(sett
     monkeypatch.setenv("FH_SCREEN_MONGO_DATABASE", f"fh_unused_{time.time_ns()}")
     with mongomock_ng.patch(servers=(("localhost", 27017),)):
         assert answers() == embedded
+
+
+def test_train_refuses_an_unusable_output_or_val_file_before_any_training(settings_env, oqmd_train_raw, tmp_path,
+                                                                          monkeypatch):
+    """``--output`` naming a file, or a folder under a file, and an unreadable ``--val`` failed only after
+    every epoch had run (``File exists``, ``Not a directory``), the training lost."""
+    import fh_screen.models.train as training
+    from fh_screen.errors import FhScreenError
+
+    data, taken, empty = tmp_path / "rows.csv", tmp_path / "notes.txt", tmp_path / "empty.csv"
+    oqmd_train_raw.sample(n=300, random_state=3).to_csv(data, index=False)
+    taken.write_text("mine")
+    empty.write_text("")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for output, expected in ((taken, f"--output: model folder {taken} is a file, not a folder"),
+                             (taken / "m", f"--output: model folder {taken / 'm'} cannot be made: {taken} is a file")):
+        for recipe in ([], ["--recipe", "attention*1@1"]):
+            result = runner.invoke(build_app(), ["train", str(data), "--output", str(output), "--epochs", "1", *recipe])
+            line = _one_error_line(result)
+            assert line.startswith(f"error: {expected}") and "epoch" not in result.output, result.output
+    result = runner.invoke(build_app(), ["train", str(data), "--output", str(tmp_path / "m"), "--epochs", "1",
+                                         "--val", str(empty)])
+    assert str(empty) in _one_error_line(result) and "epoch" not in result.output, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == before and taken.read_text() == "mine"
+
+    def trained(*args, **kwargs):
+        raise AssertionError("a member trained before the inputs were checked")
+
+    monkeypatch.setattr(training, "fit", trained)
+    monkeypatch.setattr(training, "prepare_attention_data", trained)
+    with pytest.raises(FhScreenError, match="unrecognised format"):
+        training.train_model(data, empty)
+    with pytest.raises(FhScreenError, match="is a file, not a folder"):
+        training.run_attention_training(data, taken, recipe="attention*1@1")
+    with pytest.raises(FhScreenError, match="unrecognised format"):
+        training.run_attention_training(data, tmp_path / "m", recipe="attention*1@1", val_path=empty)

@@ -14,6 +14,7 @@ from typing import Optional
 import typer
 
 from fh_screen.cli.common import console, fail, one_line_errors
+from fh_screen.errors import one_line
 from fh_screen.defaults import DEFAULT_PREFILTER_MODEL, DEFAULT_REFINE_TOP
 
 __all__ = ["register"]
@@ -74,6 +75,11 @@ def evaluate_command(
     check_seed(seed, "--seed")
     if max_minutes is not None:
         check_positive(max_minutes, "--max-minutes")
+    if study not in (*STUDIES, "all", "stability", "claims"):
+        fail(f"unknown study {study!r} (choose from {', '.join(STUDIES)}, all, stability or claims)")
+    if study in ("claims", "stability"):
+        _check_models(model, prefilter)
+    _check_output_dir(output_dir, ("evaluation",) if study in ("claims", "stability") else ("study", "figures"))
     if study == "claims":
         _claims(model, train_path, val_path, output_dir, systems, seed, threads, refine_top, prefilter)
         return
@@ -81,8 +87,6 @@ def evaluate_command(
         _stability(model, train_path, val_path, output_dir, systems, hull_systems, seed, threads, refine_top, prefilter)
         return
     chosen = list(STUDIES) if study == "all" else [study]
-    if any(s not in STUDIES for s in chosen):
-        fail(f"unknown study {study!r} (choose from {', '.join(STUDIES)}, all, stability or claims)")
     if preset not in PRESETS:
         fail(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
     if folds < 2:
@@ -169,6 +173,32 @@ def evaluate_command(
                 _write(st, payload, output_dir, "overfit",
                        lambda path: st.write_loss_curves_figure(run, path, f"{run.spec.architecture}, constant LR, no early stopping (Fig. 3)"),
                        progress)
+
+
+def _check_models(model: Optional[str], prefilter: str) -> None:
+    """Exit with one line naming ``--model`` or ``--prefilter`` when either names no model (before any data is read)."""
+    from fh_screen.errors import FhScreenError
+    from fh_screen.models.predictor import check_model_reference
+
+    for flag, reference in (("--model", model), ("--prefilter", prefilter)):
+        try:
+            check_model_reference(reference)
+        except FhScreenError as exc:
+            fail(f"{flag}: {one_line(exc, first_line=True)}")
+
+
+def _check_output_dir(output_dir: Path, subfolders: tuple[str, ...]) -> None:
+    """Exit with one line naming ``--output-dir`` when the study could not write its files there
+    (checked before the study runs: it used to fail only when writing, after the last run)."""
+    import os
+
+    for folder in (output_dir, *(output_dir / sub for sub in subfolders)):
+        folder = folder.expanduser()
+        existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
+        if not existing.is_dir():
+            fail(f"--output-dir {output_dir}: {existing} is a file, not a folder")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            fail(f"--output-dir {output_dir}: {existing} is not writable")
 
 
 def _data_files(train_path: Optional[Path], val_path: Optional[Path]) -> tuple[Path, Path]:

@@ -188,7 +188,7 @@ def check_rows(frame: pd.DataFrame, cleaning: CleaningReport, label: str | Path,
         )
 
 
-def shared_data_dir(path: str | Path | None = None) -> Path:
+def shared_data_dir(path: str | Path | None = None, *, instead: str = "pass one") -> Path:
     """The folder of the OQMD CSVs (``train.csv``, ``val.csv``).
 
     Parameters
@@ -196,6 +196,9 @@ def shared_data_dir(path: str | Path | None = None) -> Path:
     path
         The folder; when not given, the ``oqmd_dir`` setting (``FH_SCREEN_OQMD_DIR`` or
         ``oqmd_dir:`` in ``~/.fh_screen.yaml``).
+    instead
+        What the caller's user can give instead of a configured folder, for the error
+        (a command: ``"give --known FILE"``).
 
     Raises
     ------
@@ -209,7 +212,7 @@ def shared_data_dir(path: str | Path | None = None) -> Path:
     configured = FhScreenSettings().oqmd_dir
     if configured is None:
         raise DataError(
-            "no OQMD data folder: pass one, or set FH_SCREEN_OQMD_DIR (or oqmd_dir in ~/.fh_screen.yaml) "
+            f"no OQMD data folder: {instead}, or set FH_SCREEN_OQMD_DIR (or oqmd_dir in ~/.fh_screen.yaml) "
             "to the folder holding train.csv and val.csv"
         )
     return Path(configured).expanduser()

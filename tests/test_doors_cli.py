@@ -199,3 +199,21 @@ def test_train_refuses_an_unusable_output_or_val_file_before_any_training(settin
         training.run_attention_training(data, taken, recipe="attention*1@1")
     with pytest.raises(FhScreenError, match="unrecognised format"):
         training.run_attention_training(data, tmp_path / "m", recipe="attention*1@1", val_path=empty)
+
+
+@pytest.mark.parametrize(("args", "give"), [
+    (["campaign", "--systems", "2"], "give --oracle FILE and --known FILE"),
+    (["campaign", "--systems", "2", "--oracle", "oracle.csv"], "give --known FILE"),
+    (["evaluate", "--study", "stability", "--model", "paper"], "give --train FILE and --val FILE"),
+    (["evaluate", "--study", "claims", "--val", "val.csv"], "give --train FILE"),
+    (["evaluate", "--study", "cv", "--train", "train.csv"], "give --val FILE"),
+])
+def test_a_new_user_without_the_oqmd_folder_is_told_which_files_to_give(settings_env, monkeypatch, tmp_path, args, give):
+    """A machine without FH_SCREEN_OQMD_DIR was told 'no OQMD data folder: pass one' (pass what, where?)."""
+    monkeypatch.delenv("FH_SCREEN_OQMD_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    extra = ["--json", "c.json"] if args[0] == "campaign" else ["--output-dir", "out"]
+    line = _one_error_line(runner.invoke(build_app(), [*args, *extra]))
+    assert line == (f"error: no OQMD data folder: {give}, or set FH_SCREEN_OQMD_DIR (or oqmd_dir in ~/.fh_screen.yaml) "
+                    f"to the folder holding train.csv and val.csv")
+    assert not (tmp_path / "c.json").exists() and not (tmp_path / "out").exists()

@@ -66,7 +66,6 @@ def evaluate_command(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from fh_screen.study import seed_study as st
-    from fh_screen.data import shared_data_dir
     from fh_screen.models.mlp import PRESETS
     from fh_screen.models.fit import TrainConfig
 
@@ -95,8 +94,7 @@ def evaluate_command(
     preset_list = [p.strip() for p in presets.split(",") if p.strip()]
     if unknown := [p for p in preset_list if p not in PRESETS]:
         fail(f"unknown preset(s) {', '.join(unknown)} in --presets (choose from {', '.join(PRESETS)})")
-    train_path = train_path or shared_data_dir() / "train.csv"
-    val_path = val_path or shared_data_dir() / "val.csv"
+    train_path, val_path = _default_data(train_path, val_path)
     defaults = {f.name: f.default for f in fields(TrainConfig)}
     config = TrainConfig(epochs=epochs, seed=seed, threads=threads, max_minutes=max_minutes,
                          early_stopping_patience=patience or defaults["early_stopping_patience"],
@@ -201,11 +199,20 @@ def _check_output_dir(output_dir: Path, subfolders: tuple[str, ...]) -> None:
             fail(f"--output-dir {output_dir}: {existing} is not writable")
 
 
-def _data_files(train_path: Optional[Path], val_path: Optional[Path]) -> tuple[Path, Path]:
-    """The train and val files (the shared OQMD ones by default); exit with one line if one is missing."""
+def _default_data(train_path: Optional[Path], val_path: Optional[Path]) -> tuple[Path, Path]:
+    """``--train`` and ``--val``, the configured OQMD folder's files for those not given."""
     from fh_screen.data import shared_data_dir
 
-    paths = (Path(train_path or shared_data_dir() / "train.csv"), Path(val_path or shared_data_dir() / "val.csv"))
+    if train_path is None or val_path is None:
+        missing = " and ".join(f"{flag} FILE" for flag, path in (("--train", train_path), ("--val", val_path)) if path is None)
+        folder = shared_data_dir(instead=f"give {missing}")
+        train_path, val_path = train_path or folder / "train.csv", val_path or folder / "val.csv"
+    return Path(train_path), Path(val_path)
+
+
+def _data_files(train_path: Optional[Path], val_path: Optional[Path]) -> tuple[Path, Path]:
+    """The train and val files (the shared OQMD ones by default); exit with one line if one is missing."""
+    paths = _default_data(train_path, val_path)
     for path in paths:
         if not path.is_file():
             fail(f"data file not found: {path}")

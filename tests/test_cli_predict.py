@@ -395,3 +395,17 @@ def test_an_output_naming_the_input_file_is_refused_and_the_input_kept(runner, t
         assert "is the --input file" in result.output, result.output
         assert source.read_bytes() == before
         assert _listing(tmp_path) == ["in.csv"]
+
+
+@pytest.mark.parametrize("formulas", [123, None, 1.5])
+def test_python_predict_refuses_what_is_no_formula_or_sequence_in_one_line(formulas):
+    """``predict(123)`` and ``predict(None)`` raised a bare TypeError ('int' object is not iterable)."""
+    from fh_screen import predict
+    from fh_screen.chem.formula import FormulaError
+
+    message = f"formulas must be a formula string or a sequence of them, got {type(formulas).__name__}"
+    for door in (predict, Predictor.from_name("paper").predict_formulas):
+        with pytest.raises(FormulaError, match=f"^{message}$"):
+            door(formulas)
+    with pytest.raises(FormulaError, match="^formula must be a string, got bytes$"):  # one formula, not its bytes
+        predict(b"Fe2O3")

@@ -188,7 +188,7 @@ def check_rows(frame: pd.DataFrame, cleaning: CleaningReport, label: str | Path,
         )
 
 
-def shared_data_dir(path: str | Path | None = None) -> Path:
+def shared_data_dir(path: str | Path | None = None, *, instead: str = "pass one") -> Path:
     """The folder of the OQMD CSVs (``train.csv``, ``val.csv``).
 
     Parameters
@@ -196,6 +196,9 @@ def shared_data_dir(path: str | Path | None = None) -> Path:
     path
         The folder; when not given, the ``oqmd_dir`` setting (``FH_SCREEN_OQMD_DIR`` or
         ``oqmd_dir:`` in ``~/.fh_screen.yaml``).
+    instead
+        What the caller's user can give instead of a configured folder, for the error
+        (a command: ``"give --known FILE"``).
 
     Raises
     ------
@@ -209,7 +212,7 @@ def shared_data_dir(path: str | Path | None = None) -> Path:
     configured = FhScreenSettings().oqmd_dir
     if configured is None:
         raise DataError(
-            "no OQMD data folder: pass one, or set FH_SCREEN_OQMD_DIR (or oqmd_dir in ~/.fh_screen.yaml) "
+            f"no OQMD data folder: {instead}, or set FH_SCREEN_OQMD_DIR (or oqmd_dir in ~/.fh_screen.yaml) "
             "to the folder holding train.csv and val.csv"
         )
     return Path(configured).expanduser()
@@ -567,7 +570,10 @@ class OqmdSet:
 
 
 def load_set(path: str | Path, *, refused: str | None = None) -> OqmdSet:
-    """Read a shared OQMD CSV (``formula,target``); unparsable rows are dropped with a log line.
+    """Read a shared OQMD CSV (``formula,target``); unparsable formulas and empty cells are dropped with a log line.
+
+    A value that is not a finite number (a text, ``inf``) or a column of true/false values raises
+    :class:`DataError` naming the line.
 
     With ``refused`` (what a refusal means, e.g. ``"the campaign did not start"``) the table is
     first checked as ``ingest`` and ``finetune`` check theirs (:func:`check_rows`, via :func:`make_set`).
@@ -575,8 +581,25 @@ def load_set(path: str | Path, *, refused: str | None = None) -> OqmdSet:
     frame = read_csv_any(path)  # any encoding; a file cut off mid-write is refused
     _require(frame, ["formula", "target"], Path(path))
     frame = frame[frame["formula"].notna() & frame["target"].notna()]
-    return make_set(frame["formula"].astype(str).tolist(), frame["target"].to_numpy(np.float64), label=str(path),
-                    refused=refused)
+    values = _finite_targets(frame["target"], Path(path), refused)
+    return make_set(frame["formula"].astype(str).tolist(), values, label=str(path), refused=refused)
+
+
+def _finite_targets(column: pd.Series, path: Path, refused: str | None) -> np.ndarray:
+    """``column`` (ΔH_f, eV/atom) as floats; :class:`DataError` naming the first line whose value is not
+    a finite number (a text, ``inf``), or a column of true/false values."""
+    end = f"; {refused}" if refused else ""
+    if pd.api.types.is_bool_dtype(column):
+        raise DataError(f"{path}: column target holds true/false values, not ΔH_f in eV/atom{end}")
+    values = pd.to_numeric(column, errors="coerce").to_numpy(np.float64)
+    bad = np.flatnonzero(~np.isfinite(values))
+    if len(bad):
+        line = int(column.index[bad[0]]) + 2  # the header is line 1
+        value = column.iloc[bad[0]]
+        shown = repr(value) if isinstance(value, str) else str(value)
+        raise DataError(f"{path}: line {line}: target {shown} is not a finite number (ΔH_f in "
+                        f"eV/atom; {len(bad)} such rows){end}")
+    return values
 
 
 def make_set(formulas: Sequence[str], dhf_ev_per_atom: Sequence[float], label: str = "entries", *,

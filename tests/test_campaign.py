@@ -623,11 +623,41 @@ def test_a_negative_seed_is_refused_by_the_api_and_the_cli(tables, sets, predict
     assert not out.exists()
 
 
+@pytest.mark.parametrize(("values", "message"), [
+    ({"n_systems": True}, "campaign option n_systems: must be a whole number, got True"),
+    ({"budget": 2.0}, "campaign option budget: must be a whole number, got 2.0"),
+    ({"per_round": "2"}, "campaign option per_round: must be a whole number, got '2'"),
+    ({"seeds": (True,)}, "campaign option seeds: must be a whole number from 0 to 4294967295 (2**32 - 1), got True"),
+    ({"seeds": (4, 0, 4)}, "campaign option seeds: seed 4 is given more than once"),
+])
+def test_counts_and_seeds_follow_the_one_numeric_rule_and_a_repeated_seed_is_refused(values, message):
+    """The API took True for 1 system and a seed, 2.0 and '2' for counts (check_count and check_seed refuse
+    them), and a repeated seed, which pooled the same systems twice."""
+    with pytest.raises(CampaignError) as error:
+        CampaignOptions.checked(values)
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
+    assert CampaignOptions.checked(seeds=(np.int64(4), 0), budget=np.int64(3)).seeds == (4, 0)
+
+
+def test_a_repeated_seed_is_refused_by_the_cli_before_any_work(tmp_path):
+    """``--seed 0 --seed 0`` ran the same systems twice and reported twice the systems and discoveries."""
+    from typer.testing import CliRunner
+
+    from fh_screen.cli import build_app
+
+    out = tmp_path / "campaign.json"
+    result = CliRunner().invoke(build_app(), ["campaign", "--oracle", str(tmp_path / "missing.csv"), "--systems", "2",
+                                              "--seed", "0", "--seed", "1", "--seed", "0", "--json", str(out)])
+    line = _campaign_error_line(result)
+    assert line.startswith("error: --seed: seed 0 is given more than once"), line
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     ("values", "message"),
     [
         ({"budget": 0}, "campaign option budget: Input should be greater than or equal to 1 (got 0)"),
-        ({"n_systems": "many"}, "campaign option n_systems: Input should be a valid integer"),
+        ({"n_systems": "many"}, "campaign option n_systems: must be a whole number, got 'many'"),
         ({"seeds": ()}, "campaign option seeds: "),
         ({"diversity_strength": 1.0}, "campaign option diversity_strength: Input should be less than 1 (got 1.0)"),
         ({"score_column": "e_above_hull"}, "campaign option score_column: cannot rank on 'e_above_hull'"),
@@ -652,3 +682,33 @@ def test_checked_options_and_a_mapping_give_the_same_campaign(report, sets, pred
     from_mapping = run_campaign(*sets, predictor, OPTIONS.model_dump(mode="json"))
     assert json.dumps(from_mapping["systems"]) == json.dumps(report["systems"])
     assert from_mapping["options"] == report["options"]
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda t: t.assign(target=t["target"].astype(object).where(t.index != 7, "abc")),
+     "line 9: target 'abc' is not a finite number (ΔH_f in eV/atom; 1 such rows); the campaign did not start"),
+    (lambda t: t.assign(target=t["target"].where(t.index % 2 == 1, np.inf)),
+     "line 2: target inf is not a finite number (ΔH_f in eV/atom; 1500 such rows); the campaign did not start"),
+    (lambda t: t.assign(target=t.index % 2 == 0),
+     "column target holds true/false values, not ΔH_f in eV/atom; the campaign did not start"),
+])
+def test_an_oracle_or_known_value_that_is_no_finite_number_is_refused_naming_its_line(oqmd_train_raw, tmp_path, edit,
+                                                                                       message):
+    """A text value was refused as 'not a CSV with columns formula,target'; inf (half the oracle) and a column of
+    true/false (read as 1 and 0) ran and reported a campaign."""
+    from typer.testing import CliRunner
+
+    from fh_screen.cli import build_app
+    from fh_screen.data import DataError, load_set
+
+    good, bad = tmp_path / "good.csv", tmp_path / "bad.csv"
+    oqmd_train_raw.head(3000).to_csv(good, index=False)
+    edit(oqmd_train_raw.head(3000).copy()).to_csv(bad, index=False)
+    with pytest.raises(DataError, match=f"^{re.escape(f'{bad}: {message}')}$"):
+        load_set(bad, refused="the campaign did not start")
+    out = tmp_path / "c.json"
+    for flag, oracle, known in (("--oracle", bad, good), ("--known", good, bad)):
+        result = CliRunner().invoke(build_app(), ["campaign", "--oracle", str(oracle), "--known", str(known), "--systems",
+                                                  "2", "--budget", "2", "--model", "paper", "--json", str(out)])
+        assert _campaign_error_line(result) == f"error: {flag} {bad}: {message}"
+        assert not out.exists()

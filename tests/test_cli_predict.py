@@ -381,3 +381,31 @@ def test_sigterm_ends_a_command_as_ctrl_c_does_leaving_no_temporary_file(tmp_pat
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 143, process.stderr.read()
     assert list(tmp_path.iterdir()) == []  # neither the temporary file nor a partial output
+
+
+def test_an_output_naming_the_input_file_is_refused_and_the_input_kept(runner, tmp_path, oqmd_train_raw):
+    """``--output`` naming the ``--input`` file replaced the user's table with the predictions (it ran)."""
+    source = tmp_path / "in.csv"
+    oqmd_train_raw.head(5)[["formula"]].assign(note="mine").to_csv(source, index=False)
+    before = source.read_bytes()
+    for output in (source, tmp_path / "." / "in.csv"):
+        result = invoke(runner, "predict", "--model", "paper", "--input", str(source), "--output", str(output))
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        assert result.output.count("\n") == 1 and result.output.startswith("error: output ")
+        assert "is the --input file" in result.output, result.output
+        assert source.read_bytes() == before
+        assert _listing(tmp_path) == ["in.csv"]
+
+
+@pytest.mark.parametrize("formulas", [123, None, 1.5])
+def test_python_predict_refuses_what_is_no_formula_or_sequence_in_one_line(formulas):
+    """``predict(123)`` and ``predict(None)`` raised a bare TypeError ('int' object is not iterable)."""
+    from fh_screen import predict
+    from fh_screen.chem.formula import FormulaError
+
+    message = f"formulas must be a formula string or a sequence of them, got {type(formulas).__name__}"
+    for door in (predict, Predictor.from_name("paper").predict_formulas):
+        with pytest.raises(FormulaError, match=f"^{message}$"):
+            door(formulas)
+    with pytest.raises(FormulaError, match="^formula must be a string, got bytes$"):  # one formula, not its bytes
+        predict(b"Fe2O3")

@@ -163,3 +163,57 @@ def test_runs_and_results_on_a_new_machine_answer_as_an_unused_mongodb_does(sett
     monkeypatch.setenv("FH_SCREEN_MONGO_DATABASE", f"fh_unused_{time.time_ns()}")
     with mongomock_ng.patch(servers=(("localhost", 27017),)):
         assert answers() == embedded
+
+
+def test_train_refuses_an_unusable_output_or_val_file_before_any_training(settings_env, oqmd_train_raw, tmp_path,
+                                                                          monkeypatch):
+    """``--output`` naming a file, or a folder under a file, and an unreadable ``--val`` failed only after
+    every epoch had run (``File exists``, ``Not a directory``), the training lost."""
+    import fh_screen.models.train as training
+    from fh_screen.errors import FhScreenError
+
+    data, taken, empty = tmp_path / "rows.csv", tmp_path / "notes.txt", tmp_path / "empty.csv"
+    oqmd_train_raw.sample(n=300, random_state=3).to_csv(data, index=False)
+    taken.write_text("mine")
+    empty.write_text("")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for output, expected in ((taken, f"--output: model folder {taken} is a file, not a folder"),
+                             (taken / "m", f"--output: model folder {taken / 'm'} cannot be made: {taken} is a file")):
+        for recipe in ([], ["--recipe", "attention*1@1"]):
+            result = runner.invoke(build_app(), ["train", str(data), "--output", str(output), "--epochs", "1", *recipe])
+            line = _one_error_line(result)
+            assert line.startswith(f"error: {expected}") and "epoch" not in result.output, result.output
+    result = runner.invoke(build_app(), ["train", str(data), "--output", str(tmp_path / "m"), "--epochs", "1",
+                                         "--val", str(empty)])
+    assert str(empty) in _one_error_line(result) and "epoch" not in result.output, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == before and taken.read_text() == "mine"
+
+    def trained(*args, **kwargs):
+        raise AssertionError("a member trained before the inputs were checked")
+
+    monkeypatch.setattr(training, "fit", trained)
+    monkeypatch.setattr(training, "prepare_attention_data", trained)
+    with pytest.raises(FhScreenError, match="unrecognised format"):
+        training.train_model(data, empty)
+    with pytest.raises(FhScreenError, match="is a file, not a folder"):
+        training.run_attention_training(data, taken, recipe="attention*1@1")
+    with pytest.raises(FhScreenError, match="unrecognised format"):
+        training.run_attention_training(data, tmp_path / "m", recipe="attention*1@1", val_path=empty)
+
+
+@pytest.mark.parametrize(("args", "give"), [
+    (["campaign", "--systems", "2"], "give --oracle FILE and --known FILE"),
+    (["campaign", "--systems", "2", "--oracle", "oracle.csv"], "give --known FILE"),
+    (["evaluate", "--study", "stability", "--model", "paper"], "give --train FILE and --val FILE"),
+    (["evaluate", "--study", "claims", "--val", "val.csv"], "give --train FILE"),
+    (["evaluate", "--study", "cv", "--train", "train.csv"], "give --val FILE"),
+])
+def test_a_new_user_without_the_oqmd_folder_is_told_which_files_to_give(settings_env, monkeypatch, tmp_path, args, give):
+    """A machine without FH_SCREEN_OQMD_DIR was told 'no OQMD data folder: pass one' (pass what, where?)."""
+    monkeypatch.delenv("FH_SCREEN_OQMD_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    extra = ["--json", "c.json"] if args[0] == "campaign" else ["--output-dir", "out"]
+    line = _one_error_line(runner.invoke(build_app(), [*args, *extra]))
+    assert line == (f"error: no OQMD data folder: {give}, or set FH_SCREEN_OQMD_DIR (or oqmd_dir in ~/.fh_screen.yaml) "
+                    f"to the folder holding train.csv and val.csv")
+    assert not (tmp_path / "c.json").exists() and not (tmp_path / "out").exists()

@@ -204,3 +204,63 @@ def test_cli_evaluate_stability_bad_model_is_one_line_error(tmp_path):
                                               "--output-dir", str(tmp_path)])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert not (tmp_path / "evaluation").exists()
+
+
+def test_cli_evaluate_stability_refuses_a_value_that_is_no_number_in_one_line(oqmd_train_raw, tmp_path):
+    """A text ΔH_f in --val ended the stability study with a ValueError traceback (exit code 1)."""
+    from typer.testing import CliRunner
+
+    from fh_screen.cli import build_app
+
+    train, val = tmp_path / "train.csv", tmp_path / "val.csv"
+    oqmd_train_raw.head(2000).to_csv(train, index=False)
+    table = oqmd_train_raw.iloc[2000:2500].reset_index(drop=True)
+    table.assign(target=table["target"].astype(object).where(table.index != 3, "n/a")).to_csv(val, index=False)
+    result = CliRunner().invoke(build_app(), ["evaluate", "--study", "stability", "--model", "paper", "--systems", "2",
+                                              "--hull-systems", "2", "--train", str(train), "--val", str(val),
+                                              "--output-dir", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert result.output.splitlines()[-1] == (f"error: {val}: line 5: target 'n/a' is not a finite number (ΔH_f in "
+                                              f"eV/atom; 1 such rows)")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("study", ["cv", "stability", "claims"])
+def test_cli_evaluate_refuses_an_output_dir_it_cannot_write_before_the_study_runs(oqmd_slice_csv, tmp_path, study):
+    """An --output-dir that is a file (or holds a file where the study's folder goes) failed only when writing,
+    after every run of the study, with a bare 'Not a directory' naming no option."""
+    from typer.testing import CliRunner
+
+    from fh_screen.cli import build_app
+
+    taken, holder = tmp_path / "notes.txt", tmp_path / "results"
+    taken.write_text("mine")
+    holder.mkdir()
+    sub = "study" if study == "cv" else "evaluation"
+    (holder / sub).write_text("mine")
+    quick = (["--folds", "2", "--max-rows", "40", "--epochs", "1"] if study == "cv"
+             else ["--model", "paper", "--systems", "2", "--hull-systems", "2"])
+    for output, culprit in ((taken, taken), (taken / "deeper", taken), (holder, holder / sub)):
+        result = CliRunner().invoke(build_app(), ["evaluate", "--study", study, "--train", str(oqmd_slice_csv), "--val",
+                                                  str(oqmd_slice_csv), *quick, "--output-dir", str(output)])
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        assert result.output.splitlines() == [f"error: --output-dir {output}: {culprit} is a file, not a folder"]
+    assert taken.read_text() == "mine" and sorted(p.name for p in holder.iterdir()) == [sub]
+
+
+@pytest.mark.parametrize(("args", "line"), [
+    (["--prefilter", "no-such-model"], "error: --prefilter: no model named 'no-such-model' (shipped: "),
+    (["--model", "no-such-model"], "error: --model: no model named 'no-such-model' (shipped: "),
+])
+def test_cli_evaluate_names_the_model_option_at_fault_before_reading_data(tmp_path, args, line):
+    """--prefilter was reported as 'prefilter_model: ...' (the API's field), after the data files were read."""
+    from typer.testing import CliRunner
+
+    from fh_screen.cli import build_app
+
+    for study in ("stability", "claims"):
+        result = CliRunner().invoke(build_app(), ["evaluate", "--study", study, *args, "--train", str(tmp_path / "no.csv"),
+                                                  "--output-dir", str(tmp_path / "out")])
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        assert len(result.output.splitlines()) == 1 and result.output.startswith(line), result.output
+    assert list(tmp_path.iterdir()) == []

@@ -43,6 +43,7 @@ __all__ = [
     "MAX_FORMULA_LENGTH",
     "MIN_FRACTION",
     "SOLVENT_FORMULAS",
+    "formula_list",
     "fraction_matrix",
     "fraction_vector",
     "fractions_from_counts",
@@ -513,6 +514,18 @@ def _fill_plain_rows(texts: list[str], elements: tuple[str, ...], matrix: np.nda
     return ok
 
 
+def formula_list(formulas: Iterable[str] | str) -> list:
+    """``formulas`` as a list: one string (or bytes) is one formula, not its characters; what is neither a
+    string nor iterable raises :class:`FormulaError` in one line (not a bare ``TypeError``)."""
+    if isinstance(formulas, (str, bytes)):
+        return [formulas]
+    try:
+        return list(formulas)
+    except TypeError:
+        raise FormulaError(f"formulas must be a formula string or a sequence of them, got "
+                           f"{type(formulas).__name__}") from None
+
+
 def fraction_matrix(
     formulas: Iterable[str], elements: Sequence[str] = DEFAULT_ELEMENTS, dtype=np.float32
 ) -> FeatureMatrix:
@@ -524,7 +537,7 @@ def fraction_matrix(
     """
     elements = tuple(elements)
     index = _index_of(elements)
-    formulas = [formulas] if isinstance(formulas, (str, bytes)) else list(formulas)  # one formula, not its characters
+    formulas = formula_list(formulas)
     matrix = np.zeros((len(formulas), len(elements)), dtype=dtype)
     errors: list[str | None] = [None] * len(formulas)
     plain = np.zeros(len(formulas), dtype=bool)

@@ -62,7 +62,8 @@ def campaign_command(
         if is_stdout(figure) or figure.suffix.lower() != ".png":
             fail(f"--figure needs a .png path, got {figure}")
     if oracle is None or known is None:
-        folder = shared_data_dir()
+        missing = " and ".join(f"{flag} FILE" for flag, path in (("--oracle", oracle), ("--known", known)) if path is None)
+        folder = shared_data_dir(instead=f"give {missing}")
         oracle = oracle or folder / "val.csv"
         known = known or folder / "train.csv"
     for label, path in (("--oracle", oracle), ("--known", known)):

@@ -30,7 +30,7 @@ def predict_command(
         fail("give formulas (fh-screen predict LiFePO4) or --input FILE.csv")
     if formulas and input_csv is not None:
         fail("give formulas or --input, not both")
-    check_outputs(output_csv)
+    check_outputs(output_csv, inputs={"the --input file": input_csv})
     predictor = Predictor.from_name(model)
     if input_csv is not None:
         formulas, result = _predict_csv(predictor, input_csv, output_csv)

@@ -14,6 +14,7 @@ from typing import Optional
 import typer
 
 from fh_screen.cli.common import console, fail, one_line_errors
+from fh_screen.errors import one_line
 from fh_screen.defaults import DEFAULT_PREFILTER_MODEL, DEFAULT_REFINE_TOP
 
 __all__ = ["register"]
@@ -65,7 +66,6 @@ def evaluate_command(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from fh_screen.study import seed_study as st
-    from fh_screen.data import shared_data_dir
     from fh_screen.models.mlp import PRESETS
     from fh_screen.models.fit import TrainConfig
 
@@ -74,6 +74,11 @@ def evaluate_command(
     check_seed(seed, "--seed")
     if max_minutes is not None:
         check_positive(max_minutes, "--max-minutes")
+    if study not in (*STUDIES, "all", "stability", "claims"):
+        fail(f"unknown study {study!r} (choose from {', '.join(STUDIES)}, all, stability or claims)")
+    if study in ("claims", "stability"):
+        _check_models(model, prefilter)
+    _check_output_dir(output_dir, ("evaluation",) if study in ("claims", "stability") else ("study", "figures"))
     if study == "claims":
         _claims(model, train_path, val_path, output_dir, systems, seed, threads, refine_top, prefilter)
         return
@@ -81,8 +86,6 @@ def evaluate_command(
         _stability(model, train_path, val_path, output_dir, systems, hull_systems, seed, threads, refine_top, prefilter)
         return
     chosen = list(STUDIES) if study == "all" else [study]
-    if any(s not in STUDIES for s in chosen):
-        fail(f"unknown study {study!r} (choose from {', '.join(STUDIES)}, all, stability or claims)")
     if preset not in PRESETS:
         fail(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
     if folds < 2:
@@ -91,8 +94,7 @@ def evaluate_command(
     preset_list = [p.strip() for p in presets.split(",") if p.strip()]
     if unknown := [p for p in preset_list if p not in PRESETS]:
         fail(f"unknown preset(s) {', '.join(unknown)} in --presets (choose from {', '.join(PRESETS)})")
-    train_path = train_path or shared_data_dir() / "train.csv"
-    val_path = val_path or shared_data_dir() / "val.csv"
+    train_path, val_path = _default_data(train_path, val_path)
     defaults = {f.name: f.default for f in fields(TrainConfig)}
     config = TrainConfig(epochs=epochs, seed=seed, threads=threads, max_minutes=max_minutes,
                          early_stopping_patience=patience or defaults["early_stopping_patience"],
@@ -171,11 +173,46 @@ def evaluate_command(
                        progress)
 
 
-def _data_files(train_path: Optional[Path], val_path: Optional[Path]) -> tuple[Path, Path]:
-    """The train and val files (the shared OQMD ones by default); exit with one line if one is missing."""
+def _check_models(model: Optional[str], prefilter: str) -> None:
+    """Exit with one line naming ``--model`` or ``--prefilter`` when either names no model (before any data is read)."""
+    from fh_screen.errors import FhScreenError
+    from fh_screen.models.predictor import check_model_reference
+
+    for flag, reference in (("--model", model), ("--prefilter", prefilter)):
+        try:
+            check_model_reference(reference)
+        except FhScreenError as exc:
+            fail(f"{flag}: {one_line(exc, first_line=True)}")
+
+
+def _check_output_dir(output_dir: Path, subfolders: tuple[str, ...]) -> None:
+    """Exit with one line naming ``--output-dir`` when the study could not write its files there
+    (checked before the study runs: it used to fail only when writing, after the last run)."""
+    import os
+
+    for folder in (output_dir, *(output_dir / sub for sub in subfolders)):
+        folder = folder.expanduser()
+        existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
+        if not existing.is_dir():
+            fail(f"--output-dir {output_dir}: {existing} is a file, not a folder")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            fail(f"--output-dir {output_dir}: {existing} is not writable")
+
+
+def _default_data(train_path: Optional[Path], val_path: Optional[Path]) -> tuple[Path, Path]:
+    """``--train`` and ``--val``, the configured OQMD folder's files for those not given."""
     from fh_screen.data import shared_data_dir
 
-    paths = (Path(train_path or shared_data_dir() / "train.csv"), Path(val_path or shared_data_dir() / "val.csv"))
+    if train_path is None or val_path is None:
+        missing = " and ".join(f"{flag} FILE" for flag, path in (("--train", train_path), ("--val", val_path)) if path is None)
+        folder = shared_data_dir(instead=f"give {missing}")
+        train_path, val_path = train_path or folder / "train.csv", val_path or folder / "val.csv"
+    return Path(train_path), Path(val_path)
+
+
+def _data_files(train_path: Optional[Path], val_path: Optional[Path]) -> tuple[Path, Path]:
+    """The train and val files (the shared OQMD ones by default); exit with one line if one is missing."""
+    paths = _default_data(train_path, val_path)
     for path in paths:
         if not path.is_file():
             fail(f"data file not found: {path}")

@@ -49,6 +49,7 @@ def train_command(
     if max_minutes is not None:
         check_positive(max_minutes, "--max-minutes")
     name = user_model_name(name, output_dir)
+    _check_output(output_dir)
     if recipe is not None:
         _train_attention(train_path, output_dir, val_path, recipe, device, epochs if epochs != 400 else None,
                          max_rows, seed, threads, name)
@@ -85,6 +86,17 @@ def train_command(
     summary = run.metrics.get("val_abs_dhf_lt_5") or run.metrics["early_stopping_split"]
     console().print(f"saved {output_dir / 'model.pt'}: MAE {summary['mae_ev_per_atom']:.4f} eV/atom, "
                     f"p80 {summary['p80_ae_ev_per_atom']:.4f}, p90 {summary['p90_ae_ev_per_atom']:.4f}")
+
+
+def _check_output(output_dir: Path) -> None:
+    """Exit with one line naming ``--output`` when no model folder can be written there (before training)."""
+    from fh_screen.errors import TrainingError
+    from fh_screen.models.train import check_model_folder
+
+    try:
+        check_model_folder(output_dir)
+    except TrainingError as exc:
+        fail(f"--output: {exc}")
 
 
 def user_model_name(name: Optional[str], output_dir: Path) -> str:

@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from fh_screen.chem.formula import ELEMENTS_ABSENT_FROM_OQMD, FormulaError, fraction_matrix, fractions_from_counts
+from fh_screen.chem.formula import ELEMENTS_ABSENT_FROM_OQMD, FormulaError, formula_list, fraction_matrix, fractions_from_counts
 from fh_screen.models.checkpoint import Checkpoint, ModelError, load_checkpoint
 from fh_screen.models.ensemble import Model, model_for
 
@@ -340,9 +340,8 @@ def predict(formulas: Sequence[str] | str, model: str | Path | None = None) -> n
     The model is loaded on the first call and kept (:func:`load_predictor`), so later calls cost
     milliseconds. Raises :class:`~fh_screen.chem.formula.FormulaError` naming the first bad formula.
     """
-    if isinstance(formulas, str):
-        formulas = [formulas]
-    result = load_predictor(model).predict_formulas(list(formulas))
+    formulas = formula_list(formulas)
+    result = load_predictor(model).predict_formulas(formulas)
     for error in result.errors:
         if error:
             raise FormulaError(error)

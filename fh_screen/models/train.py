@@ -49,10 +49,32 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_RECIPE", "MODEL_VERSION", "AttentionData", "Carve", "EnsembleMember", "TrainingRun", "assemble_attention_model",
-    "calibrate_on_early_stopping_split", "calibrate_sigma", "calibrate_sigma_scale", "carve_training_file", "parse_recipe",
+    "calibrate_on_early_stopping_split", "calibrate_sigma", "calibrate_sigma_scale", "carve_training_file",
+    "check_model_folder", "parse_recipe",
     "prepare_attention_data", "run_attention_training", "train_attention_members", "train_model", "val_metrics",
     "write_attention_card", "write_card_files", "write_model_card",
 ]
+
+
+def check_model_folder(directory: str | Path) -> Path:
+    """``directory`` if a model folder can be written there (a folder, or one that can be made), checked
+    before any training; else :class:`TrainingError` in one line (a training that ended on an
+    unusable folder would be lost)."""
+    directory = Path(directory).expanduser()
+    if directory.exists() and not directory.is_dir():
+        raise TrainingError(f"model folder {directory} is a file, not a folder")
+    existing = next(p for p in (directory, *directory.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise TrainingError(f"model folder {directory} cannot be made: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise TrainingError(f"model folder {directory} cannot be written: {existing} is not writable")
+    return directory
+
+
+def _read_val(val_path: str | Path | None) -> pd.DataFrame | None:
+    """The validation file as the final metrics read it; read before any training, so that an unreadable one
+    is refused up front."""
+    return None if val_path is None else load_oqmd(val_path, drop_outliers=False)[0]
 
 
 # --- 1. carve ---------------------------------------------------------------------------------
@@ -240,6 +262,7 @@ def train_model(
     elements = DEFAULT_ELEMENTS
     spec = replace(spec, n_inputs=len(elements))
     carve = carve_training_file(train_path, holdout_fraction=early_stopping_fraction, seed=config.seed, max_rows=max_train_rows)
+    val_all = _read_val(val_path)
     fit_frame, stop_frame = carve.fit, carve.holdout
     x_fit, x_stop = _features(fit_frame, elements), _features(stop_frame, elements)
     y_fit, y_stop = fit_frame["dhf_ev_per_atom"].to_numpy(), stop_frame["dhf_ev_per_atom"].to_numpy()
@@ -273,8 +296,7 @@ def train_model(
     else:
         metrics["early_stopping_split"] = error_metrics(y_stop, _predict(checkpoint, x_stop))
     data = {**carve.provenance, "n_early_stopping": len(stop_frame)}
-    if val_path is not None:
-        val_all, _ = load_oqmd(val_path, drop_outliers=False)
+    if val_all is not None:
         metrics.update(val_metrics(checkpoint, val_all))
         data.update(val_file=str(Path(val_path).name), val_sha256=file_sha256(val_path), n_val=len(val_all))
     checkpoint.metadata = {
@@ -658,7 +680,9 @@ def run_attention_training(
     writes ``model.pt``, ``model_card.json`` and ``README.md`` into ``output_dir`` and returns
     the checkpoint.
     """
-    output_dir = Path(output_dir)
+    output_dir = check_model_folder(output_dir)
+    if assemble:
+        _read_val(val_path)  # an unreadable validation file is refused before the members train
     cache = Path(cache) if cache else output_dir / "train_carve.npz"
     if cache.is_file():
         data = AttentionData.load(cache)

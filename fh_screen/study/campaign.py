@@ -106,6 +106,12 @@ MIN_STD_EV_PER_ATOM = 0.02
 RANKABLE_COLUMNS = ("p_stable", "stability_score")
 
 
+def _is_whole(value: Any) -> bool:
+    import numbers
+
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 class CampaignError(FhScreenError):
     """A campaign that cannot run: bad options, an unreadable table, no eligible system."""
 
@@ -177,6 +183,32 @@ class CampaignOptions(BaseModel):
         if error.get("loc") and error["type"] != "value_error":  # pydantic's own words do not quote the value
             message += f" (got {error.get('input')!r})"
         raise CampaignError(f"{(labels or {}).get(name, f'campaign option {name}')}: {message}") from None
+
+    @field_validator("n_systems", "budget", "per_round", "bootstrap", mode="before")
+    @classmethod
+    def _whole_number(cls, value: Any) -> Any:
+        # the one rule of fh_screen.errors.check_count: a whole number, never a bool, a float or a text
+        if not _is_whole(value):
+            raise ValueError(f"must be a whole number, got {value!r}")
+        return value
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _whole_seeds(cls, value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            for seed in value:
+                if not _is_whole(seed):
+                    raise ValueError(f"must be a whole number from 0 to {2**32 - 1} (2**32 - 1), got {seed!r}")
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        repeated = sorted({seed for seed in value if value.count(seed) > 1})
+        if repeated:
+            raise ValueError(f"seed {repeated[0]} is given more than once (each seed draws its own systems, which "
+                             f"seeds pool: a repeated seed would count the same systems twice)")
+        return value
 
     @field_validator("score_column")
     @classmethod

@@ -217,3 +217,34 @@ def test_a_new_user_without_the_oqmd_folder_is_told_which_files_to_give(settings
     assert line == (f"error: no OQMD data folder: {give}, or set FH_SCREEN_OQMD_DIR (or oqmd_dir in ~/.fh_screen.yaml) "
                     f"to the folder holding train.csv and val.csv")
     assert not (tmp_path / "c.json").exists() and not (tmp_path / "out").exists()
+
+
+def test_train_refuses_a_folder_holding_the_users_own_files_and_trains_again_into_its_own(settings_env, oqmd_train_raw,
+                                                                                         tmp_path):
+    """``train -o FOLDER`` replaced a user's own README.md (and wrote a model among their files);
+    a folder of an earlier training is trained into again."""
+    import fh_screen.models.train as training
+    from fh_screen.errors import FhScreenError
+
+    data = tmp_path / "rows.csv"
+    oqmd_train_raw.sample(n=300, random_state=3).to_csv(data, index=False)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "README.md").write_text("my notes")
+    result = runner.invoke(build_app(), ["train", str(data), "--output", str(project), "--epochs", "1"])
+    line = _one_error_line(result)
+    assert line.startswith(f"error: --output: model folder {project} holds files a training did not write (README.md)")
+    assert "epoch" not in result.output and sorted(p.name for p in project.iterdir()) == ["README.md"]
+    assert (project / "README.md").read_text() == "my notes"
+    with pytest.raises(FhScreenError, match=r"holds files a training did not write \(README.md\)"):
+        training.run_attention_training(data, project, recipe="attention*1@1")
+    (project / "README.md").unlink()
+    (project / "results.csv").write_text("x")
+    with pytest.raises(FhScreenError, match=r"\(results.csv\)"):
+        training.check_model_folder(project)
+
+    model = tmp_path / "model"
+    for _ in range(2):  # a new folder, then the same folder again: an earlier training's files are its own
+        result = runner.invoke(build_app(), ["train", str(data), "--output", str(model), "--epochs", "1"])
+        assert result.exit_code == 0, result.output
+    assert {"model.pt", "model_card.json", "README.md"} <= {p.name for p in model.iterdir()}

@@ -14,7 +14,7 @@ __all__ = ["register"]
 
 def train_command(
     train_path: Path = typer.Argument(..., help="Training data (shared CSV, OQMD dump table or OPTIMADE JSON)."),
-    output_dir: Path = typer.Option(..., "--output", "-o", help="Folder for model.pt, model_card.json and README.md."),
+    output_dir: Path = typer.Option(..., "--output", "-o", help="Folder for model.pt, model_card.json and README.md (new, empty or an earlier training's)."),
     val_path: Optional[Path] = typer.Option(None, "--val", help="Validation file, used only for the final metrics."),
     preset: str = typer.Option("paper", help="Fully connected preset (paper, wide, fig2-32, …, overfit); see --recipe for attention."),
     recipe: Optional[str] = typer.Option(None, help="Attention ensemble recipe, e.g. 'attention*6+attention-large*4@30' (the default model; @N: N epochs for those members); resumable."),

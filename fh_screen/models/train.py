@@ -68,7 +68,28 @@ def check_model_folder(directory: str | Path) -> Path:
         raise TrainingError(f"model folder {directory} cannot be made: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise TrainingError(f"model folder {directory} cannot be written: {existing} is not writable")
+    foreign = _files_a_training_did_not_write(directory) if directory.is_dir() else []
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise TrainingError(f"model folder {directory} holds files a training did not write ({shown}): "
+                            "they would be overwritten or mixed with the model; give a new or empty folder")
     return directory
+
+
+#: What a training writes in its model folder; a folder holding these alone is an earlier (or an
+#: interrupted, resumable) training's and may be trained into again.
+TRAINING_OUTPUTS = frozenset({"model.pt", "model_card.json", "README.md", "state", "train_carve.npz"})
+
+
+def _files_a_training_did_not_write(directory: Path) -> list[str]:
+    """The names in ``directory`` that no training writes there (sorted): a user's own files. A
+    ``README.md`` counts as the user's unless the folder holds the model card it describes;
+    hidden temporary files of an interrupted atomic write do not count."""
+    names = sorted(p.name for p in directory.iterdir() if not (p.name.startswith(".") and ".tmp" in p.name))
+    foreign = [name for name in names if name not in TRAINING_OUTPUTS]
+    if "README.md" in names and "model_card.json" not in names:
+        foreign.insert(0, "README.md")
+    return foreign
 
 
 def _read_val(val_path: str | Path | None) -> pd.DataFrame | None:

@@ -220,6 +220,11 @@ def test_cli_campaign_writes_the_report_and_refuses_a_missing_file(tables, tmp_p
     bad = runner.invoke(build_app(), args[:2] + [str(tmp_path / "missing.csv")] + args[3:])
     assert bad.exit_code == 2
     assert "missing.csv" in bad.output and "Traceback" not in bad.output
+    folder = runner.invoke(build_app(), args[:2] + [str(tmp_path)] + args[3:])
+    assert folder.exit_code == 2 and f"--oracle: {tmp_path} is a folder" in folder.output
+    same = runner.invoke(build_app(), args[:2] + [args[4]] + args[3:])  # the known table as the oracle
+    assert same.exit_code == 2 and "--oracle and --known are the same file" in same.output
+    assert [line for line in same.output.splitlines() if line.strip()] == [same.output.strip()]  # before any system ran
 
 
 def test_an_unknown_rank_column_is_refused_by_the_api_and_the_cli_before_any_work(tmp_path):

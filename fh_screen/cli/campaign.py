@@ -67,8 +67,13 @@ def campaign_command(
         oracle = oracle or folder / "val.csv"
         known = known or folder / "train.csv"
     for label, path in (("--oracle", oracle), ("--known", known)):
+        if path.is_dir():
+            raise CampaignError(f"{label}: {path} is a folder, not a CSV file (formula,target)")
         if not path.is_file():
             raise CampaignError(f"{label}: no such file: {path}")
+    if oracle.resolve() == known.resolve():
+        raise CampaignError(f"--oracle and --known are the same file ({oracle}): the oracle must hold the compounds "
+                            "the known table lacks (e.g. --oracle val.csv --known train.csv)")
     out = status_console(json_path)
     started = time.perf_counter()
     known_set = _load(load_set, known, "--known")  # refused as ingest and finetune refuse a table (check_rows)

@@ -14,6 +14,7 @@ from fh_screen.screening.stability import (
     STABILITY_MODEL_PATH,
     StabilityModel,
     TreeEnsemble,
+    candidate_features,
     load_stability_model,
     smact_valid_mask,
 )
@@ -64,6 +65,36 @@ def test_features_follow_the_table(lifeo_screen):
     ternary = x["n_elements"].to_numpy() == 3
     n_known_ternary = int((table["is_known"] & (x["n_elements"] == 3)).sum())
     assert (x["n_known_in_set"][ternary] == n_known_ternary).all()
+
+
+def test_features_with_known_set_given_equal_those_computed_inside():
+    from fh_screen.screening.stability import known_set_features
+
+    rng = np.random.default_rng(3)
+    counts = enumerate_counts(3, 10).astype(np.int64)
+    n = len(counts)
+    known = counts[rng.choice(n, 12, replace=False)]
+    e = rng.normal(size=n)
+
+    def features(**extra):
+        return candidate_features(
+            counts, is_known=rng.random(n) < 0.1, e_above_known_hull_ev_per_atom=e, dhf_pred_ev_per_atom=e,
+            dhf_std_ev_per_atom=None, refined=np.zeros(n), log_prior=np.zeros(n), charge_balanced=np.zeros(n),
+            smact_valid=np.zeros(n), known_hull_ev_per_atom=np.zeros(n), known_counts=known,
+            e_above_predicted_hull_ev_per_atom=e, substitution_analogues=np.zeros(n), pattern_analogues=np.zeros(n), **extra)
+
+    state = rng.bit_generator.state
+    inside = features()
+    rng.bit_generator.state = state
+    given = features(known_set=known_set_features(counts, known))
+    np.testing.assert_array_equal(given, inside)
+    columns = [FEATURE_NAMES.index(c) for c in ("n_known_in_set", "n_known_in_subsystems", "nearest_known_distance")]
+    assert (inside[:, columns[2]] < 2).any() and (inside[:, columns[1]] > 0).any()
+    rng.bit_generator.state = state
+    stale = features(known_set=known_set_features(counts, known[:3]))  # what a cache of other known phases would give
+    assert not np.array_equal(stale[:, columns], inside[:, columns])
+    with pytest.raises(ValueError, match="rows"):
+        features(known_set=known_set_features(counts[:5], known))
 
 
 def _fitted_trees(features: np.ndarray, seed: int = 0):

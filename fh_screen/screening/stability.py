@@ -34,11 +34,13 @@ import numpy as np
 
 __all__ = [
     "FEATURE_NAMES",
+    "KnownSetFeatures",
     "STABILITY_HEAD_MODEL_PATH",
     "STABILITY_MODEL_PATH",
     "StabilityModel",
     "TreeEnsemble",
     "candidate_features",
+    "known_set_features",
     "load_stability_model",
     "read_stability_model",
     "smact_valid_mask",
@@ -158,6 +160,44 @@ def _element_set_keys(counts: np.ndarray) -> np.ndarray:
     return (np.asarray(counts) > 0) @ (1 << np.arange(np.asarray(counts).shape[1], dtype=np.int64))
 
 
+@dataclass(frozen=True)
+class KnownSetFeatures:
+    """The features of each row that depend on its counts and the known compounds alone (one
+    value per row; the same on every pass of a screen, whatever the predictions)."""
+
+    n_known_in_set: np.ndarray  # known compounds made of exactly the row's element set
+    n_known_in_subsystems: np.ndarray  # known compounds made of a subset of it
+    nearest_known_distance: np.ndarray  # L1 distance in atom fractions to the nearest of those (2 if none)
+
+
+def known_set_features(counts: np.ndarray, known_counts: np.ndarray) -> KnownSetFeatures:
+    """:class:`KnownSetFeatures` of the reduced count rows ``counts`` (``(n, k)``) against the known
+    compounds' rows ``known_counts`` (``(m, k)``), element set by element set."""
+    counts = np.asarray(counts, dtype=np.int64)
+    n, k = counts.shape if counts.ndim == 2 else (0, 0)
+    known_counts = np.asarray(known_counts, dtype=np.int64).reshape(-1, k)
+    known_keys = _element_set_keys(known_counts) if len(known_counts) else np.zeros(0, dtype=np.int64)
+    n_in_set = np.zeros(n)
+    n_in_sub = np.zeros(n)
+    nearest = np.full(n, 2.0)
+    if len(known_counts) and n:
+        unique_keys, inverse = np.unique(_element_set_keys(counts), return_inverse=True)
+        known_fractions = known_counts / known_counts.sum(axis=1, keepdims=True)
+        fractions = counts / counts.sum(axis=1, keepdims=True)
+        for i, key in enumerate(unique_keys.tolist()):
+            rows = np.flatnonzero(inverse.reshape(-1) == i)
+            inside = (known_keys & ~key) == 0
+            n_in_set[rows] = float((known_keys == key).sum())
+            n_in_sub[rows] = float(inside.sum())
+            if inside.any():
+                near = known_fractions[inside]
+                chunk = max(1, 4_000_000 // (len(near) * k))  # rows × known × elements stays ~32 MB
+                for start in range(0, len(rows), chunk):
+                    part = rows[start:start + chunk]
+                    nearest[part] = np.abs(fractions[part, None, :] - near[None, :, :]).sum(axis=2).min(axis=1)
+    return KnownSetFeatures(n_known_in_set=n_in_set, n_known_in_subsystems=n_in_sub, nearest_known_distance=nearest)
+
+
 def candidate_features(
     counts: np.ndarray,
     *,
@@ -174,12 +214,15 @@ def candidate_features(
     e_above_predicted_hull_ev_per_atom: np.ndarray,
     substitution_analogues: np.ndarray,
     pattern_analogues: np.ndarray,
+    known_set: KnownSetFeatures | None = None,
 ) -> np.ndarray:
     """The ``(n, len(FEATURE_NAMES))`` feature matrix of a screen's rows (float64).
 
     ``counts``: reduced count rows over the system; ``known_counts``: the known compounds' rows;
     the analogue counts come from :func:`fh_screen.screening.analogues.analogue_counts`.
     Set features (gap and rank within the element set) are taken over the *new* rows only.
+    ``known_set``: :func:`known_set_features` of ``counts`` and ``known_counts``, when the caller
+    has it already (a screen's passes share it); computed here otherwise.
     """
     counts = np.asarray(counts, dtype=np.int64)
     n, k = counts.shape if counts.ndim == 2 else (0, 0)
@@ -200,26 +243,10 @@ def candidate_features(
         position = np.arange(len(order)) - starts[group] + 1
         gap[new[order]] = e_new[order] - best
         rank[new[order]] = position
-    known_counts = np.asarray(known_counts, dtype=np.int64).reshape(-1, k)
-    known_keys = _element_set_keys(known_counts) if len(known_counts) else np.zeros(0, dtype=np.int64)
-    n_in_set = np.zeros(n)
-    n_in_sub = np.zeros(n)
-    nearest = np.full(n, 2.0)
-    if len(known_counts) and n:
-        unique_keys, inverse = np.unique(keys, return_inverse=True)
-        known_fractions = known_counts / known_counts.sum(axis=1, keepdims=True)
-        fractions = counts / counts.sum(axis=1, keepdims=True)
-        for i, key in enumerate(unique_keys.tolist()):
-            rows = np.flatnonzero(inverse.reshape(-1) == i)
-            inside = (known_keys & ~key) == 0
-            n_in_set[rows] = float((known_keys == key).sum())
-            n_in_sub[rows] = float(inside.sum())
-            if inside.any():
-                near = known_fractions[inside]
-                chunk = max(1, 4_000_000 // (len(near) * k))  # rows × known × elements stays ~32 MB
-                for start in range(0, len(rows), chunk):
-                    part = rows[start:start + chunk]
-                    nearest[part] = np.abs(fractions[part, None, :] - near[None, :, :]).sum(axis=2).min(axis=1)
+    if known_set is None:
+        known_set = known_set_features(counts, known_counts)
+    elif len(known_set.nearest_known_distance) != n:
+        raise ValueError(f"known_set has {len(known_set.nearest_known_distance)} rows for {n} count rows")
     present = counts > 0
     return np.column_stack([
         e,
@@ -234,9 +261,9 @@ def candidate_features(
         counts.max(axis=1, initial=0).astype(np.float64),
         gap,
         rank,
-        n_in_set,
-        n_in_sub,
-        nearest,
+        known_set.n_known_in_set,
+        known_set.n_known_in_subsystems,
+        known_set.nearest_known_distance,
         np.asarray(known_hull_ev_per_atom, dtype=np.float64),
         np.asarray(e_above_predicted_hull_ev_per_atom, dtype=np.float64),
         np.asarray(substitution_analogues, dtype=np.float64),

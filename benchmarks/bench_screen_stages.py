@@ -199,10 +199,11 @@ def predicted_hull_pairs(repeats: int = 3, threads: int = 2, systems: tuple[str,
     return out
 
 
-def tree_chunk_pair(repeats: int = 7, chemsys: str = "Li-Fe-P-O-Mn") -> dict:
-    """The P(stable) classifier's tree walk over every row of a warm screen's features, 500 rows at
-    a time (shipped, ``TreeEnsemble.CHUNK_ROWS``) beside 20,000 (before 2026-12-07), alternating;
-    the scores are checked equal bit for bit first."""
+def tree_masks_pair(repeats: int = 7, chemsys: str = "Li-Fe-P-O-Mn") -> dict:
+    """The P(stable) classifier over every row of a warm screen's features: the trees walked node
+    by node (``TreeEnsemble.walk_raw_score``, shipped at a7421ac) beside the leaf masks
+    (``raw_score``, shipped), both 500 rows at a time, alternating; the scores are checked equal
+    bit for bit first."""
     from fh_screen.models.predictor import Predictor
     from fh_screen.screening import screen
     from fh_screen.screening.stability import TreeEnsemble, load_stability_model
@@ -210,23 +211,60 @@ def tree_chunk_pair(repeats: int = 7, chemsys: str = "Li-Fe-P-O-Mn") -> dict:
 
     features = screen(chemsys, predictor=Predictor.from_name(), known=packaged_reference_frame(chemsys)).features
     trees = load_stability_model().trees
-    shipped = TreeEnsemble.CHUNK_ROWS
 
-    def walk(rows: int):
-        def run():
-            TreeEnsemble.CHUNK_ROWS = rows
+    def walk():
+        return trees.walk_raw_score(features)
+
+    def masks():
+        return trees.raw_score(features)
+
+    if not np.array_equal(walk(), masks()):
+        raise AssertionError("the leaf masks' scores differ from the walk's")
+    medians = alternating_median_seconds({"walk": walk, "masks": masks}, repeats)
+    return {"chemsys": chemsys, "rows": len(features), "chunk_rows": TreeEnsemble.CHUNK_ROWS, "walk_s": medians["walk"],
+            "masks_s": medians["masks"], "ratio": medians["walk"] / medians["masks"]}
+
+
+def pass_work_pairs(repeats: int = 9, threads: int = 2, systems: tuple[str, ...] = SYSTEMS[:1]) -> list[dict]:
+    """Warm ``screen()`` with the default as shipped beside the same screen as it ran at a7421ac
+    (2026-12-07: every classifier pass walks the trees node by node, every head pass recomputes
+    the features that depend on the known phases alone), alternating, same inputs and process;
+    the two tables (and feature matrices) are checked equal first."""
+    import pandas as pd
+    import torch
+
+    from fh_screen.models.predictor import Predictor
+    from fh_screen.screening import ScreenOptions, core, screen
+    from fh_screen.screening.stability import TreeEnsemble
+    from fh_screen.store.bootstrap import packaged_reference_frame
+
+    torch.set_num_threads(threads)
+    predictor = Predictor.from_name()
+    options = ScreenOptions()
+    out = []
+    for chemsys in systems:
+        known = packaged_reference_frame(chemsys)
+
+        def shipped():
+            return screen(chemsys, predictor=predictor, known=known, options=options)
+
+        def before():
+            masked, shared = TreeEnsemble.raw_score, core.known_set_features
+            TreeEnsemble.raw_score = TreeEnsemble.walk_raw_score
+            core.known_set_features = lambda counts, known_rows: None  # candidate_features computes them on every pass
             try:
-                return trees.raw_score(features)
+                return screen(chemsys, predictor=predictor, known=known, options=options)
             finally:
-                TreeEnsemble.CHUNK_ROWS = shipped
-        return run
+                TreeEnsemble.raw_score, core.known_set_features = masked, shared
 
-    small, large = walk(shipped), walk(20_000)
-    if not np.array_equal(small(), large()):
-        raise AssertionError("the tree walk's scores depend on its chunk size")
-    medians = alternating_median_seconds({"large": large, "small": small}, repeats)
-    return {"chemsys": chemsys, "rows": len(features), "chunk_rows": shipped, "small_s": medians["small"],
-            "large_s": medians["large"], "ratio": medians["large"] / medians["small"]}
+        a, b = shipped(), before()
+        pd.testing.assert_frame_equal(a.table, b.table, check_exact=True)
+        if not np.array_equal(a.features, b.features, equal_nan=True):
+            raise AssertionError(f"{chemsys}: the shipped screen's features differ from the screen before")
+        medians = alternating_median_seconds({"before": before, "shipped": shipped}, repeats)
+        out.append({"chemsys": chemsys, "n_candidates": a.n_candidates, "before_s": medians["before"],
+                    "shipped_s": medians["shipped"], "ratio": medians["before"] / medians["shipped"]})
+    return out
 
 
 def warm_screens(repeats: int = 5, threads: int = 2, systems: tuple[str, ...] = SYSTEMS, options=None) -> list[dict]:
@@ -260,7 +298,8 @@ def main_with(repeats: int = 5) -> dict:
     blas = blas_threads_pair(max(repeats, 7))
     heads = head_pairs(repeats)
     hulls = predicted_hull_pairs(max(2, repeats // 2))
-    chunks = tree_chunk_pair(max(repeats, 7))
+    trees = tree_masks_pair(max(repeats, 7))
+    passes = pass_work_pairs(max(repeats, 9))
     rows = [{"what": f"{p['stage']} ({p['n']:,} rows): reference {p['reference_s']:.3f} s, vectorised {p['vectorised_s']:.3f} s",
              "value": round(p["ratio"], 1), "unit": "× faster (median)"} for p in pairs]
     rows.append({"what": f"warm `screen()` {blas['chemsys']}: numpy's BLAS at its default "
@@ -275,9 +314,13 @@ def main_with(repeats: int = 5) -> dict:
     rows += [{"what": f"the predictions' hull {h['chemsys']} ({h['points']:,} points, queried at {h['candidates']:,} "
                       f"candidates): one qhull {h['one_qhull_s']:.2f} s, face by face {h['face_by_face_s']:.2f} s",
               "value": round(h["ratio"], 1), "unit": "× faster (median)"} for h in hulls]
-    rows.append({"what": f"P(stable)'s tree walk over {chunks['rows']:,} rows ({chunks['chemsys']}): "
-                         f"{chunks['chunk_rows']} rows at a time {chunks['small_s']:.3f} s, 20,000 at a time {chunks['large_s']:.3f} s",
-                 "value": round(chunks["ratio"], 2), "unit": "× faster (median)"})
+    rows.append({"what": f"P(stable)'s trees over {trees['rows']:,} rows ({trees['chemsys']}, {trees['chunk_rows']} rows at a time): "
+                         f"walked node by node {trees['walk_s']:.3f} s, by leaf masks (shipped) {trees['masks_s']:.3f} s",
+                 "value": round(trees["ratio"], 1), "unit": "× faster (median)"})
+    rows += [{"what": f"warm `screen()` {w['chemsys']} ({w['n_candidates']:,} candidates, default): trees walked and the "
+                      f"known-phase features recomputed on every pass (at a7421ac, 2026-12-07) {w['before_s']:.3f} s, "
+                      f"leaf masks and those features once (shipped) {w['shipped_s']:.3f} s",
+              "value": round(w["ratio"], 2), "unit": "× faster (median)"} for w in passes]
     payload = {
         "title": f"Screen stages: reference beside vectorised paths ({CHEMSYS}), and warm screens with the default",
         "command": "python benchmarks/bench_screen_stages.py",
@@ -288,10 +331,12 @@ def main_with(repeats: int = 5) -> dict:
                   f"{DEFAULT_PREFILTER_MODEL} ranks every candidate, the attention ensemble predicts the known phases, the best "
                   f"{DEFAULT_REFINE_TOP:,} new ones by the prefilter's score and the best {DEFAULT_REFINE_TOP:,} by P(stable) "
                   "with every selected row (the 'before' of the head rows: the same code with no head passes and one "
-                  "classifier). "
+                  "classifier; the 'before' of the pass-work row: the same code with the trees walked node by node and the "
+                  "known-phase features recomputed on every pass, as at a7421ac). "
                   f"Load average before: {load_before}, after: " + "/".join(f"{v:.2f}" for v in os.getloadavg()) + "."),
         "pairs": pairs, "screens": screens, "blas_threads": blas, "head_pairs": heads,
-        "predicted_hull_pairs": hulls, "tree_chunk_pair": chunks,
+        "predicted_hull_pairs": hulls, "tree_masks_pair": trees,
+        "pass_work_pairs": passes,
     }
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "screen_stages.json").write_text(json.dumps(payload, indent=1) + "\n")

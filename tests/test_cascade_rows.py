@@ -88,6 +88,16 @@ def test_the_short_list_and_the_p_stable_head_never_stand_on_the_prefilter_alone
     rows = ~table["is_known"].to_numpy(bool)
     np.testing.assert_allclose(table["p_stable"].to_numpy()[rows], load_stability_model().p_stable(result.features[rows]),
                                rtol=1e-12, atol=0)
+    # the features that depend on the known phases alone, computed once for every pass, are each row's own
+    from fh_screen.chem.formula import whole_amounts
+    from fh_screen.screening import known_counts
+    from fh_screen.screening.stability import FEATURE_NAMES, known_set_features
+
+    system = result.chemsys
+    counts = np.array([[whole_amounts(f).get(s, 0) for s in system] for f in table["formula"]])
+    fresh = known_set_features(counts, known_counts(li_fe_o_known, system)[0])
+    for name in ("n_known_in_set", "n_known_in_subsystems", "nearest_known_distance"):
+        np.testing.assert_array_equal(result.features[:, FEATURE_NAMES.index(name)], getattr(fresh, name), err_msg=name)
     full = screen("Li-Fe-O", predictor=model, known=li_fe_o_known,
                   options=ScreenOptions(max_atoms=10, refine_top=None, select_p_min=0.05)).table
     both = new.head(20).merge(full, on="formula", suffixes=("", "_full"))

@@ -14,6 +14,7 @@ from fh_screen.screening.stability import (
     STABILITY_MODEL_PATH,
     StabilityModel,
     TreeEnsemble,
+    candidate_features,
     load_stability_model,
     smact_valid_mask,
 )
@@ -66,6 +67,36 @@ def test_features_follow_the_table(lifeo_screen):
     assert (x["n_known_in_set"][ternary] == n_known_ternary).all()
 
 
+def test_features_with_known_set_given_equal_those_computed_inside():
+    from fh_screen.screening.stability import known_set_features
+
+    rng = np.random.default_rng(3)
+    counts = enumerate_counts(3, 10).astype(np.int64)
+    n = len(counts)
+    known = counts[rng.choice(n, 12, replace=False)]
+    e = rng.normal(size=n)
+
+    def features(**extra):
+        return candidate_features(
+            counts, is_known=rng.random(n) < 0.1, e_above_known_hull_ev_per_atom=e, dhf_pred_ev_per_atom=e,
+            dhf_std_ev_per_atom=None, refined=np.zeros(n), log_prior=np.zeros(n), charge_balanced=np.zeros(n),
+            smact_valid=np.zeros(n), known_hull_ev_per_atom=np.zeros(n), known_counts=known,
+            e_above_predicted_hull_ev_per_atom=e, substitution_analogues=np.zeros(n), pattern_analogues=np.zeros(n), **extra)
+
+    state = rng.bit_generator.state
+    inside = features()
+    rng.bit_generator.state = state
+    given = features(known_set=known_set_features(counts, known))
+    np.testing.assert_array_equal(given, inside)
+    columns = [FEATURE_NAMES.index(c) for c in ("n_known_in_set", "n_known_in_subsystems", "nearest_known_distance")]
+    assert (inside[:, columns[2]] < 2).any() and (inside[:, columns[1]] > 0).any()
+    rng.bit_generator.state = state
+    stale = features(known_set=known_set_features(counts, known[:3]))  # what a cache of other known phases would give
+    assert not np.array_equal(stale[:, columns], inside[:, columns])
+    with pytest.raises(ValueError, match="rows"):
+        features(known_set=known_set_features(counts[:5], known))
+
+
 def _fitted_trees(features: np.ndarray, seed: int = 0):
     from sklearn.ensemble import HistGradientBoostingClassifier
 
@@ -87,6 +118,46 @@ def test_exported_trees_equal_scikit_learn(lifeo_screen):
         np.testing.assert_allclose(ours, model.predict_proba(data)[:, 1], atol=1e-12)
     back = TreeEnsemble.from_json(json.loads(json.dumps(trees.to_json())))
     np.testing.assert_array_equal(back.raw_score(x), trees.raw_score(x))
+
+
+@pytest.mark.parametrize(("leaves", "dtype"), [(6, np.uint8), (15, np.uint16), (30, np.uint32), (60, np.uint64), (90, None)])
+def test_leaf_masks_give_the_walk_scores_bit_for_bit(lifeo_screen, leaves, dtype):
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    rng = np.random.default_rng(leaves)
+    x = np.tile(lifeo_screen.features, (4, 1)) + 1e-3 * rng.standard_normal((4 * len(lifeo_screen.features), len(FEATURE_NAMES)))
+    x[rng.random(x.shape) < 0.05] = np.nan  # learned NaN directions both ways
+    label = rng.random(len(x)) < 1 / (1 + np.exp(-10 * np.nan_to_num(x[:, 0])))
+    model = HistGradientBoostingClassifier(max_iter=15, max_leaf_nodes=leaves, min_samples_leaf=1, random_state=0).fit(x, label)
+    trees = TreeEnsemble.from_sklearn(model)
+    most = int(np.add.reduceat(trees.is_leaf.astype(int), trees.offsets).max())
+    masks = trees._leaf_masks
+    if dtype is None:
+        assert most > 64 and masks is None  # such trees are walked
+    else:
+        assert most > {np.uint8: 0, np.uint16: 8, np.uint32: 16, np.uint64: 32}[dtype]
+        assert masks.tables[0].dtype == dtype
+    internal = ~trees.is_leaf
+    edges = np.repeat(x[:1], internal.sum(), axis=0)
+    edges[np.arange(internal.sum()), trees.feature[internal]] = trees.threshold[internal]  # on a threshold: left
+    edges[::3, 1], edges[1::3, 2] = np.inf, -np.inf
+    for data in (x, edges, x[:0], x[:1]):
+        np.testing.assert_array_equal(trees.raw_score(data), trees.walk_raw_score(data))
+    np.testing.assert_allclose(1 / (1 + np.exp(-trees.raw_score(x))), model.predict_proba(x)[:, 1], atol=1e-12)
+
+
+@pytest.mark.skipif(not STABILITY_MODEL_PATH.exists(), reason="no shipped stability model in this checkout")
+def test_shipped_classifiers_leaf_masks_equal_the_walk(lifeo_screen):
+    from fh_screen.screening.stability import STABILITY_HEAD_MODEL_PATH
+
+    x = lifeo_screen.features.copy()
+    x_nan = x.copy()
+    x_nan[::5, FEATURE_NAMES.index("dhf_std_ev_per_atom")] = np.nan
+    for path in (STABILITY_MODEL_PATH, STABILITY_HEAD_MODEL_PATH):
+        trees = load_stability_model(path).trees
+        assert trees._leaf_masks is not None
+        for data in (x, x_nan):
+            np.testing.assert_array_equal(trees.raw_score(data), trees.walk_raw_score(data))
 
 
 def test_stability_model_json_round_trip_and_shift(lifeo_screen, tmp_path):

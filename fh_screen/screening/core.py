@@ -50,8 +50,10 @@ from fh_screen.screening.selection import selection_mask
 from fh_screen.screening.stability import (
     STABILITY_HEAD_MODEL_PATH,
     StabilityModel,
+    KnownSetFeatures,
     candidate_features,
     known_p_stable,
+    known_set_features,
     load_stability_model,
     read_stability_model,
     smact_valid_mask,
@@ -370,13 +372,15 @@ def _screen(chemsys: str | Sequence[str], *, predictor: Predictor | None, known:
     index = analogues if analogues is not None else load_analogue_index()
     substitutions, patterns = analogue_counts(counts, system, index)
     smact = smact_valid_mask(counts, system)
+    known_set = known_set_features(counts, known_rows)  # the same on every pass below
     classifier = stability_classifier(options)
 
     def place() -> _Placement:
         return _place(counts, system, is_known=is_known, known_value=known_value, dhf_pred=dhf_pred, std=std,
                       refined=refined, prior=prior, balanced=balanced, below_energy=below.energy_ev_per_atom,
                       cand_fractions=cand_fractions, known_rows=known_rows, known_fractions=known_fractions,
-                      known_dhf=known_dhf, substitutions=substitutions, patterns=patterns, smact=smact)
+                      known_dhf=known_dhf, substitutions=substitutions, patterns=patterns, smact=smact,
+                      known_set=known_set)
 
     def refine(rows: np.ndarray, why: str) -> None:
         step(f"predicting {len(rows):,} more ({why}) with {predictor.name}@{predictor.version}")
@@ -546,8 +550,9 @@ def _place(counts: np.ndarray, system: tuple[str, ...], *, is_known: np.ndarray,
            dhf_pred: np.ndarray, std: np.ndarray | None, refined: np.ndarray, prior: np.ndarray,
            balanced: np.ndarray, below_energy: np.ndarray, cand_fractions: np.ndarray, known_rows: np.ndarray,
            known_fractions: np.ndarray, known_dhf: np.ndarray, substitutions: np.ndarray, patterns: np.ndarray,
-           smact: np.ndarray) -> _Placement:
-    """Place every row against the known hull and compute its P(stable) features (copies of the inputs)."""
+           smact: np.ndarray, known_set: KnownSetFeatures) -> _Placement:
+    """Place every row against the known hull and compute its P(stable) features (copies of the inputs;
+    ``known_set``: :func:`~fh_screen.screening.stability.known_set_features` of ``counts``, shared by the passes)."""
     # a known composition stands at its DFT value, a new one at its prediction
     dhf_used = np.where(is_known, known_value, dhf_pred)
     e_known = dhf_used - below_energy
@@ -560,7 +565,7 @@ def _place(counts: np.ndarray, system: tuple[str, ...], *, is_known: np.ndarray,
         known_counts=known_rows,
         e_above_predicted_hull_ev_per_atom=_e_above_predicted_hull(system, cand_fractions, dhf_used, e_known, is_known,
                                                                    known_fractions, known_dhf),
-        substitution_analogues=substitutions, pattern_analogues=patterns)
+        substitution_analogues=substitutions, pattern_analogues=patterns, known_set=known_set)
     return _Placement(e_known=e_known, dhf_used=dhf_used, dhf_pred=dhf_pred.copy(), std0=std0, features=features)
 
 

@@ -56,7 +56,11 @@ def test_the_cli_and_the_makers_share_one_options_model():
 
     maker = PrescreenMaker(screen_options={"max_atoms": 7, "charge_neutral": True})
     assert type(maker.screen_options) is ScreenOptions
-    assert "ScreenOptions(" in Path(cli_screen.__file__).read_text()  # the CLI builds the same class
+    from fh_screen.cli.common import screen_options_from_flags
+
+    assert "screen_options_from_flags(" in Path(cli_screen.__file__).read_text()  # the CLI builds its options here
+    from_flags = screen_options_from_flags(**dataclasses.asdict(maker.screen_options))
+    assert type(from_flags) is ScreenOptions and from_flags == maker.screen_options  # the same class, the same value
     # a maker serialised and loaded again (a worker) validates through the same model
     again = PrescreenMaker.from_dict(maker.as_dict())
     assert again.screen_options == maker.screen_options

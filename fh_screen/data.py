@@ -112,6 +112,9 @@ class CleaningReport:
         order). Outliers are counted even when ``clean(drop_outliers=False)`` keeps them flagged.
     outliers_kept
         True when the outliers stayed in the table, flagged (``clean(drop_outliers=False)``).
+    outliers_flagged
+        Outlier rows kept in the table, flagged (``clean(drop_outliers=False)``): those of a composition
+        without a value inside the window; an outlier beside such a value is set aside with the others.
     examples
         The first few rejected rows (formula, or formula and value) of the reasons that quote
         them, ``bad_formula`` and ``bad_value``.
@@ -122,6 +125,7 @@ class CleaningReport:
     rejected: dict[str, int] = field(default_factory=dict)
     examples: dict[str, list[str]] = field(default_factory=dict)
     outliers_kept: bool = False
+    outliers_flagged: int = 0
 
     def __post_init__(self) -> None:
         unknown = (set(self.rejected) | set(self.examples)) - set(REJECTION_REASONS)
@@ -150,11 +154,15 @@ class CleaningReport:
 
     def summary(self) -> str:
         """One line for logs and the CLI."""
-        dropped = {r: n for r, n in self.rejected.items() if not (self.outliers_kept and r == "outlier")}
+        dropped = dict(self.rejected)
+        if self.outliers_kept:
+            dropped["outlier"] -= self.outliers_flagged
+            if not dropped["outlier"]:
+                del dropped["outlier"]
         reasons = ", ".join(f"{n} {REJECTION_REASONS[reason]}" for reason, n in dropped.items())
         line = f"{self.n_kept} compositions kept of {self.n_raw} rows: {reasons} dropped"
         if self.outliers_kept:
-            line += f"; {self.rejected['outlier']} {REJECTION_REASONS['outlier']} kept, flagged"
+            line += f"; {self.outliers_flagged} {REJECTION_REASONS['outlier']} kept, flagged"
         return line
 
 
@@ -251,7 +259,8 @@ _BOMS = (
 def read_text(path: str | Path) -> str:
     """The text of a data file in whatever encoding it is written.
 
-    A byte-order mark picks UTF-8/16/32; BOM-less UTF-16 is recognised by its NUL bytes;
+    A gzip-compressed file (``train.csv.gz``, whatever its name) is decompressed first. A
+    byte-order mark picks UTF-8/16/32; BOM-less UTF-16 is recognised by its NUL bytes;
     otherwise UTF-8, then Windows-1252, then Latin-1 (which decodes any byte). Raises
     :class:`DataError` for a file that cannot be read.
     """
@@ -260,12 +269,37 @@ def read_text(path: str | Path) -> str:
         raw = path.read_bytes()
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if raw.startswith(GZIP_MAGIC):
+        raw = _gunzip(raw, path)
     for bom, encoding in _BOMS:
         if raw.startswith(bom):
             return _decode(raw, (encoding,), path)
     if len(raw) >= 2 and raw.count(b"\x00") * 3 > len(raw):  # UTF-16 without a BOM
         return _decode(raw, ("utf-16-le" if raw[1:2] == b"\x00" else "utf-16-be",), path)
     return _decode(raw, TEXT_ENCODINGS, path)
+
+
+#: The first bytes of a gzip file.
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _gunzip(raw: bytes, path: Path) -> bytes:
+    """The decompressed bytes of a gzip file; :class:`DataError` (one line) for a damaged or cut-off one."""
+    import gzip
+    import zlib
+
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"cannot read {path}: a damaged or cut-off gzip file ({one_line(exc, first_line=True)})") from None
+
+
+def data_suffix(path: str | Path) -> str:
+    """A data file's suffix in lower case, under a ``.gz`` (``.json`` for ``x.json.gz``)."""
+    suffixes = [s.lower() for s in Path(path).suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes.pop()
+    return suffixes[-1] if suffixes else ""
 
 
 def _decode(raw: bytes, encodings: tuple[str, ...], path: Path) -> str:
@@ -429,9 +463,12 @@ def load_oqmd(path: str | Path, *, drop_outliers: bool = True,
               keep_written: bool = False) -> tuple[pd.DataFrame, CleaningReport]:
     """Load any supported OQMD file, choosing the loader from its suffix and columns (``keep_written``: :func:`clean`)."""
     path = _check_file(path)
-    if path.suffix.lower() == ".json":
+    if data_suffix(path) == ".json":
         return load_optimade_json(path, drop_outliers=drop_outliers, keep_written=keep_written)
     header = _first_line(read_text(path)).strip()
+    if not header:
+        raise DataError(f"{path}: unrecognised format: the file is empty, not even a header line (expected "
+                        "formula,target or formula,dhf_ev_per_atom or composition,delta_e columns, or OPTIMADE JSON)")
     columns = {c.strip() for c in header.replace("\t", ",").replace(" ", ",").split(",")}
     if "formula" in columns and columns & set(VALUE_COLUMNS):
         return load_oqmd_csv(path, drop_outliers=drop_outliers, keep_written=keep_written)
@@ -456,6 +493,9 @@ def _truth_values(column: pd.Series) -> np.ndarray:
 def clean(frame: pd.DataFrame, *, drop_outliers: bool = True,
           keep_written: bool = False) -> tuple[pd.DataFrame, CleaningReport]:
     """Reduce formulas, keep the lowest ΔH_f per composition, drop outliers; report counts.
+
+    A composition's value inside the outlier window wins over its outliers, however low they are;
+    every outlier row counts as an outlier, the other rows set aside as higher-energy duplicates.
 
     ``frame`` has ``formula``, ``dhf_ev_per_atom`` and ``source_id``. With
     ``drop_outliers=False`` outliers are kept and marked ``passed_outlier_filter=False``. With
@@ -485,16 +525,19 @@ def clean(frame: pd.DataFrame, *, drop_outliers: bool = True,
         frame["written_formula"] = frame["formula"].astype(str)
     frame["formula"] = canonical_formulas(frame["formula"].astype(str))
 
-    frame = frame.sort_values("dhf_ev_per_atom", kind="stable")
-    before = len(frame)
-    frame = frame.drop_duplicates("formula", keep="first")
-    report.reject("duplicate", before - len(frame))
-
     low, high = OUTLIER_RANGE_EV_PER_ATOM
-    inside = (frame["dhf_ev_per_atom"] > low) & (frame["dhf_ev_per_atom"] < high)
-    report.reject("outlier", (~inside).sum())
-    frame["passed_outlier_filter"] = inside.to_numpy()
+    frame["passed_outlier_filter"] = ((frame["dhf_ev_per_atom"] > low) & (frame["dhf_ev_per_atom"] < high)).to_numpy()
+    # every outlier row is counted as one; of a composition's rows, a value inside the window wins over
+    # an outlier (an unconverged -25 must not wipe out a converged -2.0), then the lowest value
+    report.reject("outlier", int((~frame["passed_outlier_filter"]).sum()))
+    frame = frame.assign(_outlier=~frame["passed_outlier_filter"]).sort_values(
+        ["_outlier", "dhf_ev_per_atom"], kind="stable").drop(columns="_outlier")
+    first = ~frame["formula"].duplicated(keep="first")
+    report.reject("duplicate", int((~first & frame["passed_outlier_filter"]).sum()))
+    frame = frame[first]
+    inside = frame["passed_outlier_filter"]
     report.outliers_kept = not drop_outliers
+    report.outliers_flagged = 0 if drop_outliers else int((~inside).sum())
     if drop_outliers:
         frame = frame[inside]
     frame = frame.sort_index()[TIDY_COLUMNS + (["written_formula"] if keep_written else [])].reset_index(drop=True)

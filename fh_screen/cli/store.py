@@ -177,7 +177,7 @@ def query_command(
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the full result as a JSON list of documents ('-': print it)."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write the full result as CSV ('-': print it)."),
     include_outliers: bool = typer.Option(False, "--include-outliers", help="Include entries that failed the outlier filter."),
-    source: Optional[str] = typer.Option(None, "--source", "--sources", help="Reference entries of these sources only (oqmd, chgnet, atomate2-vasp; comma separated)."),
+    source: Optional[str] = typer.Option(None, "--source", "--sources", help="Reference entries of these sources only (oqmd, chgnet, atomate2-vasp; comma separated): the reference rows alone, so not with --kind predicted."),
     store_file: Optional[Path] = typer.Option(None, "--store", help=_STORE_HELP),
     run: Optional[str] = typer.Option(None, "--run", help="Show the saved screen with this run id (list them: fh-screen runs)."),
     top: Optional[int] = typer.Option(None, "--top", help="The N best new candidates over every stored screen (0: all), "
@@ -191,7 +191,8 @@ def query_command(
     if limit < 0:
         fail(f"--limit must be 0 (all rows) or more, got {limit}")
     if top is not None or min_p is not None:
-        if run is not None or formula or nelements is not None or min_dhf is not None or max_dhf is not None or source:
+        if run is not None or formula or nelements is not None or min_dhf is not None or max_dhf is not None or source \
+                or kind is not Kind.both or include_outliers:
             fail("--top/--min-p ranks stored screens: combine them with --chemsys, --model, --json and --csv only")
         return _top_candidates(100 if top is None else top, 0.0 if min_p is None else min_p, chemsys, model,
                                store_file, json_path, csv_path)
@@ -207,6 +208,9 @@ def query_command(
     check_outputs(json_path, csv_path, provenance_of=(json_path, csv_path),
                   inputs={"the store file": store_file_in_use(store_file)})
     criteria_for(formula, chemsys, nelements, min_dhf, max_dhf, source=source)  # validate before opening the store
+    if source is not None and kind is Kind.predicted:
+        fail("--source selects reference entries, and predictions have no source: give --kind reference (or leave "
+             "--kind out), or drop --source")
     if source is not None and kind is not Kind.reference:
         kind = Kind.reference  # a source belongs to reference entries; predictions have none
     filters = {
@@ -467,7 +471,9 @@ def predict_store_command(
         serial(builder, no_bars=False)
     with store:
         after = store.predictions.count()
-    console().print(f"{after - before:,} new predictions (run {builder.run_id}); the store holds {after:,}")
+    # predictions carry no run id (they belong to (formula, model)): name the model, not a run `query --run` cannot show
+    by = f" by {builder.model_label}" if builder.model_label else ""
+    console().print(f"{after - before:,} new predictions{by}; the store holds {after:,}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -71,6 +71,8 @@ class PredictionBuilder(Builder):
         self.batch_size = batch_size
         #: label of this run in the log (predictions carry no run id: they belong to (formula, model))
         self.run_id = new_run_id()
+        #: ``name@version`` of the model predicting, once :meth:`get_items` has loaded it
+        self.model_label: str | None = None
         self.kwargs = kwargs
         super().__init__(sources=[source], targets=[target], chunk_size=chunk_size, **kwargs)
 
@@ -89,6 +91,7 @@ class PredictionBuilder(Builder):
         self.target.ensure_index("formula")
         self.target.ensure_index("model_weights_sha256")
         model = self._model_criteria()
+        self.model_label = f"{model['model_name']}@{model['model_version']}"
         done = set(self.target.distinct("formula", criteria=model))
         raw = [f for f in self.source.distinct(self.formula_field, criteria=self.query) if isinstance(f, str)]
         pending = [f for f in raw if f not in done]

@@ -8,7 +8,9 @@ again. A source name is stored as :func:`~fh_screen.store.query.source_name` rea
 lower case), as every query and screen selects it.
 
 Files are read with :func:`fh_screen.data.load_oqmd` (the shared CSV, OQMD dump tables and
-OPTIMADE JSON), which reduces formulas and keeps the lowest ΔH_f per composition. Each batch of
+OPTIMADE JSON, each plain or gzipped), which reduces formulas and keeps the lowest ΔH_f per
+composition (a value inside the outlier window before any outlier); the files of a folder keep one
+row per composition between them by the same rule, so a re-run of a folder changes nothing. Each batch of
 entries is compared with what the store holds: new formulas are inserted, changed values replace
 the stored ones (and are reported), identical ones are left untouched. A batch is one store
 update, so an interrupted ingest leaves whole batches behind and a re-run completes it.
@@ -39,8 +41,10 @@ __all__ = [
 #: ``source`` of ingested values unless named: they sit beside the shipped OQMD entries (``oqmd``).
 DEFAULT_SOURCE = "user"
 
-#: Files picked up when ``ingest`` is given a folder.
+#: Files picked up when ``ingest`` is given a folder (each also gzip-compressed: ``.csv.gz``).
 INGEST_SUFFIXES = (".csv", ".json", ".tsv", ".txt")
+
+_FOLDER_ENDINGS = INGEST_SUFFIXES + tuple(suffix + ".gz" for suffix in INGEST_SUFFIXES)
 
 #: Values closer than this (eV/atom) count as unchanged.
 TOLERANCE_EV_PER_ATOM = 1e-9
@@ -98,17 +102,47 @@ def ingestable_files(path: str | Path, *, keep_outliers: bool = False) -> list[P
     if not path.exists():
         raise DataError(f"data file not found: {path}")
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in INGEST_SUFFIXES)
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.name.lower().endswith(_FOLDER_ENDINGS))
         if not files:
-            raise DataError(f"no data files ({', '.join(INGEST_SUFFIXES)}) in folder {path}")
+            raise DataError(f"no data files ({', '.join(INGEST_SUFFIXES)}, or the same .gz) in folder {path}")
     else:
         files = [path]
     _VALIDATED.clear()
+    loaded = []
     for file in files:
         frame, cleaning = _load_checked(file)
         _check_storable(frame, file, keep_outliers)
+        loaded.append((file, frame, cleaning))
+    if len(loaded) > 1:
+        _keep_one_row_per_composition(loaded)
+    for file, frame, cleaning in loaded:
         _VALIDATED[_file_key(file)] = frame, cleaning
     return files
+
+
+def _keep_one_row_per_composition(loaded: list[tuple]) -> None:
+    """Across the files of a folder, keep each composition in the one file holding its best value, as
+    :func:`~fh_screen.data.clean` does within a file (a value inside the outlier window first, then the
+    lowest, then the first file); the other files' rows of it are set aside and counted (higher-energy
+    duplicates, or outliers), so the stored value does not depend on the order of the files and a re-run
+    of the folder changes nothing."""
+    import pandas as pd
+
+    rows = pd.concat([pd.DataFrame({"formula": frame["formula"], "outlier": ~frame["passed_outlier_filter"].astype(bool),
+                                    "value": frame["dhf_ev_per_atom"].astype(float), "file": i, "row": range(len(frame))})
+                      for i, (_, frame, _) in enumerate(loaded)], ignore_index=True)
+    best = rows.sort_values(["outlier", "value", "file", "row"], kind="stable").drop_duplicates("formula")
+    for i, (file, frame, cleaning) in enumerate(loaded):
+        won = set(best.loc[best["file"] == i, "row"])
+        keep = [j in won for j in range(len(frame))]
+        lost = frame[[not k for k in keep]]
+        if lost.empty:
+            continue
+        passed = lost["passed_outlier_filter"].astype(bool)
+        cleaning.reject("duplicate", int(passed.sum()))  # an outlier row is counted as one already
+        cleaning.outliers_flagged -= int((~passed).sum()) if cleaning.outliers_kept else 0
+        cleaning.n_kept -= len(lost)
+        loaded[i] = (file, frame[keep].reset_index(drop=True), cleaning)
 
 
 #: Loads done by :func:`ingestable_files`, keyed by file identity, consumed by :func:`ingest_file`.
@@ -203,14 +237,17 @@ def ingest_file(
     """
     path = Path(path)
     loaded = _VALIDATED.pop(_file_key(path), None) if path.is_file() else None
-    frame, cleaning = loaded if loaded is not None else _load_checked(path)
-    _check_storable(frame, path, keep_outliers)
+    if loaded is None:
+        frame, cleaning = _load_checked(path)
+        _check_storable(frame, path, keep_outliers)
+    else:  # checked by ingestable_files (a folder's file may have lost every row to another file)
+        frame, cleaning = loaded
     if not keep_outliers:
         frame = frame[frame["passed_outlier_filter"]].reset_index(drop=True)
     report = IngestReport(files=[str(path)], n_rows=cleaning.n_raw)
     # kept outliers are stored (flagged), not rejected
     report.rejected = {
-        REJECTION_REASONS[reason]: 0 if keep_outliers and reason == "outlier" else n
+        REJECTION_REASONS[reason]: n - cleaning.outliers_flagged if keep_outliers and reason == "outlier" else n
         for reason, n in cleaning.rejected.items()
     }
     for reason, examples in cleaning.examples.items():

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from maggma.core import Store
 
-from fh_screen.errors import FhScreenError
+from fh_screen.errors import FhScreenError, check_count
 from fh_screen.store.backend import SQLiteStore, StoreFileError
 from fh_screen.store.bootstrap import SHIPPED_SOURCE
 from fh_screen.store.documents import (
@@ -31,6 +31,7 @@ from fh_screen.store.documents import (
     utcnow,
 )
 from fh_screen.store.query import (
+    QueryError,
     check_model_filter,
     criteria_for,
     model_criteria,
@@ -312,6 +313,7 @@ class FhScreenStore:
 
         ``source``: only entries of these sources (``"oqmd,chgnet"`` or a list); all when None.
         """
+        limit = _check_limit(limit)
         criteria = criteria_for(formula, chemsys, nelements, min_dhf_ev_per_atom, max_dhf_ev_per_atom, source=source,
                                 sources_present=lambda: self.reference.distinct("source"))
         if not include_outliers:
@@ -337,6 +339,7 @@ class FhScreenStore:
         ``model_name`` is a model name, or ``name@version`` for one version of it; one that is neither
         a shipped or user model nor stored here is refused (:meth:`check_model_filter`).
         """
+        limit = _check_limit(limit)
         self.check_model_filter(model_name)
         criteria = _prediction_criteria(
             formula=formula, chemsys=chemsys, nelements=nelements,
@@ -364,6 +367,11 @@ class FhScreenStore:
         """
         import pandas as pd
 
+        limit = _check_limit(limit)
+        # the range is checked as the other queries check it (an empty or non-finite range is one line)
+        bounds = criteria_for(min_dhf_ev_per_atom=min_dhf_ev_per_atom,
+                              max_dhf_ev_per_atom=max_dhf_ev_per_atom).get("dhf_ev_per_atom", {})
+        min_dhf_ev_per_atom, max_dhf_ev_per_atom = bounds.get("$gte"), bounds.get("$lte")
         where = {"formula": formula, "chemsys": chemsys, "nelements": nelements}
         reference = self.reference_frame(include_outliers=include_outliers, **where)
         predicted = self.predictions_frame(model_name=model_name, **where)
@@ -489,8 +497,32 @@ class FhScreenStore:
         """The screen stored under ``run_id``; :class:`ScreenNotFoundError` (one line) if none."""
         doc = self.screens.query_one({"run_id": run_id})
         if doc is None:
-            raise ScreenNotFoundError(f"no screen with run id {run_id!r} in {_label(self.screens)} (list them: fh-screen runs)")
+            near = _nearest_run_ids(run_id, self.screens.distinct("run_id"))
+            hint = f"did you mean {' or '.join(near)}? " if near else ""
+            raise ScreenNotFoundError(f"no screen with run id {run_id!r} in {_label(self.screens)} ({hint}list them: "
+                                      f"fh-screen runs)")
         return ScreenDoc.model_validate(_without_monty_keys(_strip_id(doc)))
+
+
+def _nearest_run_ids(run_id: object, stored, n: int = 3) -> list[str]:
+    """The stored run ids that ``run_id`` most likely means: those it begins or ends (a run id cut short),
+    else the closest spellings (a typo), newest first."""
+    import difflib
+
+    text = str(run_id).strip()
+    ids = sorted({str(i) for i in stored if i}, reverse=True)
+    if not text or not ids:
+        return []
+    cut = [i for i in ids if i.startswith(text) or i.endswith(text)]
+    if cut:
+        return cut[:n]
+    return difflib.get_close_matches(text, ids, n=n, cutoff=0.8)
+
+
+def _check_limit(limit) -> int:
+    """``limit`` if it is a whole number of rows, 0 meaning all; else :class:`QueryError` (one line), as
+    ``query --limit`` refuses it (a negative limit read as its size, or all rows but the last, before)."""
+    return check_count(limit, "limit", QueryError, zero_means_all=True)
 
 
 def _label(store: Store) -> str:
